@@ -1,0 +1,275 @@
+"""The public entry point: :func:`prune` a pipeline with one or more recipes.
+
+Example:
+    >>> import cpedit
+    >>> result = cpedit.prune(
+    ...     "CompVis/stable-diffusion-v1-4",
+    ...     ["van-gogh", "recipes/artists/monet.yaml"],
+    ...     out="sd14-no-van-gogh-monet",
+    ...     on_progress=lambda event: print(event.message),
+    ... )
+    >>> result.report["totals"]["pruned_fraction"]
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpedit.calibration import ConceptStats, calibrate
+from cpedit.errors import CpeditError
+from cpedit.ffn import FFNLayer, get_denoiser, require_ffn_layers
+from cpedit.loading import ModelSource, load_pipeline, resolve_device, resolve_dtype, resolve_source
+from cpedit.output import (
+    atomic_folder,
+    check_output_target,
+    copy_pipeline_folder,
+    write_record,
+    zero_weights_in_files,
+)
+from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.recipes import Recipe, resolve_recipe
+from cpedit.selection import count_pruned, skilled_weights, union
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` did.
+
+    Attributes:
+        pipeline: The pruned pipeline, still in memory (on the compute device).
+        masks: The pruned weights: per FFN layer name, a bool CPU tensor (True = zeroed);
+            the union over all recipes.
+        concept_masks: The same, per recipe name, before the union.
+        report: The run report (also written to ``OUT/conceptprune/report.json``).
+        output: The output folder, or None when ``out`` was not given.
+    """
+
+    pipeline: Any
+    masks: dict[str, torch.Tensor]
+    concept_masks: dict[str, dict[str, torch.Tensor]]
+    report: dict[str, Any]
+    output: Path | None
+
+
+def prune(
+    model: str | os.PathLike[str] | Any,
+    recipes: Sequence[str | os.PathLike[str] | Recipe],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> PruneResult:
+    """Erase the recipes' concepts from a pipeline by pruning skilled FFN weights.
+
+    Every recipe is validated before the model loads. Each recipe is calibrated once on
+    the unpruned model; the union of their skilled sets is pruned (multi-concept erasure).
+
+    Args:
+        model: A Hub id, a local diffusers pipeline folder, or an already loaded pipeline
+            (then ``device``/``dtype``/``revision`` are not used and the output is written
+            with ``save_pretrained``).
+        recipes: Recipe files, names of shipped recipes, or :class:`Recipe` objects.
+        out: Where to write the pruned pipeline folder; None keeps it in memory only.
+        revision: Hub branch, tag or commit.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
+        batch_size: Prompts per calibration batch; None picks the largest that fits.
+        overwrite: Replace ``out`` if it exists.
+        on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` per step.
+        cancel: Set it (from another thread) to stop; nothing is written.
+
+    Returns:
+        A :class:`PruneResult`.
+
+    Raises:
+        RecipeError: A recipe is invalid (raised before loading the model).
+        ModelLoadError: The model cannot be found or loaded.
+        UnsupportedModelError: The model has no FFN blocks.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        PruneCancelled: ``cancel`` was set.
+    """
+    started = time.perf_counter()
+    loaded = [resolve_recipe(r) for r in recipes]
+    _check_recipes(loaded)
+    if batch_size is not None and batch_size < 1:
+        raise CpeditError(f"batch size must be at least 1, got {batch_size}")
+    out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
+
+    emit(on_progress, ProgressEvent(stage="load", message=f"loading {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}"))
+    source: ModelSource | None = None
+    if isinstance(model, (str, os.PathLike)):
+        compute_device = resolve_device(device)
+        compute_dtype = resolve_dtype(dtype, compute_device)
+        source = resolve_source(model, revision=revision)
+        pipe = load_pipeline(source, device=compute_device, dtype=compute_dtype)
+    else:
+        pipe = model
+    layers = require_ffn_layers(pipe)
+    denoiser = get_denoiser(pipe)
+    timings = {"load": time.perf_counter() - started}
+
+    stats: list[ConceptStats] = []
+    for recipe in loaded:
+        stats.append(calibrate(pipe, recipe, layers, batch_size=batch_size, on_progress=on_progress, cancel=cancel))
+    timings["calibrate"] = sum(s.seconds for s in stats)
+
+    mark = time.perf_counter()
+    concept_masks: dict[str, dict[str, torch.Tensor]] = {}
+    for concept in stats:
+        emit(on_progress, ProgressEvent(stage="score", message=f"scoring {concept.recipe.name}", concept=concept.recipe.name))
+        concept_masks[concept.recipe.name] = {
+            layer.name: skilled_weights(layer.module.weight, concept.sums[layer.name], concept.recipe.prune).cpu()
+            for layer in layers
+        }
+        concept.sums = {}  # free the accumulators as soon as they are scored
+    masks = union(list(concept_masks.values()))
+    emit(on_progress, ProgressEvent(stage="prune", message=f"pruning {count_pruned(masks):,} weights"))
+    apply_masks(layers, masks)
+    timings["score"] = time.perf_counter() - mark
+
+    component = _component_name(pipe, denoiser)
+    report = build_report(
+        source=source, component=component, denoiser=denoiser, layers=layers, masks=masks,
+        concept_masks=concept_masks, stats=stats, timings=timings,
+    )
+    if out_path is not None:
+        mark = time.perf_counter()
+        emit(on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
+        with atomic_folder(out_path, overwrite=overwrite) as tmp:
+            if source is not None:
+                report["skipped_files"] = copy_pipeline_folder(source.path, tmp)
+                zero_weights_in_files(tmp / component, masks)
+            else:
+                pipe.save_pretrained(tmp, safe_serialization=True)
+            timings["save"] = time.perf_counter() - mark
+            timings["total"] = time.perf_counter() - started
+            write_record(tmp, masks=masks, recipes=loaded, report=report, denoiser=component)
+    else:
+        timings["total"] = time.perf_counter() - started
+    emit(on_progress, ProgressEvent(stage="done", message="done"))
+    return PruneResult(pipeline=pipe, masks=masks, concept_masks=concept_masks, report=report, output=out_path)
+
+
+def apply_masks(layers: Sequence[FFNLayer], masks: dict[str, torch.Tensor]) -> None:
+    """Zero the masked weights of the layers in place (on their device)."""
+    with torch.no_grad():
+        for layer in layers:
+            mask = masks.get(layer.name)
+            if mask is not None and bool(mask.any()):
+                layer.module.weight[mask.to(layer.module.weight.device)] = 0
+
+
+def _check_recipes(recipes: list[Recipe]) -> None:
+    if not recipes:
+        raise CpeditError("give at least one recipe (a file or a shipped recipe name; see `cpedit recipes list`)")
+    seen: dict[str, str] = {}
+    for recipe in recipes:
+        if recipe.name in seen:
+            raise CpeditError(f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ")
+        seen[recipe.name] = recipe.source
+
+
+def _component_name(pipe: Any, denoiser: torch.nn.Module) -> str:
+    for name in ("unet", "transformer"):
+        if getattr(pipe, name, None) is denoiser:
+            return name
+    raise CpeditError(f"cannot tell which component of {type(pipe).__name__} is the denoiser")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of cpedit and the libraries that determine its results."""
+    versions = {"python": platform.python_version()}
+    for package in ("cpedit", "torch", "diffusers", "transformers", "huggingface_hub", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def build_report(
+    *,
+    source: ModelSource | None,
+    component: str,
+    denoiser: torch.nn.Module,
+    layers: Sequence[FFNLayer],
+    masks: dict[str, torch.Tensor],
+    concept_masks: dict[str, dict[str, torch.Tensor]],
+    stats: Sequence[ConceptStats],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The JSON-ready run report (``conceptprune/report.json``).
+
+    ``timings`` is referenced, not copied, so times filled in later (save, total) appear.
+    """
+    unet_weights = sum(p.numel() for p in denoiser.parameters())
+    ffn_weights = sum(layer.module.weight.numel() for layer in layers)
+    pruned = count_pruned(masks)
+    parameter = next(denoiser.parameters())
+    return {
+        "report_version": REPORT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": {
+            "id": source.ref if source is not None else None,
+            "local": source.is_local if source is not None else None,
+            "path": str(source.path) if source is not None and source.is_local else None,
+            "revision": source.revision if source is not None else None,
+            "commit": source.commit if source is not None else None,
+        },
+        "denoiser": {"component": component, "class": type(denoiser).__name__},
+        "compute": {"device": str(parameter.device), "dtype": str(parameter.dtype).removeprefix("torch.")},
+        "concepts": [
+            {
+                "name": s.recipe.name,
+                "concept": s.recipe.concept,
+                "kind": s.recipe.kind,
+                "recipe": f"conceptprune/recipes/{s.recipe.name}.yaml",
+                "prompt_pairs": len(s.recipe.targets),
+                "skill_ratio": s.recipe.prune.skill_ratio,
+                "timesteps": s.recipe.prune.timesteps,
+                "select_ratio": s.recipe.prune.select_ratio,
+                "steps": s.recipe.sampling.steps,
+                "guidance_scale": s.recipe.sampling.guidance_scale,
+                "seed": s.recipe.sampling.seed,
+                "batch_size": s.batch_size,
+                "batches": s.batches,
+                "unet_calls": s.unet_calls,
+                "calibrate_seconds": round(s.seconds, 3),
+                "pruned_weights": count_pruned(concept_masks[s.recipe.name]),
+            }
+            for s in stats
+        ],
+        "layers": [
+            {"name": layer.name, "shape": list(layer.shape), "pruned": int(masks[layer.name].sum())}
+            for layer in layers
+        ],
+        "totals": {
+            "pruned_weights": pruned,
+            "ffn_weights": ffn_weights,
+            "unet_weights": unet_weights,
+            "pruned_fraction": pruned / unet_weights,
+            "pruned_fraction_of_ffn": pruned / ffn_weights,
+        },
+        "unet_calls": sum(s.unet_calls for s in stats),
+        "skipped_files": [],
+        "versions": library_versions(),
+        "timings_s": timings,
+    }

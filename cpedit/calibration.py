@@ -1,0 +1,326 @@
+"""Calibration: the activation statistics ConceptPrune scores weights with.
+
+For every denoiser call t < tau and every FFN output projection, the published
+procedure accumulates, over all tokens of both classifier-free-guidance halves of all
+prompts, the column sums of squares of the row-normalised input X of the projection,
+separately for target and base prompts (see ``shared/reference/conceptprune.md``).
+
+Where the authors generate each prompt to the end (50 steps, VAE decode), one at a
+time, copying activations to the CPU at every call, cpedit runs target and base
+prompts together in batches through the pipeline's own call path, stops the
+pipeline after the tau-th denoiser call, never decodes, and accumulates in float32 on
+the device with no host copy.
+
+Every prompt starts from the same initial noise, drawn exactly as the pipeline draws
+it after ``torch.manual_seed(seed)`` (as the paper resets the seed before each prompt).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from cpedit.errors import CpeditError, PruneCancelled
+from cpedit.ffn import FFNLayer, get_denoiser
+from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.recipes import Recipe
+
+TARGET = 0
+"""Row of the accumulators holding target-prompt statistics."""
+BASE = 1
+"""Row of the accumulators holding base-prompt statistics."""
+
+
+@dataclass
+class ConceptStats:
+    """The calibration statistics of one recipe.
+
+    Attributes:
+        recipe: The recipe calibrated.
+        sums: Per FFN layer name, a float32 tensor ``[tau, 2, in_features]`` on the
+            compute device: for call t and group g (:data:`TARGET` or :data:`BASE`),
+            the sum over all rows of the squared row-normalised input, per column.
+            Its square root is the paper's ``norm_j``.
+        unet_calls: Denoiser calls made (tau per batch).
+        batch_size: Prompts per batch actually used.
+        batches: Number of batches run.
+        seconds: Wall time of the calibration.
+    """
+
+    recipe: Recipe
+    sums: dict[str, torch.Tensor]
+    unet_calls: int
+    batch_size: int
+    batches: int
+    seconds: float
+
+
+class _StopAfterTau(Exception):
+    """Raised from the denoiser hook to leave the pipeline once tau calls are done."""
+
+
+def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, group_index: torch.Tensor) -> None:
+    """Add one call's statistics into ``out`` (in place, on the device, float32).
+
+    For each batch item b, ``sum over its rows r of x_rj**2 / ||x_r||**2`` (the squares
+    of the L2-row-normalised input), added to ``out[group_index[b]]``.
+
+    Args:
+        x: FFN projection input, ``[batch, ..., in_features]`` in any float dtype.
+        out: ``[groups, in_features]`` float32 accumulator.
+        group_index: ``[batch]`` int64 group of each batch item.
+    """
+    batch, features = x.shape[0], x.shape[-1]
+    x = x.reshape(batch, -1, features)
+    xf = x.float()
+    squares = xf.square_() if xf is not x else xf.square()
+    inverse_row_norms = squares.sum(-1, keepdim=True).clamp_min_(1e-30).reciprocal_()
+    per_item = torch.bmm(inverse_row_norms.transpose(1, 2), squares).squeeze(1)
+    out.index_add_(0, group_index, per_item)
+
+
+def denoiser_calls(pipe: Any, steps: int) -> int:
+    """How many denoiser calls the pipeline's scheduler makes for ``steps`` steps.
+
+    PNDM with ``skip_prk_steps`` makes steps + 1; most schedulers make ``steps``.
+    """
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
+    sample_size = get_denoiser(pipe).config.sample_size
+    h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+    return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
+
+
+def initial_noise(pipe: Any, *, seed: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """The latent noise the pipeline draws for one prompt right after ``torch.manual_seed(seed)``.
+
+    The global RNG state is restored afterwards, so calling this has no side effect.
+    """
+    dtype = pipe.text_encoder.dtype if getattr(pipe, "text_encoder", None) is not None else get_denoiser(pipe).dtype
+    channels = get_denoiser(pipe).config.in_channels
+    shape = (1, channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return randn_tensor(shape, generator=None, device=device, dtype=dtype)
+
+
+def auto_batch_size(pipe: Any, *, prompts: int, height: int, width: int, device: torch.device, guidance: bool) -> int:
+    """A batch size that should fit in memory: all prompts when they fit.
+
+    The estimate is deliberately conservative (about 100 bytes per latent pixel and base
+    channel per denoiser batch item, half of the free memory); on CUDA an
+    out-of-memory error still halves the batch and retries.
+    """
+    denoiser = get_denoiser(pipe)
+    channels = (getattr(denoiser.config, "block_out_channels", None) or [320])[0]
+    latent_pixels = (height // pipe.vae_scale_factor) * (width // pipe.vae_scale_factor)
+    per_prompt = 100 * latent_pixels * channels * denoiser.dtype.itemsize * (2 if guidance else 1)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = _available_host_memory()
+    return max(1, min(prompts, int(free * 0.5 // max(per_prompt, 1))))
+
+
+def _available_host_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 1024**3
+
+
+def calibrate(
+    pipe: Any,
+    recipe: Recipe,
+    layers: Sequence[FFNLayer],
+    *,
+    batch_size: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ConceptStats:
+    """Run the first tau denoiser calls for every prompt of ``recipe`` and collect statistics.
+
+    Args:
+        pipe: A loaded text-to-image pipeline (already on its device).
+        recipe: The concept's prompts and settings.
+        layers: The FFN output projections to hook (see :func:`cpedit.ffn.find_ffn_output_layers`).
+        batch_size: Prompts per pipeline call (target and base mixed); ``None`` picks
+            the largest that fits memory.
+        on_progress: Called after every denoiser call.
+        cancel: When set, the run stops at the next denoiser call with :class:`PruneCancelled`.
+
+    Raises:
+        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
+        PruneCancelled: ``cancel`` was set.
+    """
+    started = time.perf_counter()
+    settings, prune = recipe.sampling, recipe.prune
+    tau = prune.timesteps
+    available = denoiser_calls(pipe, settings.steps)
+    if tau > available:
+        raise CpeditError(
+            f"{recipe.source}: prune.timesteps = {tau} but {type(pipe.scheduler).__name__} makes only {available} "
+            f"denoiser calls for sampling.steps = {settings.steps}; lower prune.timesteps or raise sampling.steps"
+        )
+    denoiser = get_denoiser(pipe)
+    device = denoiser.device
+    height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
+    noise = initial_noise(pipe, seed=settings.seed, height=height, width=width, device=device)
+
+    prompts = list(recipe.targets) + list(recipe.bases)
+    groups = [TARGET] * len(recipe.targets) + [BASE] * len(recipe.bases)
+    guidance = settings.guidance_scale > 1.0
+    automatic = batch_size is None
+    size = batch_size or auto_batch_size(
+        pipe, prompts=len(prompts), height=height, width=width, device=device, guidance=guidance
+    )
+    if size < 1:
+        raise CpeditError(f"batch size must be at least 1, got {size}")
+
+    totals = {layer.name: torch.zeros(tau, 2, layer.module.in_features, device=device) for layer in layers}
+    state = _CallState(tau=tau)
+    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.name)) for layer in layers]
+    handles.append(denoiser.register_forward_hook(state.denoiser_hook))
+    position, batch_number, calls = 0, 0, 0
+    try:
+        while position < len(prompts):
+            batch = prompts[position : position + size]
+            batches = batch_number + math.ceil((len(prompts) - position) / size)
+            state.begin_batch(
+                sums={name: torch.zeros_like(t) for name, t in totals.items()},
+                groups=torch.tensor(groups[position : position + size], device=device),
+                report=_batch_reporter(recipe, on_progress, cancel, batch_number + 1, batches, tau, calls),
+            )
+            try:
+                pipe(
+                    prompt=batch,
+                    height=height,
+                    width=width,
+                    num_inference_steps=settings.steps,
+                    guidance_scale=settings.guidance_scale,
+                    latents=noise.expand(len(batch), *noise.shape[1:]).clone(),
+                    output_type="latent",
+                    return_dict=False,
+                )
+            except _StopAfterTau:
+                pass
+            except torch.OutOfMemoryError:
+                if not automatic or size == 1:
+                    raise
+                size = max(1, size // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            if state.calls != tau:
+                raise CpeditError(
+                    f"{type(pipe).__name__} made {state.calls} denoiser calls instead of at least tau = {tau}"
+                )
+            for name, sums in state.sums.items():
+                totals[name] += sums
+            calls += tau
+            position += len(batch)
+            batch_number += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.sums = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return ConceptStats(
+        recipe=recipe,
+        sums=totals,
+        unet_calls=calls,
+        batch_size=size,
+        batches=batch_number,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _batch_reporter(
+    recipe: Recipe,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    batch: int,
+    batches: int,
+    tau: int,
+    calls_before: int,
+) -> Any:
+    def report(timestep: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise PruneCancelled("cancelled during calibration; nothing was written")
+        emit(
+            on_progress,
+            ProgressEvent(
+                stage="calibrate",
+                message=f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}",
+                concept=recipe.name,
+                batch=batch,
+                batches=batches,
+                timestep=timestep,
+                timesteps=tau,
+                completed=calls_before + timestep,
+                total=batches * tau,
+            ),
+        )
+
+    return report
+
+
+class _CallState:
+    """Shared state of the hooks during one pipeline call (one prompt batch)."""
+
+    def __init__(self, *, tau: int) -> None:
+        self.tau = tau
+        self.calls = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self._groups = torch.zeros(0, dtype=torch.long)
+        self._expanded: dict[int, torch.Tensor] = {}
+        self._report: Any = None
+
+    def begin_batch(self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Any) -> None:
+        self.calls = 0
+        self.sums = sums
+        self._groups = groups
+        self._expanded = {}
+        self._report = report
+
+    def _group_index(self, rows: int) -> torch.Tensor:
+        """Group of each denoiser batch item: guidance stacks [uncond; cond], each in prompt order."""
+        index = self._expanded.get(rows)
+        if index is None:
+            prompts = self._groups.shape[0]
+            if rows % prompts:
+                raise CpeditError(f"denoiser batch of {rows} items does not split into {prompts} prompts")
+            index = self._groups.repeat(rows // prompts)
+            self._expanded[rows] = index
+        return index
+
+    def ffn_hook(self, name: str) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0]
+            accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
+
+        return hook
+
+    def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.calls += 1
+        self._report(self.calls)
+        if self.calls >= self.tau:
+            raise _StopAfterTau

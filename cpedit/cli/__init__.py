@@ -1,0 +1,1 @@
+"""The ``cpedit`` command line (click + rich)."""

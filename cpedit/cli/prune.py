@@ -1,0 +1,85 @@
+"""``cpedit prune``: erase concepts and save the pruned pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+
+from cpedit.api import prune
+from cpedit.cli.options import compute_options
+from cpedit.cli.render import ProgressView, concept_table, layer_table
+
+
+@click.command("prune")
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--recipe", "-r", "recipes", multiple=True, required=True, metavar="FILE|NAME",
+    help="A recipe file or shipped recipe name (see `cpedit recipes list`). Repeat to erase several concepts.",
+)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically).")
+@compute_options
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None,
+    help="Prompts per calibration batch (targets and bases together). Default: as many as fit in memory.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="How to print the result: tables, or the report as JSON on stdout.",
+)
+def prune_command(
+    model: str,
+    recipes: tuple[str, ...],
+    out: str,
+    device: str,
+    dtype: str | None,
+    revision: str | None,
+    batch_size: int | None,
+    overwrite: bool,
+    output_format: str,
+) -> None:
+    """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
+
+    For each recipe, cpedit runs the recipe's target and base prompts through the first
+    tau denoiser calls, scores the FFN output weights (Wanda scores), and zeroes the
+    weights that fire for the concept. Several recipes prune the union of their sets.
+    The output is a standard diffusers folder (only pruned UNet weights differ from the
+    base) plus OUT/conceptprune/ (pruned positions, recipes, report.json).
+
+    Ctrl-C stops cleanly and leaves no output folder.
+
+    \b
+    Examples:
+      cpedit prune CompVis/stable-diffusion-v1-4 --recipe van-gogh --out sd14-no-van-gogh
+      cpedit prune ./my-sd15 -r recipes/nudity/nudity.yaml -r monet --out safe --device cuda:1
+      cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
+    """
+    console = Console(stderr=True)
+    with ProgressView(console) as view:
+        result = prune(
+            model,
+            list(recipes),
+            out=out,
+            revision=revision,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            on_progress=view,
+        )
+    report = result.report
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    stdout = Console()
+    stdout.print(concept_table(report))
+    stdout.print(layer_table(report))
+    t = report["timings_s"]
+    stdout.print(
+        f"Pruned {report['totals']['pruned_weights']:,} weights "
+        f"({100 * report['totals']['pruned_fraction']:.4f}% of the UNet) in {t['total']:.1f}s "
+        f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, save {t.get('save', 0):.1f}s)."
+    )
+    stdout.print(f"Saved to [bold]{result.output}[/]")

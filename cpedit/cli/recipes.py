@@ -1,0 +1,96 @@
+"""``cpedit recipes``: validate, list and show recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from cpedit.errors import RecipeError
+from cpedit.recipes import builtin_recipe_files, builtin_recipes_dir, load_recipe, resolve_recipe
+
+
+@click.group("recipes")
+def recipes_group() -> None:
+    """Validate, list and show concept recipes (YAML files, one concept each)."""
+
+
+@recipes_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate_command(files: tuple[str, ...]) -> None:
+    """Check recipe FILES without loading any model; exit 1 if any is invalid.
+
+    \b
+    Example:
+      cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+    """
+    console = Console()
+    failed = 0
+    for file in files:
+        try:
+            recipe = load_recipe(file)
+        except RecipeError as exc:
+            failed += 1
+            console.print(f"[red]✗[/] {exc}", highlight=False)
+            continue
+        console.print(
+            f"[green]✓[/] {file}: {recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
+            f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps})",
+            highlight=False,
+        )
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@recipes_group.command("list")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def list_command(output_format: str) -> None:
+    """List the recipes shipped with cpedit (use a NAME wherever a recipe is expected)."""
+    rows = []
+    for name, path in builtin_recipe_files().items():
+        recipe = load_recipe(path)
+        rows.append(
+            {
+                "name": name,
+                "kind": recipe.kind,
+                "concept": recipe.concept,
+                "pairs": len(recipe.targets),
+                "skill_ratio": recipe.prune.skill_ratio,
+                "timesteps": recipe.prune.timesteps,
+                "select_ratio": recipe.prune.select_ratio,
+                "file": str(path.relative_to(builtin_recipes_dir())),
+            }
+        )
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Shipped recipes ({builtin_recipes_dir()})")
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["concept"], str(r["pairs"]), f"{r['skill_ratio']:g}", str(r["timesteps"]), r["file"])
+    Console().print(table)
+
+
+@recipes_group.command("show")
+@click.argument("recipe", metavar="NAME|FILE")
+@click.option("--prompts/--no-prompts", default=True, show_default=True, help="Also list the expanded prompt pairs.")
+def show_command(recipe: str, prompts: bool) -> None:
+    """Print a recipe (a shipped NAME or a FILE) and the prompt pairs it expands to."""
+    loaded = resolve_recipe(recipe)
+    console = Console()
+    console.print(f"[bold]{loaded.name}[/]: {loaded.concept} ({loaded.kind}) — {Path(loaded.source)}", highlight=False)
+    console.print(Syntax(loaded.text, "yaml", background_color="default"))
+    if prompts:
+        table = Table(title=f"{len(loaded.targets)} prompt pairs")
+        table.add_column("#", justify="right")
+        table.add_column("target")
+        table.add_column("base")
+        for i, (target, base) in enumerate(loaded.pairs(), 1):
+            table.add_row(str(i), target, base)
+        console.print(table)

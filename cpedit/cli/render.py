@@ -1,0 +1,94 @@
+"""Rendering library progress events and reports with rich."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cpedit.progress import ProgressEvent
+
+
+class ProgressView:
+    """A rich progress display fed with :class:`ProgressEvent` objects.
+
+    One bar per concept (denoiser calls done / needed, with ETA); other stages are
+    printed as log lines.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[concept]}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == "calibrate" and event.concept is not None:
+            task = self._tasks.get(event.concept)
+            detail = ""
+            if event.batch is not None:
+                detail = f"batch {event.batch}/{event.batches}"
+            if event.timestep is not None:
+                detail += f" · call {event.timestep}/{event.timesteps}"
+            if task is None:
+                task = self.progress.add_task("", total=event.total, concept=event.concept, detail=detail)
+                self._tasks[event.concept] = task
+            self.progress.update(task, total=event.total, completed=event.completed, detail=detail)
+        elif event.stage != "done":
+            self.progress.console.log(event.message)
+
+
+def layer_table(report: dict[str, Any]) -> Table:
+    """Pruned weights per layer and in total (% of the UNet)."""
+    table = Table(title="Pruned weights", show_footer=True)
+    totals = report["totals"]
+    table.add_column("layer", footer="total")
+    table.add_column("shape")
+    table.add_column("pruned", justify="right", footer=f"{totals['pruned_weights']:,}")
+    table.add_column("% of layer", justify="right", footer=f"{100 * totals['pruned_fraction']:.4f}% of UNet")
+    for layer in report["layers"]:
+        out_f, in_f = layer["shape"]
+        table.add_row(layer["name"], f"{out_f}x{in_f}", f"{layer['pruned']:,}", f"{100 * layer['pruned'] / (out_f * in_f):.3f}%")
+    return table
+
+
+def concept_table(report: dict[str, Any]) -> Table:
+    """One row per concept: settings, calls, time, pruned count."""
+    table = Table(title="Concepts")
+    for column in ("concept", "pairs", "skill_ratio", "tau", "batch", "UNet calls", "seconds", "pruned"):
+        table.add_column(column, justify="left" if column == "concept" else "right")
+    for c in report["concepts"]:
+        table.add_row(
+            c["name"], str(c["prompt_pairs"]), f"{c['skill_ratio']:g}", str(c["timesteps"]), str(c["batch_size"]),
+            str(c["unet_calls"]), f"{c['calibrate_seconds']:.1f}", f"{c['pruned_weights']:,}",
+        )
+    return table

@@ -1,0 +1,69 @@
+"""``cpedit sample``: render seeded images, or base-vs-pruned comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from cpedit.cli.options import compute_options
+from cpedit.errors import CpeditError
+from cpedit.sampling import compare_samples, render_samples
+
+
+@click.command("sample")
+@click.argument("model", metavar="MODEL_OR_DIR")
+@click.option("--prompt", "-p", "prompts", multiple=True, metavar="TEXT",
+              help="A prompt (repeat for several). Default for a cpedit output: its recipes' preview prompts.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the image grid (PNG).")
+@click.option("--compare", is_flag=True, help="MODEL_OR_DIR is a cpedit output: render its base model and it side by side.")
+@click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps.")
+@click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The same seed for every image.")
+@click.option("--height", type=click.IntRange(min=8), default=None, help="Default: the model's native size.")
+@click.option("--width", type=click.IntRange(min=8), default=None)
+@compute_options
+def sample_command(
+    model: str,
+    prompts: tuple[str, ...],
+    out: str,
+    compare: bool,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    height: int | None,
+    width: int | None,
+    device: str,
+    dtype: str | None,
+    revision: str | None,
+) -> None:
+    """Render seeded images from MODEL_OR_DIR into one grid.
+
+    \b
+    Examples:
+      cpedit sample CompVis/stable-diffusion-v1-4 -p "a cat in the style of Van Gogh" --out cat.png
+      cpedit sample sd14-no-van-gogh --compare --out before-after.png
+    """
+    if not out.lower().endswith(".png"):
+        raise CpeditError(f"--out {out}: the grid is written as PNG; give a file name ending in .png")
+    settings = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width,
+                    device=device, dtype=dtype)
+    console = Console(stderr=True)
+    with console.status("rendering…") as status:
+        def show(event: object) -> None:
+            status.update(getattr(event, "message", ""))
+
+        if compare:
+            if revision is not None:
+                raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
+            grid = compare_samples(model, prompts=list(prompts) or None, on_progress=show, **settings)
+        else:
+            if not prompts:
+                raise CpeditError("give at least one --prompt (or --compare with a cpedit output folder)")
+            grid = render_samples(model, prompts=list(prompts), revision=revision, on_progress=show, **settings)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(out).with_name(Path(out).name + ".partial")
+    grid.save(partial, format="PNG")
+    partial.replace(out)
+    Console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")

@@ -1,0 +1,89 @@
+"""Finding the feed-forward blocks whose weights ConceptPrune prunes.
+
+The "neurons" of the paper are the input features of each FFN's output projection
+(``ff.net.2`` in Stable Diffusion). They are found by module type, a diffusers
+``FeedForward`` and the last ``nn.Linear`` inside it, never by hard-coded names, so any
+denoiser built from diffusers' feed-forward blocks works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffusers.models.attention import FeedForward
+from torch import nn
+
+from cpedit.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class FFNLayer:
+    """The output projection of one feed-forward block.
+
+    Attributes:
+        name: Qualified module name inside the denoiser (e.g.
+            ``down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2``); the weight's
+            state-dict key is ``name + ".weight"``.
+        module: The ``nn.Linear`` itself.
+    """
+
+    name: str
+    module: nn.Linear
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)`` of the weight."""
+        return (self.module.out_features, self.module.in_features)
+
+
+def find_ffn_output_layers(denoiser: nn.Module) -> list[FFNLayer]:
+    """List the FFN output projections of a denoiser, in module order.
+
+    Args:
+        denoiser: A UNet or transformer (``pipe.unet``).
+
+    Returns:
+        One :class:`FFNLayer` per diffusers ``FeedForward`` block.
+    """
+    layers: list[FFNLayer] = []
+    for block_name, block in denoiser.named_modules():
+        if not isinstance(block, FeedForward):
+            continue
+        linears = [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear) and name.startswith("net.")]
+        if not linears:
+            continue
+        name, linear = linears[-1]
+        layers.append(FFNLayer(name=f"{block_name}.{name}" if block_name else name, module=linear))
+    return layers
+
+
+def get_denoiser(pipe: object) -> nn.Module:
+    """The pipeline's denoiser (``unet``; ``transformer`` for DiT pipelines).
+
+    Raises:
+        UnsupportedModelError: The pipeline has neither.
+    """
+    for attr in ("unet", "transformer"):
+        module = getattr(pipe, attr, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise UnsupportedModelError(
+        f"{type(pipe).__name__} has no `unet` or `transformer` component; cpedit edits text-to-image diffusion pipelines"
+    )
+
+
+def require_ffn_layers(pipe: object) -> list[FFNLayer]:
+    """The FFN output layers of the pipeline's denoiser, or a clear error if there are none.
+
+    Raises:
+        UnsupportedModelError: The denoiser has no diffusers ``FeedForward`` blocks.
+    """
+    denoiser = get_denoiser(pipe)
+    layers = find_ffn_output_layers(denoiser)
+    if not layers:
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__}'s {type(denoiser).__name__} has no feed-forward (diffusers FeedForward) blocks, "
+            "so there are no skilled neurons to prune. ConceptPrune needs a denoiser with transformer blocks "
+            "(e.g. Stable Diffusion's UNet2DConditionModel)."
+        )
+    return layers

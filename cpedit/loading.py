@@ -1,0 +1,178 @@
+"""Loading a diffusers pipeline safely: a Hub id or a local folder, safetensors only.
+
+Models come from strangers: weights are read from safetensors only and remote code is
+never enabled. A Hub model is first resolved to a local snapshot folder (the standard
+Hub cache), so the output can be a byte-for-byte copy of it with only the pruned UNet
+weights changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpedit.errors import CpeditError, ModelLoadError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a pipeline comes from.
+
+    Attributes:
+        ref: What the user gave (Hub id or folder).
+        path: The local folder holding the pipeline (a Hub snapshot for Hub models).
+        is_local: True when ``ref`` was a folder.
+        revision: The revision asked for (Hub only).
+        commit: The Hub commit the snapshot belongs to, when known.
+    """
+
+    ref: str
+    path: Path
+    is_local: bool
+    revision: str | None = None
+    commit: str | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda[:N]|mps`` into a device, checking it exists.
+
+    Raises:
+        CpeditError: The device is unknown or not available here.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise CpeditError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CpeditError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise CpeditError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+    elif resolved.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise CpeditError("device 'mps' asked for, but Apple MPS is not available here; use --device cpu")
+    elif resolved.type != "cpu":
+        raise CpeditError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """The compute dtype: as asked, else float16 on CUDA and float32 elsewhere.
+
+    Raises:
+        CpeditError: Unknown dtype name.
+    """
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise CpeditError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
+
+
+def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None) -> ModelSource:
+    """Find the local folder of a pipeline, downloading it from the Hub if needed.
+
+    Args:
+        model: A local diffusers pipeline folder, or a Hub id such as
+            ``CompVis/stable-diffusion-v1-4``.
+        revision: A Hub branch, tag or commit (Hub ids only).
+
+    Raises:
+        ModelLoadError: The folder is not a diffusers pipeline, or the Hub model cannot
+            be had; the message says what to do.
+    """
+    ref = os.fspath(model)
+    path = Path(ref).expanduser()
+    if path.exists():
+        if revision is not None:
+            raise ModelLoadError(f"--revision applies to Hub models only; {ref} is a local folder")
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"{ref} is not a diffusers pipeline folder (no model_index.json); "
+                "give a folder written by `save_pretrained` or a Hub id such as CompVis/stable-diffusion-v1-4"
+            )
+        return ModelSource(ref=ref, path=path.resolve(), is_local=True)
+    if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{ref}: no such folder, and not a Hub id of the form namespace/name")
+    return _download(ref, revision=revision)
+
+
+def _download(repo_id: str, *, revision: str | None) -> ModelSource:
+    from diffusers import DiffusionPipeline
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` or set HF_TOKEN"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"{repo_id} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or set HF_TOKEN)"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"{repo_id} is not in the local Hub cache and the Hub cannot be reached (offline?); "
+            "connect, or pass a local pipeline folder"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot download {repo_id}: {exc}") from None
+    folder_path = Path(folder)
+    commit = folder_path.name if folder_path.parent.name == "snapshots" else None
+    return ModelSource(ref=repo_id, path=folder_path, is_local=False, revision=revision, commit=commit)
+
+
+def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dtype) -> Any:
+    """Load a pipeline from its local folder: safetensors only, no remote code.
+
+    The safety checker is not loaded (calibration never decodes images); its files
+    are still copied to the output unchanged.
+
+    Raises:
+        ModelLoadError: The folder cannot be loaded as a diffusers pipeline.
+    """
+    from diffusers import DiffusionPipeline
+
+    kwargs: dict[str, Any] = {}
+    try:
+        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{source.ref}: cannot read model_index.json ({exc})") from None
+    if "safety_checker" in index:
+        kwargs["safety_checker"] = None
+        kwargs["requires_safety_checker"] = False
+    try:
+        pipe = DiffusionPipeline.from_pretrained(
+            source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

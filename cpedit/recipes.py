@@ -1,0 +1,427 @@
+"""Recipes: the shareable, versioned YAML description of one concept to erase.
+
+A recipe names a concept, gives paired calibration prompts (a *target* prompt that shows
+the concept and a *base* prompt that does not) and the pruning and sampling settings.
+Recipes come from strangers, so they are parsed with ``yaml.safe_load`` and validated
+completely, every problem reported with its field and a fix, before any model loads.
+
+Example:
+    >>> from cpedit.recipes import load_recipe
+    >>> recipe = load_recipe("recipes/artists/van-gogh.yaml")
+    >>> recipe.pairs()[0]
+    ('a cat in the style of Van Gogh', 'a photo of a cat')
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cpedit.errors import RecipeError
+
+FORMAT_VERSION = 1
+KINDS = ("style", "object", "nudity", "gender", "memorization", "custom")
+SUBJECT_PLACEHOLDER = "subject"
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """How skilled weights are chosen (the paper's defaults)."""
+
+    skill_ratio: float = 0.01
+    """Fraction of each FFN output row's input columns marked per timestep (k = floor(ratio * in))."""
+    timesteps: int = 10
+    """tau: only the first tau denoiser calls are used."""
+    select_ratio: float = 0.0
+    """A weight is skilled if marked at more than select_ratio * tau of the first tau calls."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How calibration runs the pipeline (the paper's defaults)."""
+
+    steps: int = 50
+    guidance_scale: float = 7.5
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One validated recipe. Build it with :func:`load_recipe` or :func:`parse_recipe`."""
+
+    name: str
+    concept: str
+    kind: str
+    description: str
+    targets: tuple[str, ...]
+    bases: tuple[str, ...]
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    preview_prompts: tuple[str, ...] = ()
+    source: str = "<recipe>"
+    """Where the recipe came from (a file path), for messages."""
+    text: str = ""
+    """The recipe's YAML text, verbatim, so outputs can record exactly what was used."""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The calibration prompt pairs ``(target, base)``, paired by index."""
+        return list(zip(self.targets, self.bases))
+
+
+class _Problems:
+    """Collects every problem in a recipe so the user can fix them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field_path: str, message: str) -> None:
+        self.items.append((field_path, message))
+
+
+_SCHEMA: dict[str, tuple[str, ...]] = {
+    "": ("cpedit", "name", "concept", "kind", "description", "prompts", "prune", "sampling", "preview"),
+    "prompts": ("subjects", "target", "base"),
+    "prune": ("skill_ratio", "timesteps", "select_ratio"),
+    "sampling": ("steps", "guidance_scale", "seed", "height", "width"),
+    "preview": ("prompts",),
+}
+_REQUIRED_TOP = ("cpedit", "name", "concept", "prompts")
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe file.
+
+    Args:
+        path: A YAML recipe file.
+
+    Returns:
+        The validated recipe, with its verbatim text attached.
+
+    Raises:
+        RecipeError: The file is missing, not YAML, or breaks the format; the message
+            names the file, each bad field and what to do.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(str(file), [("", "file not found; check the path, or run `cpedit recipes list`")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(str(file), [("", f"cannot read the file ({exc})")]) from None
+    return parse_recipe(text, source=str(file))
+
+
+def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
+    """Validate recipe YAML text.
+
+    Args:
+        text: The YAML document.
+        source: A name for messages (usually the file path).
+
+    Raises:
+        RecipeError: With every problem found.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(source, [("", f"not valid YAML{where}: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise RecipeError(source, [("", "a recipe must be a YAML mapping (key: value lines); see recipes/README.md")])
+    problems = _Problems()
+    recipe = _validate(data, problems, source=source, text=text)
+    if problems.items:
+        raise RecipeError(source, problems.items)
+    assert recipe is not None
+    return recipe
+
+
+def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: str) -> Recipe | None:
+    _check_keys(data, "", problems)
+    for key in _REQUIRED_TOP:
+        if key not in data:
+            problems.add(key, f"missing; add `{key}:` ({_HINTS[key]})")
+
+    version = data.get("cpedit")
+    if "cpedit" in data and (not _is_int(version) or version != FORMAT_VERSION):
+        problems.add("cpedit", f"format version must be {FORMAT_VERSION}, got {version!r}; this cpedit reads version {FORMAT_VERSION}")
+
+    name = data.get("name")
+    if "name" in data and (not isinstance(name, str) or not _SLUG.match(name)):
+        problems.add("name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {name!r}")
+    concept = _string(data, "concept", problems, required=True)
+    kind = data.get("kind", "custom")
+    if kind not in KINDS:
+        problems.add("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    description = _string(data, "description", problems, required=False) or ""
+
+    targets, bases = _prompts(data.get("prompts"), problems)
+    prune = _prune(_section(data, "prune", problems), problems)
+    sampling = _sampling(_section(data, "sampling", problems), problems)
+    if prune is not None and sampling is not None and prune.timesteps > sampling.steps:
+        problems.add(
+            "prune.timesteps",
+            f"tau = {prune.timesteps} is larger than the {sampling.steps} denoiser calls that "
+            f"sampling.steps = {sampling.steps} makes; use at most {sampling.steps} (or raise sampling.steps)",
+        )
+    preview = _preview(_section(data, "preview", problems), problems)
+
+    if problems.items:
+        return None
+    assert prune is not None and sampling is not None and targets is not None and bases is not None
+    return Recipe(
+        name=name,
+        concept=concept,
+        kind=kind,
+        description=description,
+        targets=tuple(targets),
+        bases=tuple(bases),
+        prune=prune,
+        sampling=sampling,
+        preview_prompts=tuple(preview),
+        source=source,
+        text=text,
+    )
+
+
+_HINTS = {
+    "cpedit": f"the format version, `cpedit: {FORMAT_VERSION}`",
+    "name": "a slug such as van-gogh",
+    "concept": "what is erased, e.g. Van Gogh",
+    "prompts": "with `target:` and `base:` prompts",
+    "prompts.target": "a template such as 'a {subject} in the style of X', or a list of prompts",
+    "prompts.base": "a template such as 'a photo of a {subject}', or a list of prompts",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_keys(data: dict[str, Any], section: str, problems: _Problems) -> None:
+    allowed = _SCHEMA[section]
+    for key in data:
+        if key not in allowed:
+            path = f"{section}.{key}" if section else str(key)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
+            problems.add(path, f"unknown key; {hint}")
+
+
+def _section(data: dict[str, Any], key: str, problems: _Problems) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(key, f"must be a mapping of settings, got {type(value).__name__}")
+        return {}
+    _check_keys(value, key, problems)
+    return value
+
+
+def _string(data: dict[str, Any], key: str, problems: _Problems, *, required: bool) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        problems.add(key, f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[str] | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        problems.add("prompts", "must be a mapping with `target:` and `base:` (and optionally `subjects:`)")
+        return None, None
+    _check_keys(value, "prompts", problems)
+    subjects = value.get("subjects")
+    if subjects is not None and (
+        not isinstance(subjects, list) or not subjects or not all(isinstance(s, str) and s.strip() for s in subjects)
+    ):
+        problems.add("prompts.subjects", "must be a non-empty list of strings, e.g. [cat, dog, house]")
+        subjects = None
+    elif subjects is not None and len(set(subjects)) != len(subjects):
+        problems.add("prompts.subjects", "has duplicate entries; each subject should appear once")
+    expanded: dict[str, list[str] | str | None] = {}
+    for side in ("target", "base"):
+        path = f"prompts.{side}"
+        if side not in value:
+            problems.add(path, f"missing; add `{side}:` ({_HINTS[path]})")
+            expanded[side] = None
+            continue
+        expanded[side] = _expand(value[side], subjects, path, problems, has_subjects="subjects" in value)
+    target, base = expanded["target"], expanded["base"]
+    if target is None or base is None:
+        return None, None
+    if isinstance(target, str) and isinstance(base, str):
+        return [target], [base]
+    if isinstance(target, str):
+        target = [target] * len(base)  # a plain prompt pairs with every prompt of the other side
+    if isinstance(base, str):
+        base = [base] * len(target)
+    if len(target) != len(base):
+        problems.add(
+            "prompts",
+            f"target gives {len(target)} prompts but base gives {len(base)}; lists pair by index, so make them equal length",
+        )
+        return None, None
+    return target, base
+
+
+def _placeholders(template: str) -> list[str] | None:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+
+
+def _expand(value: Any, subjects: list[str] | None, path: str, problems: _Problems, *, has_subjects: bool) -> list[str] | str | None:
+    """A template expands over subjects; a list is literal; a plain string stays a string (broadcast)."""
+    if isinstance(value, str):
+        names = _placeholders(value)
+        if names is None or any(n != SUBJECT_PLACEHOLDER for n in names):
+            problems.add(path, "only the `{subject}` placeholder is allowed (write `{{` for a literal brace)")
+            return None
+        if not names:
+            return value.format()
+        if subjects is None:
+            if not has_subjects:
+                problems.add(path, "uses `{subject}` but `prompts.subjects` is missing; add a subjects list")
+            return None
+        return [value.format(subject=s) for s in subjects]
+    if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+        for i, prompt in enumerate(value):
+            if _placeholders(prompt) != []:
+                problems.add(f"{path}[{i}]", "list prompts are taken literally; placeholders such as `{subject}` belong in a template string")
+                return None
+        return list(value)
+    problems.add(path, f"must be a template string or a non-empty list of strings, got {type(value).__name__}")
+    return None
+
+
+def _number(section: dict[str, Any], key: str, default: Any, path: str, problems: _Problems, *, integer: bool) -> Any:
+    value = section.get(key, default)
+    if value is None and default is None:
+        return None
+    ok = _is_int(value) if integer else _is_number(value)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        problems.add(f"{path}.{key}", f"must be {kind}, got {value!r}")
+        return None
+    return value
+
+
+def _prune(section: dict[str, Any], problems: _Problems) -> PruneSettings | None:
+    d = PruneSettings()
+    skill = _number(section, "skill_ratio", d.skill_ratio, "prune", problems, integer=False)
+    tau = _number(section, "timesteps", d.timesteps, "prune", problems, integer=True)
+    select = _number(section, "select_ratio", d.select_ratio, "prune", problems, integer=False)
+    if skill is not None and not 0 < skill <= 1:
+        problems.add("prune.skill_ratio", f"must be in (0, 1], got {skill}; the paper uses 0.01 to 0.02")
+        skill = None
+    if tau is not None and tau < 1:
+        problems.add("prune.timesteps", f"must be at least 1, got {tau}; the paper uses 10")
+        tau = None
+    if select is not None and not 0 <= select < 1:
+        problems.add("prune.select_ratio", f"must be in [0, 1), got {select}; 0 keeps a weight marked at any timestep")
+        select = None
+    if skill is None or tau is None or select is None:
+        return None
+    return PruneSettings(skill_ratio=float(skill), timesteps=tau, select_ratio=float(select))
+
+
+def _sampling(section: dict[str, Any], problems: _Problems) -> SamplingSettings | None:
+    d = SamplingSettings()
+    steps = _number(section, "steps", d.steps, "sampling", problems, integer=True)
+    guidance = _number(section, "guidance_scale", d.guidance_scale, "sampling", problems, integer=False)
+    seed = _number(section, "seed", d.seed, "sampling", problems, integer=True)
+    height = _number(section, "height", None, "sampling", problems, integer=True)
+    width = _number(section, "width", None, "sampling", problems, integer=True)
+    if steps is not None and steps < 1:
+        problems.add("sampling.steps", f"must be at least 1, got {steps}")
+        steps = None
+    if guidance is not None and guidance < 0:
+        problems.add("sampling.guidance_scale", f"must be >= 0, got {guidance}")
+        guidance = None
+    if seed is not None and not 0 <= seed < 2**63:
+        problems.add("sampling.seed", f"must be a non-negative integer, got {seed}")
+        seed = None
+    for key, size in (("height", height), ("width", width)):
+        if size is not None and (size <= 0 or size % 8):
+            problems.add(f"sampling.{key}", f"must be a positive multiple of 8, got {size}")
+    if (height is None) != (width is None):
+        problems.add("sampling", "give both height and width, or neither (the model's native size)")
+    if steps is None or guidance is None or seed is None:
+        return None
+    return SamplingSettings(steps=steps, guidance_scale=float(guidance), seed=seed, height=height, width=width)
+
+
+def _preview(section: dict[str, Any], problems: _Problems) -> list[str]:
+    prompts = section.get("prompts", [])
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        problems.add("preview.prompts", "must be a list of prompt strings")
+        return []
+    return list(prompts)
+
+
+# --- Finding recipes -------------------------------------------------------------------
+
+
+def builtin_recipes_dir() -> Path:
+    """The folder of recipes shipped with cpedit (inside the wheel, or ``recipes/`` in a checkout)."""
+    packaged = Path(__file__).resolve().parent / "builtin_recipes"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def builtin_recipe_files() -> dict[str, Path]:
+    """Map each shipped recipe's name (its file stem) to its file."""
+    root = builtin_recipes_dir()
+    if not root.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(root.rglob("*.yaml"))}
+
+
+def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
+    """Load a recipe from a file path or the name of a shipped recipe.
+
+    Args:
+        ref: A path to a YAML file, the name of a shipped recipe (``van-gogh``), or an
+            already loaded :class:`Recipe` (returned as is).
+
+    Raises:
+        RecipeError: The file is invalid, or no file or shipped recipe has that name.
+    """
+    if isinstance(ref, Recipe):
+        return ref
+    path = Path(ref)
+    if path.is_file():
+        return load_recipe(path)
+    builtin = builtin_recipe_files()
+    if str(ref) in builtin:
+        return load_recipe(builtin[str(ref)])
+    close = difflib.get_close_matches(str(ref), list(builtin), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise RecipeError(str(ref), [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")])

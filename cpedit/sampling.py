@@ -1,0 +1,162 @@
+"""Rendering seeded samples and before/after grids.
+
+Sampling is for looking at results; it is never part of calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from cpedit.progress import ProgressCallback, ProgressEvent, emit
+
+
+def generate(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    steps: int = 30,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    label: str = "sample",
+    on_progress: ProgressCallback | None = None,
+) -> list[Image.Image]:
+    """One image per prompt, each from a generator seeded with ``seed``.
+
+    The same seed for every prompt (and for base and pruned models) keeps comparisons fair.
+    """
+    images: list[Image.Image] = []
+    device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
+    for index, prompt in enumerate(prompts):
+        emit(on_progress, ProgressEvent(stage="calibrate", message=f"{label}: {prompt}", concept=label,
+                                        batch=index + 1, batches=len(prompts), completed=index, total=len(prompts)))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        result = pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            generator=generator,
+        )
+        images.append(result.images[0])
+    emit(on_progress, ProgressEvent(stage="done", message=f"{label}: done", concept=label,
+                                    completed=len(prompts), total=len(prompts)))
+    return images
+
+
+def image_grid(columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]) -> Image.Image:
+    """Lay out images in a labelled grid: one column per model, one row per prompt."""
+    if not columns or not columns[0]:
+        raise ValueError("nothing to lay out")
+    cell_w, cell_h = columns[0][0].size
+    label_h, row_label_h = 18, 16
+    rows = len(columns[0])
+    grid = Image.new("RGB", (cell_w * len(columns), label_h + rows * (cell_h + row_label_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, label in enumerate(column_labels):
+        draw.text((c * cell_w + 4, 3), label, fill="black")
+    for r in range(rows):
+        top = label_h + r * (cell_h + row_label_h)
+        draw.text((4, top + 1), _clip(row_labels[r], cell_w * len(columns) // 6), fill="black")
+        for c, column in enumerate(columns):
+            grid.paste(column[r].resize((cell_w, cell_h)), (c * cell_w, top + row_label_h))
+    return grid
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
+
+
+def _load(model: str, *, revision: str | None, device: str, dtype: str | None) -> Any:
+    from cpedit.loading import load_pipeline, resolve_device, resolve_dtype, resolve_source
+
+    compute_device = resolve_device(device)
+    return load_pipeline(
+        resolve_source(model, revision=revision), device=compute_device, dtype=resolve_dtype(dtype, compute_device)
+    )
+
+
+def render_samples(
+    model: str,
+    *,
+    prompts: Sequence[str],
+    revision: str | None = None,
+    steps: int = 30,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Image.Image:
+    """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid."""
+    pipe = _load(model, revision=revision, device=device, dtype=dtype)
+    images = generate(pipe, prompts, steps=steps, guidance_scale=guidance_scale, seed=seed, height=height,
+                      width=width, label=str(model), on_progress=on_progress)
+    return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
+
+
+def compare_samples(
+    edited: str,
+    *,
+    prompts: Sequence[str] | None = None,
+    steps: int = 30,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Image.Image:
+    """Render the base model and a cpedit output side by side, with the same seeds.
+
+    The base model is the one recorded in ``EDITED/conceptprune/report.json``; only its
+    denoiser is loaded (everything else is identical by construction).
+
+    Args:
+        edited: A cpedit output folder.
+        prompts: Prompts to render; default: the preview prompts of the recipes used.
+
+    Raises:
+        CpeditError: ``edited`` is not a cpedit output, or no prompts are available.
+    """
+    from cpedit.errors import CpeditError
+    from cpedit.output import read_report
+    from cpedit.recipes import load_recipe
+
+    report = read_report(edited)
+    if not prompts:
+        prompts = []
+        for concept in report["concepts"]:
+            prompts += list(load_recipe(f"{edited}/{concept['recipe']}").preview_prompts)
+        if not prompts:
+            raise CpeditError(f"{edited}: its recipes have no preview prompts; give --prompt")
+    base = report["base_model"]
+    base_ref = base.get("path") or base.get("id")
+    if not base_ref:
+        raise CpeditError(f"{edited}: the report does not record a base model to compare with")
+    pipe = _load(edited, revision=None, device=device, dtype=dtype)
+    options = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width,
+                   on_progress=on_progress)
+    pruned_images = generate(pipe, prompts, label="pruned", **options)
+
+    from cpedit.loading import resolve_source
+
+    component = report["denoiser"]["component"]
+    source = resolve_source(base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision")))
+    pruned_denoiser = getattr(pipe, component)
+    base_denoiser = type(pruned_denoiser).from_pretrained(
+        source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True
+    ).to(pruned_denoiser.device)
+    setattr(pipe, component, base_denoiser)
+    del pruned_denoiser
+    base_images = generate(pipe, prompts, label="base", **options)
+    return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))

@@ -1,0 +1,57 @@
+"""Skilled weights: Wanda scores, per-timestep selection and the union over time.
+
+For layer weight W and call t < tau, with norms n_t (target) and n_b (base) from
+calibration, the paper scores S_t = |W| * n_t and S_b = |W| * n_b (broadcast over rows),
+marks per output row the k = floor(skill_ratio * in_features) columns with the largest
+S_t, keeps those where S_t > S_b, counts the marks over the first tau calls and calls a
+weight skilled when its count exceeds select_ratio * tau.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cpedit.calibration import BASE, TARGET
+from cpedit.recipes import PruneSettings
+
+
+def skilled_weights(weight: torch.Tensor, sums: torch.Tensor, settings: PruneSettings) -> torch.Tensor:
+    """The skilled-weight mask of one layer.
+
+    Args:
+        weight: The layer's weight ``[out_features, in_features]`` (any dtype/device).
+        sums: Its calibration sums ``[tau, 2, in_features]`` (float32, same device).
+        settings: skill_ratio, timesteps (tau) and select_ratio.
+
+    Returns:
+        A bool tensor shaped like ``weight`` on its device: True marks a weight to prune.
+    """
+    tau = settings.timesteps
+    out_features, in_features = weight.shape
+    k = math.floor(settings.skill_ratio * in_features)
+    if k == 0:
+        return torch.zeros(out_features, in_features, dtype=torch.bool, device=weight.device)
+    magnitude = weight.detach().float().abs()
+    norms = sums[:tau].sqrt()
+    counts = torch.zeros(out_features, in_features, dtype=torch.int32, device=weight.device)
+    for t in range(tau):
+        target_scores, columns = (magnitude * norms[t, TARGET]).topk(k, dim=1)
+        base_scores = magnitude.gather(1, columns) * norms[t, BASE][columns]
+        counts.scatter_add_(1, columns, (target_scores > base_scores).to(torch.int32))
+    return counts > settings.select_ratio * tau
+
+
+def count_pruned(masks: dict[str, torch.Tensor]) -> int:
+    """Total number of True entries over all masks."""
+    return sum(int(mask.sum()) for mask in masks.values())
+
+
+def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise OR of several per-layer mask sets (multi-concept erasure)."""
+    merged: dict[str, torch.Tensor] = {}
+    for mask_set in masks:
+        for name, mask in mask_set.items():
+            merged[name] = merged[name] | mask if name in merged else mask.clone()
+    return merged

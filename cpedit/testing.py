@@ -1,0 +1,455 @@
+"""Offline builders for random-weight Stable-Diffusion-1.x-shaped pipelines.
+
+Nothing here touches the network: the text tokenizer is derived from the BPE
+merges file that ships inside the ``openai-clip`` package, and every model gets
+freshly initialised random weights.  The resulting pipelines have the exact
+module structure of Stable Diffusion 1.x (UNet transformer blocks with
+``ff.net = [GEGLU, Dropout, Linear]``, a CLIP text encoder, a KL VAE), so the
+pruning code paths of cpedit can be exercised by tests and benchmarks without
+downloading any weights.
+
+Three sizes are provided:
+
+``"tiny"``
+    As small as diffusers' own fast tests (16x16 latents, 32x32 px images,
+    4 transformer blocks: down, mid, 2 x up); a UNet call at batch 2 takes
+    about 6 ms on a 2-core CPU.
+``"small"``
+    A middle size for CPU benchmarks (32x32 latents, 128x128 px images, 16
+    transformer blocks arranged exactly like SD 1.x's, but narrow: channels
+    32/64/128/128, cross-attention dim 128); a UNet call at batch 2 takes
+    about 65 ms on a 2-core CPU.
+``"sd15"``
+    The exact Stable Diffusion 1.5 shapes (~1.07 B parameters).  Meant for a
+    GPU machine; pass ``device="cuda"`` to :func:`build_random_sd_components`
+    to initialise the weights directly on the GPU, or ``device="meta"`` to
+    check shapes without allocating memory.
+
+This module deliberately avoids importing anything heavy at import time beyond
+``torch``; diffusers and transformers are imported inside the builders.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from diffusers import StableDiffusionPipeline
+
+__all__ = [
+    "CLIP_VOCAB_SIZE",
+    "CLIP_BOS_ID",
+    "CLIP_EOS_ID",
+    "SizeName",
+    "SchedulerName",
+    "clip_bpe_path",
+    "clip_vocab_and_merges",
+    "write_clip_tokenizer",
+    "load_clip_tokenizer",
+    "sd_component_configs",
+    "build_random_sd_components",
+    "build_random_sd_pipeline",
+]
+
+SizeName = Literal["tiny", "small", "sd15"]
+SchedulerName = Literal["pndm", "ddim"]
+
+#: Number of tokens in the real CLIP BPE vocabulary (also SD 1.x's).
+CLIP_VOCAB_SIZE = 49408
+#: Id of ``<|startoftext|>`` in the real CLIP vocabulary.
+CLIP_BOS_ID = 49406
+#: Id of ``<|endoftext|>`` in the real CLIP vocabulary (also the pad token of SD 1.x).
+CLIP_EOS_ID = 49407
+#: Context length of the CLIP text encoder used by SD 1.x.
+CLIP_MAX_LENGTH = 77
+
+_BOS = "<|startoftext|>"
+_EOS = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------- #
+# Tokenizer
+# --------------------------------------------------------------------------- #
+def _bytes_to_unicode() -> dict[int, str]:
+    """Reversible byte -> printable unicode map, exactly as in openai CLIP / GPT-2."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(2**8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2**8 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def clip_bpe_path() -> Path:
+    """Locate ``bpe_simple_vocab_16e6.txt.gz`` inside the installed ``openai-clip`` package.
+
+    The package is located with :func:`importlib.util.find_spec` and is *not*
+    imported (importing ``clip`` pulls in torchvision and more).
+
+    Raises:
+        FileNotFoundError: if the package or the file cannot be found.
+    """
+    spec = importlib.util.find_spec("clip")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / "bpe_simple_vocab_16e6.txt.gz"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "bpe_simple_vocab_16e6.txt.gz not found: is the 'openai-clip' package installed?"
+    )
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
+    """Derive the CLIP BPE vocabulary and merge list exactly as openai CLIP does.
+
+    Returns:
+        ``(vocab, merges)`` where ``vocab`` maps token string -> id (49408
+        entries) and ``merges`` holds the 48894 merge rules as ``"a b"`` strings,
+        in rank order.
+    """
+    lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")
+    merge_lines = lines[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(line.split()) for line in merge_lines]
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars]
+    tokens.extend("".join(m) for m in merges)
+    tokens.extend([_BOS, _EOS])
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    if len(vocab) != CLIP_VOCAB_SIZE or len(tokens) != CLIP_VOCAB_SIZE:
+        raise RuntimeError(f"unexpected CLIP vocabulary size {len(vocab)} (expected {CLIP_VOCAB_SIZE})")
+    return vocab, tuple(" ".join(m) for m in merges)
+
+
+def write_clip_tokenizer(folder: Path) -> Path:
+    """Write a Hugging Face ``CLIPTokenizer`` folder with the real CLIP BPE vocabulary.
+
+    The folder gets ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` and
+    ``special_tokens_map.json`` following the conventions of the Stable Diffusion
+    1.5 ``tokenizer/`` folder (``model_max_length`` 77, pad token
+    ``<|endoftext|>``).  Load it with ``CLIPTokenizer.from_pretrained(folder)``
+    (in transformers 5, constructing ``CLIPTokenizer(vocab_file=..., merges_file=...)``
+    directly silently yields a 3-token vocabulary).
+
+    Args:
+        folder: destination directory (created if missing).
+
+    Returns:
+        ``folder``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = clip_vocab_and_merges()
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
+    )
+
+    def special(content: str) -> dict[str, Any]:
+        return {
+            "content": content,
+            "lstrip": False,
+            "normalized": True,
+            "rstrip": False,
+            "single_word": False,
+        }
+
+    tokenizer_config = {
+        "add_prefix_space": False,
+        "bos_token": special(_BOS),
+        "do_lower_case": True,
+        "eos_token": special(_EOS),
+        "errors": "replace",
+        "model_max_length": CLIP_MAX_LENGTH,
+        "pad_token": _EOS,
+        "tokenizer_class": "CLIPTokenizer",
+        "unk_token": special(_EOS),
+    }
+    special_tokens_map = {
+        "bos_token": special(_BOS),
+        "eos_token": special(_EOS),
+        "pad_token": _EOS,
+        "unk_token": special(_EOS),
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special_tokens_map, indent=2), encoding="utf-8")
+    return folder
+
+
+def load_clip_tokenizer(folder: Path) -> Any:
+    """Load (through ``from_pretrained``) a tokenizer folder written by :func:`write_clip_tokenizer`.
+
+    Raises:
+        RuntimeError: if the loaded tokenizer does not have the full 49408-token vocabulary.
+    """
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(str(folder))
+    if len(tok) != CLIP_VOCAB_SIZE:
+        raise RuntimeError(f"tokenizer in {folder} has {len(tok)} tokens, expected {CLIP_VOCAB_SIZE}")
+    return tok
+
+
+# --------------------------------------------------------------------------- #
+# Model configurations
+# --------------------------------------------------------------------------- #
+_SCHEDULER_COMMON: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+def sd_component_configs(size: SizeName) -> dict[str, dict[str, Any]]:
+    """Constructor keyword arguments of the UNet, VAE and CLIP text encoder of a size.
+
+    Returns:
+        ``{"unet": {...}, "vae": {...}, "text_encoder": {...}}``: kwargs for
+        ``UNet2DConditionModel``, ``AutoencoderKL`` and ``CLIPTextConfig``.
+    """
+    # The CLIP text config uses the (legacy) token ids of SD 1.x's
+    # text_encoder/config.json (bos 0, eos 2, pad 1); they only affect the pooled
+    # output, which the SD pipeline does not use.
+    text_common: dict[str, Any] = {
+        "vocab_size": CLIP_VOCAB_SIZE,
+        "max_position_embeddings": CLIP_MAX_LENGTH,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+    }
+    if size == "tiny":
+        return {
+            "unet": {
+                "sample_size": 16,
+                "in_channels": 4,
+                "out_channels": 4,
+                "block_out_channels": (32, 64),
+                "layers_per_block": 1,
+                "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                "cross_attention_dim": 32,
+                "attention_head_dim": 2,
+                "norm_num_groups": 32,
+            },
+            "vae": {
+                "in_channels": 3,
+                "out_channels": 3,
+                "block_out_channels": (32, 64),
+                "down_block_types": ("DownEncoderBlock2D",) * 2,
+                "up_block_types": ("UpDecoderBlock2D",) * 2,
+                "layers_per_block": 1,
+                "latent_channels": 4,
+                "norm_num_groups": 32,
+                "sample_size": 32,
+            },
+            "text_encoder": {
+                **text_common,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "projection_dim": 32,
+            },
+        }
+    if size == "small":
+        # SD 1.x layout (3 cross-attention down blocks + 1 plain, mirrored up
+        # blocks, layers_per_block 2 -> 16 transformer blocks), but narrow.
+        return {
+            "unet": {
+                "sample_size": 32,
+                "in_channels": 4,
+                "out_channels": 4,
+                "block_out_channels": (32, 64, 128, 128),
+                "layers_per_block": 2,
+                "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                "cross_attention_dim": 128,
+                "attention_head_dim": 4,
+                "norm_num_groups": 32,
+            },
+            "vae": {
+                "in_channels": 3,
+                "out_channels": 3,
+                "block_out_channels": (32, 64, 64),
+                "down_block_types": ("DownEncoderBlock2D",) * 3,
+                "up_block_types": ("UpDecoderBlock2D",) * 3,
+                "layers_per_block": 1,
+                "latent_channels": 4,
+                "norm_num_groups": 32,
+                "sample_size": 128,
+            },
+            "text_encoder": {
+                **text_common,
+                "hidden_size": 128,
+                "intermediate_size": 512,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "projection_dim": 128,
+            },
+        }
+    if size == "sd15":
+        # Exact shapes of stable-diffusion-v1-5 (unet/, vae/, text_encoder/ configs).
+        return {
+            "unet": {
+                "sample_size": 64,
+                "in_channels": 4,
+                "out_channels": 4,
+                "block_out_channels": (320, 640, 1280, 1280),
+                "layers_per_block": 2,
+                "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                "cross_attention_dim": 768,
+                "attention_head_dim": 8,
+                "norm_num_groups": 32,
+                "norm_eps": 1e-5,
+                "act_fn": "silu",
+                "center_input_sample": False,
+                "downsample_padding": 1,
+                "flip_sin_to_cos": True,
+                "freq_shift": 0,
+                "mid_block_scale_factor": 1,
+            },
+            "vae": {
+                "in_channels": 3,
+                "out_channels": 3,
+                "block_out_channels": (128, 256, 512, 512),
+                "down_block_types": ("DownEncoderBlock2D",) * 4,
+                "up_block_types": ("UpDecoderBlock2D",) * 4,
+                "layers_per_block": 2,
+                "latent_channels": 4,
+                "norm_num_groups": 32,
+                "sample_size": 512,
+                "act_fn": "silu",
+            },
+            "text_encoder": {
+                **text_common,
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+                "projection_dim": 768,
+                "attention_dropout": 0.0,
+                "dropout": 0.0,
+                "initializer_factor": 1.0,
+                "initializer_range": 0.02,
+            },
+        }
+    raise ValueError(f"unknown size {size!r}; expected 'tiny', 'small' or 'sd15'")
+
+
+def _make_scheduler(scheduler: SchedulerName) -> Any:
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    if scheduler == "pndm":
+        return PNDMScheduler(**_SCHEDULER_COMMON, skip_prk_steps=True)
+    if scheduler == "ddim":
+        return DDIMScheduler(**_SCHEDULER_COMMON, clip_sample=False)
+    raise ValueError(f"unknown scheduler {scheduler!r}; expected 'pndm' or 'ddim'")
+
+
+# --------------------------------------------------------------------------- #
+# Pipelines
+# --------------------------------------------------------------------------- #
+def build_random_sd_components(
+    *,
+    size: SizeName = "tiny",
+    scheduler: SchedulerName = "pndm",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> StableDiffusionPipeline:
+    """Build a random-weight ``StableDiffusionPipeline`` in memory (nothing is saved).
+
+    Weights are initialised after ``torch.manual_seed(seed)``; on the CPU the
+    result is reproducible for a given seed and size.  The tokenizer is the real
+    CLIP tokenizer (see :func:`write_clip_tokenizer`).
+
+    Args:
+        size: ``"tiny"``, ``"small"`` or ``"sd15"`` (see the module docstring).
+        scheduler: ``"pndm"`` (SD 1.x's default, ``skip_prk_steps=True``) or ``"ddim"``,
+            both with SD 1.x's betas.
+        seed: seed for the random weights.
+        device: where to allocate and initialise the weights (default: CPU).
+            ``"cuda"`` avoids a slow CPU initialisation of the ~1 B sd15
+            parameters (the random values then differ from a CPU build);
+            ``"meta"`` builds shapes only.
+
+    Returns:
+        The pipeline, with ``safety_checker=None``, ``feature_extractor=None`` and
+        ``requires_safety_checker=False``.
+    """
+    import tempfile
+
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    configs = sd_component_configs(size)
+    sched = _make_scheduler(scheduler)
+    with tempfile.TemporaryDirectory(prefix="cpedit-clip-tokenizer-") as tmp:
+        tokenizer = load_clip_tokenizer(write_clip_tokenizer(Path(tmp)))
+
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    torch.manual_seed(seed)
+    with target:
+        unet = UNet2DConditionModel(**configs["unet"])
+        vae = AutoencoderKL(**configs["vae"])
+        text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
+    for module in (unet, vae, text_encoder):
+        module.eval()
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_random_sd_pipeline(
+    folder: Path,
+    *,
+    size: SizeName = "tiny",
+    scheduler: SchedulerName = "pndm",
+    seed: int = 0,
+) -> Path:
+    """Build a random-weight SD 1.x-shaped pipeline and save it as safetensors.
+
+    The folder can be loaded back with
+    ``DiffusionPipeline.from_pretrained(folder, use_safetensors=True)``.
+
+    Args:
+        folder: destination directory (created if missing).
+        size: ``"tiny"``, ``"small"`` or ``"sd15"`` (sd15 writes about 4 GB).
+        scheduler: ``"pndm"`` or ``"ddim"``.
+        seed: seed for the random weights.
+
+    Returns:
+        ``folder``.
+    """
+    folder = Path(folder)
+    pipe = build_random_sd_components(size=size, scheduler=scheduler, seed=seed)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder

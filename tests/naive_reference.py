@@ -1,0 +1,199 @@
+"""A deliberately naive, independent implementation of ConceptPrune's skilled-weight search.
+
+Written from /work/shared/reference/conceptprune.md only (no cpedit code was
+consulted), to serve as
+
+* the ground truth of fidelity tests, and
+* the "authors' procedure" in speed benchmarks: one prompt at a time, a full
+  ordinary text-to-image generation *including* the VAE decode, a hook that
+  copies every activation to the CPU, statistics for every UNet call although
+  only the first ``tau`` are used.
+
+Everything is plain Python loops and is meant to be obviously correct, not fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers.models.attention import FeedForward
+
+
+def ffn_output_linears(unet: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """Every FFN output projection of the UNet: the ``net[2]`` Linear of each ``FeedForward``.
+
+    Keys are qualified module names inside the UNet, e.g.
+    ``"down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2"``.
+    """
+    layers: dict[str, torch.nn.Linear] = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, FeedForward):
+            linear = module.net[2]
+            assert isinstance(linear, torch.nn.Linear), f"{name}.net.2 is not a Linear"
+            layers[f"{name}.net.2"] = linear
+    return layers
+
+
+def _collect_sums_of_squares(
+    pipe,
+    prompts: list[str],
+    layers: dict[str, torch.nn.Linear],
+    *,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    height: int | None,
+    width: int | None,
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Run one full generation per prompt; return sums[t][layer] = column sums of squares.
+
+    The sums run over all rows (tokens of all batch items, both CFG halves) of
+    all prompts, for UNet call t (counted per prompt, from 0).
+    """
+    sums: dict[int, dict[str, torch.Tensor]] = {}
+    call_index = [0]  # index t of the UNet call in progress, for the current prompt
+    # (FFN hooks fire during the UNet call; the UNet's own forward hook, which
+    # fires after all of them, advances the index.)
+
+    def unet_post_hook(module, args, output):
+        call_index[0] += 1  # the next UNet call is timestep index t + 1
+        return None
+
+    def make_ffn_hook(layer_name: str):
+        def hook(module, inputs, output):
+            t = call_index[0]
+            x = inputs[0]
+            # rows = all tokens of all batch items (both classifier-free guidance halves)
+            x = x.reshape(-1, x.shape[-1])
+            # copy to the CPU in float32 (as the authors do on every call)
+            x = x.detach().to(device="cpu", dtype=torch.float32)
+            # L2-normalise every row (token) over the feature dimension
+            row_norms = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            x = x / row_norms
+            # accumulate the per-column sum of squares for this (t, layer)
+            column_sums = (x * x).sum(dim=0)
+            if t not in sums:
+                sums[t] = {}
+            if layer_name in sums[t]:
+                sums[t][layer_name] = sums[t][layer_name] + column_sums
+            else:
+                sums[t][layer_name] = column_sums
+            return None
+
+        return hook
+
+    handles = []
+    try:
+        handles.append(pipe.unet.register_forward_hook(unet_post_hook))
+        for layer_name, linear in layers.items():
+            handles.append(linear.register_forward_hook(make_ffn_hook(layer_name)))
+        for prompt in prompts:
+            call_index[0] = 0  # every prompt restarts at t = 0
+            torch.manual_seed(seed)  # same initial latent for every prompt
+            with torch.no_grad():
+                pipe(
+                    prompt,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                    height=height,
+                    width=width,
+                    output_type="pil",  # full generation and decode, like the authors
+                )
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sums
+
+
+def naive_skilled_masks(
+    pipe,
+    target_prompts: list[str],
+    base_prompts: list[str],
+    *,
+    skill_ratio: float,
+    tau: int,
+    select_ratio: float,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    height: int | None = None,
+    width: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Skilled weights of every FFN output projection, by the published procedure.
+
+    Returns:
+        ``{layer name: bool tensor [out_features, in_features] on the CPU}``;
+        True marks a skilled weight (one to prune).
+    """
+    layers = ffn_output_linears(pipe.unet)
+
+    # 1. Statistics, separately for targets and bases.
+    common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
+    target_sums = _collect_sums_of_squares(pipe, list(target_prompts), layers, **common)
+    base_sums = _collect_sums_of_squares(pipe, list(base_prompts), layers, **common)
+
+    calls = len(target_sums)
+    if tau > calls:
+        raise ValueError(f"tau={tau} exceeds the {calls} UNet calls of a {steps}-step generation")
+
+    masks: dict[str, torch.Tensor] = {}
+    for layer_name, linear in layers.items():
+        weight_abs = linear.weight.detach().to(device="cpu", dtype=torch.float32).abs()
+        out_features, in_features = weight_abs.shape
+        k = math.floor(skill_ratio * in_features)
+        count = torch.zeros(out_features, in_features, dtype=torch.int64)
+
+        # 2. Per timestep t < tau: Wanda scores with target and base norms.
+        for t in range(tau):
+            norm_target = torch.sqrt(target_sums[t][layer_name])
+            norm_base = torch.sqrt(base_sums[t][layer_name])
+            score_target = weight_abs * norm_target[None, :]  # S_t[i, j] = |W[i, j]| * ||X_j||
+            score_base = weight_abs * norm_base[None, :]
+            marked = torch.zeros(out_features, in_features, dtype=torch.bool)
+            if k > 0:
+                # per output row i, the k columns with the largest S_t[i, :]
+                top_columns = torch.topk(score_target, k, dim=1).indices  # [out, k]
+                marked.scatter_(1, top_columns, True)
+            # keep only those where the target score beats the base score
+            marked = marked & (score_target > score_base)
+            count += marked.to(torch.int64)
+
+        # 3. Union over time: marked at more than select_ratio * tau timesteps.
+        masks[layer_name] = count > select_ratio * tau
+    return masks
+
+
+def naive_prune(pipe, masks: dict[str, torch.Tensor]) -> None:
+    """Zero, in place, every weight of ``pipe.unet`` that ``masks`` marks as skilled."""
+    modules = dict(pipe.unet.named_modules())
+    with torch.no_grad():
+        for layer_name, mask in masks.items():
+            weight = modules[layer_name].weight
+            weight[mask.to(weight.device)] = 0
+
+
+def naive_unet_call_count(pipe, steps: int) -> int:
+    """How many UNet calls one full generation with ``steps`` inference steps makes.
+
+    Counted by running a generation with a hook on the UNet (PNDM with
+    ``skip_prk_steps`` makes ``steps + 1`` calls, DDIM makes ``steps``).
+    """
+    calls = [0]
+
+    def count_call(module, args, output):
+        calls[0] += 1
+        return None
+
+    handle = pipe.unet.register_forward_hook(count_call)
+    try:
+        with torch.no_grad():
+            pipe(
+                "",
+                num_inference_steps=steps,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(0),
+            )
+    finally:
+        handle.remove()
+    return calls[0]
