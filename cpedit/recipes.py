@@ -170,7 +170,7 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
         problems.add("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     description = _string(data, "description", problems, required=False) or ""
 
-    targets, bases = _prompts(data.get("prompts"), problems)
+    targets, bases = _prompts(data["prompts"], problems) if "prompts" in data else (None, None)
     prune = _prune(_section(data, "prune", problems), problems)
     sampling = _sampling(_section(data, "sampling", problems), problems)
     if prune is not None and sampling is not None and prune.timesteps > sampling.steps:
@@ -240,7 +240,7 @@ def _section(data: dict[str, Any], key: str, problems: _Problems) -> dict[str, A
 
 def _string(data: dict[str, Any], key: str, problems: _Problems, *, required: bool) -> str | None:
     value = data.get(key)
-    if value is None:
+    if key not in data or (value is None and not required):
         return None
     if not isinstance(value, str) or (required and not value.strip()):
         problems.add(key, f"must be a non-empty string, got {value!r}")
@@ -249,8 +249,6 @@ def _string(data: dict[str, Any], key: str, problems: _Problems, *, required: bo
 
 
 def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[str] | None]:
-    if value is None:
-        return None, None
     if not isinstance(value, dict):
         problems.add("prompts", "must be a mapping with `target:` and `base:` (and optionally `subjects:`)")
         return None, None
@@ -291,9 +289,11 @@ def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[st
 
 def _placeholders(template: str) -> list[str] | None:
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
     except ValueError:
         return None
+    # `{subject!r}` or `{subject:>9}` are not the plain `{subject}` placeholder: report them whole.
+    return [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") for name, spec, conversion in fields]
 
 
 def _expand(value: Any, subjects: list[str] | None, path: str, problems: _Problems, *, has_subjects: bool) -> list[str] | str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -16,7 +17,14 @@ from cpedit.recipes import builtin_recipe_files, builtin_recipes_dir, load_recip
 
 @click.group("recipes")
 def recipes_group() -> None:
-    """Validate, list and show concept recipes (YAML files, one concept each)."""
+    """Validate, list and show concept recipes (YAML files, one concept each).
+
+    \b
+    Examples:
+      cpedit recipes list
+      cpedit recipes show van-gogh
+      cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+    """
 
 
 @recipes_group.command("validate")
@@ -35,10 +43,10 @@ def validate_command(files: tuple[str, ...]) -> None:
             recipe = load_recipe(file)
         except RecipeError as exc:
             failed += 1
-            console.print(f"[red]✗[/] {exc}", highlight=False)
+            console.print(f"[red]✗[/] {escape(str(exc))}", highlight=False)
             continue
         console.print(
-            f"[green]✓[/] {file}: {recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
+            f"[green]✓[/] {escape(file)}: {recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
             f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps})",
             highlight=False,
         )
@@ -49,7 +57,13 @@ def validate_command(files: tuple[str, ...]) -> None:
 @recipes_group.command("list")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_command(output_format: str) -> None:
-    """List the recipes shipped with cpedit (use a NAME wherever a recipe is expected)."""
+    """List the recipes shipped with cpedit (use a NAME wherever a recipe is expected).
+
+    \b
+    Examples:
+      cpedit recipes list
+      cpedit recipes list --format json
+    """
     rows = []
     for name, path in builtin_recipe_files().items():
         recipe = load_recipe(path)
@@ -68,12 +82,12 @@ def list_command(output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"Shipped recipes ({builtin_recipes_dir()})")
+    table = Table(title=f"Shipped recipes ({escape(str(builtin_recipes_dir()))})")
     table.add_column("name", no_wrap=True)
     for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["concept"], str(r["pairs"]), f"{r['skill_ratio']:g}", str(r["timesteps"]), r["file"])
+        table.add_row(r["name"], r["kind"], escape(r["concept"]), str(r["pairs"]), f"{r['skill_ratio']:g}", str(r["timesteps"]), escape(r["file"]))
     Console().print(table)
 
 
@@ -81,10 +95,16 @@ def list_command(output_format: str) -> None:
 @click.argument("recipe", metavar="NAME|FILE")
 @click.option("--prompts/--no-prompts", default=True, show_default=True, help="Also list the expanded prompt pairs.")
 def show_command(recipe: str, prompts: bool) -> None:
-    """Print a recipe (a shipped NAME or a FILE) and the prompt pairs it expands to."""
+    """Print a recipe (a shipped NAME or a FILE) and the prompt pairs it expands to.
+
+    \b
+    Examples:
+      cpedit recipes show van-gogh
+      cpedit recipes show my-recipe.yaml --no-prompts
+    """
     loaded = resolve_recipe(recipe)
     console = Console()
-    console.print(f"[bold]{loaded.name}[/]: {loaded.concept} ({loaded.kind}) — {Path(loaded.source)}", highlight=False)
+    console.print(f"[bold]{loaded.name}[/]: {escape(loaded.concept)} ({loaded.kind}) — {escape(str(Path(loaded.source)))}", highlight=False)
     console.print(Syntax(loaded.text, "yaml", background_color="default"))
     if prompts:
         table = Table(title=f"{len(loaded.targets)} prompt pairs")
@@ -92,5 +112,5 @@ def show_command(recipe: str, prompts: bool) -> None:
         table.add_column("target")
         table.add_column("base")
         for i, (target, base) in enumerate(loaded.pairs(), 1):
-            table.add_row(str(i), target, base)
+            table.add_row(str(i), escape(target), escape(base))  # prompts are data, not rich markup
         console.print(table)
