@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import cpedit  # noqa: E402
+import cpedit.calibration  # noqa: E402
 from cpedit.calibration import calibrate, denoiser_calls, native_size  # noqa: E402
 from cpedit.ffn import find_ffn_output_layers  # noqa: E402
 from cpedit.recipes import load_recipe  # noqa: E402
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--recipe", default=str(ROOT / "recipes/artists/van-gogh.yaml"))
+    parser.add_argument("--pairs", type=int, default=None, help="use only the recipe's first N prompt pairs")
     parser.add_argument("--batch-size", type=int, default=None, help="cpedit batch size (default: auto)")
     parser.add_argument("--skip-reference", action="store_true", help="only cpedit, floor and pipeline-only")
     parser.add_argument("--json", type=Path, default=None)
@@ -107,6 +110,8 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     recipe = load_recipe(args.recipe)
+    if args.pairs:
+        recipe = dataclasses.replace(recipe, targets=recipe.targets[: args.pairs], bases=recipe.bases[: args.pairs])
     build_s, pipe = timed(device, lambda: build_random_sd_components(size=args.size, device=args.device))
     pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -151,9 +156,19 @@ def main() -> None:
         pruned_weights=result.report["totals"]["pruned_weights"],
     )
     print(f"cpedit: {cpedit_s:.2f}s (calibrate {results['cpedit_calibrate_s']:.2f}s, batch {concept['batch_size']})", flush=True)
-    with torch.no_grad():  # restore the unpruned weights for the remaining measurements
-        for layer in layers:
-            layer.module.weight.copy_(originals[layer.name])
+    def restore() -> None:  # the unpruned weights, for the next measurement
+        with torch.no_grad():
+            for layer in layers:
+                layer.module.weight.copy_(originals[layer.name])
+
+    restore()
+    if device.type == "cuda" and cpedit.calibration.use_triton():
+        os.environ["CPEDIT_DISABLE_TRITON"] = "1"  # the plain PyTorch statistics, for comparison
+        torch_s, torch_result = timed(device, lambda: cpedit.prune(pipe, [recipe], batch_size=concept["batch_size"]))
+        del os.environ["CPEDIT_DISABLE_TRITON"]
+        restore()
+        results["cpedit_torch_path_calibrate_s"] = torch_result.report["timings_s"]["calibrate"]
+        results["iou_triton_vs_torch_path"] = iou(torch_result.masks, result.masks)
 
     floor_s, floor_calls = unet_floor(pipe, recipe, batch_size=concept["batch_size"], device=device)
     results.update(floor_s=floor_s, floor_unet_calls=floor_calls)

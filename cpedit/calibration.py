@@ -18,6 +18,7 @@ it after ``torch.manual_seed(seed)`` (as the paper resets the seed before each p
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from cpedit import kernels
 from cpedit.errors import CpeditError, PruneCancelled
 from cpedit.ffn import FFNLayer, get_denoiser
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
@@ -70,7 +72,8 @@ def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, gro
     """Add one call's statistics into ``out`` (in place, on the device, float32).
 
     For each batch item b, ``sum over its rows r of x_rj**2 / ||x_r||**2`` (the squares
-    of the L2-row-normalised input), added to ``out[group_index[b]]``.
+    of the L2-row-normalised input), added to ``out[group_index[b]]``. On CUDA with
+    Triton available this runs as two fused kernels (see :mod:`cpedit.kernels`).
 
     Args:
         x: FFN projection input, ``[batch, ..., in_features]`` in any float dtype.
@@ -79,11 +82,19 @@ def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, gro
     """
     batch, features = x.shape[0], x.shape[-1]
     x = x.reshape(batch, -1, features)
-    xf = x.float()
-    squares = xf.square_() if xf is not x else xf.square()
-    inverse_row_norms = squares.sum(-1, keepdim=True).clamp_min_(1e-30).reciprocal_()
-    per_item = torch.bmm(inverse_row_norms.transpose(1, 2), squares).squeeze(1)
+    if x.is_cuda and use_triton():
+        per_item = kernels.per_item_normalised_column_squares(x)
+    else:
+        xf = x.float()
+        squares = xf.square_() if xf is not x else xf.square()
+        inverse_row_norms = squares.sum(-1, keepdim=True).clamp_min_(1e-30).reciprocal_()
+        per_item = torch.bmm(inverse_row_norms.transpose(1, 2), squares).squeeze(1)
     out.index_add_(0, group_index, per_item)
+
+
+def use_triton() -> bool:
+    """Whether the fused Triton kernels are used on CUDA (off with ``CPEDIT_DISABLE_TRITON=1``)."""
+    return kernels.AVAILABLE and os.environ.get("CPEDIT_DISABLE_TRITON", "") not in ("1", "true", "yes")
 
 
 def denoiser_calls(pipe: Any, steps: int) -> int:
