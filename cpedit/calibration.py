@@ -172,8 +172,9 @@ def calibrate(
         pipe: A loaded text-to-image pipeline (already on its device).
         recipe: The concept's prompts and settings.
         layers: The FFN output projections to hook (see :func:`cpedit.ffn.find_ffn_output_layers`).
-        batch_size: Prompts per pipeline call (target and base mixed); ``None`` picks
-            the largest that fits memory.
+        batch_size: Prompts per pipeline call, rounded down to an even number so that
+            each target prompt shares its batch with its base prompt; ``None`` picks the
+            largest that fits memory.
         on_progress: Called after every denoiser call.
         cancel: When set, the run stops at the next denoiser call with :class:`PruneCancelled`.
 
@@ -195,8 +196,10 @@ def calibrate(
     height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
     noise = initial_noise(pipe, seed=settings.seed, height=height, width=width, device=device)
 
-    prompts = list(recipe.targets) + list(recipe.bases)
-    groups = [TARGET] * len(recipe.targets) + [BASE] * len(recipe.bases)
+    # Each target travels with its base: a pair always shares a batch (and so the exact
+    # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
+    prompts = [prompt for pair in recipe.pairs() for prompt in pair]
+    groups = [TARGET, BASE] * len(recipe.targets)
     guidance = settings.guidance_scale > 1.0
     automatic = batch_size is None
     size = batch_size or auto_batch_size(
@@ -204,6 +207,7 @@ def calibrate(
     )
     if size < 1:
         raise CpeditError(f"batch size must be at least 1, got {size}")
+    size = max(1, size - size % 2)
 
     totals = {layer.name: torch.zeros(tau, 2, layer.module.in_features, device=device) for layer in layers}
     state = _CallState(tau=tau)
@@ -235,7 +239,7 @@ def calibrate(
             except torch.OutOfMemoryError:
                 if not automatic or size == 1:
                     raise
-                size = max(1, size // 2)
+                size = max(1, size // 2 - (size // 2) % 2)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue

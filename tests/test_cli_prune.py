@@ -1,0 +1,181 @@
+"""``cpedit prune`` and ``cpedit sample`` through click's test runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+import cpedit.api
+import cpedit.cli.prune
+import cpedit.loading
+from cpedit.cli.main import cli
+
+SUBJECTS = ["cat", "dog", "car"]
+PREVIEW = ["a cat in the style of {artist}", "a red bicycle"]
+
+
+def recipe_text(name: str, artist: str) -> str:
+    """A small recipe for the tiny model, with preview prompts for ``sample --compare``."""
+    preview = ", ".join(f'"{p.format(artist=artist)}"' for p in PREVIEW)
+    return (
+        "cpedit: 1\n"
+        f"name: {name}\n"
+        f"concept: {artist}\n"
+        "kind: style\n"
+        "prompts:\n"
+        f"  subjects: [{', '.join(SUBJECTS)}]\n"
+        f'  target: "a {{subject}} in the style of {artist}"\n'
+        '  base: "a photo of a {subject}"\n'
+        "prune: {skill_ratio: 0.05, timesteps: 3, select_ratio: 0.0}\n"
+        "sampling: {steps: 6, guidance_scale: 7.5, seed: 0}\n"
+        f"preview:\n  prompts: [{preview}]\n"
+    )
+
+
+def write_recipe(folder: Path, name: str, artist: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(recipe_text(name, artist), encoding="utf-8")
+    return path
+
+
+def invoke(*args: object) -> Result:
+    """Run ``cpedit ARGS``; stdout and stderr are captured separately (``result.stdout``, ``result.stderr``).
+
+    COLUMNS is set wide so rich does not fold table cells (it reads COLUMNS when not on a terminal).
+    """
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, [str(a) for a in args], catch_exceptions=True)
+
+
+def assert_clean_exit(result: Result, code: int) -> None:
+    """Exit status ``code`` through click (SystemExit), never an escaped exception."""
+    assert isinstance(result.exception, SystemExit) or (code == 0 and result.exception is None), (
+        f"unexpected exception: {result.exception!r}\n{result.output}"
+    )
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+
+
+def flat(text: str) -> str:
+    """Whitespace collapsed (rich wraps long lines at the terminal width)."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command gets as far as resolving or loading a model."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was resolved or loaded although the command should have stopped before")
+
+    for module in (cpedit.api, cpedit.loading):  # cpedit.sampling imports from cpedit.loading when it runs
+        monkeypatch.setattr(module, "resolve_source", refuse)
+        monkeypatch.setattr(module, "load_pipeline", refuse)
+
+
+@pytest.fixture(scope="module")
+def pruned(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``cpedit prune`` run once (table output), shared by the tests that need an output folder."""
+    folder = tmp_path_factory.mktemp("cli")
+    recipe = write_recipe(folder / "recipes", "van-gogh-cli", "Van Gogh")
+    out = folder / "out"
+    result = invoke("prune", tiny_sd_path, "--recipe", recipe, "--out", out, "--device", "cpu")
+    return {"result": result, "out": out, "recipe": recipe}
+
+
+def test_prune_prints_a_summary_and_writes_the_output(pruned: dict) -> None:
+    result, out = pruned["result"], pruned["out"]
+    assert_clean_exit(result, 0)
+    report = json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))
+    pruned_weights = report["totals"]["pruned_weights"]
+    assert pruned_weights > 0
+    text = flat(result.stdout)
+    percent = f"{100 * report['totals']['pruned_fraction']:.4f}%"
+    assert f"Pruned {pruned_weights:,} weights ({percent} of the UNet)" in text
+    assert "Saved to" in text and out.name in text
+    assert "van-gogh-cli" in text  # the concept table
+    assert (out / "model_index.json").is_file()
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "conceptprune" / "pruned.safetensors").is_file()
+    assert (out / "conceptprune" / "recipes" / "van-gogh-cli.yaml").read_bytes() == pruned["recipe"].read_bytes()
+
+
+def test_prune_json_with_two_recipes(tiny_sd_path: Path, tmp_path: Path) -> None:
+    first = write_recipe(tmp_path / "recipes", "van-gogh-cli", "Van Gogh")
+    second = write_recipe(tmp_path / "recipes", "monet-cli", "Claude Monet")
+    out = tmp_path / "out"
+    result = invoke("prune", tiny_sd_path, "-r", first, "--recipe", second, "--out", out, "--device", "cpu",
+                    "--batch-size", "4", "--format", "json")
+    assert_clean_exit(result, 0)
+    report = json.loads(result.stdout)  # stdout holds the report alone (progress goes to stderr)
+    assert report == json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))
+    assert [c["name"] for c in report["concepts"]] == ["van-gogh-cli", "monet-cli"]
+    assert all(c["batch_size"] == 4 and c["pruned_weights"] > 0 for c in report["concepts"])
+    assert report["totals"]["pruned_weights"] > max(c["pruned_weights"] for c in report["concepts"])
+
+
+def test_prune_invalid_recipe_is_a_clean_error(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe_text("bad", "Monet").replace("timesteps: 3", "timesteps: zero"), encoding="utf-8")
+    result = invoke("prune", tiny_sd_path, "--recipe", bad, "--out", tmp_path / "out", "--device", "cpu")
+    assert_clean_exit(result, 1)
+    assert "Error:" in result.stderr and "prune.timesteps" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_prune_refuses_an_existing_output(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
+    recipe = write_recipe(tmp_path / "recipes", "van-gogh-cli", "Van Gogh")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("prune", tiny_sd_path, "--recipe", recipe, "--out", out, "--device", "cpu")
+    assert_clean_exit(result, 1)
+    assert "Error:" in result.stderr and "--overwrite" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_prune_ctrl_c_exits_130(tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cpedit.cli.prune, "prune", interrupted)
+    recipe = write_recipe(tmp_path / "recipes", "van-gogh-cli", "Van Gogh")
+    result = invoke("prune", tiny_sd_path, "--recipe", recipe, "--out", tmp_path / "out", "--device", "cpu")
+    assert_clean_exit(result, 130)
+    assert "Interrupted" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_compare_renders_base_and_pruned_side_by_side(pruned: dict, tmp_path: Path) -> None:
+    assert_clean_exit(pruned["result"], 0)
+    grid_path = tmp_path / "grid.png"
+    result = invoke("sample", pruned["out"], "--compare", "--out", grid_path, "--steps", 2, "--device", "cpu")
+    assert_clean_exit(result, 0)
+    with Image.open(grid_path) as grid:
+        assert grid.format == "PNG"
+        size = grid.size
+    side = 16 * 2  # tiny UNet sample_size 16 x VAE scale factor 2
+    assert size[0] == 2 * side  # two columns: base and pruned
+    rows = len(PREVIEW)  # one row per preview prompt of the recipe
+    assert size[1] > rows * side and size[1] < (rows + 1) * side + 64
+    assert f"{size[0]}x{size[1]}" in flat(result.stdout)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_sample_renders_a_model(tiny_sd_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.png"
+    result = invoke("sample", tiny_sd_path, "-p", "a cat", "--out", out, "--steps", 2, "--device", "cpu")
+    assert_clean_exit(result, 0)
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width == 32
+
+
+def test_sample_refuses_non_png_output(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
+    out = tmp_path / "x.jpg"
+    result = invoke("sample", tiny_sd_path, "-p", "a cat", "--out", out, "--steps", 2, "--device", "cpu")
+    assert_clean_exit(result, 1)
+    assert "Error:" in result.stderr and ".png" in result.stderr
+    assert not out.exists()

@@ -1,0 +1,199 @@
+"""Fidelity: ``cpedit.prune`` finds the same skilled weights as the naive reference.
+
+``tests/naive_reference.py`` implements the published procedure independently and as
+plainly as possible (one prompt at a time, full generation with VAE decode, statistics
+copied to the CPU, target and base prompts in separate runs). cpedit batches target and
+base prompts together, stops after tau denoiser calls and accumulates on the device, so
+the two must agree for every scheduler, batch size, select_ratio and guidance setting.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import cpedit
+from naive_reference import ffn_output_linears, naive_skilled_masks
+
+SUBJECTS = ["cat", "dog", "car", "house"]
+"""Four subjects = 8 prompts: batch size 3 gives batches mixing targets and bases and a ragged last batch."""
+
+MIN_IOU = 0.99
+"""Accepted per-layer intersection-over-union between cpedit's and the naive masks.
+
+The masks are identical in practice, but exact identity is not guaranteed: cpedit sums
+activations per batch item with a batched matmul, and batches of different sizes, while
+the reference sums one prompt's rows at a time; float32 addition is not associative,
+so a score that is a near-tie (top-k boundary, or S_t vs S_b) can flip. IoU >= 0.99
+tolerates such flips and still fails on any real deviation (a wrong group, timestep,
+normalisation or CFG half changes far more than 1% of a layer's mask).
+"""
+
+
+def recipe_text(*, name: str, steps: int, tau: int, skill_ratio: float, select_ratio: float,
+                guidance_scale: float, seed: int = 0, target: str = "a {subject} in the style of Van Gogh",
+                base: str = "a photo of a {subject}") -> str:
+    """A small recipe for the tiny model (non-trivial masks in well under a second)."""
+    return (
+        "cpedit: 1\n"
+        f"name: {name}\n"
+        "concept: Van Gogh\n"
+        "kind: style\n"
+        "prompts:\n"
+        f"  subjects: [{', '.join(SUBJECTS)}]\n"
+        f'  target: "{target}"\n'
+        f'  base: "{base}"\n'
+        f"prune: {{skill_ratio: {skill_ratio}, timesteps: {tau}, select_ratio: {select_ratio}}}\n"
+        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}}}\n"
+    )
+
+
+def write_recipe(folder: Path, **settings: object) -> Path:
+    """Write :func:`recipe_text` to ``folder/NAME.yaml`` and return the path."""
+    path = folder / f"{settings['name']}.yaml"
+    path.write_text(recipe_text(**settings), encoding="utf-8")  # type: ignore[arg-type]
+    return path
+
+
+def load_fresh(path: Path):
+    """The unpruned pipeline, loaded independently of cpedit."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+_NAIVE_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def naive_masks(path: Path, settings: dict) -> dict[str, torch.Tensor]:
+    """The reference masks for a recipe's settings (cached: they do not depend on cpedit's batch size)."""
+    key = (str(path), tuple(sorted(settings.items())))
+    if key not in _NAIVE_CACHE:
+        recipe = cpedit.parse_recipe(recipe_text(**settings))
+        _NAIVE_CACHE[key] = naive_skilled_masks(
+            load_fresh(path),
+            list(recipe.targets),
+            list(recipe.bases),
+            skill_ratio=recipe.prune.skill_ratio,
+            tau=recipe.prune.timesteps,
+            select_ratio=recipe.prune.select_ratio,
+            steps=recipe.sampling.steps,
+            guidance_scale=recipe.sampling.guidance_scale,
+            seed=recipe.sampling.seed,
+        )
+    return _NAIVE_CACHE[key]
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two bool masks (1.0 when both are empty)."""
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def assert_masks_match(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Same layers, same shapes, every expected layer non-empty, per-layer IoU >= :data:`MIN_IOU`."""
+    assert set(got) == set(expected)
+    for name, mask in expected.items():
+        assert bool(mask.any()), f"{name}: the reference mask is empty; the test would prove nothing"
+        assert got[name].dtype == torch.bool and got[name].shape == mask.shape, name
+        score = iou(got[name].cpu(), mask)
+        assert score >= MIN_IOU, f"{name}: IoU {score:.4f} (cpedit {int(got[name].sum())}, naive {int(mask.sum())})"
+
+
+@pytest.fixture(params=["pndm", "ddim"])
+def model_path(request: pytest.FixtureRequest) -> Path:
+    """The tiny pipeline with each scheduler (PNDM makes steps + 1 denoiser calls, DDIM steps)."""
+    return request.getfixturevalue("tiny_sd_path" if request.param == "pndm" else "tiny_sd_ddim_path")
+
+
+def effective_batch_size(batch_size: int | None) -> int:
+    """cpedit rounds a batch size down to whole (target, base) pairs; None takes all prompts here."""
+    if batch_size is None:
+        return 2 * len(SUBJECTS)
+    return batch_size if batch_size == 1 else batch_size - batch_size % 2
+
+
+# 6 of 8 prompts leaves a short last batch; 3 is rounded down to 2 (whole pairs).
+@pytest.mark.parametrize("select_ratio", [0.0, 0.5])
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 6])
+def test_masks_match_naive_reference(model_path: Path, tmp_path: Path, batch_size: int | None, select_ratio: float) -> None:
+    settings = dict(name="fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=select_ratio, guidance_scale=7.5)
+    result = cpedit.prune(model_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32",
+                          batch_size=batch_size)
+    assert_masks_match(result.masks, naive_masks(model_path, settings))
+    concept = result.report["concepts"][0]
+    assert concept["batch_size"] == effective_batch_size(batch_size)
+    assert concept["batches"] == math.ceil(2 * len(SUBJECTS) / concept["batch_size"])
+
+
+@pytest.mark.parametrize("batch_size", [None, 6])
+def test_masks_match_naive_reference_without_guidance(model_path: Path, tmp_path: Path, batch_size: int | None) -> None:
+    # guidance_scale 1.0: no classifier-free guidance, the denoiser batch holds B items, not 2B.
+    settings = dict(name="no-cfg", steps=6, tau=5, skill_ratio=0.05, select_ratio=0.0, guidance_scale=1.0)
+    calls: list[int] = []
+    pipe = load_fresh(model_path)
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        result = cpedit.prune(pipe, [write_recipe(tmp_path, **settings)], batch_size=batch_size)
+    finally:
+        handle.remove()
+    prompts = 2 * len(SUBJECTS)
+    size = batch_size or prompts
+    expected_sizes = [min(size, prompts - start) for start in range(0, prompts, size)]
+    assert calls == [b for b in expected_sizes for _ in range(settings["tau"])]  # B per call, no uncond half
+    assert_masks_match(result.masks, naive_masks(model_path, settings))
+
+
+def test_masks_differ_when_settings_differ(tiny_sd_path: Path, tmp_path: Path) -> None:
+    """The comparison can fail: another seed (initial noise) gives measurably different masks."""
+    settings = dict(name="seeded", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
+    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **{**settings, "seed": 1})], device="cpu",
+                          dtype="float32")
+    expected = naive_masks(tiny_sd_path, settings)
+    assert min(iou(result.masks[name], mask) for name, mask in expected.items()) < MIN_IOU
+
+
+@pytest.mark.parametrize(
+    "batch_size",
+    [
+        None,
+        2,
+        3,  # rounded down to 2: a target always shares its batch (and arithmetic) with its base
+    ],
+)
+def test_identical_prompts_prune_nothing(tiny_sd_path: Path, tmp_path: Path, batch_size: int | None) -> None:
+    """Target == base: no weight scores higher for the target, so nothing is skilled (S_t > S_b is strict)."""
+    path = write_recipe(tmp_path, name="same", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0,
+                        guidance_scale=7.5, target="a photo of a {subject}")
+    result = cpedit.prune(tiny_sd_path, [path], device="cpu", dtype="float32", batch_size=batch_size)
+    assert result.masks and not any(bool(mask.any()) for mask in result.masks.values())
+    assert result.report["totals"]["pruned_weights"] == 0
+    if batch_size is not None:
+        assert result.report["concepts"][0]["batch_size"] == batch_size - batch_size % 2
+
+
+def test_pruned_weights_are_zero_exactly_at_the_mask(tiny_sd_path: Path, tmp_path: Path) -> None:
+    settings = dict(name="zeroed", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
+    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32")
+    pruned = ffn_output_linears(result.pipeline.unet)
+    original = ffn_output_linears(load_fresh(tiny_sd_path).unet)
+    assert set(pruned) == set(result.masks) and len(pruned) == 4
+    # select_ratio 0: the union over tau timesteps of at most k marks per row and timestep.
+    k_max = {name: 4 * math.floor(0.05 * layer.in_features) for name, layer in pruned.items()}
+    for name, mask in result.masks.items():
+        weight, before = pruned[name].weight.detach().cpu(), original[name].weight.detach()
+        assert bool(mask.any()), name
+        assert int(mask.sum(dim=1).max()) <= k_max[name], name
+        assert not bool((before == 0).any()), name  # random weights: a zero can only come from pruning
+        assert torch.equal(weight == 0, mask), name  # zero exactly at the mask ...
+        assert torch.equal(weight[~mask], before[~mask]), name  # ... and untouched elsewhere
+    # Every other parameter of the pipeline is untouched.
+    before_state = load_fresh(tiny_sd_path).unet.state_dict()
+    for key, tensor in result.pipeline.unet.state_dict().items():
+        if not key.endswith(".ff.net.2.weight"):
+            assert torch.equal(tensor.cpu(), before_state[key]), key
