@@ -175,7 +175,7 @@ def calibrate(
         batch_size: Prompts per pipeline call, rounded down to an even number so that
             each target prompt shares its batch with its base prompt; ``None`` picks the
             largest that fits memory.
-        on_progress: Called after every denoiser call.
+        on_progress: Called when a batch starts (``timestep`` 0) and after every denoiser call.
         cancel: When set, the run stops at the next denoiser call with :class:`PruneCancelled`.
 
     Raises:
@@ -223,6 +223,7 @@ def calibrate(
                 groups=torch.tensor(groups[position : position + size], device=device),
                 report=_batch_reporter(recipe, on_progress, cancel, batch_number + 1, batches, tau, calls),
             )
+            state.report(0)  # the batch starts: lets a front end show it before the first call ends
             try:
                 pipe(
                     prompt=batch,
@@ -307,14 +308,14 @@ class _CallState:
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
-        self._report: Any = None
+        self.report: Any = None
 
     def begin_batch(self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Any) -> None:
         self.calls = 0
         self.sums = sums
         self._groups = groups
         self._expanded = {}
-        self._report = report
+        self.report = report
 
     def _group_index(self, rows: int) -> torch.Tensor:
         """Group of each denoiser batch item: guidance stacks [uncond; cond], each in prompt order."""
@@ -336,6 +337,6 @@ class _CallState:
 
     def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self.calls += 1
-        self._report(self.calls)
+        self.report(self.calls)
         if self.calls >= self.tau:
             raise _StopAfterTau

@@ -9,7 +9,10 @@ weights changed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,17 @@ def _download(repo_id: str, *, revision: str | None) -> ModelSource:
     return ModelSource(ref=repo_id, path=folder_path, is_local=False, revision=revision, commit=commit)
 
 
+@contextmanager
+def torch_dtype_accepted() -> Iterator[None]:
+    """Silence diffusers' notice that ``torch_dtype`` is renamed ``dtype`` (>= 0.42).
+
+    cpedit passes ``torch_dtype`` because older diffusers releases know only that name.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        yield
+
+
 def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dtype) -> Any:
     """Load a pipeline from its local folder: safetensors only, no remote code.
 
@@ -168,9 +182,10 @@ def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dty
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
-        )
+        with torch_dtype_accepted():
+            pipe = DiffusionPipeline.from_pretrained(
+                source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
+            )
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
     pipe.to(device)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Stage = Literal["load", "calibrate", "score", "prune", "save", "done"]
+Stage = Literal["load", "calibrate", "score", "prune", "save", "sample", "done"]
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,14 @@ class ProgressEvent:
     """One step of a run.
 
     Attributes:
-        stage: What is running: ``load``, ``calibrate``, ``score``, ``prune``, ``save`` or ``done``.
+        stage: What is running: ``load``, ``calibrate``, ``score``, ``prune``, ``save``,
+            ``sample`` (rendering images) or ``done``.
         message: A short human-readable line.
         concept: The recipe name being calibrated or scored, when there is one.
-        batch: 1-based index of the prompt batch in this concept's calibration.
-        batches: Number of prompt batches for this concept.
-        timestep: Denoiser calls finished in the current batch (1..timesteps).
+        batch: 1-based index of the prompt batch in this concept's calibration (of the
+            prompt, when sampling).
+        batches: Number of prompt batches for this concept (of prompts, when sampling).
+        timestep: Denoiser calls finished in the current batch (0 when it starts, then 1..timesteps).
         timesteps: tau, the denoiser calls each batch makes.
         completed: Denoiser calls finished for this concept so far.
         total: Denoiser calls this concept needs in all (batches * timesteps).

@@ -33,7 +33,7 @@ def generate(
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     for index, prompt in enumerate(prompts):
-        emit(on_progress, ProgressEvent(stage="calibrate", message=f"{label}: {prompt}", concept=label,
+        emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: {prompt}", concept=label,
                                         batch=index + 1, batches=len(prompts), completed=index, total=len(prompts)))
         generator = torch.Generator(device=device).manual_seed(seed)
         result = pipe(
@@ -45,7 +45,7 @@ def generate(
             generator=generator,
         )
         images.append(result.images[0])
-    emit(on_progress, ProgressEvent(stage="done", message=f"{label}: done", concept=label,
+    emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: done", concept=label,
                                     completed=len(prompts), total=len(prompts)))
     return images
 
@@ -148,14 +148,15 @@ def compare_samples(
                    on_progress=on_progress)
     pruned_images = generate(pipe, prompts, label="pruned", **options)
 
-    from cpedit.loading import resolve_source
+    from cpedit.loading import resolve_source, torch_dtype_accepted
 
     component = report["denoiser"]["component"]
     source = resolve_source(base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision")))
     pruned_denoiser = getattr(pipe, component)
-    base_denoiser = type(pruned_denoiser).from_pretrained(
-        source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True
-    ).to(pruned_denoiser.device)
+    with torch_dtype_accepted():
+        base_denoiser = type(pruned_denoiser).from_pretrained(
+            source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True
+        ).to(pruned_denoiser.device)
     setattr(pipe, component, base_denoiser)
     del pruned_denoiser
     base_images = generate(pipe, prompts, label="base", **options)

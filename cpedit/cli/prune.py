@@ -56,7 +56,7 @@ def prune_command(
       cpedit prune ./my-sd15 -r recipes/nudity/nudity.yaml -r monet --out safe --device cuda:1
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
     """
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)
     with ProgressView(console) as view:
         result = prune(
             model,

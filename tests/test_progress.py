@@ -1,0 +1,42 @@
+"""Progress events: what a front end (CLI, TUI) sees during ``cpedit.prune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cpedit
+from cpedit.progress import ProgressEvent
+
+TAU = 3
+
+
+def write_recipe(folder: Path) -> Path:
+    path = folder / "events.yaml"
+    path.write_text(
+        "cpedit: 1\nname: events\nconcept: Monet\n"
+        "prompts:\n  subjects: [cat, dog, car]\n"
+        '  target: "a {subject} in the style of Monet"\n  base: "a photo of a {subject}"\n'
+        f"prune: {{skill_ratio: 0.05, timesteps: {TAU}}}\nsampling: {{steps: 5}}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_events_carry_concept_batch_and_timestep_in_order(tiny_sd_path: Path, tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    cpedit.prune(tiny_sd_path, [write_recipe(tmp_path)], out=tmp_path / "out", device="cpu", batch_size=4,
+                 on_progress=events.append)
+
+    stages = [e.stage for e in events]
+    first = {stage: stages.index(stage) for stage in dict.fromkeys(stages)}
+    assert list(first) == ["load", "calibrate", "score", "prune", "save", "done"]
+    assert stages[-1] == "done" and stages.count("done") == 1
+
+    calibration = [e for e in events if e.stage == "calibrate"]
+    # 6 prompts in batches of 4 and 2: each batch announces itself (timestep 0), then tau calls.
+    assert [(e.batch, e.timestep) for e in calibration] == [(b, t) for b in (1, 2) for t in range(TAU + 1)]
+    assert all(e.concept == "events" and e.batches == 2 and e.timesteps == TAU for e in calibration)
+    assert all(e.total == 2 * TAU for e in calibration)
+    completed = [e.completed for e in calibration]
+    assert completed == sorted(completed) and completed[0] == 0 and completed[-1] == 2 * TAU
+    assert all(e.message for e in events)
