@@ -16,14 +16,15 @@ class RecipeError(CpeditError):
 
     Attributes:
         path: The recipe file (or ``"<recipe>"`` for an in-memory mapping).
+        headline: What went wrong in a few words (``invalid recipe``, ``recipe not found``).
         problems: One ``(field, message)`` pair per problem found; ``field`` is a dotted
             path such as ``prune.skill_ratio`` or ``""`` for the whole file.
     """
 
-    def __init__(self, path: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, path: str, problems: list[tuple[str, str]], *, headline: str = "invalid recipe") -> None:
         self.path = path
         self.problems = problems
-        lines = [f"{path}: invalid recipe ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
+        lines = [f"{path}: {headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
         for field, message in problems:
             lines.append(f"  - {field}: {message}" if field else f"  - {message}")
         super().__init__("\n".join(lines))

@@ -145,6 +145,11 @@ def _download(repo_id: str, *, revision: str | None) -> ModelSource:
             "connect, or pass a local pipeline folder"
         ) from None
     except (OSError, ValueError) as exc:
+        if "not fully cached" in str(exc) or "offline" in str(exc).lower():
+            raise ModelLoadError(
+                f"{repo_id} is not (fully) in the local Hub cache and the Hub cannot be reached "
+                "(HF_HUB_OFFLINE=1, or no network); connect and retry, or pass a local pipeline folder"
+            ) from None
         raise ModelLoadError(f"cannot download {repo_id}: {exc}") from None
     folder_path = Path(folder)
     commit = folder_path.name if folder_path.parent.name == "snapshots" else None

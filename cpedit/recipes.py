@@ -116,7 +116,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecipeError(str(file), [("", "file not found; check the path, or run `cpedit recipes list`")]) from None
+        raise RecipeError(
+            str(file), [("", "file not found; check the path, or run `cpedit recipes list`")], headline="recipe not found"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(str(file), [("", f"cannot read the file ({exc})")]) from None
     return parse_recipe(text, source=str(file))
@@ -424,4 +426,6 @@ def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
         return load_recipe(builtin[str(ref)])
     close = difflib.get_close_matches(str(ref), list(builtin), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise RecipeError(str(ref), [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")])
+    raise RecipeError(
+        str(ref), [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")], headline="recipe not found"
+    )

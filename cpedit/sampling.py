@@ -5,6 +5,7 @@ Sampling is for looking at results; it is never part of calibration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
+
+MIN_CELL = 128
+"""Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
 
 
 def generate(
@@ -55,6 +59,8 @@ def image_grid(columns: Sequence[Sequence[Image.Image]], *, column_labels: Seque
     if not columns or not columns[0]:
         raise ValueError("nothing to lay out")
     cell_w, cell_h = columns[0][0].size
+    scale = max(1, math.ceil(MIN_CELL / max(cell_w, 1)))  # small models' images: enlarge so labels fit
+    cell_w, cell_h = cell_w * scale, cell_h * scale
     label_h, row_label_h = 18, 16
     rows = len(columns[0])
     grid = Image.new("RGB", (cell_w * len(columns), label_h + rows * (cell_h + row_label_h)), "white")
@@ -65,7 +71,7 @@ def image_grid(columns: Sequence[Sequence[Image.Image]], *, column_labels: Seque
         top = label_h + r * (cell_h + row_label_h)
         draw.text((4, top + 1), _clip(row_labels[r], cell_w * len(columns) // 6), fill="black")
         for c, column in enumerate(columns):
-            grid.paste(column[r].resize((cell_w, cell_h)), (c * cell_w, top + row_label_h))
+            grid.paste(column[r].resize((cell_w, cell_h), Image.Resampling.NEAREST), (c * cell_w, top + row_label_h))
     return grid
 
 

@@ -13,6 +13,7 @@ import cpedit.api
 import cpedit.cli.prune
 import cpedit.loading
 from cpedit.cli.main import cli
+from cpedit.sampling import MIN_CELL
 
 SUBJECTS = ["cat", "dog", "car"]
 PREVIEW = ["a cat in the style of {artist}", "a red bicycle"]
@@ -157,7 +158,7 @@ def test_sample_compare_renders_base_and_pruned_side_by_side(pruned: dict, tmp_p
     with Image.open(grid_path) as grid:
         assert grid.format == "PNG"
         size = grid.size
-    side = 16 * 2  # tiny UNet sample_size 16 x VAE scale factor 2
+    side = MIN_CELL  # tiny images (16 x VAE scale factor 2 = 32 px) are enlarged to the minimum cell
     assert size[0] == 2 * side  # two columns: base and pruned
     rows = len(PREVIEW)  # one row per preview prompt of the recipe
     assert size[1] > rows * side and size[1] < (rows + 1) * side + 64
@@ -170,7 +171,7 @@ def test_sample_renders_a_model(tiny_sd_path: Path, tmp_path: Path) -> None:
     result = invoke("sample", tiny_sd_path, "-p", "a cat", "--out", out, "--steps", 2, "--device", "cpu")
     assert_clean_exit(result, 0)
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.width == 32
+        assert image.format == "PNG" and image.width == MIN_CELL  # 32 px images, enlarged 4x
 
 
 def test_sample_refuses_non_png_output(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
