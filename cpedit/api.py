@@ -29,7 +29,7 @@ import torch
 from cpedit.calibration import ConceptStats, calibrate
 from cpedit.errors import CpeditError
 from cpedit.ffn import FFNLayer, get_denoiser, require_ffn_layers
-from cpedit.loading import ModelSource, load_pipeline, resolve_device, resolve_dtype, resolve_source
+from cpedit.loading import ModelSource, open_pipeline
 from cpedit.output import (
     atomic_folder,
     check_output_target,
@@ -113,13 +113,11 @@ def prune(
         raise CpeditError(f"batch size must be at least 1, got {batch_size}")
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
 
-    emit(on_progress, ProgressEvent(stage="load", message=f"loading {model if isinstance(model, (str, os.PathLike)) else type(model).__name__}"))
+    name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    emit(on_progress, ProgressEvent(stage="load", message=f"loading {name}"))
     source: ModelSource | None = None
     if isinstance(model, (str, os.PathLike)):
-        compute_device = resolve_device(device)
-        compute_dtype = resolve_dtype(dtype, compute_device)
-        source = resolve_source(model, revision=revision)
-        pipe = load_pipeline(source, device=compute_device, dtype=compute_dtype)
+        source, pipe = open_pipeline(model, revision=revision, device=device, dtype=dtype)
     else:
         pipe = model
     layers = require_ffn_layers(pipe)

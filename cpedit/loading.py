@@ -196,3 +196,27 @@ def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dty
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def open_pipeline(
+    model: str | os.PathLike[str], *, revision: str | None = None, device: str = "auto", dtype: str | None = None
+) -> tuple[ModelSource, Any]:
+    """Resolve, download if needed, and load a pipeline in one call.
+
+    Args:
+        model: A Hub id or a local diffusers pipeline folder.
+        revision: Hub branch, tag or commit (Hub ids only).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
+
+    Returns:
+        The model's source and the loaded pipeline (on the device, progress bars off).
+
+    Raises:
+        CpeditError: Bad device or dtype.
+        ModelLoadError: The model cannot be found or loaded.
+    """
+    compute_device = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, compute_device)
+    source = resolve_source(model, revision=revision)
+    return source, load_pipeline(source, device=compute_device, dtype=compute_dtype)

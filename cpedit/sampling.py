@@ -7,46 +7,56 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
 
+from cpedit import loading
+from cpedit.errors import CpeditError
+from cpedit.output import read_report
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.recipes import load_recipe
 
 MIN_CELL = 128
 """Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
 
 
+@dataclass(frozen=True)
+class SampleSettings:
+    """How images are rendered. The same settings for base and pruned keep a comparison fair."""
+
+    steps: int = 30
+    guidance_scale: float = 7.5
+    seed: int = 0
+    """Every image starts from a generator seeded with this."""
+    height: int | None = None
+    """None: the model's native size."""
+    width: int | None = None
+
+
 def generate(
     pipe: Any,
     prompts: Sequence[str],
+    settings: SampleSettings,
     *,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    seed: int = 0,
-    height: int | None = None,
-    width: int | None = None,
     label: str = "sample",
     on_progress: ProgressCallback | None = None,
 ) -> list[Image.Image]:
-    """One image per prompt, each from a generator seeded with ``seed``.
-
-    The same seed for every prompt (and for base and pruned models) keeps comparisons fair.
-    """
+    """One image per prompt, each from a generator seeded with ``settings.seed``."""
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     for index, prompt in enumerate(prompts):
         emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: {prompt}", concept=label,
                                         batch=index + 1, batches=len(prompts), completed=index, total=len(prompts)))
-        generator = torch.Generator(device=device).manual_seed(seed)
         result = pipe(
             prompt,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            height=height,
-            width=width,
-            generator=generator,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            height=settings.height,
+            width=settings.width,
+            generator=torch.Generator(device=device).manual_seed(settings.seed),
         )
         images.append(result.images[0])
     emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: done", concept=label,
@@ -79,45 +89,27 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
 
-def _load(model: str, *, revision: str | None, device: str, dtype: str | None) -> Any:
-    from cpedit.loading import load_pipeline, resolve_device, resolve_dtype, resolve_source
-
-    compute_device = resolve_device(device)
-    return load_pipeline(
-        resolve_source(model, revision=revision), device=compute_device, dtype=resolve_dtype(dtype, compute_device)
-    )
-
-
 def render_samples(
     model: str,
     *,
     prompts: Sequence[str],
+    settings: SampleSettings,
     revision: str | None = None,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    seed: int = 0,
-    height: int | None = None,
-    width: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Image.Image:
     """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid."""
-    pipe = _load(model, revision=revision, device=device, dtype=dtype)
-    images = generate(pipe, prompts, steps=steps, guidance_scale=guidance_scale, seed=seed, height=height,
-                      width=width, label=str(model), on_progress=on_progress)
+    _, pipe = loading.open_pipeline(model, revision=revision, device=device, dtype=dtype)
+    images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress)
     return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
 
 
 def compare_samples(
     edited: str,
     *,
+    settings: SampleSettings,
     prompts: Sequence[str] | None = None,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    seed: int = 0,
-    height: int | None = None,
-    width: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
     on_progress: ProgressCallback | None = None,
@@ -129,15 +121,16 @@ def compare_samples(
 
     Args:
         edited: A cpedit output folder.
+        settings: Steps, guidance, seed and size, the same for both models.
         prompts: Prompts to render; default: the preview prompts of the recipes used.
+        device: Where to render.
+        dtype: Compute dtype (default float16 on CUDA, else float32).
+        on_progress: Receives one ``sample`` event per image.
 
     Raises:
         CpeditError: ``edited`` is not a cpedit output, or no prompts are available.
+        ModelLoadError: The edited folder or the base model cannot be loaded.
     """
-    from cpedit.errors import CpeditError
-    from cpedit.output import read_report
-    from cpedit.recipes import load_recipe
-
     report = read_report(edited)
     if not prompts:
         prompts = []
@@ -149,21 +142,17 @@ def compare_samples(
     base_ref = base.get("path") or base.get("id")
     if not base_ref:
         raise CpeditError(f"{edited}: the report does not record a base model to compare with")
-    pipe = _load(edited, revision=None, device=device, dtype=dtype)
-    options = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width,
-                   on_progress=on_progress)
-    pruned_images = generate(pipe, prompts, label="pruned", **options)
-
-    from cpedit.loading import resolve_source, torch_dtype_accepted
+    _, pipe = loading.open_pipeline(edited, device=device, dtype=dtype)
+    pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress)
 
     component = report["denoiser"]["component"]
-    source = resolve_source(base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision")))
+    source = loading.resolve_source(base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision")))
     pruned_denoiser = getattr(pipe, component)
-    with torch_dtype_accepted():
+    with loading.torch_dtype_accepted():
         base_denoiser = type(pruned_denoiser).from_pretrained(
             source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True
         ).to(pruned_denoiser.device)
     setattr(pipe, component, base_denoiser)
     del pruned_denoiser
-    base_images = generate(pipe, prompts, label="base", **options)
+    base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress)
     return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))

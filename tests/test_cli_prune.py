@@ -73,9 +73,10 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was resolved or loaded although the command should have stopped before")
 
-    for module in (cpedit.api, cpedit.loading):  # cpedit.sampling imports from cpedit.loading when it runs
-        monkeypatch.setattr(module, "resolve_source", refuse)
-        monkeypatch.setattr(module, "load_pipeline", refuse)
+    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
+    # cpedit.loading's own names: open_pipeline and cpedit.sampling look them up there when they run
+    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
+    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import cpedit
 import cpedit.api
+import cpedit.loading
 from cpedit.errors import CpeditError, ModelLoadError, OutputExistsError, PruneCancelled, RecipeError, UnsupportedModelError
 from cpedit.output import load_positions
 from cpedit.recipes import PruneSettings
@@ -100,8 +101,9 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was resolved or loaded although the run should have stopped before")
 
-    monkeypatch.setattr(cpedit.api, "resolve_source", refuse)
-    monkeypatch.setattr(cpedit.api, "load_pipeline", refuse)
+    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
+    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
+    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from cpedit.cli.options import compute_options
 from cpedit.errors import CpeditError
-from cpedit.sampling import compare_samples, render_samples
+from cpedit.progress import ProgressEvent
+from cpedit.sampling import SampleSettings, compare_samples, render_samples
 
 
 @click.command("sample")
@@ -47,21 +48,22 @@ def sample_command(
     """
     if not out.lower().endswith(".png"):
         raise CpeditError(f"--out {out}: the grid is written as PNG; give a file name ending in .png")
-    settings = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width,
-                    device=device, dtype=dtype)
+    settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
     console = Console(stderr=True)
     with console.status("rendering…") as status:
-        def show(event: object) -> None:
-            status.update(getattr(event, "message", ""))
+        def show(event: ProgressEvent) -> None:
+            status.update(event.message)
 
         if compare:
             if revision is not None:
                 raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
-            grid = compare_samples(model, prompts=list(prompts) or None, on_progress=show, **settings)
+            grid = compare_samples(model, settings=settings, prompts=list(prompts) or None, device=device,
+                                   dtype=dtype, on_progress=show)
         else:
             if not prompts:
                 raise CpeditError("give at least one --prompt (or --compare with a cpedit output folder)")
-            grid = render_samples(model, prompts=list(prompts), revision=revision, on_progress=show, **settings)
+            grid = render_samples(model, prompts=list(prompts), settings=settings, revision=revision, device=device,
+                                  dtype=dtype, on_progress=show)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(out).with_name(Path(out).name + ".partial")
     grid.save(partial, format="PNG")
