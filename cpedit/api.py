@@ -26,19 +26,20 @@ from typing import Any
 
 import torch
 
-from cpedit.calibration import ConceptStats, calibrate
+from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits
 from cpedit.errors import CpeditError
 from cpedit.ffn import FFNLayer, get_denoiser, require_ffn_layers
 from cpedit.loading import ModelSource, open_pipeline
 from cpedit.output import (
     atomic_folder,
+    check_not_inside,
     check_output_target,
     copy_pipeline_folder,
     write_record,
     zero_weights_in_files,
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
-from cpedit.recipes import Recipe, resolve_recipe
+from cpedit.recipes import SLUG, Recipe, resolve_recipe
 from cpedit.selection import count_pruned, skilled_weights, union
 
 REPORT_VERSION = 1
@@ -100,6 +101,8 @@ def prune(
         A :class:`PruneResult`.
 
     Raises:
+        CpeditError: Bad arguments (batch size, device, dtype; ``out`` would replace the
+            base model), or a recipe's tau exceeds the scheduler's denoiser calls.
         RecipeError: A recipe is invalid (raised before loading the model).
         ModelLoadError: The model cannot be found or loaded.
         UnsupportedModelError: The model has no FFN blocks.
@@ -109,19 +112,25 @@ def prune(
     started = time.perf_counter()
     loaded = [resolve_recipe(r) for r in recipes]
     _check_recipes(loaded)
-    if batch_size is not None and batch_size < 1:
-        raise CpeditError(f"batch size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
+    in_memory = not isinstance(model, (str, os.PathLike))
+    if in_memory and (device != "auto" or dtype is not None or revision is not None):
+        raise CpeditError("device, dtype and revision apply when cpedit loads the model; move the pipeline yourself")
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
+    if out_path is not None and not in_memory:
+        check_not_inside(out_path, model)
 
-    name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    name = type(model).__name__ if in_memory else os.fspath(model)
     emit(on_progress, ProgressEvent(stage="load", message=f"loading {name}"))
     source: ModelSource | None = None
-    if isinstance(model, (str, os.PathLike)):
-        source, pipe = open_pipeline(model, revision=revision, device=device, dtype=dtype)
-    else:
+    if in_memory:
         pipe = model
+    else:
+        source, pipe = open_pipeline(model, revision=revision, device=device, dtype=dtype)
     layers = require_ffn_layers(pipe)
     denoiser = get_denoiser(pipe)
+    for recipe in loaded:  # every recipe, before the first one spends time calibrating
+        check_calibration_fits(pipe, recipe)
     timings = {"load": time.perf_counter() - started}
 
     stats: list[ConceptStats] = []
@@ -153,7 +162,7 @@ def prune(
         emit(on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
         with atomic_folder(out_path, overwrite=overwrite) as tmp:
             if source is not None:
-                report["skipped_files"] = copy_pipeline_folder(source.path, tmp)
+                report["skipped_files"] = copy_pipeline_folder(source.path, tmp)  # written below, with the record
                 zero_weights_in_files(tmp / component, masks)
             else:
                 pipe.save_pretrained(tmp, safe_serialization=True)
@@ -180,6 +189,8 @@ def _check_recipes(recipes: list[Recipe]) -> None:
         raise CpeditError("give at least one recipe (a file or a shipped recipe name; see `cpedit recipes list`)")
     seen: dict[str, str] = {}
     for recipe in recipes:
+        if not SLUG.match(recipe.name):  # a Recipe built in code skips the file validation; the name is a file name
+            raise CpeditError(f"recipe name {recipe.name!r} is not a slug (lowercase letters, digits, hyphens)")
         if recipe.name in seen:
             raise CpeditError(f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ")
         seen[recipe.name] = recipe.source

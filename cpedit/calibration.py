@@ -11,25 +11,26 @@ prompts together in batches through the pipeline's own call path, stops the
 pipeline after the tau-th denoiser call, never decodes, and accumulates in float32 on
 the device with no host copy.
 
-Every prompt starts from the same initial noise, drawn exactly as the pipeline draws
-it after ``torch.manual_seed(seed)`` (as the paper resets the seed before each prompt).
+Every prompt gets its own generator seeded with the recipe's seed, so each one draws
+exactly the random numbers (initial noise, and any per-step noise of stochastic
+schedulers) that the paper's ``torch.manual_seed(seed)`` before each prompt gives it.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from cpedit import kernels
-from cpedit.errors import CpeditError, PruneCancelled
+from cpedit.errors import CpeditError, PruneCancelled, UnsupportedModelError
 from cpedit.ffn import FFNLayer, get_denoiser
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import Recipe
@@ -114,18 +115,42 @@ def native_size(pipe: Any) -> tuple[int, int]:
     return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
 
 
-def initial_noise(pipe: Any, *, seed: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """The latent noise the pipeline draws for one prompt right after ``torch.manual_seed(seed)``.
+def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
+    """Check, before any calibration, that the pipeline can run ``recipe``.
 
-    The global RNG state is restored afterwards, so calling this has no side effect.
+    Raises:
+        UnsupportedModelError: The pipeline is not text-to-image (no ``prompt``,
+            ``generator`` or ``output_type`` arguments).
+        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
     """
-    dtype = pipe.text_encoder.dtype if getattr(pipe, "text_encoder", None) is not None else get_denoiser(pipe).dtype
-    channels = get_denoiser(pipe).config.in_channels
-    shape = (1, channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return randn_tensor(shape, generator=None, device=device, dtype=dtype)
+    parameters = inspect.signature(pipe.__call__).parameters
+    missing = [name for name in ("prompt", "generator", "output_type", "num_inference_steps") if name not in parameters]
+    if missing:
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__} is not a text-to-image pipeline cpedit can calibrate "
+            f"(its __call__ has no {', '.join(missing)} argument)"
+        )
+    available = denoiser_calls(pipe, recipe.sampling.steps)
+    if recipe.prune.timesteps > available:
+        raise CpeditError(
+            f"{recipe.source}: prune.timesteps = {recipe.prune.timesteps} but {type(pipe.scheduler).__name__} makes "
+            f"only {available} denoiser calls for sampling.steps = {recipe.sampling.steps}; "
+            "lower prune.timesteps or raise sampling.steps"
+        )
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Raise :class:`CpeditError` unless ``batch_size`` is None (automatic) or at least 1."""
+    if batch_size is not None and batch_size < 1:
+        raise CpeditError(f"batch size must be at least 1, got {batch_size}")
+
+
+def _seeded(seed: int, device: torch.device) -> torch.Generator:
+    """A generator in the state ``torch.manual_seed(seed)`` leaves ``device``'s default one in.
+
+    On MPS the generator lives on the CPU, as diffusers recommends.
+    """
+    return torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
 
 
 def auto_batch_size(pipe: Any, *, prompts: int, height: int, width: int, device: torch.device, guidance: bool) -> int:
@@ -179,22 +204,17 @@ def calibrate(
         cancel: When set, the run stops at the next denoiser call with :class:`PruneCancelled`.
 
     Raises:
+        UnsupportedModelError: The pipeline is not a text-to-image pipeline.
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
         PruneCancelled: ``cancel`` was set.
     """
     started = time.perf_counter()
-    settings, prune = recipe.sampling, recipe.prune
-    tau = prune.timesteps
-    available = denoiser_calls(pipe, settings.steps)
-    if tau > available:
-        raise CpeditError(
-            f"{recipe.source}: prune.timesteps = {tau} but {type(pipe.scheduler).__name__} makes only {available} "
-            f"denoiser calls for sampling.steps = {settings.steps}; lower prune.timesteps or raise sampling.steps"
-        )
+    settings = recipe.sampling
+    tau = recipe.prune.timesteps
+    check_calibration_fits(pipe, recipe)
     denoiser = get_denoiser(pipe)
     device = denoiser.device
     height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
-    noise = initial_noise(pipe, seed=settings.seed, height=height, width=width, device=device)
 
     # Each target travels with its base: a pair always shares a batch (and so the exact
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
@@ -205,8 +225,7 @@ def calibrate(
     size = batch_size or auto_batch_size(
         pipe, prompts=len(prompts), height=height, width=width, device=device, guidance=guidance
     )
-    if size < 1:
-        raise CpeditError(f"batch size must be at least 1, got {size}")
+    check_batch_size(size)
     size = max(1, size - size % 2)
 
     totals = {layer.name: torch.zeros(tau, 2, layer.module.in_features, device=device) for layer in layers}
@@ -231,7 +250,7 @@ def calibrate(
                     width=width,
                     num_inference_steps=settings.steps,
                     guidance_scale=settings.guidance_scale,
-                    latents=noise.expand(len(batch), *noise.shape[1:]).clone(),
+                    generator=[_seeded(settings.seed, device) for _ in batch],
                     output_type="latent",
                     return_dict=False,
                 )
@@ -277,7 +296,7 @@ def _batch_reporter(
     batches: int,
     tau: int,
     calls_before: int,
-) -> Any:
+) -> Callable[[int], None]:
     def report(timestep: int) -> None:
         if cancel is not None and cancel.is_set():
             raise PruneCancelled("cancelled during calibration; nothing was written")
@@ -308,9 +327,11 @@ class _CallState:
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
-        self.report: Any = None
+        self.report: Callable[[int], None] = lambda timestep: None
 
-    def begin_batch(self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Any) -> None:
+    def begin_batch(
+        self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Callable[[int], None]
+    ) -> None:
         self.calls = 0
         self.sums = sums
         self._groups = groups

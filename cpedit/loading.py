@@ -131,13 +131,13 @@ def _download(repo_id: str, *, revision: str | None) -> ModelSource:
         folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
     except GatedRepoError:
         raise ModelLoadError(
-            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` or set HF_TOKEN"
+            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
         ) from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"{repo_id} has no revision {revision!r}") from None
     except RepositoryNotFoundError:
         raise ModelLoadError(
-            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or set HF_TOKEN)"
+            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or `huggingface-cli login`, or set HF_TOKEN)"
         ) from None
     except LocalEntryNotFoundError:
         raise ModelLoadError(
@@ -167,11 +167,18 @@ def torch_dtype_accepted() -> Iterator[None]:
         yield
 
 
-def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dtype) -> Any:
+def load_pipeline(
+    source: ModelSource, *, device: torch.device, dtype: torch.dtype, safety_checker: bool = False
+) -> Any:
     """Load a pipeline from its local folder: safetensors only, no remote code.
 
-    The safety checker is not loaded (calibration never decodes images); its files
-    are still copied to the output unchanged.
+    Args:
+        source: Where the pipeline is (see :func:`resolve_source`).
+        device: Where to put it.
+        dtype: Its compute dtype.
+        safety_checker: Load the model's safety checker, if it has one. Calibration never
+            decodes images, so pruning leaves it out (its files are still copied to the
+            output unchanged); sampling keeps it unless asked not to.
 
     Raises:
         ModelLoadError: The folder cannot be loaded as a diffusers pipeline.
@@ -183,7 +190,9 @@ def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dty
         index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source.ref}: cannot read model_index.json ({exc})") from None
-    if "safety_checker" in index:
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{source.ref}: model_index.json is not a JSON object")
+    if "safety_checker" in index and not safety_checker:
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     try:
@@ -191,7 +200,7 @@ def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dty
             pipe = DiffusionPipeline.from_pretrained(
                 source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
             )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -199,7 +208,12 @@ def load_pipeline(source: ModelSource, *, device: torch.device, dtype: torch.dty
 
 
 def open_pipeline(
-    model: str | os.PathLike[str], *, revision: str | None = None, device: str = "auto", dtype: str | None = None
+    model: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    safety_checker: bool = False,
 ) -> tuple[ModelSource, Any]:
     """Resolve, download if needed, and load a pipeline in one call.
 
@@ -208,6 +222,7 @@ def open_pipeline(
         revision: Hub branch, tag or commit (Hub ids only).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
+        safety_checker: Load the model's safety checker (see :func:`load_pipeline`).
 
     Returns:
         The model's source and the loaded pipeline (on the device, progress bars off).
@@ -219,4 +234,4 @@ def open_pipeline(
     compute_device = resolve_device(device)
     compute_dtype = resolve_dtype(dtype, compute_device)
     source = resolve_source(model, revision=revision)
-    return source, load_pipeline(source, device=compute_device, dtype=compute_dtype)
+    return source, load_pipeline(source, device=compute_device, dtype=compute_dtype, safety_checker=safety_checker)

@@ -56,6 +56,20 @@ def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path
     return path
 
 
+def check_not_inside(out: Path, model: str | os.PathLike[str]) -> None:
+    """Refuse an output folder that is, or contains, the local base model folder.
+
+    Raises:
+        CpeditError: Writing ``out`` (with ``--overwrite``) would delete the base model.
+    """
+    base = Path(model).expanduser()
+    if not base.exists():
+        return  # a Hub id: its files live in the Hub cache
+    target, base = out.expanduser().resolve(), base.resolve()
+    if target == base or target in base.parents:
+        raise CpeditError(f"--out {out} is (or contains) the base model folder {base}; choose another --out")
+
+
 @contextmanager
 def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``out`` only if the block succeeds.
@@ -73,7 +87,11 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
                 raise OutputExistsError(f"{out} appeared while the run was going; nothing was written")
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)  # put the previous output back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
@@ -83,27 +101,45 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 def copy_pipeline_folder(source: Path, destination: Path) -> list[str]:
-    """Copy a pipeline folder, resolving links (Hub cache snapshots are links to blobs).
+    """Copy a diffusers pipeline folder, resolving links (Hub cache snapshots are links to blobs).
 
-    Hidden entries and non-safetensors weight files are skipped: the latter would hold
-    unpruned weights that a ``use_safetensors=False`` load could pick up.
+    Copied: ``model_index.json``, the component folders it lists, and other top-level
+    files that are not weights (README, license). Skipped, and returned: top-level weight
+    files (e.g. a single-file ``v1-5-pruned.safetensors`` checkpoint, which would ship the
+    unpruned model) and non-safetensors weight files anywhere (a ``use_safetensors=False``
+    load could pick them up). Hidden entries are not copied.
 
     Returns:
-        The relative paths skipped because of their weight format.
+        The skipped paths, relative to ``source``.
     """
+    index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
+    components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
     skipped: list[str] = []
+    destination.mkdir(parents=True, exist_ok=True)
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         ignored = set()
         for name in names:
+            path = os.path.join(folder, name)
             if name.startswith("."):
                 ignored.add(name)
-            elif name.endswith(UNSAFE_WEIGHT_SUFFIXES) and os.path.isfile(os.path.join(folder, name)):
+            elif name.endswith(UNSAFE_WEIGHT_SUFFIXES) and os.path.isfile(path):
                 ignored.add(name)
-                skipped.append(os.path.relpath(os.path.join(folder, name), source))
+                skipped.append(os.path.relpath(path, source))
         return ignored
 
-    shutil.copytree(source, destination, symlinks=False, ignore=ignore, dirs_exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if entry.name in components:
+                shutil.copytree(entry, destination / entry.name, symlinks=False, ignore=ignore)
+            else:
+                skipped.append(entry.name + "/")
+        elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
+            skipped.append(entry.name)
+        else:
+            shutil.copy2(entry, destination / entry.name)
     return sorted(skipped)
 
 

@@ -2,7 +2,8 @@
 
 A recipe names a concept, gives paired calibration prompts (a *target* prompt that shows
 the concept and a *base* prompt that does not) and the pruning and sampling settings.
-Recipes come from strangers, so they are parsed with ``yaml.safe_load`` and validated
+Recipes come from strangers, so they are parsed with YAML's safe loader (plain types only,
+duplicate keys refused) and validated
 completely, every problem reported with its field and a fix, before any model loads.
 
 Example:
@@ -30,7 +31,8 @@ from cpedit.errors import RecipeError
 FORMAT_VERSION = 1
 KINDS = ("style", "object", "nudity", "gender", "memorization", "custom")
 SUBJECT_PLACEHOLDER = "subject"
-_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+"""What a recipe name must look like (it is used as a file name)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,34 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
 _REQUIRED_TOP = ("cpedit", "name", "concept", "prompts")
 
 
+class _StrictSafeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` semantics, but a key given twice is an error instead of last-wins."""
+
+
+def _construct_unique_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (a second value would silently win)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _safe_load_strict(text: str) -> Any:
+    """Exactly what ``yaml.safe_load`` does (only plain YAML types), with duplicate keys refused."""
+    loader = _StrictSafeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe file.
 
@@ -135,7 +165,7 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
         RecipeError: With every problem found.
     """
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load_strict(text)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -164,7 +194,7 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
         problems.add("cpedit", f"format version must be {FORMAT_VERSION}, got {version!r}; this cpedit reads version {FORMAT_VERSION}")
 
     name = data.get("name")
-    if "name" in data and (not isinstance(name, str) or not _SLUG.match(name)):
+    if "name" in data and (not isinstance(name, str) or not SLUG.match(name)):
         problems.add("name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {name!r}")
     concept = _string(data, "concept", problems, required=True)
     kind = data.get("kind", "custom")
@@ -273,6 +303,9 @@ def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[st
         expanded[side] = _expand(value[side], subjects, path, problems, has_subjects="subjects" in value)
     target, base = expanded["target"], expanded["base"]
     if target is None or base is None:
+        return None, None
+    if subjects is not None and isinstance(target, str) and isinstance(base, str):
+        problems.add("prompts.subjects", "is given but neither target nor base uses `{subject}`; remove it or use it")
         return None, None
     if isinstance(target, str) and isinstance(base, str):
         return [target], [base]

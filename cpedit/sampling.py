@@ -97,10 +97,14 @@ def render_samples(
     revision: str | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> Image.Image:
-    """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid."""
-    _, pipe = loading.open_pipeline(model, revision=revision, device=device, dtype=dtype)
+    """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid.
+
+    The model's safety checker, if it has one, filters the images unless ``safety_checker`` is False.
+    """
+    _, pipe = loading.open_pipeline(model, revision=revision, device=device, dtype=dtype, safety_checker=safety_checker)
     images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress)
     return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
 
@@ -112,6 +116,7 @@ def compare_samples(
     prompts: Sequence[str] | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> Image.Image:
     """Render the base model and a cpedit output side by side, with the same seeds.
@@ -125,6 +130,7 @@ def compare_samples(
         prompts: Prompts to render; default: the preview prompts of the recipes used.
         device: Where to render.
         dtype: Compute dtype (default float16 on CUDA, else float32).
+        safety_checker: Keep the model's safety checker, if it has one (both columns).
         on_progress: Receives one ``sample`` event per image.
 
     Raises:
@@ -142,7 +148,7 @@ def compare_samples(
     base_ref = base.get("path") or base.get("id")
     if not base_ref:
         raise CpeditError(f"{edited}: the report does not record a base model to compare with")
-    _, pipe = loading.open_pipeline(edited, device=device, dtype=dtype)
+    _, pipe = loading.open_pipeline(edited, device=device, dtype=dtype, safety_checker=safety_checker)
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress)
 
     component = report["denoiser"]["component"]

@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 import cpedit.api
+import cpedit.calibration
 import cpedit.cli.prune
 import cpedit.loading
 from cpedit.cli.main import cli
@@ -139,15 +140,28 @@ def test_prune_refuses_an_existing_output(tiny_sd_path: Path, tmp_path: Path, no
     assert list(out.iterdir()) == []
 
 
-def test_prune_ctrl_c_exits_130(tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+def test_prune_ctrl_c_mid_calibration_exits_130_and_leaves_nothing(
+    tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C arrives inside a hook, halfway through calibration (as a real one would)."""
+    calls: list[int] = []
+    real = cpedit.calibration.accumulate_normalised_column_squares
 
-    monkeypatch.setattr(cpedit.cli.prune, "prune", interrupted)
+    def interrupted_midway(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(cpedit.calibration, "accumulate_normalised_column_squares", interrupted_midway)
     recipe = write_recipe(tmp_path / "recipes", "van-gogh-cli", "Van Gogh")
-    result = invoke("prune", tiny_sd_path, "--recipe", recipe, "--out", tmp_path / "out", "--device", "cpu")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    result = invoke("prune", tiny_sd_path, "--recipe", recipe, "--out", outputs / "out", "--device", "cpu")
     assert_clean_exit(result, 130)
-    assert "Interrupted" in result.stderr
+    assert "Interrupted; nothing was written" in result.stderr
+    assert len(calls) == 10
+    assert list(outputs.iterdir()) == []  # no output folder, no hidden partial folder
     assert not (tmp_path / "out").exists()
 
 

@@ -49,3 +49,18 @@ def test_dtypes_default_to_fp32_on_cpu_and_fp16_on_cuda() -> None:
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(CpeditError, match="unknown dtype 'float8'"):
         resolve_dtype("float8", torch.device("cpu"))
+
+
+def test_malformed_model_index_is_a_clear_error(tiny_sd_path: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cpedit.loading import load_pipeline
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_sd_path, folder)
+    (folder / "model_index.json").write_text('["not", "an", "object"]')
+    with pytest.raises(ModelLoadError, match="model_index.json is not a JSON object"):
+        load_pipeline(resolve_source(folder), device=torch.device("cpu"), dtype=torch.float32)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": 5}')
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load_pipeline(resolve_source(folder), device=torch.device("cpu"), dtype=torch.float32)

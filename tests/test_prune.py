@@ -463,3 +463,57 @@ def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_
         cpedit.prune("/no/such/model", [], device="cpu")
     with pytest.raises(CpeditError, match="batch size"):
         cpedit.prune("/no/such/model", [recipe], device="cpu", batch_size=0)
+
+
+def test_overwrite_never_replaces_the_base_model(tiny_sd_path: Path, tmp_path: Path, recipe: Path) -> None:
+    base = tmp_path / "models" / "base"
+    shutil.copytree(tiny_sd_path, base)
+    for out in (base, base.parent):  # the base itself, or a folder holding it
+        with pytest.raises(CpeditError, match="is \\(or contains\\) the base model folder"):
+            cpedit.prune(base, [recipe], out=out, overwrite=True, device="cpu")
+    assert (base / "model_index.json").is_file()
+
+
+def test_only_the_pipeline_is_copied(tiny_sd_path: Path, tmp_path: Path, recipe: Path) -> None:
+    """A local clone may hold single-file checkpoints and other folders: never ship them unpruned."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_sd_path, base)
+    shutil.copy(base / UNET_FILE, base / "v1-5-pruned-emaonly.safetensors")  # a single-file checkpoint
+    (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    (base / "samples").mkdir()
+    (base / "samples" / "cat.png").write_bytes(b"png")
+    (base / "README.md").write_text("# base model card\n")
+    out = tmp_path / "out"
+    result = cpedit.prune(base, [recipe], out=out, device="cpu")
+    assert result.report["skipped_files"] == ["samples/", "unet/diffusion_pytorch_model.bin",
+                                              "v1-5-pruned-emaonly.safetensors"]
+    assert not (out / "v1-5-pruned-emaonly.safetensors").exists() and not (out / "samples").exists()
+    assert not (out / "unet" / "diffusion_pytorch_model.bin").exists()
+    assert filecmp.cmp(base / "README.md", out / "README.md", shallow=False)
+    report = json.loads((out / "conceptprune" / "report.json").read_text())
+    assert report["skipped_files"] == result.report["skipped_files"]
+
+
+def test_every_recipe_is_checked_against_the_scheduler_before_calibrating(
+    tiny_sd_path: Path, tmp_path: Path, recipe: Path
+) -> None:
+    good = cpedit.load_recipe(recipe)
+    calls = STEPS + 1  # PNDM
+    too_long = dataclasses.replace(good, name="too-long", prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1))
+    events: list[cpedit.ProgressEvent] = []
+    with pytest.raises(CpeditError, match="only 7 denoiser calls"):
+        cpedit.prune(tiny_sd_path, [good, too_long], device="cpu", on_progress=events.append)
+    assert not [e for e in events if e.stage == "calibrate"]  # failed before the first recipe ran
+
+
+def test_in_memory_pipeline_refuses_loading_options(tiny_sd_path: Path, recipe: Path) -> None:
+    pipe = load_fresh(tiny_sd_path)
+    for option in ({"device": "cpu"}, {"dtype": "float16"}, {"revision": "main"}):
+        with pytest.raises(CpeditError, match="apply when cpedit loads the model"):
+            cpedit.prune(pipe, [recipe], **option)
+
+
+def test_recipe_built_in_code_needs_a_slug_name(tiny_sd_path: Path, recipe: Path, no_model_loading: None) -> None:
+    bad = dataclasses.replace(cpedit.load_recipe(recipe), name="../escape")
+    with pytest.raises(CpeditError, match="is not a slug"):
+        cpedit.prune(tiny_sd_path, [bad])

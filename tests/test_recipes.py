@@ -706,3 +706,14 @@ def test_every_shipped_recipe_resolves_by_name() -> None:
         recipe = resolve_recipe(name)
         assert isinstance(recipe, Recipe)
         assert recipe.name == name
+
+
+def test_duplicate_key_is_an_error_not_last_wins() -> None:
+    err = problems_of(make() + "concept: Something else\n")
+    assert "given twice" in err.problems[0][1] and "'concept'" in err.problems[0][1]
+
+
+def test_subjects_that_nothing_uses_are_an_error() -> None:
+    err = problems_of(make(prompts='prompts:\n  subjects: [cat, dog]\n  target: "a photo"\n  base: "a sketch"'))
+    assert err.problems[0][0] == "prompts.subjects"
+    assert "neither target nor base uses" in err.problems[0][1]

@@ -9,8 +9,6 @@ import click
 
 from cpedit.loading import DTYPES
 
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
 
 def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``, ``--dtype`` and ``--revision``."""
