@@ -34,13 +34,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from naive_reference import naive_skilled_masks  # noqa: E402
+
 import cpedit  # noqa: E402
 import cpedit.calibration  # noqa: E402
 from cpedit.calibration import calibrate, denoiser_calls, native_size  # noqa: E402
 from cpedit.ffn import find_ffn_output_layers  # noqa: E402
 from cpedit.recipes import load_recipe  # noqa: E402
 from cpedit.testing import build_random_sd_components  # noqa: E402
-from naive_reference import naive_skilled_masks  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -119,28 +120,50 @@ def main() -> None:
     originals = {layer.name: layer.module.weight.detach().clone() for layer in layers}
     pairs = len(recipe.targets)
     calls_per_prompt = denoiser_calls(pipe, recipe.sampling.steps)
-    print(f"model {args.size} on {device} ({args.dtype}), built in {build_s:.1f}s; recipe {recipe.name}: "
-          f"{pairs} pairs, {recipe.sampling.steps} steps ({calls_per_prompt} UNet calls), tau {recipe.prune.timesteps}",
-          flush=True)
+    print(
+        f"model {args.size} on {device} ({args.dtype}), built in {build_s:.1f}s; recipe {recipe.name}: "
+        f"{pairs} pairs, {recipe.sampling.steps} steps ({calls_per_prompt} UNet calls), tau {recipe.prune.timesteps}",
+        flush=True,
+    )
 
     # Warm-up both code paths once on a 1-pair recipe (kernel selection, allocator).
-    warm = dataclasses.replace(recipe, targets=recipe.targets[:1], bases=recipe.bases[:1],
-                               prune=dataclasses.replace(recipe.prune, timesteps=2))
+    warm = dataclasses.replace(
+        recipe, targets=recipe.targets[:1], bases=recipe.bases[:1], prune=dataclasses.replace(recipe.prune, timesteps=2)
+    )
     calibrate(pipe, warm, layers, batch_size=2)
 
     results: dict[str, Any] = {
-        "size": args.size, "device": str(device), "dtype": args.dtype, "recipe": recipe.name, "pairs": pairs,
-        "steps": recipe.sampling.steps, "tau": recipe.prune.timesteps,
-        "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "size": args.size,
+        "device": str(device),
+        "dtype": args.dtype,
+        "recipe": recipe.name,
+        "pairs": pairs,
+        "steps": recipe.sampling.steps,
+        "tau": recipe.prune.timesteps,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
     reference_masks = None
     if not args.skip_reference:
         s = recipe.sampling
-        reference_s, reference_masks = timed(device, lambda: naive_skilled_masks(
-            pipe, list(recipe.targets), list(recipe.bases), skill_ratio=recipe.prune.skill_ratio,
-            tau=recipe.prune.timesteps, select_ratio=recipe.prune.select_ratio, steps=s.steps,
-            guidance_scale=s.guidance_scale, seed=s.seed, height=s.height, width=s.width))
+        reference_s, reference_masks = timed(
+            device,
+            lambda: naive_skilled_masks(
+                pipe,
+                list(recipe.targets),
+                list(recipe.bases),
+                skill_ratio=recipe.prune.skill_ratio,
+                tau=recipe.prune.timesteps,
+                select_ratio=recipe.prune.select_ratio,
+                steps=s.steps,
+                guidance_scale=s.guidance_scale,
+                seed=s.seed,
+                height=s.height,
+                width=s.width,
+            ),
+        )
         results["reference_s"] = reference_s
         results["reference_unet_calls"] = 2 * pairs * calls_per_prompt
         print(f"reference: {reference_s:.2f}s", flush=True)
@@ -155,7 +178,11 @@ def main() -> None:
         batch_size=concept["batch_size"],
         pruned_weights=result.report["totals"]["pruned_weights"],
     )
-    print(f"cpedit: {cpedit_s:.2f}s (calibrate {results['cpedit_calibrate_s']:.2f}s, batch {concept['batch_size']})", flush=True)
+    print(
+        f"cpedit: {cpedit_s:.2f}s (calibrate {results['cpedit_calibrate_s']:.2f}s, batch {concept['batch_size']})",
+        flush=True,
+    )
+
     def restore() -> None:  # the unpruned weights, for the next measurement
         with torch.no_grad():
             for layer in layers:

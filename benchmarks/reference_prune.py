@@ -30,9 +30,17 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     s = recipe.sampling
     masks = naive_skilled_masks(
-        pipe, list(recipe.targets), list(recipe.bases), skill_ratio=recipe.prune.skill_ratio,
-        tau=recipe.prune.timesteps, select_ratio=recipe.prune.select_ratio, steps=s.steps,
-        guidance_scale=s.guidance_scale, seed=s.seed, height=s.height, width=s.width,
+        pipe,
+        list(recipe.targets),
+        list(recipe.bases),
+        skill_ratio=recipe.prune.skill_ratio,
+        tau=recipe.prune.timesteps,
+        select_ratio=recipe.prune.select_ratio,
+        steps=s.steps,
+        guidance_scale=s.guidance_scale,
+        seed=s.seed,
+        height=s.height,
+        width=s.width,
     )
     naive_prune(pipe, masks)
     pipe.unet.save_pretrained(out)

@@ -141,7 +141,10 @@ def prune(
     mark = time.perf_counter()
     concept_masks: dict[str, dict[str, torch.Tensor]] = {}
     for concept in stats:
-        emit(on_progress, ProgressEvent(stage="score", message=f"scoring {concept.recipe.name}", concept=concept.recipe.name))
+        emit(
+            on_progress,
+            ProgressEvent(stage="score", message=f"scoring {concept.recipe.name}", concept=concept.recipe.name),
+        )
         concept_masks[concept.recipe.name] = {
             layer.name: skilled_weights(layer.module.weight, concept.sums[layer.name], concept.recipe.prune).cpu()
             for layer in layers
@@ -154,8 +157,14 @@ def prune(
 
     component = _component_name(pipe, denoiser)
     report = build_report(
-        source=source, component=component, denoiser=denoiser, layers=layers, masks=masks,
-        concept_masks=concept_masks, stats=stats, timings=timings,
+        source=source,
+        component=component,
+        denoiser=denoiser,
+        layers=layers,
+        masks=masks,
+        concept_masks=concept_masks,
+        stats=stats,
+        timings=timings,
     )
     if out_path is not None:
         mark = time.perf_counter()
@@ -192,7 +201,9 @@ def _check_recipes(recipes: list[Recipe]) -> None:
         if not SLUG.match(recipe.name):  # a Recipe built in code skips the file validation; the name is a file name
             raise CpeditError(f"recipe name {recipe.name!r} is not a slug (lowercase letters, digits, hyphens)")
         if recipe.name in seen:
-            raise CpeditError(f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ")
+            raise CpeditError(
+                f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ"
+            )
         seen[recipe.name] = recipe.source
 
 
@@ -267,8 +278,7 @@ def build_report(
             for s in stats
         ],
         "layers": [
-            {"name": layer.name, "shape": list(layer.shape), "pruned": int(masks[layer.name].sum())}
-            for layer in layers
+            {"name": layer.name, "shape": list(layer.shape), "pruned": int(masks[layer.name].sum())} for layer in layers
         ],
         "totals": {
             "pruned_weights": pruned,

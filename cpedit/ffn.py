@@ -49,7 +49,9 @@ def find_ffn_output_layers(denoiser: nn.Module) -> list[FFNLayer]:
     for block_name, block in denoiser.named_modules():
         if not isinstance(block, FeedForward):
             continue
-        linears = [(name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear) and name.startswith("net.")]
+        linears = [
+            (name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear) and name.startswith("net.")
+        ]
         if not linears:
             continue
         name, linear = linears[-1]
@@ -68,7 +70,8 @@ def get_denoiser(pipe: object) -> nn.Module:
         if isinstance(module, nn.Module):
             return module
     raise UnsupportedModelError(
-        f"{type(pipe).__name__} has no `unet` or `transformer` component; cpedit edits text-to-image diffusion pipelines"
+        f"{type(pipe).__name__} has no `unet` or `transformer` component; "
+        "cpedit edits text-to-image diffusion pipelines"
     )
 
 

@@ -45,8 +45,14 @@ if AVAILABLE:
 
     @triton.jit
     def _weighted_column_squares(
-        x_ptr, inverse_ptr, partial_ptr, rows, features, rows_per_split,
-        BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
+        x_ptr,
+        inverse_ptr,
+        partial_ptr,
+        rows,
+        features,
+        rows_per_split,
+        BLOCK_R: tl.constexpr,
+        BLOCK_F: tl.constexpr,
     ):
         item = tl.program_id(0)
         column_block = tl.program_id(1)

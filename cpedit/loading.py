@@ -9,10 +9,10 @@ weights changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,13 +131,15 @@ def _download(repo_id: str, *, revision: str | None) -> ModelSource:
         folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
     except GatedRepoError:
         raise ModelLoadError(
-            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` "
+            "(or `huggingface-cli login`) or set HF_TOKEN"
         ) from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"{repo_id} has no revision {revision!r}") from None
     except RepositoryNotFoundError:
         raise ModelLoadError(
-            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or `huggingface-cli login`, or set HF_TOKEN)"
+            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or "
+            "`huggingface-cli login`, or set HF_TOKEN)"
         ) from None
     except LocalEntryNotFoundError:
         raise ModelLoadError(

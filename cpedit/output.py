@@ -229,7 +229,9 @@ def load_positions(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return masks
 
 
-def write_record(folder: Path, *, masks: dict[str, torch.Tensor], recipes: list[Recipe], report: dict[str, Any], denoiser: str) -> None:
+def write_record(
+    folder: Path, *, masks: dict[str, torch.Tensor], recipes: list[Recipe], report: dict[str, Any], denoiser: str
+) -> None:
     """Write ``conceptprune/`` (positions, recipes verbatim, report) into an output folder."""
     record = folder / RECORD_DIR
     (record / "recipes").mkdir(parents=True, exist_ok=True)

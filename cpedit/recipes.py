@@ -78,7 +78,7 @@ class Recipe:
 
     def pairs(self) -> list[tuple[str, str]]:
         """The calibration prompt pairs ``(target, base)``, paired by index."""
-        return list(zip(self.targets, self.bases))
+        return list(zip(self.targets, self.bases, strict=True))
 
 
 class _Problems:
@@ -147,7 +147,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(
-            str(file), [("", "file not found; check the path, or run `cpedit recipes list`")], headline="recipe not found"
+            str(file),
+            [("", "file not found; check the path, or run `cpedit recipes list`")],
+            headline="recipe not found",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(str(file), [("", f"cannot read the file ({exc})")]) from None
@@ -191,11 +193,16 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
 
     version = data.get("cpedit")
     if "cpedit" in data and (not _is_int(version) or version != FORMAT_VERSION):
-        problems.add("cpedit", f"format version must be {FORMAT_VERSION}, got {version!r}; this cpedit reads version {FORMAT_VERSION}")
+        problems.add(
+            "cpedit",
+            f"format version must be {FORMAT_VERSION}, got {version!r}; this cpedit reads version {FORMAT_VERSION}",
+        )
 
     name = data.get("name")
     if "name" in data and (not isinstance(name, str) or not SLUG.match(name)):
-        problems.add("name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {name!r}")
+        problems.add(
+            "name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {name!r}"
+        )
     concept = _string(data, "concept", problems, required=True)
     kind = data.get("kind", "custom")
     if kind not in KINDS:
@@ -316,7 +323,8 @@ def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[st
     if len(target) != len(base):
         problems.add(
             "prompts",
-            f"target gives {len(target)} prompts but base gives {len(base)}; lists pair by index, so make them equal length",
+            f"target gives {len(target)} prompts but base gives {len(base)}; "
+            "lists pair by index, so make them equal length",
         )
         return None, None
     return target, base
@@ -324,14 +332,23 @@ def _prompts(value: Any, problems: _Problems) -> tuple[list[str] | None, list[st
 
 def _placeholders(template: str) -> list[str] | None:
     try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError:
         return None
     # `{subject!r}` or `{subject:>9}` are not the plain `{subject}` placeholder: report them whole.
-    return [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") for name, spec, conversion in fields]
+    return [
+        name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        for name, spec, conversion in fields
+    ]
 
 
-def _expand(value: Any, subjects: list[str] | None, path: str, problems: _Problems, *, has_subjects: bool) -> list[str] | str | None:
+def _expand(
+    value: Any, subjects: list[str] | None, path: str, problems: _Problems, *, has_subjects: bool
+) -> list[str] | str | None:
     """A template expands over subjects; a list is literal; a plain string stays a string (broadcast)."""
     if isinstance(value, str):
         names = _placeholders(value)
@@ -348,7 +365,10 @@ def _expand(value: Any, subjects: list[str] | None, path: str, problems: _Proble
     if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
         for i, prompt in enumerate(value):
             if _placeholders(prompt) != []:
-                problems.add(f"{path}[{i}]", "list prompts are taken literally; placeholders such as `{subject}` belong in a template string")
+                problems.add(
+                    f"{path}[{i}]",
+                    "list prompts are taken literally; placeholders such as `{subject}` belong in a template string",
+                )
                 return None
         return list(value)
     problems.add(path, f"must be a template string or a non-empty list of strings, got {type(value).__name__}")
@@ -460,5 +480,7 @@ def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
     close = difflib.get_close_matches(str(ref), list(builtin), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise RecipeError(
-        str(ref), [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")], headline="recipe not found"
+        str(ref),
+        [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")],
+        headline="recipe not found",
     )

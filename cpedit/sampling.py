@@ -48,8 +48,18 @@ def generate(
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     for index, prompt in enumerate(prompts):
-        emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: {prompt}", concept=label,
-                                        batch=index + 1, batches=len(prompts), completed=index, total=len(prompts)))
+        emit(
+            on_progress,
+            ProgressEvent(
+                stage="sample",
+                message=f"{label}: {prompt}",
+                concept=label,
+                batch=index + 1,
+                batches=len(prompts),
+                completed=index,
+                total=len(prompts),
+            ),
+        )
         result = pipe(
             prompt,
             num_inference_steps=settings.steps,
@@ -59,12 +69,18 @@ def generate(
             generator=torch.Generator(device=device).manual_seed(settings.seed),
         )
         images.append(result.images[0])
-    emit(on_progress, ProgressEvent(stage="sample", message=f"{label}: done", concept=label,
-                                    completed=len(prompts), total=len(prompts)))
+    emit(
+        on_progress,
+        ProgressEvent(
+            stage="sample", message=f"{label}: done", concept=label, completed=len(prompts), total=len(prompts)
+        ),
+    )
     return images
 
 
-def image_grid(columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]) -> Image.Image:
+def image_grid(
+    columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]
+) -> Image.Image:
     """Lay out images in a labelled grid: one column per model, one row per prompt."""
     if not columns or not columns[0]:
         raise ValueError("nothing to lay out")
@@ -152,12 +168,16 @@ def compare_samples(
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress)
 
     component = report["denoiser"]["component"]
-    source = loading.resolve_source(base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision")))
+    source = loading.resolve_source(
+        base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision"))
+    )
     pruned_denoiser = getattr(pipe, component)
     with loading.torch_dtype_accepted():
-        base_denoiser = type(pruned_denoiser).from_pretrained(
-            source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True
-        ).to(pruned_denoiser.device)
+        base_denoiser = (
+            type(pruned_denoiser)
+            .from_pretrained(source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True)
+            .to(pruned_denoiser.device)
+        )
     setattr(pipe, component, base_denoiser)
     del pruned_denoiser
     base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress)

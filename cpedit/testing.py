@@ -79,11 +79,7 @@ _EOS = "<|endoftext|>"
 # --------------------------------------------------------------------------- #
 def _bytes_to_unicode() -> dict[int, str]:
     """Reversible byte -> printable unicode map, exactly as in openai CLIP / GPT-2."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(2**8):
@@ -91,7 +87,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(2**8 + n)
             n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def clip_bpe_path() -> Path:
@@ -109,9 +105,7 @@ def clip_bpe_path() -> Path:
         candidate = Path(location) / "bpe_simple_vocab_16e6.txt.gz"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        "bpe_simple_vocab_16e6.txt.gz not found: is the 'openai-clip' package installed?"
-    )
+    raise FileNotFoundError("bpe_simple_vocab_16e6.txt.gz not found: is the 'openai-clip' package installed?")
 
 
 @lru_cache(maxsize=1)
@@ -156,9 +150,7 @@ def write_clip_tokenizer(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = clip_vocab_and_merges()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
-    )
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
     def special(content: str) -> dict[str, Any]:
         return {

@@ -33,8 +33,16 @@ EXPECTED = {
     "artists": {"van-gogh", "monet", "pablo-picasso", "leonardo-da-vinci", "salvador-dali"},
     "nudity": {"nudity"},
     "objects": {
-        "parachute", "cassette-player", "golf-ball", "gas-pump", "english-springer",
-        "tench", "chain-saw", "french-horn", "church", "garbage-truck",
+        "parachute",
+        "cassette-player",
+        "golf-ball",
+        "gas-pump",
+        "english-springer",
+        "tench",
+        "chain-saw",
+        "french-horn",
+        "church",
+        "garbage-truck",
     },
     "gender": {"male-to-female", "female-to-male"},
 }

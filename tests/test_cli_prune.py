@@ -111,8 +111,22 @@ def test_prune_json_with_two_recipes(tiny_sd_path: Path, tmp_path: Path) -> None
     first = write_recipe(tmp_path / "recipes", "van-gogh-cli", "Van Gogh")
     second = write_recipe(tmp_path / "recipes", "monet-cli", "Claude Monet")
     out = tmp_path / "out"
-    result = invoke("prune", tiny_sd_path, "-r", first, "--recipe", second, "--out", out, "--device", "cpu",
-                    "--batch-size", "4", "--format", "json")
+    result = invoke(
+        "prune",
+        tiny_sd_path,
+        "-r",
+        first,
+        "--recipe",
+        second,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--format",
+        "json",
+    )
     assert_clean_exit(result, 0)
     report = json.loads(result.stdout)  # stdout holds the report alone (progress goes to stderr)
     assert report == json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))

@@ -226,7 +226,8 @@ def test_show_no_prompts() -> None:
 def test_show_prints_brackets_verbatim(tmp_path: Path) -> None:
     path = tmp_path / "brackets.yaml"
     path.write_text(
-        'cpedit: 1\nname: brackets\nconcept: "[bold]odd"\nprompts:\n  target: ["[red]a cat", "[b]dog"]\n  base: [cat, dog]\n',
+        'cpedit: 1\nname: brackets\nconcept: "[bold]odd"\n'
+        'prompts:\n  target: ["[red]a cat", "[b]dog"]\n  base: [cat, dog]\n',
         encoding="utf-8",
     )
     result = invoke("recipes", "show", str(path))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from naive_reference import ffn_output_linears, naive_skilled_masks
 
 import cpedit
-from naive_reference import ffn_output_linears, naive_skilled_masks
 
 SUBJECTS = ["cat", "dog", "car", "house"]
 """Four subjects = 8 prompts: batch size 3 gives batches mixing targets and bases and a ragged last batch."""
@@ -33,9 +33,18 @@ normalisation or CFG half changes far more than 1% of a layer's mask).
 """
 
 
-def recipe_text(*, name: str, steps: int, tau: int, skill_ratio: float, select_ratio: float,
-                guidance_scale: float, seed: int = 0, target: str = "a {subject} in the style of Van Gogh",
-                base: str = "a photo of a {subject}") -> str:
+def recipe_text(
+    *,
+    name: str,
+    steps: int,
+    tau: int,
+    skill_ratio: float,
+    select_ratio: float,
+    guidance_scale: float,
+    seed: int = 0,
+    target: str = "a {subject} in the style of Van Gogh",
+    base: str = "a photo of a {subject}",
+) -> str:
     """A small recipe for the tiny model (non-trivial masks in well under a second)."""
     return (
         "cpedit: 1\n"
@@ -121,10 +130,13 @@ def effective_batch_size(batch_size: int | None) -> int:
 # 6 of 8 prompts leaves a short last batch; 3 is rounded down to 2 (whole pairs).
 @pytest.mark.parametrize("select_ratio", [0.0, 0.5])
 @pytest.mark.parametrize("batch_size", [None, 1, 3, 6])
-def test_masks_match_naive_reference(model_path: Path, tmp_path: Path, batch_size: int | None, select_ratio: float) -> None:
+def test_masks_match_naive_reference(
+    model_path: Path, tmp_path: Path, batch_size: int | None, select_ratio: float
+) -> None:
     settings = dict(name="fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=select_ratio, guidance_scale=7.5)
-    result = cpedit.prune(model_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32",
-                          batch_size=batch_size)
+    result = cpedit.prune(
+        model_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32", batch_size=batch_size
+    )
     assert_masks_match(result.masks, naive_masks(model_path, settings))
     concept = result.report["concepts"][0]
     assert concept["batch_size"] == effective_batch_size(batch_size)
@@ -152,8 +164,9 @@ def test_masks_match_naive_reference_without_guidance(model_path: Path, tmp_path
 def test_masks_differ_when_settings_differ(tiny_sd_path: Path, tmp_path: Path) -> None:
     """The comparison can fail: another seed (initial noise) gives measurably different masks."""
     settings = dict(name="seeded", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
-    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **{**settings, "seed": 1})], device="cpu",
-                          dtype="float32")
+    result = cpedit.prune(
+        tiny_sd_path, [write_recipe(tmp_path, **{**settings, "seed": 1})], device="cpu", dtype="float32"
+    )
     expected = naive_masks(tiny_sd_path, settings)
     assert min(iou(result.masks[name], mask) for name, mask in expected.items()) < MIN_IOU
 
@@ -168,8 +181,16 @@ def test_masks_differ_when_settings_differ(tiny_sd_path: Path, tmp_path: Path) -
 )
 def test_identical_prompts_prune_nothing(tiny_sd_path: Path, tmp_path: Path, batch_size: int | None) -> None:
     """Target == base: no weight scores higher for the target, so nothing is skilled (S_t > S_b is strict)."""
-    path = write_recipe(tmp_path, name="same", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0,
-                        guidance_scale=7.5, target="a photo of a {subject}")
+    path = write_recipe(
+        tmp_path,
+        name="same",
+        steps=6,
+        tau=4,
+        skill_ratio=0.05,
+        select_ratio=0.0,
+        guidance_scale=7.5,
+        target="a photo of a {subject}",
+    )
     result = cpedit.prune(tiny_sd_path, [path], device="cpu", dtype="float32", batch_size=batch_size)
     assert result.masks and not any(bool(mask.any()) for mask in result.masks.values())
     assert result.report["totals"]["pruned_weights"] == 0
@@ -209,8 +230,21 @@ def test_cli_output_weights_match_naive_reference(tiny_sd_path: Path, tmp_path: 
 
     settings = dict(name="cli-fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["prune", str(tiny_sd_path), "--recipe", str(write_recipe(tmp_path, **settings)),
-                                      "--out", str(out), "--device", "cpu", "--dtype", "float32"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(tiny_sd_path),
+            "--recipe",
+            str(write_recipe(tmp_path, **settings)),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     expected = naive_masks(tiny_sd_path, settings)
     saved = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
@@ -235,8 +269,15 @@ def test_stochastic_scheduler_matches_naive_reference(tiny_sd_path: Path, tmp_pa
         return pipe
 
     expected = naive_skilled_masks(
-        ancestral_pipe(), list(recipe.targets), list(recipe.bases), skill_ratio=0.05, tau=4, select_ratio=0.0,
-        steps=6, guidance_scale=7.5, seed=0,
+        ancestral_pipe(),
+        list(recipe.targets),
+        list(recipe.bases),
+        skill_ratio=0.05,
+        tau=4,
+        select_ratio=0.0,
+        steps=6,
+        guidance_scale=7.5,
+        seed=0,
     )
     result = cpedit.prune(ancestral_pipe(), [recipe], batch_size=4)
     assert_masks_match(result.masks, expected)

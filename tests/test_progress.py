@@ -24,8 +24,14 @@ def write_recipe(folder: Path) -> Path:
 
 def test_events_carry_concept_batch_and_timestep_in_order(tiny_sd_path: Path, tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
-    cpedit.prune(tiny_sd_path, [write_recipe(tmp_path)], out=tmp_path / "out", device="cpu", batch_size=4,
-                 on_progress=events.append)
+    cpedit.prune(
+        tiny_sd_path,
+        [write_recipe(tmp_path)],
+        out=tmp_path / "out",
+        device="cpu",
+        batch_size=4,
+        on_progress=events.append,
+    )
 
     stages = [e.stage for e in events]
     first = {stage: stages.index(stage) for stage in dict.fromkeys(stages)}

@@ -18,7 +18,14 @@ from safetensors.torch import load_file
 import cpedit
 import cpedit.api
 import cpedit.loading
-from cpedit.errors import CpeditError, ModelLoadError, OutputExistsError, PruneCancelled, RecipeError, UnsupportedModelError
+from cpedit.errors import (
+    CpeditError,
+    ModelLoadError,
+    OutputExistsError,
+    PruneCancelled,
+    RecipeError,
+    UnsupportedModelError,
+)
 from cpedit.output import load_positions
 from cpedit.recipes import PruneSettings
 
@@ -110,8 +117,10 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 def saved(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One two-concept run saved to disk, shared by the output tests."""
     folder = tmp_path_factory.mktemp("saved")
-    recipes = [write_recipe(folder / "recipes", "van-gogh-test", "Van Gogh"),
-               write_recipe(folder / "recipes", "monet-test", "Claude Monet")]
+    recipes = [
+        write_recipe(folder / "recipes", "van-gogh-test", "Van Gogh"),
+        write_recipe(folder / "recipes", "monet-test", "Claude Monet"),
+    ]
     out = folder / "out"
     result = cpedit.prune(tiny_sd_path, recipes, out=out, device="cpu", dtype="float32", batch_size=6)
     return {"result": result, "out": out, "recipes": recipes, "base": tiny_sd_path}
@@ -122,11 +131,12 @@ def saved(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
     result = saved["result"]
-    singles = [cpedit.prune(saved["base"], [path], device="cpu", dtype="float32", batch_size=6)
-               for path in saved["recipes"]]
+    singles = [
+        cpedit.prune(saved["base"], [path], device="cpu", dtype="float32", batch_size=6) for path in saved["recipes"]
+    ]
     names = ["van-gogh-test", "monet-test"]
     assert list(result.concept_masks) == names
-    for name, single in zip(names, singles):
+    for name, single in zip(names, singles, strict=True):
         assert set(single.masks) == set(result.masks)
         for layer, mask in single.masks.items():
             assert torch.equal(result.concept_masks[name][layer], mask), (name, layer)
@@ -140,7 +150,9 @@ def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
     assert list(concepts) == names
     assert concepts["van-gogh-test"]["pruned_weights"] == a
     assert concepts["monet-test"]["pruned_weights"] == b
-    assert concepts["monet-test"]["concept"] == "Claude Monet" and concepts["monet-test"]["prompt_pairs"] == len(SUBJECTS)
+    assert concepts["monet-test"]["concept"] == "Claude Monet" and concepts["monet-test"]["prompt_pairs"] == len(
+        SUBJECTS
+    )
 
 
 def test_duplicate_recipe_names_are_rejected(recipe: Path, tmp_path: Path, no_model_loading: None) -> None:
@@ -306,15 +318,19 @@ def test_interrupted_calibration_writes_nothing(
     tiny_sd_path: Path, recipe: Path, outputs: Path, exc: BaseException
 ) -> None:
     with pytest.raises(type(exc)):
-        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu",
-                     on_progress=raise_on_calibrate_event(exc))
+        cpedit.prune(
+            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", on_progress=raise_on_calibrate_event(exc)
+        )
     assert_nothing_written(outputs)
 
 
 @pytest.mark.parametrize(
     ("function", "exc"),
-    [("write_record", RuntimeError("disk full")), ("zero_weights_in_files", RuntimeError("disk full")),
-     ("write_record", KeyboardInterrupt())],
+    [
+        ("write_record", RuntimeError("disk full")),
+        ("zero_weights_in_files", RuntimeError("disk full")),
+        ("write_record", KeyboardInterrupt()),
+    ],
     ids=["write_record", "zero_weights_in_files", "ctrl-c"],
 )
 def test_failure_while_saving_writes_nothing(
@@ -381,7 +397,9 @@ def test_cancel_event_stops_the_run(tiny_sd_path: Path, recipe: Path, outputs: P
             setter.join()
 
     with pytest.raises(PruneCancelled):
-        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress)
+        cpedit.prune(
+            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress
+        )
     assert_nothing_written(outputs)
     assert [e.stage for e in events].count("calibrate") == 1  # stopped at the next denoiser call
     assert not any(e.stage in ("save", "done") for e in events)
@@ -409,9 +427,16 @@ def _unet_without_ffn():
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        mid_block_type="UNetMidBlock2D", cross_attention_dim=32, norm_num_groups=32,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2D",
+        cross_attention_dim=32,
+        norm_num_groups=32,
     )
 
 
@@ -453,7 +478,9 @@ def test_tau_beyond_the_schedulers_calls_is_an_error(
 
 def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_loading: None) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(recipe_text("bad", "Monet").replace(f"skill_ratio: {SKILL_RATIO}", "skill_ratio: 2"), encoding="utf-8")
+    bad.write_text(
+        recipe_text("bad", "Monet").replace(f"skill_ratio: {SKILL_RATIO}", "skill_ratio: 2"), encoding="utf-8"
+    )
     with pytest.raises(RecipeError) as caught:
         cpedit.prune("/no/such/model", [recipe, bad], device="cpu")
     assert [field for field, _ in caught.value.problems] == ["prune.skill_ratio"]
@@ -485,8 +512,11 @@ def test_only_the_pipeline_is_copied(tiny_sd_path: Path, tmp_path: Path, recipe:
     (base / "README.md").write_text("# base model card\n")
     out = tmp_path / "out"
     result = cpedit.prune(base, [recipe], out=out, device="cpu")
-    assert result.report["skipped_files"] == ["samples/", "unet/diffusion_pytorch_model.bin",
-                                              "v1-5-pruned-emaonly.safetensors"]
+    assert result.report["skipped_files"] == [
+        "samples/",
+        "unet/diffusion_pytorch_model.bin",
+        "v1-5-pruned-emaonly.safetensors",
+    ]
     assert not (out / "v1-5-pruned-emaonly.safetensors").exists() and not (out / "samples").exists()
     assert not (out / "unet" / "diffusion_pytorch_model.bin").exists()
     assert filecmp.cmp(base / "README.md", out / "README.md", shallow=False)
@@ -499,7 +529,9 @@ def test_every_recipe_is_checked_against_the_scheduler_before_calibrating(
 ) -> None:
     good = cpedit.load_recipe(recipe)
     calls = STEPS + 1  # PNDM
-    too_long = dataclasses.replace(good, name="too-long", prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1))
+    too_long = dataclasses.replace(
+        good, name="too-long", prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1)
+    )
     events: list[cpedit.ProgressEvent] = []
     with pytest.raises(CpeditError, match="only 7 denoiser calls"):
         cpedit.prune(tiny_sd_path, [good, too_long], device="cpu", on_progress=events.append)

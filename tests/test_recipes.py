@@ -197,13 +197,19 @@ def test_template_without_placeholder_and_double_braces() -> None:
 
 
 def test_subject_may_appear_twice_in_template() -> None:
-    r = parse_recipe(make(prompts='prompts:\n  subjects: [cat]\n  target: "{subject} and {subject}"\n  base: "{subject}"'))
+    r = parse_recipe(
+        make(prompts='prompts:\n  subjects: [cat]\n  target: "{subject} and {subject}"\n  base: "{subject}"')
+    )
     assert r.pairs() == [("cat and cat", "cat")]
 
 
 def test_subjects_keep_order() -> None:
     subjects = ["zebra", "apple", "mouse", "bear"]
-    r = parse_recipe(make(prompts=f'prompts:\n  subjects: [{", ".join(subjects)}]\n  target: "t {{subject}}"\n  base: "b {{subject}}"'))
+    r = parse_recipe(
+        make(
+            prompts=f'prompts:\n  subjects: [{", ".join(subjects)}]\n  target: "t {{subject}}"\n  base: "b {{subject}}"'
+        )
+    )
     assert r.targets == tuple(f"t {s}" for s in subjects)
     assert r.bases == tuple(f"b {s}" for s in subjects)
 
@@ -414,7 +420,10 @@ def test_tau_larger_than_custom_steps() -> None:
     assert_reports(text, "prune.timesteps", "at most 5")
 
 
-@pytest.mark.parametrize(("key", "value", "hint"), [("steps", "0", "at least 1"), ("guidance_scale", "-1", ">= 0"), ("seed", "-1", "non-negative")])
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [("steps", "0", "at least 1"), ("guidance_scale", "-1", ">= 0"), ("seed", "-1", "non-negative")],
+)
 def test_sampling_out_of_range(key: str, value: str, hint: str) -> None:
     assert_reports(make(sampling=f"sampling:\n  {key}: {value}"), f"sampling.{key}", hint)
 
@@ -454,12 +463,18 @@ def test_template_and_list_of_different_lengths() -> None:
 
 @pytest.mark.parametrize("side", ["target", "base"])
 def test_subject_placeholder_without_subjects(side: str) -> None:
-    prompts = {"target": '"a {subject} by X"', "base": '"a photo"'} if side == "target" else {"target": '"a cat by X"', "base": '"a {subject}"'}
+    prompts = (
+        {"target": '"a {subject} by X"', "base": '"a photo"'}
+        if side == "target"
+        else {"target": '"a cat by X"', "base": '"a {subject}"'}
+    )
     text = make(prompts=f"prompts:\n  target: {prompts['target']}\n  base: {prompts['base']}")
     assert_reports(text, f"prompts.{side}", "`{subject}`", "prompts.subjects", "missing")
 
 
-@pytest.mark.parametrize("template", ["a {thing}", "a {}", "a {0}", "a {subject.name}", "a {subject!r}", "a {subject:>9}", "a { subject }"])
+@pytest.mark.parametrize(
+    "template", ["a {thing}", "a {}", "a {0}", "a {subject.name}", "a {subject!r}", "a {subject:>9}", "a { subject }"]
+)
 def test_unknown_placeholder(template: str) -> None:
     text = make(prompts=f'prompts:\n  subjects: [cat]\n  target: "{template}"\n  base: "a {{subject}}"')
     assert_reports(text, "prompts.target", "only the `{subject}` placeholder", "`{{`")
@@ -517,7 +532,9 @@ def test_wrong_format_version(version: str) -> None:
     assert_reports(make(cpedit=f"cpedit: {version}"), "cpedit", "format version must be 1", "version 1")
 
 
-@pytest.mark.parametrize("name", ["Van-Gogh", "van_gogh", "van gogh", "-van", "van-", "van--gogh", '""', "5", "[a]", "vän"])
+@pytest.mark.parametrize(
+    "name", ["Van-Gogh", "van_gogh", "van gogh", "-van", "van-", "van--gogh", '""', "5", "[a]", "vän"]
+)
 def test_bad_slug_name(name: str) -> None:
     assert_reports(make(name=f"name: {name}"), "name", "slug", "van-gogh")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
 import torch
+from naive_reference import ffn_output_linears, naive_prune, naive_skilled_masks, naive_unet_call_count
 
 from cpedit.testing import (
     CLIP_VOCAB_SIZE,
@@ -15,7 +15,6 @@ from cpedit.testing import (
     sd_component_configs,
     write_clip_tokenizer,
 )
-from naive_reference import ffn_output_linears, naive_prune, naive_skilled_masks, naive_unet_call_count
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 
@@ -106,7 +105,5 @@ def test_naive_skilled_masks(tiny_sd_path: Path) -> None:
 def test_naive_identical_prompts_give_empty_masks(tiny_sd_path: Path) -> None:
     pipe = _load(tiny_sd_path)
     prompts = ["a photo of a cat", "a photo of a dog"]
-    masks = naive_skilled_masks(
-        pipe, prompts, list(prompts), skill_ratio=0.05, tau=2, select_ratio=0.0, **NAIVE_KW
-    )
+    masks = naive_skilled_masks(pipe, prompts, list(prompts), skill_ratio=0.05, tau=2, select_ratio=0.0, **NAIVE_KW)
     assert masks and all(not bool(mask.any()) for mask in masks.values())

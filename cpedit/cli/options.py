@@ -16,7 +16,9 @@ def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--revision", default=None, metavar="REV", help="Hub branch, tag or commit of MODEL (Hub ids only)."
     )(func)
     func = click.option(
-        "--dtype", type=click.Choice(list(DTYPES)), default=None,
+        "--dtype",
+        type=click.Choice(list(DTYPES)),
+        default=None,
         help="Compute dtype. Default: float16 on CUDA, float32 elsewhere.",
     )(func)
     func = click.option(

@@ -15,18 +15,31 @@ from cpedit.cli.render import ProgressView, concept_table, layer_table
 @click.command("prune")
 @click.argument("model", metavar="MODEL")
 @click.option(
-    "--recipe", "-r", "recipes", multiple=True, required=True, metavar="FILE|NAME",
+    "--recipe",
+    "-r",
+    "recipes",
+    multiple=True,
+    required=True,
+    metavar="FILE|NAME",
     help="A recipe file or shipped recipe name (see `cpedit recipes list`). Repeat to erase several concepts.",
 )
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically).")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically)."
+)
 @compute_options
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None,
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
     help="Prompts per calibration batch (targets and bases together). Default: as many as fit in memory.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
-    "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
     help="How to print the result: tables, or the report as JSON on stdout.",
 )
 def prune_command(
@@ -80,6 +93,7 @@ def prune_command(
     stdout.print(
         f"Pruned {report['totals']['pruned_weights']:,} weights "
         f"({100 * report['totals']['pruned_fraction']:.4f}% of the UNet) in {t['total']:.1f}s "
-        f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, save {t.get('save', 0):.1f}s)."
+        f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, "
+        f"save {t.get('save', 0):.1f}s)."
     )
     stdout.print(f"Saved to [bold]{result.output}[/]")

@@ -87,7 +87,15 @@ def list_command(output_format: str) -> None:
     for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], escape(r["concept"]), str(r["pairs"]), f"{r['skill_ratio']:g}", str(r["timesteps"]), escape(r["file"]))
+        table.add_row(
+            r["name"],
+            r["kind"],
+            escape(r["concept"]),
+            str(r["pairs"]),
+            f"{r['skill_ratio']:g}",
+            str(r["timesteps"]),
+            escape(r["file"]),
+        )
     Console().print(table)
 
 
@@ -104,7 +112,10 @@ def show_command(recipe: str, prompts: bool) -> None:
     """
     loaded = resolve_recipe(recipe)
     console = Console()
-    console.print(f"[bold]{loaded.name}[/]: {escape(loaded.concept)} ({loaded.kind}) — {escape(str(Path(loaded.source)))}", highlight=False)
+    console.print(
+        f"[bold]{loaded.name}[/]: {escape(loaded.concept)} ({loaded.kind}) — {escape(str(Path(loaded.source)))}",
+        highlight=False,
+    )
     console.print(Syntax(loaded.text, "yaml", background_color="default"))
     if prompts:
         table = Table(title=f"{len(loaded.targets)} prompt pairs")

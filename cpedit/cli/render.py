@@ -48,7 +48,9 @@ class ProgressView:
         self.progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -77,7 +79,9 @@ def layer_table(report: dict[str, Any]) -> Table:
     table.add_column("% of layer", justify="right", footer=f"{100 * totals['pruned_fraction']:.4f}% of UNet")
     for layer in report["layers"]:
         out_f, in_f = layer["shape"]
-        table.add_row(layer["name"], f"{out_f}x{in_f}", f"{layer['pruned']:,}", f"{100 * layer['pruned'] / (out_f * in_f):.3f}%")
+        table.add_row(
+            layer["name"], f"{out_f}x{in_f}", f"{layer['pruned']:,}", f"{100 * layer['pruned'] / (out_f * in_f):.3f}%"
+        )
     return table
 
 
@@ -88,7 +92,13 @@ def concept_table(report: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "concept" else "right")
     for c in report["concepts"]:
         table.add_row(
-            c["name"], str(c["prompt_pairs"]), f"{c['skill_ratio']:g}", str(c["timesteps"]), str(c["batch_size"]),
-            str(c["unet_calls"]), f"{c['calibrate_seconds']:.1f}", f"{c['pruned_weights']:,}",
+            c["name"],
+            str(c["prompt_pairs"]),
+            f"{c['skill_ratio']:g}",
+            str(c["timesteps"]),
+            str(c["batch_size"]),
+            str(c["unet_calls"]),
+            f"{c['calibrate_seconds']:.1f}",
+            f"{c['pruned_weights']:,}",
         )
     return table

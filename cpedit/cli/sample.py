@@ -15,18 +15,31 @@ from cpedit.sampling import SampleSettings, compare_samples, render_samples
 
 @click.command("sample")
 @click.argument("model", metavar="MODEL_OR_DIR")
-@click.option("--prompt", "-p", "prompts", multiple=True, metavar="TEXT",
-              help="A prompt (repeat for several). Default with --compare: the recipes' preview prompts.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the image grid (PNG).")
-@click.option("--compare", is_flag=True, help="MODEL_OR_DIR is a cpedit output: render its base model and it side by side.")
+@click.option(
+    "--prompt",
+    "-p",
+    "prompts",
+    multiple=True,
+    metavar="TEXT",
+    help="A prompt (repeat for several). Default with --compare: the recipes' preview prompts.",
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the image grid (PNG)."
+)
+@click.option(
+    "--compare", is_flag=True, help="MODEL_OR_DIR is a cpedit output: render its base model and it side by side."
+)
 @click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps.")
 @click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The same seed for every image.")
 @click.option("--height", type=click.IntRange(min=8), default=None, help="Default: the model's native size.")
 @click.option("--width", type=click.IntRange(min=8), default=None)
-@click.option("--no-safety-checker", is_flag=True,
-              help="Do not load the model's safety checker (it blacks out images it flags), e.g. to inspect "
-                   "what a nudity erasure really renders.")
+@click.option(
+    "--no-safety-checker",
+    is_flag=True,
+    help="Do not load the model's safety checker (it blacks out images it flags), e.g. to inspect "
+    "what a nudity erasure really renders.",
+)
 @compute_options
 def sample_command(
     model: str,
@@ -55,19 +68,35 @@ def sample_command(
     settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
     console = Console(stderr=True)
     with console.status("rendering…") as status:
+
         def show(event: ProgressEvent) -> None:
             status.update(event.message)
 
         if compare:
             if revision is not None:
                 raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
-            grid = compare_samples(model, settings=settings, prompts=list(prompts) or None, device=device,
-                                   dtype=dtype, safety_checker=not no_safety_checker, on_progress=show)
+            grid = compare_samples(
+                model,
+                settings=settings,
+                prompts=list(prompts) or None,
+                device=device,
+                dtype=dtype,
+                safety_checker=not no_safety_checker,
+                on_progress=show,
+            )
         else:
             if not prompts:
                 raise CpeditError("give at least one --prompt (or --compare with a cpedit output folder)")
-            grid = render_samples(model, prompts=list(prompts), settings=settings, revision=revision, device=device,
-                                  dtype=dtype, safety_checker=not no_safety_checker, on_progress=show)
+            grid = render_samples(
+                model,
+                prompts=list(prompts),
+                settings=settings,
+                revision=revision,
+                device=device,
+                dtype=dtype,
+                safety_checker=not no_safety_checker,
+                on_progress=show,
+            )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(out).with_name(Path(out).name + ".partial")
     try:
