@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from naive_reference import naive_skilled_masks  # noqa: E402
+from naive_reference import naive_masks_for_recipe  # noqa: E402
 
 import cpedit  # noqa: E402
 import cpedit.calibration  # noqa: E402
@@ -147,23 +147,7 @@ def main() -> None:
     }
     reference_masks = None
     if not args.skip_reference:
-        s = recipe.sampling
-        reference_s, reference_masks = timed(
-            device,
-            lambda: naive_skilled_masks(
-                pipe,
-                list(recipe.targets),
-                list(recipe.bases),
-                skill_ratio=recipe.prune.skill_ratio,
-                tau=recipe.prune.timesteps,
-                select_ratio=recipe.prune.select_ratio,
-                steps=s.steps,
-                guidance_scale=s.guidance_scale,
-                seed=s.seed,
-                height=s.height,
-                width=s.width,
-            ),
-        )
+        reference_s, reference_masks = timed(device, lambda: naive_masks_for_recipe(pipe, recipe))
         results["reference_s"] = reference_s
         results["reference_unet_calls"] = 2 * pairs * calls_per_prompt
         print(f"reference: {reference_s:.2f}s", flush=True)

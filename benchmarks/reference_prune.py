@@ -21,27 +21,14 @@ def main() -> None:
     model, recipe_ref, out = sys.argv[1:4]
     start = time.perf_counter()
     from diffusers import DiffusionPipeline
-    from naive_reference import naive_prune, naive_skilled_masks
+    from naive_reference import naive_masks_for_recipe, naive_prune
 
     from cpedit.recipes import resolve_recipe
 
     recipe = resolve_recipe(recipe_ref)
     pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    s = recipe.sampling
-    masks = naive_skilled_masks(
-        pipe,
-        list(recipe.targets),
-        list(recipe.bases),
-        skill_ratio=recipe.prune.skill_ratio,
-        tau=recipe.prune.timesteps,
-        select_ratio=recipe.prune.select_ratio,
-        steps=s.steps,
-        guidance_scale=s.guidance_scale,
-        seed=s.seed,
-        height=s.height,
-        width=s.width,
-    )
+    masks = naive_masks_for_recipe(pipe, recipe)
     naive_prune(pipe, masks)
     pipe.unet.save_pretrained(out)
     print(f"reference pruned {sum(int(m.sum()) for m in masks.values())} weights in {time.perf_counter() - start:.1f}s")

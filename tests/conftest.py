@@ -38,3 +38,18 @@ def tiny_sd_ddim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cpedit.testing import build_random_sd_pipeline
 
     return build_random_sd_pipeline(tmp_path_factory.mktemp("tiny_sd_ddim"), size="tiny", scheduler="ddim", seed=0)
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run or command gets as far as resolving or loading a model."""
+    import cpedit.api
+    import cpedit.loading
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was resolved or loaded although the run should have stopped before")
+
+    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
+    # cpedit.loading's own names: its open_pipeline and cpedit.sampling look them up there when they run
+    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
+    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)

@@ -197,3 +197,21 @@ def naive_unet_call_count(pipe, steps: int) -> int:
     finally:
         handle.remove()
     return calls[0]
+
+
+def naive_masks_for_recipe(pipe, recipe) -> dict[str, torch.Tensor]:
+    """:func:`naive_skilled_masks` with a cpedit recipe's prompts and settings."""
+    s = recipe.sampling
+    return naive_skilled_masks(
+        pipe,
+        list(recipe.targets),
+        list(recipe.bases),
+        skill_ratio=recipe.prune.skill_ratio,
+        tau=recipe.prune.timesteps,
+        select_ratio=recipe.prune.select_ratio,
+        steps=s.steps,
+        guidance_scale=s.guidance_scale,
+        seed=s.seed,
+        height=s.height,
+        width=s.width,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import helpers
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
@@ -16,33 +17,29 @@ import cpedit.loading
 from cpedit.cli.main import cli
 from cpedit.sampling import MIN_CELL
 
-SUBJECTS = ["cat", "dog", "car"]
-PREVIEW = ["a cat in the style of {artist}", "a red bicycle"]
+SUBJECTS = ("cat", "dog", "car")
+PREVIEW = ("a cat in the style of {artist}", "a red bicycle")
 
 
-def recipe_text(name: str, artist: str) -> str:
+def settings(name: str, artist: str) -> dict:
     """A small recipe for the tiny model, with preview prompts for ``sample --compare``."""
-    preview = ", ".join(f'"{p.format(artist=artist)}"' for p in PREVIEW)
-    return (
-        "cpedit: 1\n"
-        f"name: {name}\n"
-        f"concept: {artist}\n"
-        "kind: style\n"
-        "prompts:\n"
-        f"  subjects: [{', '.join(SUBJECTS)}]\n"
-        f'  target: "a {{subject}} in the style of {artist}"\n'
-        '  base: "a photo of a {subject}"\n'
-        "prune: {skill_ratio: 0.05, timesteps: 3, select_ratio: 0.0}\n"
-        "sampling: {steps: 6, guidance_scale: 7.5, seed: 0}\n"
-        f"preview:\n  prompts: [{preview}]\n"
+    return dict(
+        name=name,
+        concept=artist,
+        subjects=SUBJECTS,
+        skill_ratio=0.05,
+        tau=3,
+        steps=6,
+        preview=tuple(p.format(artist=artist) for p in PREVIEW),
     )
 
 
+def recipe_text(name: str, artist: str) -> str:
+    return helpers.recipe_text(**settings(name, artist))
+
+
 def write_recipe(folder: Path, name: str, artist: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(recipe_text(name, artist), encoding="utf-8")
-    return path
+    return helpers.write_recipe(folder, **settings(name, artist))
 
 
 def invoke(*args: object) -> Result:
@@ -65,19 +62,6 @@ def assert_clean_exit(result: Result, code: int) -> None:
 def flat(text: str) -> str:
     """Whitespace collapsed (rich wraps long lines at the terminal width)."""
     return " ".join(text.split())
-
-
-@pytest.fixture
-def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if the command gets as far as resolving or loading a model."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was resolved or loaded although the command should have stopped before")
-
-    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
-    # cpedit.loading's own names: open_pipeline and cpedit.sampling look them up there when they run
-    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
-    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from naive_reference import ffn_output_linears, naive_skilled_masks
+from helpers import SUBJECTS, load_fresh, recipe_text, write_recipe
+from naive_reference import ffn_output_linears, naive_masks_for_recipe, naive_skilled_masks
 
 import cpedit
-
-SUBJECTS = ["cat", "dog", "car", "house"]
-"""Four subjects = 8 prompts: batch size 3 gives batches mixing targets and bases and a ragged last batch."""
 
 MIN_IOU = 0.99
 """Accepted per-layer intersection-over-union between cpedit's and the naive masks.
@@ -33,49 +31,6 @@ normalisation or CFG half changes far more than 1% of a layer's mask).
 """
 
 
-def recipe_text(
-    *,
-    name: str,
-    steps: int,
-    tau: int,
-    skill_ratio: float,
-    select_ratio: float,
-    guidance_scale: float,
-    seed: int = 0,
-    target: str = "a {subject} in the style of Van Gogh",
-    base: str = "a photo of a {subject}",
-) -> str:
-    """A small recipe for the tiny model (non-trivial masks in well under a second)."""
-    return (
-        "cpedit: 1\n"
-        f"name: {name}\n"
-        "concept: Van Gogh\n"
-        "kind: style\n"
-        "prompts:\n"
-        f"  subjects: [{', '.join(SUBJECTS)}]\n"
-        f'  target: "{target}"\n'
-        f'  base: "{base}"\n'
-        f"prune: {{skill_ratio: {skill_ratio}, timesteps: {tau}, select_ratio: {select_ratio}}}\n"
-        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}}}\n"
-    )
-
-
-def write_recipe(folder: Path, **settings: object) -> Path:
-    """Write :func:`recipe_text` to ``folder/NAME.yaml`` and return the path."""
-    path = folder / f"{settings['name']}.yaml"
-    path.write_text(recipe_text(**settings), encoding="utf-8")  # type: ignore[arg-type]
-    return path
-
-
-def load_fresh(path: Path):
-    """The unpruned pipeline, loaded independently of cpedit."""
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 _NAIVE_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
@@ -83,18 +38,7 @@ def naive_masks(path: Path, settings: dict) -> dict[str, torch.Tensor]:
     """The reference masks for a recipe's settings (cached: they do not depend on cpedit's batch size)."""
     key = (str(path), tuple(sorted(settings.items())))
     if key not in _NAIVE_CACHE:
-        recipe = cpedit.parse_recipe(recipe_text(**settings))
-        _NAIVE_CACHE[key] = naive_skilled_masks(
-            load_fresh(path),
-            list(recipe.targets),
-            list(recipe.bases),
-            skill_ratio=recipe.prune.skill_ratio,
-            tau=recipe.prune.timesteps,
-            select_ratio=recipe.prune.select_ratio,
-            steps=recipe.sampling.steps,
-            guidance_scale=recipe.sampling.guidance_scale,
-            seed=recipe.sampling.seed,
-        )
+        _NAIVE_CACHE[key] = naive_masks_for_recipe(load_fresh(path), cpedit.parse_recipe(recipe_text(**settings)))
     return _NAIVE_CACHE[key]
 
 

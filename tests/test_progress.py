@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import write_recipe
+
 import cpedit
 from cpedit.progress import ProgressEvent
 
 TAU = 3
 
 
-def write_recipe(folder: Path) -> Path:
-    path = folder / "events.yaml"
-    path.write_text(
-        "cpedit: 1\nname: events\nconcept: Monet\n"
-        "prompts:\n  subjects: [cat, dog, car]\n"
-        '  target: "a {subject} in the style of Monet"\n  base: "a photo of a {subject}"\n'
-        f"prune: {{skill_ratio: 0.05, timesteps: {TAU}}}\nsampling: {{steps: 5}}\n",
-        encoding="utf-8",
-    )
-    return path
-
-
 def test_events_carry_concept_batch_and_timestep_in_order(tiny_sd_path: Path, tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
     cpedit.prune(
         tiny_sd_path,
-        [write_recipe(tmp_path)],
+        [write_recipe(tmp_path, name="events", subjects=("cat", "dog", "car"), tau=TAU, steps=5)],
         out=tmp_path / "out",
         device="cpu",
         batch_size=4,

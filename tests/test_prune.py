@@ -11,8 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
+from helpers import SUBJECTS, load_fresh
 from safetensors.torch import load_file
 
 import cpedit
@@ -29,45 +31,29 @@ from cpedit.errors import (
 from cpedit.output import load_positions
 from cpedit.recipes import PruneSettings
 
-SUBJECTS = ["cat", "dog", "car", "house"]
 STEPS, TAU, SKILL_RATIO = 6, 4, 0.05
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
 
 
-def recipe_text(name: str, artist: str, *, select_ratio: float = 0.0) -> str:
+def settings(name: str, artist: str, *, select_ratio: float = 0.0) -> dict:
     """A small artist-style recipe for the tiny model (8 prompts, non-trivial masks)."""
-    return (
-        "cpedit: 1\n"
-        f"name: {name}\n"
-        f"concept: {artist}\n"
-        "kind: style\n"
-        "description: a test recipe\n"
-        "prompts:\n"
-        f"  subjects: [{', '.join(SUBJECTS)}]\n"
-        f'  target: "a {{subject}} in the style of {artist}"\n'
-        '  base: "a photo of a {subject}"\n'
-        f"prune: {{skill_ratio: {SKILL_RATIO}, timesteps: {TAU}, select_ratio: {select_ratio}}}\n"
-        f"sampling: {{steps: {STEPS}, guidance_scale: 7.5, seed: 0}}\n"
-        "preview:\n"
-        f'  prompts: ["a cat in the style of {artist}"]\n'
+    return dict(
+        name=name,
+        concept=artist,
+        skill_ratio=SKILL_RATIO,
+        tau=TAU,
+        steps=STEPS,
+        select_ratio=select_ratio,
+        preview=(f"a cat in the style of {artist}",),
     )
 
 
+def recipe_text(name: str, artist: str, *, select_ratio: float = 0.0) -> str:
+    return helpers.recipe_text(**settings(name, artist, select_ratio=select_ratio))
+
+
 def write_recipe(folder: Path, name: str, artist: str) -> Path:
-    """Write a recipe file ``folder/NAME.yaml``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(recipe_text(name, artist), encoding="utf-8")
-    return path
-
-
-def load_fresh(path: Path):
-    """A pipeline loaded without cpedit."""
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return helpers.write_recipe(folder, **settings(name, artist))
 
 
 def raise_on_calibrate_event(exc: BaseException, nth: int = 3):
@@ -99,18 +85,6 @@ def outputs(tmp_path: Path) -> Path:
     folder = tmp_path / "outputs"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if cpedit.prune gets as far as resolving or loading a model."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model was resolved or loaded although the run should have stopped before")
-
-    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
-    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
-    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""Helpers shared by the test modules: small recipes and independently loaded pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SUBJECTS = ("cat", "dog", "car", "house")
+"""Default subjects of :func:`recipe_text`: 4 subjects, 8 prompts."""
+
+
+def recipe_text(
+    *,
+    name: str,
+    concept: str = "Van Gogh",
+    subjects: tuple[str, ...] = SUBJECTS,
+    skill_ratio: float = 0.05,
+    tau: int = 4,
+    select_ratio: float = 0.0,
+    steps: int = 6,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    target: str | None = None,
+    base: str = "a photo of a {subject}",
+    preview: tuple[str, ...] = (),
+) -> str:
+    """A small style recipe for the tiny model: non-trivial masks in well under a second."""
+    target = target or f"a {{subject}} in the style of {concept}"
+    text = (
+        "cpedit: 1\n"
+        f"name: {name}\n"
+        f"concept: {concept}\n"
+        "kind: style\n"
+        "description: a test recipe\n"
+        "prompts:\n"
+        f"  subjects: [{', '.join(subjects)}]\n"
+        f'  target: "{target}"\n'
+        f'  base: "{base}"\n'
+        f"prune: {{skill_ratio: {skill_ratio}, timesteps: {tau}, select_ratio: {select_ratio}}}\n"
+        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}}}\n"
+    )
+    if preview:
+        text += "preview:\n  prompts: [" + ", ".join(f'"{p}"' for p in preview) + "]\n"
+    return text
+
+
+def write_recipe(folder: Path, **settings: Any) -> Path:
+    """Write :func:`recipe_text` to ``folder/NAME.yaml`` (creating ``folder``) and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{settings['name']}.yaml"
+    path.write_text(recipe_text(**settings), encoding="utf-8")
+    return path
+
+
+def load_fresh(path: Path) -> Any:
+    """The unpruned pipeline, loaded independently of cpedit."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
