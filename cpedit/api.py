@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, PruneCancelled
 from cpedit.ffn import FFNLayer, get_denoiser, require_ffn_layers
 from cpedit.loading import ModelSource, open_pipeline
 from cpedit.output import (
@@ -95,7 +95,8 @@ def prune(
         batch_size: Prompts per calibration batch; None picks the largest that fits.
         overwrite: Replace ``out`` if it exists.
         on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` per step.
-        cancel: Set it (from another thread) to stop; nothing is written.
+        cancel: Set it (from another thread) to stop at the next denoiser call, or before
+            saving; nothing is written.
 
     Returns:
         A :class:`PruneResult`.
@@ -167,6 +168,8 @@ def prune(
         timings=timings,
     )
     if out_path is not None:
+        if cancel is not None and cancel.is_set():
+            raise PruneCancelled("cancelled before saving; nothing was written")
         mark = time.perf_counter()
         emit(on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
         with atomic_folder(out_path, overwrite=overwrite) as tmp:

@@ -379,6 +379,18 @@ def test_cancel_event_stops_the_run(tiny_sd_path: Path, recipe: Path, outputs: P
     assert not any(e.stage in ("save", "done") for e in events)
 
 
+def test_cancel_after_calibration_still_writes_nothing(tiny_sd_path: Path, recipe: Path, outputs: Path) -> None:
+    cancel = threading.Event()
+
+    def on_progress(event: cpedit.ProgressEvent) -> None:
+        if event.stage == "score":
+            cancel.set()
+
+    with pytest.raises(PruneCancelled, match="before saving"):
+        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress)
+    assert_nothing_written(outputs)
+
+
 # --- errors ----------------------------------------------------------------------------
 
 

@@ -31,7 +31,8 @@ from cpedit.cli.render import ProgressView, concept_table, layer_table
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Prompts per calibration batch (targets and bases together). Default: as many as fit in memory.",
+    help="Prompts per calibration batch, rounded down to whole (target, base) pairs. "
+    "Default: as many as fit in memory.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
