@@ -387,7 +387,9 @@ def test_cancel_after_calibration_still_writes_nothing(tiny_sd_path: Path, recip
             cancel.set()
 
     with pytest.raises(PruneCancelled, match="before saving"):
-        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress)
+        cpedit.prune(
+            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress
+        )
     assert_nothing_written(outputs)
 
 
