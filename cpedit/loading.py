@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
+from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -94,8 +95,9 @@ def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None
     """Find the local folder of a pipeline, downloading it from the Hub if needed.
 
     Args:
-        model: A local diffusers pipeline folder, or a Hub id such as
-            ``CompVis/stable-diffusion-v1-4``.
+        model: A local diffusers pipeline folder, a Hub id such as
+            ``CompVis/stable-diffusion-v1-4``, or ``builtin:shapes`` (the small model
+            that ships with cpedit).
         revision: A Hub branch, tag or commit (Hub ids only).
 
     Raises:
@@ -103,6 +105,8 @@ def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None
             be had; the message says what to do.
     """
     ref = os.fspath(model)
+    if is_builtin_model(ref):
+        return _builtin_source(revision=revision)
     path = Path(ref).expanduser()
     if path.exists():
         if revision is not None:
@@ -116,6 +120,19 @@ def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None
     if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
         raise ModelLoadError(f"{ref}: no such folder, and not a Hub id of the form namespace/name")
     return _download(ref, revision=revision)
+
+
+def _builtin_source(*, revision: str | None) -> ModelSource:
+    """The shipped shapes model (``builtin:shapes``), a folder inside the package."""
+    if revision is not None:
+        raise ModelLoadError(f"--revision applies to Hub models only; {BUILTIN_MODEL_NAME} is the built-in model")
+    path = builtin_pipeline_path()
+    if not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"the built-in model's weights are missing from this install ({path}); reinstall cpedit, "
+            "or rebuild them with `python -m cpedit.shapes.train`"
+        )
+    return ModelSource(ref=BUILTIN_MODEL_NAME, path=path, is_local=False)
 
 
 def _download(repo_id: str, *, revision: str | None) -> ModelSource:

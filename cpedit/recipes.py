@@ -29,7 +29,7 @@ import yaml
 from cpedit.errors import RecipeError
 
 FORMAT_VERSION = 1
-KINDS = ("style", "object", "nudity", "gender", "memorization", "custom")
+KINDS = ("style", "object", "colour", "nudity", "gender", "memorization", "custom")
 SUBJECT_PLACEHOLDER = "subject"
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 """What a recipe name must look like (it is used as a file name)."""

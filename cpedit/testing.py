@@ -34,6 +34,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,7 +132,55 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
     return vocab, tuple(" ".join(m) for m in merges)
 
 
-def write_clip_tokenizer(folder: Path) -> Path:
+def _bpe_merges_of_word(word: str, ranks: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
+    """The merges CLIP's BPE applies to one lower-case word, in the order it applies them."""
+    byte_encoder = _bytes_to_unicode()
+    symbols = [byte_encoder[b] for b in word.encode("utf-8")]
+    symbols[-1] += "</w>"
+    applied: list[tuple[str, str]] = []
+    while len(symbols) > 1:
+        pairs = [(ranks.get((a, b), math.inf), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:], strict=False))]
+        rank, _ = min(pairs)
+        if rank == math.inf:
+            break
+        pair = next((a, b) for (a, b) in zip(symbols, symbols[1:], strict=False) if ranks.get((a, b)) == rank)
+        applied.append(pair)
+        merged: list[str] = []
+        i = 0
+        while i < len(symbols):
+            if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == pair:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return applied
+
+
+def reduced_clip_vocab_and_merges(words: Iterable[str]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A CLIP BPE vocabulary cut down to what ``words`` need.
+
+    It keeps the 512 byte-level tokens (so any text still tokenizes, letter by letter),
+    the merges CLIP applies to ``words`` (in CLIP's rank order) and the two special
+    tokens; every word in ``words`` therefore tokenizes exactly as with the full CLIP
+    vocabulary, and a text encoder over it needs a few hundred embeddings, not 49408.
+    """
+    full_vocab, full_merges = clip_vocab_and_merges()
+    ranks = {tuple(m.split()): i for i, m in enumerate(full_merges)}
+    used: set[tuple[str, str]] = set()
+    for word in words:
+        used.update(_bpe_merges_of_word(word.lower(), ranks))
+    merges = sorted(used, key=ranks.__getitem__)
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [_BOS, _EOS]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+    if not all(tok in full_vocab for tok in vocab):
+        raise RuntimeError("reduced vocabulary has tokens that CLIP's does not")
+    return vocab, tuple(" ".join(m) for m in merges)
+
+
+def write_clip_tokenizer(folder: Path, *, words: Iterable[str] | None = None) -> Path:
     """Write a Hugging Face ``CLIPTokenizer`` folder with the real CLIP BPE vocabulary.
 
     The folder gets ``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` and
@@ -142,13 +192,15 @@ def write_clip_tokenizer(folder: Path) -> Path:
 
     Args:
         folder: destination directory (created if missing).
+        words: if given, write the vocabulary cut down to these words
+            (:func:`reduced_clip_vocab_and_merges`) instead of the full one.
 
     Returns:
         ``folder``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = clip_vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges() if words is None else reduced_clip_vocab_and_merges(words)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 

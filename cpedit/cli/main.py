@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from cpedit import __version__
+from cpedit.cli.eval import eval_group
 from cpedit.cli.prune import prune_command
 from cpedit.cli.recipes import recipes_group
 from cpedit.cli.sample import sample_command
@@ -51,6 +52,7 @@ def cli() -> None:
 cli.add_command(prune_command)
 cli.add_command(sample_command)
 cli.add_command(recipes_group)
+cli.add_command(eval_group)
 
 
 def quiet_libraries() -> None:

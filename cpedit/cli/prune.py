@@ -10,10 +10,11 @@ from rich.console import Console
 from cpedit.api import prune
 from cpedit.cli.options import compute_options
 from cpedit.cli.render import ProgressView, concept_table, layer_table
+from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
 
 @click.command("prune")
-@click.argument("model", metavar="MODEL")
+@click.argument("model", metavar="[MODEL]", required=False, default=BUILTIN_MODEL_NAME)
 @click.option(
     "--recipe",
     "-r",
@@ -56,6 +57,10 @@ def prune_command(
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
 
+    Without MODEL, or with MODEL = builtin:shapes, cpedit uses its built-in model: a
+    small text-to-image model of coloured, textured shapes that ships with cpedit and
+    runs offline in seconds (its recipes: `cpedit recipes list`, names shapes-*).
+
     For each recipe, cpedit runs the recipe's target and base prompts through the first
     tau denoiser calls, scores the FFN output weights (Wanda scores), and zeroes the
     weights that fire for the concept. Several recipes prune the union of their sets.
@@ -66,6 +71,7 @@ def prune_command(
 
     \b
     Examples:
+      cpedit prune --recipe shapes-striped --out shapes-no-stripes
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe van-gogh --out sd14-no-van-gogh
       cpedit prune ./my-sd15 -r recipes/nudity/nudity.yaml -r monet --out safe --device cuda:1
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8

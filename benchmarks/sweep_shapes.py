@@ -1,0 +1,131 @@
+"""Sweep skill_ratio x tau on the built-in shapes model: erased accuracy vs preservation.
+
+For each recipe, calibration runs once with the largest tau (the statistics of the first
+tau calls do not depend on how many calls follow), then every (skill_ratio, tau) point
+selects its skilled weights from those statistics exactly as ``cpedit prune`` would, zeroes
+them in memory, and is measured like ``cpedit eval shapes`` (same prompts and seeds for the
+base and every point).
+
+    python benchmarks/sweep_shapes.py --images 96 --out benchmarks/results/cpu-shapes-sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from cpedit.calibration import calibrate
+from cpedit.ffn import find_ffn_output_layers
+from cpedit.loading import open_pipeline
+from cpedit.recipes import PruneSettings, resolve_recipe
+from cpedit.selection import skilled_weights
+from cpedit.shapes.classifier import load_classifier
+from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
+from cpedit.shapes.world import ATTRIBUTES, caption
+
+
+def measure(pipe, classifier, sets, erased, *, seed: int, steps: int, guidance: float) -> dict[str, float]:
+    result = {}
+    for offset, (mode, scenes) in enumerate(sets):
+        shown = generate_images(
+            pipe,
+            [caption(s) for s in scenes],
+            seed=seed + 1_000_000 * offset,
+            steps=steps,
+            guidance_scale=guidance,
+            batch_size=64,
+            label=mode,
+            on_progress=None,
+            done=0,
+            total=0,
+        )
+        result[mode] = score_images(classifier, shown, scenes, erased, mode=mode)[0]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", default="shapes-striped,shapes-star,shapes-red")
+    parser.add_argument("--skill-ratios", default="0.01,0.02,0.05,0.1,0.2")
+    parser.add_argument("--taus", default="5,10,20")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    ratios = [float(x) for x in args.skill_ratios.split(",")]
+    taus = [int(x) for x in args.taus.split(",")]
+
+    started = time.perf_counter()
+    _, pipe = open_pipeline("builtin:shapes", revision=None, device="cpu", dtype=None, safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    layers = find_ffn_output_layers(pipe.unet)
+    originals = {layer.name: layer.module.weight.detach().clone() for layer in layers}
+    unet_weights = sum(p.numel() for p in pipe.unet.parameters())
+    classifier = load_classifier()
+    rows = []
+    for name in args.recipes.split(","):
+        recipe = resolve_recipe(name)
+        attribute = next(a for a, values in ATTRIBUTES.items() if recipe.concept in values)
+        erased = [(attribute, recipe.concept)]
+        excluded = {p.lower() for pair in recipe.pairs() for p in pair}
+        with_concept, without = evaluation_prompts(erased, images=args.images, seed=args.seed, exclude=excluded)
+        sets = [("erased", with_concept), ("preserved", without)]
+        long_recipe = dataclasses.replace(recipe, prune=dataclasses.replace(recipe.prune, timesteps=max(taus)))
+        stats = calibrate(pipe, long_recipe, layers, batch_size=None)
+        kw = {"seed": args.seed, "steps": args.steps, "guidance": args.guidance_scale}
+        before = measure(pipe, classifier, sets, erased, **kw)
+        print(f"{name}: before erased {before['erased']:.3f} preserved {before['preserved']:.3f}", flush=True)
+        for ratio in ratios:
+            for tau in taus:
+                settings = PruneSettings(skill_ratio=ratio, timesteps=tau, select_ratio=0.0)
+                pruned = 0
+                with torch.no_grad():
+                    for layer in layers:
+                        mask = skilled_weights(originals[layer.name], stats.sums[layer.name], settings)
+                        pruned += int(mask.sum())
+                        layer.module.weight.copy_(originals[layer.name].masked_fill(mask, 0))
+                after = measure(pipe, classifier, sets, erased, **kw)
+                row = {
+                    "recipe": name,
+                    "concept": recipe.concept,
+                    "skill_ratio": ratio,
+                    "tau": tau,
+                    "pruned_fraction": pruned / unet_weights,
+                    "erased": {"before": before["erased"], "after": after["erased"]},
+                    "preserved": {"before": before["preserved"], "after": after["preserved"]},
+                }
+                rows.append(row)
+                print(
+                    f"  skill_ratio {ratio:<5} tau {tau:>2}: pruned {100 * pruned / unet_weights:6.3f}% "
+                    f"erased {after['erased']:.3f} preserved {after['preserved']:.3f} "
+                    f"(drop {before['preserved'] - after['preserved']:+.3f})",
+                    flush=True,
+                )
+        with torch.no_grad():
+            for layer in layers:
+                layer.module.weight.copy_(originals[layer.name])
+    result = {
+        "command": "python benchmarks/sweep_shapes.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "torch": torch.__version__,
+        "images_per_set": args.images,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"done in {result['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

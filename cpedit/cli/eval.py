@@ -1,0 +1,130 @@
+"""``cpedit eval``: benchmarks that measure an edit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cpedit.progress import ProgressEvent
+from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result, write_json_atomically
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure how well an edit erased its concepts and what it preserved."""
+
+
+def _table(result: ShapesEvaluation) -> Table:
+    table = Table(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
+    table.add_column("measure")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("change", justify="right")
+    rows = [("erased accuracy (lower is better)", result.erased_before, result.erased_after)]
+    rows.append(("preservation, mean (higher is better)", result.preserved_before, result.preserved_after))
+    for name, before in result.preserved_by_attribute.get("before", {}).items():
+        rows.append((f"  preservation: {name}", before, result.preserved_by_attribute["after"][name]))
+    for label, before, after in rows:
+        table.add_row(label, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}")
+    table.caption = f"pruned {100 * result.pruned_fraction:.4f}% of the UNet's weights"
+    return table
+
+
+@eval_group.command("shapes")
+@click.argument("edited_dir", metavar="EDITED_DIR", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--images", type=click.IntRange(min=1), default=128, show_default=True, help="Images per prompt set, per model."
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Draws prompts and seeds.")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the result to this file."
+)
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Denoising steps.")
+@click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Print a table, or the JSON result on stdout.",
+)
+def eval_shapes_command(
+    edited_dir: str,
+    images: int,
+    seed: int,
+    json_file: str | None,
+    steps: int,
+    guidance_scale: float,
+    batch_size: int,
+    device: str,
+    output_format: str,
+) -> None:
+    """Benchmark an edit of the built-in shapes model: erasure and preservation.
+
+    EDITED_DIR is a `cpedit prune` output of builtin:shapes (or another shapes-world
+    model). Images are generated from held-out prompts of the world (never the recipes'
+    calibration prompts) by the base model recorded in EDITED_DIR and by the edited
+    model, with the same seeds, and judged by the shipped attribute classifier:
+
+    \b
+      erased accuracy  prompts asking for an erased concept: fraction of images
+                       that still show it (lower is better)
+      preservation     prompts asking for no erased concept: accuracy of every
+                       attribute (shape, colour, texture, background; higher is better)
+
+    The result is also kept in EDITED_DIR/conceptprune/eval/shapes.json, where
+    model cards find it.
+
+    \b
+    Examples:
+      cpedit prune --recipe shapes-striped --out shapes-no-stripes
+      cpedit eval shapes shapes-no-stripes --images 256 --json striped.json
+    """
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task("images", total=4 * images)
+
+    def show(event: ProgressEvent) -> None:
+        if event.stage == "sample" and event.completed is not None:
+            progress.update(task, completed=event.completed, description=event.concept or "images")
+        elif event.stage == "done":
+            progress.update(task, completed=event.total, description="done")
+        elif event.stage == "load":
+            progress.console.log(event.message)
+
+    with progress:
+        result = evaluate_shapes(
+            edited_dir,
+            images=images,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            batch_size=batch_size,
+            device=device,
+            on_progress=show,
+        )
+    record_result(edited_dir, result)
+    if json_file is not None:
+        write_json_atomically(Path(json_file), result.to_json())
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        Console().print(_table(result))
+        if json_file is not None:
+            console.print(f"Wrote {json_file}")

@@ -1,0 +1,463 @@
+"""Train the built-in shapes model and its classifier from scratch, reproducibly.
+
+Run ``python -m cpedit.shapes.train`` (about 45 minutes on 2 CPU cores) to rebuild
+``cpedit/shapes/weights/``:
+
+1. draw a training set of scenes (:mod:`cpedit.shapes.world`; the held-out attribute
+   combinations are never drawn);
+2. train the attribute classifier on all combinations, with blur and noise;
+3. train a small ``AutoencoderKL`` (32x32 images -> 8x8x4 latents) and set its
+   ``scaling_factor`` from the latents' spread, as Stable Diffusion's VAE has;
+4. train a small CLIP text encoder (the real CLIP BPE, cut down to the world's words)
+   and a ``UNet2DConditionModel`` with cross-attention transformer blocks and GEGLU
+   feed-forwards, jointly, on noise prediction, with 10% empty captions for classifier-free
+   guidance and an EMA of the UNet;
+5. save a standard ``StableDiffusionPipeline`` folder (DDIM scheduler, SD 1.x betas),
+   reload it with ``from_pretrained`` and measure, with the classifier, how often generated
+   images show the prompted attributes on held-out and on seen captions.
+
+Everything is seeded; the same command on the same machine and torch version gives the
+same weights.  Needs the ``openai-clip`` package for the BPE vocabulary (in the
+``test`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cpedit.shapes import world
+from cpedit.shapes.classifier import HEADS, ShapesClassifier, classify, to_model_input
+from cpedit.shapes.model import WEIGHTS_DIR
+
+WORDS = [v for values in world.ATTRIBUTES.values() for v in values] + ["a", "an", "on", "background", "shape"]
+
+TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+}
+VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (32, 48, 64),
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 16,
+    "sample_size": world.IMAGE_SIZE,
+}
+UNET_CONFIG: dict[str, Any] = {
+    "sample_size": world.IMAGE_SIZE // 4,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (48, 96),
+    "layers_per_block": 1,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 64,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+}
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+def log(message: str, start: float) -> None:
+    print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
+
+
+def make_dataset(count: int, *, seed: int) -> tuple[np.ndarray, list[world.Scene]]:
+    pairs = world.sample(count, seed=seed, scenes=world.training_scenes())
+    images = np.stack([world.render(scene, seed=s) for scene, s in pairs])
+    return images, [scene for scene, _ in pairs]
+
+
+def degrade(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mild random blur and noise (model input in [-1, 1]) so the classifier reads soft images."""
+    n = batch.shape[0]
+    blur = F.avg_pool2d(F.pad(batch, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    amount = torch.rand(n, 1, 1, 1, generator=generator) * 0.6
+    mixed = batch * (1 - amount) + blur * amount
+    noise = torch.randn(mixed.shape, generator=generator) * torch.rand(n, 1, 1, 1, generator=generator) * 0.08
+    return (mixed + noise).clamp(-1, 1)
+
+
+def labels_of(scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor([world.ATTRIBUTES[name].index(scene.value(name)) for scene in scenes]) for name in HEADS}
+
+
+def train_classifier(
+    *, steps: int, batch: int, seed: int, start: float, check_scenes: int = 3000
+) -> tuple[ShapesClassifier, dict[str, float]]:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images, scenes = make_dataset(steps * batch // 4, seed=seed + 1)  # all combinations? no: add held-out below
+    held_images, held_scenes = [], []
+    for scene, s in world.sample(len(scenes) // 9, seed=seed + 2, scenes=world.held_out_scenes()):
+        held_images.append(world.render(scene, seed=s))
+        held_scenes.append(scene)
+    images = np.concatenate([images, np.stack(held_images)])
+    scenes = scenes + held_scenes
+    inputs = to_model_input(images)
+    labels = labels_of(scenes)
+    model = ShapesClassifier()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=2e-3, total_steps=steps, pct_start=min(0.5, max(0.3, 3 / steps))
+    )
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(inputs), (batch,), generator=generator)
+        logits = model(degrade(inputs[idx], generator))
+        loss = sum(F.cross_entropy(logits[name], labels[name][idx]) for name in HEADS)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"classifier step {step}/{steps} loss {loss.item():.4f}", start)
+    model.eval()
+    # held-out generated scenes: fresh seeds, every combination
+    test_pairs = world.sample(check_scenes, seed=seed + 3)
+    test_images = np.stack([world.render(scene, seed=s) for scene, s in test_pairs])
+    predictions = classify(model, test_images)
+    accuracy = {
+        name: float(
+            np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, test_pairs, strict=True)])
+        )
+        for name in HEADS
+    }
+    log(f"classifier accuracy on {check_scenes} held-out scenes: {accuracy}", start)
+    return model, accuracy
+
+
+def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: float) -> Any:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    inputs = to_model_input(images)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=1e-3, total_steps=steps, pct_start=min(0.5, max(0.05, 3 / steps))
+    )
+    vae.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(inputs), (batch,), generator=generator)
+        x = inputs[idx]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        reconstruction = vae.decode(z).sample
+        loss = F.l1_loss(reconstruction, x) + F.mse_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step}/{steps} loss {loss.item():.4f}", start)
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(vae: Any, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    inputs = to_model_input(images)
+    for i in range(0, len(inputs), 512):
+        dist = vae.encode(inputs[i : i + 512]).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_denoiser(
+    latent_mean: torch.Tensor,
+    latent_std: torch.Tensor,
+    scenes: list[world.Scene],
+    tokenizer: Any,
+    *,
+    steps: int,
+    batch: int,
+    seed: int,
+    start: float,
+) -> tuple[Any, Any]:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TEXT_ENCODER_CONFIG,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=8e-4, weight_decay=0.01)
+    warmup = min(300, steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    unet.train()
+    text_encoder.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(latent_mean), (batch,), generator=generator)
+        latents = latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=generator)
+        latents = latents * SCALING_FACTOR[0]
+        captions = [
+            "" if rng.random() < 0.1 else world.random_caption(scenes[int(i)], rng, omit_probability=0.15) for i in idx
+        ]
+        tokens = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        hidden = text_encoder(tokens)[0]
+        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+        loss = F.mse_loss(prediction, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        if step % 250 == 0 or step == steps - 1:
+            log(f"denoiser step {step}/{steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e}", start)
+    text_encoder.eval()
+    return ema.eval(), text_encoder
+
+
+SCALING_FACTOR = [1.0]
+
+
+def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+
+
+@torch.no_grad()
+def measure_attributes(
+    pipeline_dir: Path,
+    classifier: ShapesClassifier,
+    scenes: list[world.Scene],
+    *,
+    per_scene: int,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+) -> dict[str, float]:
+    """Per-attribute fraction of generated images whose attribute matches the caption."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipeline_dir), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [world.caption(scene) for scene in scenes for _ in range(per_scene)]
+    truth = [scene for scene in scenes for _ in range(per_scene)]
+    correct = {name: 0 for name in HEADS}
+    for start in range(0, len(prompts), 64):
+        chunk = prompts[start : start + 64]
+        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
+        images = pipe(
+            chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators, output_type="np"
+        ).images
+        predictions = classify(classifier, (images * 255).round().astype(np.uint8))
+        for p, scene in zip(predictions, truth[start : start + 64], strict=True):
+            for name in HEADS:
+                correct[name] += p[name] == scene.value(name)
+    return {name: correct[name] / len(prompts) for name in HEADS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder to (re)write (default: the package's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=40000, help="training scenes")
+    parser.add_argument("--classifier-steps", type=int, default=1200)
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--denoiser-steps", type=int, default=7000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--eval-per-scene", type=int, default=8, help="images per caption in the final check (0: skip it)"
+    )
+    parser.add_argument("--check-scenes", type=int, default=3000, help="drawn scenes the classifier is checked on")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _train(args, tmp, argv)
+        # swap in the new folder; the old one is removed only once the new one is in place
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {out}", flush=True)
+    return 0
+
+
+def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
+    """Every stage, writing into ``tmp``."""
+    from transformers import CLIPTokenizer
+
+    from cpedit.testing import write_clip_tokenizer
+
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    classifier, classifier_accuracy = train_classifier(
+        steps=args.classifier_steps, batch=128, seed=args.seed + 100, start=start, check_scenes=args.check_scenes
+    )
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.contiguous() for k, v in classifier.state_dict().items()},
+        str(tmp / "classifier.safetensors"),
+        metadata={"format": "cpedit-shapes-classifier/1", "heads": ",".join(HEADS)},
+    )
+    timings["classifier"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    images, scenes = make_dataset(args.images, seed=args.seed)
+    log(f"drew {len(images)} training scenes", start)
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vae = train_vae(images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start)
+    latent_mean, latent_std = encode_latents(vae, images)
+    SCALING_FACTOR[0] = float(1.0 / latent_mean.std())
+    vae.register_to_config(scaling_factor=SCALING_FACTOR[0])
+    recon_check = world.sample(max(1, args.check_scenes * 2 // 3), seed=args.seed + 4)
+    recon_images = np.stack([world.render(scene, seed=s) for scene, s in recon_check])
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(to_model_input(recon_images)).latent_dist.mean).sample
+    recon_pred = classify(classifier, ((decoded.clamp(-1, 1) + 1) / 2))
+    vae_accuracy = {
+        name: float(np.mean([p[name] == sc.value(name) for p, (sc, _) in zip(recon_pred, recon_check, strict=True)]))
+        for name in HEADS
+    }
+    log(f"vae: scaling factor {SCALING_FACTOR[0]:.4f}; classifier on reconstructions {vae_accuracy}", start)
+    timings["vae"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    write_clip_tokenizer(tmp / "tokenizer-src", words=WORDS)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tmp / "tokenizer-src"), model_max_length=77)
+    unet, text_encoder = train_denoiser(
+        latent_mean,
+        latent_std,
+        scenes,
+        tokenizer,
+        steps=args.denoiser_steps,
+        batch=args.batch,
+        seed=args.seed + 300,
+        start=start,
+    )
+    timings["denoiser"] = time.perf_counter() - t
+    save_pipeline(tmp / "pipeline", unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    shutil.rmtree(tmp / "tokenizer-src")
+
+    t = time.perf_counter()
+    settings = {"steps": 25, "guidance_scale": 7.5}
+    seen_scenes = [world.training_scenes()[i] for i in range(0, len(world.training_scenes()), 9)]
+    held: dict[str, float] | None = None
+    seen: dict[str, float] | None = None
+    if args.eval_per_scene > 0:
+        held = measure_attributes(
+            tmp / "pipeline",
+            classifier,
+            world.held_out_scenes(),
+            per_scene=args.eval_per_scene,
+            seed=10_000,
+            **settings,
+        )
+        seen = measure_attributes(
+            tmp / "pipeline", classifier, seen_scenes, per_scene=args.eval_per_scene, seed=20_000, **settings
+        )
+        log(f"generated images show the prompted attributes: held-out {held}; seen {seen}", start)
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+
+    size = sum(f.stat().st_size for f in (tmp / "pipeline").rglob("*") if f.is_file())
+    report = {
+        "command": "python -m cpedit.shapes.train " + " ".join(argv or []),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads},
+        "torch": torch.__version__,
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "pipeline_bytes": size,
+        "classifier_accuracy_on_drawn_scenes": classifier_accuracy,
+        "classifier_accuracy_on_vae_reconstructions": vae_accuracy,
+        "generation_settings": settings,
+        "generated_attribute_accuracy": {
+            "held_out_captions": held,
+            "seen_captions": seen,
+            "images_per_caption": args.eval_per_scene,
+            "held_out_captions_count": len(world.held_out_scenes()),
+            "seen_captions_count": len(seen_scenes),
+        },
+    }
+    (tmp / "training-report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"trained (pipeline {size / 1e6:.1f} MB)", start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

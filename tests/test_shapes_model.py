@@ -1,0 +1,85 @@
+"""The built-in shapes model and classifier: shipped, loadable, small, and usable as MODEL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cpedit.cli.main import cli
+from cpedit.errors import ModelLoadError
+from cpedit.loading import resolve_source
+from cpedit.shapes import world
+from cpedit.shapes.classifier import HEADS, classify, load_classifier
+from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, training_report_path
+
+
+def test_pipeline_folder_is_small_and_safetensors_only() -> None:
+    folder = builtin_pipeline_path()
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 15 * 1024 * 1024
+    weights = [f for f in files if f.suffix in {".bin", ".safetensors", ".pt", ".ckpt", ".pth"}]
+    assert weights and all(f.suffix == ".safetensors" for f in weights)
+
+
+def test_loads_through_from_pretrained_and_generates_32px_images() -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    from cpedit.ffn import find_ffn_output_layers
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(builtin_pipeline_path()), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.unet, UNet2DConditionModel)
+    layers = find_ffn_output_layers(pipe.unet)
+    assert len(layers) == 5  # GEGLU feed-forwards of the cross-attention transformer blocks
+    image = pipe(
+        "a plain red square on a white background",
+        num_inference_steps=10,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert image.shape == (32, 32, 3)
+
+
+def test_classifier_reads_known_scenes() -> None:
+    model = load_classifier()
+    pairs = world.sample(300, seed=4242)
+    predictions = classify(model, np.stack([world.render(scene, seed=s) for scene, s in pairs]))
+    for name in HEADS:
+        accuracy = np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, pairs, strict=True)])
+        assert accuracy >= 0.97, (name, accuracy)
+    one = classify(model, [world.render(world.Scene("star", "red", "striped", "white"), seed=1)])[0]
+    assert one == {"shape": "star", "colour": "red", "texture": "striped", "background": "white"}
+
+
+def test_training_report_records_the_goals() -> None:
+    report = json.loads(training_report_path().read_text())
+    assert min(report["classifier_accuracy_on_drawn_scenes"].values()) >= 0.98
+    assert report["timings_s"]["total"] <= 60 * 60
+    assert report["pipeline_bytes"] <= 15 * 1024 * 1024
+    assert set(report["generated_attribute_accuracy"]["held_out_captions"]) == set(HEADS)
+
+
+def test_short_name_resolves_to_the_shipped_folder() -> None:
+    source = resolve_source(BUILTIN_MODEL_NAME)
+    assert source.path == builtin_pipeline_path() and source.ref == BUILTIN_MODEL_NAME
+    with pytest.raises(ModelLoadError, match="Hub models only"):
+        resolve_source(BUILTIN_MODEL_NAME, revision="main")
+
+
+def test_prune_without_model_uses_the_builtin_model(tmp_path: Path) -> None:
+    out = tmp_path / "no-stripes"
+    result = CliRunner().invoke(cli, ["prune", "--recipe", "shapes-striped", "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "conceptprune" / "report.json").read_text())
+    assert report["base_model"]["id"] == BUILTIN_MODEL_NAME and report["base_model"]["path"] is None
+    assert report["totals"]["pruned_weights"] > 0
+
+
+def test_prune_help_names_the_builtin_model() -> None:
+    result = CliRunner().invoke(cli, ["prune", "--help"])
+    assert result.exit_code == 0 and BUILTIN_MODEL_NAME in result.output
