@@ -12,7 +12,10 @@ from typing import Any
 import click
 
 from cpedit import __version__
+from cpedit.cli.card import card_command
+from cpedit.cli.models import models_group
 from cpedit.cli.prune import prune_command
+from cpedit.cli.push import push_command
 from cpedit.cli.recipes import recipes_group
 from cpedit.cli.sample import sample_command
 from cpedit.errors import CpeditError
@@ -45,12 +48,17 @@ def cli() -> None:
       cpedit recipes list
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe van-gogh --out sd14-no-van-gogh
       cpedit sample sd14-no-van-gogh --compare --out grid.png
+      cpedit models search "stable diffusion"
+      cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh
     """
 
 
 cli.add_command(prune_command)
 cli.add_command(sample_command)
 cli.add_command(recipes_group)
+cli.add_command(models_group)
+cli.add_command(push_command)
+cli.add_command(card_command)
 
 
 def quiet_libraries() -> None:
