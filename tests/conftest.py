@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Make tests/ helper modules (naive_reference, hub_emulator) importable whatever pytest's import mode.
@@ -70,11 +71,15 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def hub() -> HubEmulator:
-    """The Hub emulator (HF_ENDPOINT points at it), emptied for this test."""
-    HUB.reset()
+def hub() -> Iterator[HubEmulator]:
+    """The Hub emulator (HF_ENDPOINT points at it): no tokens, request log empty, default page sizes.
+
+    Repos persist for the session (the Hub cache in HF_HOME does too), so each test seeds repos
+    under names of its own.
+    """
+    HUB.new_test()
     yield HUB
-    HUB.reset()
+    HUB.new_test()
 
 
 @pytest.fixture

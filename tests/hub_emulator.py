@@ -267,6 +267,14 @@ class HubEmulator:
     def add_token(self, token: str, user: str = "alice", role: str = "write") -> None:
         self.tokens[token] = (user, role)
 
+    def new_test(self) -> None:
+        """Forget tokens, logged requests and leaks; default page sizes (repos stay)."""
+        with self.lock:
+            self.tokens.clear()
+            self.requests.clear()
+            self.cdn_auth_leaks.clear()
+            self.page_size = self.tree_page_size = 1000
+
     def reset(self) -> None:
         with self.lock:
             self.repos.clear()

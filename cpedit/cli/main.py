@@ -62,14 +62,20 @@ cli.add_command(card_command)
 
 
 def quiet_libraries() -> None:
-    """Silence diffusers/transformers progress bars and advice: the CLI shows its own progress."""
+    """Silence diffusers/transformers progress bars and advice: the CLI shows its own progress.
+
+    huggingface_hub's download bars stay on (transformers turns them off globally): they are
+    the download progress of a pull.
+    """
     import diffusers
+    import huggingface_hub.utils
     import transformers
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
 
 
 def main() -> None:

@@ -261,7 +261,7 @@ def service_errors(action: str) -> Iterator[None]:
         HubError: Offline mode, network down, token rejected, or another HTTP error.
     """
     from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     try:
         yield
@@ -269,6 +269,8 @@ def service_errors(action: str) -> Iterator[None]:
         raise
     except Exception as exc:
         chain = list(_chain(exc))
+        if any(isinstance(e, LocalTokenNotFoundError) for e in chain):
+            raise HubError(f"you are not logged in, which is needed to {action}; {LOGIN_HINT}", reason="auth") from None
         if constants.HF_HUB_OFFLINE or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
             raise HubError(
                 f"cannot {action}: HF_HUB_OFFLINE=1 forbids Hub requests; unset it", reason="offline"
