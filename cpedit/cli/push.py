@@ -56,7 +56,7 @@ def push_command(
       cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh
       cpedit push sd14-no-van-gogh --repo acme/sd14-safe --private --create-pr -m "Erase Van Gogh"
     """
-    with UploadView(Console(stderr=True)) as view:
+    with UploadView(Console(stderr=True, log_path=False)) as view:
         result = push_model(
             folder,
             repo_id=repo_id,

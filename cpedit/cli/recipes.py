@@ -154,7 +154,7 @@ def push_command(
       cpedit recipes push my-recipe.yaml --repo acme/recipes
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
     """
-    with UploadView(Console(stderr=True)) as view:
+    with UploadView(Console(stderr=True, log_path=False)) as view:
         result = push_recipes(
             list(files),
             repo_id=repo_id,
