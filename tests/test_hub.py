@@ -188,7 +188,10 @@ def test_pull_of_a_gated_model_says_how_to_get_access(
     assert_no_secret(str(info.value))
     hub.add_token("hf_bobsToken000000000000", "bob")
     monkeypatch.setenv("HF_TOKEN", "hf_bobsToken000000000000")
-    assert resolve_source("acme/gated-sd").path.is_dir()  # access granted: it downloads
+    hub.tree_page_size = 3  # the file listing comes in pages (Link header)
+    source = resolve_source("acme/gated-sd")  # access granted: it downloads
+    assert folder_files(source.path) == {p: c for p, c in folder_files(tiny_sd_path).items() if not p.startswith(".")}
+    assert sum(1 for _, path, _ in hub.requests if "/tree/" in path) > 3
     assert hub.cdn_auth_leaks == []
 
 
@@ -537,6 +540,8 @@ def test_the_token_never_appears_anywhere(
         invoke("push", pruned["out"], "--repo", "someone-else/x"),  # a 403
     ]
     assert [r.exit_code for r in results] == [0, 0, 0, 0, 1, 1]
+    assert "acme/gated-for-all was not found" in " ".join(results[4].stderr.split())  # 404 RepoNotFound
+    assert "403 Forbidden" in " ".join(results[5].stderr.split())
     captured = capfd.readouterr()
     assert_no_secret(
         captured.out,
@@ -562,6 +567,10 @@ def test_library_api_and_emulator_strictness(hub: HubEmulator) -> None:
     assert editability(index=sd, denoiser_class="UNet2DConditionModel", ffn_layers=16, safetensors_files=4).editable
     assert not editability(index=sd, denoiser_class="UNet2DModel", ffn_layers=0, safetensors_files=4).editable
     assert issubclass(HubError, Exception)
+    from cpedit.hub.errors import redact
+
+    redacted = redact("headers {'authorization': 'Bearer hf_abcdefghijkl1234'} failed")
+    assert "hf_abcdefghijkl1234" not in redacted and "***" in redacted and redacted.endswith("failed")
 
     hub.add_token("hf_writer00000000000000", "alice")
     auth = {"Authorization": "Bearer hf_writer00000000000000"}
@@ -589,3 +598,15 @@ def test_library_api_and_emulator_strictness(hub: HubEmulator) -> None:
     )
     assert response.status_code == 422  # LFS object never uploaded
     assert httpx2.get(f"{hub.url}/api/whoami-v2").status_code == 401
+
+
+def test_the_library_never_imports_rich_or_textual() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cpedit, cpedit.hub, cpedit.hub.card, cpedit.hub.publish, cpedit.hub.info, cpedit.hub.search; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'textual', 'click')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
