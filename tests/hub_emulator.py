@@ -73,6 +73,11 @@ PIPELINE_TAGS = {"text-to-image", "image-to-image", "unconditional-image-generat
 BASE_MODEL_RELATIONS = {"adapter", "merge", "quantized", "finetune"}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+EXPANDABLE = {
+    "author", "baseModels", "cardData", "config", "createdAt", "disabled", "downloads", "downloadsAllTime", "gated",
+    "lastModified", "library_name", "likes", "pipeline_tag", "private", "safetensors", "sha", "siblings", "spaces",
+    "tags", "trendingScore", "usedStorage",
+}  # fmt: skip
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -399,6 +404,9 @@ class HubEmulator:
         return commit
 
     def model_json(self, repo: Repo, commit: Commit, *, blobs: bool, expand: list[str] | None) -> dict[str, Any]:
+        unknown = sorted(set(expand or ()) - EXPANDABLE)
+        if unknown:
+            raise HubError(400, f"Invalid expand parameter(s): {', '.join(unknown)}")
         readme = commit.files.get("README.md")
         card = None
         if readme is not None:
@@ -460,6 +468,8 @@ class HubEmulator:
         filters = query.get("filter", [])
         pipeline_tag = (query.get("pipeline_tag") or [None])[0]
         expand = query.get("expand[]") or query.get("expand")
+        if expand and set(expand) - EXPANDABLE:
+            raise HubError(400, f"Invalid expand parameter(s): {', '.join(sorted(set(expand) - EXPANDABLE))}")
         results = []
         for repo in self.repos.values():
             if repo.private and not self._can_write(user, repo):

@@ -503,6 +503,7 @@ def test_recipes_push_then_prune_with_a_hub_recipe(
     assert (out / "conceptprune" / "recipes" / "monet-hub.yaml").read_bytes() == first.read_bytes()
     shown = ok(invoke("recipes", "show", "hub:alice/recipes/artists/dali-hub.yaml")).stdout
     assert "Salvador Dali" in shown
+    assert "dali-hub" in ok(invoke("recipes", "validate", "hub:alice/recipes/artists/dali-hub.yaml")).stdout
 
 
 def test_invalid_or_missing_hub_recipes_are_refused(
@@ -516,6 +517,8 @@ def test_invalid_or_missing_hub_recipes_are_refused(
     assert "hub:acme/bad-recipes/nope.yaml: recipe not available" in message and "has no nope.yaml" in message
     message = failed(invoke("prune", tiny_sd_path, "-r", "hub:acme/bad-recipes", "--out", tmp_path / "o"))
     assert "malformed Hub recipe reference" in message
+    validated = invoke("recipes", "validate", "hub:acme/bad-recipes/bad.yaml")
+    assert validated.exit_code == 1 and "hub:acme/bad-recipes/bad.yaml: invalid recipe" in validated.stdout
     invalid = tmp_path / "bad.yaml"
     invalid.write_text(bad)
     assert "invalid recipe" in failed(invoke("recipes", "push", invalid, "--repo", "alice/never"))

@@ -34,17 +34,18 @@ def recipes_group() -> None:
 @recipes_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate_command(files: tuple[str, ...]) -> None:
-    """Check recipe FILES without loading any model; exit 1 if any is invalid.
+    """Check recipe FILES (or hub:NAMESPACE/NAME/path.yaml refs) without loading any model; exit 1 if any is invalid.
 
     \b
     Example:
       cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+      cpedit recipes validate hub:acme/recipes/my-recipe.yaml
     """
     console = Console()
     failed = 0
     for file in files:
         try:
-            recipe = load_recipe(file)
+            recipe = resolve_recipe(file) if file.startswith("hub:") else load_recipe(file)
         except RecipeError as exc:
             failed += 1
             console.print(f"[red]✗[/] {escape(str(exc))}", highlight=False)

@@ -440,7 +440,7 @@ def build_model_card(
     if record.preview is not None:
         add("## Before / after")
         add("")
-        add("The base model (left) and this model (right) on the recipes' preview prompts, with the same seeds:")
+        add("The base model (left) and this model (right) on the same prompts, with the same seeds:")
         add("")
         add(f"![before/after]({RECORD_DIR}/{PREVIEW_FILE})")
         add("")
