@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -320,6 +321,7 @@ def test_push_round_trip(pruned: dict, hub: HubEmulator, monkeypatch: pytest.Mon
     result = ok(invoke("push", out, "--repo", "alice/sd-no-van-gogh", "--message", "Erase Van Gogh"))
     url = f"{hub.url}/alice/sd-no-van-gogh"
     assert result.stdout.strip().splitlines()[-1] == url  # the URL, on the Hub in use, at the end
+    assert "committing" in result.stderr and re.search(r"([\d.]+)/\1 MB", result.stderr)  # upload progress, bytes
 
     repo = hub.repos["alice/sd-no-van-gogh"]
     head = repo.commits[repo.refs["main"]]
