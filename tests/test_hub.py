@@ -266,7 +266,9 @@ def test_card_is_generated_from_the_record(pruned: dict, tmp_path: Path, hub: Hu
         assert local not in text
 
 
-def test_card_of_a_local_base_never_shows_its_path(tiny_sd_path: Path, tmp_path: Path) -> None:
+def test_card_and_push_of_a_local_base_never_show_its_path(
+    tiny_sd_path: Path, tmp_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import ModelCard
 
     recipe = helpers.write_recipe(tmp_path / "r", name="monet-local", concept="Claude Monet", tau=2, steps=4)
@@ -280,6 +282,19 @@ def test_card_of_a_local_base_never_shows_its_path(tiny_sd_path: Path, tmp_path:
     assert str(tiny_sd_path) not in text and str(tmp_path) not in text and "/tmp/" not in text
     assert "## Evaluation" not in text and "before/after" not in text  # nothing recorded, nothing shown
     assert validate_card_metadata(text)[0] == []
+    hub.add_token(SECRET, "alice")
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    ok(invoke("push", out, "--repo", "alice/local-base"))
+    head = hub.repos["alice/local-base"].refs["main"]
+    for path in hub.repos["alice/local-base"].commits[head].files:
+        content = hub.file_bytes("alice/local-base", path)
+        assert str(tiny_sd_path).encode() not in content and str(tmp_path).encode() not in content, path
+    shared = json.loads(hub.file_bytes("alice/local-base", "conceptprune/report.json"))
+    local = json.loads((out / "conceptprune" / "report.json").read_text())
+    assert shared["base_model"] == {**local["base_model"], "id": None, "path": None}
+    assert {k: v for k, v in shared.items() if k != "base_model"} == {
+        k: v for k, v in local.items() if k != "base_model"
+    }
 
 
 def test_card_refuses_a_malformed_eval_file(pruned: dict, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ or stores it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from cpedit.errors import CpeditError
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
 from cpedit.hub.errors import hub_errors, repo_url, service_errors
+from cpedit.output import RECORD_DIR, REPORT_FILE
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import Recipe, load_recipe
 
@@ -95,6 +97,16 @@ def folder_files(folder: Path) -> list[str]:
             continue  # replaced by the generated card
         files.append(relative.as_posix())
     return files
+
+
+def shareable_report(report: dict[str, Any]) -> bytes:
+    """``report.json`` as published: a local base model's path (recorded as ``id`` and ``path``) removed."""
+    shared = json.loads(json.dumps(report))
+    base = shared.get("base_model") or {}
+    if base.get("local"):
+        base["id"] = None
+        base["path"] = None
+    return (json.dumps(shared, indent=2) + "\n").encode("utf-8")
 
 
 def _commit(
@@ -177,7 +189,9 @@ def push_model(
 
     The folder is checked first (a complete cpedit output, never a ``.partial`` one); the card
     (README.md) is generated from its record, with the base model's license when known; the
-    preview grid (``conceptprune/preview.png``) goes with it when present.
+    preview grid (``conceptprune/preview.png``) goes with it when present. Files are uploaded
+    as they are, except ``conceptprune/report.json``, published without the local path of a
+    local base model (see :func:`shareable_report`).
 
     Args:
         folder: The cpedit output folder.
@@ -201,8 +215,12 @@ def push_model(
     record = read_output(folder)
     card = build_model_card(record.folder, repo_id=repo_id, base_metadata=base_card_metadata(record), record=record)
     operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
+    report_path = f"{RECORD_DIR}/{REPORT_FILE}"
     for path in folder_files(record.folder):
-        operations.append(CommitOperationAdd(path, str(record.folder / path)))
+        if path == report_path:
+            operations.append(CommitOperationAdd(path, shareable_report(record.report)))
+        else:
+            operations.append(CommitOperationAdd(path, str(record.folder / path)))
     return _commit(
         repo_id,
         operations,
