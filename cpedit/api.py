@@ -40,6 +40,7 @@ from cpedit.output import (
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import SLUG, Recipe, resolve_recipe
+from cpedit.sampling import SampleSettings, render_preview
 from cpedit.selection import count_pruned, skilled_weights, union
 
 REPORT_VERSION = 1
@@ -77,6 +78,8 @@ def prune(
     overwrite: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    preview: bool = False,
+    preview_settings: SampleSettings | None = None,
 ) -> PruneResult:
     """Erase the recipes' concepts from a pipeline by pruning skilled FFN weights.
 
@@ -97,6 +100,11 @@ def prune(
         on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` per step.
         cancel: Set it (from another thread) to stop at the next denoiser call, or before
             saving; nothing is written.
+        preview: Also render the before/after grid of the recipes' preview prompts into
+            ``OUT/conceptprune/preview.png`` (before the output is moved into place), as
+            ``cpedit sample OUT --compare`` renders it; needs ``out`` and a model id or folder.
+        preview_settings: Steps, guidance, seed and size of the preview (default
+            :class:`~cpedit.sampling.SampleSettings`).
 
     Returns:
         A :class:`PruneResult`.
@@ -117,6 +125,8 @@ def prune(
     in_memory = not isinstance(model, (str, os.PathLike))
     if in_memory and (device != "auto" or dtype is not None or revision is not None):
         raise CpeditError("device, dtype and revision apply when cpedit loads the model; move the pipeline yourself")
+    if preview:
+        _check_preview(loaded, out=out, in_memory=in_memory)
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
     if out_path is not None and not in_memory:
         check_not_inside(out_path, model)
@@ -181,6 +191,10 @@ def prune(
             timings["save"] = time.perf_counter() - mark
             timings["total"] = time.perf_counter() - started
             write_record(tmp, masks=masks, recipes=loaded, report=report, denoiser=component)
+            if preview:
+                if cancel is not None and cancel.is_set():
+                    raise PruneCancelled("cancelled before the preview; nothing was written")
+                render_preview(tmp, settings=preview_settings, device=device, dtype=dtype, on_progress=on_progress)
     else:
         timings["total"] = time.perf_counter() - started
     emit(on_progress, ProgressEvent(stage="done", message="done"))
@@ -208,6 +222,15 @@ def _check_recipes(recipes: list[Recipe]) -> None:
                 f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ"
             )
         seen[recipe.name] = recipe.source
+
+
+def _check_preview(recipes: list[Recipe], *, out: object, in_memory: bool) -> None:
+    if out is None:
+        raise CpeditError("preview needs an output folder (out): the grid is saved in OUT/conceptprune/preview.png")
+    if in_memory:
+        raise CpeditError("preview needs a model id or folder (it renders the base model beside the pruned one)")
+    if not any(recipe.preview_prompts for recipe in recipes):
+        raise CpeditError("preview: none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one")
 
 
 def _component_name(pipe: Any, denoiser: torch.nn.Module) -> str:

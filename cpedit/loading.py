@@ -136,40 +136,53 @@ def _builtin_source(*, revision: str | None) -> ModelSource:
 
 
 def _download(repo_id: str, *, revision: str | None) -> ModelSource:
+    """Download (or find in the Hub cache) the safetensors pipeline; every failure is a clear ModelLoadError.
+
+    model_index.json comes first (one small file): a repo that is not a diffusers text-to-image
+    pipeline is refused before any weight is downloaded. huggingface_hub shows download progress
+    (tqdm on stderr) and keeps the files in the standard Hub cache; with ``HF_HUB_OFFLINE=1`` the
+    cache is used and the error says what is missing.
+    """
     from diffusers import DiffusionPipeline
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import hf_hub_download
+
+    from cpedit.hub.errors import describe_hub_error
+    from cpedit.hub.info import text_to_image_refusal
+
+    def fail(exc: BaseException, filename: str | None = None) -> ModelLoadError:
+        described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename)
+        if described is None:
+            from cpedit.hub.errors import redact
+
+            return ModelLoadError(f"cannot download {repo_id}: {redact(str(exc))}")
+        reason, message = described
+        if reason == "entry" and filename == "model_index.json":
+            message = (
+                f"{repo_id} is not a diffusers pipeline (it has no model_index.json); cpedit edits diffusers "
+                "text-to-image pipelines such as CompVis/stable-diffusion-v1-4"
+            )
+        return ModelLoadError(message)
 
     try:
-        folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
-    except GatedRepoError:
-        raise ModelLoadError(
-            f"{repo_id} is gated: accept its license on the Hub, then log in with `hf auth login` "
-            "(or `huggingface-cli login`) or set HF_TOKEN"
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelLoadError(f"{repo_id} has no revision {revision!r}") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(
-            f"{repo_id} was not found on the Hub (or is private: log in with `hf auth login` or "
-            "`huggingface-cli login`, or set HF_TOKEN)"
-        ) from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"{repo_id} is not in the local Hub cache and the Hub cannot be reached (offline?); "
-            "connect, or pass a local pipeline folder"
-        ) from None
+        index_file = hf_hub_download(repo_id, "model_index.json", revision=revision)
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear message, or re-worded with the token redacted
+        raise fail(exc, "model_index.json") from None
+    try:
+        index = json.loads(Path(index_file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        if "not fully cached" in str(exc) or "offline" in str(exc).lower():
+        raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})") from None
+    refusal = text_to_image_refusal(index)
+    if refusal is not None:
+        raise ModelLoadError(f"{repo_id}: {refusal}")
+    try:
+        folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001
+        if "safetensors" in str(exc) and "Could not find" in str(exc):
             raise ModelLoadError(
-                f"{repo_id} is not (fully) in the local Hub cache and the Hub cannot be reached "
-                "(HF_HUB_OFFLINE=1, or no network); connect and retry, or pass a local pipeline folder"
+                f"{repo_id} has no safetensors weights for its components; cpedit loads safetensors only "
+                "(pickled .bin/.ckpt weights can run code). Convert it, or pick another repo"
             ) from None
-        raise ModelLoadError(f"cannot download {repo_id}: {exc}") from None
+        raise fail(exc) from None
     folder_path = Path(folder)
     commit = folder_path.name if folder_path.parent.name == "snapshots" else None
     return ModelSource(ref=repo_id, path=folder_path, is_local=False, revision=revision, commit=commit)

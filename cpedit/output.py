@@ -35,6 +35,8 @@ from cpedit.recipes import Recipe
 RECORD_DIR = "conceptprune"
 POSITIONS_FILE = "pruned.safetensors"
 REPORT_FILE = "report.json"
+PREVIEW_FILE = "preview.png"
+"""``conceptprune/preview.png``: the before/after grid of the recipes' preview prompts (``prune --preview``)."""
 POSITIONS_FORMAT = "cpedit-pruned-positions/1"
 UNSAFE_WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx", ".pb")
 """Weight formats never copied to an output: they would hold unpruned (or unsafe) weights."""

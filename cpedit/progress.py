@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Stage = Literal["load", "calibrate", "score", "prune", "save", "sample", "done"]
+Stage = Literal["load", "calibrate", "score", "prune", "save", "sample", "upload", "done"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ProgressEvent:
 
     Attributes:
         stage: What is running: ``load``, ``calibrate``, ``score``, ``prune``, ``save``,
-            ``sample`` (rendering images) or ``done``.
+            ``sample`` (rendering images), ``upload`` (publishing to the Hub: ``batch``/``batches``
+            count files, ``completed``/``total`` count bytes) or ``done``.
         message: A short human-readable line.
         concept: The recipe name being calibrated or scored, when there is one.
         batch: 1-based index of the prompt batch in this concept's calibration (of the

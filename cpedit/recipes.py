@@ -460,17 +460,23 @@ def builtin_recipe_files() -> dict[str, Path]:
 
 
 def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
-    """Load a recipe from a file path or the name of a shipped recipe.
+    """Load a recipe from a file path, the name of a shipped recipe, or the Hub.
 
     Args:
-        ref: A path to a YAML file, the name of a shipped recipe (``van-gogh``), or an
-            already loaded :class:`Recipe` (returned as is).
+        ref: A path to a YAML file, the name of a shipped recipe (``van-gogh``), a Hub
+            reference ``hub:NAMESPACE/NAME/path.yaml[@REVISION]`` (downloaded and validated
+            like a file), or an already loaded :class:`Recipe` (returned as is).
 
     Raises:
-        RecipeError: The file is invalid, or no file or shipped recipe has that name.
+        RecipeError: The file is invalid, no file or shipped recipe has that name, or the
+            Hub recipe cannot be had; the message names the reference.
     """
     if isinstance(ref, Recipe):
         return ref
+    if isinstance(ref, str) and ref.startswith("hub:"):
+        from cpedit.hub.recipes import load_hub_recipe
+
+        return load_hub_recipe(ref)
     path = Path(ref)
     if path.is_file():
         return load_recipe(path)

@@ -6,8 +6,10 @@ Sampling is for looking at results; it is never part of calibration.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from cpedit import loading
 from cpedit.errors import CpeditError
-from cpedit.output import read_report
+from cpedit.output import PREVIEW_FILE, RECORD_DIR, read_report
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import load_recipe
 
@@ -182,3 +184,48 @@ def compare_samples(
     del pruned_denoiser
     base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress)
     return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))
+
+
+def save_preview(edited: str | os.PathLike[str], grid: Image.Image) -> Path:
+    """Write a before/after grid as the output's preview (``EDITED/conceptprune/preview.png``), atomically.
+
+    The model card embeds it and ``cpedit push`` uploads it.
+    """
+    target = Path(edited) / RECORD_DIR / PREVIEW_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        grid.save(partial, format="PNG")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def render_preview(
+    edited: str | os.PathLike[str],
+    *,
+    settings: SampleSettings | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    safety_checker: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> Path:
+    """Render the before/after grid of the recipes' preview prompts into the output folder.
+
+    The same rendering as :func:`compare_samples` (base and pruned, same seeds, the model's
+    safety checker on unless ``safety_checker`` is False), saved with :func:`save_preview`.
+
+    Raises:
+        CpeditError: ``edited`` is not a cpedit output, or its recipes have no preview prompts.
+        ModelLoadError: A model cannot be loaded.
+    """
+    grid = compare_samples(
+        os.fspath(edited),
+        settings=settings or SampleSettings(),
+        device=device,
+        dtype=dtype,
+        safety_checker=safety_checker,
+        on_progress=on_progress,
+    )
+    return save_preview(edited, grid)

@@ -1,4 +1,4 @@
-"""Shared test configuration: strictly offline Hugging Face, tiny random SD pipelines."""
+"""Shared test configuration: a loopback Hub emulator instead of the Hub, tiny random SD pipelines."""
 
 from __future__ import annotations
 
@@ -7,19 +7,34 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-# Must run before anything imports huggingface_hub (it reads these at import time).
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-_HF_HOME = tempfile.mkdtemp(prefix="cpedit-test-hf-home-")
-os.environ["HF_HOME"] = _HF_HOME
-atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
-
-# Make tests/ helper modules (naive_reference) importable whatever pytest's import mode.
+# Make tests/ helper modules (naive_reference, hub_emulator) importable whatever pytest's import mode.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
+
+from hub_emulator import HubEmulator  # noqa: E402  (stdlib only: huggingface_hub is not imported yet)
+
+# Must run before anything imports huggingface_hub (it reads these at import time). The Hub is the
+# loopback emulator: nothing can reach the real Hub, so offline mode is off and tests that need it
+# turn it on themselves (see `offline_hub`).
+HUB = HubEmulator()
+os.environ["HF_ENDPOINT"] = HUB.url
+os.environ["HF_HUB_OFFLINE"] = "0"
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "0"
+os.environ["HF_HUB_ETAG_TIMEOUT"] = "5"
+os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = "5"
+for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HF_TOKEN_PATH"):
+    os.environ.pop(_name, None)
+_HF_HOME = tempfile.mkdtemp(prefix="cpedit-test-hf-home-")
+os.environ["HF_HOME"] = _HF_HOME
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+atexit.register(HUB.stop)
 
 import pytest  # noqa: E402
 
@@ -53,3 +68,24 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     # cpedit.loading's own names: its open_pipeline and cpedit.sampling look them up there when they run
     monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
     monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
+
+
+@pytest.fixture
+def hub() -> Iterator[HubEmulator]:
+    """The Hub emulator (HF_ENDPOINT points at it): no tokens, request log empty, default page sizes.
+
+    Repos persist for the session (the Hub cache in HF_HOME does too), so each test seeds repos
+    under names of its own.
+    """
+    HUB.new_test()
+    yield HUB
+    HUB.new_test()
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE=1 for this test (huggingface_hub reads the constant at call time)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -13,7 +13,10 @@ import click
 
 from cpedit import __version__
 from cpedit.cli.eval import eval_group
+from cpedit.cli.card import card_command
+from cpedit.cli.models import models_group
 from cpedit.cli.prune import prune_command
+from cpedit.cli.push import push_command
 from cpedit.cli.recipes import recipes_group
 from cpedit.cli.sample import sample_command
 from cpedit.errors import CpeditError
@@ -46,6 +49,8 @@ def cli() -> None:
       cpedit recipes list
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe van-gogh --out sd14-no-van-gogh
       cpedit sample sd14-no-van-gogh --compare --out grid.png
+      cpedit models search "stable diffusion"
+      cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh
     """
 
 
@@ -53,17 +58,26 @@ cli.add_command(prune_command)
 cli.add_command(sample_command)
 cli.add_command(recipes_group)
 cli.add_command(eval_group)
+cli.add_command(models_group)
+cli.add_command(push_command)
+cli.add_command(card_command)
 
 
 def quiet_libraries() -> None:
-    """Silence diffusers/transformers progress bars and advice: the CLI shows its own progress."""
+    """Silence diffusers/transformers progress bars and advice: the CLI shows its own progress.
+
+    huggingface_hub's download bars stay on (transformers turns them off globally): they are
+    the download progress of a pull.
+    """
     import diffusers
+    import huggingface_hub.utils
     import transformers
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
 
 
 def main() -> None:

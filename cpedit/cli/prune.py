@@ -11,6 +11,7 @@ from cpedit.api import prune
 from cpedit.cli.options import compute_options
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
+from cpedit.sampling import SampleSettings
 
 
 @click.command("prune")
@@ -22,7 +23,8 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     multiple=True,
     required=True,
     metavar="FILE|NAME",
-    help="A recipe file or shipped recipe name (see `cpedit recipes list`). Repeat to erase several concepts.",
+    help="A recipe file, shipped recipe name (see `cpedit recipes list`) or Hub recipe "
+    "hub:NAMESPACE/NAME/path.yaml[@REVISION]. Repeat to erase several concepts.",
 )
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically)."
@@ -36,6 +38,16 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     "Default: as many as fit in memory.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--preview/--no-preview",
+    default=False,
+    show_default=True,
+    help="Also render a before/after grid of the recipes' preview prompts into OUT/conceptprune/preview.png "
+    "(the model card shows it; `cpedit push` uploads it).",
+)
+@click.option(
+    "--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps of the preview."
+)
 @click.option(
     "--format",
     "output_format",
@@ -53,6 +65,8 @@ def prune_command(
     revision: str | None,
     batch_size: int | None,
     overwrite: bool,
+    preview: bool,
+    preview_steps: int,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
@@ -75,6 +89,7 @@ def prune_command(
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe van-gogh --out sd14-no-van-gogh
       cpedit prune ./my-sd15 -r recipes/nudity/nudity.yaml -r monet --out safe --device cuda:1
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
+      cpedit prune CompVis/stable-diffusion-v1-4 -r hub:acme/recipes/van-gogh.yaml --out out --preview
     """
     console = Console(stderr=True, log_path=False)
     with ProgressView(console) as view:
@@ -88,6 +103,8 @@ def prune_command(
             batch_size=batch_size,
             overwrite=overwrite,
             on_progress=view,
+            preview=preview,
+            preview_settings=SampleSettings(steps=preview_steps),
         )
     report = result.report
     if output_format == "json":
@@ -104,3 +121,5 @@ def prune_command(
         f"save {t.get('save', 0):.1f}s)."
     )
     stdout.print(f"Saved to [bold]{result.output}[/]")
+    if preview:
+        stdout.print(f"Preview: [bold]{result.output}/conceptprune/preview.png[/]")

@@ -11,36 +11,41 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from cpedit.cli.push import hub_commit_options
+from cpedit.cli.render import UploadView
 from cpedit.errors import RecipeError
+from cpedit.hub.publish import push_recipes
 from cpedit.recipes import builtin_recipe_files, builtin_recipes_dir, load_recipe, resolve_recipe
 
 
 @click.group("recipes")
 def recipes_group() -> None:
-    """Validate, list and show concept recipes (YAML files, one concept each).
+    """Validate, list, show and share concept recipes (YAML files, one concept each).
 
     \b
     Examples:
       cpedit recipes list
       cpedit recipes show van-gogh
       cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+      cpedit recipes push my-recipe.yaml --repo acme/recipes
     """
 
 
 @recipes_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate_command(files: tuple[str, ...]) -> None:
-    """Check recipe FILES without loading any model; exit 1 if any is invalid.
+    """Check recipe FILES (or hub:NAMESPACE/NAME/path.yaml refs) without loading any model; exit 1 if any is invalid.
 
     \b
     Example:
       cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+      cpedit recipes validate hub:acme/recipes/my-recipe.yaml
     """
     console = Console()
     failed = 0
     for file in files:
         try:
-            recipe = load_recipe(file)
+            recipe = resolve_recipe(file) if file.startswith("hub:") else load_recipe(file)
         except RecipeError as exc:
             failed += 1
             console.print(f"[red]✗[/] {escape(str(exc))}", highlight=False)
@@ -125,3 +130,48 @@ def show_command(recipe: str, prompts: bool) -> None:
         for i, (target, base) in enumerate(loaded.pairs(), 1):
             table.add_row(str(i), escape(target), escape(base))  # prompts are data, not rich markup
         console.print(table)
+
+
+@recipes_group.command("push")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--path-in-repo", default="", metavar="FOLDER", help="A folder in the repo (default: the top level).")
+@hub_commit_options
+def push_command(
+    files: tuple[str, ...],
+    path_in_repo: str,
+    repo_id: str,
+    private: bool,
+    branch: str | None,
+    message: str | None,
+    create_pr: bool,
+    output_format: str,
+) -> None:
+    """Share recipe FILES through a Hub repo (one commit); each is validated first.
+
+    Use them anywhere a recipe is expected as hub:NAMESPACE/NAME/FILE.yaml (add @REVISION to pin one).
+
+    \b
+    Examples:
+      cpedit recipes push my-recipe.yaml --repo acme/recipes
+      cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
+    """
+    with UploadView(Console(stderr=True, log_path=False)) as view:
+        result = push_recipes(
+            list(files),
+            repo_id=repo_id,
+            path_in_repo=path_in_repo,
+            private=private,
+            branch=branch,
+            message=message,
+            create_pr=create_pr,
+            on_progress=view,
+        )
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console = Console()
+    for path in result.files:
+        console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
+    if result.pr_url:
+        console.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
+    console.print(result.url, highlight=False, soft_wrap=True)

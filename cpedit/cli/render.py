@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -15,6 +16,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -102,3 +104,39 @@ def concept_table(report: dict[str, Any]) -> Table:
             f"{c['pruned_weights']:,}",
         )
     return table
+
+
+class UploadView:
+    """A rich progress bar for ``upload`` events (bytes sent over all files)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> UploadView:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == "upload" and event.total is not None:
+            label = f"{event.batch}/{event.batches} {event.message}" if event.batch else event.message
+            if self._task is None:
+                self._task = self.progress.add_task(label, total=event.total)
+            self.progress.update(self._task, description=label, completed=event.completed or 0, total=event.total)
+        elif event.stage != "done":
+            self.progress.console.log(event.message)

@@ -11,6 +11,7 @@ from cpedit.cli.options import compute_options
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressEvent
 from cpedit.sampling import SampleSettings, compare_samples, render_samples
+from cpedit.sampling import save_preview as save_preview_file
 
 
 @click.command("sample")
@@ -23,11 +24,15 @@ from cpedit.sampling import SampleSettings, compare_samples, render_samples
     metavar="TEXT",
     help="A prompt (repeat for several). Default with --compare: the recipes' preview prompts.",
 )
-@click.option(
-    "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write the image grid (PNG)."
-)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Where to write the image grid (PNG).")
 @click.option(
     "--compare", is_flag=True, help="MODEL_OR_DIR is a cpedit output: render its base model and it side by side."
+)
+@click.option(
+    "--save-preview",
+    is_flag=True,
+    help="With --compare: also save the grid as MODEL_OR_DIR/conceptprune/preview.png, the preview that the "
+    "model card shows and `cpedit push` uploads.",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps.")
 @click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
@@ -44,8 +49,9 @@ from cpedit.sampling import SampleSettings, compare_samples, render_samples
 def sample_command(
     model: str,
     prompts: tuple[str, ...],
-    out: str,
+    out: str | None,
     compare: bool,
+    save_preview: bool,
     steps: int,
     guidance_scale: float,
     seed: int,
@@ -62,8 +68,13 @@ def sample_command(
     Examples:
       cpedit sample CompVis/stable-diffusion-v1-4 -p "a cat in the style of Van Gogh" --out cat.png
       cpedit sample sd14-no-van-gogh --compare --out before-after.png
+      cpedit sample sd14-no-van-gogh --compare --save-preview
     """
-    if not out.lower().endswith(".png"):
+    if save_preview and not compare:
+        raise CpeditError("--save-preview needs --compare (the preview is the base-vs-pruned grid)")
+    if out is None and not save_preview:
+        raise CpeditError("give --out FILE.png (or --compare --save-preview to save the grid in the output folder)")
+    if out is not None and not out.lower().endswith(".png"):
         raise CpeditError(f"--out {out}: the grid is written as PNG; give a file name ending in .png")
     settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
     console = Console(stderr=True)
@@ -97,6 +108,11 @@ def sample_command(
                 safety_checker=not no_safety_checker,
                 on_progress=show,
             )
+    if save_preview:
+        preview = save_preview_file(model, grid)
+        Console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
+    if out is None:
+        return
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(out).with_name(Path(out).name + ".partial")
     try:

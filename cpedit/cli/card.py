@@ -1,0 +1,47 @@
+"""``cpedit card``: print or write the model card of a pruned pipeline, without pushing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from cpedit.errors import CpeditError
+from cpedit.hub.card import base_card_metadata, build_model_card, read_output
+
+
+@click.command("card")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False))
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write the card here instead of printing it."
+)
+@click.option(
+    "--repo",
+    "repo_id",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    help="The repo it will be pushed to (for the usage snippet).",
+)
+def card_command(folder: str, out: str | None, repo_id: str | None) -> None:
+    """Generate the model card (README.md) that `cpedit push` would publish for DIR.
+
+    Everything in it comes from DIR/conceptprune/; the license is the base model's (read
+    from the Hub when reachable, else from the base card copied into DIR).
+
+    \b
+    Examples:
+      cpedit card sd14-no-van-gogh | less
+      cpedit card sd14-no-van-gogh --repo alice/sd14-no-van-gogh --out card.md
+    """
+    record = read_output(folder)
+    card = build_model_card(folder, repo_id=repo_id, base_metadata=base_card_metadata(record), record=record)
+    if out is None:
+        click.echo(card, nl=False)
+        return
+    target = Path(out)
+    if target.resolve() == (Path(folder) / "README.md").resolve():
+        raise CpeditError(f"--out {out} would replace the base model's card in {folder}; write it elsewhere")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(card, encoding="utf-8")
+    Console().print(f"Wrote [bold]{out}[/]", highlight=False)

@@ -1,0 +1,300 @@
+"""Turning huggingface_hub failures into clear, actionable cpedit errors.
+
+Every Hub call in cpedit goes through :func:`hub_errors` (or :func:`describe_hub_error`), so a
+missing repo, a gated model, a rejected token, an unknown revision, a missing file, offline mode
+and a network outage each get one message that says what to do. Messages never contain the
+token: they are built from the repo id and the kind of failure, and anything echoed from an
+exception passes through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cpedit.errors import CpeditError
+
+LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
+
+
+class HubError(CpeditError):
+    """A Hub operation failed; the message says why and what to do.
+
+    Attributes:
+        reason: ``not_found``, ``gated``, ``auth``, ``forbidden``, ``revision``, ``entry``,
+            ``offline``, ``network``, ``not_pipeline``, ``no_safetensors``, ``invalid`` or ``http``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "http") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def endpoint() -> str:
+    """The Hub endpoint in use (``HF_ENDPOINT``, default https://huggingface.co), without a trailing slash."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def repo_url(repo_id: str) -> str:
+    """The web address of a model repo on the Hub in use."""
+    return f"{endpoint()}/{repo_id}"
+
+
+def has_token() -> bool:
+    """Whether huggingface_hub finds a token (HF_TOKEN or `hf auth login`); the token itself is not returned."""
+    from huggingface_hub import get_token
+
+    try:
+        return bool(get_token())
+    except Exception:  # noqa: BLE001 - a broken token setup counts as no token
+        return False
+
+
+_TOKEN_PATTERNS = (
+    re.compile(r"hf_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?i)(bearer\s+)\S+"),
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",\s}]+"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the current token and anything that looks like a token or an auth header removed."""
+    from huggingface_hub import get_token
+
+    try:
+        token = get_token()
+    except Exception:  # noqa: BLE001
+        token = None
+    if token:
+        text = text.replace(token, "***")
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a failure to reach the Hub (refused, DNS, timeout)."""
+    try:
+        import httpx2
+
+        transport: tuple[type[BaseException], ...] = (httpx2.TransportError,)
+    except ImportError:  # pragma: no cover - huggingface_hub 2.x depends on httpx2
+        transport = ()
+    for item in _chain(exc):
+        if transport and isinstance(item, transport):
+            return True
+        if isinstance(item, (ConnectionRefusedError, TimeoutError)) or type(item).__name__ in (
+            "ConnectError",
+            "ConnectTimeout",
+            "ReadTimeout",
+            "ConnectionError",
+        ):
+            return True
+    return False
+
+
+def cache_status(repo_id: str, revision: str | None = None) -> str:
+    """What of ``repo_id`` is missing from the local Hub cache, in words (for offline messages)."""
+    from huggingface_hub import constants, get_cached_repo_tree
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    if not storage.is_dir():
+        return "nothing of it is in the cache"
+    ref = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        commit: str | None = ref
+    else:
+        ref_file = storage / "refs" / ref
+        commit = ref_file.read_text(encoding="utf-8").strip() if ref_file.is_file() else None
+    if commit is None:
+        return f"revision {ref!r} was never downloaded"
+    snapshot = storage / "snapshots" / commit
+    if not (snapshot / "model_index.json").is_file():
+        return "model_index.json is missing"
+    try:
+        index = json.loads((snapshot / "model_index.json").read_text(encoding="utf-8"))
+        tree = get_cached_repo_tree(repo_id, revision=commit)
+    except Exception:  # noqa: BLE001 - best effort: the listing may never have been cached
+        return "its file listing is not cached, so it cannot be checked"
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    expected = [
+        f.path
+        for f in tree
+        if f.path.split("/")[0] in components
+        and "/" in f.path
+        and not f.path.endswith((".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx"))
+    ]
+    missing = sorted(p for p in expected if not (snapshot / p).is_file())
+    if not missing:
+        return "its files are cached, but something else is missing"
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return f"{len(missing)} file(s) are missing: {shown}"
+
+
+def describe_hub_error(
+    exc: BaseException, *, repo_id: str, revision: str | None = None, filename: str | None = None
+) -> tuple[str, str] | None:
+    """A clear message for a failed Hub call, or None when ``exc`` is not a Hub failure.
+
+    Args:
+        exc: The exception raised (its cause chain is searched too).
+        repo_id: The repo the call was about.
+        revision: The revision asked for, if any.
+        filename: The file asked for, if any.
+
+    Returns:
+        ``(reason, message)``; reasons as in :class:`HubError`.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        RevisionResolutionError,
+    )
+
+    chain = list(_chain(exc))
+
+    def first(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+        return next((item for item in chain if isinstance(item, kind)), None)
+
+    url = repo_url(repo_id)
+    if first(GatedRepoError) is not None:
+        if has_token():
+            return "gated", (
+                f"{repo_id} is gated and your account has no access yet: request access on {url} "
+                "(accept its conditions), then retry; if you did, check that HF_TOKEN or `hf auth login` "
+                "holds a token of that account"
+            )
+        return "gated", f"{repo_id} is gated: request access on {url}, then {LOGIN_HINT}"
+    if first(RevisionNotFoundError) is not None:
+        return "revision", f"{repo_id} has no revision {revision or 'main'!r} on {endpoint()}; check --revision"
+    if first(RepositoryNotFoundError) is not None:
+        return "not_found", (
+            f"{repo_id} was not found on {endpoint()} (check the id; if it is private, {LOGIN_HINT} "
+            "with an account that can read it)"
+        )
+    http = first(HfHubHTTPError)
+    if http is not None and _status(http) == 401:
+        if has_token():
+            return "auth", f"the Hub rejected your token (401 Unauthorized); {LOGIN_HINT} with a valid token"
+        return "auth", f"you are not logged in to {endpoint()} (401 Unauthorized); {LOGIN_HINT}"
+    if http is not None and _status(http) == 403:
+        return "forbidden", (
+            f"your token is not allowed to do this on {repo_id} (403 Forbidden); use a token with write "
+            f"access to its namespace ({LOGIN_HINT})"
+        )
+    offline = constants.HF_HUB_OFFLINE or first(OfflineModeIsEnabled) is not None
+    if offline:
+        return "offline", (
+            f"{repo_id} is not (fully) in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading "
+            f"({cache_status(repo_id, revision)}); unset HF_HUB_OFFLINE and connect to download it once, "
+            "or pass a local pipeline folder"
+        )
+    if is_network_error(exc) or first((LocalEntryNotFoundError, RevisionResolutionError)) is not None:
+        return "network", (
+            f"cannot reach the Hub at {endpoint()} to get {repo_id}, and it is not (fully) in the local cache "
+            f"({cache_status(repo_id, revision)}); check your network connection (and HF_ENDPOINT), "
+            "or set HF_HUB_OFFLINE=1 to use the cache only"
+        )
+    if first(EntryNotFoundError) is not None:
+        what = filename or "the file asked for"
+        return "entry", f"{repo_id} has no {what} at revision {revision or 'main'!r}"
+    if http is not None:
+        status = _status(http)
+        detail = redact(str(http).splitlines()[0]) if str(http) else ""
+        return "http", f"the Hub at {endpoint()} answered {status} for {repo_id}: {detail}"
+    return None
+
+
+@contextmanager
+def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | None = None) -> Iterator[None]:
+    """Run Hub calls; a Hub failure becomes a :class:`HubError` with a clear message.
+
+    Raises:
+        HubError: For any failure :func:`describe_hub_error` recognises.
+    """
+    try:
+        yield
+    except CpeditError:
+        raise
+    except Exception as exc:
+        described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename)
+        if described is None:
+            raise
+        reason, message = described
+        raise HubError(message, reason=reason) from None
+
+
+@contextmanager
+def service_errors(action: str) -> Iterator[None]:
+    """Run a Hub call that is not about one repo (search, whoami); failures become a :class:`HubError`.
+
+    Args:
+        action: What is being done, for the message (``search models``).
+
+    Raises:
+        HubError: Offline mode, network down, token rejected, or another HTTP error.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except CpeditError:
+        raise
+    except Exception as exc:
+        chain = list(_chain(exc))
+        if any(isinstance(e, LocalTokenNotFoundError) for e in chain):
+            raise HubError(f"you are not logged in, which is needed to {action}; {LOGIN_HINT}", reason="auth") from None
+        if constants.HF_HUB_OFFLINE or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+            raise HubError(
+                f"cannot {action}: HF_HUB_OFFLINE=1 forbids Hub requests; unset it", reason="offline"
+            ) from None
+        if is_network_error(exc):
+            raise HubError(
+                f"cannot reach the Hub at {endpoint()} to {action}; check your network connection (and HF_ENDPOINT)",
+                reason="network",
+            ) from None
+        http = next((e for e in chain if isinstance(e, HfHubHTTPError)), None)
+        if http is not None and _status(http) == 401:
+            if has_token():
+                raise HubError(
+                    f"the Hub rejected your token (401 Unauthorized) when trying to {action}; {LOGIN_HINT} "
+                    "with a valid token",
+                    reason="auth",
+                ) from None
+            raise HubError(
+                f"you are not logged in to {endpoint()} (401 Unauthorized), which is needed to {action}; {LOGIN_HINT}",
+                reason="auth",
+            ) from None
+        if http is not None:
+            detail = redact(str(http).splitlines()[0]) if str(http) else ""
+            raise HubError(
+                f"the Hub at {endpoint()} answered {_status(http)} when trying to {action}: {detail}", reason="http"
+            ) from None
+        raise

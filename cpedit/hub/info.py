@@ -1,0 +1,284 @@
+"""What cpedit can tell about a Hub model without downloading its weights.
+
+:func:`model_details` reads the repo's metadata (one API call with file sizes), its
+``model_index.json`` and its denoiser's ``config.json``, builds the denoiser on the meta
+device (no memory, no weights) and counts its FFN output weights with
+:func:`cpedit.ffn.find_ffn_output_layers`, exactly as a prune would find them.
+
+Whether cpedit can edit a model is decided in one place, :func:`editability`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cpedit.errors import CpeditError
+from cpedit.hub.errors import HubError, hub_errors
+from cpedit.progress import ProgressCallback, ProgressEvent, emit
+
+DENOISER_COMPONENTS = ("unet", "transformer")
+_NOT_TEXT_TO_IMAGE_MARKERS = (
+    "Img2Img",
+    "Inpaint",
+    "Depth2Img",
+    "ImageVariation",
+    "InstructPix2Pix",
+    "Upscale",
+    "SuperResolution",
+    "Video",
+    "Audio",
+    "Music",
+    "3D",
+    "Shap",
+    "Unclip",
+    "UnCLIP",
+)
+_WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx")
+
+
+@dataclass(frozen=True)
+class Editability:
+    """Whether cpedit can edit a model, and why (not)."""
+
+    editable: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """What ``cpedit models info`` shows.
+
+    Attributes:
+        id: The repo id.
+        revision: The revision asked for (None: the default branch).
+        commit: The commit the information comes from.
+        pipeline_class: ``_class_name`` of model_index.json (None if the repo has none).
+        denoiser: ``unet`` or ``transformer`` (None if there is none).
+        denoiser_class: The denoiser's class name from its config.json.
+        editable: Whether cpedit can edit it (see :func:`editability`).
+        reason: Why (not).
+        ffn_layers: FFN output projections found (0 when unknown).
+        ffn_weights: Weights in them (the weights ConceptPrune can prune).
+        denoiser_weights: All weights of the denoiser.
+        license: From the model card metadata (None when the card gives none).
+        gated: False, or the Hub's gating mode (``auto``/``manual``).
+        private: Whether the repo is private.
+        safetensors_bytes: Total size of the safetensors files a pull downloads (the pipeline's
+            components, default variant).
+        safetensors_files: How many files that is.
+        downloads: Downloads (last 30 days) as the Hub reports them.
+        likes: Likes.
+        last_modified: Last commit date.
+    """
+
+    id: str
+    revision: str | None
+    commit: str | None
+    pipeline_class: str | None
+    denoiser: str | None
+    denoiser_class: str | None
+    editable: bool
+    reason: str
+    ffn_layers: int
+    ffn_weights: int
+    denoiser_weights: int
+    license: str | None
+    gated: str | bool
+    private: bool
+    safetensors_bytes: int
+    safetensors_files: int
+    downloads: int | None
+    likes: int | None
+    last_modified: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (dates as ISO strings)."""
+        data = asdict(self)
+        data["last_modified"] = self.last_modified.isoformat() if self.last_modified else None
+        return data
+
+
+def text_to_image_refusal(index: Any) -> str | None:
+    """Why a ``model_index.json`` is not a diffusers text-to-image pipeline cpedit can load, or None.
+
+    Args:
+        index: The parsed model_index.json.
+    """
+    if not isinstance(index, dict):
+        return "model_index.json is not a JSON object"
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        return (
+            "its pipeline is custom code (model_index.json `_class_name` is not a diffusers class); "
+            "cpedit never runs remote code"
+        )
+    if not any(isinstance(index.get(c), list) for c in DENOISER_COMPONENTS):
+        return f"{name} has no unet or transformer component; cpedit edits text-to-image diffusion pipelines"
+    if not any(k.startswith("text_encoder") and isinstance(v, list) for k, v in index.items()):
+        return f"{name} has no text encoder, so it is not a text-to-image pipeline"
+    if any(marker in name for marker in _NOT_TEXT_TO_IMAGE_MARKERS):
+        return f"{name} is not a text-to-image pipeline; give its text-to-image base model instead"
+    return None
+
+
+def editability(*, index: Any, denoiser_class: str | None, ffn_layers: int, safetensors_files: int) -> Editability:
+    """The one place that decides whether cpedit can edit a model.
+
+    Args:
+        index: The parsed model_index.json (None if the repo has none).
+        denoiser_class: The denoiser's class name (None if unknown).
+        ffn_layers: FFN output projections found in the denoiser.
+        safetensors_files: Safetensors files of the pipeline's components.
+    """
+    if index is None:
+        return Editability(False, "not a diffusers pipeline (no model_index.json)")
+    refusal = text_to_image_refusal(index)
+    if refusal is not None:
+        return Editability(False, refusal)
+    if denoiser_class is None:
+        return Editability(False, "its denoiser config.json is missing or names no diffusers class")
+    if ffn_layers == 0:
+        return Editability(False, f"{denoiser_class} has no feed-forward (diffusers FeedForward) blocks to prune")
+    if safetensors_files == 0:
+        return Editability(False, "no safetensors weights (cpedit loads safetensors only)")
+    return Editability(True, f"{ffn_layers} FFN blocks in {denoiser_class}")
+
+
+def count_ffn(config: dict[str, Any]) -> tuple[int, int, int]:
+    """``(ffn_layers, ffn_weights, denoiser_weights)`` of a denoiser config, built on the meta device.
+
+    Raises:
+        CpeditError: The config names no diffusers model class, or it cannot be built.
+    """
+    import diffusers
+    import torch
+    from torch import nn
+
+    from cpedit.ffn import find_ffn_output_layers
+
+    name = config.get("_class_name")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "from_config")):
+        raise CpeditError(f"denoiser class {name!r} is not a diffusers model class")
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(config)
+    except Exception as exc:  # noqa: BLE001 - any config the class rejects
+        raise CpeditError(f"cannot build {name} from its config.json: {exc}") from None
+    layers = find_ffn_output_layers(model)
+    return (
+        len(layers),
+        sum(layer.module.weight.numel() for layer in layers),
+        sum(p.numel() for p in model.parameters()),
+    )
+
+
+def _variant(filename: str) -> str:
+    parts = [p for p in filename[: -len(".safetensors")].split(".")[1:] if "-of-" not in p]
+    return parts[-1] if parts else ""
+
+
+def pull_safetensors(index: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
+    """The safetensors files (path -> size) a pull downloads: the components' default-variant weights.
+
+    A component with only variant files (e.g. ``*.fp16.safetensors``) counts those.
+    """
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    chosen: dict[str, int] = {}
+    for component in sorted(components):
+        weights = {
+            p: s
+            for p, s in files.items()
+            if p.startswith(component + "/") and p.count("/") == 1 and p.endswith(".safetensors")
+        }
+        default = {p: s for p, s in weights.items() if _variant(p.split("/")[1]) == ""}
+        chosen.update(default or weights)
+    return chosen
+
+
+def model_details(
+    repo_id: str, *, revision: str | None = None, on_progress: ProgressCallback | None = None
+) -> ModelDetails:
+    """Describe a Hub model for cpedit without downloading its weights.
+
+    Args:
+        repo_id: ``namespace/name``.
+        revision: Branch, tag or commit (default: the default branch).
+        on_progress: Receives a ``load`` event per step.
+
+    Returns:
+        A :class:`ModelDetails`.
+
+    Raises:
+        HubError: The repo cannot be read (missing, gated, private, revision, network, offline).
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    emit(on_progress, ProgressEvent(stage="load", message=f"reading {repo_id} metadata"))
+    with hub_errors(repo_id, revision=revision):
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    commit = info.sha
+    files = {s.rfilename: (s.size or 0) for s in info.siblings or []}
+    pin = commit or revision
+
+    def fetch_json(path: str) -> Any:
+        if path not in files:
+            return None
+        emit(on_progress, ProgressEvent(stage="load", message=f"reading {path}"))
+        with hub_errors(repo_id, revision=revision, filename=path):
+            local = hf_hub_download(repo_id, path, revision=pin)
+        try:
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise HubError(f"{repo_id}: {path} is not valid JSON ({exc})", reason="invalid") from None
+
+    index = fetch_json("model_index.json")
+    denoiser = denoiser_class = None
+    ffn_layers = ffn_weights = denoiser_weights = 0
+    weights: dict[str, int] = {}
+    if isinstance(index, dict):
+        weights = pull_safetensors(index, files)
+        denoiser = next((c for c in DENOISER_COMPONENTS if isinstance(index.get(c), list)), None)
+        if denoiser is not None and text_to_image_refusal(index) is None:
+            config = fetch_json(f"{denoiser}/config.json")
+            if isinstance(config, dict) and isinstance(config.get("_class_name"), str):
+                emit(on_progress, ProgressEvent(stage="load", message=f"counting FFN weights of {denoiser}"))
+                try:
+                    ffn_layers, ffn_weights, denoiser_weights = count_ffn(config)
+                    denoiser_class = config["_class_name"]
+                except CpeditError:
+                    denoiser_class = None
+    verdict = editability(
+        index=index, denoiser_class=denoiser_class, ffn_layers=ffn_layers, safetensors_files=len(weights)
+    )
+    card = info.card_data
+    license_ = getattr(card, "license", None) if card is not None else None
+    emit(on_progress, ProgressEvent(stage="done", message="done"))
+    return ModelDetails(
+        id=info.id,
+        revision=revision,
+        commit=commit,
+        pipeline_class=index.get("_class_name")
+        if isinstance(index, dict) and isinstance(index.get("_class_name"), str)
+        else None,
+        denoiser=denoiser,
+        denoiser_class=denoiser_class,
+        editable=verdict.editable,
+        reason=verdict.reason,
+        ffn_layers=ffn_layers,
+        ffn_weights=ffn_weights,
+        denoiser_weights=denoiser_weights,
+        license=license_ if isinstance(license_, str) else None,
+        gated=info.gated if info.gated else False,
+        private=bool(info.private),
+        safetensors_bytes=sum(weights.values()),
+        safetensors_files=len(weights),
+        downloads=info.downloads,
+        likes=info.likes,
+        last_modified=info.last_modified,
+    )
