@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from cpedit import __version__
-from cpedit.cli.eval import eval_group
 from cpedit.cli.card import card_command
+from cpedit.cli.eval import eval_group
 from cpedit.cli.models import models_group
 from cpedit.cli.prune import prune_command
 from cpedit.cli.push import push_command

@@ -10,8 +10,8 @@ from rich.console import Console
 from cpedit.api import prune
 from cpedit.cli.options import compute_options
 from cpedit.cli.render import ProgressView, concept_table, layer_table
-from cpedit.shapes.model import BUILTIN_MODEL_NAME
 from cpedit.sampling import SampleSettings
+from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
 
 @click.command("prune")
