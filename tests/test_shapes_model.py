@@ -35,7 +35,7 @@ def test_loads_through_from_pretrained_and_generates_32px_images() -> None:
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.unet, UNet2DConditionModel)
     layers = find_ffn_output_layers(pipe.unet)
-    assert len(layers) == 5  # GEGLU feed-forwards of the cross-attention transformer blocks
+    assert len(layers) == 7  # GEGLU feed-forwards of the cross-attention transformer blocks (8x8, 4x4, mid)
     image = pipe(
         "a plain red square on a white background",
         num_inference_steps=10,
@@ -78,6 +78,23 @@ def test_prune_without_model_uses_the_builtin_model(tmp_path: Path) -> None:
     report = json.loads((out / "conceptprune" / "report.json").read_text())
     assert report["base_model"]["id"] == BUILTIN_MODEL_NAME and report["base_model"]["path"] is None
     assert report["totals"]["pruned_weights"] > 0
+
+
+def test_model_card_of_a_builtin_edit_names_no_hub_base(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from cpedit.hub.card import build_model_card
+    from cpedit.shapes.evaluate import ShapesEvaluation, record_result
+
+    out = tmp_path / "no-red"
+    assert CliRunner().invoke(cli, ["prune", "-r", "shapes-red", "--out", str(out)]).exit_code == 0
+    record_result(out, ShapesEvaluation(["red"], 8, 0.9, 0.1, 0.95, 0.93, 0.001))
+    card = ModelCard(build_model_card(out, repo_id="alice/shapes-no-red", base_metadata={}))
+    assert "base_model" not in card.data.to_dict()
+    assert "conceptprune" in card.data.tags and "red" in card.data.tags
+    assert f"`{BUILTIN_MODEL_NAME}`" in card.text and "a local model" not in card.text
+    assert "0.9" in card.text and "shapes" in card.text  # the evaluation recorded beside the model
+    assert str(tmp_path) not in card.content
 
 
 def test_prune_help_names_the_builtin_model() -> None:

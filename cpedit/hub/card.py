@@ -28,6 +28,7 @@ import yaml
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.output import POSITIONS_FILE, PREVIEW_FILE, RECORD_DIR, REPORT_FILE
 from cpedit.recipes import Recipe, parse_recipe
+from cpedit.shapes.model import BUILTIN_MODEL_NAME, is_builtin_model
 
 EVAL_DIR = "eval"
 """``DIR/conceptprune/eval/<benchmark>.json``: evaluation results, one file per benchmark."""
@@ -74,9 +75,15 @@ class OutputRecord:
     def base_repo_id(self) -> str | None:
         """The base model's Hub id, None for a local base model."""
         base = self.report.get("base_model") or {}
-        if base.get("local") or not isinstance(base.get("id"), str):
+        if base.get("local") or not isinstance(base.get("id"), str) or is_builtin_model(base["id"]):
             return None
         return base["id"]
+
+    @property
+    def base_is_builtin(self) -> bool:
+        """Whether the base is cpedit's built-in shapes model (not on the Hub)."""
+        base = self.report.get("base_model") or {}
+        return isinstance(base.get("id"), str) and is_builtin_model(base["id"])
 
 
 def slugify(text: str) -> str:
@@ -317,7 +324,8 @@ def build_model_card(
     metadata = card_metadata(record, base_metadata=base_metadata)
     base_repo = record.base_repo_id
     base = report["base_model"]
-    base_label = f"[{base_repo}]({_hub_url(base_repo)})" if base_repo else "a local model"
+    local_label = f"cpedit's built-in model `{BUILTIN_MODEL_NAME}`" if record.base_is_builtin else "a local model"
+    base_label = f"[{base_repo}]({_hub_url(base_repo)})" if base_repo else local_label
     concepts = [r.concept for r in record.recipes]
     totals = report["totals"]
     component = report["denoiser"]["component"]
@@ -325,7 +333,7 @@ def build_model_card(
     lines: list[str] = []
     add = lines.append
 
-    add(f"# {_md(', '.join(concepts))} erased from {base_repo or 'a local model'}")
+    add(f"# {_md(', '.join(concepts))} erased from {base_repo or local_label}")
     add("")
     add(
         f"This is {base_label} with {_md(_join(concepts))} erased by "
@@ -409,6 +417,8 @@ def build_model_card(
         add(f"- revision: `{base.get('revision') or 'main'}`")
         if base.get("commit"):
             add(f"- commit: `{base['commit']}`")
+    elif record.base_is_builtin:
+        add(f"- {local_label}: the small shapes model that ships with cpedit (`python -m cpedit.shapes.train`)")
     else:
         add("- a local model (no Hub id was recorded)")
     if "license" in metadata:

@@ -6,11 +6,11 @@ Run ``python -m cpedit.shapes.train`` (about 45 minutes on 2 CPU cores) to rebui
 1. draw a training set of scenes (:mod:`cpedit.shapes.world`; the held-out attribute
    combinations are never drawn);
 2. train the attribute classifier on all combinations, with blur and noise;
-3. train a small ``AutoencoderKL`` (32x32 images -> 8x8x4 latents) and set its
+3. train a small ``AutoencoderKL`` (32x32 images -> 16x16x4 latents) and set its
    ``scaling_factor`` from the latents' spread, as Stable Diffusion's VAE has;
 4. train a small CLIP text encoder (the real CLIP BPE, cut down to the world's words)
-   and a ``UNet2DConditionModel`` with cross-attention transformer blocks and GEGLU
-   feed-forwards, jointly, on noise prediction, with 10% empty captions for classifier-free
+   and a ``UNet2DConditionModel`` (16x16 convolutions, then cross-attention transformer
+   blocks with GEGLU feed-forwards at 8x8 and 4x4), jointly, on noise prediction, with 10% empty captions for classifier-free
    guidance and an EMA of the UNet;
 5. save a standard ``StableDiffusionPipeline`` folder (DDIM scheduler, SD 1.x betas),
    reload it with ``from_pretrained`` and measure, with the classifier, how often generated
@@ -55,22 +55,22 @@ TEXT_ENCODER_CONFIG: dict[str, Any] = {
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
-    "block_out_channels": (32, 48, 64),
-    "down_block_types": ("DownEncoderBlock2D",) * 3,
-    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (32, 64),
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
     "layers_per_block": 1,
     "latent_channels": 4,
     "norm_num_groups": 16,
     "sample_size": world.IMAGE_SIZE,
 }
 UNET_CONFIG: dict[str, Any] = {
-    "sample_size": world.IMAGE_SIZE // 4,
+    "sample_size": world.IMAGE_SIZE // 2,
     "in_channels": 4,
     "out_channels": 4,
-    "block_out_channels": (48, 96),
+    "block_out_channels": (32, 64, 96),
     "layers_per_block": 1,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     "cross_attention_dim": 64,
     "attention_head_dim": 8,
     "norm_num_groups": 16,
@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=40000, help="training scenes")
     parser.add_argument("--classifier-steps", type=int, default=1200)
-    parser.add_argument("--vae-steps", type=int, default=1200)
-    parser.add_argument("--denoiser-steps", type=int, default=7000)
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--denoiser-steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument(
         "--eval-per-scene", type=int, default=8, help="images per caption in the final check (0: skip it)"
