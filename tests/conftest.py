@@ -53,3 +53,19 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     # cpedit.loading's own names: its open_pipeline and cpedit.sampling look them up there when they run
     monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
     monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_model_path(architecture)``: a tiny random pipeline of that architecture, saved once per session."""
+    from cpedit.testing import build_random_pipeline
+
+    built: dict[str, Path] = {}
+
+    def get(architecture: str) -> Path:
+        if architecture not in built:
+            folder = tmp_path_factory.mktemp(f"tiny_{architecture}")
+            built[architecture] = build_random_pipeline(folder, architecture=architecture, seed=0)
+        return built[architecture]
+
+    return get

@@ -36,6 +36,12 @@ from cpedit.cli.render import ProgressView, concept_table, layer_table
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
+    "--offload",
+    is_flag=True,
+    help="Model CPU offload: keep components in host memory and move each to the GPU only while it runs "
+    "(large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
@@ -52,15 +58,17 @@ def prune_command(
     revision: str | None,
     batch_size: int | None,
     overwrite: bool,
+    offload: bool,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
 
     For each recipe, cpedit runs the recipe's target and base prompts through the first
-    tau denoiser calls, scores the FFN output weights (Wanda scores), and zeroes the
-    weights that fire for the concept. Several recipes prune the union of their sets.
-    The output is a standard diffusers folder (only pruned UNet weights differ from the
-    base) plus OUT/conceptprune/ (pruned positions, recipes, report.json).
+    tau denoiser calls, scores the FFN output weights (Wanda scores; other layers with
+    the recipe's prune.target), and zeroes the weights that fire for the concept.
+    Several recipes prune the union of their sets. Supported: SD 1.x/2.x, SDXL, SD3,
+    FLUX.1, PixArt. The output is a standard diffusers folder (only pruned weights differ
+    from the base) plus OUT/conceptprune/ (pruned positions, recipes, report.json).
 
     Ctrl-C stops cleanly and leaves no output folder.
 
@@ -81,6 +89,7 @@ def prune_command(
             dtype=dtype,
             batch_size=batch_size,
             overwrite=overwrite,
+            offload=offload,
             on_progress=view,
         )
     report = result.report
@@ -91,9 +100,12 @@ def prune_command(
     stdout.print(concept_table(report))
     stdout.print(layer_table(report))
     t = report["timings_s"]
+    edited = report.get("edited_components", ["unet"])
+    edited_label = "UNet" if edited == ["unet"] else " and ".join(edited)
     stdout.print(
         f"Pruned {report['totals']['pruned_weights']:,} weights "
-        f"({100 * report['totals']['pruned_fraction']:.4f}% of the UNet) in {t['total']:.1f}s "
+        f"({100 * report['totals']['pruned_fraction']:.4f}% of the {edited_label}) "
+        f"in {t['total']:.1f}s "
         f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, "
         f"save {t.get('save', 0):.1f}s)."
     )
