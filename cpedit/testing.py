@@ -477,24 +477,26 @@ _T5_WORDS = (
 def build_t5_tokenizer(*, model_max_length: int = 512) -> Any:
     """A small T5-style tokenizer built offline (no sentencepiece model needed).
 
-    A ``tokenizers`` Unigram model over letters and a few common words (``<pad>`` = 0,
+    A ``tokenizers`` Unigram model over letters and a few common words, case-sensitive (``<pad>`` = 0,
     ``</s>`` = 1, ``<unk>`` = 2, an ``</s>`` appended to every sequence, as T5 does),
     wrapped in transformers' T5 tokenizer class, so pipelines that expect a
     ``T5TokenizerFast`` save and reload it with ``from_pretrained``.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
     pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "\u2581": -4.0}
     for letter in letters:
         pieces.setdefault(letter, -5.0)
         pieces.setdefault("\u2581" + letter, -5.0)
     for word in _T5_WORDS:
         pieces.setdefault("\u2581" + word, -1.0)
+        pieces.setdefault("\u2581" + word.capitalize(), -1.0)
     model = Tokenizer(models.Unigram(list(pieces.items()), unk_id=2))
-    model.normalizer = normalizers.Lowercase()
-    model.pre_tokenizer = pre_tokenizers.Metaspace()
+    # Case-sensitive and split on whitespace, then Metaspace: what transformers' T5 tokenizer
+    # rebuilds when it loads a saved folder, so the reloaded tokenizer is this one.
+    model.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
     model.decoder = decoders.Metaspace()
     model.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]

@@ -239,3 +239,25 @@ def test_unsupported_pipeline_error_names_what_is_missing(tiny_sd_path: Path, tm
     pipe = StableDiffusionImg2ImgPipeline(**load_fresh(tiny_sd_path).components)
     with pytest.raises(UnsupportedModelError, match="StableDiffusionImg2ImgPipeline is not supported: .*text-to-image"):
         cpedit.prune(pipe, [write_recipe(tmp_path, name="u")])
+
+
+@pytest.mark.parametrize("architecture", ["flux", "pixart-sigma"])
+def test_identical_prompts_prune_nothing(architecture: str, tiny_model_path: Any, tmp_path: Path) -> None:
+    """Each target shares its batch and its seeded noise with its base, with or without CFG halves."""
+    recipe = write_recipe(tmp_path, **settings("same", target="a photo of a {subject}"))
+    result = cpedit.prune(tiny_model_path(architecture), [recipe], device="cpu", batch_size=2)
+    assert result.masks and result.report["totals"]["pruned_weights"] == 0
+
+
+def test_t5_tokenizer_round_trips(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from cpedit.testing import build_t5_tokenizer
+
+    tokenizer = build_t5_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    prompt = "a photo of a cat in the style of Van Gogh"
+    assert loaded(prompt).input_ids == tokenizer(prompt).input_ids
+    ids = loaded(prompt, padding="max_length", max_length=20).input_ids
+    assert ids[-1] == loaded.pad_token_id == 0 and loaded.eos_token_id == 1 and len(set(ids)) > 5
