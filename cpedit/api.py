@@ -30,7 +30,7 @@ import torch
 from cpedit.architectures import find_target_layers, require_support
 from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits, is_text_target
 from cpedit.errors import CpeditError, PruneCancelled, UnsupportedModelError
-from cpedit.ffn import FFNLayer, get_denoiser
+from cpedit.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.loading import ModelSource, check_offload, open_pipeline
 from cpedit.output import (
     atomic_folder,
@@ -314,7 +314,11 @@ def build_report(
         "denoiser": {"component": component, "class": type(denoiser).__name__},
         "pipeline": type(pipe).__name__ if pipe is not None else None,
         "edited_components": edited,
-        "compute": {"device": str(parameter.device), "dtype": str(parameter.dtype).removeprefix("torch.")},
+        "compute": {
+            "device": str(execution_device(pipe) if pipe is not None else parameter.device),
+            "dtype": str(parameter.dtype).removeprefix("torch."),
+            "offload": getattr(denoiser, "_hf_hook", None) is not None,
+        },
         "concepts": [
             {
                 "name": s.recipe.name,

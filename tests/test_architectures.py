@@ -261,3 +261,14 @@ def test_t5_tokenizer_round_trips(tmp_path: Path) -> None:
     assert loaded(prompt).input_ids == tokenizer(prompt).input_ids
     ids = loaded(prompt, padding="max_length", max_length=20).input_ids
     assert ids[-1] == loaded.pad_token_id == 0 and loaded.eos_token_id == 1 and len(set(ids)) > 5
+
+
+def test_bf16_calibration_writes_the_files_own_dtype(tiny_model_path: Any, tmp_path: Path) -> None:
+    """``--dtype bf16`` (large models): calibration in bfloat16, float32 statistics, zeros written in the file dtype."""
+    base = tiny_model_path("flux")
+    out = tmp_path / "out"
+    result = cpedit.prune(base, [write_recipe(tmp_path, **settings("bf16"))], out=out, device="cpu", dtype="bf16")
+    assert result.report["compute"]["dtype"] == "bfloat16" and result.report["totals"]["pruned_weights"] > 0
+    assert_only_masked_weights_changed(base, out, result.masks, "transformer")
+    saved = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert saved["transformer_blocks.0.ff.net.2.weight"].dtype == torch.float32

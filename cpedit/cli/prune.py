@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.options import compute_options
-from cpedit.cli.render import ProgressView, concept_table, layer_table
+from cpedit.cli.render import ProgressView, concept_table, edited_label, layer_table
 
 
 @click.command("prune")
@@ -100,11 +100,9 @@ def prune_command(
     stdout.print(concept_table(report))
     stdout.print(layer_table(report))
     t = report["timings_s"]
-    edited = report.get("edited_components", ["unet"])
-    edited_label = "UNet" if edited == ["unet"] else " and ".join(edited)
     stdout.print(
         f"Pruned {report['totals']['pruned_weights']:,} weights "
-        f"({100 * report['totals']['pruned_fraction']:.4f}% of the {edited_label}) "
+        f"({100 * report['totals']['pruned_fraction']:.4f}% of the {edited_label(report)}) "
         f"in {t['total']:.1f}s "
         f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, "
         f"save {t.get('save', 0):.1f}s)."
