@@ -12,7 +12,9 @@ architecture runs the same image size), in one process:
 3. floor: the bare denoiser calls alone, replayed from inputs recorded during a run
    (same batch, tau calls, no hooks, no pipeline).
 
-Each is timed ``--repeats`` times after a warm-up and the fastest run is kept. Overheads
+Each is timed ``--repeats`` times after a warm-up, the three taking turns, and the
+fastest run of each is kept, in process CPU time (robust to other jobs on a shared
+machine; wall times are recorded too). Overheads
 are calibrate / floor - 1 (everything cpedit adds, pipeline included) and calibrate /
 pipeline - 1 (the statistics hooks alone). Example:
 
@@ -43,15 +45,25 @@ from cpedit.recipes import resolve_recipe  # noqa: E402
 from cpedit.testing import ARCHITECTURES, build_random_components  # noqa: E402
 
 
-def fastest(repeats: int, fn: Any) -> float:
-    """Minimum wall time of ``repeats`` calls of ``fn`` (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def fastest_interleaved(repeats: int, **runs: Any) -> dict[str, dict[str, float]]:
+    """Minimum wall time and minimum process CPU time of each run, the runs taking turns in every round.
+
+    Taking turns (after one warm-up round) spreads any background load on a shared machine
+    evenly over the runs being compared. CPU time (``time.process_time``) counts only this
+    process's work, so it is less disturbed by other jobs than wall time; with one
+    thread it equals the wall time on an idle machine.
+    """
+    for fn in runs.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    return {name: {"wall": min(wall[name]), "cpu": min(cpu[name])} for name in runs}
 
 
 def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[tuple, dict]]:
@@ -98,9 +110,13 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
                 denoiser(*args, **kwargs)
 
     stats = calibrate(pipe, recipe, layers)
-    calibrate_s = fastest(repeats, lambda: calibrate(pipe, recipe, layers))
-    pipeline_s = fastest(repeats, lambda: calibrate(pipe, recipe, []))
-    floor_s = fastest(repeats, floor)
+    best = fastest_interleaved(
+        repeats,
+        floor=floor,
+        pipeline=lambda: calibrate(pipe, recipe, []),
+        calibrate=lambda: calibrate(pipe, recipe, layers),
+    )
+    calibrate_s, pipeline_s, floor_s = (best[name]["cpu"] for name in ("calibrate", "pipeline", "floor"))
     return {
         "architecture": architecture,
         "pipeline": type(pipe).__name__,
@@ -112,6 +128,7 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
         "calibrate_s": calibrate_s,
         "pipeline_s": pipeline_s,
         "floor_s": floor_s,
+        "wall_s": {name: best[name]["wall"] for name in best},
         "overhead_vs_floor": calibrate_s / floor_s - 1,
         "hooks_overhead_vs_pipeline": calibrate_s / pipeline_s - 1,
     }
