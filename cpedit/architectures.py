@@ -133,8 +133,10 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         streams=("image",),
         text_encoders=("text_encoder",),
         # Resolution binning only resizes the decoded image; calibration never decodes and
-        # runs at the recipe's (or the native) size exactly.
-        call_kwargs={"use_resolution_binning": False},
+        # runs at the recipe's (or the native) size exactly. Caption cleaning depends on
+        # optional packages (beautifulsoup4, ftfy) being installed: off, so the prompts are
+        # encoded exactly as the recipe writes them, whatever is installed.
+        call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
 )
 
