@@ -317,8 +317,8 @@ def build_report(
         "compute": {
             "device": str(execution_device(pipe) if pipe is not None else parameter.device),
             "dtype": str(parameter.dtype).removeprefix("torch."),
-            "offload": getattr(denoiser, "_hf_hook", None) is not None,
         },
+        "offload": getattr(denoiser, "_hf_hook", None) is not None,
         "concepts": [
             {
                 "name": s.recipe.name,
