@@ -150,7 +150,8 @@ class SupportInfo:
     Attributes:
         supported: True when ``cpedit prune`` can edit it.
         architecture: The family's short name (``sd``, ``sdxl``, ``sd3``, ``flux``,
-            ``pixart``), or ``unknown``.
+            ``pixart``; also for an unsupported pipeline of a known family, such as
+            ``StableDiffusionXLImg2ImgPipeline``), or ``unknown``.
         how: One line on what cpedit does with it (denoiser, FFN layers, guidance, streams).
         missing: When unsupported, what is missing, in words; else None.
     """
@@ -192,7 +193,7 @@ def describe_support(pipeline_class: str, denoiser: nn.Module | None = None) -> 
         )
         return SupportInfo(
             supported=False,
-            architecture="unknown",
+            architecture=family[0].name if family else "unknown",
             how="",
             missing=f"{why}; supported pipelines: {_supported_list()}",
         )

@@ -220,7 +220,8 @@ def test_describe_support_unknown_and_related() -> None:
     assert "no cpedit architecture spec for KandinskyV22Pipeline" in unknown.missing
     assert "FluxPipeline" in unknown.missing  # the message lists what is supported
     img2img = describe_support("StableDiffusionXLImg2ImgPipeline")
-    assert not img2img.supported and "sdxl family" in img2img.missing and "text-to-image" in img2img.missing
+    assert not img2img.supported and img2img.architecture == "sdxl"
+    assert "sdxl family" in img2img.missing and "text-to-image" in img2img.missing
 
 
 def test_describe_support_counts_ffn_layers(tiny_sd_path: Path) -> None:
