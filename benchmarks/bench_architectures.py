@@ -13,8 +13,8 @@ architecture runs the same image size), in one process:
    (same batch, tau calls, no hooks, no pipeline).
 
 Each is timed ``--repeats`` times after a warm-up, the three taking turns, and the
-fastest run of each is kept, in process CPU time (robust to other jobs on a shared
-machine; wall times are recorded too). Overheads
+fastest run of each is kept, in user CPU time (robust to other jobs on a shared
+machine and to page-fault noise; wall and system times are recorded too). Overheads
 are calibrate / floor - 1 (everything cpedit adds, pipeline included) and calibrate /
 pipeline - 1 (the statistics hooks alone). Example:
 
@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -46,24 +47,27 @@ from cpedit.testing import ARCHITECTURES, build_random_components  # noqa: E402
 
 
 def fastest_interleaved(repeats: int, **runs: Any) -> dict[str, dict[str, float]]:
-    """Minimum wall time and minimum process CPU time of each run, the runs taking turns in every round.
+    """Minimum wall, user-CPU and system-CPU time of each run, the runs taking turns in every round.
 
     Taking turns (after one warm-up round) spreads any background load on a shared machine
-    evenly over the runs being compared. CPU time (``time.process_time``) counts only this
-    process's work, so it is less disturbed by other jobs than wall time; with one
-    thread it equals the wall time on an idle machine.
+    evenly over the runs being compared. User CPU time counts only this process's own
+    computation: it is barely disturbed by other jobs, and it leaves out the system time of
+    page faults, which glibc's malloc makes vary by up to 15% between identical runs (it
+    maps and unmaps large buffers depending on the allocation history). With one thread it
+    is the compute time.
     """
     for fn in runs.values():
         fn()
-    wall: dict[str, list[float]] = {name: [] for name in runs}
-    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "user": [], "sys": []} for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             fn()
-            cpu[name].append(time.process_time() - start_cpu)
-            wall[name].append(time.perf_counter() - start)
-    return {name: {"wall": min(wall[name]), "cpu": min(cpu[name])} for name in runs}
+            wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+            samples[name]["wall"].append(wall)
+            samples[name]["user"].append(after.ru_utime - before.ru_utime)
+            samples[name]["sys"].append(after.ru_stime - before.ru_stime)
+    return {name: {kind: min(values) for kind, values in kinds.items()} for name, kinds in samples.items()}
 
 
 def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[tuple, dict]]:
@@ -116,7 +120,7 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
         pipeline=lambda: calibrate(pipe, recipe, []),
         calibrate=lambda: calibrate(pipe, recipe, layers),
     )
-    calibrate_s, pipeline_s, floor_s = (best[name]["cpu"] for name in ("calibrate", "pipeline", "floor"))
+    calibrate_s, pipeline_s, floor_s = (best[name]["user"] for name in ("calibrate", "pipeline", "floor"))
     return {
         "architecture": architecture,
         "pipeline": type(pipe).__name__,
@@ -129,6 +133,7 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
         "pipeline_s": pipeline_s,
         "floor_s": floor_s,
         "wall_s": {name: best[name]["wall"] for name in best},
+        "sys_s": {name: best[name]["sys"] for name in best},
         "overhead_vs_floor": calibrate_s / floor_s - 1,
         "hooks_overhead_vs_pipeline": calibrate_s / pipeline_s - 1,
     }
