@@ -349,7 +349,11 @@ def _batch_reporter(
             on_progress,
             ProgressEvent(
                 stage="calibrate",
-                message=f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}",
+                message=(
+                    f"{recipe.name}: batch {batch}/{batches}, text encoders"
+                    if is_text_target(recipe)
+                    else f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}"
+                ),
                 concept=recipe.name,
                 batch=batch,
                 batches=batches,

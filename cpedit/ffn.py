@@ -3,7 +3,9 @@
 The "neurons" of the paper are the input features of each FFN's output projection
 (``ff.net.2`` in Stable Diffusion). They are found by module type, a diffusers
 ``FeedForward`` and the last ``nn.Linear`` inside it, never by hard-coded names, so any
-denoiser built from diffusers' feed-forward blocks works.
+denoiser built from diffusers' feed-forward blocks works. :class:`FFNLayer` also describes
+the other hook targets (FFN input projections, attention key/value projections, text
+encoder MLPs); :mod:`cpedit.architectures` finds them per architecture.
 """
 
 from __future__ import annotations
