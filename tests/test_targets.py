@@ -10,6 +10,7 @@ are handled: each is calibrated on its own layers and the union is taken per lay
 from __future__ import annotations
 
 import filecmp
+import json
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,33 @@ def test_bf16_alias() -> None:
     assert resolve_dtype("fp16", torch.device("cpu")) is torch.float16
     with pytest.raises(CpeditError, match="bf16"):
         resolve_dtype("half", torch.device("cpu"))
+
+
+def test_cli_text_ffn_summary_and_compare_restore_the_base_text_encoder(
+    tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    import cpedit.sampling as sampling
+
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path, **target_settings("text-ffn", preview=("a cat",)))
+    result = CliRunner().invoke(cli, ["prune", str(tiny_sd_path), "-r", str(recipe), "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "% of the text_encoder)" in text  # the pruned fraction is of the edited component
+    report = json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))
+    assert report["concepts"][0]["target"] == "text-ffn" and report["edited_components"] == ["text_encoder"]
+
+    masks = load_positions(out / "conceptprune" / "pruned.safetensors")
+    key = next(k for k, m in masks.items() if bool(m.any()))
+    weight = key.removeprefix("text_encoder/") + ".weight"
+    seen: list[tuple[str, int]] = []
+
+    def fake_generate(pipe, prompts, settings, *, label, on_progress=None):  # noqa: ANN001, ANN202
+        seen.append((label, int((pipe.text_encoder.state_dict()[weight] == 0).sum())))
+        return [Image.new("RGB", (8, 8))] * len(prompts)
+
+    monkeypatch.setattr(sampling, "generate", fake_generate)
+    sampling.compare_samples(str(out), settings=sampling.SampleSettings(steps=2), device="cpu")
+    assert seen == [("pruned", int(masks[key].sum())), ("base", 0)]
