@@ -5,6 +5,7 @@ The public API is :func:`prune`; recipes are loaded with :func:`load_recipe`.
 """
 
 from cpedit.api import PruneResult, prune
+from cpedit.architectures import SupportInfo, describe_support
 from cpedit.errors import (
     CpeditError,
     ModelLoadError,
@@ -28,7 +29,9 @@ __all__ = [
     "PruneResult",
     "Recipe",
     "RecipeError",
+    "SupportInfo",
     "UnsupportedModelError",
+    "describe_support",
     "load_recipe",
     "parse_recipe",
     "prune",

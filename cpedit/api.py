@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import threading
@@ -26,10 +27,11 @@ from typing import Any
 
 import torch
 
-from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits
-from cpedit.errors import CpeditError, PruneCancelled
-from cpedit.ffn import FFNLayer, get_denoiser, require_ffn_layers
-from cpedit.loading import ModelSource, open_pipeline
+from cpedit.architectures import find_target_layers, require_support
+from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits, is_text_target
+from cpedit.errors import CpeditError, PruneCancelled, UnsupportedModelError
+from cpedit.ffn import FFNLayer, execution_device, get_denoiser
+from cpedit.loading import ModelSource, check_offload, open_pipeline
 from cpedit.output import (
     atomic_folder,
     check_not_inside,
@@ -41,7 +43,7 @@ from cpedit.output import (
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import SLUG, Recipe, resolve_recipe
 from cpedit.sampling import SampleSettings, render_preview
-from cpedit.selection import count_pruned, skilled_weights, union
+from cpedit.selection import count_pruned, layer_mask, union
 
 REPORT_VERSION = 1
 
@@ -52,8 +54,10 @@ class PruneResult:
 
     Attributes:
         pipeline: The pruned pipeline, still in memory (on the compute device).
-        masks: The pruned weights: per FFN layer name, a bool CPU tensor (True = zeroed);
-            the union over all recipes.
+        masks: The pruned weights: per hooked layer (its :attr:`~cpedit.ffn.FFNLayer.key`:
+            the module name for denoiser layers, ``component/name`` for text encoder
+            layers), a bool CPU tensor shaped like the whole weight (True = zeroed); the
+            union over all recipes.
         concept_masks: The same, per recipe name, before the union.
         report: The run report (also written to ``OUT/conceptprune/report.json``).
         output: The output folder, or None when ``out`` was not given.
@@ -76,6 +80,7 @@ def prune(
     dtype: str | None = None,
     batch_size: int | None = None,
     overwrite: bool = False,
+    offload: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     preview: bool = False,
@@ -85,6 +90,8 @@ def prune(
 
     Every recipe is validated before the model loads. Each recipe is calibrated once on
     the unpruned model; the union of their skilled sets is pruned (multi-concept erasure).
+    Recipes may use different hook targets (``prune.target``) or streams: each is
+    calibrated on its own layers, and the union is taken per layer.
 
     Args:
         model: A Hub id, a local diffusers pipeline folder, or an already loaded pipeline
@@ -97,6 +104,9 @@ def prune(
         dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
         batch_size: Prompts per calibration batch; None picks the largest that fits.
         overwrite: Replace ``out`` if it exists.
+        offload: Model CPU offload (``enable_model_cpu_offload``): components wait in host
+            memory and move to the GPU one at a time, so large models (FLUX) calibrate on a
+            small GPU. CUDA only; refused elsewhere.
         on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` per step.
         cancel: Set it (from another thread) to stop at the next denoiser call, or before
             saving; nothing is written.
@@ -114,7 +124,8 @@ def prune(
             base model), or a recipe's tau exceeds the scheduler's denoiser calls.
         RecipeError: A recipe is invalid (raised before loading the model).
         ModelLoadError: The model cannot be found or loaded.
-        UnsupportedModelError: The model has no FFN blocks.
+        UnsupportedModelError: The pipeline class is not supported (the message names what
+            is missing), or it has no layers of a recipe's target.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         PruneCancelled: ``cancel`` was set.
     """
@@ -123,8 +134,12 @@ def prune(
     _check_recipes(loaded)
     check_batch_size(batch_size)
     in_memory = not isinstance(model, (str, os.PathLike))
-    if in_memory and (device != "auto" or dtype is not None or revision is not None):
-        raise CpeditError("device, dtype and revision apply when cpedit loads the model; move the pipeline yourself")
+    if in_memory and (device != "auto" or dtype is not None or revision is not None or offload):
+        raise CpeditError(
+            "device, dtype, revision and offload apply when cpedit loads the model; move the pipeline yourself"
+        )
+    if offload:
+        check_offload(device)
     if preview:
         _check_preview(loaded, out=out, in_memory=in_memory)
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
@@ -137,16 +152,34 @@ def prune(
     if in_memory:
         pipe = model
     else:
-        source, pipe = open_pipeline(model, revision=revision, device=device, dtype=dtype)
-    layers = require_ffn_layers(pipe)
+        source, pipe = open_pipeline(model, revision=revision, device=device, dtype=dtype, offload=offload)
+    spec = require_support(pipe)
     denoiser = get_denoiser(pipe)
+    recipe_layers: dict[str, list[FFNLayer]] = {}
     for recipe in loaded:  # every recipe, before the first one spends time calibrating
+        found = find_target_layers(pipe, spec, target=recipe.prune.target, stream=recipe.prune.stream)
+        if not found:
+            raise UnsupportedModelError(
+                f"{recipe.source}: {type(pipe).__name__} has no layers for prune.target = {recipe.prune.target} "
+                f"(stream {recipe.prune.stream})"
+            )
+        recipe_layers[recipe.name] = found
         check_calibration_fits(pipe, recipe)
+    layers = list({layer.key: layer for found in recipe_layers.values() for layer in found}.values())
     timings = {"load": time.perf_counter() - started}
 
     stats: list[ConceptStats] = []
     for recipe in loaded:
-        stats.append(calibrate(pipe, recipe, layers, batch_size=batch_size, on_progress=on_progress, cancel=cancel))
+        stats.append(
+            calibrate(
+                pipe,
+                recipe,
+                recipe_layers[recipe.name],
+                batch_size=batch_size,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+        )
     timings["calibrate"] = sum(s.seconds for s in stats)
 
     mark = time.perf_counter()
@@ -156,9 +189,12 @@ def prune(
             on_progress,
             ProgressEvent(stage="score", message=f"scoring {concept.recipe.name}", concept=concept.recipe.name),
         )
+        settings = concept.recipe.prune
+        if is_text_target(concept.recipe):
+            settings = dataclasses.replace(settings, timesteps=1)  # one forward per prompt: one "timestep"
         concept_masks[concept.recipe.name] = {
-            layer.name: skilled_weights(layer.module.weight, concept.sums[layer.name], concept.recipe.prune).cpu()
-            for layer in layers
+            layer.key: layer_mask(layer, concept.sums[layer.key], settings).cpu()
+            for layer in recipe_layers[concept.recipe.name]
         }
         concept.sums = {}  # free the accumulators as soon as they are scored
     masks = union(list(concept_masks.values()))
@@ -176,6 +212,8 @@ def prune(
         concept_masks=concept_masks,
         stats=stats,
         timings=timings,
+        pipe=pipe,
+        recipe_layers=recipe_layers,
     )
     if out_path is not None:
         if cancel is not None and cancel.is_set():
@@ -185,7 +223,10 @@ def prune(
         with atomic_folder(out_path, overwrite=overwrite) as tmp:
             if source is not None:
                 report["skipped_files"] = copy_pipeline_folder(source.path, tmp)  # written below, with the record
-                zero_weights_in_files(tmp / component, masks)
+                for edited in report["edited_components"]:
+                    zero_weights_in_files(
+                        tmp / edited, {layer.name: masks[layer.key] for layer in layers if layer.component == edited}
+                    )
             else:
                 pipe.save_pretrained(tmp, safe_serialization=True)
             timings["save"] = time.perf_counter() - mark
@@ -205,7 +246,7 @@ def apply_masks(layers: Sequence[FFNLayer], masks: dict[str, torch.Tensor]) -> N
     """Zero the masked weights of the layers in place (on their device)."""
     with torch.no_grad():
         for layer in layers:
-            mask = masks.get(layer.name)
+            mask = masks.get(layer.key)
             if mask is not None and bool(mask.any()):
                 layer.module.weight[mask.to(layer.module.weight.device)] = 0
 
@@ -261,13 +302,26 @@ def build_report(
     concept_masks: dict[str, dict[str, torch.Tensor]],
     stats: Sequence[ConceptStats],
     timings: dict[str, float],
+    pipe: Any = None,
+    recipe_layers: dict[str, list[FFNLayer]] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready run report (``conceptprune/report.json``).
 
     ``timings`` is referenced, not copied, so times filled in later (save, total) appear.
+    ``totals.pruned_fraction`` is relative to the weights of the components edited (the
+    denoiser, and the text encoders for ``text-ffn``); ``ffn_weights`` counts the hooked
+    layers' weights.
     """
     unet_weights = sum(p.numel() for p in denoiser.parameters())
     ffn_weights = sum(layer.module.weight.numel() for layer in layers)
+    edited = list(dict.fromkeys(layer.component for layer in layers))
+    edited_weights = 0
+    for name in edited:
+        module = denoiser if name == component or pipe is None else getattr(pipe, name)
+        edited_weights += sum(p.numel() for p in module.parameters())
+    targets = {
+        layer.key: s.recipe.prune.target for s in stats for layer in (recipe_layers or {}).get(s.recipe.name, [])
+    }
     pruned = count_pruned(masks)
     parameter = next(denoiser.parameters())
     return {
@@ -281,7 +335,13 @@ def build_report(
             "commit": source.commit if source is not None else None,
         },
         "denoiser": {"component": component, "class": type(denoiser).__name__},
-        "compute": {"device": str(parameter.device), "dtype": str(parameter.dtype).removeprefix("torch.")},
+        "pipeline": type(pipe).__name__ if pipe is not None else None,
+        "edited_components": edited,
+        "compute": {
+            "device": str(execution_device(pipe) if pipe is not None else parameter.device),
+            "dtype": str(parameter.dtype).removeprefix("torch."),
+        },
+        "offload": getattr(denoiser, "_hf_hook", None) is not None,
         "concepts": [
             {
                 "name": s.recipe.name,
@@ -292,6 +352,13 @@ def build_report(
                 "skill_ratio": s.recipe.prune.skill_ratio,
                 "timesteps": s.recipe.prune.timesteps,
                 "select_ratio": s.recipe.prune.select_ratio,
+                "target": s.recipe.prune.target,
+                "stream": s.recipe.prune.stream,
+                **(
+                    {"timesteps_note": "ignored: text-ffn runs one text-encoder forward per prompt, no timesteps"}
+                    if is_text_target(s.recipe)
+                    else {}
+                ),
                 "steps": s.recipe.sampling.steps,
                 "guidance_scale": s.recipe.sampling.guidance_scale,
                 "seed": s.recipe.sampling.seed,
@@ -299,18 +366,28 @@ def build_report(
                 "batches": s.batches,
                 "unet_calls": s.unet_calls,
                 "calibrate_seconds": round(s.seconds, 3),
+                "accumulator_bytes": s.accumulator_bytes,
                 "pruned_weights": count_pruned(concept_masks[s.recipe.name]),
             }
             for s in stats
         ],
         "layers": [
-            {"name": layer.name, "shape": list(layer.shape), "pruned": int(masks[layer.name].sum())} for layer in layers
+            {
+                "name": layer.key,
+                "shape": list(layer.shape),
+                "pruned": int(masks[layer.key].sum()),
+                "component": layer.component,
+                "target": targets.get(layer.key, "ffn"),
+                **({"columns": list(layer.columns)} if layer.columns is not None else {}),
+            }
+            for layer in layers
         ],
         "totals": {
             "pruned_weights": pruned,
             "ffn_weights": ffn_weights,
             "unet_weights": unet_weights,
-            "pruned_fraction": pruned / unet_weights,
+            "edited_weights": edited_weights,
+            "pruned_fraction": pruned / edited_weights,
             "pruned_fraction_of_ffn": pruned / ffn_weights,
         },
         "unet_calls": sum(s.unet_calls for s in stats),

@@ -14,6 +14,16 @@ the device with no host copy.
 Every prompt gets its own generator seeded with the recipe's seed, so each one draws
 exactly the random numbers (initial noise, and any per-step noise of stochastic
 schedulers) that the paper's ``torch.manual_seed(seed)`` before each prompt gives it.
+
+Batch layout: prompts are laid out (target, base, target, base, ...). With classifier-free
+guidance the pipeline stacks the denoiser batch as [uncond; cond], each half in prompt
+order, and both halves count for their prompt's group, as in the paper. A
+guidance-distilled pipeline (FLUX) has no unconditional half: the denoiser batch is the
+prompts themselves; the group of each item follows from the batch size either way.
+
+The ``text-ffn`` target hooks the text encoders instead: the pipeline runs with guidance
+off (so only the prompts themselves are encoded, one forward each) and is stopped just
+before its first denoiser call; the statistics form a single "timestep".
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import torch
 
 from cpedit import kernels
 from cpedit.errors import CpeditError, PruneCancelled, UnsupportedModelError
-from cpedit.ffn import FFNLayer, get_denoiser
+from cpedit.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes import Recipe
 
@@ -51,10 +61,14 @@ class ConceptStats:
             compute device: for call t and group g (:data:`TARGET` or :data:`BASE`),
             the sum over all rows of the squared row-normalised input, per column.
             Its square root is the paper's ``norm_j``.
-        unet_calls: Denoiser calls made (tau per batch).
+            Keyed by :attr:`cpedit.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (one
+            forward per prompt).
+        unet_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
         batch_size: Prompts per batch actually used.
         batches: Number of batches run.
         seconds: Wall time of the calibration.
+        accumulator_bytes: Size of the statistics buffers on the device (totals plus one
+            batch's sums), the calibration's only memory beyond the pipeline's own.
     """
 
     recipe: Recipe
@@ -63,6 +77,7 @@ class ConceptStats:
     batch_size: int
     batches: int
     seconds: float
+    accumulator_bytes: int = 0
 
 
 class _StopAfterTau(Exception):
@@ -104,13 +119,24 @@ def denoiser_calls(pipe: Any, steps: int) -> int:
     PNDM with ``skip_prk_steps`` makes steps + 1; most schedulers make ``steps``.
     """
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps)
+    kwargs: dict[str, Any] = {}
+    if (
+        getattr(scheduler.config, "use_dynamic_shifting", False)
+        and "mu" in inspect.signature(scheduler.set_timesteps).parameters
+    ):
+        kwargs["mu"] = 1.0  # resolution-dependent shift (FLUX, SD3.5): changes the values, not the count
+    scheduler.set_timesteps(steps, **kwargs)
     return len(scheduler.timesteps)
+
+
+def is_text_target(recipe: Recipe) -> bool:
+    """Whether the recipe hooks the text encoders (no timesteps; tau is ignored)."""
+    return recipe.prune.target == "text-ffn"
 
 
 def native_size(pipe: Any) -> tuple[int, int]:
     """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
-    sample_size = get_denoiser(pipe).config.sample_size
+    sample_size = getattr(pipe, "default_sample_size", None) or get_denoiser(pipe).config.sample_size
     h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
 
@@ -130,6 +156,8 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
             f"{type(pipe).__name__} is not a text-to-image pipeline cpedit can calibrate "
             f"(its __call__ has no {', '.join(missing)} argument)"
         )
+    if is_text_target(recipe):
+        return  # one text-encoder forward per prompt: no denoiser calls are needed
     available = denoiser_calls(pipe, recipe.sampling.steps)
     if recipe.prune.timesteps > available:
         raise CpeditError(
@@ -196,7 +224,7 @@ def calibrate(
     Args:
         pipe: A loaded text-to-image pipeline (already on its device).
         recipe: The concept's prompts and settings.
-        layers: The FFN output projections to hook (see :func:`cpedit.ffn.find_ffn_output_layers`).
+        layers: The layers to hook (see :func:`cpedit.architectures.find_target_layers`).
         batch_size: Prompts per pipeline call, rounded down to an even number so that
             each target prompt shares its batch with its base prompt; ``None`` picks the
             largest that fits memory.
@@ -208,19 +236,25 @@ def calibrate(
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
         PruneCancelled: ``cancel`` was set.
     """
+    from cpedit.architectures import spec_for_pipeline
+
     started = time.perf_counter()
     settings = recipe.sampling
-    tau = recipe.prune.timesteps
+    text = is_text_target(recipe)
+    tau = 1 if text else recipe.prune.timesteps
     check_calibration_fits(pipe, recipe)
     denoiser = get_denoiser(pipe)
-    device = denoiser.device
+    device = execution_device(pipe)
+    spec = spec_for_pipeline(pipe)
+    call_kwargs = dict(spec.call_kwargs) if spec is not None else {}
     height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
 
     # Each target travels with its base: a pair always shares a batch (and so the exact
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
     prompts = [prompt for pair in recipe.pairs() for prompt in pair]
     groups = [TARGET, BASE] * len(recipe.targets)
-    guidance = settings.guidance_scale > 1.0
+    guidance_scale = 1.0 if text else settings.guidance_scale  # text-ffn: encode the prompts only, no CFG
+    guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
     automatic = batch_size is None
     size = batch_size or auto_batch_size(
         pipe, prompts=len(prompts), height=height, width=width, device=device, guidance=guidance
@@ -228,10 +262,14 @@ def calibrate(
     check_batch_size(size)
     size = max(1, size - size % 2)
 
-    totals = {layer.name: torch.zeros(tau, 2, layer.module.in_features, device=device) for layer in layers}
-    state = _CallState(tau=tau)
-    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.name)) for layer in layers]
-    handles.append(denoiser.register_forward_hook(state.denoiser_hook))
+    totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
+    accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
+    state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
+    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns)) for layer in layers]
+    if text:
+        handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
+    else:
+        handles.append(denoiser.register_forward_hook(state.denoiser_hook))
     position, batch_number, calls = 0, 0, 0
     try:
         while position < len(prompts):
@@ -240,7 +278,9 @@ def calibrate(
             state.begin_batch(
                 sums={name: torch.zeros_like(t) for name, t in totals.items()},
                 groups=torch.tensor(groups[position : position + size], device=device),
-                report=_batch_reporter(recipe, on_progress, cancel, batch_number + 1, batches, tau, calls),
+                report=_batch_reporter(
+                    recipe, on_progress, cancel, batch_number + 1, batches, tau, calls, accumulator_bytes
+                ),
             )
             state.report(0)  # the batch starts: lets a front end show it before the first call ends
             try:
@@ -249,10 +289,11 @@ def calibrate(
                     height=height,
                     width=width,
                     num_inference_steps=settings.steps,
-                    guidance_scale=settings.guidance_scale,
+                    guidance_scale=guidance_scale,
                     generator=[_seeded(settings.seed, device) for _ in batch],
                     output_type="latent",
                     return_dict=False,
+                    **call_kwargs,
                 )
             except _StopAfterTau:
                 pass
@@ -263,13 +304,15 @@ def calibrate(
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            if state.calls != tau:
+            if text and not state.reached_denoiser:
+                raise CpeditError(f"{type(pipe).__name__} returned without calling its denoiser")
+            if not text and state.calls != tau:
                 raise CpeditError(
                     f"{type(pipe).__name__} made {state.calls} denoiser calls instead of at least tau = {tau}"
                 )
             for name, sums in state.sums.items():
                 totals[name] += sums
-            calls += tau
+            calls += 0 if text else tau
             position += len(batch)
             batch_number += 1
     finally:
@@ -285,6 +328,7 @@ def calibrate(
         batch_size=size,
         batches=batch_number,
         seconds=time.perf_counter() - started,
+        accumulator_bytes=accumulator_bytes,
     )
 
 
@@ -296,6 +340,7 @@ def _batch_reporter(
     batches: int,
     tau: int,
     calls_before: int,
+    accumulator_bytes: int,
 ) -> Callable[[int], None]:
     def report(timestep: int) -> None:
         if cancel is not None and cancel.is_set():
@@ -304,7 +349,11 @@ def _batch_reporter(
             on_progress,
             ProgressEvent(
                 stage="calibrate",
-                message=f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}",
+                message=(
+                    f"{recipe.name}: batch {batch}/{batches}, text encoders"
+                    if is_text_target(recipe)
+                    else f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}"
+                ),
                 concept=recipe.name,
                 batch=batch,
                 batches=batches,
@@ -312,6 +361,7 @@ def _batch_reporter(
                 timesteps=tau,
                 completed=calls_before + timestep,
                 total=batches * tau,
+                accumulator_bytes=accumulator_bytes,
             ),
         )
 
@@ -321,9 +371,11 @@ def _batch_reporter(
 class _CallState:
     """Shared state of the hooks during one pipeline call (one prompt batch)."""
 
-    def __init__(self, *, tau: int) -> None:
+    def __init__(self, *, tau: int, accumulator_bytes: int = 0) -> None:
         self.tau = tau
+        self.accumulator_bytes = accumulator_bytes
         self.calls = 0
+        self.reached_denoiser = False
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
@@ -333,6 +385,7 @@ class _CallState:
         self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Callable[[int], None]
     ) -> None:
         self.calls = 0
+        self.reached_denoiser = False
         self.sums = sums
         self._groups = groups
         self._expanded = {}
@@ -349,12 +402,20 @@ class _CallState:
             self._expanded[rows] = index
         return index
 
-    def ffn_hook(self, name: str) -> Any:
+    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
+            if columns is not None:
+                x = x[..., columns[0] : columns[1]]
             accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
 
         return hook
+
+    def stop_before_denoiser(self, module: torch.nn.Module, args: Any) -> None:
+        """``text-ffn``: the prompts are encoded; leave before the first denoiser call computes anything."""
+        self.reached_denoiser = True
+        self.report(1)
+        raise _StopAfterTau
 
     def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self.calls += 1

@@ -8,6 +8,7 @@ weights changed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
@@ -27,6 +28,8 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
+DTYPE_ALIASES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+"""Short dtype names accepted wherever a dtype name is (``--dtype bf16``)."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,30 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     try:
-        return DTYPES[dtype]
+        return DTYPES[DTYPE_ALIASES.get(dtype, dtype)]
     except KeyError:
-        raise CpeditError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
+        raise CpeditError(f"unknown dtype {dtype!r}; use one of {', '.join([*DTYPES, *DTYPE_ALIASES])}") from None
+
+
+def check_offload(device: str) -> torch.device:
+    """Check that model CPU offload can be used with ``device`` (a CUDA GPU), before anything loads.
+
+    Offload keeps components in host memory and moves each to the GPU only while it runs;
+    on the CPU everything already lives in host memory, so asking for it there is a
+    mistake worth stopping on rather than a silent no-op.
+
+    Raises:
+        CpeditError: ``device`` is not a CUDA GPU, or accelerate is missing.
+    """
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        raise CpeditError(
+            f"--offload (model CPU offload) moves components between host memory and a CUDA GPU, but the device "
+            f"is {resolved.type}; on the CPU the model already lives in host memory: drop --offload"
+        )
+    if importlib.util.find_spec("accelerate") is None:
+        raise CpeditError("--offload needs the accelerate package: pip install accelerate")
+    return resolved
 
 
 def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None) -> ModelSource:
@@ -200,7 +224,12 @@ def torch_dtype_accepted() -> Iterator[None]:
 
 
 def load_pipeline(
-    source: ModelSource, *, device: torch.device, dtype: torch.dtype, safety_checker: bool = False
+    source: ModelSource,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    safety_checker: bool = False,
+    offload: bool = False,
 ) -> Any:
     """Load a pipeline from its local folder: safetensors only, no remote code.
 
@@ -211,6 +240,8 @@ def load_pipeline(
         safety_checker: Load the model's safety checker, if it has one. Calibration never
             decodes images, so pruning leaves it out (its files are still copied to the
             output unchanged); sampling keeps it unless asked not to.
+        offload: Model CPU offload onto ``device`` (a CUDA GPU) instead of moving the
+            whole pipeline there.
 
     Raises:
         ModelLoadError: The folder cannot be loaded as a diffusers pipeline.
@@ -234,7 +265,10 @@ def load_pipeline(
             )
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
-    pipe.to(device)
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -246,6 +280,7 @@ def open_pipeline(
     device: str = "auto",
     dtype: str | None = None,
     safety_checker: bool = False,
+    offload: bool = False,
 ) -> tuple[ModelSource, Any]:
     """Resolve, download if needed, and load a pipeline in one call.
 
@@ -255,6 +290,7 @@ def open_pipeline(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
         safety_checker: Load the model's safety checker (see :func:`load_pipeline`).
+        offload: Model CPU offload onto the (CUDA) device (see :func:`check_offload`).
 
     Returns:
         The model's source and the loaded pipeline (on the device, progress bars off).
@@ -263,7 +299,10 @@ def open_pipeline(
         CpeditError: Bad device or dtype.
         ModelLoadError: The model cannot be found or loaded.
     """
-    compute_device = resolve_device(device)
+    compute_device = check_offload(device) if offload else resolve_device(device)
     compute_dtype = resolve_dtype(dtype, compute_device)
     source = resolve_source(model, revision=revision)
-    return source, load_pipeline(source, device=compute_device, dtype=compute_dtype, safety_checker=safety_checker)
+    pipe = load_pipeline(
+        source, device=compute_device, dtype=compute_dtype, safety_checker=safety_checker, offload=offload
+    )
+    return source, pipe

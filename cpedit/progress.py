@@ -30,6 +30,8 @@ class ProgressEvent:
         timesteps: tau, the denoiser calls each batch makes.
         completed: Denoiser calls finished for this concept so far.
         total: Denoiser calls this concept needs in all (batches * timesteps).
+        accumulator_bytes: During calibration, the size of the statistics buffers on the
+            compute device (the running totals and one batch's sums).
     """
 
     stage: Stage
@@ -41,6 +43,7 @@ class ProgressEvent:
     timesteps: int | None = None
     completed: int | None = None
     total: int | None = None
+    accumulator_bytes: int | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

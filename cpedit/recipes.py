@@ -31,6 +31,15 @@ from cpedit.errors import RecipeError
 FORMAT_VERSION = 1
 KINDS = ("style", "object", "colour", "nudity", "gender", "memorization", "custom")
 SUBJECT_PLACEHOLDER = "subject"
+TARGETS = ("ffn", "ffn-in", "attn-key", "attn-value", "text-ffn")
+"""Hook targets (``prune.target``): the layers whose input statistics score their weights.
+
+``ffn`` (default, the paper's): FFN output projections; ``ffn-in``: FFN input projections;
+``attn-key`` / ``attn-value``: the key / value projections reading the text (cross-attention);
+``text-ffn``: the text encoders' MLP output layers (one forward per prompt; tau is ignored).
+"""
+STREAMS = ("image", "text", "both")
+"""Feed-forward streams of MMDiT/FLUX models (``prune.stream``; image is the default)."""
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 """What a recipe name must look like (it is used as a file name)."""
 
@@ -45,6 +54,10 @@ class PruneSettings:
     """tau: only the first tau denoiser calls are used."""
     select_ratio: float = 0.0
     """A weight is skilled if marked at more than select_ratio * tau of the first tau calls."""
+    target: str = "ffn"
+    """Which layers are hooked and pruned (one of :data:`TARGETS`)."""
+    stream: str = "image"
+    """Which feed-forward stream of MMDiT/FLUX blocks (one of :data:`STREAMS`; ffn and ffn-in only)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ class _Problems:
 _SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("cpedit", "name", "concept", "kind", "description", "prompts", "prune", "sampling", "preview"),
     "prompts": ("subjects", "target", "base"),
-    "prune": ("skill_ratio", "timesteps", "select_ratio"),
+    "prune": ("skill_ratio", "timesteps", "select_ratio", "target", "stream"),
     "sampling": ("steps", "guidance_scale", "seed", "height", "width"),
     "preview": ("prompts",),
 }
@@ -401,9 +414,25 @@ def _prune(section: dict[str, Any], problems: _Problems) -> PruneSettings | None
     if select is not None and not 0 <= select < 1:
         problems.add("prune.select_ratio", f"must be in [0, 1), got {select}; 0 keeps a weight marked at any timestep")
         select = None
-    if skill is None or tau is None or select is None:
+    target = section.get("target", d.target)
+    if target not in TARGETS:
+        problems.add("prune.target", f"must be one of {', '.join(TARGETS)}, got {target!r}; the paper's default is ffn")
+        target = None
+    stream = section.get("stream", d.stream)
+    if stream not in STREAMS:
+        problems.add("prune.stream", f"must be one of {', '.join(STREAMS)}, got {stream!r}; the default is image")
+        stream = None
+    elif target is not None and stream != d.stream and target not in ("ffn", "ffn-in"):
+        problems.add(
+            "prune.stream",
+            f"applies to targets ffn and ffn-in only (target is {target}); remove it or change the target",
+        )
+        stream = None
+    if skill is None or tau is None or select is None or target is None or stream is None:
         return None
-    return PruneSettings(skill_ratio=float(skill), timesteps=tau, select_ratio=float(select))
+    return PruneSettings(
+        skill_ratio=float(skill), timesteps=tau, select_ratio=float(select), target=target, stream=stream
+    )
 
 
 def _sampling(section: dict[str, Any], problems: _Problems) -> SamplingSettings | None:

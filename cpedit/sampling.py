@@ -139,8 +139,9 @@ def compare_samples(
 ) -> Image.Image:
     """Render the base model and a cpedit output side by side, with the same seeds.
 
-    The base model is the one recorded in ``EDITED/conceptprune/report.json``; only its
-    denoiser is loaded (everything else is identical by construction).
+    The base model is the one recorded in ``EDITED/conceptprune/report.json``; only the
+    components the run edited (its denoiser, or text encoders) are loaded (everything else is
+    identical by construction).
 
     Args:
         edited: A cpedit output folder.
@@ -169,19 +170,23 @@ def compare_samples(
     _, pipe = loading.open_pipeline(edited, device=device, dtype=dtype, safety_checker=safety_checker)
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress)
 
-    component = report["denoiser"]["component"]
+    # Swap back every component the run edited (the denoiser; the text encoders for text-ffn).
+    components = report.get("edited_components") or [report["denoiser"]["component"]]
     source = loading.resolve_source(
         base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision"))
     )
-    pruned_denoiser = getattr(pipe, component)
-    with loading.torch_dtype_accepted():
-        base_denoiser = (
-            type(pruned_denoiser)
-            .from_pretrained(source.path, subfolder=component, torch_dtype=pruned_denoiser.dtype, use_safetensors=True)
-            .to(pruned_denoiser.device)
-        )
-    setattr(pipe, component, base_denoiser)
-    del pruned_denoiser
+    for component in components:
+        pruned_module = getattr(pipe, component)
+        with loading.torch_dtype_accepted():
+            base_module = (
+                type(pruned_module)
+                .from_pretrained(
+                    source.path, subfolder=component, torch_dtype=pruned_module.dtype, use_safetensors=True
+                )
+                .to(pruned_module.device)
+            )
+        setattr(pipe, component, base_module)
+        del pruned_module
     base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress)
     return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))
 

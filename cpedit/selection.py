@@ -14,6 +14,7 @@ import math
 import torch
 
 from cpedit.calibration import BASE, TARGET
+from cpedit.ffn import FFNLayer
 from cpedit.recipes import PruneSettings
 
 
@@ -26,16 +27,16 @@ def skilled_weights(weight: torch.Tensor, sums: torch.Tensor, settings: PruneSet
         settings: skill_ratio, timesteps (tau) and select_ratio.
 
     Returns:
-        A bool tensor shaped like ``weight`` on its device: True marks a weight to prune.
+        A bool tensor shaped like ``weight`` on the device of ``sums``: True marks a weight to prune.
     """
     tau = settings.timesteps
     out_features, in_features = weight.shape
     k = math.floor(settings.skill_ratio * in_features)
     if k == 0:
-        return torch.zeros(out_features, in_features, dtype=torch.bool, device=weight.device)
-    magnitude = weight.detach().float().abs()
+        return torch.zeros(out_features, in_features, dtype=torch.bool, device=sums.device)
+    magnitude = weight.detach().to(sums.device).float().abs()  # weights may wait on the CPU (model offload)
     norms = sums[:tau].sqrt()
-    counts = torch.zeros(out_features, in_features, dtype=torch.int32, device=weight.device)
+    counts = torch.zeros(out_features, in_features, dtype=torch.int32, device=sums.device)
     for t in range(tau):
         target_scores, columns = (magnitude * norms[t, TARGET]).topk(k, dim=1)
         base_scores = magnitude.gather(1, columns) * norms[t, BASE][columns]
@@ -55,3 +56,18 @@ def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         for name, mask in mask_set.items():
             merged[name] = merged[name] | mask if name in merged else mask.clone()
     return merged
+
+
+def layer_mask(layer: FFNLayer, sums: torch.Tensor, settings: PruneSettings) -> torch.Tensor:
+    """The skilled-weight mask of a hooked layer, shaped like its whole weight.
+
+    For a layer with hooked ``columns`` (a FLUX single-stream ``proj_out``) only those
+    columns are scored; every other weight stays unmarked.
+    """
+    weight = layer.module.weight
+    if layer.columns is None:
+        return skilled_weights(weight, sums, settings)
+    start, stop = layer.columns
+    mask = torch.zeros(tuple(weight.shape), dtype=torch.bool, device=sums.device)
+    mask[:, start:stop] = skilled_weights(weight[:, start:stop], sums, settings)
+    return mask

@@ -25,6 +25,14 @@ Three sizes are provided:
     to initialise the weights directly on the GPU, or ``device="meta"`` to
     check shapes without allocating memory.
 
+Beyond SD 1.x, :func:`build_random_pipeline` builds tiny random-weight pipelines of
+every architecture cpedit supports (``ARCHITECTURES``: SD 1.x, SD 2.x with
+v-prediction at a larger native size, SDXL, SD3, FLUX.1 and PixArt-alpha/sigma), sized
+like the dummy components of diffusers' own pipeline tests. Pipelines that use T5 get
+a small offline T5 tokenizer (a ``tokenizers`` Unigram model wrapped in the
+transformers T5 tokenizer class, see :func:`build_t5_tokenizer`), since no
+sentencepiece model ships offline.
+
 This module deliberately avoids importing anything heavy at import time beyond
 ``torch``; diffusers and transformers are imported inside the builders.
 """
@@ -58,6 +66,11 @@ __all__ = [
     "sd_component_configs",
     "build_random_sd_components",
     "build_random_sd_pipeline",
+    "ArchitectureName",
+    "ARCHITECTURES",
+    "build_t5_tokenizer",
+    "build_random_components",
+    "build_random_pipeline",
 ]
 
 SizeName = Literal["tiny", "small", "sd15"]
@@ -495,5 +508,314 @@ def build_random_sd_pipeline(
     """
     folder = Path(folder)
     pipe = build_random_sd_components(size=size, scheduler=scheduler, seed=seed)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+# --------------------------------------------------------------------------- #
+# Every supported architecture, tiny
+# --------------------------------------------------------------------------- #
+ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
+ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
+"""The architectures :func:`build_random_pipeline` builds."""
+
+_T5_WORDS = (
+    "a an the of in on at with and photo picture painting style headshot portrait cat dog car house chair "
+    "bird horse man woman boy girl child naked nude van gogh monet picasso dali da vinci church beach road "
+    "garden park street tree forest room table bag parachute golf ball truck"
+).split()
+
+
+def build_t5_tokenizer(*, model_max_length: int = 512) -> Any:
+    """A small T5-style tokenizer built offline (no sentencepiece model needed).
+
+    A ``tokenizers`` Unigram model over letters and a few common words, case-sensitive (``<pad>`` = 0,
+    ``</s>`` = 1, ``<unk>`` = 2, an ``</s>`` appended to every sequence, as T5 does),
+    wrapped in transformers' T5 tokenizer class, so pipelines that expect a
+    ``T5TokenizerFast`` save and reload it with ``from_pretrained``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "\u2581": -4.0}
+    for letter in letters:
+        pieces.setdefault(letter, -5.0)
+        pieces.setdefault("\u2581" + letter, -5.0)
+    for word in _T5_WORDS:
+        pieces.setdefault("\u2581" + word, -1.0)
+        pieces.setdefault("\u2581" + word.capitalize(), -1.0)
+    model = Tokenizer(models.Unigram(list(pieces.items()), unk_id=2))
+    # Case-sensitive and split on whitespace, then Metaspace: what transformers' T5 tokenizer
+    # rebuilds when it loads a saved folder, so the reloaded tokenizer is this one.
+    model.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    model.decoder = decoders.Metaspace()
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(
+        tokenizer_object=model,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=model_max_length,
+    )
+
+
+@lru_cache(maxsize=1)
+def _shared_clip_tokenizer() -> Any:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cpedit-clip-tokenizer-") as tmp:
+        return load_clip_tokenizer(write_clip_tokenizer(Path(tmp)))
+
+
+def _clip_tokenizer() -> Any:
+    import copy
+
+    return copy.deepcopy(_shared_clip_tokenizer())
+
+
+def _tiny_clip_config(**overrides: Any) -> Any:
+    """The CLIP text config of diffusers' SDXL/SD3/FLUX tests (hidden 32, 5 layers), with the real vocabulary."""
+    from transformers import CLIPTextConfig
+
+    config: dict[str, Any] = {
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "layer_norm_eps": 1e-5,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 5,
+        "vocab_size": CLIP_VOCAB_SIZE,
+        "max_position_embeddings": CLIP_MAX_LENGTH,
+        "hidden_act": "gelu",
+        "projection_dim": 32,
+    }
+    config.update(overrides)
+    return CLIPTextConfig(**config)
+
+
+def _tiny_t5(tokenizer: Any, d_model: int) -> Any:
+    """A T5 v1.1-style encoder (gated-gelu FFN) as small as diffusers' tiny-random-t5."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=d_model,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def _tiny_flow_vae(latent_channels: int) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int = 0) -> Any:
+    """Build a tiny random-weight pipeline of ``architecture`` in memory (nothing is saved).
+
+    Sizes follow the dummy components of diffusers' pipeline tests; text encoders keep
+    the real CLIP vocabulary (the real tokenizer) and T5 encoders get the tokenizer of
+    :func:`build_t5_tokenizer`.
+
+    Args:
+        architecture: One of :data:`ARCHITECTURES`: ``sd1`` (as :func:`build_random_sd_components`
+            ``size="tiny"``), ``sd2`` (linear projections, GELU text encoder, v-prediction DDIM,
+            a 1.5x larger native size like SD 2's 768 px), ``sdxl`` (two text encoders, added
+            time/text conditioning, Euler), ``sd3`` (MMDiT, two CLIP encoders and a T5, flow
+            matching), ``flux`` (double and single stream blocks, guidance embedding, CLIP and T5,
+            flow matching with dynamic shifting), ``pixart-alpha`` / ``pixart-sigma`` (DiT with
+            GELU feed-forwards, T5, DDIM / DPM-Solver).
+        seed: Seed of the random weights.
+
+    Raises:
+        ValueError: Unknown architecture.
+    """
+    import diffusers as d
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    if architecture == "sd1":
+        return build_random_sd_components(size="tiny", scheduler="pndm", seed=seed)
+    torch.manual_seed(seed)
+    if architecture == "sd2":
+        configs = sd_component_configs("tiny")
+        unet = d.UNet2DConditionModel(
+            **{**configs["unet"], "sample_size": 24, "attention_head_dim": (2, 4), "use_linear_projection": True}
+        )
+        from transformers import CLIPTextConfig
+
+        text_encoder = CLIPTextModel(CLIPTextConfig(**{**configs["text_encoder"], "hidden_act": "gelu"}))
+        scheduler = d.DDIMScheduler(**_SCHEDULER_COMMON, clip_sample=False, prediction_type="v_prediction")
+        pipe = d.StableDiffusionPipeline(
+            vae=d.AutoencoderKL(**configs["vae"]),
+            text_encoder=text_encoder,
+            tokenizer=_clip_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    elif architecture == "sdxl":
+        unet = d.UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+            cross_attention_dim=64,  # 32 + 32: both text encoders' hidden states
+            norm_num_groups=1,
+        )
+        vae = d.AutoencoderKL(**sd_component_configs("tiny")["vae"])
+        scheduler = d.EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+        )
+        pipe = d.StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(_tiny_clip_config()),
+            text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config()),
+            tokenizer=_clip_tokenizer(),
+            tokenizer_2=_clip_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+        )
+    elif architecture == "sd3":
+        t5_tokenizer = build_t5_tokenizer()
+        transformer = d.SD3Transformer2DModel(
+            sample_size=32,
+            patch_size=1,
+            in_channels=4,
+            num_layers=2,  # the last block has no text-stream FFN (context_pre_only); the first has both
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=64,  # the T5 width; the two CLIPs' 32 + 32 are padded to it
+            pooled_projection_dim=64,
+            out_channels=4,
+        )
+        pipe = d.StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=d.FlowMatchEulerDiscreteScheduler(),
+            vae=_tiny_flow_vae(4),
+            text_encoder=CLIPTextModelWithProjection(_tiny_clip_config()),
+            tokenizer=_clip_tokenizer(),
+            text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config()),
+            tokenizer_2=_clip_tokenizer(),
+            text_encoder_3=_tiny_t5(t5_tokenizer, 64),
+            tokenizer_3=t5_tokenizer,
+        )
+    elif architecture == "flux":
+        t5_tokenizer = build_t5_tokenizer()
+        transformer = d.FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+            guidance_embeds=True,  # FLUX.1-dev: guidance-distilled
+        )
+        scheduler = d.FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+        )
+        pipe = d.FluxPipeline(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=_tiny_flow_vae(1),
+            text_encoder=CLIPTextModel(_tiny_clip_config()),
+            tokenizer=_clip_tokenizer(),
+            text_encoder_2=_tiny_t5(t5_tokenizer, 32),
+            tokenizer_2=t5_tokenizer,
+        )
+    elif architecture in ("pixart-alpha", "pixart-sigma"):
+        t5_tokenizer = build_t5_tokenizer()
+        transformer = d.PixArtTransformer2DModel(
+            sample_size=8,
+            num_layers=2,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=3,
+            caption_channels=32,
+            in_channels=4,
+            cross_attention_dim=24,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+        )
+        vae = d.AutoencoderKL(**sd_component_configs("tiny")["vae"])
+        alpha = architecture == "pixart-alpha"
+        cls = d.PixArtAlphaPipeline if alpha else d.PixArtSigmaPipeline
+        scheduler = d.DDIMScheduler() if alpha else d.DPMSolverMultistepScheduler()
+        pipe = cls(
+            tokenizer=t5_tokenizer,
+            text_encoder=_tiny_t5(t5_tokenizer, 32),
+            vae=vae,
+            transformer=transformer,
+            scheduler=scheduler,
+        )
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
+
+
+def build_random_pipeline(folder: Path, *, architecture: ArchitectureName = "sd1", seed: int = 0) -> Path:
+    """Build a tiny random-weight pipeline of ``architecture`` and save it as safetensors.
+
+    The folder loads back with ``DiffusionPipeline.from_pretrained(folder, use_safetensors=True)``.
+
+    Returns:
+        ``folder``.
+    """
+    folder = Path(folder)
+    pipe = build_random_components(architecture, seed=seed)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder

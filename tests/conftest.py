@@ -89,3 +89,19 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_model_path(architecture)``: a tiny random pipeline of that architecture, saved once per session."""
+    from cpedit.testing import build_random_pipeline
+
+    built: dict[str, Path] = {}
+
+    def get(architecture: str) -> Path:
+        if architecture not in built:
+            folder = tmp_path_factory.mktemp(f"tiny_{architecture}")
+            built[architecture] = build_random_pipeline(folder, architecture=architecture, seed=0)
+        return built[architecture]
+
+    return get

@@ -23,8 +23,15 @@ def recipe_text(
     target: str | None = None,
     base: str = "a photo of a {subject}",
     preview: tuple[str, ...] = (),
+    prune_target: str | None = None,
+    stream: str | None = None,
+    size: int | None = None,
 ) -> str:
-    """A small style recipe for the tiny model: non-trivial masks in well under a second."""
+    """A small style recipe for the tiny model: non-trivial masks in well under a second.
+
+    ``prune_target`` / ``stream`` set ``prune.target`` / ``prune.stream``; ``size`` sets
+    ``sampling.height`` and ``width``; all are left out of the text when None.
+    """
     target = target or f"a {{subject}} in the style of {concept}"
     text = (
         "cpedit: 1\n"
@@ -36,8 +43,13 @@ def recipe_text(
         f"  subjects: [{', '.join(subjects)}]\n"
         f'  target: "{target}"\n'
         f'  base: "{base}"\n'
-        f"prune: {{skill_ratio: {skill_ratio}, timesteps: {tau}, select_ratio: {select_ratio}}}\n"
-        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}}}\n"
+        f"prune: {{skill_ratio: {skill_ratio}, timesteps: {tau}, select_ratio: {select_ratio}"
+        + (f", target: {prune_target}" if prune_target is not None else "")
+        + (f", stream: {stream}" if stream is not None else "")
+        + "}\n"
+        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}"
+        + (f", height: {size}, width: {size}" if size is not None else "")
+        + "}\n"
     )
     if preview:
         text += "preview:\n  prompts: [" + ", ".join(f'"{p}"' for p in preview) + "]\n"

@@ -35,6 +35,67 @@ def ffn_output_linears(unet: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return layers
 
 
+def target_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
+    """The linear layers a hook target means in an SD 1.x/2.x pipeline, by the reference note.
+
+    ``ffn``: ``ff.net.2``; ``ffn-in``: ``ff.net.0.proj``; ``attn-key`` / ``attn-value``:
+    the cross-attention ``attn2.to_k`` / ``attn2.to_v``; ``text-ffn``: the CLIP text
+    encoder's ``mlp.fc2`` (keys prefixed ``text_encoder/``).
+    """
+    layers: dict[str, torch.nn.Linear] = {}
+    if target == "ffn":
+        return ffn_output_linears(pipe.unet)
+    if target == "ffn-in":
+        for name, module in pipe.unet.named_modules():
+            if isinstance(module, FeedForward):
+                layers[f"{name}.net.0.proj"] = module.net[0].proj
+        return layers
+    if target in ("attn-key", "attn-value"):
+        for name, module in pipe.unet.named_modules():
+            if name.endswith(".attn2"):
+                attr = "to_k" if target == "attn-key" else "to_v"
+                layers[f"{name}.{attr}"] = getattr(module, attr)
+        return layers
+    if target == "text-ffn":
+        for name, module in pipe.text_encoder.named_modules():
+            if name.endswith(".mlp"):
+                layers[f"text_encoder/{name}.fc2"] = module.fc2
+        return layers
+    raise ValueError(f"unknown target {target}")
+
+
+def _collect_text_sums_of_squares(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear]):
+    """text-ffn: one text-encoder forward per prompt (padded to the tokenizer's max length); sums[0][layer]."""
+    sums: dict[int, dict[str, torch.Tensor]] = {0: {}}
+
+    def make_hook(layer_name: str):
+        def hook(module, inputs, output):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1]).detach().to(device="cpu", dtype=torch.float32)
+            x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            column_sums = (x * x).sum(dim=0)
+            previous = sums[0].get(layer_name)
+            sums[0][layer_name] = column_sums if previous is None else previous + column_sums
+
+        return hook
+
+    handles = [linear.register_forward_hook(make_hook(name)) for name, linear in layers.items()]
+    try:
+        for prompt in prompts:
+            ids = pipe.tokenizer(
+                prompt,
+                padding="max_length",
+                max_length=pipe.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            with torch.no_grad():
+                pipe.text_encoder(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sums
+
+
 def _collect_sums_of_squares(
     pipe,
     prompts: list[str],
@@ -119,19 +180,28 @@ def naive_skilled_masks(
     seed: int,
     height: int | None = None,
     width: int | None = None,
+    target: str = "ffn",
 ) -> dict[str, torch.Tensor]:
-    """Skilled weights of every FFN output projection, by the published procedure.
+    """Skilled weights of every hooked layer (FFN output projections by default), by the published procedure.
+
+    ``target`` picks the layers (see :func:`target_linears`); for ``text-ffn`` the
+    statistics come from one text-encoder forward per prompt and tau is 1.
 
     Returns:
         ``{layer name: bool tensor [out_features, in_features] on the CPU}``;
         True marks a skilled weight (one to prune).
     """
-    layers = ffn_output_linears(pipe.unet)
+    layers = target_linears(pipe, target)
 
     # 1. Statistics, separately for targets and bases.
-    common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
-    target_sums = _collect_sums_of_squares(pipe, list(target_prompts), layers, **common)
-    base_sums = _collect_sums_of_squares(pipe, list(base_prompts), layers, **common)
+    if target == "text-ffn":
+        tau = 1  # no timesteps: one forward per prompt
+        target_sums = _collect_text_sums_of_squares(pipe, list(target_prompts), layers)
+        base_sums = _collect_text_sums_of_squares(pipe, list(base_prompts), layers)
+    else:
+        common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
+        target_sums = _collect_sums_of_squares(pipe, list(target_prompts), layers, **common)
+        base_sums = _collect_sums_of_squares(pipe, list(base_prompts), layers, **common)
 
     calls = len(target_sums)
     if tau > calls:
@@ -214,4 +284,5 @@ def naive_masks_for_recipe(pipe, recipe) -> dict[str, torch.Tensor]:
         seed=s.seed,
         height=s.height,
         width=s.width,
+        target=recipe.prune.target,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cpedit.loading import DTYPES
+from cpedit.loading import DTYPE_ALIASES, DTYPES
 
 
 def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -17,9 +17,10 @@ def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
     func = click.option(
         "--dtype",
-        type=click.Choice(list(DTYPES)),
+        type=click.Choice([*DTYPES, *DTYPE_ALIASES]),
         default=None,
-        help="Compute dtype. Default: float16 on CUDA, float32 elsewhere.",
+        help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 elsewhere. "
+        "bfloat16 suits FLUX and SD3.",
     )(func)
     func = click.option(
         "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps", help="Where to compute."

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.options import compute_options
-from cpedit.cli.render import ProgressView, concept_table, layer_table
+from cpedit.cli.render import ProgressView, concept_table, edited_label, layer_table
 from cpedit.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
@@ -49,6 +49,12 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     "--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps of the preview."
 )
 @click.option(
+    "--offload",
+    is_flag=True,
+    help="Model CPU offload: keep components in host memory and move each to the GPU only while it runs "
+    "(large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
@@ -67,6 +73,7 @@ def prune_command(
     overwrite: bool,
     preview: bool,
     preview_steps: int,
+    offload: bool,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
@@ -76,10 +83,11 @@ def prune_command(
     runs offline in seconds (its recipes: `cpedit recipes list`, names shapes-*).
 
     For each recipe, cpedit runs the recipe's target and base prompts through the first
-    tau denoiser calls, scores the FFN output weights (Wanda scores), and zeroes the
-    weights that fire for the concept. Several recipes prune the union of their sets.
-    The output is a standard diffusers folder (only pruned UNet weights differ from the
-    base) plus OUT/conceptprune/ (pruned positions, recipes, report.json).
+    tau denoiser calls, scores the FFN output weights (Wanda scores; other layers with
+    the recipe's prune.target), and zeroes the weights that fire for the concept.
+    Several recipes prune the union of their sets. Supported: SD 1.x/2.x, SDXL, SD3,
+    FLUX.1, PixArt. The output is a standard diffusers folder (only pruned weights differ
+    from the base) plus OUT/conceptprune/ (pruned positions, recipes, report.json).
 
     Ctrl-C stops cleanly and leaves no output folder.
 
@@ -102,6 +110,7 @@ def prune_command(
             dtype=dtype,
             batch_size=batch_size,
             overwrite=overwrite,
+            offload=offload,
             on_progress=view,
             preview=preview,
             preview_settings=SampleSettings(steps=preview_steps),
@@ -116,7 +125,8 @@ def prune_command(
     t = report["timings_s"]
     stdout.print(
         f"Pruned {report['totals']['pruned_weights']:,} weights "
-        f"({100 * report['totals']['pruned_fraction']:.4f}% of the UNet) in {t['total']:.1f}s "
+        f"({100 * report['totals']['pruned_fraction']:.4f}% of the {edited_label(report)}) "
+        f"in {t['total']:.1f}s "
         f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, "
         f"save {t.get('save', 0):.1f}s)."
     )

@@ -52,7 +52,10 @@ def validate_command(files: tuple[str, ...]) -> None:
             continue
         console.print(
             f"[green]✓[/] {escape(file)}: {recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
-            f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps})",
+            f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps}"
+            + (f", target {recipe.prune.target}" if recipe.prune.target != "ffn" else "")
+            + (f", stream {recipe.prune.stream}" if recipe.prune.stream != "image" else "")
+            + ")",
             highlight=False,
         )
     if failed:

@@ -63,6 +63,8 @@ class ProgressView:
                 detail = f"batch {event.batch}/{event.batches}"
             if event.timestep is not None:
                 detail += f" · call {event.timestep}/{event.timesteps}"
+            if event.accumulator_bytes:
+                detail += f" · stats {human_bytes(event.accumulator_bytes)}"
             if task is None:
                 task = self.progress.add_task("", total=event.total, concept=event.concept, detail=detail)
                 self._tasks[event.concept] = task
@@ -71,14 +73,32 @@ class ProgressView:
             self.progress.console.log(event.message)
 
 
+def human_bytes(count: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def edited_label(report: dict[str, Any]) -> str:
+    """What the pruned fraction is relative to: ``UNet`` or the edited components."""
+    edited = report.get("edited_components", ["unet"])
+    return "UNet" if edited == ["unet"] else " and ".join(edited)
+
+
 def layer_table(report: dict[str, Any]) -> Table:
-    """Pruned weights per layer and in total (% of the UNet)."""
+    """Pruned weights per layer and in total (% of the edited components: the UNet, usually)."""
     table = Table(title="Pruned weights", show_footer=True)
     totals = report["totals"]
     table.add_column("layer", footer="total")
     table.add_column("shape")
     table.add_column("pruned", justify="right", footer=f"{totals['pruned_weights']:,}")
-    table.add_column("% of layer", justify="right", footer=f"{100 * totals['pruned_fraction']:.4f}% of UNet")
+    table.add_column(
+        "% of layer", justify="right", footer=f"{100 * totals['pruned_fraction']:.4f}% of {edited_label(report)}"
+    )
     for layer in report["layers"]:
         out_f, in_f = layer["shape"]
         table.add_row(
@@ -88,18 +108,21 @@ def layer_table(report: dict[str, Any]) -> Table:
 
 
 def concept_table(report: dict[str, Any]) -> Table:
-    """One row per concept: settings, calls, time, pruned count."""
+    """One row per concept: settings, target, calls, statistics size, time, pruned count."""
     table = Table(title="Concepts")
-    for column in ("concept", "pairs", "skill_ratio", "tau", "batch", "UNet calls", "seconds", "pruned"):
+    columns = ("concept", "target", "pairs", "skill_ratio", "tau", "batch", "UNet calls", "stats", "seconds", "pruned")
+    for column in columns:
         table.add_column(column, justify="left" if column == "concept" else "right")
     for c in report["concepts"]:
         table.add_row(
             c["name"],
+            c.get("target", "ffn") + ("" if c.get("stream", "image") == "image" else f" ({c['stream']})"),
             str(c["prompt_pairs"]),
             f"{c['skill_ratio']:g}",
-            str(c["timesteps"]),
+            "-" if c.get("timesteps_note") else str(c["timesteps"]),
             str(c["batch_size"]),
             str(c["unet_calls"]),
+            human_bytes(c["accumulator_bytes"]) if "accumulator_bytes" in c else "",
             f"{c['calibrate_seconds']:.1f}",
             f"{c['pruned_weights']:,}",
         )

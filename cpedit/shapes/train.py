@@ -1,6 +1,6 @@
 """Train the built-in shapes model and its classifier from scratch, reproducibly.
 
-Run ``python -m cpedit.shapes.train`` (about 45 minutes on 2 CPU cores) to rebuild
+Run ``python -m cpedit.shapes.train`` (under an hour on 2 CPU cores; see the training report) to rebuild
 ``cpedit/shapes/weights/``:
 
 1. draw a training set of scenes (:mod:`cpedit.shapes.world`; the held-out attribute
@@ -10,8 +10,8 @@ Run ``python -m cpedit.shapes.train`` (about 45 minutes on 2 CPU cores) to rebui
    ``scaling_factor`` from the latents' spread, as Stable Diffusion's VAE has;
 4. train a small CLIP text encoder (the real CLIP BPE, cut down to the world's words)
    and a ``UNet2DConditionModel`` (16x16 convolutions, then cross-attention transformer
-   blocks with GEGLU feed-forwards at 8x8 and 4x4), jointly, on noise prediction, with 10% empty captions for classifier-free
-   guidance and an EMA of the UNet;
+   blocks with GEGLU feed-forwards at 8x8 and 4x4), jointly, on noise prediction, with
+   10% empty captions for classifier-free guidance and an EMA of the UNet;
 5. save a standard ``StableDiffusionPipeline`` folder (DDIM scheduler, SD 1.x betas),
    reload it with ``from_pretrained`` and measure, with the classifier, how often generated
    images show the prompted attributes on held-out and on seen captions.
