@@ -219,6 +219,21 @@ def describe_support(pipeline_class: str, denoiser: nn.Module | None = None) -> 
     return SupportInfo(supported=True, architecture=spec.name, how=how)
 
 
+def default_layers(pipeline_class: str, denoiser: nn.Module) -> list[FFNLayer]:
+    """The layers ``cpedit prune`` hooks by default (target ``ffn``, image stream) in ``denoiser``.
+
+    For a pipeline class without a spec, every diffusers FeedForward output projection.
+    Works on a meta-device denoiser (nothing is read from its weights), as ``cpedit models
+    info`` builds it.
+    """
+    spec = _BY_PIPELINE.get(pipeline_class)
+    if spec is None:
+        from cpedit.ffn import find_ffn_output_layers
+
+        return find_ffn_output_layers(denoiser)
+    return find_target_layers(None, spec, denoiser=denoiser)
+
+
 def spec_for_pipeline(pipe: Any) -> ArchitectureSpec | None:
     """The spec of a pipeline object (its class or a base class), or None."""
     for cls in type(pipe).__mro__:

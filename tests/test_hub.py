@@ -481,6 +481,35 @@ def test_models_info_of_what_cpedit_cannot_edit(tiny_sd_path: Path, hub: HubEmul
     assert data["editable"] is False and "no safetensors" in data["reason"] and data["ffn_layers"] > 0
 
 
+def test_models_info_says_how_each_architecture_is_supported(
+    tiny_model_path, tiny_sd_path: Path, hub: HubEmulator
+) -> None:
+    from diffusers import FluxTransformer2DModel
+
+    from cpedit.architectures import default_layers
+
+    flux = tiny_model_path("flux")
+    seed_pipeline(hub, "acme/info-flux", flux)
+    data = json.loads(ok(invoke("models", "info", "acme/info-flux", "--format", "json")).stdout)
+    assert data["editable"] is True and "distilled guidance" in data["reason"] and "transformer" in data["reason"]
+    transformer = FluxTransformer2DModel.from_pretrained(flux / "transformer")
+    layers = default_layers("FluxPipeline", transformer)
+    assert data["ffn_layers"] == len(layers)
+    # single-stream blocks: only the MLP columns of proj_out are FFN weights
+    assert data["ffn_weights"] == sum(layer.module.out_features * layer.in_features for layer in layers)
+    assert data["ffn_weights"] < sum(layer.module.weight.numel() for layer in layers)
+    # a diffusers pipeline class cpedit has no spec for: says what is missing
+    files = folder_files(tiny_sd_path)
+    index = json.loads(files["model_index.json"])
+    index["_class_name"] = "LatentConsistencyModelPipeline"
+    hub.seed_repo("acme/info-lcm", {**files, "model_index.json": json.dumps(index).encode()})
+    data = json.loads(ok(invoke("models", "info", "acme/info-lcm", "--format", "json")).stdout)
+    assert (
+        data["editable"] is False and "no cpedit architecture spec for LatentConsistencyModelPipeline" in data["reason"]
+    )
+    assert "StableDiffusionPipeline" in data["reason"]  # the supported ones are listed
+
+
 def test_models_info_errors(tiny_sd_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     seed_pipeline(hub, "acme/info-gated", tiny_sd_path, gated="auto")
     message = failed(invoke("models", "info", "acme/info-gated"))

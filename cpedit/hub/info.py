@@ -125,31 +125,47 @@ def text_to_image_refusal(index: Any) -> str | None:
     return None
 
 
-def editability(*, index: Any, denoiser_class: str | None, ffn_layers: int, safetensors_files: int) -> Editability:
+def editability(
+    *,
+    index: Any,
+    denoiser_class: str | None,
+    ffn_layers: int,
+    safetensors_files: int,
+    denoiser: Any = None,
+) -> Editability:
     """The one place that decides whether cpedit can edit a model.
+
+    The pipeline class is judged by :func:`cpedit.architectures.describe_support` (the same
+    registry ``cpedit prune`` uses), which also says how the model is edited.
 
     Args:
         index: The parsed model_index.json (None if the repo has none).
         denoiser_class: The denoiser's class name (None if unknown).
         ffn_layers: FFN output projections found in the denoiser.
         safetensors_files: Safetensors files of the pipeline's components.
+        denoiser: The denoiser built on the meta device from its config, when it could be.
     """
+    from cpedit.architectures import describe_support
+
     if index is None:
         return Editability(False, "not a diffusers pipeline (no model_index.json)")
     refusal = text_to_image_refusal(index)
     if refusal is not None:
         return Editability(False, refusal)
+    support = describe_support(str(index.get("_class_name")), denoiser)
+    if not support.supported:
+        return Editability(False, support.missing or f"{index.get('_class_name')} is not supported")
     if denoiser_class is None:
         return Editability(False, "its denoiser config.json is missing or names no diffusers class")
     if ffn_layers == 0:
         return Editability(False, f"{denoiser_class} has no feed-forward (diffusers FeedForward) blocks to prune")
     if safetensors_files == 0:
         return Editability(False, "no safetensors weights (cpedit loads safetensors only)")
-    return Editability(True, f"{ffn_layers} FFN blocks in {denoiser_class}")
+    return Editability(True, support.how)
 
 
-def count_ffn(config: dict[str, Any]) -> tuple[int, int, int]:
-    """``(ffn_layers, ffn_weights, denoiser_weights)`` of a denoiser config, built on the meta device.
+def build_meta_denoiser(config: dict[str, Any]) -> Any:
+    """The denoiser a config describes, built on the meta device (no memory, no weights).
 
     Raises:
         CpeditError: The config names no diffusers model class, or it cannot be built.
@@ -158,21 +174,38 @@ def count_ffn(config: dict[str, Any]) -> tuple[int, int, int]:
     import torch
     from torch import nn
 
-    from cpedit.ffn import find_ffn_output_layers
-
     name = config.get("_class_name")
     cls = getattr(diffusers, name, None) if isinstance(name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "from_config")):
         raise CpeditError(f"denoiser class {name!r} is not a diffusers model class")
     try:
         with torch.device("meta"):
-            model = cls.from_config(config)
+            return cls.from_config(config)
     except Exception as exc:  # noqa: BLE001 - any config the class rejects
         raise CpeditError(f"cannot build {name} from its config.json: {exc}") from None
-    layers = find_ffn_output_layers(model)
+
+
+def count_ffn(config: dict[str, Any], *, pipeline_class: str = "") -> tuple[int, int, int]:
+    """``(ffn_layers, ffn_weights, denoiser_weights)`` of a denoiser config, built on the meta device.
+
+    The layers are those ``cpedit prune`` hooks by default for ``pipeline_class``
+    (:func:`cpedit.architectures.default_layers`); for a FLUX single-stream block only
+    the MLP columns of ``proj_out`` count.
+
+    Raises:
+        CpeditError: The config names no diffusers model class, or it cannot be built.
+    """
+    return count_layers(build_meta_denoiser(config), pipeline_class=pipeline_class)
+
+
+def count_layers(model: Any, *, pipeline_class: str = "") -> tuple[int, int, int]:
+    """``(ffn_layers, ffn_weights, denoiser_weights)`` of a (meta-device) denoiser."""
+    from cpedit.architectures import default_layers
+
+    layers = default_layers(pipeline_class, model)
     return (
         len(layers),
-        sum(layer.module.weight.numel() for layer in layers),
+        sum(layer.module.out_features * layer.in_features for layer in layers),
         sum(p.numel() for p in model.parameters()),
     )
 
@@ -238,7 +271,7 @@ def model_details(
             raise HubError(f"{repo_id}: {path} is not valid JSON ({exc})", reason="invalid") from None
 
     index = fetch_json("model_index.json")
-    denoiser = denoiser_class = None
+    denoiser = denoiser_class = meta_denoiser = None
     ffn_layers = ffn_weights = denoiser_weights = 0
     weights: dict[str, int] = {}
     if isinstance(index, dict):
@@ -249,12 +282,19 @@ def model_details(
             if isinstance(config, dict) and isinstance(config.get("_class_name"), str):
                 emit(on_progress, ProgressEvent(stage="load", message=f"counting FFN weights of {denoiser}"))
                 try:
-                    ffn_layers, ffn_weights, denoiser_weights = count_ffn(config)
+                    meta_denoiser = build_meta_denoiser(config)
+                    ffn_layers, ffn_weights, denoiser_weights = count_layers(
+                        meta_denoiser, pipeline_class=str(index.get("_class_name"))
+                    )
                     denoiser_class = config["_class_name"]
                 except CpeditError:
                     denoiser_class = None
     verdict = editability(
-        index=index, denoiser_class=denoiser_class, ffn_layers=ffn_layers, safetensors_files=len(weights)
+        index=index,
+        denoiser_class=denoiser_class,
+        ffn_layers=ffn_layers,
+        safetensors_files=len(weights),
+        denoiser=meta_denoiser,
     )
     card = info.card_data
     license_ = getattr(card, "license", None) if card is not None else None
