@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cpedit.shapes.model import builtin_classifier_path
 from cpedit.shapes.world import ATTRIBUTES, IMAGE_SIZE
 
 HEADS = tuple(ATTRIBUTES)
@@ -53,13 +54,6 @@ class ShapesClassifier(nn.Module):
         return {name: head(hidden) for name, head in self.heads.items()}
 
 
-def default_classifier_path() -> Path:
-    """The classifier weights shipped with the built-in model."""
-    from cpedit.shapes.model import builtin_classifier_path
-
-    return builtin_classifier_path()
-
-
 def load_classifier(path: Path | None = None, *, device: str | torch.device = "cpu") -> ShapesClassifier:
     """Load the classifier (safetensors only) in eval mode.
 
@@ -72,7 +66,7 @@ def load_classifier(path: Path | None = None, *, device: str | torch.device = "c
     """
     from safetensors.torch import load_file
 
-    file = Path(path) if path is not None else default_classifier_path()
+    file = Path(path) if path is not None else builtin_classifier_path()
     if not file.is_file():
         raise FileNotFoundError(f"classifier weights not found: {file}")
     model = ShapesClassifier()

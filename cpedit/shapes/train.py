@@ -201,6 +201,7 @@ def train_denoiser(
     scenes: list[world.Scene],
     tokenizer: Any,
     *,
+    scaling_factor: float,
     steps: int,
     batch: int,
     seed: int,
@@ -239,7 +240,7 @@ def train_denoiser(
     for step in range(steps):
         idx = torch.randint(0, len(latent_mean), (batch,), generator=generator)
         latents = latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=generator)
-        latents = latents * SCALING_FACTOR[0]
+        latents = latents * scaling_factor
         captions = [
             "" if rng.random() < 0.1 else world.random_caption(scenes[int(i)], rng, omit_probability=0.15) for i in idx
         ]
@@ -265,9 +266,6 @@ def train_denoiser(
             log(f"denoiser step {step}/{steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e}", start)
     text_encoder.eval()
     return ema.eval(), text_encoder
-
-
-SCALING_FACTOR = [1.0]
 
 
 def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> None:
@@ -384,8 +382,8 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
     t = time.perf_counter()
     vae = train_vae(images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start)
     latent_mean, latent_std = encode_latents(vae, images)
-    SCALING_FACTOR[0] = float(1.0 / latent_mean.std())
-    vae.register_to_config(scaling_factor=SCALING_FACTOR[0])
+    scaling_factor = float(1.0 / latent_mean.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
     recon_check = world.sample(max(1, args.check_scenes * 2 // 3), seed=args.seed + 4)
     recon_images = np.stack([world.render(scene, seed=s) for scene, s in recon_check])
     with torch.no_grad():
@@ -395,7 +393,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
         name: float(np.mean([p[name] == sc.value(name) for p, (sc, _) in zip(recon_pred, recon_check, strict=True)]))
         for name in HEADS
     }
-    log(f"vae: scaling factor {SCALING_FACTOR[0]:.4f}; classifier on reconstructions {vae_accuracy}", start)
+    log(f"vae: scaling factor {scaling_factor:.4f}; classifier on reconstructions {vae_accuracy}", start)
     timings["vae"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -406,6 +404,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
         latent_std,
         scenes,
         tokenizer,
+        scaling_factor=scaling_factor,
         steps=args.denoiser_steps,
         batch=args.batch,
         seed=args.seed + 300,

@@ -240,7 +240,7 @@ def parse_caption(text: str) -> dict[str, str]:
     """The attributes a caption asks for (those it names), e.g. ``{"shape": "star", ...}``.
 
     Words are matched against the world's values; the generic word ``"shape"`` names no
-    shape.  Used by the benchmark to know what each prompt asks for.
+    shape.  Used to check that a recipe's target and base prompts differ only in its concept.
     """
     words = text.lower().replace(",", " ").split()
     found: dict[str, str] = {}
