@@ -196,11 +196,16 @@ def save_preview(edited: str | os.PathLike[str], grid: Image.Image) -> Path:
 
     The model card embeds it and ``cpedit push`` uploads it.
     """
-    target = Path(edited) / RECORD_DIR / PREVIEW_FILE
+    return save_png(grid, Path(edited) / RECORD_DIR / PREVIEW_FILE)
+
+
+def save_png(image: Image.Image, target: str | os.PathLike[str]) -> Path:
+    """Write ``image`` as PNG to ``target`` through a ``.partial`` file and a rename (never half-written)."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
-        grid.save(partial, format="PNG")
+        image.save(partial, format="PNG")
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)

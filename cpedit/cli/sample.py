@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from rich.console import Console
 
 from cpedit.cli.options import compute_options
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressEvent
-from cpedit.sampling import SampleSettings, compare_samples, render_samples
+from cpedit.sampling import SampleSettings, compare_samples, render_samples, save_png
 from cpedit.sampling import save_preview as save_preview_file
 
 
@@ -113,11 +111,5 @@ def sample_command(
         Console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
     if out is None:
         return
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(out).with_name(Path(out).name + ".partial")
-    try:
-        grid.save(partial, format="PNG")
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    save_png(grid, out)
     Console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")
