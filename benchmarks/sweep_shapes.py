@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
+from cpedit.architectures import find_target_layers, require_support
 from cpedit.calibration import calibrate
-from cpedit.ffn import find_ffn_output_layers
 from cpedit.loading import open_pipeline
 from cpedit.recipes import PruneSettings, resolve_recipe
-from cpedit.selection import skilled_weights
+from cpedit.selection import layer_mask
 from cpedit.shapes.classifier import load_classifier
 from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
 from cpedit.shapes.world import ATTRIBUTES, caption
@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument(
+        "--target",
+        default="ffn",
+        choices=("ffn", "ffn-in", "attn-key", "attn-value"),
+        help="prune.target of every point (default: ffn, the paper's FFN output projections)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     ratios = [float(x) for x in args.skill_ratios.split(",")]
@@ -66,8 +72,8 @@ def main() -> None:
     started = time.perf_counter()
     _, pipe = open_pipeline("builtin:shapes", revision=None, device="cpu", dtype=None, safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    layers = find_ffn_output_layers(pipe.unet)
-    originals = {layer.name: layer.module.weight.detach().clone() for layer in layers}
+    layers = find_target_layers(pipe, require_support(pipe), target=args.target)
+    originals = {layer.key: layer.module.weight.detach().clone() for layer in layers}
     unet_weights = sum(p.numel() for p in pipe.unet.parameters())
     classifier = load_classifier()
     rows = []
@@ -78,24 +84,27 @@ def main() -> None:
         excluded = {p.lower() for pair in recipe.pairs() for p in pair}
         with_concept, without = evaluation_prompts(erased, images=args.images, seed=args.seed, exclude=excluded)
         sets = [("erased", with_concept), ("preserved", without)]
-        long_recipe = dataclasses.replace(recipe, prune=dataclasses.replace(recipe.prune, timesteps=max(taus)))
+        long_prune = dataclasses.replace(recipe.prune, timesteps=max(taus), target=args.target)
+        long_recipe = dataclasses.replace(recipe, prune=long_prune)
         stats = calibrate(pipe, long_recipe, layers, batch_size=None)
         kw = {"seed": args.seed, "steps": args.steps, "guidance": args.guidance_scale}
         before = measure(pipe, classifier, sets, erased, **kw)
         print(f"{name}: before erased {before['erased']:.3f} preserved {before['preserved']:.3f}", flush=True)
         for ratio in ratios:
             for tau in taus:
-                settings = PruneSettings(skill_ratio=ratio, timesteps=tau, select_ratio=0.0)
+                settings = PruneSettings(skill_ratio=ratio, timesteps=tau, select_ratio=0.0, target=args.target)
                 pruned = 0
                 with torch.no_grad():
                     for layer in layers:
-                        mask = skilled_weights(originals[layer.name], stats.sums[layer.name], settings)
+                        layer.module.weight.copy_(originals[layer.key])
+                        mask = layer_mask(layer, stats.sums[layer.key], settings)
                         pruned += int(mask.sum())
-                        layer.module.weight.copy_(originals[layer.name].masked_fill(mask, 0))
+                        layer.module.weight.masked_fill_(mask, 0)
                 after = measure(pipe, classifier, sets, erased, **kw)
                 row = {
                     "recipe": name,
                     "concept": recipe.concept,
+                    "target": args.target,
                     "skill_ratio": ratio,
                     "tau": tau,
                     "pruned_fraction": pruned / unet_weights,
@@ -111,7 +120,7 @@ def main() -> None:
                 )
         with torch.no_grad():
             for layer in layers:
-                layer.module.weight.copy_(originals[layer.name])
+                layer.module.weight.copy_(originals[layer.key])
     result = {
         "command": "python benchmarks/sweep_shapes.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cpedit.shapes.train import main
 
 TINY = [
@@ -32,3 +34,14 @@ def test_training_writes_a_loadable_pipeline_and_is_reproducible(tmp_path: Path)
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "a" / "pipeline"), use_safetensors=True)
     assert pipe.vae.config.scaling_factor != 1.0  # set from the latents' spread
     assert len(pipe.tokenizer) < 700  # the CLIP BPE cut down to the world's words
+
+
+def test_an_unusable_device_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for device in ("tpu", "no-such-device"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path / "w"), "--device", device, *TINY])
+        assert exit_info.value.code == 2
+        assert "--device" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no output, no partial folder

@@ -102,3 +102,13 @@ def test_reduced_tokenizer_tokenizes_the_world_like_full_clip(tmp_path) -> None:
         assert reduced.tokenize(text) == full.tokenize(text)
     # other text still tokenizes (letter by letter), nothing is lost to an unknown token
     assert "".join(reduced.tokenize("zebra")).replace("</w>", "") == "zebra"
+
+
+def test_render_many_gives_the_same_array_with_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pairs = world.sample(60, seed=5)
+    alone = world.render_many(pairs)
+    assert alone.shape == (60, world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and alone.dtype == np.uint8
+    assert np.array_equal(alone[7], world.render(pairs[7][0], seed=pairs[7][1]))
+    monkeypatch.setattr(world, "_RENDER_CHUNK", 7)  # 9 chunks, so the pool really runs
+    assert np.array_equal(world.render_many(pairs, workers=2), alone)
+    assert world.render_many([], workers=2).shape == (0, world.IMAGE_SIZE, world.IMAGE_SIZE, 3)

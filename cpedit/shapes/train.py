@@ -1,7 +1,8 @@
 """Train the built-in shapes model and its classifier from scratch, reproducibly.
 
 Run ``python -m cpedit.shapes.train`` (under an hour on 2 CPU cores; see the training report) to rebuild
-``cpedit/shapes/weights/``:
+``cpedit/shapes/weights/``; ``--device cuda`` trains on a GPU (random draws stay on the CPU, so
+the data is the same; ``--workers`` draws the scenes in parallel processes):
 
 1. draw a training set of scenes (:mod:`cpedit.shapes.world`; the held-out attribute
    combinations are never drawn);
@@ -27,6 +28,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -37,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cpedit.errors import CpeditError
+from cpedit.loading import resolve_device
 from cpedit.shapes import world
 from cpedit.shapes.classifier import HEADS, ShapesClassifier, classify, to_model_input
 from cpedit.shapes.model import WEIGHTS_DIR
@@ -90,10 +94,18 @@ def log(message: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
 
-def make_dataset(count: int, *, seed: int) -> tuple[np.ndarray, list[world.Scene]]:
+def use_deterministic_kernels(device: torch.device) -> None:
+    """On CUDA, pick deterministic kernels where they exist (a warning names any op that has none)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def make_dataset(count: int, *, seed: int, workers: int = 1) -> tuple[np.ndarray, list[world.Scene]]:
+    """``count`` drawn training scenes (never a held-out combination) and the scenes drawn."""
     pairs = world.sample(count, seed=seed, scenes=world.training_scenes())
-    images = np.stack([world.render(scene, seed=s) for scene, s in pairs])
-    return images, [scene for scene, _ in pairs]
+    return world.render_many(pairs, workers=workers), [scene for scene, _ in pairs]
 
 
 def degrade(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -111,20 +123,25 @@ def labels_of(scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
 
 
 def train_classifier(
-    *, steps: int, batch: int, seed: int, start: float, check_scenes: int = 3000
+    *,
+    steps: int,
+    batch: int,
+    seed: int,
+    start: float,
+    device: torch.device,
+    check_scenes: int = 3000,
+    workers: int = 1,
 ) -> tuple[ShapesClassifier, dict[str, float]]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    images, scenes = make_dataset(steps * batch // 4, seed=seed + 1)  # all combinations? no: add held-out below
-    held_images, held_scenes = [], []
-    for scene, s in world.sample(len(scenes) // 9, seed=seed + 2, scenes=world.held_out_scenes()):
-        held_images.append(world.render(scene, seed=s))
-        held_scenes.append(scene)
-    images = np.concatenate([images, np.stack(held_images)])
-    scenes = scenes + held_scenes
+    # the classifier sees every combination: the training scenes plus the held-out ones
+    images, scenes = make_dataset(steps * batch // 4, seed=seed + 1, workers=workers)
+    held_pairs = world.sample(len(scenes) // 9, seed=seed + 2, scenes=world.held_out_scenes())
+    images = np.concatenate([images, world.render_many(held_pairs, workers=workers)])
+    scenes = scenes + [scene for scene, _ in held_pairs]
     inputs = to_model_input(images)
     labels = labels_of(scenes)
-    model = ShapesClassifier()
+    model = ShapesClassifier().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=2e-3, total_steps=steps, pct_start=min(0.5, max(0.3, 3 / steps))
@@ -132,8 +149,8 @@ def train_classifier(
     model.train()
     for step in range(steps):
         idx = torch.randint(0, len(inputs), (batch,), generator=generator)
-        logits = model(degrade(inputs[idx], generator))
-        loss = sum(F.cross_entropy(logits[name], labels[name][idx]) for name in HEADS)
+        logits = model(degrade(inputs[idx], generator).to(device))
+        loss = sum(F.cross_entropy(logits[name], labels[name][idx].to(device)) for name in HEADS)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -143,7 +160,7 @@ def train_classifier(
     model.eval()
     # held-out generated scenes: fresh seeds, every combination
     test_pairs = world.sample(check_scenes, seed=seed + 3)
-    test_images = np.stack([world.render(scene, seed=s) for scene, s in test_pairs])
+    test_images = world.render_many(test_pairs, workers=workers)
     predictions = classify(model, test_images)
     accuracy = {
         name: float(
@@ -155,12 +172,12 @@ def train_classifier(
     return model, accuracy
 
 
-def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: float) -> Any:
+def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: float, device: torch.device) -> Any:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**VAE_CONFIG).to(device)
     inputs = to_model_input(images)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -169,9 +186,9 @@ def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: f
     vae.train()
     for step in range(steps):
         idx = torch.randint(0, len(inputs), (batch,), generator=generator)
-        x = inputs[idx]
+        x = inputs[idx].to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
         reconstruction = vae.decode(z).sample
         loss = F.l1_loss(reconstruction, x) + F.mse_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
         optimizer.zero_grad()
@@ -186,10 +203,12 @@ def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: f
 
 @torch.no_grad()
 def encode_latents(vae: Any, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of ``images``, on the VAE's device."""
     means, stds = [], []
     inputs = to_model_input(images)
+    device = next(vae.parameters()).device
     for i in range(0, len(inputs), 512):
-        dist = vae.encode(inputs[i : i + 512]).latent_dist
+        dist = vae.encode(inputs[i : i + 512].to(device)).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
     return torch.cat(means), torch.cat(stds)
@@ -206,6 +225,7 @@ def train_denoiser(
     batch: int,
     seed: int,
     start: float,
+    device: torch.device,
 ) -> tuple[Any, Any]:
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -220,8 +240,8 @@ def train_denoiser(
         pad_token_id=tokenizer.pad_token_id,
         **TEXT_ENCODER_CONFIG,
     )
-    text_encoder = CLIPTextModel(text_config)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    text_encoder = CLIPTextModel(text_config).to(device)
+    unet = UNet2DConditionModel(**UNET_CONFIG).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
@@ -235,20 +255,40 @@ def train_denoiser(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    ema_parameters = list(ema.parameters())
+    unet_parameters = list(unet.parameters())
+    token_cache: dict[str, torch.Tensor] = {}
+
+    def tokens_of(captions: list[str]) -> torch.Tensor:
+        # the world has a few thousand distinct captions: tokenize each once
+        missing = sorted({c for c in captions if c not in token_cache})
+        if missing:
+            ids = tokenizer(
+                missing,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            token_cache.update(zip(missing, ids, strict=True))
+        return torch.stack([token_cache[c] for c in captions])
+
     unet.train()
     text_encoder.train()
     for step in range(steps):
+        # every random draw is made on the CPU, so a CUDA run sees the same data as a CPU run
         idx = torch.randint(0, len(latent_mean), (batch,), generator=generator)
-        latents = latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=generator)
+        shape = (batch, *latent_mean.shape[1:])
+        picked = idx.to(device)
+        latents = latent_mean[picked] + latent_std[picked] * torch.randn(shape, generator=generator).to(device)
         latents = latents * scaling_factor
         captions = [
             "" if rng.random() < 0.1 else world.random_caption(scenes[int(i)], rng, omit_probability=0.15) for i in idx
         ]
-        tokens = tokenizer(
-            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        noise = torch.randn(latents.shape, generator=generator)
+        tokens = tokens_of(captions).to(device)
+        noise = torch.randn(shape, generator=generator).to(device)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        timesteps = timesteps.to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         hidden = text_encoder(tokens)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
@@ -260,12 +300,11 @@ def train_denoiser(
         schedule.step()
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(ema_parameters, unet_parameters, 1 - decay)
         if step % 250 == 0 or step == steps - 1:
             log(f"denoiser step {step}/{steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e}", start)
     text_encoder.eval()
-    return ema.eval(), text_encoder
+    return ema.eval().cpu(), text_encoder.cpu()
 
 
 def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> None:
@@ -294,18 +333,19 @@ def measure_attributes(
     seed: int,
     steps: int,
     guidance_scale: float,
+    device: torch.device,
 ) -> dict[str, float]:
     """Per-attribute fraction of generated images whose attribute matches the caption."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(pipeline_dir), use_safetensors=True)
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipeline_dir), use_safetensors=True).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompts = [world.caption(scene) for scene in scenes for _ in range(per_scene)]
     truth = [scene for scene in scenes for _ in range(per_scene)]
     correct = {name: 0 for name in HEADS}
     for start in range(0, len(prompts), 64):
         chunk = prompts[start : start + 64]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
+        generators = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(chunk))]
         images = pipe(
             chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators, output_type="np"
         ).images
@@ -316,28 +356,58 @@ def measure_attributes(
     return {name: correct[name] / len(prompts) for name in HEADS}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder to (re)write (default: the package's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--images", type=int, default=40000, help="training scenes")
-    parser.add_argument("--classifier-steps", type=int, default=1200)
-    parser.add_argument("--vae-steps", type=int, default=1000)
-    parser.add_argument("--denoiser-steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument(
-        "--eval-per-scene", type=int, default=8, help="images per caption in the final check (0: skip it)"
+    parser = argparse.ArgumentParser(
+        prog="python -m cpedit.shapes.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--check-scenes", type=int, default=3000, help="drawn scenes the classifier is checked on")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder to (re)write (default: the package's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0, the shipped weights)")
+    parser.add_argument("--threads", type=_positive, default=2, help="CPU threads torch may use (default: 2)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=2,
+        help="processes that draw the scenes (default: 2; the images do not depend on it)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda[:N], mps or auto; random draws are always made on the CPU, so every device "
+        "sees the same data (bitwise-equal weights are promised only for the same device and torch version)",
+    )
+    parser.add_argument("--images", type=_positive, default=40000, help="training scenes (default: 40000)")
+    parser.add_argument("--classifier-steps", type=_positive, default=1200, help="batches of 128 (default: 1200)")
+    parser.add_argument("--vae-steps", type=_positive, default=1500, help="VAE batches (default: 1500)")
+    parser.add_argument(
+        "--denoiser-steps", type=_positive, default=7000, help="UNet and text encoder batches (default: 7000)"
+    )
+    parser.add_argument("--batch", type=_positive, default=64, help="VAE and denoiser batch size (default: 64)")
+    parser.add_argument(
+        "--eval-per-scene", type=int, default=8, help="images per caption in the final check (default: 8; 0: skip it)"
+    )
+    parser.add_argument(
+        "--check-scenes", type=_positive, default=3000, help="drawn scenes the classifier is checked on (default: 3000)"
+    )
     args = parser.parse_args(argv)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
     torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except CpeditError as error:
+        parser.error(f"--device: {error}")
     out: Path = args.out
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _train(args, tmp, argv)
+        _train(args, tmp, argv, device=device)
         # swap in the new folder; the old one is removed only once the new one is in place
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -352,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
+def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, device: torch.device) -> None:
     """Every stage, writing into ``tmp``."""
     from transformers import CLIPTokenizer
 
@@ -360,35 +430,43 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    use_deterministic_kernels(device)
 
     t = time.perf_counter()
     classifier, classifier_accuracy = train_classifier(
-        steps=args.classifier_steps, batch=128, seed=args.seed + 100, start=start, check_scenes=args.check_scenes
+        steps=args.classifier_steps,
+        batch=128,
+        seed=args.seed + 100,
+        start=start,
+        device=device,
+        check_scenes=args.check_scenes,
+        workers=args.workers,
     )
     from safetensors.torch import save_file
 
     save_file(
-        {k: v.contiguous() for k, v in classifier.state_dict().items()},
+        {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()},
         str(tmp / "classifier.safetensors"),
         metadata={"format": "cpedit-shapes-classifier/1", "heads": ",".join(HEADS)},
     )
     timings["classifier"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    images, scenes = make_dataset(args.images, seed=args.seed)
+    images, scenes = make_dataset(args.images, seed=args.seed, workers=args.workers)
     log(f"drew {len(images)} training scenes", start)
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vae = train_vae(images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start)
+    vae = train_vae(images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start, device=device)
     latent_mean, latent_std = encode_latents(vae, images)
     scaling_factor = float(1.0 / latent_mean.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     recon_check = world.sample(max(1, args.check_scenes * 2 // 3), seed=args.seed + 4)
-    recon_images = np.stack([world.render(scene, seed=s) for scene, s in recon_check])
+    recon_images = world.render_many(recon_check, workers=args.workers)
     with torch.no_grad():
-        decoded = vae.decode(vae.encode(to_model_input(recon_images)).latent_dist.mean).sample
-    recon_pred = classify(classifier, ((decoded.clamp(-1, 1) + 1) / 2))
+        recon_inputs = to_model_input(recon_images).to(device)
+        decoded = vae.decode(vae.encode(recon_inputs).latent_dist.mean).sample
+    recon_pred = classify(classifier, ((decoded.clamp(-1, 1) + 1) / 2).cpu())
     vae_accuracy = {
         name: float(np.mean([p[name] == sc.value(name) for p, (sc, _) in zip(recon_pred, recon_check, strict=True)]))
         for name in HEADS
@@ -409,9 +487,10 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
         batch=args.batch,
         seed=args.seed + 300,
         start=start,
+        device=device,
     )
     timings["denoiser"] = time.perf_counter() - t
-    save_pipeline(tmp / "pipeline", unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    save_pipeline(tmp / "pipeline", unet=unet, vae=vae.cpu(), text_encoder=text_encoder, tokenizer=tokenizer)
     shutil.rmtree(tmp / "tokenizer-src")
 
     t = time.perf_counter()
@@ -426,10 +505,17 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
             world.held_out_scenes(),
             per_scene=args.eval_per_scene,
             seed=10_000,
+            device=device,
             **settings,
         )
         seen = measure_attributes(
-            tmp / "pipeline", classifier, seen_scenes, per_scene=args.eval_per_scene, seed=20_000, **settings
+            tmp / "pipeline",
+            classifier,
+            seen_scenes,
+            per_scene=args.eval_per_scene,
+            seed=20_000,
+            device=device,
+            **settings,
         )
         log(f"generated images show the prompted attributes: held-out {held}; seen {seen}", start)
     timings["evaluate"] = time.perf_counter() - t
@@ -438,7 +524,12 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None) -> None:
     size = sum(f.stat().st_size for f in (tmp / "pipeline").rglob("*") if f.is_file())
     report = {
         "command": "python -m cpedit.shapes.train " + " ".join(argv or []),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        },
         "torch": torch.__version__,
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

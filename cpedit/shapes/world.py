@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +59,9 @@ RGB = {
 BACKGROUND_GREY = {"white": 245, "black": 15, "grey": 128}
 
 SUPERSAMPLE = 4
+TEXTURE_PERIOD = 8.0
+"""Pixels per repeat of every texture (stripes and squares are half of it wide)."""
+DOT_RADIUS = 2.0
 """Scenes are drawn at 4x resolution and box-filtered down, for anti-aliased edges."""
 
 HELD_OUT_FRACTION = 0.1
@@ -182,14 +188,15 @@ def _texture_mask(texture: str, xs: np.ndarray, ys: np.ndarray, phase_x: float, 
     x, y = xs + phase_x, ys + phase_y
     if texture == "plain":
         return np.ones(xs.shape, dtype=bool)
-    if texture == "striped":  # horizontal stripes, 4 px wide
-        return np.floor(y / 4.0) % 2 == 0
-    if texture == "checkered":  # 4 px squares
-        return (np.floor(x / 4.0) + np.floor(y / 4.0)) % 2 == 0
-    if texture == "dotted":  # dots of radius 2 px on an 8 px grid, in the second shade
-        dx = (x % 8.0) - 4.0
-        dy = (y % 8.0) - 4.0
-        return dx * dx + dy * dy > 2.0 * 2.0
+    half = TEXTURE_PERIOD / 2
+    if texture == "striped":  # horizontal stripes, half a period wide
+        return np.floor(y / half) % 2 == 0
+    if texture == "checkered":  # squares half a period wide
+        return (np.floor(x / half) + np.floor(y / half)) % 2 == 0
+    if texture == "dotted":  # one dot per period, in the second shade
+        dx = (x % TEXTURE_PERIOD) - half
+        dy = (y % TEXTURE_PERIOD) - half
+        return dx * dx + dy * dy > DOT_RADIUS * DOT_RADIUS
     raise ValueError(f"unknown texture {texture!r}")
 
 
@@ -204,7 +211,7 @@ def render(scene: Scene, *, seed: int) -> np.ndarray:
     cx = IMAGE_SIZE / 2 + rng.uniform(-2.5, 2.5)
     cy = IMAGE_SIZE / 2 + rng.uniform(-2.5, 2.5)
     angle = math.radians(rng.uniform(-12.0, 12.0))
-    phase_x, phase_y = rng.uniform(0.0, 8.0, size=2)
+    phase_x, phase_y = rng.uniform(0.0, TEXTURE_PERIOD, size=2)
 
     n = IMAGE_SIZE * SUPERSAMPLE
     coords = (np.arange(n) + 0.5) / SUPERSAMPLE
@@ -222,6 +229,31 @@ def render(scene: Scene, *, seed: int) -> np.ndarray:
     image[shape & ~main] = second
     small = image.reshape(IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE, 3).mean(axis=(1, 3))
     return np.clip(np.round(small), 0, 255).astype(np.uint8)
+
+
+def _render_pairs(pairs: list[tuple[Scene, int]]) -> np.ndarray:
+    return np.stack([render(scene, seed=s) for scene, s in pairs])
+
+
+def render_many(pairs: Sequence[tuple[Scene, int]], *, workers: int = 1) -> np.ndarray:
+    """Draw ``(scene, render seed)`` pairs (from :func:`sample`) as one ``(N, 32, 32, 3)`` uint8 array.
+
+    With ``workers > 1`` the drawing is spread over that many processes (started with
+    ``spawn``, so each pays an import of cpedit first: worth it for thousands of scenes).
+    The array is the same whatever ``workers`` is.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    if workers <= 1 or len(pairs) < 4 * _RENDER_CHUNK:
+        return _render_pairs(pairs)
+    chunks = [pairs[i : i + _RENDER_CHUNK] for i in range(0, len(pairs), _RENDER_CHUNK)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return np.concatenate(list(pool.map(_render_pairs, chunks)))
+
+
+_RENDER_CHUNK = 500
 
 
 def sample(count: int, *, seed: int, scenes: list[Scene] | None = None) -> list[tuple[Scene, int]]:
