@@ -59,10 +59,12 @@ RGB = {
 BACKGROUND_GREY = {"white": 245, "black": 15, "grey": 128}
 
 SUPERSAMPLE = 4
+"""Scenes are drawn at 4x resolution and box-filtered down, for anti-aliased edges."""
+
 TEXTURE_PERIOD = 8.0
 """Pixels per repeat of every texture (stripes and squares are half of it wide)."""
 DOT_RADIUS = 2.0
-"""Scenes are drawn at 4x resolution and box-filtered down, for anti-aliased edges."""
+"""Radius of the dots of ``dotted``, in pixels (one dot per period in each direction)."""
 
 HELD_OUT_FRACTION = 0.1
 HELD_OUT_SEED = 20261127
@@ -231,6 +233,10 @@ def render(scene: Scene, *, seed: int) -> np.ndarray:
     return np.clip(np.round(small), 0, 255).astype(np.uint8)
 
 
+_RENDER_CHUNK = 500
+"""Scenes per task handed to a worker process by :func:`render_many`."""
+
+
 def _render_pairs(pairs: list[tuple[Scene, int]]) -> np.ndarray:
     return np.stack([render(scene, seed=s) for scene, s in pairs])
 
@@ -251,9 +257,6 @@ def render_many(pairs: Sequence[tuple[Scene, int]], *, workers: int = 1) -> np.n
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return np.concatenate(list(pool.map(_render_pairs, chunks)))
-
-
-_RENDER_CHUNK = 500
 
 
 def sample(count: int, *, seed: int, scenes: list[Scene] | None = None) -> list[tuple[Scene, int]]:
