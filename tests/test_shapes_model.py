@@ -48,7 +48,7 @@ def test_loads_through_from_pretrained_and_generates_32px_images() -> None:
 def test_classifier_reads_known_scenes() -> None:
     model = load_classifier()
     pairs = world.sample(300, seed=4242)
-    predictions = classify(model, np.stack([world.render(scene, seed=s) for scene, s in pairs]))
+    predictions = classify(model, world.render_many(pairs))
     for name in HEADS:
         accuracy = np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, pairs, strict=True)])
         assert accuracy >= 0.95, (name, accuracy)  # 98-100% per attribute on 3000 scenes in the training report

@@ -158,13 +158,13 @@ def generate_images(
 
 def score_images(
     classifier: Any,
-    shown: np.ndarray,
+    shown: np.ndarray | torch.Tensor,
     asked: list[world.Scene],
     erased: list[tuple[str, str]],
     *,
     mode: str,
 ) -> tuple[float, dict[str, float]]:
-    """Judge ``shown`` images against the scenes their prompts ``asked`` for.
+    """Judge ``shown`` images (anything :func:`classify` reads) against the scenes their prompts ``asked`` for.
 
     ``mode="erased"``: the fraction still showing an erased value the prompt asked for.
     ``mode="preserved"``: the mean per-attribute accuracy, and the accuracy per attribute.

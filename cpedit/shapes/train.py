@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from cpedit.errors import CpeditError
 from cpedit.loading import resolve_device
 from cpedit.shapes import world
-from cpedit.shapes.classifier import HEADS, ShapesClassifier, classify, to_model_input
+from cpedit.shapes.classifier import HEADS, ShapesClassifier, to_model_input
+from cpedit.shapes.evaluate import generate_images, score_images
 from cpedit.shapes.model import WEIGHTS_DIR
 
 WORDS = [v for values in world.ATTRIBUTES.values() for v in values] + ["a", "an", "on", "background", "shape"]
@@ -161,13 +162,7 @@ def train_classifier(
     # held-out generated scenes: fresh seeds, every combination
     test_pairs = world.sample(check_scenes, seed=seed + 3)
     test_images = world.render_many(test_pairs, workers=workers)
-    predictions = classify(model, test_images)
-    accuracy = {
-        name: float(
-            np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, test_pairs, strict=True)])
-        )
-        for name in HEADS
-    }
+    accuracy = attribute_accuracy(model, test_images, [scene for scene, _ in test_pairs])
     log(f"classifier accuracy on {check_scenes} held-out scenes: {accuracy}", start)
     return model, accuracy
 
@@ -340,20 +335,27 @@ def measure_attributes(
 
     pipe = StableDiffusionPipeline.from_pretrained(str(pipeline_dir), use_safetensors=True).to(device)
     pipe.set_progress_bar_config(disable=True)
-    prompts = [world.caption(scene) for scene in scenes for _ in range(per_scene)]
     truth = [scene for scene in scenes for _ in range(per_scene)]
-    correct = {name: 0 for name in HEADS}
-    for start in range(0, len(prompts), 64):
-        chunk = prompts[start : start + 64]
-        generators = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(chunk))]
-        images = pipe(
-            chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators, output_type="np"
-        ).images
-        predictions = classify(classifier, (images * 255).round().astype(np.uint8))
-        for p, scene in zip(predictions, truth[start : start + 64], strict=True):
-            for name in HEADS:
-                correct[name] += p[name] == scene.value(name)
-    return {name: correct[name] / len(prompts) for name in HEADS}
+    images = generate_images(
+        pipe,
+        [world.caption(scene) for scene in truth],
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        batch_size=64,
+        label="check",
+        on_progress=None,
+        done=0,
+        total=0,
+    )
+    return attribute_accuracy(classifier, images, truth)
+
+
+def attribute_accuracy(
+    classifier: ShapesClassifier, images: np.ndarray | torch.Tensor, scenes: list[world.Scene]
+) -> dict[str, float]:
+    """Per attribute, the fraction of ``images`` the classifier reads as their ``scenes``."""
+    return score_images(classifier, images, scenes, [], mode="preserved")[1]
 
 
 def _positive(text: str) -> int:
@@ -466,11 +468,8 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
     with torch.no_grad():
         recon_inputs = to_model_input(recon_images).to(device)
         decoded = vae.decode(vae.encode(recon_inputs).latent_dist.mean).sample
-    recon_pred = classify(classifier, ((decoded.clamp(-1, 1) + 1) / 2).cpu())
-    vae_accuracy = {
-        name: float(np.mean([p[name] == sc.value(name) for p, (sc, _) in zip(recon_pred, recon_check, strict=True)]))
-        for name in HEADS
-    }
+    reconstructions = ((decoded.clamp(-1, 1) + 1) / 2).cpu()
+    vae_accuracy = attribute_accuracy(classifier, reconstructions, [scene for scene, _ in recon_check])
     log(f"vae: scaling factor {scaling_factor:.4f}; classifier on reconstructions {vae_accuracy}", start)
     timings["vae"] = time.perf_counter() - t
 
