@@ -12,7 +12,7 @@ from cpedit.cli.main import cli
 from cpedit.shapes.evaluate import calibration_prompts, evaluation_prompts
 from cpedit.shapes.world import caption
 
-EVAL_ARGS = ["--images", "48", "--steps", "25", "--seed", "1"]
+EVAL_ARGS = ["--images", "64", "--steps", "25", "--seed", "0"]  # the sweep's settings
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def evaluated(no_stripes: Path) -> dict:
 def test_json_has_exactly_the_documented_keys(evaluated: dict, no_stripes: Path) -> None:
     data = evaluated["json"]
     assert set(data) == {"concepts", "images", "erased", "preserved", "pruned_fraction"}
-    assert data["concepts"] == ["striped"] and data["images"] == 48
+    assert data["concepts"] == ["striped"] and data["images"] == 64
     for key in ("erased", "preserved"):
         assert set(data[key]) == {"before", "after"}
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in data[key].values())
@@ -50,8 +50,8 @@ def test_json_has_exactly_the_documented_keys(evaluated: dict, no_stripes: Path)
 def test_erasure_drops_and_preservation_holds(evaluated: dict) -> None:
     data = evaluated["json"]
     assert data["erased"]["before"] >= 0.6  # the base model does draw stripes when asked
-    # a clear drop, not noise (these prompts and seeds: 0.92 -> 0.67; the sweep's 64 images: 0.94 -> 0.53)
-    assert data["erased"]["after"] < data["erased"]["before"] - 0.15
+    # a clear drop, not noise (the sweep's point for this recipe, same prompts and seeds: 0.97 -> 0.66)
+    assert data["erased"]["after"] < data["erased"]["before"] - 0.2
     assert data["preserved"]["after"] >= data["preserved"]["before"] - 0.1
 
 

@@ -51,7 +51,7 @@ def test_classifier_reads_known_scenes() -> None:
     predictions = classify(model, world.render_many(pairs))
     for name in HEADS:
         accuracy = np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, pairs, strict=True)])
-        assert accuracy >= 0.95, (name, accuracy)  # 98-100% per attribute on 3000 scenes in the training report
+        assert accuracy >= 0.98, (name, accuracy)  # 99.7-100% per attribute on 3000 scenes in the training report
     one = classify(model, [world.render(world.Scene("star", "red", "striped", "white"), seed=1)])[0]
     assert one == {"shape": "star", "colour": "red", "texture": "striped", "background": "white"}
 
@@ -60,7 +60,32 @@ def test_training_report_records_the_goals() -> None:
     report = json.loads(training_report_path().read_text())
     assert min(report["classifier_accuracy_on_drawn_scenes"].values()) >= 0.98
     assert report["pipeline_bytes"] <= 15 * 1024 * 1024
-    assert set(report["generated_attribute_accuracy"]["held_out_captions"]) == set(HEADS)
+    assert report["timings_s"]["total"] <= 60 * 60
+    held_out = report["generated_attribute_accuracy"]["held_out_captions"]
+    assert set(held_out) == set(HEADS) and min(held_out.values()) >= 0.90
+
+
+def test_shipped_model_shows_the_held_out_captions_attributes() -> None:
+    """Re-measure the report's held-out check on the shipped weights (240 images, about 20 s)."""
+    import torch
+
+    from cpedit.shapes.train import HELD_OUT_CHECK_SEED, measure_attributes
+
+    report = json.loads(training_report_path().read_text())
+    checked = report["generated_attribute_accuracy"]
+    measured = measure_attributes(
+        builtin_pipeline_path(),
+        load_classifier(),
+        world.held_out_scenes(),
+        per_scene=checked["images_per_caption"],
+        seed=HELD_OUT_CHECK_SEED,
+        device=torch.device("cpu"),
+        **report["generation_settings"],
+    )
+    for name in HEADS:
+        assert measured[name] >= 0.90, (name, measured)
+        # the same images as the training run's check: at most a few borderline readings may differ
+        assert abs(measured[name] - checked["held_out_captions"][name]) <= 0.025, (name, measured)
 
 
 def test_short_name_resolves_to_the_shipped_folder() -> None:

@@ -90,6 +90,11 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "steps_offset": 1,
 }
 
+HELD_OUT_CHECK_SEED = 10_000
+"""Seed of the final check's images for the held-out captions (the report's numbers)."""
+SEEN_CHECK_SEED = 20_000
+"""Seed of the final check's images for the seen captions."""
+
 
 def log(message: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
@@ -143,7 +148,7 @@ def train_classifier(
     inputs = to_model_input(images)
     labels = labels_of(scenes)
     model = ShapesClassifier().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4, foreach=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=2e-3, total_steps=steps, pct_start=min(0.5, max(0.3, 3 / steps))
     )
@@ -174,7 +179,7 @@ def train_vae(images: np.ndarray, *, steps: int, batch: int, seed: int, start: f
     generator = torch.Generator().manual_seed(seed)
     vae = AutoencoderKL(**VAE_CONFIG).to(device)
     inputs = to_model_input(images)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0, foreach=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=1e-3, total_steps=steps, pct_start=min(0.5, max(0.05, 3 / steps))
     )
@@ -240,7 +245,9 @@ def train_denoiser(
     ema = copy.deepcopy(unet).requires_grad_(False)
     noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=8e-4, weight_decay=0.01)
+    # foreach (not the default on the CPU): the same numbers as the per-tensor loop, bit for bit
+    # (checked), with less per-tensor overhead
+    optimizer = torch.optim.AdamW(parameters, lr=8e-4, weight_decay=0.01, foreach=True)
     warmup = min(300, steps // 10)
 
     def lr_at(step: int) -> float:
@@ -290,7 +297,7 @@ def train_denoiser(
         loss = F.mse_loss(prediction, noise)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0, foreach=True)
         optimizer.step()
         schedule.step()
         decay = min(0.999, (1 + step) / (10 + step))
@@ -385,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "sees the same data (bitwise-equal weights are promised only for the same device and torch version)",
     )
     parser.add_argument("--images", type=_positive, default=40000, help="training scenes (default: 40000)")
-    parser.add_argument("--classifier-steps", type=_positive, default=1200, help="batches of 128 (default: 1200)")
+    parser.add_argument("--classifier-steps", type=_positive, default=2000, help="batches of 128 (default: 2000)")
     parser.add_argument("--vae-steps", type=_positive, default=1500, help="VAE batches (default: 1500)")
     parser.add_argument(
         "--denoiser-steps", type=_positive, default=7000, help="UNet and text encoder batches (default: 7000)"
@@ -503,7 +510,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
             classifier,
             world.held_out_scenes(),
             per_scene=args.eval_per_scene,
-            seed=10_000,
+            seed=HELD_OUT_CHECK_SEED,
             device=device,
             **settings,
         )
@@ -512,7 +519,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
             classifier,
             seen_scenes,
             per_scene=args.eval_per_scene,
-            seed=20_000,
+            seed=SEEN_CHECK_SEED,
             device=device,
             **settings,
         )

@@ -184,8 +184,8 @@ def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float
 def _texture_mask(texture: str, xs: np.ndarray, ys: np.ndarray, phase_x: float, phase_y: float) -> np.ndarray:
     """Where the texture shows the shape's main colour (True) or its second shade (False).
 
-    Every texture has an 8-pixel period: coarse enough to survive the model's 4x
-    downsampling VAE, fine enough to show several times inside a shape.
+    Every texture has an 8-pixel period (4 latent pixels after the VAE's 2x downsampling):
+    coarse enough to survive the VAE, fine enough to show several times inside a shape.
     """
     x, y = xs + phase_x, ys + phase_y
     if texture == "plain":
