@@ -23,7 +23,7 @@ import torch
 from cpedit.architectures import find_target_layers, require_support
 from cpedit.calibration import calibrate
 from cpedit.loading import open_pipeline
-from cpedit.recipes import PruneSettings, resolve_recipe
+from cpedit.recipes import TARGETS, PruneSettings, resolve_recipe
 from cpedit.selection import layer_mask
 from cpedit.shapes.classifier import load_classifier
 from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument(
         "--target",
         default="ffn",
-        choices=("ffn", "ffn-in", "attn-key", "attn-value"),
+        choices=[t for t in TARGETS if t != "text-ffn"],  # denoiser targets: the fraction is of the UNet
         help="prune.target of every point (default: ffn, the paper's FFN output projections)",
     )
     parser.add_argument("--out", type=Path, default=None)
