@@ -1,6 +1,6 @@
 """Calibration overhead per architecture, against the bare denoiser calls it needs.
 
-For each tiny random-weight pipeline of :func:`cpedit.testing.build_random_components`
+For each tiny random-weight pipeline of :func:`devtools.builders.build_random_components`
 (SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma) and one recipe (default: the
 shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
 architecture runs the same image size), in one process:
@@ -39,11 +39,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpedit.architectures import find_target_layers, require_support  # noqa: E402
+from cpedit.architectures import find_target_layers  # noqa: E402
 from cpedit.calibration import calibrate  # noqa: E402
 from cpedit.ffn import get_denoiser  # noqa: E402
-from cpedit.recipes import resolve_recipe  # noqa: E402
-from cpedit.testing import ARCHITECTURES, build_random_components  # noqa: E402
+from cpedit.recipe_sources import resolve_recipe  # noqa: E402
+from cpedit.support import require_support  # noqa: E402
+from devtools.builders import ARCHITECTURES, build_random_components  # noqa: E402
 
 
 def fastest_interleaved(repeats: int, **runs: Any) -> dict[str, dict[str, float]]:

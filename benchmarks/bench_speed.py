@@ -33,6 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # devtools (not installed with cpedit)
 
 from naive_reference import naive_masks_for_recipe  # noqa: E402
 
@@ -41,7 +42,7 @@ import cpedit.calibration  # noqa: E402
 from cpedit.calibration import calibrate, denoiser_calls, native_size  # noqa: E402
 from cpedit.ffn import find_ffn_output_layers  # noqa: E402
 from cpedit.recipes import load_recipe  # noqa: E402
-from cpedit.testing import build_random_sd_components  # noqa: E402
+from devtools.builders import build_random_sd_components  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -153,17 +154,17 @@ def main() -> None:
         print(f"reference: {reference_s:.2f}s", flush=True)
 
     cpedit_s, result = timed(device, lambda: cpedit.prune(pipe, [recipe], batch_size=args.batch_size))
-    concept = result.report["concepts"][0]
+    concept = result.report.concepts[0]
     results.update(
         cpedit_s=cpedit_s,
-        cpedit_calibrate_s=result.report["timings_s"]["calibrate"],
-        cpedit_score_s=result.report["timings_s"]["score"],
-        cpedit_unet_calls=concept["unet_calls"],
-        batch_size=concept["batch_size"],
-        pruned_weights=result.report["totals"]["pruned_weights"],
+        cpedit_calibrate_s=result.report.timings_s["calibrate"],
+        cpedit_score_s=result.report.timings_s["score"],
+        cpedit_unet_calls=concept.unet_calls,
+        batch_size=concept.batch_size,
+        pruned_weights=result.report.totals.pruned_weights,
     )
     print(
-        f"cpedit: {cpedit_s:.2f}s (calibrate {results['cpedit_calibrate_s']:.2f}s, batch {concept['batch_size']})",
+        f"cpedit: {cpedit_s:.2f}s (calibrate {results['cpedit_calibrate_s']:.2f}s, batch {concept.batch_size})",
         flush=True,
     )
 
@@ -175,17 +176,17 @@ def main() -> None:
     restore()
     if device.type == "cuda" and cpedit.calibration.use_triton():
         os.environ["CPEDIT_DISABLE_TRITON"] = "1"  # the plain PyTorch statistics, for comparison
-        torch_s, torch_result = timed(device, lambda: cpedit.prune(pipe, [recipe], batch_size=concept["batch_size"]))
+        torch_s, torch_result = timed(device, lambda: cpedit.prune(pipe, [recipe], batch_size=concept.batch_size))
         del os.environ["CPEDIT_DISABLE_TRITON"]
         restore()
-        results["cpedit_torch_path_calibrate_s"] = torch_result.report["timings_s"]["calibrate"]
+        results["cpedit_torch_path_calibrate_s"] = torch_result.report.timings_s["calibrate"]
         results["iou_triton_vs_torch_path"] = iou(torch_result.masks, result.masks)
 
-    floor_s, floor_calls = unet_floor(pipe, recipe, batch_size=concept["batch_size"], device=device)
+    floor_s, floor_calls = unet_floor(pipe, recipe, batch_size=concept.batch_size, device=device)
     results.update(floor_s=floor_s, floor_unet_calls=floor_calls)
-    pipeline_s, _ = timed(device, lambda: calibrate(pipe, recipe, [], batch_size=concept["batch_size"]))
+    pipeline_s, _ = timed(device, lambda: calibrate(pipe, recipe, [], batch_size=concept.batch_size))
     results["pipeline_no_hooks_s"] = pipeline_s
-    repeat_s, _ = timed(device, lambda: calibrate(pipe, recipe, layers, batch_size=concept["batch_size"]))
+    repeat_s, _ = timed(device, lambda: calibrate(pipe, recipe, layers, batch_size=concept.batch_size))
     results["cpedit_calibrate_repeat_s"] = repeat_s
     calib = min(results["cpedit_calibrate_s"], repeat_s)
     results["overhead_vs_floor"] = calib / floor_s - 1

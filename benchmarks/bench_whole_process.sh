@@ -8,7 +8,7 @@ SIZE=${1:-small}
 RECIPE=${2:-van-gogh}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-python -c "from pathlib import Path; from cpedit.testing import build_random_sd_pipeline as b; b(Path('$WORK/model'), size='$SIZE')" 2>/dev/null
+python -c "from pathlib import Path; from devtools.builders import build_random_sd_pipeline as b; b(Path('$WORK/model'), size='$SIZE')" 2>/dev/null
 now() { date +%s.%N; }
 t0=$(now)
 cpedit prune "$WORK/model" --recipe "$RECIPE" --out "$WORK/cpedit-out" --device cpu --format json > "$WORK/report.json"

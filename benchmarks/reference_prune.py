@@ -23,7 +23,7 @@ def main() -> None:
     from diffusers import DiffusionPipeline
     from naive_reference import naive_masks_for_recipe, naive_prune
 
-    from cpedit.recipes import resolve_recipe
+    from cpedit.recipe_sources import resolve_recipe
 
     recipe = resolve_recipe(recipe_ref)
     pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True)

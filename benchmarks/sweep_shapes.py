@@ -20,14 +20,17 @@ from pathlib import Path
 
 import torch
 
-from cpedit.architectures import find_target_layers, require_support
+from cpedit.architectures import find_target_layers
 from cpedit.calibration import calibrate
 from cpedit.loading import open_pipeline
-from cpedit.recipes import TARGETS, PruneSettings, resolve_recipe
+from cpedit.recipe_sources import resolve_recipe
+from cpedit.recipes import PruneSettings
 from cpedit.selection import layer_mask
 from cpedit.shapes.classifier import load_classifier
 from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
 from cpedit.shapes.world import ATTRIBUTES, caption
+from cpedit.support import require_support
+from cpedit.targets import TARGETS
 
 
 def measure(pipe, classifier, sets, erased, *, seed: int, steps: int, guidance: float) -> dict[str, float]:

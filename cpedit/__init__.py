@@ -2,25 +2,67 @@
 
 A training-free implementation of ConceptPrune (Chavhan, Li, Hospedales, ICLR 2025).
 The public API is :func:`prune`; recipes are loaded with :func:`load_recipe`.
+
+Importing :mod:`cpedit` is cheap (no torch): every name below is imported from its module
+on first use (PEP 562), so ``cpedit.__version__`` or the recipe functions cost no model
+libraries.
 """
 
-from cpedit.api import PruneResult, prune
-from cpedit.architectures import SupportInfo, describe_support
-from cpedit.errors import (
-    CpeditError,
-    ModelLoadError,
-    OutputExistsError,
-    PruneCancelled,
-    RecipeError,
-    UnsupportedModelError,
-)
-from cpedit.progress import ProgressCallback, ProgressEvent
-from cpedit.recipes import Recipe, load_recipe, parse_recipe, resolve_recipe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpedit.api import PruneResult, prune
+    from cpedit.errors import (
+        Cancelled,
+        CpeditError,
+        ModelLoadError,
+        OutputExistsError,
+        PruneCancelled,
+        RecipeError,
+        UnsupportedModelError,
+    )
+    from cpedit.progress import ProgressCallback, ProgressEvent
+    from cpedit.recipe_sources import RecipeEntry, list_recipes, resolve_recipe
+    from cpedit.recipes import Recipe, load_recipe, parse_recipe
+    from cpedit.record import Report
+    from cpedit.session import EditSession, Selection
+    from cpedit.support import SupportInfo, describe_support
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "Cancelled": "cpedit.errors",
+    "CpeditError": "cpedit.errors",
+    "EditSession": "cpedit.session",
+    "ModelLoadError": "cpedit.errors",
+    "OutputExistsError": "cpedit.errors",
+    "ProgressCallback": "cpedit.progress",
+    "ProgressEvent": "cpedit.progress",
+    "PruneCancelled": "cpedit.errors",
+    "PruneResult": "cpedit.api",
+    "Recipe": "cpedit.recipes",
+    "RecipeEntry": "cpedit.recipe_sources",
+    "RecipeError": "cpedit.errors",
+    "Report": "cpedit.record",
+    "Selection": "cpedit.session",
+    "SupportInfo": "cpedit.support",
+    "UnsupportedModelError": "cpedit.errors",
+    "describe_support": "cpedit.support",
+    "list_recipes": "cpedit.recipe_sources",
+    "load_recipe": "cpedit.recipes",
+    "parse_recipe": "cpedit.recipes",
+    "prune": "cpedit.api",
+    "resolve_recipe": "cpedit.recipe_sources",
+}
+"""Public name -> the module that defines it (imported when the name is first used)."""
+
 __all__ = [
+    "Cancelled",
     "CpeditError",
+    "EditSession",
     "ModelLoadError",
     "OutputExistsError",
     "ProgressCallback",
@@ -28,13 +70,30 @@ __all__ = [
     "PruneCancelled",
     "PruneResult",
     "Recipe",
+    "RecipeEntry",
     "RecipeError",
+    "Report",
+    "Selection",
     "SupportInfo",
     "UnsupportedModelError",
     "describe_support",
+    "list_recipes",
     "load_recipe",
     "parse_recipe",
     "prune",
     "resolve_recipe",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

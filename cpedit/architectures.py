@@ -4,7 +4,8 @@ A small registry: pipeline class name -> :class:`ArchitectureSpec` (which compon
 the denoiser, how guidance works, which feed-forward streams it has, which text
 encoders it has, any call arguments calibration needs). Layers are always found by
 module type or structure, never by hard-coded names, so fine-tuned or resized models
-of a supported family work too.
+of a supported family work too. Whether a pipeline can be edited at all is decided in
+:mod:`cpedit.support`, from this registry.
 
 Hook targets (the paper's ablations; ``prune.target`` in a recipe):
 
@@ -42,19 +43,18 @@ from typing import Any
 
 from torch import nn
 
-from cpedit.errors import CpeditError, UnsupportedModelError
+from cpedit.errors import CpeditError
 from cpedit.ffn import FFNLayer, get_denoiser
-from cpedit.recipes import STREAMS, TARGETS
+from cpedit.targets import STREAMS, TARGETS
 
 __all__ = [
     "ArchitectureSpec",
-    "SupportInfo",
     "SPECS",
     "STREAMS",
     "TARGETS",
-    "describe_support",
+    "default_layers",
     "find_target_layers",
-    "require_support",
+    "spec_for_class",
     "spec_for_pipeline",
 ]
 
@@ -143,80 +143,9 @@ SPECS: tuple[ArchitectureSpec, ...] = (
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
 
 
-@dataclass(frozen=True)
-class SupportInfo:
-    """Whether and how cpedit supports a pipeline (see :func:`describe_support`).
-
-    Attributes:
-        supported: True when ``cpedit prune`` can edit it.
-        architecture: The family's short name (``sd``, ``sdxl``, ``sd3``, ``flux``,
-            ``pixart``; also for an unsupported pipeline of a known family, such as
-            ``StableDiffusionXLImg2ImgPipeline``), or ``unknown``.
-        how: One line on what cpedit does with it (denoiser, FFN layers, guidance, streams).
-        missing: When unsupported, what is missing, in words; else None.
-    """
-
-    supported: bool
-    architecture: str
-    how: str
-    missing: str | None = None
-
-
-def _supported_list() -> str:
-    return ", ".join(p for spec in SPECS for p in spec.pipelines)
-
-
-def describe_support(pipeline_class: str, denoiser: nn.Module | None = None) -> SupportInfo:
-    """Say whether cpedit supports a pipeline class, how, and otherwise what is missing.
-
-    Args:
-        pipeline_class: The diffusers pipeline class name (``model_index.json``'s
-            ``_class_name``), e.g. ``FluxPipeline``.
-        denoiser: The loaded denoiser, if available; then the FFN blocks are counted and
-            a denoiser without any makes the pipeline unsupported.
-
-    Returns:
-        A :class:`SupportInfo`; never raises for unknown names.
-    """
-    spec = _BY_PIPELINE.get(pipeline_class)
-    if spec is None:
-        prefixes = [
-            (len(p), s) for s in SPECS for p in s.pipelines if pipeline_class.startswith(p.removesuffix("Pipeline"))
-        ]
-        family = [s for _, s in sorted(prefixes, key=lambda item: -item[0])]
-        why = (
-            f"{pipeline_class} is not a text-to-image pipeline cpedit calibrates "
-            f"(it belongs to the {family[0].name} family, but only {', '.join(family[0].pipelines)} is supported: "
-            "calibration needs the plain prompt-to-image call path)"
-            if family
-            else f"no cpedit architecture spec for {pipeline_class}"
-        )
-        return SupportInfo(
-            supported=False,
-            architecture=family[0].name if family else "unknown",
-            how="",
-            missing=f"{why}; supported pipelines: {_supported_list()}",
-        )
-    streams = "image stream by default, text stream with prune.stream" if len(spec.streams) > 1 else "one stream"
-    guidance = "classifier-free guidance (both halves)" if spec.guidance == "cfg" else "distilled guidance, no CFG"
-    how = (
-        f"{spec.label}: prunes FFN weights of pipe.{spec.denoiser} ({streams}); "
-        f"calibrates through {pipeline_class}.__call__ with {guidance}"
-    )
-    if denoiser is not None:
-        layers = _denoiser_layers(denoiser, spec.denoiser, target="ffn", stream="both")
-        if not layers:
-            return SupportInfo(
-                supported=False,
-                architecture=spec.name,
-                how=how,
-                missing=(
-                    f"its {type(denoiser).__name__} has no feed-forward (diffusers FeedForward) blocks, so there "
-                    "are no skilled neurons to prune; ConceptPrune needs a denoiser with transformer blocks"
-                ),
-            )
-        how += f"; {len(layers)} FFN layers"
-    return SupportInfo(supported=True, architecture=spec.name, how=how)
+def spec_for_class(pipeline_class: str) -> ArchitectureSpec | None:
+    """The spec of a pipeline class name (``model_index.json``'s ``_class_name``), or None."""
+    return _BY_PIPELINE.get(pipeline_class)
 
 
 def default_layers(pipeline_class: str, denoiser: nn.Module) -> list[FFNLayer]:
@@ -241,23 +170,6 @@ def spec_for_pipeline(pipe: Any) -> ArchitectureSpec | None:
         if spec is not None:
             return spec
     return None
-
-
-def require_support(pipe: Any) -> ArchitectureSpec:
-    """The pipeline's spec, or :class:`UnsupportedModelError` naming what is missing.
-
-    Raises:
-        UnsupportedModelError: Unknown pipeline class, no denoiser, or no FFN blocks.
-    """
-    spec = spec_for_pipeline(pipe)
-    name = type(pipe).__name__
-    if spec is None:
-        info = describe_support(name)
-        raise UnsupportedModelError(f"{name} is not supported: {info.missing}")
-    info = describe_support(spec.pipelines[0], get_denoiser(pipe))
-    if not info.supported:
-        raise UnsupportedModelError(f"{name} is not supported: {info.missing}")
-    return spec
 
 
 def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:

@@ -40,10 +40,11 @@ from typing import Any
 import torch
 
 from cpedit import kernels
-from cpedit.errors import CpeditError, PruneCancelled, UnsupportedModelError
+from cpedit.errors import CpeditError
 from cpedit.ffn import FFNLayer, execution_device, get_denoiser
-from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import Recipe
+from cpedit.support import require_text_to_image_call
 
 TARGET = 0
 """Row of the accumulators holding target-prompt statistics."""
@@ -69,6 +70,8 @@ class ConceptStats:
         seconds: Wall time of the calibration.
         accumulator_bytes: Size of the statistics buffers on the device (totals plus one
             batch's sums), the calibration's only memory beyond the pipeline's own.
+        timesteps: The tau the statistics cover (1 for ``text-ffn``); any tau up to it can be
+            selected from them.
     """
 
     recipe: Recipe
@@ -78,6 +81,7 @@ class ConceptStats:
     batches: int
     seconds: float
     accumulator_bytes: int = 0
+    timesteps: int = 0
 
 
 class _StopAfterTau(Exception):
@@ -145,17 +149,11 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
     """Check, before any calibration, that the pipeline can run ``recipe``.
 
     Raises:
-        UnsupportedModelError: The pipeline is not text-to-image (no ``prompt``,
-            ``generator`` or ``output_type`` arguments).
+        UnsupportedModelError: The pipeline is not text-to-image (see
+            :func:`cpedit.support.require_text_to_image_call`).
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
     """
-    parameters = inspect.signature(pipe.__call__).parameters
-    missing = [name for name in ("prompt", "generator", "output_type", "num_inference_steps") if name not in parameters]
-    if missing:
-        raise UnsupportedModelError(
-            f"{type(pipe).__name__} is not a text-to-image pipeline cpedit can calibrate "
-            f"(its __call__ has no {', '.join(missing)} argument)"
-        )
+    require_text_to_image_call(pipe)
     if is_text_target(recipe):
         return  # one text-encoder forward per prompt: no denoiser calls are needed
     available = denoiser_calls(pipe, recipe.sampling.steps)
@@ -215,6 +213,7 @@ def calibrate(
     recipe: Recipe,
     layers: Sequence[FFNLayer],
     *,
+    timesteps: int | None = None,
     batch_size: int | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -225,23 +224,26 @@ def calibrate(
         pipe: A loaded text-to-image pipeline (already on its device).
         recipe: The concept's prompts and settings.
         layers: The layers to hook (see :func:`cpedit.architectures.find_target_layers`).
+        timesteps: Calibrate this many denoiser calls instead of the recipe's tau (a larger tau
+            keeps statistics for later re-selection; those of the first calls are the same).
+            Ignored for ``text-ffn``.
         batch_size: Prompts per pipeline call, rounded down to an even number so that
             each target prompt shares its batch with its base prompt; ``None`` picks the
             largest that fits memory.
         on_progress: Called when a batch starts (``timestep`` 0) and after every denoiser call.
-        cancel: When set, the run stops at the next denoiser call with :class:`PruneCancelled`.
+        cancel: When set, the run stops at the next denoiser call with :class:`~cpedit.errors.Cancelled`.
 
     Raises:
         UnsupportedModelError: The pipeline is not a text-to-image pipeline.
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
-        PruneCancelled: ``cancel`` was set.
+        Cancelled: ``cancel`` was set.
     """
     from cpedit.architectures import spec_for_pipeline
 
     started = time.perf_counter()
     settings = recipe.sampling
     text = is_text_target(recipe)
-    tau = 1 if text else recipe.prune.timesteps
+    tau = 1 if text else (timesteps or recipe.prune.timesteps)
     check_calibration_fits(pipe, recipe)
     denoiser = get_denoiser(pipe)
     device = execution_device(pipe)
@@ -270,7 +272,9 @@ def calibrate(
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
     else:
         handles.append(denoiser.register_forward_hook(state.denoiser_hook))
-    position, batch_number, calls = 0, 0, 0
+    # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
+    # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
+    position, batch_number, calls, done, wasted = 0, 0, 0, 0, 0
     try:
         while position < len(prompts):
             batch = prompts[position : position + size]
@@ -279,7 +283,7 @@ def calibrate(
                 sums={name: torch.zeros_like(t) for name, t in totals.items()},
                 groups=torch.tensor(groups[position : position + size], device=device),
                 report=_batch_reporter(
-                    recipe, on_progress, cancel, batch_number + 1, batches, tau, calls, accumulator_bytes
+                    recipe, on_progress, cancel, batch_number + 1, batches, tau, done + wasted, accumulator_bytes
                 ),
             )
             state.report(0)  # the batch starts: lets a front end show it before the first call ends
@@ -300,6 +304,7 @@ def calibrate(
             except torch.OutOfMemoryError:
                 if not automatic or size == 1:
                     raise
+                wasted += 1 if text and state.reached_denoiser else state.calls
                 size = max(1, size // 2 - (size // 2) % 2)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -313,6 +318,7 @@ def calibrate(
             for name, sums in state.sums.items():
                 totals[name] += sums
             calls += 0 if text else tau
+            done += tau
             position += len(batch)
             batch_number += 1
     finally:
@@ -329,6 +335,7 @@ def calibrate(
         batches=batch_number,
         seconds=time.perf_counter() - started,
         accumulator_bytes=accumulator_bytes,
+        timesteps=tau,
     )
 
 
@@ -339,12 +346,13 @@ def _batch_reporter(
     batch: int,
     batches: int,
     tau: int,
-    calls_before: int,
+    units_before: int,
     accumulator_bytes: int,
 ) -> Callable[[int], None]:
+    """The progress callback of one batch: ``units_before`` units were done before it."""
+
     def report(timestep: int) -> None:
-        if cancel is not None and cancel.is_set():
-            raise PruneCancelled("cancelled during calibration; nothing was written")
+        check_cancel(cancel, "during calibration")
         emit(
             on_progress,
             ProgressEvent(
@@ -359,8 +367,9 @@ def _batch_reporter(
                 batches=batches,
                 timestep=timestep,
                 timesteps=tau,
-                completed=calls_before + timestep,
-                total=batches * tau,
+                completed=units_before + timestep,
+                total=units_before + (batches - batch + 1) * tau,
+                unit="batches" if is_text_target(recipe) else "calls",
                 accumulator_bytes=accumulator_bytes,
             ),
         )

@@ -1,14 +1,40 @@
 """Exceptions raised by cpedit.
 
-Every error a user can cause derives from :class:`CpeditError`, so the CLI can print
-it as one clear message (no traceback) and exit with a non-zero status.
+Every error a user can cause derives from :class:`CpeditError`, so a front end can show
+it as one clear message (no traceback). Errors carry fields (the path, repo id, reason, and
+the library argument they are about) so that front ends can add their own hints: the
+library's messages never name a command-line flag; the CLI maps :attr:`CpeditError.argument`
+to its option (``out`` -> ``--out``).
 """
 
 from __future__ import annotations
 
 
 class CpeditError(Exception):
-    """Base class for errors caused by user input, models or the environment."""
+    """Base class for errors caused by user input, models or the environment.
+
+    Attributes:
+        path: The file or folder the error is about, when there is one.
+        repo_id: The Hub repo the error is about, when there is one.
+        reason: A short machine-readable cause (``exists``, ``not_found``, ``gated``, ...), or None.
+        argument: The library argument at fault (``out``, ``revision``, ``prompts``,
+            ``batch_size``, ``device``, ...), so a front end can name its own option for it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        repo_id: str | None = None,
+        reason: str | None = None,
+        argument: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.repo_id = repo_id
+        self.reason = reason
+        self.argument = argument
 
 
 class RecipeError(CpeditError):
@@ -22,12 +48,12 @@ class RecipeError(CpeditError):
     """
 
     def __init__(self, path: str, problems: list[tuple[str, str]], *, headline: str = "invalid recipe") -> None:
-        self.path = path
+        self.headline = headline
         self.problems = problems
         lines = [f"{path}: {headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
         for field, message in problems:
             lines.append(f"  - {field}: {message}" if field else f"  - {message}")
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(lines), path=path, reason=headline.replace(" ", "_"), argument="recipes")
 
 
 class ModelLoadError(CpeditError):
@@ -42,5 +68,17 @@ class OutputExistsError(CpeditError):
     """The output folder exists and overwriting was not requested."""
 
 
-class PruneCancelled(CpeditError):
-    """The run was cancelled through its ``cancel`` event; nothing was written."""
+class Cancelled(CpeditError):
+    """The work was cancelled through its ``cancel`` event; nothing was written.
+
+    Attributes:
+        step: What was going on when the cancel was seen (``during calibration``, ...).
+    """
+
+    def __init__(self, message: str, *, step: str = "") -> None:
+        super().__init__(message, reason="cancelled")
+        self.step = step
+
+
+PruneCancelled = Cancelled
+"""The name :class:`Cancelled` had before edit sessions (kept so existing code keeps working)."""

@@ -106,20 +106,3 @@ def execution_device(pipe: object) -> torch.device:
     if getattr(denoiser, "_hf_hook", None) is not None and hasattr(pipe, "_execution_device"):
         return torch.device(pipe._execution_device)
     return denoiser.device
-
-
-def require_ffn_layers(pipe: object) -> list[FFNLayer]:
-    """The FFN output layers of the pipeline's denoiser, or a clear error if there are none.
-
-    Raises:
-        UnsupportedModelError: The denoiser has no diffusers ``FeedForward`` blocks.
-    """
-    denoiser = get_denoiser(pipe)
-    layers = find_ffn_output_layers(denoiser)
-    if not layers:
-        raise UnsupportedModelError(
-            f"{type(pipe).__name__}'s {type(denoiser).__name__} has no feed-forward (diffusers FeedForward) blocks, "
-            "so there are no skilled neurons to prune. ConceptPrune needs a denoiser with transformer blocks "
-            "(e.g. Stable Diffusion's UNet2DConditionModel)."
-        )
-    return layers

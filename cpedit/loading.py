@@ -8,9 +8,14 @@ weights changed.
 
 from __future__ import annotations
 
+import functools
+import glob
 import importlib.util
 import json
 import os
+import re
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +26,9 @@ from typing import Any
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
+from cpedit.output import UNSAFE_WEIGHT_SUFFIXES
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.record import infer_hub_snapshot
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
 
 DTYPES: dict[str, torch.dtype] = {
@@ -41,7 +49,11 @@ class ModelSource:
         path: The local folder holding the pipeline (a Hub snapshot for Hub models).
         is_local: True when ``ref`` was a folder.
         revision: The revision asked for (Hub only).
-        commit: The Hub commit the snapshot belongs to, when known.
+        commit: The Hub commit the snapshot belongs to, when known (for a local Hub cache
+            snapshot folder, the snapshot folder's name).
+        repo_id: The Hub id the files come from: the id for a Hub download, ``NS/NAME`` for
+            a local Hub cache snapshot folder (``.../models--NS--NAME/snapshots/COMMIT``),
+            None for any other folder and for the built-in model.
     """
 
     ref: str
@@ -49,6 +61,7 @@ class ModelSource:
     is_local: bool
     revision: str | None = None
     commit: str | None = None
+    repo_id: str | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -115,19 +128,39 @@ def check_offload(device: str) -> torch.device:
     return resolved
 
 
-def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None) -> ModelSource:
+def resolve_source(
+    model: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ModelSource:
     """Find the local folder of a pipeline, downloading it from the Hub if needed.
+
+    A Hub model is downloaded into the standard Hub cache: only the files a safetensors
+    pipeline load needs (see :func:`pipeline_files`), reported as ``download`` events (bytes)
+    instead of huggingface_hub's own progress bars.
 
     Args:
         model: A local diffusers pipeline folder, a Hub id such as
             ``CompVis/stable-diffusion-v1-4``, or ``builtin:shapes`` (the small model
             that ships with cpedit).
         revision: A Hub branch, tag or commit (Hub ids only).
+        on_progress: Receives ``download`` events while a Hub model downloads: ``completed``
+            and ``total`` count the bytes of all the files the pipeline needs (files already
+            in the cache count as done), ``unit="bytes"``, and ``file``, ``file_index`` and
+            ``files`` name the file the bytes belong to. It may be called from
+            huggingface_hub's download threads, one call at a time.
+        cancel: Set it (from another thread) to stop the download at its next chunk or file
+            with :class:`~cpedit.errors.Cancelled`. Files already complete stay in the Hub
+            cache (a later download resumes); nothing else is written.
 
     Raises:
         ModelLoadError: The folder is not a diffusers pipeline, or the Hub model cannot
             be had; the message says what to do.
+        Cancelled: ``cancel`` was set.
     """
+    check_cancel(cancel, "before loading the model")
     ref = os.fspath(model)
     if is_builtin_model(ref):
         return _builtin_source(revision=revision)
@@ -140,10 +173,13 @@ def resolve_source(model: str | os.PathLike[str], *, revision: str | None = None
                 f"{ref} is not a diffusers pipeline folder (no model_index.json); "
                 "give a folder written by `save_pretrained` or a Hub id such as CompVis/stable-diffusion-v1-4"
             )
-        return ModelSource(ref=ref, path=path.resolve(), is_local=True)
+        resolved = path.resolve()
+        snapshot = infer_hub_snapshot(resolved)
+        repo_id, commit = snapshot if snapshot is not None else (None, None)
+        return ModelSource(ref=ref, path=resolved, is_local=True, commit=commit, repo_id=repo_id)
     if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
         raise ModelLoadError(f"{ref}: no such folder, and not a Hub id of the form namespace/name")
-    return _download(ref, revision=revision)
+    return _download(ref, revision=revision, on_progress=on_progress, cancel=cancel)
 
 
 def _builtin_source(*, revision: str | None) -> ModelSource:
@@ -154,62 +190,347 @@ def _builtin_source(*, revision: str | None) -> ModelSource:
     if not (path / "model_index.json").is_file():
         raise ModelLoadError(
             f"the built-in model's weights are missing from this install ({path}); reinstall cpedit, "
-            "or rebuild them with `python -m cpedit.shapes.train`"
+            "or rebuild them from a checkout of the cpedit repository with `python -m devtools.train_shapes`"
         )
     return ModelSource(ref=BUILTIN_MODEL_NAME, path=path, is_local=False)
 
 
-def _download(repo_id: str, *, revision: str | None) -> ModelSource:
+_SKIPPED_SUFFIXES = (*UNSAFE_WEIGHT_SUFFIXES, ".onnx_data", ".gguf", ".py", ".pyc")
+"""Files of a component folder never downloaded: weights in formats other than safetensors, code."""
+_UNSAFE_INDEX = re.compile(r"\.(?:bin|ckpt|pt|pth|pkl|msgpack|h5|onnx|pb)\.index(?:\.[^./]+)?\.json$")
+_SHARD = re.compile(r"-\d+-of-\d+")
+
+
+def _index_variant_needed(index_name: str, chosen: list[str]) -> bool:
+    """Whether a safetensors index file (``X.safetensors.index[.VARIANT].json``) belongs to a chosen weight file."""
+    stem, _, rest = index_name.partition(".safetensors.index")
+    variant = rest[1 : -len(".json")] if rest != ".json" else ""
+    for name in chosen:
+        base = name[: -len(".safetensors")]
+        if base.startswith(stem) and _SHARD.sub("", base[len(stem) :]).lstrip(".") == variant:
+            return True
+    return False
+
+
+def pipeline_files(index: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
+    """The files of a Hub repo that loading its pipeline from safetensors needs, in the repo's order.
+
+    That is what diffusers fetches for ``use_safetensors=True``: ``model_index.json``; for
+    each component model_index.json lists, the files directly in its folder (configs,
+    tokenizer and scheduler files) and its safetensors weights of the default variant (or the
+    variant files when the component has only those; the rule of
+    :func:`cpedit.hub.info.pull_safetensors`), with the safetensors index files of those
+    weights. Never weights in other formats (``.bin``, ``.ckpt``, ``.pt``, ``.pth``,
+    ``.msgpack``, ``.h5``, ``.onnx``, ...), code files, hidden files, or files of folders
+    that are not components.
+
+    Args:
+        index: The parsed model_index.json.
+        files: The repo's files (path -> size in bytes).
+
+    Returns:
+        path -> size of the files to download.
+    """
+    from cpedit.hub.info import pull_safetensors
+
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
+    weights = pull_safetensors(index, files)
+    chosen: dict[str, list[str]] = {}
+    for path in weights:
+        component, name = path.split("/", 1)
+        chosen.setdefault(component, []).append(name)
+    needed: dict[str, int] = {}
+    for path, size in files.items():
+        if path == "model_index.json" or path in weights:
+            needed[path] = size
+            continue
+        component, _, name = path.partition("/")
+        if component not in components or not name or "/" in name or name.startswith("."):
+            continue
+        if name.endswith((".safetensors", *_SKIPPED_SUFFIXES)) or _UNSAFE_INDEX.search(name):
+            continue
+        if ".safetensors.index" in name and not _index_variant_needed(name, chosen.get(component, [])):
+            continue
+        needed[path] = size
+    return needed
+
+
+def components_without_safetensors(index: dict[str, Any], files: dict[str, int]) -> list[str]:
+    """The components whose folder holds weights, but none in safetensors (cpedit cannot load those)."""
+    from cpedit.hub.info import pull_safetensors
+
+    with_safetensors = {path.split("/", 1)[0] for path in pull_safetensors(index, files)}
+    missing = set()
+    for path in files:
+        component, _, name = path.partition("/")
+        if isinstance(index.get(component), list) and "/" not in name and name.endswith(UNSAFE_WEIGHT_SUFFIXES):
+            if component not in with_safetensors:
+                missing.add(component)
+    return sorted(missing)
+
+
+class _DownloadMonitor:
+    """Turns huggingface_hub's progress-bar updates of one snapshot download into ``download`` events.
+
+    snapshot_download reports the bytes written for every file on one aggregate bar, from
+    the worker thread downloading the file; each file announces itself by growing that
+    bar's total by its size, in that thread. The monitor maps each worker thread to the file
+    it announced (the next pending file of that size), so every event names its file.
+    Updates from threads it does not know (hf_xet's progress threads) are attributed to the
+    file announced last and never raise: cancelling is seen in the download threads (at the
+    next chunk or file) and between files.
+    """
+
+    def __init__(
+        self,
+        repo_id: str,
+        plan: dict[str, int],
+        cached: set[str],
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.repo_id = repo_id
+        self.order = list(plan)
+        self.sizes = plan
+        self.total = sum(plan.values())
+        self.cached_bytes = sum(plan[p] for p in cached)
+        self.pending = [p for p in self.order if p not in cached]
+        self.done: dict[str, int] = {}
+        self.by_thread: dict[int, str] = {}
+        self.raising_threads = {threading.get_ident()}
+        self.last_file: str | None = None
+        self.reported = self.cached_bytes
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.lock = threading.RLock()
+
+    def check(self) -> None:
+        """Raise Cancelled if the download was cancelled (only in threads where raising stops it)."""
+        if threading.get_ident() in self.raising_threads:
+            check_cancel(self.cancel, "during the download")
+
+    def event(self, message: str, *, completed: int, file: str | None = None) -> None:
+        emit(
+            self.on_progress,
+            ProgressEvent(
+                stage="download",
+                message=message,
+                completed=completed,
+                total=self.total,
+                unit="bytes",
+                file=file,
+                file_index=self.order.index(file) + 1 if file is not None else None,
+                files=len(self.order),
+            ),
+        )
+
+    def start(self) -> None:
+        waiting = len(self.pending)
+        if waiting:
+            size = sum(self.sizes[p] for p in self.pending)
+            message = f"downloading {self.repo_id}: {waiting} of {len(self.order)} files ({size / 1e6:.1f} MB)"
+            self.event(message, completed=self.cached_bytes)
+        else:
+            self.event(f"{self.repo_id}: all {len(self.order)} files are in the Hub cache", completed=self.total)
+
+    def file_started(self, size: int) -> None:
+        with self.lock:
+            ident = threading.get_ident()
+            self.raising_threads.add(ident)
+            self.check()
+            file = next((p for p in self.pending if self.sizes[p] == size), self.pending[0] if self.pending else None)
+            if file is not None:
+                self.pending.remove(file)
+                self.by_thread[ident] = file
+                self.done[file] = 0
+                self.last_file = file
+
+    def add_bytes(self, count: int) -> None:
+        with self.lock:
+            self.check()
+            file = self.by_thread.get(threading.get_ident(), self.last_file)
+            if file is None:
+                return
+            self.done[file] = self.done.get(file, 0) + count
+            completed = self.cached_bytes + sum(min(max(n, 0), self.sizes[p]) for p, n in self.done.items())
+            completed = max(self.reported, min(completed, self.total))  # never decreases (a retry rewinds a file)
+            self.reported = completed
+            if count > 0:
+                self.event(f"downloading {file}", completed=completed, file=file)
+
+    def file_finished(self) -> None:
+        with self.lock:
+            self.check()
+
+    def finish(self) -> None:
+        self.reported = self.total
+        self.event(f"downloaded {self.repo_id} ({len(self.order)} files)", completed=self.total)
+
+
+@functools.cache
+def _event_bar_base() -> type:
+    """huggingface_hub's tqdm class, made silent and reporting to a :class:`_DownloadMonitor` (built lazily)."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class EventBar(hf_tqdm):  # type: ignore[misc, valid-type]
+        """A progress bar that never displays; its updates go to the class's ``_cpedit_monitor`` (None: ignored).
+
+        snapshot_download makes three: the files count (``unit`` not bytes), the network
+        transfer (ignored: bytes received, estimated total) and the bytes written, whose
+        total grows by each file's size as the file starts.
+        """
+
+        _cpedit_monitor: _DownloadMonitor | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            name = str(kwargs.pop("name", None) or "")
+            description = str(kwargs.get("desc") or "")
+            if kwargs.get("unit", "it") != "B":
+                self._role = "files"
+            elif name.endswith(".transfer") or description.startswith("Downloading bytes"):
+                self._role = "transfer"
+            else:
+                self._role = "bytes"
+            self._total: float | None = None
+            kwargs["disable"] = True  # never display, whatever the caller or the environment asks
+            super().__init__(*args, **kwargs)
+
+        @property
+        def total(self) -> float | None:  # type: ignore[override]
+            return self._total
+
+        @total.setter
+        def total(self, value: float | None) -> None:
+            previous, self._total = getattr(self, "_total", None), value
+            if (
+                self._cpedit_monitor is not None
+                and self._role == "bytes"
+                and previous is not None
+                and value is not None
+            ):
+                if value > previous:
+                    self._cpedit_monitor.file_started(int(value - previous))
+
+        def update(self, n: float | None = 1) -> bool | None:
+            count = n or 0
+            self.n += count
+            if self._cpedit_monitor is not None:
+                if self._role == "bytes":
+                    self._cpedit_monitor.add_bytes(int(count))
+                elif self._role == "files":
+                    self._cpedit_monitor.file_finished()
+            return None
+
+    return EventBar
+
+
+def _event_bar(monitor: _DownloadMonitor | None) -> type:
+    """A silent tqdm class for huggingface_hub's ``tqdm_class`` reporting to ``monitor`` (None: silent only)."""
+    base = _event_bar_base()
+    return type("DownloadBar", (base,), {"_cpedit_monitor": monitor})
+
+
+def _repo_files(repo_id: str, commit: str | None, revision: str | None) -> dict[str, int]:
+    """The repo's files (path -> size): the listing cached for ``commit`` if any (no request), else from the Hub."""
+    from huggingface_hub import HfApi, RepoFile, get_cached_repo_tree
+
+    if commit is not None:
+        try:
+            return {f.path: int(f.size or 0) for f in get_cached_repo_tree(repo_id, revision=commit)}
+        except Exception:  # noqa: BLE001 - not cached (or unreadable): ask the Hub
+            pass
+    entries = HfApi().list_repo_tree(repo_id, recursive=True, revision=commit or revision)
+    return {e.path: int(e.size or 0) for e in entries if isinstance(e, RepoFile)}
+
+
+def _download(
+    repo_id: str,
+    *,
+    revision: str | None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ModelSource:
     """Download (or find in the Hub cache) the safetensors pipeline; every failure is a clear ModelLoadError.
 
     model_index.json comes first (one small file): a repo that is not a diffusers text-to-image
-    pipeline is refused before any weight is downloaded. huggingface_hub shows download progress
-    (tqdm on stderr) and keeps the files in the standard Hub cache; with ``HF_HUB_OFFLINE=1`` the
-    cache is used and the error says what is missing.
+    pipeline is refused before any weight is downloaded. Then the repo's file listing (cached
+    per commit after the first download) decides the files (:func:`pipeline_files`), and
+    ``snapshot_download`` fetches those missing from the standard Hub cache, its progress
+    turned into ``download`` events (no progress bar is displayed). With ``HF_HUB_OFFLINE=1``
+    the cache is used and the error says what is missing.
     """
-    from diffusers import DiffusionPipeline
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
     from cpedit.hub.errors import describe_hub_error
-    from cpedit.hub.info import text_to_image_refusal
+    from cpedit.support import text_to_image_refusal
 
     def fail(exc: BaseException, filename: str | None = None) -> ModelLoadError:
         described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename)
         if described is None:
             from cpedit.hub.errors import redact
 
-            return ModelLoadError(f"cannot download {repo_id}: {redact(str(exc))}")
+            return ModelLoadError(f"cannot download {repo_id}: {redact(str(exc))}", repo_id=repo_id)
         reason, message = described
         if reason == "entry" and filename == "model_index.json":
+            reason = "not_pipeline"
             message = (
                 f"{repo_id} is not a diffusers pipeline (it has no model_index.json); cpedit edits diffusers "
                 "text-to-image pipelines such as CompVis/stable-diffusion-v1-4"
             )
-        return ModelLoadError(message)
+        return ModelLoadError(message, repo_id=repo_id, reason=reason)
 
+    emit(on_progress, ProgressEvent(stage="download", message=f"reading {repo_id}/model_index.json"))
     try:
-        index_file = hf_hub_download(repo_id, "model_index.json", revision=revision)
+        index_file = hf_hub_download(repo_id, "model_index.json", revision=revision, tqdm_class=_event_bar(None))
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message, or re-worded with the token redacted
         raise fail(exc, "model_index.json") from None
     try:
         index = json.loads(Path(index_file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})") from None
+        raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})", repo_id=repo_id) from None
     refusal = text_to_image_refusal(index)
     if refusal is not None:
-        raise ModelLoadError(f"{repo_id}: {refusal}")
+        raise ModelLoadError(f"{repo_id}: {refusal}", repo_id=repo_id, reason="not_pipeline")
+    snapshot = Path(index_file).parent
+    commit = snapshot.name if snapshot.parent.name == "snapshots" else None
+    check_cancel(cancel, "before the download")
     try:
-        folder = DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True)
+        files = _repo_files(repo_id, commit, revision)
     except Exception as exc:  # noqa: BLE001
-        if "safetensors" in str(exc) and "Could not find" in str(exc):
-            raise ModelLoadError(
-                f"{repo_id} has no safetensors weights for its components; cpedit loads safetensors only "
-                "(pickled .bin/.ckpt weights can run code). Convert it, or pick another repo"
-            ) from None
         raise fail(exc) from None
-    folder_path = Path(folder)
-    commit = folder_path.name if folder_path.parent.name == "snapshots" else None
-    return ModelSource(ref=repo_id, path=folder_path, is_local=False, revision=revision, commit=commit)
+    if components_without_safetensors(index, files):
+        raise ModelLoadError(
+            f"{repo_id} has no safetensors weights for its components; cpedit loads safetensors only "
+            "(pickled .bin/.ckpt weights can run code). Convert it, or pick another repo",
+            repo_id=repo_id,
+            reason="no_safetensors",
+        )
+    plan = pipeline_files(index, files)
+    monitor = _DownloadMonitor(
+        repo_id, plan, {p for p in plan if (snapshot / p).is_file()}, on_progress=on_progress, cancel=cancel
+    )
+    monitor.start()
+    folder = snapshot
+    if monitor.pending:  # else everything is cached: no request beyond model_index.json's
+        try:
+            folder = Path(
+                snapshot_download(
+                    repo_id,
+                    revision=commit or revision,
+                    allow_patterns=[glob.escape(p) for p in plan],
+                    tqdm_class=_event_bar(monitor),
+                )
+            )
+        except CpeditError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            check_cancel(cancel, "during the download")
+            raise fail(exc) from None
+        check_cancel(cancel, "during the download")
+        monitor.finish()
+    return ModelSource(
+        ref=repo_id, path=folder, is_local=False, revision=revision, commit=commit or None, repo_id=repo_id
+    )
 
 
 @contextmanager
@@ -223,6 +544,30 @@ def torch_dtype_accepted() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def library_progress_bars_off() -> Iterator[None]:
+    """diffusers' and transformers' progress bars off for the block (while a pipeline loads).
+
+    Each library's setting is put back afterwards, so a caller that wants their bars
+    elsewhere keeps them.
+    """
+    import diffusers.utils.logging as diffusers_logging
+
+    modules: list[Any] = [diffusers_logging]
+    if importlib.util.find_spec("transformers") is not None:
+        import transformers.utils.logging as transformers_logging
+
+        modules.append(transformers_logging)
+    turned_off = [m for m in modules if m.is_progress_bar_enabled()]
+    for module in turned_off:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module in turned_off:
+            module.enable_progress_bar()
+
+
 def load_pipeline(
     source: ModelSource,
     *,
@@ -230,8 +575,9 @@ def load_pipeline(
     dtype: torch.dtype,
     safety_checker: bool = False,
     offload: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Any:
-    """Load a pipeline from its local folder: safetensors only, no remote code.
+    """Load a pipeline from its local folder: safetensors only, no remote code, no progress bars.
 
     Args:
         source: Where the pipeline is (see :func:`resolve_source`).
@@ -242,9 +588,12 @@ def load_pipeline(
             output unchanged); sampling keeps it unless asked not to.
         offload: Model CPU offload onto ``device`` (a CUDA GPU) instead of moving the
             whole pipeline there.
+        cancel: Checked before the weights are read and before the pipeline moves to the
+            device.
 
     Raises:
         ModelLoadError: The folder cannot be loaded as a diffusers pipeline.
+        Cancelled: ``cancel`` was set.
     """
     from diffusers import DiffusionPipeline
 
@@ -258,13 +607,15 @@ def load_pipeline(
     if "safety_checker" in index and not safety_checker:
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
+    check_cancel(cancel, "before loading the model")
     try:
-        with torch_dtype_accepted():
+        with torch_dtype_accepted(), library_progress_bars_off():
             pipe = DiffusionPipeline.from_pretrained(
                 source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
             )
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
+    check_cancel(cancel, "while loading the model")
     if offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -281,6 +632,8 @@ def open_pipeline(
     dtype: str | None = None,
     safety_checker: bool = False,
     offload: bool = False,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[ModelSource, Any]:
     """Resolve, download if needed, and load a pipeline in one call.
 
@@ -291,6 +644,10 @@ def open_pipeline(
         dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
         safety_checker: Load the model's safety checker (see :func:`load_pipeline`).
         offload: Model CPU offload onto the (CUDA) device (see :func:`check_offload`).
+        on_progress: Receives ``download`` events while a Hub model downloads (see
+            :func:`resolve_source`) and a ``load`` event before and after the load.
+        cancel: Checked before and after the load, and during the download (see
+            :func:`resolve_source`).
 
     Returns:
         The model's source and the loaded pipeline (on the device, progress bars off).
@@ -298,11 +655,26 @@ def open_pipeline(
     Raises:
         CpeditError: Bad device or dtype.
         ModelLoadError: The model cannot be found or loaded.
+        Cancelled: ``cancel`` was set.
     """
     compute_device = check_offload(device) if offload else resolve_device(device)
     compute_dtype = resolve_dtype(dtype, compute_device)
-    source = resolve_source(model, revision=revision)
+    check_cancel(cancel, "before loading the model")
+    source = resolve_source(model, revision=revision, on_progress=on_progress, cancel=cancel)
+    dtype_name = str(compute_dtype).removeprefix("torch.")
+    emit(on_progress, ProgressEvent(stage="load", message=f"loading {source.ref} ({dtype_name} on {compute_device})"))
+    started = time.perf_counter()
     pipe = load_pipeline(
-        source, device=compute_device, dtype=compute_dtype, safety_checker=safety_checker, offload=offload
+        source,
+        device=compute_device,
+        dtype=compute_dtype,
+        safety_checker=safety_checker,
+        offload=offload,
+        cancel=cancel,
+    )
+    check_cancel(cancel, "after loading the model")
+    emit(
+        on_progress,
+        ProgressEvent(stage="load", message=f"loaded {type(pipe).__name__} in {time.perf_counter() - started:.1f} s"),
     )
     return source, pipe

@@ -1,17 +1,14 @@
 """Writing a pruned pipeline: a standard diffusers folder, atomically.
 
-The output is a copy of the base pipeline folder in which only the pruned denoiser
-weights differ: the denoiser's safetensors files are rewritten with the skilled weights
-set to zero (in the file's own dtype, whatever dtype calibration ran in), everything else
-is copied byte for byte. Beside it, ``conceptprune/`` records what was done:
-
-- ``pruned.safetensors``: per layer, the flat indices (int32, 4 bytes per pruned
-  weight) of the zeroed weights; no dense mask.
-- ``recipes/NAME.yaml``: each recipe used, verbatim.
-- ``report.json``: layers, counts, fractions, base model, versions, timings.
+The output is a copy of the base pipeline folder in which only the pruned weights differ:
+the edited components' safetensors files are rewritten with the skilled weights set to zero
+(in the file's own dtype, whatever dtype calibration ran in), everything else is copied byte
+for byte. Beside it, ``conceptprune/`` records what was done (its format, writer and reader
+are :mod:`cpedit.record`).
 
 Everything is written into a hidden temporary folder next to the target and renamed
 into place at the end, so an interrupted run never leaves a folder that looks complete.
+Copying and zeroing check the run's cancel event between files.
 """
 
 from __future__ import annotations
@@ -19,25 +16,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cpedit.errors import CpeditError, OutputExistsError
-from cpedit.recipes import Recipe
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
-RECORD_DIR = "conceptprune"
-POSITIONS_FILE = "pruned.safetensors"
-REPORT_FILE = "report.json"
-PREVIEW_FILE = "preview.png"
-"""``conceptprune/preview.png``: the before/after grid of the recipes' preview prompts (``prune --preview``)."""
-POSITIONS_FORMAT = "cpedit-pruned-positions/1"
 UNSAFE_WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx", ".pb")
 """Weight formats never copied to an output: they would hold unpruned (or unsafe) weights."""
 
@@ -52,9 +43,19 @@ def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path
     path = Path(out).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CpeditError(f"{path} exists and is not a folder; choose another --out")
+            raise CpeditError(
+                f"{path} exists and is not a folder; choose another output folder",
+                path=str(path),
+                reason="not_folder",
+                argument="out",
+            )
         if not overwrite:
-            raise OutputExistsError(f"{path} already exists; choose another --out or pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"{path} already exists; choose another output folder or allow overwriting it",
+                path=str(path),
+                reason="exists",
+                argument="out",
+            )
     return path
 
 
@@ -69,7 +70,12 @@ def check_not_inside(out: Path, model: str | os.PathLike[str]) -> None:
         return  # a Hub id: its files live in the Hub cache
     target, base = out.expanduser().resolve(), base.resolve()
     if target == base or target in base.parents:
-        raise CpeditError(f"--out {out} is (or contains) the base model folder {base}; choose another --out")
+        raise CpeditError(
+            f"the output folder {out} is (or contains) the base model folder {base}; choose another output folder",
+            path=str(out),
+            reason="contains_base",
+            argument="out",
+        )
 
 
 @contextmanager
@@ -86,7 +92,9 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
         yield tmp
         if out.exists():
             if not overwrite:
-                raise OutputExistsError(f"{out} appeared while the run was going; nothing was written")
+                raise OutputExistsError(
+                    f"{out} appeared while the run was going; nothing was written", path=str(out), reason="exists"
+                )
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)
             try:
@@ -102,7 +110,13 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def copy_pipeline_folder(source: Path, destination: Path) -> list[str]:
+def copy_pipeline_folder(
+    source: Path,
+    destination: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> list[str]:
     """Copy a diffusers pipeline folder, resolving links (Hub cache snapshots are links to blobs).
 
     Copied: ``model_index.json``, the component folders it lists, and other top-level
@@ -111,8 +125,17 @@ def copy_pipeline_folder(source: Path, destination: Path) -> list[str]:
     unpruned model) and non-safetensors weight files anywhere (a ``use_safetensors=False``
     load could pick them up). Hidden entries are not copied.
 
+    Args:
+        source: The base pipeline folder.
+        destination: The (temporary) output folder.
+        on_progress: Receives a ``save`` event per copied file (``file``, ``file_index``, ``files``).
+        cancel: Checked before every file.
+
     Returns:
         The skipped paths, relative to ``source``.
+
+    Raises:
+        Cancelled: ``cancel`` was set (the caller's temporary folder is then removed).
     """
     index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
     components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
@@ -130,22 +153,46 @@ def copy_pipeline_folder(source: Path, destination: Path) -> list[str]:
                 skipped.append(os.path.relpath(path, source))
         return ignored
 
+    copied = [0]
+    files = sum(1 for path in source.rglob("*") if path.is_file())  # an upper bound: skipped files are not copied
+
+    def copy(src: str, dst: str) -> str:
+        check_cancel(cancel, "while copying the pipeline")
+        copied[0] += 1
+        relative = os.path.relpath(src, source)
+        emit(
+            on_progress,
+            ProgressEvent(
+                stage="save",
+                message=f"copying {relative}",
+                file=relative,
+                file_index=copied[0],
+                files=files,
+                completed=copied[0] - 1,
+                total=files,
+                unit="files",
+            ),
+        )
+        return shutil.copy2(src, dst)
+
     for entry in sorted(source.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if entry.name in components:
-                shutil.copytree(entry, destination / entry.name, symlinks=False, ignore=ignore)
+                shutil.copytree(entry, destination / entry.name, symlinks=False, ignore=ignore, copy_function=copy)
             else:
                 skipped.append(entry.name + "/")
         elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
             skipped.append(entry.name)
         else:
-            shutil.copy2(entry, destination / entry.name)
+            copy(str(entry), str(destination / entry.name))
     return sorted(skipped)
 
 
-def zero_weights_in_files(folder: Path, masks: dict[str, torch.Tensor]) -> list[str]:
+def zero_weights_in_files(
+    folder: Path, masks: dict[str, torch.Tensor], *, cancel: threading.Event | None = None
+) -> list[str]:
     """Zero the masked weights inside every safetensors file of a component folder.
 
     Each file is rewritten with the same tensor names, dtypes and metadata; only the
@@ -154,6 +201,8 @@ def zero_weights_in_files(folder: Path, masks: dict[str, torch.Tensor]) -> list[
     Args:
         folder: The denoiser folder (e.g. ``OUT/unet``).
         masks: Per layer name, a bool mask shaped like ``name + ".weight"``.
+        cancel: Checked before every file (a file is rewritten through a ``.partial`` copy
+            and a rename, so it is never half-written).
 
     Returns:
         The rewritten files (relative to ``folder``).
@@ -172,6 +221,7 @@ def zero_weights_in_files(folder: Path, masks: dict[str, torch.Tensor]) -> list[
         found_by_variant.setdefault(_variant_of(file.name), set()).update(present)
         if not present:
             continue
+        check_cancel(cancel, "while zeroing the pruned weights")
         tensors = load_file(file)
         for key in present:
             tensor, mask = tensors[key], keys[key]
@@ -202,57 +252,3 @@ def _variant_of(filename: str) -> str:
     parts = stem.split(".")
     parts = [p for p in parts[1:] if "-of-" not in p]
     return parts[-1] if parts else ""
-
-
-def save_positions(path: Path, masks: dict[str, torch.Tensor], *, denoiser: str) -> None:
-    """Write the pruned positions compactly: per layer, sorted int32 flat indices."""
-    tensors = {name: mask.flatten().nonzero().flatten().to(torch.int32).contiguous() for name, mask in masks.items()}
-    shapes = {name: list(mask.shape) for name, mask in masks.items()}
-    save_file(tensors, path, metadata={"format": POSITIONS_FORMAT, "denoiser": denoiser, "shapes": json.dumps(shapes)})
-    path.chmod(0o644)  # safetensors creates files private; this one is meant to be shared
-
-
-def load_positions(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a ``pruned.safetensors`` file back into dense bool masks (per layer).
-
-    Raises:
-        CpeditError: The file is not a cpedit positions file.
-    """
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != POSITIONS_FORMAT:
-            raise CpeditError(f"{path} is not a cpedit pruned-positions file")
-        shapes = json.loads(metadata["shapes"])
-        masks = {}
-        for name, shape in shapes.items():
-            mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
-            mask[handle.get_tensor(name).long()] = True
-            masks[name] = mask.view(shape[0], shape[1])
-    return masks
-
-
-def write_record(
-    folder: Path, *, masks: dict[str, torch.Tensor], recipes: list[Recipe], report: dict[str, Any], denoiser: str
-) -> None:
-    """Write ``conceptprune/`` (positions, recipes verbatim, report) into an output folder."""
-    record = folder / RECORD_DIR
-    (record / "recipes").mkdir(parents=True, exist_ok=True)
-    save_positions(record / POSITIONS_FILE, masks, denoiser=denoiser)
-    for recipe in recipes:
-        (record / "recipes" / f"{recipe.name}.yaml").write_text(recipe.text, encoding="utf-8")
-    (record / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-def read_report(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``conceptprune/report.json`` of a cpedit output folder.
-
-    Raises:
-        CpeditError: ``folder`` is not a cpedit output.
-    """
-    path = Path(folder) / RECORD_DIR / REPORT_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CpeditError(f"{folder} is not a cpedit output (no {RECORD_DIR}/{REPORT_FILE})") from None
-    except ValueError as exc:
-        raise CpeditError(f"{path} is not valid JSON: {exc}") from None

@@ -1,35 +1,52 @@
-"""Progress events: how the library reports slow work without knowing who listens.
+"""Progress events and cancellation: how the library reports slow work without knowing who listens.
 
 The core never prints. It calls an ``on_progress`` callback with :class:`ProgressEvent`
-objects; the CLI renders them with rich, the TUI posts them to its widgets.
+objects; the CLI renders them with rich, the TUI posts them to its widgets. Every slow step
+also takes a ``cancel`` :class:`threading.Event`; once it is set, the step stops at its next
+check with :class:`~cpedit.errors.Cancelled` and leaves nothing half-written.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Stage = Literal["load", "calibrate", "score", "prune", "save", "sample", "upload", "done"]
+from cpedit.errors import Cancelled
+
+Stage = Literal[
+    "download", "load", "calibrate", "score", "prune", "restore", "save", "sample", "evaluate", "upload", "done"
+]
+Unit = Literal["calls", "batches", "layers", "files", "bytes", "images"]
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of a run.
+    """One step of a run. Every field has one meaning in every stage; fields that do not apply are None.
 
     Attributes:
-        stage: What is running: ``load``, ``calibrate``, ``score``, ``prune``, ``save``,
-            ``sample`` (rendering images), ``upload`` (publishing to the Hub: ``batch``/``batches``
-            count files, ``completed``/``total`` count bytes) or ``done``.
+        stage: What is running: ``download`` (fetching a model from the Hub), ``load``,
+            ``calibrate``, ``score`` (selecting skilled weights), ``prune`` (zeroing them in
+            memory), ``restore`` (putting the base weights back), ``save`` (writing the output
+            folder), ``sample`` (rendering images), ``evaluate``, ``upload`` (publishing to
+            the Hub) or ``done``.
         message: A short human-readable line.
-        concept: The recipe name being calibrated or scored, when there is one.
-        batch: 1-based index of the prompt batch in this concept's calibration (of the
-            prompt, when sampling).
-        batches: Number of prompt batches for this concept (of prompts, when sampling).
+        concept: The recipe name being calibrated or scored, when there is one (for
+            ``sample``: the label of the images being rendered, such as ``base``).
+        batch: 1-based index of the current prompt batch (calibration, or an image batch).
+        batches: Number of prompt batches of this concept (or of this image set).
         timestep: Denoiser calls finished in the current batch (0 when it starts, then 1..timesteps).
         timesteps: tau, the denoiser calls each batch makes.
-        completed: Denoiser calls finished for this concept so far.
-        total: Denoiser calls this concept needs in all (batches * timesteps).
+        completed: Work of this stage done so far, in :attr:`unit`; never decreases within a stage
+            (a batch retried after running out of memory adds to :attr:`total` instead).
+        total: Work of this stage in all, in :attr:`unit`.
+        unit: What :attr:`completed` and :attr:`total` count: ``calls`` (denoiser calls),
+            ``batches`` (text-encoder batches of ``text-ffn``), ``layers``, ``files``, ``bytes``
+            or ``images``.
+        file: The file being downloaded, uploaded or written, relative to its folder or repo.
+        file_index: 1-based index of :attr:`file`.
+        files: Number of files of this step.
         accumulator_bytes: During calibration, the size of the statistics buffers on the
             compute device (the running totals and one batch's sums).
     """
@@ -43,6 +60,10 @@ class ProgressEvent:
     timesteps: int | None = None
     completed: int | None = None
     total: int | None = None
+    unit: Unit | None = None
+    file: str | None = None
+    file_index: int | None = None
+    files: int | None = None
     accumulator_bytes: int | None = None
 
 
@@ -53,3 +74,14 @@ def emit(callback: ProgressCallback | None, event: ProgressEvent) -> None:
     """Send ``event`` to ``callback`` if there is one."""
     if callback is not None:
         callback(event)
+
+
+def check_cancel(cancel: threading.Event | None, step: str) -> None:
+    """Raise :class:`~cpedit.errors.Cancelled` if ``cancel`` is set.
+
+    Args:
+        cancel: The run's cancel event (None: never cancelled).
+        step: What was going on, for the message (``during calibration``, ``before saving``).
+    """
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"cancelled {step}; nothing was written", step=step)

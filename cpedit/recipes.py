@@ -6,6 +6,9 @@ Recipes come from strangers, so they are parsed with YAML's safe loader (plain t
 duplicate keys refused) and validated
 completely, every problem reported with its field and a fix, before any model loads.
 
+This module is the format only (no torch); finding recipes by name, file or Hub reference
+is :mod:`cpedit.recipe_sources`.
+
 Example:
     >>> from cpedit.recipes import load_recipe
     >>> recipe = load_recipe("recipes/artists/van-gogh.yaml")
@@ -27,19 +30,11 @@ from typing import Any
 import yaml
 
 from cpedit.errors import RecipeError
+from cpedit.targets import STREAMS, TARGETS
 
 FORMAT_VERSION = 1
 KINDS = ("style", "object", "colour", "nudity", "gender", "memorization", "custom")
 SUBJECT_PLACEHOLDER = "subject"
-TARGETS = ("ffn", "ffn-in", "attn-key", "attn-value", "text-ffn")
-"""Hook targets (``prune.target``): the layers whose input statistics score their weights.
-
-``ffn`` (default, the paper's): FFN output projections; ``ffn-in``: FFN input projections;
-``attn-key`` / ``attn-value``: the key / value projections reading the text (cross-attention);
-``text-ffn``: the text encoders' MLP output layers (one forward per prompt; tau is ignored).
-"""
-STREAMS = ("image", "text", "both")
-"""Feed-forward streams of MMDiT/FLUX models (``prune.stream``; image is the default)."""
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 """What a recipe name must look like (it is used as a file name)."""
 
@@ -467,55 +462,3 @@ def _preview(section: dict[str, Any], problems: _Problems) -> list[str]:
         problems.add("preview.prompts", "must be a list of prompt strings")
         return []
     return list(prompts)
-
-
-# --- Finding recipes -------------------------------------------------------------------
-
-
-def builtin_recipes_dir() -> Path:
-    """The folder of recipes shipped with cpedit (inside the wheel, or ``recipes/`` in a checkout)."""
-    packaged = Path(__file__).resolve().parent / "builtin_recipes"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "recipes"
-
-
-def builtin_recipe_files() -> dict[str, Path]:
-    """Map each shipped recipe's name (its file stem) to its file."""
-    root = builtin_recipes_dir()
-    if not root.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(root.rglob("*.yaml"))}
-
-
-def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
-    """Load a recipe from a file path, the name of a shipped recipe, or the Hub.
-
-    Args:
-        ref: A path to a YAML file, the name of a shipped recipe (``van-gogh``), a Hub
-            reference ``hub:NAMESPACE/NAME/path.yaml[@REVISION]`` (downloaded and validated
-            like a file), or an already loaded :class:`Recipe` (returned as is).
-
-    Raises:
-        RecipeError: The file is invalid, no file or shipped recipe has that name, or the
-            Hub recipe cannot be had; the message names the reference.
-    """
-    if isinstance(ref, Recipe):
-        return ref
-    if isinstance(ref, str) and ref.startswith("hub:"):
-        from cpedit.hub.recipes import load_hub_recipe
-
-        return load_hub_recipe(ref)
-    path = Path(ref)
-    if path.is_file():
-        return load_recipe(path)
-    builtin = builtin_recipe_files()
-    if str(ref) in builtin:
-        return load_recipe(builtin[str(ref)])
-    close = difflib.get_close_matches(str(ref), list(builtin), n=3)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise RecipeError(
-        str(ref),
-        [("", f"no such file or shipped recipe; {hint}see `cpedit recipes list`")],
-        headline="recipe not found",
-    )

@@ -5,8 +5,10 @@ Sampling is for looking at results; it is never part of calibration.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,9 @@ from PIL import Image, ImageDraw
 
 from cpedit import loading
 from cpedit.errors import CpeditError
-from cpedit.output import PREVIEW_FILE, RECORD_DIR, read_report
-from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import load_recipe
+from cpedit.record import PREVIEW_FILE, RECORD_DIR, read_report
 
 MIN_CELL = 128
 """Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
@@ -45,21 +47,30 @@ def generate(
     *,
     label: str = "sample",
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[Image.Image]:
-    """One image per prompt, each from a generator seeded with ``settings.seed``."""
+    """One image per prompt, each from a generator seeded with ``settings.seed``.
+
+    Emits a ``sample`` event per image (``completed``/``total`` count images) and checks
+    ``cancel`` before every image and after every denoising step.
+
+    Raises:
+        Cancelled: ``cancel`` was set.
+    """
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
+    extra = _step_callback(pipe, cancel)
     for index, prompt in enumerate(prompts):
+        check_cancel(cancel, "while rendering")
         emit(
             on_progress,
             ProgressEvent(
                 stage="sample",
                 message=f"{label}: {prompt}",
                 concept=label,
-                batch=index + 1,
-                batches=len(prompts),
                 completed=index,
                 total=len(prompts),
+                unit="images",
             ),
         )
         result = pipe(
@@ -69,15 +80,40 @@ def generate(
             height=settings.height,
             width=settings.width,
             generator=torch.Generator(device=device).manual_seed(settings.seed),
+            **extra,
         )
+        check_cancel(cancel, "while rendering")
         images.append(result.images[0])
     emit(
         on_progress,
         ProgressEvent(
-            stage="sample", message=f"{label}: done", concept=label, completed=len(prompts), total=len(prompts)
+            stage="sample",
+            message=f"{label}: done",
+            concept=label,
+            completed=len(prompts),
+            total=len(prompts),
+            unit="images",
         ),
     )
     return images
+
+
+def _step_callback(pipe: Any, cancel: threading.Event | None) -> dict[str, Any]:
+    """``callback_on_step_end`` that stops the pipeline (``pipe._interrupt``) once ``cancel`` is set.
+
+    diffusers pipelines skip their remaining steps when interrupted; :func:`generate` then
+    raises :class:`~cpedit.errors.Cancelled`. Pipelines without the argument are checked
+    between images only.
+    """
+    if cancel is None or "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+        return {}
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if cancel.is_set():
+            pipeline._interrupt = True
+        return {}
+
+    return {"callback_on_step_end": on_step_end}
 
 
 def image_grid(
@@ -117,13 +153,22 @@ def render_samples(
     dtype: str | None = None,
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> Image.Image:
     """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid.
 
     The model's safety checker, if it has one, filters the images unless ``safety_checker`` is False.
     """
-    _, pipe = loading.open_pipeline(model, revision=revision, device=device, dtype=dtype, safety_checker=safety_checker)
-    images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress)
+    _, pipe = loading.open_pipeline(
+        model,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        safety_checker=safety_checker,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress, cancel=cancel)
     return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
 
 
@@ -136,6 +181,7 @@ def compare_samples(
     dtype: str | None = None,
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> Image.Image:
     """Render the base model and a cpedit output side by side, with the same seeds.
 
@@ -151,6 +197,7 @@ def compare_samples(
         dtype: Compute dtype (default float16 on CUDA, else float32).
         safety_checker: Keep the model's safety checker, if it has one (both columns).
         on_progress: Receives one ``sample`` event per image.
+        cancel: Stops the rendering with :class:`~cpedit.errors.Cancelled`.
 
     Raises:
         CpeditError: ``edited`` is not a cpedit output, or no prompts are available.
@@ -159,23 +206,31 @@ def compare_samples(
     report = read_report(edited)
     if not prompts:
         prompts = []
-        for concept in report["concepts"]:
-            prompts += list(load_recipe(f"{edited}/{concept['recipe']}").preview_prompts)
+        for concept in report.concepts:
+            prompts += list(load_recipe(f"{edited}/{concept.recipe}").preview_prompts)
         if not prompts:
-            raise CpeditError(f"{edited}: its recipes have no preview prompts; give --prompt")
-    base = report["base_model"]
-    base_ref = base.get("path") or base.get("id")
-    if not base_ref:
-        raise CpeditError(f"{edited}: the report does not record a base model to compare with")
-    _, pipe = loading.open_pipeline(edited, device=device, dtype=dtype, safety_checker=safety_checker)
-    pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress)
+            raise CpeditError(
+                f"{edited}: its recipes have no preview prompts; give prompts", path=str(edited), argument="prompts"
+            )
+    base = report.base_model
+    if not report.base_ref:
+        raise CpeditError(
+            f"{edited}: the report does not record a base model to compare with", path=str(edited), reason="no_base"
+        )
+    _, pipe = loading.open_pipeline(
+        edited, device=device, dtype=dtype, safety_checker=safety_checker, on_progress=on_progress, cancel=cancel
+    )
+    pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress, cancel=cancel)
 
     # Swap back every component the run edited (the denoiser; the text encoders for text-ffn).
-    components = report.get("edited_components") or [report["denoiser"]["component"]]
     source = loading.resolve_source(
-        base_ref, revision=None if base.get("local") else (base.get("commit") or base.get("revision"))
+        report.base_ref,
+        revision=None if base.local else (base.commit or base.revision),
+        on_progress=on_progress,
+        cancel=cancel,
     )
-    for component in components:
+    for component in report.edited_components:
+        check_cancel(cancel, "while loading the base model")
         pruned_module = getattr(pipe, component)
         with loading.torch_dtype_accepted():
             base_module = (
@@ -187,7 +242,7 @@ def compare_samples(
             )
         setattr(pipe, component, base_module)
         del pruned_module
-    base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress)
+    base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress, cancel=cancel)
     return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))
 
 
@@ -220,6 +275,7 @@ def render_preview(
     dtype: str | None = None,
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Render the before/after grid of the recipes' preview prompts into the output folder.
 
@@ -237,5 +293,6 @@ def render_preview(
         dtype=dtype,
         safety_checker=safety_checker,
         on_progress=on_progress,
+        cancel=cancel,
     )
     return save_preview(edited, grid)

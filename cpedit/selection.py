@@ -58,13 +58,22 @@ def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return merged
 
 
-def layer_mask(layer: FFNLayer, sums: torch.Tensor, settings: PruneSettings) -> torch.Tensor:
+def layer_mask(
+    layer: FFNLayer, sums: torch.Tensor, settings: PruneSettings, *, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """The skilled-weight mask of a hooked layer, shaped like its whole weight.
 
     For a layer with hooked ``columns`` (a FLUX single-stream ``proj_out``) only those
     columns are scored; every other weight stays unmarked.
+
+    Args:
+        layer: The hooked layer.
+        sums: Its calibration sums ``[tau', 2, in_features]`` with tau' >= ``settings.timesteps``.
+        settings: skill_ratio, timesteps (tau) and select_ratio.
+        weight: The weight to score (default: the layer's own); an edit session passes the base
+            weight while a selection is applied.
     """
-    weight = layer.module.weight
+    weight = layer.module.weight if weight is None else weight
     if layer.columns is None:
         return skilled_weights(weight, sums, settings)
     start, stop = layer.columns

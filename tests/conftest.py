@@ -10,10 +10,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# Make tests/ helper modules (naive_reference, hub_emulator) importable whatever pytest's import mode.
+# Make tests/ helper modules (naive_reference, hub_emulator) and the repository's devtools package
+# (devtools.builders, devtools.train_shapes: not installed with cpedit) importable whatever pytest's
+# import mode and working directory.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+for _path in (_REPO_ROOT, _TESTS_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from hub_emulator import HubEmulator  # noqa: E402  (stdlib only: huggingface_hub is not imported yet)
 
@@ -42,7 +46,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight SD 1.x-shaped pipeline (PNDM scheduler), saved once per session."""
-    from cpedit.testing import build_random_sd_pipeline
+    from devtools.builders import build_random_sd_pipeline
 
     return build_random_sd_pipeline(tmp_path_factory.mktemp("tiny_sd"), size="tiny", scheduler="pndm", seed=0)
 
@@ -50,7 +54,7 @@ def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd_ddim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny pipeline with a DDIM scheduler, saved once per session."""
-    from cpedit.testing import build_random_sd_pipeline
+    from devtools.builders import build_random_sd_pipeline
 
     return build_random_sd_pipeline(tmp_path_factory.mktemp("tiny_sd_ddim"), size="tiny", scheduler="ddim", seed=0)
 
@@ -58,13 +62,13 @@ def tiny_sd_ddim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the run or command gets as far as resolving or loading a model."""
-    import cpedit.api
     import cpedit.loading
+    import cpedit.session
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was resolved or loaded although the run should have stopped before")
 
-    monkeypatch.setattr(cpedit.api, "open_pipeline", refuse)
+    monkeypatch.setattr(cpedit.session, "open_pipeline", refuse)
     # cpedit.loading's own names: its open_pipeline and cpedit.sampling look them up there when they run
     monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
     monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
@@ -94,7 +98,7 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
     """``tiny_model_path(architecture)``: a tiny random pipeline of that architecture, saved once per session."""
-    from cpedit.testing import build_random_pipeline
+    from devtools.builders import build_random_pipeline
 
     built: dict[str, Path] = {}
 

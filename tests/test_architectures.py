@@ -21,8 +21,9 @@ from helpers import load_fresh, write_recipe
 from safetensors.torch import load_file
 
 import cpedit
-from cpedit.architectures import describe_support, find_target_layers, require_support
+from cpedit.architectures import find_target_layers
 from cpedit.errors import CpeditError, UnsupportedModelError
+from cpedit.support import describe_support, require_support
 
 ARCHITECTURES = ["sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
 SUBJECTS = ("cat", "dog")
@@ -104,9 +105,9 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
         handle.remove()
     per_prompt = 1 if architecture in DISTILLED else 2  # CFG stacks [uncond; cond]
     assert sizes == [4 * per_prompt] * TAU  # 2 pairs in one batch, exactly tau calls
-    concept = in_memory.report["concepts"][0]
+    concept = in_memory.report.to_dict()["concepts"][0]
     assert concept["unet_calls"] == TAU and concept["target"] == "ffn" and concept["stream"] == "image"
-    layers = in_memory.report["layers"]
+    layers = in_memory.report.to_dict()["layers"]
     assert concept["accumulator_bytes"] == 2 * sum(TAU * 2 * 4 * layer_in(layer) for layer in layers) > 0
 
     # From the folder: the same masks; only those weights change on disk.
@@ -115,8 +116,8 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
     assert set(result.masks) == set(in_memory.masks)
     assert all(torch.equal(result.masks[k], in_memory.masks[k]) for k in result.masks)
     component = component_of(architecture)
-    assert result.report["denoiser"]["component"] == component
-    assert result.report["edited_components"] == [component]
+    assert result.report.to_dict()["denoiser"]["component"] == component
+    assert result.report.to_dict()["edited_components"] == [component]
     assert_only_masked_weights_changed(base, out, result.masks, component)
     images = generate(out)
     assert images.shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(torch.from_numpy(images)).all())
@@ -155,7 +156,9 @@ def test_flux_single_stream_blocks_prune_only_mlp_columns(tiny_model_path: Any, 
     block = pipe.transformer.single_transformer_blocks[0]
     dim, hidden = block.proj_mlp.in_features, block.proj_mlp.out_features
     result = cpedit.prune(pipe, [write_recipe(tmp_path, **settings("single"))])
-    layer = next(entry for entry in result.report["layers"] if entry["name"].startswith("single_transformer_blocks.0"))
+    layer = next(
+        entry for entry in result.report.to_dict()["layers"] if entry["name"].startswith("single_transformer_blocks.0")
+    )
     assert layer["columns"] == [dim, dim + hidden] and layer["shape"] == [dim, dim + hidden]
     mask = result.masks["single_transformer_blocks.0.proj_out"]
     assert bool(mask[:, dim:].any()) and not bool(mask[:, :dim].any())  # attention columns never pruned
@@ -170,7 +173,7 @@ def test_text_stream_prunes_only_ff_context(tiny_model_path: Any, tmp_path: Path
         base, [write_recipe(tmp_path, **settings("text-stream", stream="text"))], out=out, device="cpu"
     )
     assert list(result.masks) == ["transformer_blocks.0.ff_context.net.2"]
-    assert result.report["concepts"][0]["stream"] == "text"
+    assert result.report.to_dict()["concepts"][0]["stream"] == "text"
     assert_only_masked_weights_changed(base, out, result.masks, "transformer")
 
 
@@ -242,18 +245,54 @@ def test_unsupported_pipeline_error_names_what_is_missing(tiny_sd_path: Path, tm
         cpedit.prune(pipe, [write_recipe(tmp_path, name="u")])
 
 
+def test_require_support_checks_the_call_path(tiny_sd_path: Path) -> None:
+    """A pipeline of a supported class whose ``__call__`` is not prompt-to-image is refused before calibration."""
+    from diffusers import StableDiffusionPipeline
+
+    from cpedit.calibration import check_calibration_fits
+    from cpedit.recipes import parse_recipe
+
+    class NoPromptPipeline(StableDiffusionPipeline):
+        def __call__(self, image: Any = None, num_inference_steps: int = 50) -> Any:  # type: ignore[override]
+            raise AssertionError("never called")
+
+    pipe = load_fresh(tiny_sd_path)
+    assert require_support(pipe).name == "sd"
+    odd = NoPromptPipeline(**pipe.components)
+    with pytest.raises(UnsupportedModelError, match="NoPromptPipeline is not a text-to-image pipeline cpedit can"):
+        require_support(odd)
+    with pytest.raises(UnsupportedModelError, match="no prompt, generator, output_type argument"):
+        check_calibration_fits(odd, parse_recipe("cpedit: 1\nname: x\nconcept: x\nprompts: {target: a, base: b}\n"))
+
+
+def test_describe_support_of_a_meta_device_denoiser() -> None:
+    """``cpedit models info`` judges a denoiser built on the meta device (no weights)."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=32,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        )
+    info = describe_support("StableDiffusionPipeline", unet)
+    assert info.supported and info.how.endswith("FFN layers")
+
+
 @pytest.mark.parametrize("architecture", ["flux", "pixart-sigma"])
 def test_identical_prompts_prune_nothing(architecture: str, tiny_model_path: Any, tmp_path: Path) -> None:
     """Each target shares its batch and its seeded noise with its base, with or without CFG halves."""
     recipe = write_recipe(tmp_path, **settings("same", target="a photo of a {subject}"))
     result = cpedit.prune(tiny_model_path(architecture), [recipe], device="cpu", batch_size=2)
-    assert result.masks and result.report["totals"]["pruned_weights"] == 0
+    assert result.masks and result.report.to_dict()["totals"]["pruned_weights"] == 0
 
 
 def test_t5_tokenizer_round_trips(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from cpedit.testing import build_t5_tokenizer
+    from devtools.builders import build_t5_tokenizer
 
     tokenizer = build_t5_tokenizer()
     tokenizer.save_pretrained(tmp_path)
@@ -269,7 +308,10 @@ def test_bf16_calibration_writes_the_files_own_dtype(tiny_model_path: Any, tmp_p
     base = tiny_model_path("flux")
     out = tmp_path / "out"
     result = cpedit.prune(base, [write_recipe(tmp_path, **settings("bf16"))], out=out, device="cpu", dtype="bf16")
-    assert result.report["compute"]["dtype"] == "bfloat16" and result.report["totals"]["pruned_weights"] > 0
+    assert (
+        result.report.to_dict()["compute"]["dtype"] == "bfloat16"
+        and result.report.to_dict()["totals"]["pruned_weights"] > 0
+    )
     assert_only_masked_weights_changed(base, out, result.masks, "transformer")
     saved = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
     assert saved["transformer_blocks.0.ff.net.2.weight"].dtype == torch.float32

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cpedit.cli.main import cli
-from cpedit.recipes import builtin_recipe_files, load_recipe
+from cpedit.recipe_sources import builtin_recipe_files
+from cpedit.recipes import load_recipe
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"))
@@ -104,6 +105,29 @@ def test_validate_missing_file(tmp_path: Path, good_file: Path) -> None:
     assert "file not found" in result.output
 
 
+def test_validate_shipped_name() -> None:
+    result = invoke("recipes", "validate", "shapes-striped")
+    assert result.exit_code == 0, result.output
+    assert "✓ shapes-striped: shapes-striped (style, 20 prompt pairs" in result.output
+    assert "target attn-value" in result.output
+
+
+def test_validate_unknown_name_suggests(good_file: Path) -> None:
+    result = invoke("recipes", "validate", "shapes-stripd", str(good_file))
+    assert result.exit_code == 1
+    assert "✗ shapes-stripd: recipe not found" in result.output
+    assert "did you mean shapes-striped" in result.output
+    assert "✓" in result.output
+
+
+def test_validate_name_and_file_alike_prefers_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("van-gogh").write_text(GOOD, encoding="utf-8")  # a file named like a shipped recipe wins
+    result = invoke("recipes", "validate", "van-gogh")
+    assert result.exit_code == 0, result.output
+    assert "✓ van-gogh: good-one" in result.output
+
+
 def test_validate_invalid_yaml_shows_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("cpedit: 1\nname: x\nconcept: [oops\n", encoding="utf-8")
@@ -162,6 +186,7 @@ def test_list_json() -> None:
     assert sorted(r["name"] for r in rows) == sorted(p.stem for p in SHIPPED)
     for row in rows:
         assert {"name", "kind", "concept", "pairs", "skill_ratio", "timesteps", "select_ratio", "file"} <= set(row)
+        assert row["error"] is None
         recipe = load_recipe(RECIPES_DIR / row["file"])
         assert recipe.name == row["name"]
         assert row["kind"] == recipe.kind
@@ -178,6 +203,48 @@ def test_list_json() -> None:
 def test_list_json_matches_builtin_recipe_files() -> None:
     rows = json.loads(invoke("recipes", "list", "--format", "json").output)
     assert [r["name"] for r in rows] == list(builtin_recipe_files())
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """Two good recipes and one bad one."""
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "good-one.yaml").write_text(GOOD, encoding="utf-8")
+    (folder / "sub" / "good-two.yaml").write_text(GOOD.replace("good-one", "good-two"), encoding="utf-8")
+    (folder / "bad.yaml").write_text(BAD, encoding="utf-8")
+    return folder
+
+
+def test_list_folder_shows_a_bad_file_with_the_others(mixed_folder: Path) -> None:
+    result = invoke("recipes", "list", str(mixed_folder))
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "Recipes in" in out
+    for name in ("good-one", "good-two", "bad"):
+        assert name in out
+    assert "sub/good-two.yaml" in out
+    assert "invalid" in out
+    assert "did you mean `skill_ratio`?" in out
+    assert "Traceback" not in out
+
+
+def test_list_folder_json_has_error_field(mixed_folder: Path) -> None:
+    result = invoke("recipes", "list", str(mixed_folder), "--format", "json")
+    assert result.exit_code == 1
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert set(rows) == {"good-one", "good-two", "bad"}
+    assert rows["good-one"]["error"] is None and rows["good-one"]["timesteps"] == 7
+    assert rows["good-two"]["file"] == "sub/good-two.yaml"
+    assert rows["bad"]["file"] == "bad.yaml"
+    assert rows["bad"]["kind"] is None
+    assert "invalid recipe" in rows["bad"]["error"] and "prune.skil_ratio" in rows["bad"]["error"]
+
+
+def test_list_missing_folder() -> None:
+    result = CliRunner().invoke(cli, ["recipes", "list", "no-such-folder-here"], env=WIDE)
+    assert result.exit_code == 2
+    assert "no-such-folder-here" in result.output
 
 
 def test_list_bad_format() -> None:

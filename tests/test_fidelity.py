@@ -82,7 +82,7 @@ def test_masks_match_naive_reference(
         model_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32", batch_size=batch_size
     )
     assert_masks_match(result.masks, naive_masks(model_path, settings))
-    concept = result.report["concepts"][0]
+    concept = result.report.to_dict()["concepts"][0]
     assert concept["batch_size"] == effective_batch_size(batch_size)
     assert concept["batches"] == math.ceil(2 * len(SUBJECTS) / concept["batch_size"])
 
@@ -137,9 +137,9 @@ def test_identical_prompts_prune_nothing(tiny_sd_path: Path, tmp_path: Path, bat
     )
     result = cpedit.prune(tiny_sd_path, [path], device="cpu", dtype="float32", batch_size=batch_size)
     assert result.masks and not any(bool(mask.any()) for mask in result.masks.values())
-    assert result.report["totals"]["pruned_weights"] == 0
+    assert result.report.to_dict()["totals"]["pruned_weights"] == 0
     if batch_size is not None:
-        assert result.report["concepts"][0]["batch_size"] == batch_size - batch_size % 2
+        assert result.report.to_dict()["concepts"][0]["batch_size"] == batch_size - batch_size % 2
 
 
 def test_pruned_weights_are_zero_exactly_at_the_mask(tiny_sd_path: Path, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_cli_output_weights_match_naive_reference(tiny_sd_path: Path, tmp_path: 
     from safetensors.torch import load_file
 
     from cpedit.cli.main import cli
-    from cpedit.output import load_positions
+    from cpedit.record import load_positions
 
     settings = dict(name="cli-fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
     out = tmp_path / "out"

@@ -395,7 +395,7 @@ def test_push_refuses_what_is_not_a_cpedit_output(
     broken = tmp_path / "broken"
     shutil.copytree(pruned["out"], broken)
     (broken / "conceptprune" / "report.json").write_text("{not json")
-    assert "report.json does not parse" in failed(invoke("push", broken, "--repo", "alice/x"))
+    assert "report.json is not valid JSON" in failed(invoke("push", broken, "--repo", "alice/x"))
     (broken / "conceptprune" / "report.json").write_bytes((pruned["out"] / "conceptprune" / "report.json").read_bytes())
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     assert "no weights in unet/" in failed(invoke("push", broken, "--repo", "alice/x"))

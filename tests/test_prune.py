@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import cpedit
 import cpedit.api
+import cpedit.session
 import cpedit.loading
 from cpedit.errors import (
     CpeditError,
@@ -28,7 +29,7 @@ from cpedit.errors import (
     RecipeError,
     UnsupportedModelError,
 )
-from cpedit.output import load_positions
+from cpedit.record import load_positions
 from cpedit.recipes import PruneSettings
 
 STEPS, TAU, SKILL_RATIO = 6, 4, 0.05
@@ -117,10 +118,10 @@ def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
     for layer, mask in result.masks.items():
         assert torch.equal(mask, singles[0].masks[layer] | singles[1].masks[layer]), layer
     a, b = (sum(int(m.sum()) for m in s.masks.values()) for s in singles)
-    total = result.report["totals"]["pruned_weights"]
+    total = result.report.to_dict()["totals"]["pruned_weights"]
     assert a > 0 and b > 0 and max(a, b) < total <= a + b  # non-trivial, and the concepts differ
 
-    concepts = {c["name"]: c for c in result.report["concepts"]}
+    concepts = {c["name"]: c for c in result.report.to_dict()["concepts"]}
     assert list(concepts) == names
     assert concepts["van-gogh-test"]["pruned_weights"] == a
     assert concepts["monet-test"]["pruned_weights"] == b
@@ -172,7 +173,7 @@ def test_every_other_file_is_copied_byte_for_byte(saved: dict) -> None:
 
 def test_positions_file_is_compact(saved: dict) -> None:
     path = saved["out"] / "conceptprune" / "pruned.safetensors"
-    pruned = saved["result"].report["totals"]["pruned_weights"]
+    pruned = saved["result"].report.to_dict()["totals"]["pruned_weights"]
     assert pruned > 0
     assert path.stat().st_size < 8 * pruned + 4096
 
@@ -216,7 +217,7 @@ def test_report_contents(saved: dict) -> None:
         copied = out / "conceptprune" / "recipes" / path.name
         assert copied.read_bytes() == path.read_bytes()  # verbatim
     assert {c["recipe"] for c in report["concepts"]} == {f"conceptprune/recipes/{p.name}" for p in saved["recipes"]}
-    assert report == {**saved["result"].report, "created": report["created"]}
+    assert report == {**saved["result"].report.to_dict(), "created": report["created"]}
 
 
 def test_output_loads_and_generates(saved: dict) -> None:
@@ -259,8 +260,8 @@ def test_calibration_makes_tau_unet_calls_per_batch_and_never_decodes(
         result = cpedit.prune(pipe, [recipe], batch_size=6, out=outputs / "from-memory")
         assert unet_batches == [2 * b for b in (6, 2) for _ in range(TAU)]  # tau calls per batch, CFG doubles
         assert decodes == []
-        concept = result.report["concepts"][0]
-        assert concept["batches"] == 2 and concept["unet_calls"] == result.report["unet_calls"] == 2 * TAU
+        concept = result.report.to_dict()["concepts"][0]
+        assert concept["batches"] == 2 and concept["unet_calls"] == result.report.to_dict()["unet_calls"] == 2 * TAU
         # The hooks do see decoding: an ordinary generation afterwards trips them.
         pipe("a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
         assert "decode" in decodes and "vae.decoder" in decodes
@@ -269,7 +270,7 @@ def test_calibration_makes_tau_unet_calls_per_batch_and_never_decodes(
             handle.remove()
     # An in-memory pipeline is written with save_pretrained; the record is the same.
     out = outputs / "from-memory"
-    assert result.output == out and result.report["base_model"]["id"] is None
+    assert result.output == out and result.report.to_dict()["base_model"]["id"] is None
     positions = load_positions(out / "conceptprune" / "pruned.safetensors")
     weights = load_file(out / UNET_FILE)
     for layer, mask in result.masks.items():
@@ -313,7 +314,7 @@ def test_failure_while_saving_writes_nothing(
     def fail(*args: object, **kwargs: object) -> None:
         raise exc
 
-    monkeypatch.setattr(cpedit.api, function, fail)
+    monkeypatch.setattr(cpedit.session, function, fail)
     with pytest.raises(type(exc)):
         cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu")
     assert_nothing_written(outputs)
@@ -352,7 +353,7 @@ def test_failed_overwrite_keeps_the_old_output(
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(cpedit.api, "write_record", fail)
+    monkeypatch.setattr(cpedit.session, "write_record", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", overwrite=True)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
@@ -386,7 +387,7 @@ def test_cancel_after_calibration_still_writes_nothing(tiny_sd_path: Path, recip
         if event.stage == "score":
             cancel.set()
 
-    with pytest.raises(PruneCancelled, match="before saving"):
+    with pytest.raises(PruneCancelled, match="while selecting"):
         cpedit.prune(
             tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress
         )
@@ -461,7 +462,7 @@ def test_tau_beyond_the_schedulers_calls_is_an_error(
     assert_nothing_written(outputs)
     # tau equal to the scheduler's calls is fine.
     exact = dataclasses.replace(loaded, prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls))
-    assert cpedit.prune(request.getfixturevalue(fixture), [exact], device="cpu").report["unet_calls"] == calls
+    assert cpedit.prune(request.getfixturevalue(fixture), [exact], device="cpu").report.unet_calls == calls
 
 
 def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_loading: None) -> None:
@@ -500,7 +501,7 @@ def test_only_the_pipeline_is_copied(tiny_sd_path: Path, tmp_path: Path, recipe:
     (base / "README.md").write_text("# base model card\n")
     out = tmp_path / "out"
     result = cpedit.prune(base, [recipe], out=out, device="cpu")
-    assert result.report["skipped_files"] == [
+    assert result.report.to_dict()["skipped_files"] == [
         "samples/",
         "unet/diffusion_pytorch_model.bin",
         "v1-5-pruned-emaonly.safetensors",
@@ -509,7 +510,7 @@ def test_only_the_pipeline_is_copied(tiny_sd_path: Path, tmp_path: Path, recipe:
     assert not (out / "unet" / "diffusion_pytorch_model.bin").exists()
     assert filecmp.cmp(base / "README.md", out / "README.md", shallow=False)
     report = json.loads((out / "conceptprune" / "report.json").read_text())
-    assert report["skipped_files"] == result.report["skipped_files"]
+    assert report["skipped_files"] == result.report.to_dict()["skipped_files"]
 
 
 def test_every_recipe_is_checked_against_the_scheduler_before_calibrating(

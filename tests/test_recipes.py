@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 
 from cpedit.errors import CpeditError, RecipeError
+from cpedit.recipe_sources import builtin_recipe_files, list_recipes, resolve_recipe
 from cpedit.recipes import (
     KINDS,
     PruneSettings,
     Recipe,
     SamplingSettings,
-    builtin_recipe_files,
     load_recipe,
     parse_recipe,
-    resolve_recipe,
 )
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -723,6 +722,52 @@ def test_every_shipped_recipe_resolves_by_name() -> None:
         recipe = resolve_recipe(name)
         assert isinstance(recipe, Recipe)
         assert recipe.name == name
+
+
+# --- list_recipes ------------------------------------------------------------------------
+
+
+def test_list_recipes_keeps_a_bad_file_among_good_ones(tmp_path: Path) -> None:
+    (tmp_path / "a-good.yaml").write_text(FULL, encoding="utf-8")
+    (tmp_path / "b-bad.yaml").write_text(make(kind="kind: bogus"), encoding="utf-8")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "c-good.yaml").write_text(FULL.replace("name: my-style", "name: other"), encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("not a recipe", encoding="utf-8")
+    entries = list_recipes([tmp_path])
+    assert [e.name for e in entries] == ["a-good", "b-bad", "c-good"]
+    good, bad, nested = entries
+    assert good.recipe == load_recipe(tmp_path / "a-good.yaml") and good.error is None and good.valid
+    assert nested.recipe is not None and nested.recipe.name == "other"
+    assert bad.recipe is None and not bad.valid
+    assert isinstance(bad.error, RecipeError) and fields_of(bad.error) == ["kind"]
+    assert bad.path == tmp_path / "b-bad.yaml"
+    with pytest.raises(FrozenInstanceError):
+        bad.name = "x"  # type: ignore[misc]
+
+
+def test_list_recipes_defaults_to_the_shipped_ones() -> None:
+    entries = list_recipes()
+    assert {e.name: e.path for e in entries} == builtin_recipe_files()
+    assert all(e.error is None and e.recipe is not None and e.recipe.name == e.name for e in entries)
+
+
+def test_list_recipes_several_folders_and_files(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "x.yaml").write_text(FULL, encoding="utf-8")
+    (two / "y.yaml").write_text("cpedit: [", encoding="utf-8")
+    single = tmp_path / "z.yaml"
+    single.write_text(FULL, encoding="utf-8")
+    entries = list_recipes([two, one, single])
+    assert [(e.name, e.valid) for e in entries] == [("y", False), ("x", True), ("z", True)]
+    assert "not valid YAML" in str(entries[0].error)
+    assert list_recipes([]) == []
+
+
+def test_list_recipes_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(CpeditError, match="no such folder"):
+        list_recipes([tmp_path / "missing"])
 
 
 def test_duplicate_key_is_an_error_not_last_wins() -> None:

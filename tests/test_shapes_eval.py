@@ -60,7 +60,7 @@ def test_table_is_printed(evaluated: dict) -> None:
 
 
 def test_prompts_exclude_calibration_and_split_by_concept(no_stripes: Path) -> None:
-    from cpedit.output import read_report
+    from cpedit.record import read_report
 
     excluded = calibration_prompts(read_report(no_stripes), no_stripes)
     with_concept, without = evaluation_prompts([("texture", "striped")], images=200, seed=0, exclude=excluded)

@@ -69,7 +69,7 @@ def test_shipped_model_shows_the_held_out_captions_attributes() -> None:
     """Re-measure the report's held-out check on the shipped weights (240 images, about 20 s)."""
     import torch
 
-    from cpedit.shapes.train import HELD_OUT_CHECK_SEED, measure_attributes
+    from devtools.train_shapes import HELD_OUT_CHECK_SEED, measure_attributes
 
     report = json.loads(training_report_path().read_text())
     checked = report["generated_attribute_accuracy"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpedit.shapes.train import main
+from devtools.train_shapes import main
 
 TINY = [
     "--images", "256", "--classifier-steps", "4", "--vae-steps", "3", "--denoiser-steps", "3",

@@ -91,8 +91,8 @@ def test_unknown_attribute_values_are_refused() -> None:
 def test_reduced_tokenizer_tokenizes_the_world_like_full_clip(tmp_path) -> None:
     from transformers import CLIPTokenizer
 
-    from cpedit.shapes.train import WORDS
-    from cpedit.testing import write_clip_tokenizer
+    from devtools.builders import write_clip_tokenizer
+    from devtools.train_shapes import WORDS
 
     reduced = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_path / "r", words=WORDS)), model_max_length=77)
     full = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_path / "f")), model_max_length=77)

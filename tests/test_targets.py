@@ -25,7 +25,7 @@ import cpedit
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.loading import resolve_dtype
-from cpedit.output import load_positions
+from cpedit.record import load_positions
 
 TARGET_SUFFIX = {
     "ffn": ".ff.net.2",
@@ -48,7 +48,7 @@ def test_target_matches_naive_reference(target: str, tiny_sd_path: Path, tmp_pat
     expected = naive_masks_for_recipe(load_fresh(tiny_sd_path), recipe)
     assert expected and all(name.endswith(TARGET_SUFFIX[target]) for name in expected)
     assert_masks_match(result.masks, expected)
-    assert all(layer["target"] == target for layer in result.report["layers"])
+    assert all(layer["target"] == target for layer in result.report.to_dict()["layers"])
 
 
 def test_ffn_in_marks_value_and_gate_halves(tiny_sd_path: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of cpedit.testing (offline random SD pipelines) and of tests/naive_reference.py."""
+"""Tests of devtools.builders (offline random SD pipelines) and of tests/naive_reference.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from naive_reference import ffn_output_linears, naive_prune, naive_skilled_masks, naive_unet_call_count
 
-from cpedit.testing import (
+from devtools.builders import (
     CLIP_VOCAB_SIZE,
     build_random_sd_components,
     load_clip_tokenizer,

@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cpedit.progress import ProgressEvent
-from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result, write_json_atomically
+from cpedit.record import write_json_atomically
+from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
 
 
 @click.group("eval")

@@ -3,31 +3,132 @@
 Commands follow ``cpedit <verb>`` / ``cpedit <noun> <verb>`` with kebab-case options.
 Errors the user can fix are printed as one message (no traceback) with exit status 1;
 Ctrl-C exits with 130 and leaves nothing half-written.
+
+Start-up is kept short: each command's module is imported only when that command runs
+(``cpedit --help`` lists them from :data:`COMMANDS` without importing any), so commands that
+load no model (``recipes``, ``card``, ``--help``) never import torch or diffusers.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import importlib
+from typing import Any, NamedTuple
 
 import click
 
 from cpedit import __version__
-from cpedit.cli.card import card_command
-from cpedit.cli.eval import eval_group
-from cpedit.cli.models import models_group
-from cpedit.cli.prune import prune_command
-from cpedit.cli.push import push_command
-from cpedit.cli.recipes import recipes_group
-from cpedit.cli.sample import sample_command
 from cpedit.errors import CpeditError
+
+
+class CommandEntry(NamedTuple):
+    """Where a top-level command lives, and what ``cpedit --help`` says about it."""
+
+    module: str
+    attribute: str
+    short_help: str
+    loads_models: bool = False
+    """Whether it loads models: then :func:`cpedit.cli.libraries.quiet_libraries` runs before it."""
+
+
+COMMANDS: dict[str, CommandEntry] = {
+    "card": CommandEntry(
+        "cpedit.cli.card",
+        "card_command",
+        "Generate the model card (README.md) that `cpedit push` would publish for DIR.",
+    ),
+    "eval": CommandEntry(
+        "cpedit.cli.eval",
+        "eval_group",
+        "Measure how well an edit erased its concepts and what it preserved.",
+        loads_models=True,
+    ),
+    "models": CommandEntry(
+        "cpedit.cli.models", "models_group", "Search the Hub for models cpedit can edit, and inspect one."
+    ),
+    "prune": CommandEntry(
+        "cpedit.cli.prune",
+        "prune_command",
+        "Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.",
+        loads_models=True,
+    ),
+    "push": CommandEntry(
+        "cpedit.cli.push",
+        "push_command",
+        "Publish DIR (a `cpedit prune` output) to the Hub in one commit, with a generated model card.",
+    ),
+    "recipes": CommandEntry(
+        "cpedit.cli.recipes",
+        "recipes_group",
+        "Validate, list, show and share concept recipes (YAML files, one concept each).",
+    ),
+    "sample": CommandEntry(
+        "cpedit.cli.sample",
+        "sample_command",
+        "Render seeded images from MODEL_OR_DIR into one grid.",
+        loads_models=True,
+    ),
+}
+"""Top-level command name -> its module, attribute and short help (imported when it runs)."""
 
 
 class UserError(click.ClickException):
     """A :class:`CpeditError` shown as ``Error: ...`` with exit status 1."""
 
 
+def _quiet_first(command: click.Command) -> None:
+    """Make ``command`` (every leaf command, for a group) call ``quiet_libraries`` before it runs."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _quiet_first(sub)
+        return
+    callback = command.callback
+    if callback is None or getattr(callback, "_cpedit_quiet", False):
+        return
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from cpedit.cli.libraries import quiet_libraries
+
+        quiet_libraries()
+        return callback(*args, **kwargs)
+
+    run._cpedit_quiet = True  # type: ignore[attr-defined]
+    command.callback = run
+
+
 class CpeditGroup(click.Group):
-    """A click group that turns library errors and Ctrl-C into clean exits."""
+    """A click group that imports its commands lazily and turns library errors and Ctrl-C into clean exits."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is not None:
+            return command
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command = getattr(importlib.import_module(entry.module), entry.attribute)
+        if entry.loads_models:
+            _quiet_first(command)
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, from :data:`COMMANDS` for commands not imported yet (importing none)."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name].short_help)
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,35 +155,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(prune_command)
-cli.add_command(sample_command)
-cli.add_command(recipes_group)
-cli.add_command(eval_group)
-cli.add_command(models_group)
-cli.add_command(push_command)
-cli.add_command(card_command)
-
-
-def quiet_libraries() -> None:
-    """Silence diffusers/transformers progress bars and advice: the CLI shows its own progress.
-
-    huggingface_hub's download bars stay on (transformers turns them off globally): they are
-    the download progress of a pull.
-    """
-    import diffusers
-    import huggingface_hub.utils
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.enable_progress_bars()
-
-
 def main() -> None:
     """Console-script entry point."""
-    quiet_libraries()
     cli()
 
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import click
 
-from cpedit.loading import DTYPE_ALIASES, DTYPES
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+"""The compute dtypes (:data:`cpedit.loading.DTYPES`' keys; names here, so no torch is imported)."""
+DTYPE_ALIASES = ("fp32", "fp16", "bf16")
+"""Their short names (:data:`cpedit.loading.DTYPE_ALIASES`)."""
 
 
 def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -17,7 +20,7 @@ def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
     func = click.option(
         "--dtype",
-        type=click.Choice([*DTYPES, *DTYPE_ALIASES]),
+        type=click.Choice([*DTYPE_NAMES, *DTYPE_ALIASES]),
         default=None,
         help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 elsewhere. "
         "bfloat16 suits FLUX and SD3.",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.options import compute_options
-from cpedit.cli.render import ProgressView, concept_table, edited_label, layer_table
+from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
@@ -117,15 +115,15 @@ def prune_command(
         )
     report = result.report
     if output_format == "json":
-        click.echo(json.dumps(report, indent=2))
+        click.echo(report.to_json(), nl=False)
         return
     stdout = Console()
     stdout.print(concept_table(report))
     stdout.print(layer_table(report))
-    t = report["timings_s"]
+    t = report.timings_s
     stdout.print(
-        f"Pruned {report['totals']['pruned_weights']:,} weights "
-        f"({100 * report['totals']['pruned_fraction']:.4f}% of the {edited_label(report)}) "
+        f"Pruned {report.totals.pruned_weights:,} weights "
+        f"({100 * report.totals.pruned_fraction:.4f}% of the {report.edited_label}) "
         f"in {t['total']:.1f}s "
         f"(load {t['load']:.1f}s, calibrate {t['calibrate']:.1f}s, score {t['score']:.1f}s, "
         f"save {t.get('save', 0):.1f}s)."

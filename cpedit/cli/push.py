@@ -7,8 +7,11 @@ import json
 import click
 from rich.console import Console
 
-from cpedit.cli.render import UploadView
-from cpedit.hub.publish import push_model
+from cpedit.cli.render import TransferView
+from cpedit.hub.card import read_output
+from cpedit.hub.publish import check_repo_id, push_model, whoami
+from cpedit.record import PREVIEW_FILE, RECORD_DIR
+from cpedit.sampling import SampleSettings, render_preview
 
 
 def hub_commit_options(func):  # type: ignore[no-untyped-def]
@@ -36,6 +39,27 @@ def hub_commit_options(func):  # type: ignore[no-untyped-def]
 @click.command("push")
 @click.argument("folder", metavar="DIR", type=click.Path(file_okay=False))
 @hub_commit_options
+@click.option(
+    "--base-model",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    help="The base model's Hub id for the card's base_model, when DIR was pruned from a local folder.",
+)
+@click.option(
+    "--preview/--no-preview",
+    default=False,
+    show_default=True,
+    help="Render DIR/conceptprune/preview.png (the before/after grid of the recipes' preview prompts) first "
+    "when DIR has none; without it, DIR is pushed as it is.",
+)
+@click.option("--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Steps per image.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda[:N]|mps",
+    help="Where to render the preview (with --preview).",
+)
 def push_command(
     folder: str,
     repo_id: str,
@@ -44,19 +68,49 @@ def push_command(
     message: str | None,
     create_pr: bool,
     output_format: str,
+    base_model: str | None,
+    preview: bool,
+    preview_steps: int,
+    device: str,
 ) -> None:
     """Publish DIR (a `cpedit prune` output) to the Hub in one commit, with a generated model card.
 
     The card (README.md) is written from DIR/conceptprune/ (report, recipes, evaluations,
-    preview grid); review it first with `cpedit card DIR`. The token comes from HF_TOKEN or
-    `hf auth login`; HF_ENDPOINT selects the Hub.
+    preview grid); review it first with `cpedit card DIR`. When DIR has no preview grid, push
+    says so and publishes without it; --preview renders it first (loading the base and the
+    pruned model). The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects the Hub.
 
     \b
     Examples:
       cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh
+      cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh --preview --device cuda
+      cpedit push my-edit --repo alice/my-edit --base-model CompVis/stable-diffusion-v1-4
       cpedit push sd14-no-van-gogh --repo acme/sd14-safe --private --create-pr -m "Erase Van Gogh"
     """
-    with UploadView(Console(stderr=True, log_path=False)) as view:
+    check_repo_id(repo_id)
+    if base_model is not None:
+        check_repo_id(base_model, label="--base-model", argument="base_model")
+    record = read_output(folder)  # a bad folder is refused before any preview or Hub call
+    console = Console(stderr=True, log_path=False)
+    with TransferView(console) as view:
+        if record.preview is None:
+            if preview:
+                from cpedit.cli.libraries import quiet_libraries
+
+                whoami()  # not logged in: say so before spending minutes on the preview
+                quiet_libraries()
+                written = render_preview(
+                    folder, settings=SampleSettings(steps=preview_steps), device=device, on_progress=view
+                )
+                view.progress.console.log(f"rendered {written}")
+            else:
+                view.progress.console.print(
+                    f"Note: {folder} has no {RECORD_DIR}/{PREVIEW_FILE}, so the card will show no before/after "
+                    "images; pushing without it. To render one first: add --preview to this command (or run "
+                    f"`cpedit sample {folder} --compare --save-preview`).",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         result = push_model(
             folder,
             repo_id=repo_id,
@@ -64,13 +118,14 @@ def push_command(
             branch=branch,
             message=message,
             create_pr=create_pr,
+            base_model=base_model,
             on_progress=view,
         )
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    console = Console()
-    console.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
+    stdout = Console()
+    stdout.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
     if result.pr_url:
-        console.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
-    console.print(result.url, highlight=False, soft_wrap=True)
+        stdout.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
+    stdout.print(result.url, highlight=False, soft_wrap=True)

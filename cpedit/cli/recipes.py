@@ -12,10 +12,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from cpedit.cli.push import hub_commit_options
-from cpedit.cli.render import UploadView
 from cpedit.errors import RecipeError
-from cpedit.hub.publish import push_recipes
-from cpedit.recipes import builtin_recipe_files, builtin_recipes_dir, load_recipe, resolve_recipe
+from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
+from cpedit.recipes import Recipe, load_recipe
 
 
 @click.group("recipes")
@@ -32,79 +31,117 @@ def recipes_group() -> None:
 
 
 @recipes_group.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True)
 def validate_command(files: tuple[str, ...]) -> None:
-    """Check recipe FILES (or hub:NAMESPACE/NAME/path.yaml refs) without loading any model; exit 1 if any is invalid.
+    """Check recipe FILES (also shipped NAMEs, hub:NAMESPACE/NAME/path.yaml refs) without loading any model.
+
+    Each is checked; the exit status is 1 if any is invalid.
 
     \b
-    Example:
+    Examples:
       cpedit recipes validate recipes/artists/*.yaml my-recipe.yaml
+      cpedit recipes validate van-gogh
       cpedit recipes validate hub:acme/recipes/my-recipe.yaml
     """
     console = Console()
     failed = 0
     for file in files:
         try:
-            recipe = resolve_recipe(file) if file.startswith("hub:") else load_recipe(file)
+            recipe = resolve_recipe(file) if _is_reference(file) else load_recipe(file)
         except RecipeError as exc:
             failed += 1
             console.print(f"[red]✗[/] {escape(str(exc))}", highlight=False)
             continue
-        console.print(
-            f"[green]✓[/] {escape(file)}: {recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
-            f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps}"
-            + (f", target {recipe.prune.target}" if recipe.prune.target != "ffn" else "")
-            + (f", stream {recipe.prune.stream}" if recipe.prune.stream != "image" else "")
-            + ")",
-            highlight=False,
-        )
+        console.print(f"[green]✓[/] {escape(file)}: {escape(_summary(recipe))}", highlight=False)
     if failed:
         raise click.exceptions.Exit(1)
 
 
+def _is_reference(ref: str) -> bool:
+    """A hub: ref, or a NAME (no existing file, no folder part, no .yaml suffix): resolved, not read as a file."""
+    if ref.startswith("hub:"):
+        return True
+    path = Path(ref)
+    return not path.exists() and len(path.parts) == 1 and path.suffix.lower() not in (".yaml", ".yml")
+
+
+def _summary(recipe: Recipe) -> str:
+    return (
+        f"{recipe.name} ({recipe.kind}, {len(recipe.targets)} prompt pairs, "
+        f"skill_ratio {recipe.prune.skill_ratio:g}, tau {recipe.prune.timesteps}"
+        + (f", target {recipe.prune.target}" if recipe.prune.target != "ffn" else "")
+        + (f", stream {recipe.prune.stream}" if recipe.prune.stream != "image" else "")
+        + ")"
+    )
+
+
 @recipes_group.command("list")
+@click.argument("folders", nargs=-1, type=click.Path(exists=True), metavar="[FOLDER]...")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def list_command(output_format: str) -> None:
-    """List the recipes shipped with cpedit (use a NAME wherever a recipe is expected).
+def list_command(folders: tuple[str, ...], output_format: str) -> None:
+    """List the recipes shipped with cpedit, or those in FOLDERs (use a shipped NAME wherever a recipe is expected).
+
+    Every *.yaml file is listed; an invalid one is a row with its error, and the exit
+    status is then 1.
 
     \b
     Examples:
       cpedit recipes list
       cpedit recipes list --format json
+      cpedit recipes list my-recipes/
     """
-    rows = []
-    for name, path in builtin_recipe_files().items():
-        recipe = load_recipe(path)
-        rows.append(
-            {
-                "name": name,
-                "kind": recipe.kind,
-                "concept": recipe.concept,
-                "pairs": len(recipe.targets),
-                "skill_ratio": recipe.prune.skill_ratio,
-                "timesteps": recipe.prune.timesteps,
-                "select_ratio": recipe.prune.select_ratio,
-                "file": str(path.relative_to(builtin_recipes_dir())),
-            }
-        )
+    roots = [Path(f) for f in folders] or [builtin_recipes_dir()]
+    entries = list_recipes(roots if folders else None)
+    rows = [_row(entry, roots) for entry in entries]
     if output_format == "json":
         click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title=f"Shipped recipes ({escape(str(builtin_recipes_dir()))})")
-    table.add_column("name", no_wrap=True)
-    for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["kind"],
-            escape(r["concept"]),
-            str(r["pairs"]),
-            f"{r['skill_ratio']:g}",
-            str(r["timesteps"]),
-            escape(r["file"]),
-        )
-    Console().print(table)
+    else:
+        where = ", ".join(str(r) for r in roots)
+        title = f"Shipped recipes ({where})" if not folders else f"Recipes in {where}"
+        table = Table(title=escape(title))
+        table.add_column("name", no_wrap=True)
+        for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
+            table.add_column(column, overflow="fold")
+        for r, entry in zip(rows, entries, strict=True):
+            if entry.error is not None:
+                problems = "\n".join(
+                    f"- {field}: {message}" if field else f"- {message}" for field, message in entry.error.problems
+                )
+                table.add_row(escape(r["name"]), "[red]invalid[/]", escape(problems), "", "", "", escape(r["file"]))
+                continue
+            table.add_row(
+                escape(r["name"]),
+                r["kind"],
+                escape(r["concept"]),
+                str(r["pairs"]),
+                f"{r['skill_ratio']:g}",
+                str(r["timesteps"]),
+                escape(r["file"]),
+            )
+        Console().print(table)
+    if any(entry.error is not None for entry in entries):
+        raise click.exceptions.Exit(1)
+
+
+def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
+    """One JSON row: the recipe's settings, ``file`` relative to its folder, ``error`` (None when valid)."""
+    file = str(entry.path)
+    for root in roots:
+        if entry.path.is_relative_to(root):
+            file = entry.path.relative_to(root).as_posix() if root.is_dir() else entry.path.name
+            break
+    recipe = entry.recipe
+    return {
+        "name": entry.name,
+        "kind": recipe.kind if recipe else None,
+        "concept": recipe.concept if recipe else None,
+        "pairs": len(recipe.targets) if recipe else None,
+        "skill_ratio": recipe.prune.skill_ratio if recipe else None,
+        "timesteps": recipe.prune.timesteps if recipe else None,
+        "select_ratio": recipe.prune.select_ratio if recipe else None,
+        "file": file,
+        "error": str(entry.error) if entry.error else None,
+    }
 
 
 @recipes_group.command("show")
@@ -158,6 +195,9 @@ def push_command(
       cpedit recipes push my-recipe.yaml --repo acme/recipes
       cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
     """
+    from cpedit.cli.render import UploadView
+    from cpedit.hub.publish import push_recipes
+
     with UploadView(Console(stderr=True, log_path=False)) as view:
         result = push_recipes(
             list(files),

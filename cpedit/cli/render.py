@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -21,13 +22,40 @@ from rich.progress import (
 from rich.table import Table
 
 from cpedit.progress import ProgressEvent
+from cpedit.record import Report
+
+
+def is_transfer(event: ProgressEvent) -> bool:
+    """Whether ``event`` reports bytes of a download or an upload (shown as a byte bar)."""
+    return event.stage in ("download", "upload") and event.unit == "bytes" and event.total is not None
+
+
+def transfer_label(event: ProgressEvent) -> str:
+    """``3/12 unet/diffusion_pytorch_model.safetensors`` for a file's bytes, else the event's message."""
+    if event.file is not None and event.file_index is not None and event.files is not None:
+        return f"{event.file_index}/{event.files} {event.file}"
+    return event.message
+
+
+class _ByUnit(ProgressColumn):
+    """One column for tasks that count bytes (``unit`` field ``bytes``), another for the others."""
+
+    def __init__(self, for_bytes: ProgressColumn, for_others: ProgressColumn) -> None:
+        super().__init__()
+        self.for_bytes = for_bytes
+        self.for_others = for_others
+
+    def render(self, task: Task) -> RenderableType:
+        column = self.for_bytes if task.fields.get("unit") == "bytes" else self.for_others
+        return column.render(task)
 
 
 class ProgressView:
     """A rich progress display fed with :class:`ProgressEvent` objects.
 
-    One bar per concept (denoiser calls done / needed, with ETA); other stages are
-    printed as log lines.
+    One bar per concept (denoiser calls done / needed, with ETA), one byte bar per download
+    (size done / total, speed, ETA, the file being fetched); other stages are printed as log
+    lines.
     """
 
     def __init__(self, console: Console) -> None:
@@ -36,15 +64,15 @@ class ProgressView:
             SpinnerColumn(),
             TextColumn("[bold]{task.fields[concept]}[/]"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _ByUnit(DownloadColumn(), MofNCompleteColumn()),
             TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
+            _ByUnit(TransferSpeedColumn(), TimeElapsedColumn()),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
         )
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[tuple[str, str], TaskID] = {}
 
     def __enter__(self) -> ProgressView:
         self.progress.start()
@@ -57,7 +85,6 @@ class ProgressView:
 
     def __call__(self, event: ProgressEvent) -> None:
         if event.stage == "calibrate" and event.concept is not None:
-            task = self._tasks.get(event.concept)
             detail = ""
             if event.batch is not None:
                 detail = f"batch {event.batch}/{event.batches}"
@@ -65,12 +92,28 @@ class ProgressView:
                 detail += f" · call {event.timestep}/{event.timesteps}"
             if event.accumulator_bytes:
                 detail += f" · stats {human_bytes(event.accumulator_bytes)}"
-            if task is None:
-                task = self.progress.add_task("", total=event.total, concept=event.concept, detail=detail)
-                self._tasks[event.concept] = task
-            self.progress.update(task, total=event.total, completed=event.completed, detail=detail)
+            self._update(("calibrate", event.concept), event, concept=event.concept, detail=detail)
+        elif is_transfer(event):
+            key = (event.stage, "")
+            if key not in self._tasks:
+                self.progress.console.log(event.message)
+            self._update(key, event, concept=event.stage, detail=transfer_label(event))
         elif event.stage != "done":
             self.progress.console.log(event.message)
+
+    def _update(self, key: tuple[str, str], event: ProgressEvent, *, concept: str, detail: str) -> None:
+        task = self._tasks.get(key)
+        if task is None:
+            task = self.progress.add_task(
+                "",
+                total=event.total,
+                completed=event.completed or 0,
+                concept=concept,
+                detail=detail,
+                unit=event.unit or "",
+            )
+            self._tasks[key] = task
+        self.progress.update(task, total=event.total, completed=event.completed, detail=detail)
 
 
 def human_bytes(count: int) -> str:
@@ -83,70 +126,68 @@ def human_bytes(count: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def edited_label(report: dict[str, Any]) -> str:
-    """What the pruned fraction is relative to: ``UNet`` or the edited components."""
-    edited = report.get("edited_components", ["unet"])
-    return "UNet" if edited == ["unet"] else " and ".join(edited)
-
-
-def layer_table(report: dict[str, Any]) -> Table:
+def layer_table(report: Report) -> Table:
     """Pruned weights per layer and in total (% of the edited components: the UNet, usually)."""
     table = Table(title="Pruned weights", show_footer=True)
-    totals = report["totals"]
+    totals = report.totals
     table.add_column("layer", footer="total")
     table.add_column("shape")
-    table.add_column("pruned", justify="right", footer=f"{totals['pruned_weights']:,}")
+    table.add_column("pruned", justify="right", footer=f"{totals.pruned_weights:,}")
     table.add_column(
-        "% of layer", justify="right", footer=f"{100 * totals['pruned_fraction']:.4f}% of {edited_label(report)}"
+        "% of layer", justify="right", footer=f"{100 * totals.pruned_fraction:.4f}% of {report.edited_label}"
     )
-    for layer in report["layers"]:
-        out_f, in_f = layer["shape"]
-        table.add_row(
-            layer["name"], f"{out_f}x{in_f}", f"{layer['pruned']:,}", f"{100 * layer['pruned'] / (out_f * in_f):.3f}%"
-        )
+    for layer in report.layers:
+        out_f, in_f = layer.shape
+        table.add_row(layer.name, f"{out_f}x{in_f}", f"{layer.pruned:,}", f"{100 * layer.pruned / layer.weights:.3f}%")
     return table
 
 
-def concept_table(report: dict[str, Any]) -> Table:
+def concept_table(report: Report) -> Table:
     """One row per concept: settings, target, calls, statistics size, time, pruned count."""
     table = Table(title="Concepts")
     columns = ("concept", "target", "pairs", "skill_ratio", "tau", "batch", "UNet calls", "stats", "seconds", "pruned")
     for column in columns:
         table.add_column(column, justify="left" if column == "concept" else "right")
-    for c in report["concepts"]:
+    for c in report.concepts:
         table.add_row(
-            c["name"],
-            c.get("target", "ffn") + ("" if c.get("stream", "image") == "image" else f" ({c['stream']})"),
-            str(c["prompt_pairs"]),
-            f"{c['skill_ratio']:g}",
-            "-" if c.get("timesteps_note") else str(c["timesteps"]),
-            str(c["batch_size"]),
-            str(c["unet_calls"]),
-            human_bytes(c["accumulator_bytes"]) if "accumulator_bytes" in c else "",
-            f"{c['calibrate_seconds']:.1f}",
-            f"{c['pruned_weights']:,}",
+            c.name,
+            c.target + ("" if c.stream == "image" else f" ({c.stream})"),
+            str(c.prompt_pairs),
+            f"{c.skill_ratio:g}",
+            "-" if c.timesteps_note else str(c.timesteps),
+            str(c.batch_size),
+            str(c.unet_calls),
+            human_bytes(c.accumulator_bytes) if c.accumulator_bytes else "",
+            f"{c.calibrate_seconds:.1f}",
+            f"{c.pruned_weights:,}",
         )
     return table
 
 
-class UploadView:
-    """A rich progress bar for ``upload`` events (bytes sent over all files)."""
+class TransferView:
+    """A rich display of downloads and uploads: a byte bar per ``download`` or ``upload`` stage.
+
+    Each bar shows the bytes done / in all, the speed, the ETA and the file being transferred;
+    other events (loading, sampling, ...) are printed as log lines.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("[bold]{task.fields[stage]}[/]"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
         )
-        self._task: TaskID | None = None
+        self._tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> UploadView:
+    def __enter__(self) -> TransferView:
         self.progress.start()
         return self
 
@@ -156,10 +197,19 @@ class UploadView:
         self.progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "upload" and event.total is not None:
-            label = f"{event.batch}/{event.batches} {event.message}" if event.batch else event.message
-            if self._task is None:
-                self._task = self.progress.add_task(label, total=event.total)
-            self.progress.update(self._task, description=label, completed=event.completed or 0, total=event.total)
+        if is_transfer(event):
+            label = transfer_label(event)
+            task = self._tasks.get(event.stage)
+            if task is None:
+                self.progress.console.log(event.message)
+                task = self.progress.add_task(
+                    label, total=event.total, completed=event.completed or 0, stage=event.stage
+                )
+                self._tasks[event.stage] = task
+            self.progress.update(task, description=label, completed=event.completed or 0, total=event.total)
         elif event.stage != "done":
             self.progress.console.log(event.message)
+
+
+UploadView = TransferView
+"""The name :class:`TransferView` had when it showed uploads only."""

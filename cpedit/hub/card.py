@@ -16,23 +16,17 @@ models nor a quantization, so it is the Hub's "finetune" (a derivative with modi
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cpedit.errors import CpeditError, RecipeError
-from cpedit.output import POSITIONS_FILE, PREVIEW_FILE, RECORD_DIR, REPORT_FILE
-from cpedit.recipes import Recipe, parse_recipe
-from cpedit.shapes.model import BUILTIN_MODEL_NAME, is_builtin_model
+from cpedit.record import PREVIEW_FILE, RECORD_DIR, OutputRecord, Report, read_evaluations, read_output
+from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
-EVAL_DIR = "eval"
-"""``DIR/conceptprune/eval/<benchmark>.json``: evaluation results, one file per benchmark."""
-EVAL_KEYS = {"concepts", "images", "erased", "preserved", "pruned_fraction"}
+__all__ = ["base_card_metadata", "build_model_card", "card_metadata", "read_evaluations", "read_output"]
 BASE_MODEL_RELATION = "finetune"
 BASE_TAGS = ("conceptprune", "concept-erasure", "cpedit")
 PAPER = (
@@ -49,41 +43,14 @@ BIBTEX = """@inproceedings{chavhan2025conceptprune,
 }"""
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """One ``conceptprune/eval/<benchmark>.json`` file."""
-
-    benchmark: str
-    concepts: list[str]
-    images: int
-    erased: dict[str, float]
-    preserved: dict[str, float]
-    pruned_fraction: float
-
-
-@dataclass(frozen=True)
-class OutputRecord:
-    """A checked cpedit output folder and what its run recorded."""
-
-    folder: Path
-    report: dict[str, Any]
-    recipes: list[Recipe]
-    evaluations: list[Evaluation] = field(default_factory=list)
-    preview: Path | None = None
-
-    @property
-    def base_repo_id(self) -> str | None:
-        """The base model's Hub id, None for a local base model."""
-        base = self.report.get("base_model") or {}
-        if base.get("local") or not isinstance(base.get("id"), str) or is_builtin_model(base["id"]):
-            return None
-        return base["id"]
-
-    @property
-    def base_is_builtin(self) -> bool:
-        """Whether the base is cpedit's built-in shapes model (not on the Hub)."""
-        base = self.report.get("base_model") or {}
-        return isinstance(base.get("id"), str) and is_builtin_model(base["id"])
+TARGET_WORDS = {
+    "ffn": "feed-forward output weights (the paper's target)",
+    "ffn-in": "feed-forward input weights",
+    "attn-key": "cross-attention key projection weights",
+    "attn-value": "cross-attention value projection weights",
+    "text-ffn": "text-encoder MLP output weights",
+}
+"""What each hook target prunes, in words (the card says what was really pruned)."""
 
 
 def slugify(text: str) -> str:
@@ -91,142 +58,22 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
-    """Check that ``folder`` is a complete cpedit output and read what its run recorded.
-
-    Raises:
-        CpeditError: It is not a cpedit output, the record does not parse, or files are
-            missing; the message says which.
-    """
-    path = Path(folder)
-    if not path.is_dir():
-        raise CpeditError(f"{folder} is not a folder")
-    if ".partial" in path.name or ".old-" in path.name:
-        raise CpeditError(
-            f"{folder} is an unfinished or replaced cpedit output (a temporary folder); use the final one"
-        )
-    leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial*"))
-    if leftovers:
-        raise CpeditError(f"{folder} holds unfinished files ({', '.join(leftovers[:3])}); it is not a complete output")
-    report_path = path / RECORD_DIR / REPORT_FILE
-    if not report_path.is_file():
-        raise CpeditError(f"{folder} is not a cpedit output (no {RECORD_DIR}/{REPORT_FILE})")
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CpeditError(
-            f"{folder} is not a valid cpedit output: {RECORD_DIR}/{REPORT_FILE} does not parse ({exc})"
-        ) from None
-    problems = _report_problems(report)
-    if problems:
-        raise CpeditError(f"{folder} is not a valid cpedit output: {RECORD_DIR}/{REPORT_FILE} {problems}")
-    if not (path / "model_index.json").is_file():
-        raise CpeditError(f"{folder} is not a complete cpedit output: model_index.json is missing")
-    component = report["denoiser"]["component"]
-    if not list((path / component).glob("*.safetensors")):
-        raise CpeditError(f"{folder} is not a complete cpedit output: no weights in {component}/ (*.safetensors)")
-    if not (path / RECORD_DIR / POSITIONS_FILE).is_file():
-        raise CpeditError(f"{folder} is not a complete cpedit output: {RECORD_DIR}/{POSITIONS_FILE} is missing")
-    recipes = []
-    for concept in report["concepts"]:
-        recipe_path = path / concept["recipe"]
-        try:
-            text = recipe_path.read_text(encoding="utf-8")
-        except OSError:
-            raise CpeditError(f"{folder} is not a complete cpedit output: {concept['recipe']} is missing") from None
-        try:
-            recipes.append(parse_recipe(text, source=concept["recipe"]))
-        except RecipeError as exc:
-            raise CpeditError(f"{folder}: its recorded recipe is invalid:\n{exc}") from None
-    preview = path / RECORD_DIR / PREVIEW_FILE
-    return OutputRecord(
-        folder=path,
-        report=report,
-        recipes=recipes,
-        evaluations=read_evaluations(path),
-        preview=preview if preview.is_file() else None,
-    )
+def pruned_what(report: Report) -> str:
+    """What the run pruned, in words: the targets (and streams) of its concepts and where they are."""
+    parts = []
+    for concept in report.concepts:
+        words = TARGET_WORDS.get(concept.target, concept.target)
+        where = "the text encoders" if concept.target == "text-ffn" else f"the {_denoiser_name(report)}"
+        if concept.target in ("ffn", "ffn-in") and concept.stream != "image":
+            words += f" ({'both streams' if concept.stream == 'both' else 'text stream'})"
+        part = f"{words} of {where}"
+        if part not in parts:
+            parts.append(part)
+    return _join(parts)
 
 
-def _report_problems(report: Any) -> str:
-    if not isinstance(report, dict):
-        return "is not a JSON object"
-    for key, kind in (
-        ("base_model", dict),
-        ("denoiser", dict),
-        ("concepts", list),
-        ("layers", list),
-        ("totals", dict),
-        ("versions", dict),
-    ):
-        if not isinstance(report.get(key), kind):
-            return f"has no {key!r} ({kind.__name__})"
-    if report["denoiser"].get("component") not in ("unet", "transformer"):
-        return "names no denoiser component"
-    if not report["concepts"]:
-        return "records no concept"
-    for concept in report["concepts"]:
-        if not isinstance(concept, dict) or not isinstance(concept.get("recipe"), str):
-            return "has a concept without its recipe file"
-        recipe = Path(concept["recipe"])
-        if recipe.is_absolute() or ".." in recipe.parts or recipe.parts[:1] != (RECORD_DIR,):
-            return f"points to a recipe outside {RECORD_DIR}/: {concept['recipe']!r}"
-    for key in ("pruned_weights", "unet_weights", "pruned_fraction"):
-        if not isinstance(report["totals"].get(key), (int, float)):
-            return f"has no totals.{key}"
-    return ""
-
-
-def read_evaluations(folder: str | os.PathLike[str]) -> list[Evaluation]:
-    """The evaluation results in ``folder/conceptprune/eval/*.json``, by benchmark name.
-
-    Each file holds exactly ``{"concepts": [...], "images": N, "erased": {"before": f, "after": f},
-    "preserved": {"before": f, "after": f}, "pruned_fraction": f}``.
-
-    Raises:
-        CpeditError: A file does not follow that format (the message names it).
-    """
-    results = []
-    for file in sorted((Path(folder) / RECORD_DIR / EVAL_DIR).glob("*.json")):
-        where = f"{RECORD_DIR}/{EVAL_DIR}/{file.name}"
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CpeditError(f"{where} does not parse ({exc})") from None
-        if not isinstance(data, dict) or set(data) != EVAL_KEYS:
-            raise CpeditError(f"{where} must hold exactly the keys {sorted(EVAL_KEYS)}")
-        ok = (
-            isinstance(data["concepts"], list)
-            and all(isinstance(c, str) for c in data["concepts"])
-            and isinstance(data["images"], int)
-            and _is_number(data["pruned_fraction"])
-            and all(
-                isinstance(data[k], dict)
-                and set(data[k]) == {"before", "after"}
-                and all(map(_is_number, data[k].values()))
-                for k in ("erased", "preserved")
-            )
-        )
-        if not ok:
-            raise CpeditError(
-                f"{where}: expected concepts (list of strings), images (integer), erased and preserved "
-                "({before, after} numbers), pruned_fraction (number)"
-            )
-        results.append(
-            Evaluation(
-                benchmark=file.stem,
-                concepts=list(data["concepts"]),
-                images=data["images"],
-                erased={k: float(v) for k, v in data["erased"].items()},
-                preserved={k: float(v) for k, v in data["preserved"].items()},
-                pruned_fraction=float(data["pruned_fraction"]),
-            )
-        )
-    return results
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _denoiser_name(report: Report) -> str:
+    return "UNet" if report.denoiser_component == "unet" else "transformer"
 
 
 def local_base_card_metadata(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -258,9 +105,9 @@ def base_card_metadata(record: OutputRecord) -> dict[str, Any]:
         from huggingface_hub import HfApi, constants
 
         if not constants.HF_HUB_OFFLINE:
-            base = record.report["base_model"]
+            base = record.report.base_model
             try:
-                info = HfApi().model_info(repo_id, revision=base.get("commit") or base.get("revision"))
+                info = HfApi().model_info(repo_id, revision=base.commit or base.revision)
                 card = info.card_data
                 if card is not None:
                     return card.to_dict()
@@ -269,10 +116,12 @@ def base_card_metadata(record: OutputRecord) -> dict[str, Any]:
     return local_base_card_metadata(record.folder)
 
 
-def card_metadata(record: OutputRecord, *, base_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The YAML metadata of the card."""
+def card_metadata(
+    record: OutputRecord, *, base_metadata: dict[str, Any] | None = None, base_model: str | None = None
+) -> dict[str, Any]:
+    """The YAML metadata of the card (``base_model`` overrides the recorded base Hub id)."""
     metadata: dict[str, Any] = {}
-    repo_id = record.base_repo_id
+    repo_id = base_model or record.base_repo_id
     if repo_id is not None:
         metadata["base_model"] = repo_id
         metadata["base_model_relation"] = BASE_MODEL_RELATION
@@ -305,6 +154,7 @@ def build_model_card(
     repo_id: str | None = None,
     base_metadata: dict[str, Any] | None = None,
     record: OutputRecord | None = None,
+    base_model: str | None = None,
 ) -> str:
     """The model card (README.md text: YAML metadata and markdown) of a cpedit output.
 
@@ -315,21 +165,21 @@ def build_model_card(
         base_metadata: The base model's card metadata (for its license); see
             :func:`base_card_metadata`. None: no license.
         record: The folder already read with :func:`read_output` (read here otherwise).
+        base_model: The base model's Hub id, when the run did not record one (a base loaded
+            from a local folder that is not a Hub cache snapshot); it wins over the recorded one.
 
     Raises:
         CpeditError: ``folder`` is not a complete cpedit output, or an evaluation file is malformed.
     """
     record = record or read_output(folder)
     report = record.report
-    metadata = card_metadata(record, base_metadata=base_metadata)
-    base_repo = record.base_repo_id
-    base = report["base_model"]
+    metadata = card_metadata(record, base_metadata=base_metadata, base_model=base_model)
+    base_repo = base_model or record.base_repo_id
+    base = report.base_model
     local_label = f"cpedit's built-in model `{BUILTIN_MODEL_NAME}`" if record.base_is_builtin else "a local model"
     base_label = f"[{base_repo}]({_hub_url(base_repo)})" if base_repo else local_label
     concepts = [r.concept for r in record.recipes]
-    totals = report["totals"]
-    component = report["denoiser"]["component"]
-    denoiser_name = "UNet" if component == "unet" else "transformer"
+    totals = report.totals
     lines: list[str] = []
     add = lines.append
 
@@ -337,9 +187,9 @@ def build_model_card(
     add("")
     add(
         f"This is {base_label} with {_md(_join(concepts))} erased by "
-        f"[cpedit](https://pypi.org/project/cpedit/) (ConceptPrune): {totals['pruned_weights']:,} feed-forward "
-        f"weights of the {denoiser_name} ({100 * totals['pruned_fraction']:.4f}% of its weights) are set to zero. "
-        "No training was done and nothing else differs from the base model."
+        f"[cpedit](https://pypi.org/project/cpedit/) (ConceptPrune): {totals.pruned_weights:,} "
+        f"{pruned_what(report)} ({100 * totals.pruned_fraction:.4f}% of the {report.edited_label}'s weights) "
+        "are set to zero. No training was done and nothing else differs from the base model."
     )
     add("")
     add("## What was erased and why")
@@ -365,8 +215,8 @@ def build_model_card(
     add("")
     add("Every recipe used, verbatim (also in `conceptprune/recipes/`):")
     add("")
-    for recipe, concept in zip(record.recipes, report["concepts"], strict=True):
-        add(f"### `{concept['recipe']}`")
+    for recipe, concept in zip(record.recipes, report.concepts, strict=True):
+        add(f"### `{concept.recipe}`")
         add("")
         add("```yaml")
         add(recipe.text.rstrip("\n"))
@@ -374,34 +224,37 @@ def build_model_card(
         add("")
     add("## Settings")
     add("")
-    add("| concept | prompt pairs | skill_ratio | tau | select_ratio | steps | guidance | seed | batch | pruned |")
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for c in report["concepts"]:
+    add(
+        "| concept | target | stream | prompt pairs | skill_ratio | tau | select_ratio | steps | guidance | seed "
+        "| batch | pruned |"
+    )
+    add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in report.concepts:
+        tau = "-" if c.timesteps_note else str(c.timesteps)
         add(
-            f"| {_md(str(c.get('name')))} | {c.get('prompt_pairs')} | {c.get('skill_ratio')} | {c.get('timesteps')} "
-            f"| {c.get('select_ratio')} | {c.get('steps')} | {c.get('guidance_scale')} | {c.get('seed')} "
-            f"| {c.get('batch_size')} | {_count(c.get('pruned_weights'))} |"
+            f"| {_md(c.name)} | {c.target} | {c.stream} | {c.prompt_pairs} | {c.skill_ratio} | {tau} "
+            f"| {c.select_ratio} | {c.steps} | {c.guidance_scale} | {c.seed} | {c.batch_size} "
+            f"| {c.pruned_weights:,} |"
         )
-    compute = report.get("compute") or {}
-    if compute:
+    if report.compute_device:
         add("")
-        add(f"Calibrated on `{_md(str(compute.get('device')))}` in `{_md(str(compute.get('dtype')))}`.")
+        add(f"Calibrated on `{_md(report.compute_device)}` in `{_md(report.compute_dtype)}`.")
     add("")
     add("## Pruned weights")
     add("")
     add("| layer | shape | pruned | % of layer |")
     add("|---|---|---:|---:|")
-    for layer in report["layers"]:
-        out_f, in_f = layer["shape"]
+    for layer in report.layers:
+        out_f, in_f = layer.shape
         add(
-            f"| `{layer['name']}` | {out_f}x{in_f} | {layer['pruned']:,} | "
-            f"{100 * layer['pruned'] / max(out_f * in_f, 1):.3f}% |"
+            f"| `{layer.name}` | {out_f}x{in_f} | {layer.pruned:,} "
+            f"| {100 * layer.pruned / max(layer.weights, 1):.3f}% |"
         )
-    ffn = totals.get("ffn_weights")
+    ffn = totals.ffn_weights
     add(
-        f"| **total** | | **{totals['pruned_weights']:,}** | **{100 * totals['pruned_fraction']:.4f}% of the "
-        f"{denoiser_name}** ({totals['unet_weights']:,} weights"
-        + (f"; {100 * totals['pruned_weights'] / ffn:.3f}% of its FFN output weights" if ffn else "")
+        f"| **total** | | **{totals.pruned_weights:,}** | **{100 * totals.pruned_fraction:.4f}% of the "
+        f"{report.edited_label}** ({totals.edited_weights:,} weights"
+        + (f"; {100 * totals.pruned_weights / ffn:.3f}% of the hooked layers' weights" if ffn else "")
         + ") |"
     )
     add("")
@@ -414,11 +267,14 @@ def build_model_card(
     add("")
     if base_repo:
         add(f"- Hub id: {base_label}")
-        add(f"- revision: `{base.get('revision') or 'main'}`")
-        if base.get("commit"):
-            add(f"- commit: `{base['commit']}`")
+        add(f"- revision: `{base.revision or 'main'}`")
+        if base.commit:
+            add(f"- commit: `{base.commit}`")
     elif record.base_is_builtin:
-        add(f"- {local_label}: the small shapes model that ships with cpedit (`python -m cpedit.shapes.train`)")
+        add(
+            f"- {local_label}: the small shapes model that ships with cpedit "
+            "(`python -m devtools.train_shapes` in the cpedit repository rebuilds it)"
+        )
     else:
         add("- a local model (no Hub id was recorded)")
     if "license" in metadata:
@@ -428,7 +284,7 @@ def build_model_card(
     add("")
     add("| library | version |")
     add("|---|---|")
-    for name, version in report["versions"].items():
+    for name, version in report.versions.items():
         add(f"| {_md(str(name))} | {_md(str(version))} |")
     add("")
     if record.evaluations:
@@ -480,10 +336,6 @@ def _join(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _hub_url(repo_id: str) -> str:

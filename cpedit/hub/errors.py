@@ -136,14 +136,11 @@ def cache_status(repo_id: str, revision: str | None = None) -> str:
         tree = get_cached_repo_tree(repo_id, revision=commit)
     except Exception:  # noqa: BLE001 - best effort: the listing may never have been cached
         return "its file listing is not cached, so it cannot be checked"
-    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
-    expected = [
-        f.path
-        for f in tree
-        if f.path.split("/")[0] in components
-        and "/" in f.path
-        and not f.path.endswith((".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx"))
-    ]
+    from cpedit.loading import pipeline_files
+
+    if not isinstance(index, dict):
+        return "its model_index.json is not a JSON object"
+    expected = pipeline_files(index, {f.path: int(f.size or 0) for f in tree})  # what a pull downloads
     missing = sorted(p for p in expected if not (snapshot / p).is_file())
     if not missing:
         return "its files are cached, but something else is missing"

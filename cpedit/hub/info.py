@@ -5,7 +5,9 @@
 device (no memory, no weights) and counts its FFN output weights with
 :func:`cpedit.ffn.find_ffn_output_layers`, exactly as a prune would find them.
 
-Whether cpedit can edit a model is decided in one place, :func:`editability`.
+Whether cpedit can edit a model is decided in one place, :mod:`cpedit.support`
+(:func:`~cpedit.support.editability`; re-exported here with :class:`Editability` and
+:func:`text_to_image_refusal`).
 """
 
 from __future__ import annotations
@@ -19,33 +21,22 @@ from typing import Any
 from cpedit.errors import CpeditError
 from cpedit.hub.errors import HubError, hub_errors
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.support import DENOISER_COMPONENTS, Editability, editability, text_to_image_refusal
 
-DENOISER_COMPONENTS = ("unet", "transformer")
-_NOT_TEXT_TO_IMAGE_MARKERS = (
-    "Img2Img",
-    "Inpaint",
-    "Depth2Img",
-    "ImageVariation",
-    "InstructPix2Pix",
-    "Upscale",
-    "SuperResolution",
-    "Video",
-    "Audio",
-    "Music",
-    "3D",
-    "Shap",
-    "Unclip",
-    "UnCLIP",
-)
+__all__ = [
+    "DENOISER_COMPONENTS",
+    "Editability",
+    "ModelDetails",
+    "build_meta_denoiser",
+    "count_ffn",
+    "count_layers",
+    "editability",
+    "model_details",
+    "pull_safetensors",
+    "text_to_image_refusal",
+]
+
 _WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx")
-
-
-@dataclass(frozen=True)
-class Editability:
-    """Whether cpedit can edit a model, and why (not)."""
-
-    editable: bool
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -59,7 +50,7 @@ class ModelDetails:
         pipeline_class: ``_class_name`` of model_index.json (None if the repo has none).
         denoiser: ``unet`` or ``transformer`` (None if there is none).
         denoiser_class: The denoiser's class name from its config.json.
-        editable: Whether cpedit can edit it (see :func:`editability`).
+        editable: Whether cpedit can edit it (see :func:`cpedit.support.editability`).
         reason: Why (not).
         ffn_layers: FFN output projections found (0 when unknown).
         ffn_weights: Weights in them (the weights ConceptPrune can prune).
@@ -100,68 +91,6 @@ class ModelDetails:
         data = asdict(self)
         data["last_modified"] = self.last_modified.isoformat() if self.last_modified else None
         return data
-
-
-def text_to_image_refusal(index: Any) -> str | None:
-    """Why a ``model_index.json`` is not a diffusers text-to-image pipeline cpedit can load, or None.
-
-    Args:
-        index: The parsed model_index.json.
-    """
-    if not isinstance(index, dict):
-        return "model_index.json is not a JSON object"
-    name = index.get("_class_name")
-    if not isinstance(name, str):
-        return (
-            "its pipeline is custom code (model_index.json `_class_name` is not a diffusers class); "
-            "cpedit never runs remote code"
-        )
-    if not any(isinstance(index.get(c), list) for c in DENOISER_COMPONENTS):
-        return f"{name} has no unet or transformer component; cpedit edits text-to-image diffusion pipelines"
-    if not any(k.startswith("text_encoder") and isinstance(v, list) for k, v in index.items()):
-        return f"{name} has no text encoder, so it is not a text-to-image pipeline"
-    if any(marker in name for marker in _NOT_TEXT_TO_IMAGE_MARKERS):
-        return f"{name} is not a text-to-image pipeline; give its text-to-image base model instead"
-    return None
-
-
-def editability(
-    *,
-    index: Any,
-    denoiser_class: str | None,
-    ffn_layers: int,
-    safetensors_files: int,
-    denoiser: Any = None,
-) -> Editability:
-    """The one place that decides whether cpedit can edit a model.
-
-    The pipeline class is judged by :func:`cpedit.architectures.describe_support` (the same
-    registry ``cpedit prune`` uses), which also says how the model is edited.
-
-    Args:
-        index: The parsed model_index.json (None if the repo has none).
-        denoiser_class: The denoiser's class name (None if unknown).
-        ffn_layers: FFN output projections found in the denoiser.
-        safetensors_files: Safetensors files of the pipeline's components.
-        denoiser: The denoiser built on the meta device from its config, when it could be.
-    """
-    from cpedit.architectures import describe_support
-
-    if index is None:
-        return Editability(False, "not a diffusers pipeline (no model_index.json)")
-    refusal = text_to_image_refusal(index)
-    if refusal is not None:
-        return Editability(False, refusal)
-    support = describe_support(str(index.get("_class_name")), denoiser)
-    if not support.supported:
-        return Editability(False, support.missing or f"{index.get('_class_name')} is not supported")
-    if denoiser_class is None:
-        return Editability(False, "its denoiser config.json is missing or names no diffusers class")
-    if ffn_layers == 0:
-        return Editability(False, f"{denoiser_class} has no feed-forward (diffusers FeedForward) blocks to prune")
-    if safetensors_files == 0:
-        return Editability(False, "no safetensors weights (cpedit loads safetensors only)")
-    return Editability(True, support.how)
 
 
 def build_meta_denoiser(config: dict[str, Any]) -> Any:

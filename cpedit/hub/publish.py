@@ -1,7 +1,9 @@
 """Publishing to the Hub: a pruned pipeline with its model card, or recipes.
 
 Each publish is one commit: the repo is created if needed, every LFS file is uploaded first
-(one progress event per file), then a single commit adds all files. The token comes from
+(``upload`` events before and after each file, in bytes; the cancel event is checked between
+files), then a single commit adds all files. huggingface_hub's own progress bars are off
+meanwhile. The token comes from
 huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); cpedit never reads, prints
 or stores it.
 """
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,9 @@ from typing import Any
 from cpedit.errors import CpeditError
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
 from cpedit.hub.errors import hub_errors, repo_url, service_errors
-from cpedit.output import RECORD_DIR, REPORT_FILE
-from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import Recipe, load_recipe
+from cpedit.record import RECORD_DIR, REPORT_FILE, Report
 
 REPO_ID_HELP = "NAMESPACE/NAME (your user name or an organisation, then the repo name)"
 
@@ -57,8 +62,13 @@ class PushResult:
         }
 
 
-def check_repo_id(repo_id: str) -> str:
+def check_repo_id(repo_id: str, *, label: str = "--repo", argument: str = "repo_id") -> str:
     """Check the ``NAMESPACE/NAME`` form (before any network call).
+
+    Args:
+        repo_id: The id to check.
+        label: How the message names it (``--repo``, ``--base-model``).
+        argument: The library argument it is (:attr:`~cpedit.errors.CpeditError.argument`).
 
     Raises:
         CpeditError: It is not of that form.
@@ -66,11 +76,13 @@ def check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise CpeditError(f"--repo {repo_id!r}: give {REPO_ID_HELP}")
+        raise CpeditError(f"{label} {repo_id!r}: give {REPO_ID_HELP}", argument=argument, reason="invalid")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise CpeditError(f"--repo {repo_id!r} is not a valid Hub repo id: {exc}") from None
+        raise CpeditError(
+            f"{label} {repo_id!r} is not a valid Hub repo id: {exc}", argument=argument, reason="invalid"
+        ) from None
     return repo_id
 
 
@@ -99,14 +111,48 @@ def folder_files(folder: Path) -> list[str]:
     return files
 
 
-def shareable_report(report: dict[str, Any]) -> bytes:
+def shareable_report(report: Report | dict[str, Any]) -> bytes:
     """``report.json`` as published: a local base model's path (recorded as ``id`` and ``path``) removed."""
+    if isinstance(report, Report):
+        return report.shareable().to_json().encode("utf-8")
     shared = json.loads(json.dumps(report))
     base = shared.get("base_model") or {}
     if base.get("local"):
         base["id"] = None
         base["path"] = None
     return (json.dumps(shared, indent=2) + "\n").encode("utf-8")
+
+
+@contextmanager
+def hub_progress_bars_off() -> Iterator[None]:
+    """huggingface_hub's own progress bars (upload bars included) off for the block; its setting restored after.
+
+    cpedit reports uploads as ``upload`` events instead. huggingface_hub's switch is global;
+    the exact state it had (including per-group settings) is put back when the block ends.
+    ``HF_HUB_DISABLE_PROGRESS_BARS=0`` in the environment forces its bars on, and wins.
+    """
+    import importlib
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
+    if are_progress_bars_disabled():
+        yield
+        return
+    states = getattr(importlib.import_module("huggingface_hub.utils.tqdm"), "progress_bar_states", None)
+    saved = dict(states) if isinstance(states, dict) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning that HF_HUB_DISABLE_PROGRESS_BARS=0 wins
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if saved is not None and isinstance(states, dict):
+            states.clear()
+            states.update(saved)
+        else:  # pragma: no cover - huggingface_hub without its state dict
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()
 
 
 def _commit(
@@ -118,45 +164,38 @@ def _commit(
     message: str,
     create_pr: bool,
     on_progress: ProgressCallback | None,
+    cancel: threading.Event | None = None,
 ) -> PushResult:
     from huggingface_hub import HfApi
 
     api = HfApi()
+    check_cancel(cancel, "before the upload")
     whoami()
+    check_cancel(cancel, "before the upload")
     emit(on_progress, ProgressEvent(stage="upload", message=f"creating {repo_id} (if needed)"))
-    with hub_errors(repo_id):
+    with hub_errors(repo_id), hub_progress_bars_off():
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if branch is not None and branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True)
     total = sum(op.upload_info.size for op in operations)
+    files = len(operations)
     done = 0
-    with hub_errors(repo_id, revision=branch):
+
+    def uploaded(text: str, **fields: Any) -> ProgressEvent:
+        return ProgressEvent(stage="upload", message=text, total=total, unit="bytes", files=files, **fields)
+
+    with hub_errors(repo_id, revision=branch), hub_progress_bars_off():
         for index, op in enumerate(operations, 1):
-            emit(
-                on_progress,
-                ProgressEvent(
-                    stage="upload",
-                    message=f"uploading {op.path_in_repo}",
-                    batch=index,
-                    batches=len(operations),
-                    completed=done,
-                    total=total,
-                ),
-            )
+            check_cancel(cancel, "during the upload")
+            path = op.path_in_repo
+            size = op.upload_info.size
+            emit(on_progress, uploaded(f"uploading {path}", completed=done, file=path, file_index=index))
             # Uploads the file's LFS object now (a no-op for small text files, sent inline with the commit).
             api.preupload_lfs_files(repo_id, additions=[op], revision=branch, create_pr=create_pr)
-            done += op.upload_info.size
-        emit(
-            on_progress,
-            ProgressEvent(
-                stage="upload",
-                message="committing",
-                batch=len(operations),
-                batches=len(operations),
-                completed=total,
-                total=total,
-            ),
-        )
+            done += size
+            emit(on_progress, uploaded(f"uploaded {path}", completed=done, file=path, file_index=index))
+        check_cancel(cancel, "before the commit")
+        emit(on_progress, uploaded(f"committing {files} files", completed=total))
         info = api.create_commit(
             repo_id,
             operations=operations,
@@ -183,7 +222,9 @@ def push_model(
     branch: str | None = None,
     message: str | None = None,
     create_pr: bool = False,
+    base_model: str | None = None,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> PushResult:
     """Publish a cpedit output folder to the Hub in one commit, with a generated model card.
 
@@ -200,7 +241,15 @@ def push_model(
         branch: Commit to this branch (created from main if needed); default main.
         message: The commit message; default "Upload pruned pipeline (cpedit)".
         create_pr: Open a pull request instead of committing to the branch.
-        on_progress: Receives ``upload`` events (one per file, with bytes done/total).
+        base_model: The base model's Hub id for the card's ``base_model``, when the run did not
+            record one (the base was a local folder); see :func:`cpedit.hub.card.build_model_card`.
+        on_progress: Receives ``upload`` events: before and after each file (``file``,
+            ``file_index``, ``files``; ``completed``/``total`` count the bytes of all the
+            files, ``unit="bytes"``), then one before the commit.
+        cancel: Checked before each file and before the commit; once set, the push stops
+            with :class:`~cpedit.errors.Cancelled` and nothing is committed (files already
+            uploaded stay unreferenced in the Hub's storage; the repo, if it was created,
+            stays empty).
 
     Returns:
         A :class:`PushResult` (with the repo's URL on the Hub in use).
@@ -208,12 +257,19 @@ def push_model(
     Raises:
         CpeditError: The folder is not a complete cpedit output, or ``repo_id`` is malformed.
         HubError: Not logged in, no write access, or the Hub cannot be reached.
+        Cancelled: ``cancel`` was set.
     """
     from huggingface_hub import CommitOperationAdd
 
     check_repo_id(repo_id)
     record = read_output(folder)
-    card = build_model_card(record.folder, repo_id=repo_id, base_metadata=base_card_metadata(record), record=record)
+    card = build_model_card(
+        record.folder,
+        repo_id=repo_id,
+        base_metadata=base_card_metadata(record),
+        record=record,
+        base_model=base_model,
+    )
     operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
     report_path = f"{RECORD_DIR}/{REPORT_FILE}"
     for path in folder_files(record.folder):
@@ -229,6 +285,7 @@ def push_model(
         message=message or "Upload pruned pipeline (cpedit)",
         create_pr=create_pr,
         on_progress=on_progress,
+        cancel=cancel,
     )
 
 
@@ -242,6 +299,7 @@ def push_recipes(
     message: str | None = None,
     create_pr: bool = False,
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> PushResult:
     """Publish recipe files to a Hub repo in one commit; every file is validated first.
 
@@ -255,12 +313,14 @@ def push_recipes(
         branch: Commit to this branch; default main.
         message: The commit message.
         create_pr: Open a pull request instead.
-        on_progress: Receives ``upload`` events.
+        on_progress: Receives ``upload`` events (as :func:`push_model`).
+        cancel: Checked before each file and before the commit: once set, nothing is committed.
 
     Raises:
         RecipeError: A file is not a valid recipe (nothing is uploaded).
         CpeditError: No files, two files with the same name, or a malformed ``repo_id``.
         HubError: Not logged in, no write access, or the Hub cannot be reached.
+        Cancelled: ``cancel`` was set.
     """
     from huggingface_hub import CommitOperationAdd
 
@@ -287,4 +347,5 @@ def push_recipes(
         message=message or f"Add cpedit recipe(s): {names}",
         create_pr=create_pr,
         on_progress=on_progress,
+        cancel=cancel,
     )

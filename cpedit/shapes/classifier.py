@@ -1,7 +1,7 @@
 """The attribute classifier that judges images of the shapes world.
 
 A small CNN with one head per attribute (shape, colour, texture, background).  It is
-trained by :mod:`cpedit.shapes.train` on scenes drawn by :mod:`cpedit.shapes.world`,
+trained by ``devtools/train_shapes.py`` on scenes drawn by :mod:`cpedit.shapes.world`,
 with mild blur and noise so that it also reads the slightly soft images a diffusion model
 makes, and ships with the built-in model (``classifier.safetensors`` beside it).
 

@@ -22,8 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,16 @@ import torch
 
 from cpedit import loading
 from cpedit.errors import CpeditError
-from cpedit.output import RECORD_DIR, read_report
-from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import load_recipe
+from cpedit.record import Evaluation, Report, read_report, write_evaluation, write_json_atomically
 from cpedit.shapes import world
 from cpedit.shapes.classifier import HEADS, classify, load_classifier
 
-EVAL_DIR = "eval"
+BENCHMARK = "shapes"
 """Results are also kept in ``EDITED/conceptprune/eval/shapes.json`` (model cards read them)."""
-RESULT_FILE = "shapes.json"
+
+__all__ = ["ShapesEvaluation", "evaluate_shapes", "record_result", "write_json_atomically"]
 
 
 @dataclass(frozen=True)
@@ -68,32 +69,36 @@ class ShapesEvaluation:
             "pruned_fraction": self.pruned_fraction,
         }
 
+    def to_evaluation(self) -> Evaluation:
+        """The result as the output record keeps it (``conceptprune/eval/shapes.json``)."""
+        return Evaluation.from_dict(BENCHMARK, self.to_json(), source=f"{BENCHMARK} benchmark")
 
-def erased_values(report: dict[str, Any], edited: Path) -> dict[str, tuple[str, str]]:
+
+def erased_values(report: Report, edited: Path) -> dict[str, tuple[str, str]]:
     """Map each erased concept to the (attribute, value) of the world it names.
 
     Raises:
         CpeditError: a concept is not a value of the shapes world.
     """
     found: dict[str, tuple[str, str]] = {}
-    for concept in report["concepts"]:
-        name = str(concept["concept"]).strip().lower()
+    for concept in report.concepts:
+        name = concept.concept.strip().lower()
         match = [(attribute, name) for attribute, values in world.ATTRIBUTES.items() if name in values]
         if not match:
             values = ", ".join(v for vs in world.ATTRIBUTES.values() for v in vs)
             raise CpeditError(
-                f"{edited}: recipe {concept['name']!r} erases {concept['concept']!r}, which is not an attribute "
+                f"{edited}: recipe {concept.name!r} erases {concept.concept!r}, which is not an attribute "
                 f"value of the shapes world; `cpedit eval shapes` measures only these concepts: {values}"
             )
-        found[concept["name"]] = match[0]
+        found[concept.name] = match[0]
     return found
 
 
-def calibration_prompts(report: dict[str, Any], edited: Path) -> set[str]:
+def calibration_prompts(report: Report, edited: Path) -> set[str]:
     """Every target and base prompt the edited model's recipes calibrated on."""
     prompts: set[str] = set()
-    for concept in report["concepts"]:
-        recipe = load_recipe(edited / concept["recipe"])
+    for concept in report.concepts:
+        recipe = load_recipe(edited / concept.recipe)
         for target, base in recipe.pairs():
             prompts.update((target.strip().lower(), base.strip().lower()))
     return prompts
@@ -129,23 +134,29 @@ def generate_images(
     on_progress: ProgressCallback | None,
     done: int,
     total: int,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
     """uint8 images for ``prompts``; image ``i`` starts from a generator seeded ``seed + i``.
 
-    ``done`` and ``total`` place these images in the whole run's progress (``sample`` events).
+    ``done`` and ``total`` place these images in the whole run's progress (``sample`` events,
+    counting images); ``cancel`` is checked before every batch.
     """
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     chunks = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
+        check_cancel(cancel, "during the evaluation")
         emit(
             on_progress,
             ProgressEvent(
                 stage="sample",
                 message=f"{label}: images {start + 1}-{start + len(chunk)} of {len(prompts)}",
                 concept=label,
+                batch=start // batch_size + 1,
+                batches=-(-len(prompts) // batch_size),
                 completed=done + start,
                 total=total,
+                unit="images",
             ),
         )
         generators = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(chunk))]
@@ -193,6 +204,7 @@ def evaluate_shapes(
     batch_size: int = 64,
     device: str = "auto",
     on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> ShapesEvaluation:
     """Compare an edited shapes model with its base on erasure and preservation.
 
@@ -206,6 +218,7 @@ def evaluate_shapes(
         batch_size: Images generated at once.
         device: Where to run (``auto``: CUDA if available, else CPU).
         on_progress: Receives ``sample`` events as image batches are generated.
+        cancel: Stops the evaluation at the next image batch with :class:`~cpedit.errors.Cancelled`.
 
     Returns:
         The measurements; :meth:`ShapesEvaluation.to_json` is the benchmark's JSON.
@@ -221,8 +234,7 @@ def evaluate_shapes(
     report = read_report(folder)
     erased_by_recipe = erased_values(report, folder)
     erased = sorted(set(erased_by_recipe.values()))
-    base = report["base_model"]
-    base_ref = base.get("path") or base.get("id")
+    base_ref = report.base_ref
     if not base_ref:
         raise CpeditError(f"{folder}: the report does not record a base model to compare with")
     with_concept, without = evaluation_prompts(
@@ -233,7 +245,9 @@ def evaluate_shapes(
     results: dict[str, dict[str, Any]] = {}
     for phase, index, ref in (("before", 0, base_ref), ("after", 2, str(folder))):
         emit(on_progress, ProgressEvent(stage="load", message=f"loading {ref} ({phase})"))
-        _, pipe = loading.open_pipeline(ref, revision=None, device=device, dtype=None, safety_checker=False)
+        _, pipe = loading.open_pipeline(
+            ref, revision=None, device=device, dtype=None, safety_checker=False, on_progress=on_progress, cancel=cancel
+        )
         pipe.set_progress_bar_config(disable=True)
         measured: dict[str, Any] = {}
         for offset, (mode, scenes) in enumerate((("erased", with_concept), ("preserved", without))):
@@ -249,12 +263,13 @@ def evaluate_shapes(
                 on_progress=on_progress,
                 done=(index + offset) * images,
                 total=total,
+                cancel=cancel,
             )
             measured[mode] = score_images(classifier, shown, scenes, erased, mode=mode)
         results[phase] = measured
         del pipe
     emit(on_progress, ProgressEvent(stage="done", message="evaluation done", completed=total, total=total))
-    totals = report["totals"]
+    totals = report.totals
     return ShapesEvaluation(
         concepts=[v for _, v in erased],
         images=images,
@@ -262,21 +277,11 @@ def evaluate_shapes(
         erased_after=results["after"]["erased"][0],
         preserved_before=results["before"]["preserved"][0],
         preserved_after=results["after"]["preserved"][0],
-        pruned_fraction=totals["pruned_weights"] / totals["unet_weights"],
+        pruned_fraction=totals.pruned_weights / totals.unet_weights,
         preserved_by_attribute={phase: results[phase]["preserved"][1] for phase in ("before", "after")},
     )
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def record_result(edited: str | os.PathLike[str], evaluation: ShapesEvaluation) -> Path:
     """Keep the result in ``EDITED/conceptprune/eval/shapes.json`` (read by model cards)."""
-    path = Path(edited) / RECORD_DIR / EVAL_DIR / RESULT_FILE
-    write_json_atomically(path, evaluation.to_json())
-    return path
+    return write_evaluation(edited, evaluation.to_evaluation())

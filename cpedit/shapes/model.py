@@ -2,7 +2,8 @@
 
 The trained pipeline (a standard diffusers folder) and the classifier ship inside the
 package, under ``cpedit/shapes/weights/``; they are produced by
-``python -m cpedit.shapes.train`` (see that module).
+``python -m devtools.train_shapes``, run from the repository root (a development tool in
+``devtools/train_shapes.py``, not installed with the package).
 """
 
 from __future__ import annotations

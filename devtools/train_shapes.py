@@ -1,8 +1,8 @@
 """Train the built-in shapes model and its classifier from scratch, reproducibly.
 
-Run ``python -m cpedit.shapes.train`` (under an hour on 2 CPU cores; see the training report) to rebuild
-``cpedit/shapes/weights/``; ``--device cuda`` trains on a GPU (random draws stay on the CPU, so
-the data is the same; ``--workers`` draws the scenes in parallel processes):
+Run ``python -m devtools.train_shapes`` from the repository root (under an hour on 2 CPU cores; see
+the training report) to rebuild ``cpedit/shapes/weights/``; ``--device cuda`` trains on a GPU (random
+draws stay on the CPU, so the data is the same; ``--workers`` draws the scenes in parallel processes):
 
 1. draw a training set of scenes (:mod:`cpedit.shapes.world`; the held-out attribute
    combinations are never drawn);
@@ -19,7 +19,8 @@ the data is the same; ``--workers`` draws the scenes in parallel processes):
 
 Everything is seeded; the same command on the same machine and torch version gives the
 same weights.  Needs the ``openai-clip`` package for the BPE vocabulary (in the
-``test`` extra).
+``test`` extra).  A development tool, not part of the installed library: it needs a checkout of
+the repository (``pip install cpedit`` ships the weights, not this script).
 """
 
 from __future__ import annotations
@@ -374,7 +375,9 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cpedit.shapes.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m devtools.train_shapes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder to (re)write (default: the package's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0, the shipped weights)")
@@ -435,7 +438,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
     """Every stage, writing into ``tmp``."""
     from transformers import CLIPTokenizer
 
-    from cpedit.testing import write_clip_tokenizer
+    from devtools.builders import write_clip_tokenizer
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -529,7 +532,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
 
     size = sum(f.stat().st_size for f in (tmp / "pipeline").rglob("*") if f.is_file())
     report = {
-        "command": "python -m cpedit.shapes.train " + " ".join(argv or []),
+        "command": "python -m devtools.train_shapes " + " ".join(argv or []),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

@@ -35,6 +35,10 @@ sentencepiece model ships offline.
 
 This module deliberately avoids importing anything heavy at import time beyond
 ``torch``; diffusers and transformers are imported inside the builders.
+
+A development tool, not part of the installed library (``pip install cpedit`` does not ship
+it): import it as ``devtools.builders`` with the repository root on ``sys.path``, as
+``tests/conftest.py`` and the benchmarks do.  Needs the ``openai-clip`` package (``test`` extra).
 """
 
 from __future__ import annotations
