@@ -1,10 +1,10 @@
 """Sweep skill_ratio x tau on the built-in shapes model: erased accuracy vs preservation.
 
-For each recipe, calibration runs once with the largest tau (the statistics of the first
-tau calls do not depend on how many calls follow), then every (skill_ratio, tau) point
-selects its skilled weights from those statistics exactly as ``cpedit prune`` would, zeroes
-them in memory, and is measured like ``cpedit eval shapes`` (same prompts and seeds for the
-base and every point).
+For each recipe, an edit session calibrates once with the largest tau (the statistics of the
+first tau calls do not depend on how many calls follow), then every (skill_ratio, tau) point
+selects its skilled weights from those statistics exactly as ``cpedit prune`` would, applies
+them in memory, is measured like ``cpedit eval shapes`` (same prompts and seeds for the base
+and every point), and is restored.
 
     python benchmarks/sweep_shapes.py --images 96 --out benchmarks/results/cpu-shapes-sweep.json
 """
@@ -20,16 +20,11 @@ from pathlib import Path
 
 import torch
 
-from cpedit.architectures import find_target_layers
-from cpedit.calibration import calibrate
-from cpedit.loading import open_pipeline
 from cpedit.recipe_sources import resolve_recipe
-from cpedit.recipes import PruneSettings
-from cpedit.selection import layer_mask
+from cpedit.session import EditSession
 from cpedit.shapes.classifier import load_classifier
 from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
 from cpedit.shapes.world import ATTRIBUTES, caption
-from cpedit.support import require_support
 from cpedit.targets import TARGETS
 
 
@@ -73,37 +68,31 @@ def main() -> None:
     taus = [int(x) for x in args.taus.split(",")]
 
     started = time.perf_counter()
-    _, pipe = open_pipeline("builtin:shapes", revision=None, device="cpu", dtype=None, safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    layers = find_target_layers(pipe, require_support(pipe), target=args.target)
-    originals = {layer.key: layer.module.weight.detach().clone() for layer in layers}
-    unet_weights = sum(p.numel() for p in pipe.unet.parameters())
     classifier = load_classifier()
     rows = []
     for name in args.recipes.split(","):
         recipe = resolve_recipe(name)
+        recipe = dataclasses.replace(recipe, prune=dataclasses.replace(recipe.prune, target=args.target))
         attribute = next(a for a, values in ATTRIBUTES.items() if recipe.concept in values)
         erased = [(attribute, recipe.concept)]
         excluded = {p.lower() for pair in recipe.pairs() for p in pair}
         with_concept, without = evaluation_prompts(erased, images=args.images, seed=args.seed, exclude=excluded)
         sets = [("erased", with_concept), ("preserved", without)]
-        long_prune = dataclasses.replace(recipe.prune, timesteps=max(taus), target=args.target)
-        long_recipe = dataclasses.replace(recipe, prune=long_prune)
-        stats = calibrate(pipe, long_recipe, layers, batch_size=None)
+        # One calibration for the largest tau; every point re-selects from its statistics.
+        session = EditSession.open("builtin:shapes", [recipe], device="cpu")
+        session.calibrate(timesteps=max(taus))
+        pipe = session.pipeline
+        unet_weights = sum(p.numel() for p in pipe.unet.parameters())
         kw = {"seed": args.seed, "steps": args.steps, "guidance": args.guidance_scale}
         before = measure(pipe, classifier, sets, erased, **kw)
         print(f"{name}: before erased {before['erased']:.3f} preserved {before['preserved']:.3f}", flush=True)
         for ratio in ratios:
             for tau in taus:
-                settings = PruneSettings(skill_ratio=ratio, timesteps=tau, select_ratio=0.0, target=args.target)
-                pruned = 0
-                with torch.no_grad():
-                    for layer in layers:
-                        layer.module.weight.copy_(originals[layer.key])
-                        mask = layer_mask(layer, stats.sums[layer.key], settings)
-                        pruned += int(mask.sum())
-                        layer.module.weight.masked_fill_(mask, 0)
+                selection = session.select(skill_ratio=ratio, timesteps=tau, select_ratio=0.0)
+                session.apply(selection)
                 after = measure(pipe, classifier, sets, erased, **kw)
+                session.restore()
+                pruned = selection.pruned
                 row = {
                     "recipe": name,
                     "concept": recipe.concept,
@@ -121,9 +110,6 @@ def main() -> None:
                     f"(drop {before['preserved'] - after['preserved']:+.3f})",
                     flush=True,
                 )
-        with torch.no_grad():
-            for layer in layers:
-                layer.module.weight.copy_(originals[layer.key])
     result = {
         "command": "python benchmarks/sweep_shapes.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),

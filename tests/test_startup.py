@@ -108,7 +108,7 @@ def test_recipes_validate_is_light() -> None:
 
 
 def test_help_of_model_free_groups_is_light() -> None:
-    for argv in (["recipes", "--help"], ["models", "--help"], ["card", "--help"], ["push", "--help"]):
+    for argv in (["recipes", "--help"], ["models", "--help"], ["card", "--help"]):
         code, heavy, _ = run_cli(*argv)
         assert (code, heavy) == (0, []), argv
 
@@ -149,6 +149,13 @@ def test_command_table_matches_the_commands() -> None:
         assert command.name == name
         assert command.get_short_help_str(limit=1000) == entry.short_help, name
     assert sorted(cli.list_commands(click.Context(cli))) == sorted(COMMANDS)
+
+
+def test_recipes_push_short_help_matches() -> None:
+    from cpedit.cli.recipes import PUSH_SHORT_HELP, recipes_group
+
+    push = recipes_group.get_command(click.Context(recipes_group), "push")
+    assert push is not None and push.get_short_help_str(limit=1000) == PUSH_SHORT_HELP
 
 
 def test_model_commands_quiet_the_libraries_first(monkeypatch: pytest.MonkeyPatch) -> None:

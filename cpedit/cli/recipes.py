@@ -11,13 +11,36 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from cpedit.cli.push import hub_commit_options
 from cpedit.errors import RecipeError
 from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
 from cpedit.recipes import Recipe, load_recipe
 
+PUSH_SHORT_HELP = "Share recipe FILES through a Hub repo (one commit); each is validated first."
 
-@click.group("recipes")
+
+class RecipesGroup(click.Group):
+    """The ``recipes`` group; ``recipes push`` (the Hub upload machinery) is built only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, "push"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "push" and "push" not in self.commands:
+            self.add_command(_push_command())
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or click.Command(name, help=PUSH_SHORT_HELP)
+            rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group("recipes", cls=RecipesGroup)
 def recipes_group() -> None:
     """Validate, list, show and share concept recipes (YAML files, one concept each).
 
@@ -172,49 +195,55 @@ def show_command(recipe: str, prompts: bool) -> None:
         console.print(table)
 
 
-@recipes_group.command("push")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--path-in-repo", default="", metavar="FOLDER", help="A folder in the repo (default: the top level).")
-@hub_commit_options
-def push_command(
-    files: tuple[str, ...],
-    path_in_repo: str,
-    repo_id: str,
-    private: bool,
-    branch: str | None,
-    message: str | None,
-    create_pr: bool,
-    output_format: str,
-) -> None:
-    """Share recipe FILES through a Hub repo (one commit); each is validated first.
+def _push_command() -> click.Command:
+    """``cpedit recipes push``, built on first use (its options come from :mod:`cpedit.cli.push`)."""
+    from cpedit.cli.push import hub_commit_options
 
-    Use them anywhere a recipe is expected as hub:NAMESPACE/NAME/FILE.yaml (add @REVISION to pin one).
+    @click.command("push")
+    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option("--path-in-repo", default="", metavar="FOLDER", help="A folder in the repo (default: the top level).")
+    @hub_commit_options
+    def push_command(
+        files: tuple[str, ...],
+        path_in_repo: str,
+        repo_id: str,
+        private: bool,
+        branch: str | None,
+        message: str | None,
+        create_pr: bool,
+        output_format: str,
+    ) -> None:
+        """Share recipe FILES through a Hub repo (one commit); each is validated first.
 
-    \b
-    Examples:
-      cpedit recipes push my-recipe.yaml --repo acme/recipes
-      cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
-    """
-    from cpedit.cli.render import UploadView
-    from cpedit.hub.publish import push_recipes
+        Use them anywhere a recipe is expected as hub:NAMESPACE/NAME/FILE.yaml (add @REVISION to pin one).
 
-    with UploadView(Console(stderr=True, log_path=False)) as view:
-        result = push_recipes(
-            list(files),
-            repo_id=repo_id,
-            path_in_repo=path_in_repo,
-            private=private,
-            branch=branch,
-            message=message,
-            create_pr=create_pr,
-            on_progress=view,
-        )
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    console = Console()
-    for path in result.files:
-        console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
-    if result.pr_url:
-        console.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
-    console.print(result.url, highlight=False, soft_wrap=True)
+        \b
+        Examples:
+          cpedit recipes push my-recipe.yaml --repo acme/recipes
+          cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
+        """
+        from cpedit.cli.render import TransferView
+        from cpedit.hub.publish import push_recipes
+
+        with TransferView(Console(stderr=True, log_path=False)) as view:
+            result = push_recipes(
+                list(files),
+                repo_id=repo_id,
+                path_in_repo=path_in_repo,
+                private=private,
+                branch=branch,
+                message=message,
+                create_pr=create_pr,
+                on_progress=view,
+            )
+        if output_format == "json":
+            click.echo(json.dumps(result.to_json(), indent=2))
+            return
+        console = Console()
+        for path in result.files:
+            console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
+        if result.pr_url:
+            console.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
+        console.print(result.url, highlight=False, soft_wrap=True)
+
+    return push_command
