@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
-from cpedit.output import UNSAFE_WEIGHT_SUFFIXES
+from cpedit.files import UNSAFE_WEIGHT_SUFFIXES
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.record import infer_hub_snapshot
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
@@ -79,17 +79,33 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise CpeditError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise CpeditError(
+            f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps", reason="unknown", argument="device"
+        ) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise CpeditError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+            raise CpeditError(
+                f"device {device!r} asked for, but this torch build sees no CUDA GPU; use the cpu device",
+                reason="unavailable",
+                argument="device",
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise CpeditError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+            raise CpeditError(
+                f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist",
+                reason="unavailable",
+                argument="device",
+            )
     elif resolved.type == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise CpeditError("device 'mps' asked for, but Apple MPS is not available here; use --device cpu")
+            raise CpeditError(
+                "device 'mps' asked for, but Apple MPS is not available here; use the cpu device",
+                reason="unavailable",
+                argument="device",
+            )
     elif resolved.type != "cpu":
-        raise CpeditError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise CpeditError(
+            f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps", reason="unknown", argument="device"
+        )
     return resolved
 
 
@@ -104,7 +120,11 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     try:
         return DTYPES[DTYPE_ALIASES.get(dtype, dtype)]
     except KeyError:
-        raise CpeditError(f"unknown dtype {dtype!r}; use one of {', '.join([*DTYPES, *DTYPE_ALIASES])}") from None
+        raise CpeditError(
+            f"unknown dtype {dtype!r}; use one of {', '.join([*DTYPES, *DTYPE_ALIASES])}",
+            reason="unknown",
+            argument="dtype",
+        ) from None
 
 
 def check_offload(device: str) -> torch.device:
@@ -120,11 +140,17 @@ def check_offload(device: str) -> torch.device:
     resolved = resolve_device(device)
     if resolved.type != "cuda":
         raise CpeditError(
-            f"--offload (model CPU offload) moves components between host memory and a CUDA GPU, but the device "
-            f"is {resolved.type}; on the CPU the model already lives in host memory: drop --offload"
+            f"offload (model CPU offload) moves components between host memory and a CUDA GPU, but the device "
+            f"is {resolved.type}; on the CPU the model already lives in host memory: turn offload off",
+            reason="needs_cuda",
+            argument="offload",
         )
     if importlib.util.find_spec("accelerate") is None:
-        raise CpeditError("--offload needs the accelerate package: pip install accelerate")
+        raise CpeditError(
+            "offload needs the accelerate package: pip install accelerate",
+            reason="missing_package",
+            argument="offload",
+        )
     return resolved
 
 
@@ -153,7 +179,7 @@ def resolve_source(
             huggingface_hub's download threads, one call at a time.
         cancel: Set it (from another thread) to stop the download at its next chunk or file
             with :class:`~cpedit.errors.Cancelled`. Files already complete stay in the Hub
-            cache (a later download resumes); nothing else is written.
+            cache (a later download fetches only the others); nothing else is written.
 
     Raises:
         ModelLoadError: The folder is not a diffusers pipeline, or the Hub model cannot
@@ -167,7 +193,12 @@ def resolve_source(
     path = Path(ref).expanduser()
     if path.exists():
         if revision is not None:
-            raise ModelLoadError(f"--revision applies to Hub models only; {ref} is a local folder")
+            raise ModelLoadError(
+                f"a revision applies to Hub models only; {ref} is a local folder",
+                path=ref,
+                reason="local",
+                argument="revision",
+            )
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(
                 f"{ref} is not a diffusers pipeline folder (no model_index.json); "
@@ -185,7 +216,11 @@ def resolve_source(
 def _builtin_source(*, revision: str | None) -> ModelSource:
     """The shipped shapes model (``builtin:shapes``), a folder inside the package."""
     if revision is not None:
-        raise ModelLoadError(f"--revision applies to Hub models only; {BUILTIN_MODEL_NAME} is the built-in model")
+        raise ModelLoadError(
+            f"a revision applies to Hub models only; {BUILTIN_MODEL_NAME} is the built-in model",
+            reason="local",
+            argument="revision",
+        )
     path = builtin_pipeline_path()
     if not (path / "model_index.json").is_file():
         raise ModelLoadError(
@@ -296,6 +331,7 @@ class _DownloadMonitor:
         self.cached_bytes = sum(plan[p] for p in cached)
         self.pending = [p for p in self.order if p not in cached]
         self.done: dict[str, int] = {}
+        self.unattributed = 0
         self.by_thread: dict[int, str] = {}
         self.raising_threads = {threading.get_ident()}
         self.last_file: str | None = None
@@ -348,15 +384,20 @@ class _DownloadMonitor:
     def add_bytes(self, count: int) -> None:
         with self.lock:
             self.check()
-            file = self.by_thread.get(threading.get_ident(), self.last_file)
-            if file is None:
-                return
-            self.done[file] = self.done.get(file, 0) + count
-            completed = self.cached_bytes + sum(min(max(n, 0), self.sizes[p]) for p, n in self.done.items())
+            file = self.by_thread.get(threading.get_ident())
+            if file is not None:
+                self.done[file] += count
+            else:  # a thread that announced no file (hf_xet's): counted, shown under the file announced last
+                self.unattributed += count
+                file = self.last_file
+            completed = self.cached_bytes + self.unattributed
+            completed += sum(min(max(n, 0), self.sizes[p]) for p, n in self.done.items())
             completed = max(self.reported, min(completed, self.total))  # never decreases (a retry rewinds a file)
             self.reported = completed
             if count > 0:
-                self.event(f"downloading {file}", completed=completed, file=file)
+                self.event(
+                    f"downloading {file}" if file else f"downloading {self.repo_id}", completed=completed, file=file
+                )
 
     def file_finished(self) -> None:
         with self.lock:
@@ -477,7 +518,9 @@ def _download(
                 f"{repo_id} is not a diffusers pipeline (it has no model_index.json); cpedit edits diffusers "
                 "text-to-image pipelines such as CompVis/stable-diffusion-v1-4"
             )
-        return ModelLoadError(message, repo_id=repo_id, reason=reason)
+        return ModelLoadError(
+            message, repo_id=repo_id, reason=reason, argument="revision" if reason == "revision" else None
+        )
 
     emit(on_progress, ProgressEvent(stage="download", message=f"reading {repo_id}/model_index.json"))
     try:

@@ -27,10 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cpedit.errors import CpeditError, OutputExistsError
+from cpedit.files import UNSAFE_WEIGHT_SUFFIXES, variant_of
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-
-UNSAFE_WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx", ".pb")
-"""Weight formats never copied to an output: they would hold unpruned (or unsafe) weights."""
 
 
 def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -218,7 +216,7 @@ def zero_weights_in_files(
         with safe_open(file, framework="pt") as handle:
             present = set(handle.keys()) & keys.keys()
             metadata = handle.metadata()
-        found_by_variant.setdefault(_variant_of(file.name), set()).update(present)
+        found_by_variant.setdefault(variant_of(file.name), set()).update(present)
         if not present:
             continue
         check_cancel(cancel, "while zeroing the pruned weights")
@@ -244,11 +242,3 @@ def zero_weights_in_files(
     if keys and not found_by_variant:
         raise CpeditError(f"{folder} holds no safetensors weights to prune")
     return rewritten
-
-
-def _variant_of(filename: str) -> str:
-    """``diffusion_pytorch_model.fp16.safetensors`` -> ``fp16``; shards keep their variant."""
-    stem = filename[: -len(".safetensors")]
-    parts = stem.split(".")
-    parts = [p for p in parts[1:] if "-of-" not in p]
-    return parts[-1] if parts else ""

@@ -19,7 +19,10 @@ for what cpedit does, and it is as strict as the real Hub about what it checks:
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``: regular files directly (``ETag``,
   ``X-Repo-Commit``, ``Content-Length``); LFS files with a 302 to a "CDN" on another host name
   (``localhost`` instead of ``127.0.0.1``) carrying ``X-Linked-Etag``/``X-Linked-Size``. The CDN
-  records any request that arrives with an ``Authorization`` header (a token leak).
+  records any request that arrives with an ``Authorization`` header (a token leak). Both honour
+  ``Range: bytes=START-[END]`` (206 with ``Content-Range``, 416 past the end), which a download
+  resumed after a dropped connection sends (:attr:`HubEmulator.cut_once` drops one). ``snapshot_download``
+  lists files with the tree endpoint above.
 - ``GET /api/models?search=&author=&filter=&pipeline_tag=&sort=&direction=&limit=&expand[]=``:
   listing with ``Link`` header paging (``limit`` is the page size, as on the Hub).
 
@@ -221,6 +224,12 @@ class HubEmulator:
         self.requests: list[tuple[str, str, bool]] = []
         """(method, path, had an Authorization header)."""
         self.cdn_auth_leaks: list[str] = []
+        self.range_requests: list[tuple[str, str]] = []
+        """(path, Range header) of every content GET that asked for a byte range (a resumed download)."""
+        self.bytes_served = 0
+        """Bytes of file content sent (regular files and LFS objects), to check that a resume sends only the rest."""
+        self.cut_once: set[str] = set()
+        """Repo file paths or LFS sha256s whose next full GET is cut off halfway (the connection drops)."""
         self.page_size = 1000
         self.tree_page_size = 1000
         self._counter = itertools.count(1)
@@ -278,6 +287,9 @@ class HubEmulator:
             self.tokens.clear()
             self.requests.clear()
             self.cdn_auth_leaks.clear()
+            self.range_requests.clear()
+            self.bytes_served = 0
+            self.cut_once.clear()
             self.page_size = self.tree_page_size = 1000
 
     def reset(self) -> None:
@@ -287,6 +299,9 @@ class HubEmulator:
             self.verified.clear()
             self.requests.clear()
             self.cdn_auth_leaks.clear()
+            self.range_requests.clear()
+            self.bytes_served = 0
+            self.cut_once.clear()
             self.tokens.clear()
             self.page_size = self.tree_page_size = 1000
 
@@ -646,6 +661,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.close_connection = True
 
+    def _send_content(self, content: bytes, headers: dict[str, str], *, head: bool, key: str) -> None:
+        """A file's content: all of it (200), or the part a ``Range: bytes=START-[END]`` header asks for (206).
+
+        As the Hub and its CDN do: a range starting past the end is refused with 416 (``Content-Range:
+        bytes */SIZE``); a header of another form is ignored (the whole file is sent). ``key`` (the
+        path, or the LFS sha256) in :attr:`HubEmulator.cut_once`: this full GET stops halfway.
+        """
+        wanted = self.headers.get("Range")
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip()) if wanted and not head else None
+        if match is None:
+            if not head and key in self.hub.cut_once:
+                self.hub.cut_once.discard(key)
+                half = len(content) // 2
+                self.hub.bytes_served += half
+                self.send_response(200)
+                for name, value in {**headers, "Content-Length": str(len(content)), "Connection": "close"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(content[:half])  # then the connection closes: the body is incomplete
+                self.close_connection = True
+                return
+            with self.hub.lock:
+                self.hub.bytes_served += 0 if head else len(content)
+            self._send(200, content, headers, head=head)
+            return
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else len(content) - 1, len(content) - 1)
+        with self.hub.lock:
+            self.hub.range_requests.append((urlsplit(self.path).path, wanted))
+        if start >= len(content) or end < start:
+            raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{len(content)}"})
+        part = content[start : end + 1]
+        with self.hub.lock:
+            self.hub.bytes_served += len(part)
+        self._send(206, part, {**headers, "Content-Range": f"bytes {start}-{end}/{len(content)}"})
+
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), headers)
 
@@ -695,7 +746,7 @@ class _Handler(BaseHTTPRequestHandler):
             content = hub.lfs_objects.get(seg[1])
             if content is None:
                 raise HubError(404, "no such object")
-            self._send(200, content, {"Content-Type": "application/octet-stream"}, head=method == "HEAD")
+            self._send_content(content, {"Content-Type": "application/octet-stream"}, head=method == "HEAD", key=seg[1])
             return
         if host == "localhost":
             raise HubError(404, "the CDN serves LFS objects only")
@@ -921,4 +972,4 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", headers, head=head)
             return
         headers["Content-Type"] = "application/octet-stream"
-        self._send(200, stored.content or b"", headers, head=head)
+        self._send_content(stored.content or b"", headers, head=head, key=path)

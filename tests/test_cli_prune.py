@@ -193,3 +193,17 @@ def test_sample_refuses_non_png_output(tiny_sd_path: Path, tmp_path: Path, no_mo
     assert_clean_exit(result, 1)
     assert "Error:" in result.stderr and ".png" in result.stderr
     assert not out.exists()
+
+
+def test_library_errors_get_the_cli_flag_as_a_hint(tiny_sd_path: Path, tmp_path: Path) -> None:
+    """The library names its argument (``revision``); the CLI names its own option for it."""
+    recipe = helpers.write_recipe(tmp_path, name="hint-test")
+    result = CliRunner().invoke(
+        cli, ["prune", str(tiny_sd_path), "-r", str(recipe), "-o", str(tmp_path / "o"), "--revision", "main"]
+    )
+    assert result.exit_code == 1
+    assert "a revision applies to Hub models only" in result.output
+    assert "hint: drop --revision: it applies to Hub models only" in result.output
+    (tmp_path / "exists").mkdir()
+    result = CliRunner().invoke(cli, ["prune", str(tiny_sd_path), "-r", str(recipe), "-o", str(tmp_path / "exists")])
+    assert "hint: pass --overwrite to replace it, or choose another --out" in result.output

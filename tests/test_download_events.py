@@ -119,10 +119,12 @@ def test_download_reports_bytes_per_file_and_fetches_only_what_the_pipeline_need
     assert completed == sorted(completed) and completed[-1] == progress[-1].total  # never decreases, reaches it
     order = sorted(needed)
     per_file = [e for e in progress if e.file is not None]
-    assert {e.file for e in per_file} == set(needed)  # every file (all are non-empty) is named
+    assert {e.file for e in per_file} == set(needed) - {"model_index.json"}  # every file fetched is named
     assert all(e.files == len(needed) and order[e.file_index - 1] == e.file for e in per_file)
     assert all(e.message == f"downloading {e.file}" for e in per_file)
-    assert progress[0].file is None and "10 of 10 files" in progress[0].message
+    # model_index.json (read first) is in the cache already: its bytes count as done from the start
+    assert progress[0].file is None and "9 of 10 files" in progress[0].message
+    assert progress[0].completed == len(needed["model_index.json"])
 
     # Once cached: one event, everything done, no file fetched again.
     hub.requests.clear()
@@ -134,6 +136,31 @@ def test_download_reports_bytes_per_file_and_fetches_only_what_the_pipeline_need
     ]
     assert not any("/resolve/" in path and "model_index.json" not in path for _, path, _ in hub.requests)
     assert not any("/tree/" in path for _, path, _ in hub.requests)  # the listing is cached per commit
+
+
+def test_a_cached_model_resolves_with_the_network_down(
+    tiny_sd_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import huggingface_hub.utils._http
+
+    class NoSleep:  # huggingface_hub's retry backoff runs instantly
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            pass
+
+    monkeypatch.setattr(huggingface_hub.utils._http, "time", NoSleep())
+    commit = hub.seed_repo("acme/dl-down", repo_files(tiny_sd_path))
+    downloaded = resolve_source("acme/dl-down")
+    events: list[ProgressEvent] = []
+    with hub.down():
+        source = resolve_source("acme/dl-down", on_progress=events.append)
+    assert source.path == downloaded.path and source.commit == commit
+    assert [e.message for e in byte_events(events, "download")] == ["acme/dl-down: all 10 files are in the Hub cache"]
 
 
 def test_a_hub_cache_snapshot_folder_knows_its_repo_id(tiny_sd_path: Path, hub: HubEmulator) -> None:
@@ -172,6 +199,60 @@ def test_cancel_during_the_download_stops_it_and_writes_nothing(
     assert repo_files(source.path) == needed
     first = next(e.file for e in events if e.stage == "download" and e.file is not None)
     assert not any(path.endswith("/" + first) and method == "GET" for method, path, _ in hub.requests)
+
+
+def test_cancel_mid_file_stops_at_the_next_chunk_and_leaves_no_partial_file(
+    tiny_sd_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)  # many chunks per file
+    needed = repo_files(tiny_sd_path)
+    total = sum(len(c) for c in needed.values())
+    hub.seed_repo("acme/dl-midfile", needed)
+    cancel = threading.Event()
+    events: list[ProgressEvent] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.stage == "download" and (event.completed or 0) > total // 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        resolve_source("acme/dl-midfile", on_progress=on_progress, cancel=cancel)
+    progress = byte_events(events, "download")
+    assert total // 3 < progress[-1].completed < total
+    assert (progress[-2].completed or 0) <= total // 3  # no event (no chunk) after the one that cancelled
+    storage = Path(os.environ["HF_HOME"]) / "hub" / "models--acme--dl-midfile"
+    assert not list((storage / "blobs").glob("*.incomplete"))  # huggingface_hub drops partial files
+    assert repo_files(resolve_source("acme/dl-midfile").path) == needed
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(
+    tiny_sd_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    needed = repo_files(tiny_sd_path)
+    total = sum(len(c) for c in needed.values())
+    hub.seed_repo("acme/dl-dropped", needed)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    hub.cut_once.add(hashlib.sha256(needed[unet]).hexdigest())  # the CDN drops it halfway, once
+    events: list[ProgressEvent] = []
+    source = resolve_source("acme/dl-dropped", on_progress=events.append)
+    assert repo_files(source.path) == needed
+    [(_, asked)] = hub.range_requests  # one resume, from the last whole chunk received
+    offset, half = int(asked.removeprefix("bytes=").removesuffix("-")), len(needed[unet]) // 2
+    assert 0 < offset <= half
+    assert hub.bytes_served == total + half - offset  # the retry fetched only the rest
+    progress = byte_events(events, "download")
+    completed = [e.completed for e in progress]
+    assert completed == sorted(completed) and completed[-1] == total
+    unet_done = [e.completed for e in progress if e.file == unet]
+    assert unet_done == sorted(unet_done)
 
 
 def test_a_cancel_set_before_the_download_makes_no_request(hub: HubEmulator) -> None:
@@ -310,7 +391,12 @@ def test_push_base_model_names_the_base_of_a_local_prune(
     out = tmp_path / "out"
     cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu")
     result = invoke("push", out, "--repo", "alice/bm", "--base-model", "nope")
-    assert result.exit_code == 1 and "--base-model 'nope': give NAMESPACE/NAME" in " ".join(result.stderr.split())
+    message = " ".join(result.stderr.split())
+    assert (
+        result.exit_code == 1
+        and "base model 'nope': give NAMESPACE/NAME" in message
+        and "hint: see --base-model" in message
+    )
     assert hub.requests == []
     hub.add_token(TOKEN, "alice")
     monkeypatch.setenv("HF_TOKEN", TOKEN)

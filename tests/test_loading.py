@@ -42,8 +42,9 @@ def test_devices() -> None:
     with pytest.raises(CpeditError, match="unknown device 'tpu'"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(CpeditError, match="sees no CUDA GPU; use --device cpu"):
+        with pytest.raises(CpeditError, match="sees no CUDA GPU; use the cpu device") as info:
             resolve_device("cuda:0")
+        assert (info.value.argument, info.value.reason) == ("device", "unavailable")
 
 
 def test_dtypes_default_to_fp32_on_cpu_and_fp16_on_cuda() -> None:
@@ -67,3 +68,73 @@ def test_malformed_model_index_is_a_clear_error(tiny_sd_path: Path, tmp_path: Pa
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": 5}')
     with pytest.raises(ModelLoadError, match="cannot load"):
         load_pipeline(resolve_source(folder), device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_a_hub_cache_snapshot_folder_names_its_repo(tiny_sd_path: Path, tmp_path: Path) -> None:
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--acme--tiny-sd" / "snapshots" / commit
+    shutil.copytree(tiny_sd_path, snapshot)
+    source = resolve_source(snapshot)
+    assert source.is_local and source.repo_id == "acme/tiny-sd" and source.commit == commit
+    assert source.path == snapshot.resolve() and source.revision is None
+    plain = resolve_source(tiny_sd_path)
+    assert plain.repo_id is None and plain.commit is None
+
+
+def test_pipeline_files_are_what_a_safetensors_load_needs() -> None:
+    from cpedit.loading import components_without_safetensors, pipeline_files
+
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "safety_checker": [None, None],
+    }
+    needed = {
+        "model_index.json": 1,
+        "scheduler/scheduler_config.json": 2,
+        "tokenizer/merges.txt": 3,
+        "tokenizer/vocab.json": 4,
+        "tokenizer/special_tokens_map.json": 5,
+        "text_encoder/config.json": 6,
+        "text_encoder/model-00001-of-00002.safetensors": 7,  # sharded default variant, with its index
+        "text_encoder/model-00002-of-00002.safetensors": 8,
+        "text_encoder/model.safetensors.index.json": 9,
+        "unet/config.json": 10,
+        "unet/diffusion_pytorch_model.safetensors": 11,
+        "vae/config.json": 12,
+        "vae/diffusion_pytorch_model.fp16.safetensors": 13,  # only a variant: that one
+    }
+    unneeded = {
+        "README.md": 20,
+        ".gitattributes": 21,
+        "v1-5-pruned.ckpt": 22,
+        "v1-5-pruned.safetensors": 23,  # a single-file checkpoint
+        "unet/diffusion_pytorch_model.fp16.safetensors": 24,  # not the default variant
+        "unet/diffusion_pytorch_model.bin": 25,
+        "unet/diffusion_pytorch_model.msgpack": 26,
+        "unet/diffusion_pytorch_model.onnx": 27,
+        "unet/unet.py": 28,
+        "unet/.hidden.json": 29,
+        "unet/nested/config.json": 30,
+        "text_encoder/model-00001-of-00002.fp16.safetensors": 31,
+        "text_encoder/model.safetensors.index.fp16.json": 32,  # the index of a variant not fetched
+        "text_encoder/pytorch_model.bin": 33,
+        "text_encoder/pytorch_model.bin.index.json": 34,
+        "text_encoder/flax_model.msgpack": 35,
+        "feature_extractor/preprocessor_config.json": 36,  # not a component of this index
+    }
+    files = dict(sorted({**needed, **unneeded}.items()))
+    assert pipeline_files(index, files) == {p: files[p] for p in files if p in needed}
+    # a component listed as [null, null] is still a listed folder: fetched like diffusers (and counted by
+    # `cpedit models info`) when the repo has it
+    listed = {**files, "safety_checker/model.safetensors": 37}
+    assert "safety_checker/model.safetensors" in pipeline_files(index, listed)
+    assert components_without_safetensors(index, files) == []
+    pickles = {p.replace(".safetensors", ".bin"): s for p, s in needed.items()}
+    assert components_without_safetensors(index, pickles) == ["text_encoder", "unet", "vae"]

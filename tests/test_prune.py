@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 import cpedit
 import cpedit.api
-import cpedit.session
 import cpedit.loading
+import cpedit.session
 from cpedit.errors import (
     CpeditError,
     ModelLoadError,
@@ -29,8 +29,8 @@ from cpedit.errors import (
     RecipeError,
     UnsupportedModelError,
 )
-from cpedit.record import load_positions
 from cpedit.recipes import PruneSettings
+from cpedit.record import load_positions
 
 STEPS, TAU, SKILL_RATIO = 6, 4, 0.05
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
@@ -325,9 +325,12 @@ def test_existing_output_is_refused_before_loading(recipe: Path, outputs: Path, 
     out.mkdir()
     (out / "keep.txt").write_text("mine", encoding="utf-8")
     started = time.perf_counter()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="already exists; choose another output folder") as info:
         cpedit.prune("/no/such/model/anywhere", [recipe], out=out, device="cpu")  # would be a ModelLoadError
     assert time.perf_counter() - started < 5
+    # The library names its argument and the reason, never a CLI flag (the CLI adds the hint).
+    assert (info.value.argument, info.value.reason, info.value.path) == ("out", "exists", str(out))
+    assert "--" not in str(info.value)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert [p.name for p in outputs.iterdir()] == ["model"]
 

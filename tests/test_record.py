@@ -1,4 +1,7 @@
-"""The output record (``conceptprune/``): the typed report round-trips, tampered files are named, cards say what was pruned."""
+"""The output record (``conceptprune/``): the typed report round-trips, tampered files are named.
+
+Model cards say what was really pruned, and the base model is inferred or given.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +62,9 @@ def test_report_round_trips_through_its_json(shapes_output: Path) -> None:
         (lambda r: r.update(concepts=[]), "concepts"),
     ],
 )
-def test_tampered_report_is_refused_naming_file_and_field(shapes_output: Path, tmp_path: Path, edit, field: str) -> None:
+def test_tampered_report_is_refused_naming_file_and_field(
+    shapes_output: Path, tmp_path: Path, edit, field: str
+) -> None:
     folder = copy_of(shapes_output, tmp_path)
     path = folder / "conceptprune" / "report.json"
     data = json.loads(path.read_text())

@@ -27,9 +27,7 @@ STEPS = 6
 
 
 def style(name: str, *, skill_ratio: float = 0.05, tau: int = 4, select_ratio: float = 0.0, **extra: object) -> str:
-    return recipe_text(
-        name=name, skill_ratio=skill_ratio, tau=tau, select_ratio=select_ratio, steps=STEPS, **extra
-    )  # type: ignore[arg-type]
+    return recipe_text(name=name, skill_ratio=skill_ratio, tau=tau, select_ratio=select_ratio, steps=STEPS, **extra)  # type: ignore[arg-type]
 
 
 def masks_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

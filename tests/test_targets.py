@@ -73,7 +73,7 @@ def test_text_ffn_edits_only_the_text_encoder(tiny_sd_path: Path, tmp_path: Path
     result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **target_settings("text-ffn"))], out=out, device="cpu")
     assert set(result.masks) == set(in_memory.masks)
     assert all(torch.equal(result.masks[k], in_memory.masks[k]) for k in result.masks)
-    report = result.report
+    report = result.report.to_dict()
     concept = report["concepts"][0]
     assert concept["unet_calls"] == 0 and concept["target"] == "text-ffn"
     assert "ignored" in concept["timesteps_note"]
@@ -110,7 +110,7 @@ def test_multi_concept_across_targets_is_the_union_per_layer(tiny_sd_path: Path,
     expected = {key: mask for masks in alone.values() for key, mask in masks.items()}
     assert set(result.masks) == set(expected) and len(expected) == 4 + 4 + 2
     assert all(torch.equal(result.masks[key], expected[key]) for key in expected)
-    report = result.report
+    report = result.report.to_dict()
     assert [c["target"] for c in report["concepts"]] == ["ffn", "attn-key", "text-ffn"]
     assert report["edited_components"] == ["unet", "text_encoder"]
     assert report["totals"]["pruned_weights"] == sum(int(m.sum()) for m in expected.values())
@@ -155,8 +155,9 @@ def test_recipe_rejects_bad_target_or_stream(extra: dict, message: str) -> None:
 
 
 def test_offload_on_cpu_is_refused_before_loading(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
-    with pytest.raises(CpeditError, match="--offload .* CUDA GPU"):
+    with pytest.raises(CpeditError, match="offload .* CUDA GPU") as info:
         cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, name="o")], device="cpu", offload=True)
+    assert (info.value.argument, info.value.reason) == ("offload", "needs_cuda") and "--" not in str(info.value)
     result = CliRunner().invoke(
         cli,
         ["prune", str(tiny_sd_path), "-r", str(write_recipe(tmp_path, name="o")), "-o", str(tmp_path / "x")]
@@ -194,7 +195,7 @@ def test_cli_text_ffn_summary_and_compare_restore_the_base_text_encoder(
     weight = key.removeprefix("text_encoder/") + ".weight"
     seen: list[tuple[str, int]] = []
 
-    def fake_generate(pipe, prompts, settings, *, label, on_progress=None):  # noqa: ANN001, ANN202
+    def fake_generate(pipe, prompts, settings, *, label, on_progress=None, cancel=None):  # noqa: ANN001, ANN202
         seen.append((label, int((pipe.text_encoder.state_dict()[weight] == 0).sum())))
         return [Image.new("RGB", (8, 8))] * len(prompts)
 

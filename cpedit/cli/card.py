@@ -9,6 +9,7 @@ from rich.console import Console
 
 from cpedit.errors import CpeditError
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
+from cpedit.hub.publish import check_repo_id
 
 
 @click.command("card")
@@ -23,7 +24,14 @@ from cpedit.hub.card import base_card_metadata, build_model_card, read_output
     metavar="NAMESPACE/NAME",
     help="The repo it will be pushed to (for the usage snippet).",
 )
-def card_command(folder: str, out: str | None, repo_id: str | None) -> None:
+@click.option(
+    "--base-model",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    help="The base model's Hub id, for a base loaded from a local folder (the card's base_model and license). "
+    "A folder inside the Hub cache is recognised by itself.",
+)
+def card_command(folder: str, out: str | None, repo_id: str | None, base_model: str | None) -> None:
     """Generate the model card (README.md) that `cpedit push` would publish for DIR.
 
     Everything in it comes from DIR/conceptprune/; the license is the base model's (read
@@ -33,9 +41,18 @@ def card_command(folder: str, out: str | None, repo_id: str | None) -> None:
     Examples:
       cpedit card sd14-no-van-gogh | less
       cpedit card sd14-no-van-gogh --repo alice/sd14-no-van-gogh --out card.md
+      cpedit card ./my-edit --base-model stable-diffusion-v1-5/stable-diffusion-v1-5
     """
+    if base_model is not None:
+        check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)
-    card = build_model_card(folder, repo_id=repo_id, base_metadata=base_card_metadata(record), record=record)
+    card = build_model_card(
+        folder,
+        repo_id=repo_id,
+        base_metadata=base_card_metadata(record, base_model=base_model),
+        record=record,
+        base_model=base_model,
+    )
     if out is None:
         click.echo(card, nl=False)
         return

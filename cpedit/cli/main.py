@@ -76,24 +76,35 @@ class UserError(click.ClickException):
     """A :class:`CpeditError` shown as ``Error: ...`` with exit status 1."""
 
 
-def _quiet_first(command: click.Command) -> None:
-    """Make ``command`` (every leaf command, for a group) call ``quiet_libraries`` before it runs."""
+def _wrap_leaves(command: click.Command, *, quiet: bool) -> None:
+    """Wrap every leaf command's callback: library errors get the CLI's hint; ``quiet`` silences libraries first.
+
+    A :class:`CpeditError` names the library argument at fault; the wrapper knows the running
+    command, so the hint names that command's option for it (see :mod:`cpedit.cli.hints`).
+    """
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            _quiet_first(sub)
+            _wrap_leaves(sub, quiet=quiet)
         return
     callback = command.callback
-    if callback is None or getattr(callback, "_cpedit_quiet", False):
+    if callback is None or getattr(callback, "_cpedit_wrapped", False):
         return
 
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from cpedit.cli.libraries import quiet_libraries
+        if quiet:
+            from cpedit.cli.libraries import quiet_libraries
 
-        quiet_libraries()
-        return callback(*args, **kwargs)
+            quiet_libraries()
+        try:
+            return callback(*args, **kwargs)
+        except CpeditError as exc:
+            from cpedit.cli.hints import message_with_hint
 
-    run._cpedit_quiet = True  # type: ignore[attr-defined]
+            raise UserError(message_with_hint(exc, command)) from None
+
+    run._cpedit_wrapped = True  # type: ignore[attr-defined]
+    run._cpedit_quiet = quiet  # type: ignore[attr-defined]
     command.callback = run
 
 
@@ -111,8 +122,7 @@ class CpeditGroup(click.Group):
         if entry is None:
             return None
         command = getattr(importlib.import_module(entry.module), entry.attribute)
-        if entry.loads_models:
-            _quiet_first(command)
+        _wrap_leaves(command, quiet=entry.loads_models)
         self.add_command(command, cmd_name)
         return command
 

@@ -11,7 +11,6 @@ from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
 from cpedit.hub.publish import check_repo_id, push_model, whoami
 from cpedit.record import PREVIEW_FILE, RECORD_DIR
-from cpedit.sampling import SampleSettings, render_preview
 
 
 def hub_commit_options(func):  # type: ignore[no-untyped-def]
@@ -89,13 +88,14 @@ def push_command(
     """
     check_repo_id(repo_id)
     if base_model is not None:
-        check_repo_id(base_model, label="--base-model", argument="base_model")
+        check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)  # a bad folder is refused before any preview or Hub call
     console = Console(stderr=True, log_path=False)
     with TransferView(console) as view:
         if record.preview is None:
             if preview:
                 from cpedit.cli.libraries import quiet_libraries
+                from cpedit.sampling import SampleSettings, render_preview  # torch: only when rendering
 
                 whoami()  # not logged in: say so before spending minutes on the preview
                 quiet_libraries()

@@ -30,6 +30,11 @@ def is_transfer(event: ProgressEvent) -> bool:
     return event.stage in ("download", "upload") and event.unit == "bytes" and event.total is not None
 
 
+def _nothing_to_transfer(event: ProgressEvent) -> bool:
+    """A transfer's first event says it is already complete (a model found in the Hub cache): a log line, no bar."""
+    return event.file is None and event.completed == event.total
+
+
 def transfer_label(event: ProgressEvent) -> str:
     """``3/12 unet/diffusion_pytorch_model.safetensors`` for a file's bytes, else the event's message."""
     if event.file is not None and event.file_index is not None and event.files is not None:
@@ -97,6 +102,8 @@ class ProgressView:
             key = (event.stage, "")
             if key not in self._tasks:
                 self.progress.console.log(event.message)
+                if _nothing_to_transfer(event):
+                    return
             self._update(key, event, concept=event.stage, detail=transfer_label(event))
         elif event.stage != "done":
             self.progress.console.log(event.message)
@@ -202,6 +209,8 @@ class TransferView:
             task = self._tasks.get(event.stage)
             if task is None:
                 self.progress.console.log(event.message)
+                if _nothing_to_transfer(event):
+                    return
                 task = self.progress.add_task(
                     label, total=event.total, completed=event.completed or 0, stage=event.stage
                 )
@@ -209,7 +218,3 @@ class TransferView:
             self.progress.update(task, description=label, completed=event.completed or 0, total=event.total)
         elif event.stage != "done":
             self.progress.console.log(event.message)
-
-
-UploadView = TransferView
-"""The name :class:`TransferView` had when it showed uploads only."""

@@ -95,19 +95,21 @@ def local_base_card_metadata(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def base_card_metadata(record: OutputRecord) -> dict[str, Any]:
+def base_card_metadata(record: OutputRecord, *, base_model: str | None = None) -> dict[str, Any]:
     """The base model's card metadata: from the Hub when it can be read, else the copy in the output, else {}.
 
-    Never raises: offline, a missing or gated base leaves only what the output folder holds.
+    ``base_model`` names the base's Hub id when the run did not record it. Never raises:
+    offline, a missing or gated base leaves only what the output folder holds.
     """
-    repo_id = record.base_repo_id
+    repo_id = base_model or record.base_repo_id
     if repo_id is not None:
         from huggingface_hub import HfApi, constants
 
         if not constants.HF_HUB_OFFLINE:
             base = record.report.base_model
+            revision = None if base_model else (base.commit or base.revision)
             try:
-                info = HfApi().model_info(repo_id, revision=base.commit or base.revision)
+                info = HfApi().model_info(repo_id, revision=revision)
                 card = info.card_data
                 if card is not None:
                     return card.to_dict()

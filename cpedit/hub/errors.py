@@ -28,9 +28,8 @@ class HubError(CpeditError):
             ``offline``, ``network``, ``not_pipeline``, ``no_safetensors``, ``invalid`` or ``http``.
     """
 
-    def __init__(self, message: str, *, reason: str = "http") -> None:
-        super().__init__(message)
-        self.reason = reason
+    def __init__(self, message: str, *, reason: str = "http", repo_id: str | None = None) -> None:
+        super().__init__(message, reason=reason, repo_id=repo_id, argument="revision" if reason == "revision" else None)
 
 
 def endpoint() -> str:
@@ -189,7 +188,7 @@ def describe_hub_error(
             )
         return "gated", f"{repo_id} is gated: request access on {url}, then {LOGIN_HINT}"
     if first(RevisionNotFoundError) is not None:
-        return "revision", f"{repo_id} has no revision {revision or 'main'!r} on {endpoint()}; check --revision"
+        return "revision", f"{repo_id} has no revision {revision or 'main'!r} on {endpoint()}; check the revision"
     if first(RepositoryNotFoundError) is not None:
         return "not_found", (
             f"{repo_id} was not found on {endpoint()} (check the id; if it is private, {LOGIN_HINT} "
@@ -244,7 +243,7 @@ def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | Non
         if described is None:
             raise
         reason, message = described
-        raise HubError(message, reason=reason) from None
+        raise HubError(message, reason=reason, repo_id=repo_id) from None
 
 
 @contextmanager

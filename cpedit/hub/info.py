@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.files import variant_of
 from cpedit.hub.errors import HubError, hub_errors
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.support import DENOISER_COMPONENTS, Editability, editability, text_to_image_refusal
@@ -35,8 +36,6 @@ __all__ = [
     "pull_safetensors",
     "text_to_image_refusal",
 ]
-
-_WEIGHT_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx")
 
 
 @dataclass(frozen=True)
@@ -139,11 +138,6 @@ def count_layers(model: Any, *, pipeline_class: str = "") -> tuple[int, int, int
     )
 
 
-def _variant(filename: str) -> str:
-    parts = [p for p in filename[: -len(".safetensors")].split(".")[1:] if "-of-" not in p]
-    return parts[-1] if parts else ""
-
-
 def pull_safetensors(index: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
     """The safetensors files (path -> size) a pull downloads: the components' default-variant weights.
 
@@ -157,7 +151,7 @@ def pull_safetensors(index: dict[str, Any], files: dict[str, int]) -> dict[str, 
             for p, s in files.items()
             if p.startswith(component + "/") and p.count("/") == 1 and p.endswith(".safetensors")
         }
-        default = {p: s for p, s in weights.items() if _variant(p.split("/")[1]) == ""}
+        default = {p: s for p, s in weights.items() if variant_of(p.split("/")[1]) == ""}
         chosen.update(default or weights)
     return chosen
 

@@ -3,9 +3,8 @@
 Each publish is one commit: the repo is created if needed, every LFS file is uploaded first
 (``upload`` events before and after each file, in bytes; the cancel event is checked between
 files), then a single commit adds all files. huggingface_hub's own progress bars are off
-meanwhile. The token comes from
-huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); cpedit never reads, prints
-or stores it.
+meanwhile. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth
+login``); cpedit never reads, prints or stores it.
 """
 
 from __future__ import annotations
@@ -62,13 +61,14 @@ class PushResult:
         }
 
 
-def check_repo_id(repo_id: str, *, label: str = "--repo", argument: str = "repo_id") -> str:
+def check_repo_id(repo_id: str, *, label: str = "repo id", argument: str = "repo_id") -> str:
     """Check the ``NAMESPACE/NAME`` form (before any network call).
 
     Args:
         repo_id: The id to check.
-        label: How the message names it (``--repo``, ``--base-model``).
-        argument: The library argument it is (:attr:`~cpedit.errors.CpeditError.argument`).
+        label: How the message names it (``repo id``, ``base model``).
+        argument: The library argument it is (:attr:`~cpedit.errors.CpeditError.argument`); front ends
+            name their option for it.
 
     Raises:
         CpeditError: It is not of that form.
@@ -76,12 +76,17 @@ def check_repo_id(repo_id: str, *, label: str = "--repo", argument: str = "repo_
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise CpeditError(f"{label} {repo_id!r}: give {REPO_ID_HELP}", argument=argument, reason="invalid")
+        raise CpeditError(
+            f"{label} {repo_id!r}: give {REPO_ID_HELP}", argument=argument, reason="invalid", repo_id=repo_id
+        )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
         raise CpeditError(
-            f"{label} {repo_id!r} is not a valid Hub repo id: {exc}", argument=argument, reason="invalid"
+            f"{label} {repo_id!r} is not a valid Hub repo id: {exc}",
+            argument=argument,
+            reason="invalid",
+            repo_id=repo_id,
         ) from None
     return repo_id
 
@@ -266,7 +271,7 @@ def push_model(
     card = build_model_card(
         record.folder,
         repo_id=repo_id,
-        base_metadata=base_card_metadata(record),
+        base_metadata=base_card_metadata(record, base_model=base_model),
         record=record,
         base_model=base_model,
     )

@@ -229,7 +229,7 @@ def evaluate_shapes(
         ModelLoadError: a model cannot be loaded.
     """
     if images < 1:
-        raise CpeditError(f"--images must be at least 1, got {images}")
+        raise CpeditError(f"images must be at least 1, got {images}", argument="images")
     folder = Path(edited)
     report = read_report(folder)
     erased_by_recipe = erased_values(report, folder)

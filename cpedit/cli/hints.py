@@ -1,0 +1,48 @@
+"""Turning library errors into CLI messages: the library names its arguments, the CLI names its flags.
+
+Library errors (:class:`cpedit.errors.CpeditError`) carry ``argument`` (the library argument
+at fault, such as ``out``) and ``reason``; they never mention a command-line flag. The CLI
+finds the option of the running command that sets that argument and adds a hint naming it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cpedit.errors import CpeditError
+
+SPECIFIC: dict[tuple[str, str | None], str] = {
+    ("out", "exists"): "pass --overwrite to replace it, or choose another {flag}",
+    ("out", "contains_base"): "choose another {flag}",
+    ("out", "not_folder"): "choose another {flag}",
+    ("device", "unavailable"): "choose another {flag} (e.g. {flag} cpu)",
+    ("offload", "needs_cuda"): "drop {flag}, or add --device cuda on a GPU machine",
+    ("offload", "missing_package"): "install accelerate (pip install accelerate), or drop {flag}",
+    ("revision", "local"): "drop {flag}: it applies to Hub models only",
+    ("revision", "revision"): "check {flag} (a branch, tag or commit of the repo)",
+    ("prompts", None): "give {flag} TEXT",
+    ("recipes", None): "check {flag} (see `cpedit recipes list`)",
+}
+"""(argument, reason) -> the hint, with ``{flag}`` for the command's option; reason None matches any."""
+
+
+def flag_for(command: click.Command, argument: str) -> str | None:
+    """The command-line spelling of the option (or argument) that sets ``argument`` in ``command``."""
+    for param in command.params:
+        if param.name == argument:
+            if isinstance(param, click.Option):
+                return max(param.opts, key=len)  # the long form: --out rather than -o
+            return param.human_readable_name
+    return None
+
+
+def message_with_hint(exc: CpeditError, command: click.Command | None) -> str:
+    """``exc``'s message, plus a ``hint:`` line naming the option of ``command`` it is about, if any."""
+    message = str(exc)
+    if command is None or not exc.argument:
+        return message
+    flag = flag_for(command, exc.argument)
+    if flag is None:
+        return message
+    template = SPECIFIC.get((exc.argument, exc.reason)) or SPECIFIC.get((exc.argument, None)) or "see {flag}"
+    return f"{message}\nhint: {template.format(flag=flag)}"
