@@ -138,3 +138,22 @@ def test_pipeline_files_are_what_a_safetensors_load_needs() -> None:
     assert components_without_safetensors(index, files) == []
     pickles = {p.replace(".safetensors", ".bin"): s for p, s in needed.items()}
     assert components_without_safetensors(index, pickles) == ["text_encoder", "unet", "vae"]
+
+
+def test_variant_names_of_sharded_and_plain_files() -> None:
+    from cpedit.files import variant_of
+    from cpedit.hub.info import pull_safetensors
+
+    assert variant_of("diffusion_pytorch_model.safetensors") == ""
+    assert variant_of("diffusion_pytorch_model.fp16.safetensors") == "fp16"
+    assert variant_of("diffusion_pytorch_model-00001-of-00002.safetensors") == ""
+    assert variant_of("diffusion_pytorch_model-00001-of-00002.fp16.safetensors") == "fp16"
+    assert variant_of("model.fp16-00001-of-00002.safetensors") == "fp16"  # the newer shard naming
+    files = {
+        "unet/model-00001-of-00002.safetensors": 1,
+        "unet/model-00002-of-00002.safetensors": 1,
+        "unet/model.fp16-00001-of-00002.safetensors": 1,
+        "unet/model.fp16-00002-of-00002.safetensors": 1,
+    }
+    chosen = pull_safetensors({"unet": ["diffusers", "UNet2DConditionModel"]}, files)
+    assert sorted(chosen) == ["unet/model-00001-of-00002.safetensors", "unet/model-00002-of-00002.safetensors"]
