@@ -444,3 +444,31 @@ def test_progress_and_transfer_views_show_bytes() -> None:
     assert "2.0/2.0 MB" in shown and "downloading x" in shown and "loading something" in shown
     shown = feed(TransferView, ("download", "upload"))
     assert shown.count("2.0/2.0 MB") == 2 and "downloading x" in shown and "uploading x" in shown
+
+
+def test_progress_view_draws_counted_steps_as_bars_not_log_lines() -> None:
+    """Per-layer scoring and per-file copying events fill one bar each instead of one log line per event."""
+    from rich.console import Console
+
+    from cpedit.cli.render import ProgressView
+
+    console = Console(file=io.StringIO(), width=200)
+    with ProgressView(console) as view:
+        for index in range(16):
+            view(
+                ProgressEvent(
+                    stage="score", message=f"scoring v{index}", concept="v", completed=index, total=16, unit="layers"
+                )
+            )
+        for index in range(1, 21):
+            view(
+                ProgressEvent(
+                    stage="save", message=f"copying f{index}", file=f"f{index}", file_index=index, files=20,
+                    completed=index - 1, total=20, unit="files",
+                )
+            )  # fmt: skip
+        view(ProgressEvent(stage="prune", message="pruning 12 weights"))
+    shown = console.file.getvalue()
+    assert "score v" in shown and "15/16" in shown and "save" in shown and "19/20" in shown
+    assert "scoring v3" not in shown and "copying f7" not in shown
+    assert "pruning 12 weights" in shown  # uncounted events stay log lines

@@ -106,7 +106,7 @@ def eval_shapes_command(
             progress.update(task, completed=event.completed, description=event.concept or "images")
         elif event.stage == "done":
             progress.update(task, completed=event.total, description="done")
-        elif event.stage == "load":
+        elif event.stage in ("load", "evaluate"):
             progress.console.log(event.message)
 
     with progress:

@@ -59,8 +59,8 @@ class ProgressView:
     """A rich progress display fed with :class:`ProgressEvent` objects.
 
     One bar per concept (denoiser calls done / needed, with ETA), one byte bar per download
-    (size done / total, speed, ETA, the file being fetched); other stages are printed as log
-    lines.
+    (size done / total, speed, ETA, the file being fetched), one bar per other counted step
+    (layers scored, files copied, images rendered); other events are printed as log lines.
     """
 
     def __init__(self, console: Console) -> None:
@@ -105,6 +105,10 @@ class ProgressView:
                 if _nothing_to_transfer(event):
                     return
             self._update(key, event, concept=event.stage, detail=transfer_label(event))
+        elif event.total is not None and event.unit is not None and event.stage != "done":
+            # Counted work of other stages (layers scored, files copied, images rendered): a bar each.
+            label = f"{event.stage} {event.concept}" if event.concept else event.stage
+            self._update((event.stage, event.concept or ""), event, concept=label, detail=event.file or "")
         elif event.stage != "done":
             self.progress.console.log(event.message)
 

@@ -265,6 +265,7 @@ def evaluate_shapes(
                 total=total,
                 cancel=cancel,
             )
+            emit(on_progress, ProgressEvent(stage="evaluate", message=f"{phase}: judging {len(scenes)} {mode} images"))
             measured[mode] = score_images(classifier, shown, scenes, erased, mode=mode)
         results[phase] = measured
         del pipe
