@@ -137,15 +137,19 @@ def prune(
         on_progress=on_progress,
         cancel=cancel,
     )
-    session.calibrate()
-    selection = session.select()
-    session.apply(selection)
-    if out_path is not None:
-        session.save(out_path, overwrite=overwrite, preview=preview, preview_settings=preview_settings)
-        report = session.last_report
-        assert report is not None
-    else:
-        report = session.report()
+    try:
+        session.calibrate()
+        selection = session.select()
+        session.apply(selection)
+        if out_path is not None:
+            session.save(out_path, overwrite=overwrite, preview=preview, preview_settings=preview_settings)
+            report = session.last_report
+            assert report is not None
+        else:
+            report = session.report()
+    except BaseException:
+        session.restore()  # a pipeline given in memory is left as it came (a loaded one is dropped anyway)
+        raise
     emit(on_progress, ProgressEvent(stage="done", message="done"))
     return PruneResult(
         pipeline=session.pipeline,

@@ -168,7 +168,7 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
 def check_batch_size(batch_size: int | None) -> None:
     """Raise :class:`CpeditError` unless ``batch_size`` is None (automatic) or at least 1."""
     if batch_size is not None and batch_size < 1:
-        raise CpeditError(f"batch size must be at least 1, got {batch_size}")
+        raise CpeditError(f"batch size must be at least 1, got {batch_size}", argument="batch_size")
 
 
 def _seeded(seed: int, device: torch.device) -> torch.Generator:

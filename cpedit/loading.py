@@ -13,7 +13,6 @@ import glob
 import importlib.util
 import json
 import os
-import re
 import threading
 import time
 import warnings
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
-from cpedit.files import UNSAFE_WEIGHT_SUFFIXES
+from cpedit.files import components_without_safetensors, pipeline_files
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.record import infer_hub_snapshot
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
@@ -228,80 +227,6 @@ def _builtin_source(*, revision: str | None) -> ModelSource:
             "or rebuild them from a checkout of the cpedit repository with `python -m devtools.train_shapes`"
         )
     return ModelSource(ref=BUILTIN_MODEL_NAME, path=path, is_local=False)
-
-
-_SKIPPED_SUFFIXES = (*UNSAFE_WEIGHT_SUFFIXES, ".onnx_data", ".gguf", ".py", ".pyc")
-"""Files of a component folder never downloaded: weights in formats other than safetensors, code."""
-_UNSAFE_INDEX = re.compile(r"\.(?:bin|ckpt|pt|pth|pkl|msgpack|h5|onnx|pb)\.index(?:\.[^./]+)?\.json$")
-_SHARD = re.compile(r"-\d+-of-\d+")
-
-
-def _index_variant_needed(index_name: str, chosen: list[str]) -> bool:
-    """Whether a safetensors index file (``X.safetensors.index[.VARIANT].json``) belongs to a chosen weight file."""
-    stem, _, rest = index_name.partition(".safetensors.index")
-    variant = rest[1 : -len(".json")] if rest != ".json" else ""
-    for name in chosen:
-        base = name[: -len(".safetensors")]
-        if base.startswith(stem) and _SHARD.sub("", base[len(stem) :]).lstrip(".") == variant:
-            return True
-    return False
-
-
-def pipeline_files(index: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
-    """The files of a Hub repo that loading its pipeline from safetensors needs, in the repo's order.
-
-    That is what diffusers fetches for ``use_safetensors=True``: ``model_index.json``; for
-    each component model_index.json lists, the files directly in its folder (configs,
-    tokenizer and scheduler files) and its safetensors weights of the default variant (or the
-    variant files when the component has only those; the rule of
-    :func:`cpedit.hub.info.pull_safetensors`), with the safetensors index files of those
-    weights. Never weights in other formats (``.bin``, ``.ckpt``, ``.pt``, ``.pth``,
-    ``.msgpack``, ``.h5``, ``.onnx``, ...), code files, hidden files, or files of folders
-    that are not components.
-
-    Args:
-        index: The parsed model_index.json.
-        files: The repo's files (path -> size in bytes).
-
-    Returns:
-        path -> size of the files to download.
-    """
-    from cpedit.hub.info import pull_safetensors
-
-    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
-    weights = pull_safetensors(index, files)
-    chosen: dict[str, list[str]] = {}
-    for path in weights:
-        component, name = path.split("/", 1)
-        chosen.setdefault(component, []).append(name)
-    needed: dict[str, int] = {}
-    for path, size in files.items():
-        if path == "model_index.json" or path in weights:
-            needed[path] = size
-            continue
-        component, _, name = path.partition("/")
-        if component not in components or not name or "/" in name or name.startswith("."):
-            continue
-        if name.endswith((".safetensors", *_SKIPPED_SUFFIXES)) or _UNSAFE_INDEX.search(name):
-            continue
-        if ".safetensors.index" in name and not _index_variant_needed(name, chosen.get(component, [])):
-            continue
-        needed[path] = size
-    return needed
-
-
-def components_without_safetensors(index: dict[str, Any], files: dict[str, int]) -> list[str]:
-    """The components whose folder holds weights, but none in safetensors (cpedit cannot load those)."""
-    from cpedit.hub.info import pull_safetensors
-
-    with_safetensors = {path.split("/", 1)[0] for path in pull_safetensors(index, files)}
-    missing = set()
-    for path in files:
-        component, _, name = path.partition("/")
-        if isinstance(index.get(component), list) and "/" not in name and name.endswith(UNSAFE_WEIGHT_SUFFIXES):
-            if component not in with_safetensors:
-                missing.add(component)
-    return sorted(missing)
 
 
 class _DownloadMonitor:

@@ -91,7 +91,10 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
         if out.exists():
             if not overwrite:
                 raise OutputExistsError(
-                    f"{out} appeared while the run was going; nothing was written", path=str(out), reason="exists"
+                    f"{out} appeared while the run was going; nothing was written",
+                    path=str(out),
+                    reason="exists",
+                    argument="out",
                 )
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)

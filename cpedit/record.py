@@ -4,7 +4,8 @@ A cpedit output folder is a standard diffusers pipeline plus ``conceptprune/``:
 
 - ``report.json``: the run :class:`Report` (typed here; :meth:`Report.to_dict` is the JSON);
 - ``pruned.safetensors``: the pruned positions, per layer, as int32 flat indices;
-- ``recipes/NAME.yaml``: each recipe used, verbatim;
+- ``recipes/NAME.yaml``: each recipe used (its file verbatim, or a copy with the settings an
+  edit session chose);
 - ``preview.png``: the before/after grid of the recipes' preview prompts, when rendered;
 - ``eval/BENCHMARK.json``: evaluation results (:class:`Evaluation`), which model cards show.
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.recipes import Recipe, parse_recipe
+from cpedit.support import DENOISER_COMPONENTS
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +43,6 @@ EVAL_DIR = "eval"
 """``conceptprune/eval/<benchmark>.json``: evaluation results, one file per benchmark."""
 POSITIONS_FORMAT = "cpedit-pruned-positions/1"
 REPORT_VERSION = 1
-DENOISER_COMPONENTS = ("unet", "transformer")
 _SNAPSHOT = re.compile(r"(?:^|/)models--(?P<ns>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/?$")
 
 
@@ -454,7 +455,7 @@ def load_positions(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def write_record(folder: Path, *, masks: dict[str, torch.Tensor], recipes: Sequence[Recipe], report: Report) -> None:
-    """Write ``conceptprune/`` (positions, recipes verbatim, report) into an output folder."""
+    """Write ``conceptprune/`` (positions, the recipes as they ran, report) into an output folder."""
     record = folder / RECORD_DIR
     (record / RECIPES_DIR).mkdir(parents=True, exist_ok=True)
     save_positions(record / POSITIONS_FILE, masks, denoiser=report.denoiser_component)

@@ -45,7 +45,7 @@ import torch
 
 from cpedit.architectures import find_target_layers, spec_for_pipeline
 from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits, denoiser_calls
-from cpedit.errors import CpeditError, UnsupportedModelError
+from cpedit.errors import CpeditError, RecipeError, UnsupportedModelError
 from cpedit.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.loading import ModelSource, check_offload, open_pipeline
 from cpedit.output import (
@@ -57,7 +57,7 @@ from cpedit.output import (
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipe_sources import resolve_recipe
-from cpedit.recipes import SLUG, PruneSettings, Recipe, parse_recipe
+from cpedit.recipes import FORMAT_VERSION, SLUG, PruneSettings, Recipe, parse_recipe
 from cpedit.record import (
     PREVIEW_FILE,
     RECORD_DIR,
@@ -66,7 +66,6 @@ from cpedit.record import (
     LayerRecord,
     Report,
     Totals,
-    infer_hub_snapshot,
     write_record,
 )
 from cpedit.sampling import SampleSettings, generate, image_grid, save_png
@@ -275,9 +274,10 @@ class EditSession:
                         path=recipe.source,
                         argument="timesteps",
                     )
-        for recipe in self.recipes:
+        statistics: dict[str, ConceptStats] = {}
+        for recipe in self.recipes:  # kept only when every recipe is done: a cancel leaves the session as it was
             tau = max(recipe.prune.timesteps, timesteps or 0)
-            self.statistics[recipe.name] = calibrate(
+            statistics[recipe.name] = calibrate(
                 self.pipeline,
                 recipe,
                 self.layers[recipe.name],
@@ -286,7 +286,8 @@ class EditSession:
                 on_progress=self.on_progress,
                 cancel=self.cancel,
             )
-        self.timings["calibrate"] = sum(s.seconds for s in self.statistics.values())
+        self.statistics = statistics
+        self.timings["calibrate"] = sum(s.seconds for s in statistics.values())
 
     # --- select ---------------------------------------------------------------------------
 
@@ -394,10 +395,20 @@ class EditSession:
                     ),
                 )
                 masks[layer.key] = self._layer_mask(layer, stats.sums[layer.key], settings).cpu()
+            emit(
+                self.on_progress,
+                ProgressEvent(
+                    stage="score",
+                    message=f"scored {recipe.name}",
+                    concept=recipe.name,
+                    completed=len(layers),
+                    total=len(layers),
+                    unit="layers",
+                ),
+            )
             concept_masks[recipe.name] = masks
         merged = union(list(concept_masks.values()))
         seconds = time.perf_counter() - started
-        self.timings["score"] = seconds
         per_layer = {key: int(mask.sum()) for key, mask in merged.items()}
         pruned = sum(per_layer.values())
         return Selection(
@@ -449,30 +460,39 @@ class EditSession:
         check_cancel(self.cancel, "before pruning")
         self._apply(selection, by_key)
 
-    def _apply(self, selection: Selection, by_key: dict[str, FFNLayer]) -> None:
-        self.restore()
-        emit(self.on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
+    def _apply(self, selection: Selection, by_key: dict[str, FFNLayer], *, quiet: bool = False) -> None:
+        """Zero ``selection`` (after restoring any earlier one); ``quiet``: no events (a temporary swap)."""
+        self._restore(quiet=quiet)
+        if not quiet:
+            emit(self.on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
+            self.timings["score"] = selection.seconds  # the report's scoring time is the applied selection's
         saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
             for key, mask in selection.masks.items():
-                weight = by_key[key].module.weight
-                flat = weight.view(-1)
-                indices = mask.reshape(-1).nonzero().squeeze(1).to(weight.device)
+                flat = by_key[key].module.weight.view(-1)
+                # Kept on the CPU: with model offload the weight moves between devices between calls.
+                indices = mask.reshape(-1).nonzero().squeeze(1)
                 if indices.numel() == 0:
                     continue
-                saved[key] = (indices, flat[indices].clone())
-                flat[indices] = 0
+                on_device = indices.to(flat.device)
+                saved[key] = (indices, flat[on_device].cpu())
+                flat[on_device] = 0
         self._applied = _Applied(selection=selection, saved=saved)
 
     def restore(self) -> None:
         """Put back the base weights of an applied selection, bit for bit (a no-op when none is applied)."""
+        self._restore(quiet=False)
+
+    def _restore(self, *, quiet: bool) -> None:
         if self._applied is None:
             return
         by_key = {layer.key: layer for layer in self._all_layers}
-        emit(self.on_progress, ProgressEvent(stage="restore", message="restoring the base weights"))
+        if not quiet:
+            emit(self.on_progress, ProgressEvent(stage="restore", message="restoring the base weights"))
         with torch.no_grad():
             for key, (indices, values) in self._applied.saved.items():
-                by_key[key].module.weight.view(-1)[indices] = values
+                flat = by_key[key].module.weight.view(-1)  # wherever the weight is now
+                flat[indices.to(flat.device)] = values.to(flat.device)
         self._applied = None
 
     # --- sample ---------------------------------------------------------------------------
@@ -512,16 +532,19 @@ class EditSession:
         if edited and self._applied is None:
             raise CpeditError("no selection is applied; apply() one first, or sample with edited=False")
         settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
+        pipe = self.pipeline
+        checker = getattr(pipe, "safety_checker", None)
         self._use_safety_checker(safety_checker)
-        if edited:
-            return self._generate(prompts, settings, label="edited")
-        applied = self.applied
-        self.restore()
+        applied = None if edited else self.applied
         try:
-            return self._generate(prompts, settings, label="base")
-        finally:
-            if applied is not None:  # also after a cancel: the session stays as it was
-                self._apply(applied, {layer.key: layer for layer in self._all_layers})
+            if applied is not None:
+                self._restore(quiet=True)
+            return self._generate(prompts, settings, label="edited" if edited else "base")
+        finally:  # also after a cancel: the session stays as it was
+            if applied is not None:
+                self._apply(applied, {layer.key: layer for layer in self._all_layers}, quiet=True)
+            if hasattr(pipe, "safety_checker"):
+                pipe.safety_checker = checker  # the pipeline a later save() writes keeps its own components
 
     def _use_safety_checker(self, wanted: bool) -> None:
         """Load the model's safety checker on first use (pruning loads the pipeline without it), or put it aside."""
@@ -637,11 +660,14 @@ class EditSession:
                 self.pipeline.save_pretrained(tmp, safe_serialization=True)
             check_cancel(self.cancel, "while saving")
             self.timings["save"] = time.perf_counter() - started
+            self.timings.pop("preview", None)
+            if preview:
+                mark = time.perf_counter()
+                (tmp / RECORD_DIR).mkdir(exist_ok=True)
+                save_png(self.render_preview(settings=preview_settings), tmp / RECORD_DIR / PREVIEW_FILE)
+                self.timings["preview"] = time.perf_counter() - mark
             report = self._build_report(selection, skipped_files=tuple(skipped))
             write_record(tmp, masks=selection.masks, recipes=self._recipes_as_selected(selection), report=report)
-            if preview:
-                grid = self.render_preview(settings=preview_settings)
-                save_png(grid, tmp / RECORD_DIR / PREVIEW_FILE)
             check_cancel(self.cancel, "before moving the output into place")
         self.last_report = report
         return out_path
@@ -676,16 +702,6 @@ class EditSession:
         targets = {layer.key: recipe.prune.target for recipe in self.recipes for layer in self.layers[recipe.name]}
         ffn_weights = sum(layer.module.weight.numel() for layer in self._all_layers)
         parameter = next(denoiser.parameters())
-        repo_id = None
-        commit = source.commit if source is not None else None
-        if source is not None:
-            repo_id = getattr(source, "repo_id", None)
-            if repo_id is None and not source.is_local and source.ref.count("/") == 1:
-                repo_id = source.ref
-            if repo_id is None and source.is_local:
-                inferred = infer_hub_snapshot(source.path)
-                if inferred is not None:
-                    repo_id, commit = inferred
         concepts = []
         for recipe in self.recipes:
             stats = self.statistics[recipe.name]
@@ -718,15 +734,15 @@ class EditSession:
                 )
             )
         timings = dict(self.timings)
-        timings["total"] = sum(timings.get(k, 0.0) for k in ("load", "calibrate", "score", "save"))
+        timings["total"] = sum(timings.get(k, 0.0) for k in ("load", "calibrate", "score", "save", "preview"))
         return Report(
             base_model=BaseModelInfo(
                 id=source.ref if source is not None else None,
                 local=source.is_local if source is not None else None,
                 path=str(source.path) if source is not None and source.is_local else None,
                 revision=source.revision if source is not None else None,
-                commit=commit,
-                repo_id=repo_id,
+                commit=source.commit if source is not None else None,
+                repo_id=source.repo_id if source is not None else None,
             ),
             denoiser_component=self.denoiser_component,
             denoiser_class=type(denoiser).__name__,
@@ -781,25 +797,42 @@ def _check_settings(settings: PruneSettings, name: str) -> None:
 
 
 def _recipe_with_settings(recipe: Recipe, settings: PruneSettings) -> Recipe:
-    """The recipe as it was used: verbatim when its own settings were used, else a copy with the chosen ones.
+    """The recipe as it was used, for ``conceptprune/recipes/``: its text verbatim when that is what ran.
 
-    The copy keeps every other field and says in a comment what the recipe file had.
+    Otherwise (settings chosen in the session, or a :class:`Recipe` changed or built in code) a
+    copy that says so in a comment: the file's own text with its whole ``prune`` section replaced
+    when only the prune settings differ, else YAML written from the recipe object itself.
     """
-    if settings == recipe.prune:
-        return recipe
     import yaml
 
-    data = yaml.safe_load(recipe.text)
-    prune = dict(data.get("prune") or {})
-    for key in OVERRIDABLE:
-        prune[key] = getattr(settings, key)
-    data["prune"] = prune
-    was = ", ".join(f"{key} {getattr(recipe.prune, key)}" for key in OVERRIDABLE)
-    text = (
-        f"# Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}\n"
-        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    )
-    return parse_recipe(text, source=recipe.source)
+    used = dataclasses.replace(recipe, prune=settings)
+    try:
+        written = parse_recipe(recipe.text, source=recipe.source) if recipe.text.strip() else None
+    except RecipeError:
+        written = None
+    if written is not None and dataclasses.replace(written, text=recipe.text) == used:
+        return recipe
+    prune = {f.name: getattr(settings, f.name) for f in dataclasses.fields(PruneSettings)}
+    if written is not None and dataclasses.replace(written, prune=settings, text=recipe.text) == used:
+        data = yaml.safe_load(recipe.text)
+        data["prune"] = prune
+        was = ", ".join(f"{f.name} {getattr(written.prune, f.name)}" for f in dataclasses.fields(PruneSettings))
+        note = f"# Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}\n"
+    else:
+        data = {
+            "cpedit": FORMAT_VERSION,
+            "name": recipe.name,
+            "concept": recipe.concept,
+            "kind": recipe.kind,
+            "description": recipe.description,
+            "prompts": {"target": list(recipe.targets), "base": list(recipe.bases)},
+            "prune": prune,
+            "sampling": {k: v for k, v in dataclasses.asdict(recipe.sampling).items() if v is not None},
+        }
+        if recipe.preview_prompts:
+            data["preview"] = {"prompts": list(recipe.preview_prompts)}
+        note = f"# Written by cpedit from the recipe as it ran (built or changed in code; source: {recipe.source})\n"
+    return parse_recipe(note + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), source=recipe.source)
 
 
 def _check_recipes(recipes: list[Recipe]) -> None:

@@ -357,3 +357,14 @@ def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
     assert result.output.startswith("cpedit")
+
+
+def test_lazily_added_subcommands_get_hints_too(tmp_path: Path) -> None:
+    """``recipes push`` is built on first use; its library errors still name the CLI option."""
+    from helpers import recipe_text
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_text(name="hinted"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["recipes", "push", str(recipe), "--repo", "no-namespace"])
+    assert result.exit_code == 1
+    assert "give NAMESPACE/NAME" in result.output and "hint: see --repo" in result.output

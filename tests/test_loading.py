@@ -84,7 +84,7 @@ def test_a_hub_cache_snapshot_folder_names_its_repo(tiny_sd_path: Path, tmp_path
 
 
 def test_pipeline_files_are_what_a_safetensors_load_needs() -> None:
-    from cpedit.loading import components_without_safetensors, pipeline_files
+    from cpedit.files import components_without_safetensors, pipeline_files
 
     index = {
         "_class_name": "StableDiffusionPipeline",

@@ -85,6 +85,17 @@ def _wrap_leaves(command: click.Command, *, quiet: bool) -> None:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _wrap_leaves(sub, quiet=quiet)
+        if not getattr(command, "_cpedit_wrapped", False):  # subcommands a group adds lazily get wrapped too
+            lookup = command.get_command
+
+            def get_command(ctx: click.Context, name: str) -> click.Command | None:
+                sub = lookup(ctx, name)
+                if sub is not None:
+                    _wrap_leaves(sub, quiet=quiet)
+                return sub
+
+            command.get_command = get_command  # type: ignore[method-assign]
+            command._cpedit_wrapped = True  # type: ignore[attr-defined]
         return
     callback = command.callback
     if callback is None or getattr(callback, "_cpedit_wrapped", False):

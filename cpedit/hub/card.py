@@ -1,7 +1,7 @@
 """The model card (README.md) of a cpedit output, generated from what the run recorded.
 
 Everything in the card comes from the output folder: ``conceptprune/report.json``, the
-recipes stored verbatim in ``conceptprune/recipes/``, the evaluation results in
+recipes as they ran in ``conceptprune/recipes/``, the evaluation results in
 ``conceptprune/eval/*.json`` and the preview grid ``conceptprune/preview.png``; the license
 comes from the base model's card (on the Hub, or the copy the output folder keeps). Nothing is
 typed by hand and nothing is guessed: a field that was not recorded is left out. Local paths
@@ -215,7 +215,7 @@ def build_model_card(
     add("")
     add("## Recipes")
     add("")
-    add("Every recipe used, verbatim (also in `conceptprune/recipes/`):")
+    add("Every recipe as it ran (also in `conceptprune/recipes/`):")
     add("")
     for recipe, concept in zip(record.recipes, report.concepts, strict=True):
         add(f"### `{concept.recipe}`")
@@ -269,9 +269,12 @@ def build_model_card(
     add("")
     if base_repo:
         add(f"- Hub id: {base_label}")
-        add(f"- revision: `{base.revision or 'main'}`")
-        if base.commit:
-            add(f"- commit: `{base.commit}`")
+        if base_model is None or base_model == record.base_repo_id:  # the recorded revision is this repo's
+            add(f"- revision: `{base.revision or 'main'}`")
+            if base.commit:
+                add(f"- commit: `{base.commit}`")
+        else:
+            add("- given when the card was made (the run loaded the base from a local folder)")
     elif record.base_is_builtin:
         add(
             f"- {local_label}: the small shapes model that ships with cpedit "

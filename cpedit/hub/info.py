@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
-from cpedit.files import variant_of
+from cpedit.files import pull_safetensors
 from cpedit.hub.errors import HubError, hub_errors
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.support import DENOISER_COMPONENTS, Editability, editability, text_to_image_refusal
@@ -136,24 +136,6 @@ def count_layers(model: Any, *, pipeline_class: str = "") -> tuple[int, int, int
         sum(layer.module.out_features * layer.in_features for layer in layers),
         sum(p.numel() for p in model.parameters()),
     )
-
-
-def pull_safetensors(index: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
-    """The safetensors files (path -> size) a pull downloads: the components' default-variant weights.
-
-    A component with only variant files (e.g. ``*.fp16.safetensors``) counts those.
-    """
-    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)}
-    chosen: dict[str, int] = {}
-    for component in sorted(components):
-        weights = {
-            p: s
-            for p, s in files.items()
-            if p.startswith(component + "/") and p.count("/") == 1 and p.endswith(".safetensors")
-        }
-        default = {p: s for p, s in weights.items() if variant_of(p.split("/")[1]) == ""}
-        chosen.update(default or weights)
-    return chosen
 
 
 def model_details(

@@ -9,7 +9,6 @@ login``); cpedit never reads, prints or stores it.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import warnings
@@ -116,16 +115,9 @@ def folder_files(folder: Path) -> list[str]:
     return files
 
 
-def shareable_report(report: Report | dict[str, Any]) -> bytes:
+def shareable_report(report: Report) -> bytes:
     """``report.json`` as published: a local base model's path (recorded as ``id`` and ``path``) removed."""
-    if isinstance(report, Report):
-        return report.shareable().to_json().encode("utf-8")
-    shared = json.loads(json.dumps(report))
-    base = shared.get("base_model") or {}
-    if base.get("local"):
-        base["id"] = None
-        base["path"] = None
-    return (json.dumps(shared, indent=2) + "\n").encode("utf-8")
+    return report.shareable().to_json().encode("utf-8")
 
 
 @contextmanager

@@ -35,14 +35,14 @@ from cpedit import loading
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import load_recipe
-from cpedit.record import Evaluation, Report, read_report, write_evaluation, write_json_atomically
+from cpedit.record import Evaluation, Report, read_report, write_evaluation
 from cpedit.shapes import world
 from cpedit.shapes.classifier import HEADS, classify, load_classifier
 
 BENCHMARK = "shapes"
 """Results are also kept in ``EDITED/conceptprune/eval/shapes.json`` (model cards read them)."""
 
-__all__ = ["ShapesEvaluation", "evaluate_shapes", "record_result", "write_json_atomically"]
+__all__ = ["ShapesEvaluation", "evaluate_shapes", "record_result"]
 
 
 @dataclass(frozen=True)
