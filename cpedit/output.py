@@ -141,53 +141,58 @@ def copy_pipeline_folder(
     index = json.loads((source / "model_index.json").read_text(encoding="utf-8"))
     components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
     skipped: list[str] = []
+    plan: list[str] = []  # the files to copy, relative to source: decided first, so progress has its total
+    for entry in sorted(source.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if entry.name not in components:
+                skipped.append(entry.name + "/")
+                continue
+            for folder, dirs, names in os.walk(entry, followlinks=True):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    relative = os.path.relpath(os.path.join(folder, name), source)
+                    if name.startswith("."):
+                        continue
+                    if name.endswith(UNSAFE_WEIGHT_SUFFIXES):
+                        skipped.append(relative)
+                    else:
+                        plan.append(relative)
+        elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
+            skipped.append(entry.name)
+        else:
+            plan.append(entry.name)
     destination.mkdir(parents=True, exist_ok=True)
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        ignored = set()
-        for name in names:
-            path = os.path.join(folder, name)
-            if name.startswith("."):
-                ignored.add(name)
-            elif name.endswith(UNSAFE_WEIGHT_SUFFIXES) and os.path.isfile(path):
-                ignored.add(name)
-                skipped.append(os.path.relpath(path, source))
-        return ignored
-
-    copied = [0]
-    files = sum(1 for path in source.rglob("*") if path.is_file())  # an upper bound: skipped files are not copied
-
-    def copy(src: str, dst: str) -> str:
+    for index_, relative in enumerate(plan, 1):
         check_cancel(cancel, "while copying the pipeline")
-        copied[0] += 1
-        relative = os.path.relpath(src, source)
         emit(
             on_progress,
             ProgressEvent(
                 stage="save",
                 message=f"copying {relative}",
                 file=relative,
-                file_index=copied[0],
-                files=files,
-                completed=copied[0] - 1,
-                total=files,
+                file_index=index_,
+                files=len(plan),
+                completed=index_ - 1,
+                total=len(plan),
                 unit="files",
             ),
         )
-        return shutil.copy2(src, dst)
-
-    for entry in sorted(source.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if entry.name in components:
-                shutil.copytree(entry, destination / entry.name, symlinks=False, ignore=ignore, copy_function=copy)
-            else:
-                skipped.append(entry.name + "/")
-        elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
-            skipped.append(entry.name)
-        else:
-            copy(str(entry), str(destination / entry.name))
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, target)  # follows links: a Hub snapshot's files are links to blobs
+    emit(
+        on_progress,
+        ProgressEvent(
+            stage="save",
+            message=f"copied {len(plan)} files",
+            files=len(plan),
+            completed=len(plan),
+            total=len(plan),
+            unit="files",
+        ),
+    )
     return sorted(skipped)
 
 

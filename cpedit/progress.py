@@ -38,9 +38,11 @@ class ProgressEvent:
         batches: Number of prompt batches of this concept (or of this image set).
         timestep: Denoiser calls finished in the current batch (0 when it starts, then 1..timesteps).
         timesteps: tau, the denoiser calls each batch makes.
-        completed: Work of this stage done so far, in :attr:`unit`; never decreases within a stage
-            (a batch retried after running out of memory adds to :attr:`total` instead).
-        total: Work of this stage in all, in :attr:`unit`.
+        completed: Work of this step done so far, in :attr:`unit`: of this concept for
+            ``calibrate`` and ``score`` (each concept counts from 0), of the whole step otherwise.
+            It never decreases within a step (a batch retried after running out of memory adds
+            to :attr:`total` instead), and a step that counts ends with ``completed == total``.
+        total: Work of this step in all, in :attr:`unit`.
         unit: What :attr:`completed` and :attr:`total` count: ``calls`` (denoiser calls),
             ``batches`` (text-encoder batches of ``text-ffn``), ``layers``, ``files``, ``bytes``
             or ``images``.
