@@ -646,3 +646,29 @@ def open_pipeline(
         ProgressEvent(stage="load", message=f"loaded {type(pipe).__name__} in {time.perf_counter() - started:.1f} s"),
     )
     return source, pipe
+
+
+def load_safety_checker(source: ModelSource, *, device: torch.device, dtype: torch.dtype) -> Any:
+    """The model's safety checker from its folder (safetensors only, no remote code), or None when it has none.
+
+    Pruning loads pipelines without it (calibration never decodes); an edit session loads it
+    on first use when it renders images for people to look at.
+    """
+    import importlib
+
+    try:
+        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    entry = index.get("safety_checker") if isinstance(index, dict) else None
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+        return None
+    library, class_name = entry
+    module_name = library if library in ("transformers", "diffusers") else f"diffusers.pipelines.{library}"
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return None
+    with torch_dtype_accepted():
+        checker = cls.from_pretrained(source.path / "safety_checker", torch_dtype=dtype, use_safetensors=True)
+    return checker.to(device)

@@ -395,20 +395,38 @@ def _number(section: dict[str, Any], key: str, default: Any, path: str, problems
     return value
 
 
+def prune_value_problems(*, skill_ratio: Any, timesteps: Any, select_ratio: Any) -> list[tuple[str, str]]:
+    """What is wrong with these prune values, as ``(key, message)`` pairs (none: all fine).
+
+    The rules every recipe file is held to, shared with edit sessions, whose overrides must
+    pass them too: skill_ratio a number in (0, 1], timesteps an integer of at least 1,
+    select_ratio a number in [0, 1).
+    """
+    found: list[tuple[str, str]] = []
+    if not _is_number(skill_ratio):
+        found.append(("skill_ratio", f"must be a number, got {skill_ratio!r}"))
+    elif not 0 < skill_ratio <= 1:
+        found.append(("skill_ratio", f"must be in (0, 1], got {skill_ratio}; the paper uses 0.01 to 0.02"))
+    if not _is_int(timesteps):
+        found.append(("timesteps", f"must be an integer, got {timesteps!r}"))
+    elif timesteps < 1:
+        found.append(("timesteps", f"must be at least 1, got {timesteps}; the paper uses 10"))
+    if not _is_number(select_ratio):
+        found.append(("select_ratio", f"must be a number, got {select_ratio!r}"))
+    elif not 0 <= select_ratio < 1:
+        found.append(
+            ("select_ratio", f"must be in [0, 1), got {select_ratio}; 0 keeps a weight marked at any timestep")
+        )
+    return found
+
+
 def _prune(section: dict[str, Any], problems: _Problems) -> PruneSettings | None:
     d = PruneSettings()
-    skill = _number(section, "skill_ratio", d.skill_ratio, "prune", problems, integer=False)
-    tau = _number(section, "timesteps", d.timesteps, "prune", problems, integer=True)
-    select = _number(section, "select_ratio", d.select_ratio, "prune", problems, integer=False)
-    if skill is not None and not 0 < skill <= 1:
-        problems.add("prune.skill_ratio", f"must be in (0, 1], got {skill}; the paper uses 0.01 to 0.02")
-        skill = None
-    if tau is not None and tau < 1:
-        problems.add("prune.timesteps", f"must be at least 1, got {tau}; the paper uses 10")
-        tau = None
-    if select is not None and not 0 <= select < 1:
-        problems.add("prune.select_ratio", f"must be in [0, 1), got {select}; 0 keeps a weight marked at any timestep")
-        select = None
+    values = {key: section.get(key, getattr(d, key)) for key in ("skill_ratio", "timesteps", "select_ratio")}
+    bad = prune_value_problems(**values)
+    for key, message in bad:
+        problems.add(f"prune.{key}", message)
+    skill, tau, select = (None if any(k == key for k, _ in bad) else values[key] for key in values)
     target = section.get("target", d.target)
     if target not in TARGETS:
         problems.add("prune.target", f"must be one of {', '.join(TARGETS)}, got {target!r}; the paper's default is ffn")

@@ -188,10 +188,15 @@ class Report:
     report_version: int = REPORT_VERSION
 
     @property
+    def denoiser_label(self) -> str:
+        """The denoiser in words: ``UNet`` or ``transformer``."""
+        return "UNet" if self.denoiser_component == "unet" else "transformer"
+
+    @property
     def edited_label(self) -> str:
         """What the pruned fraction is relative to, in words: ``UNet``, ``transformer``, ``text_encoder``..."""
         if list(self.edited_components) == [self.denoiser_component]:
-            return "UNet" if self.denoiser_component == "unet" else "transformer"
+            return self.denoiser_label
         return " and ".join(self.edited_components)
 
     @property

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import threading
 import time
@@ -47,7 +46,7 @@ from cpedit.architectures import find_target_layers, spec_for_pipeline
 from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits, denoiser_calls
 from cpedit.errors import CpeditError, RecipeError, UnsupportedModelError
 from cpedit.ffn import FFNLayer, execution_device, get_denoiser
-from cpedit.loading import ModelSource, check_offload, open_pipeline
+from cpedit.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
 from cpedit.output import (
     atomic_folder,
     check_not_inside,
@@ -57,7 +56,7 @@ from cpedit.output import (
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipe_sources import resolve_recipe
-from cpedit.recipes import FORMAT_VERSION, SLUG, PruneSettings, Recipe, parse_recipe
+from cpedit.recipes import FORMAT_VERSION, SLUG, PruneSettings, Recipe, parse_recipe, prune_value_problems
 from cpedit.record import (
     PREVIEW_FILE,
     RECORD_DIR,
@@ -559,7 +558,7 @@ class EditSession:
         if pipe.safety_checker is not None:
             return
         if getattr(self, "_safety_checker", None) is None and self.source is not None:
-            self._safety_checker = _load_safety_checker(self.source, device=execution_device(pipe), dtype=pipe.dtype)
+            self._safety_checker = load_safety_checker(self.source, device=execution_device(pipe), dtype=pipe.dtype)
         if getattr(self, "_safety_checker", None) is not None:
             pipe.safety_checker = self._safety_checker
 
@@ -780,20 +779,12 @@ class EditSession:
 
 
 def _check_settings(settings: PruneSettings, name: str) -> None:
-    """The same ranges a recipe file is held to."""
-    problems = []
-    if not (isinstance(settings.skill_ratio, (int, float)) and 0 < settings.skill_ratio <= 1):
-        problems.append(f"skill_ratio must be in (0, 1], got {settings.skill_ratio!r}")
-    if not (
-        isinstance(settings.timesteps, int) and not isinstance(settings.timesteps, bool) and settings.timesteps >= 1
-    ):
-        problems.append(f"timesteps must be an integer of at least 1, got {settings.timesteps!r}")
-    if not (isinstance(settings.select_ratio, (int, float)) and 0 <= settings.select_ratio < 1):
-        problems.append(f"select_ratio must be in [0, 1), got {settings.select_ratio!r}")
+    """The rules a recipe file's prune values are held to (:func:`cpedit.recipes.prune_value_problems`)."""
+    problems = prune_value_problems(
+        skill_ratio=settings.skill_ratio, timesteps=settings.timesteps, select_ratio=settings.select_ratio
+    )
     if problems:
-        raise CpeditError(f"{name}: " + "; ".join(problems), argument="select")
-    if not math.isfinite(settings.skill_ratio) or not math.isfinite(settings.select_ratio):
-        raise CpeditError(f"{name}: settings must be finite numbers", argument="select")
+        raise CpeditError(f"{name}: " + "; ".join(f"{key} {message}" for key, message in problems), argument="select")
 
 
 def _recipe_with_settings(recipe: Recipe, settings: PruneSettings) -> Recipe:
@@ -862,28 +853,3 @@ def _component_name(pipe: Any) -> str:
         if getattr(pipe, name, None) is denoiser:
             return name
     raise CpeditError(f"cannot tell which component of {type(pipe).__name__} is the denoiser")
-
-
-def _load_safety_checker(source: ModelSource, *, device: torch.device, dtype: torch.dtype) -> Any:
-    """The model's safety checker from its folder (safetensors only), or None when it has none."""
-    import importlib
-    import json
-
-    from cpedit.loading import torch_dtype_accepted
-
-    try:
-        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    entry = index.get("safety_checker") if isinstance(index, dict) else None
-    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
-        return None
-    library, class_name = entry
-    module_name = library if library in ("transformers", "diffusers") else f"diffusers.pipelines.{library}"
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        return None
-    with torch_dtype_accepted():
-        checker = cls.from_pretrained(source.path / "safety_checker", torch_dtype=dtype, use_safetensors=True)
-    return checker.to(device)

@@ -63,17 +63,13 @@ def pruned_what(report: Report) -> str:
     parts = []
     for concept in report.concepts:
         words = TARGET_WORDS.get(concept.target, concept.target)
-        where = "the text encoders" if concept.target == "text-ffn" else f"the {_denoiser_name(report)}"
+        where = "the text encoders" if concept.target == "text-ffn" else f"the {report.denoiser_label}"
         if concept.target in ("ffn", "ffn-in") and concept.stream != "image":
             words += f" ({'both streams' if concept.stream == 'both' else 'text stream'})"
         part = f"{words} of {where}"
         if part not in parts:
             parts.append(part)
     return _join(parts)
-
-
-def _denoiser_name(report: Report) -> str:
-    return "UNet" if report.denoiser_component == "unet" else "transformer"
 
 
 def local_base_card_metadata(folder: str | os.PathLike[str]) -> dict[str, Any]:
