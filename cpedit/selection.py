@@ -44,11 +44,6 @@ def skilled_weights(weight: torch.Tensor, sums: torch.Tensor, settings: PruneSet
     return counts > settings.select_ratio * tau
 
 
-def count_pruned(masks: dict[str, torch.Tensor]) -> int:
-    """Total number of True entries over all masks."""
-    return sum(int(mask.sum()) for mask in masks.values())
-
-
 def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Element-wise OR of several per-layer mask sets (multi-concept erasure)."""
     merged: dict[str, torch.Tensor] = {}

@@ -43,7 +43,14 @@ from typing import Any
 import torch
 
 from cpedit.architectures import find_target_layers, spec_for_pipeline
-from cpedit.calibration import ConceptStats, calibrate, check_batch_size, check_calibration_fits, denoiser_calls
+from cpedit.calibration import (
+    ConceptStats,
+    calibrate,
+    check_batch_size,
+    check_calibration_fits,
+    denoiser_calls,
+    is_text_target,
+)
 from cpedit.errors import CpeditError, RecipeError, UnsupportedModelError
 from cpedit.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
@@ -266,7 +273,7 @@ class EditSession:
                 raise CpeditError(f"timesteps must be at least 1, got {timesteps}", argument="timesteps")
             for recipe in self.recipes:
                 available = denoiser_calls(self.pipeline, recipe.sampling.steps)
-                if recipe.prune.target != "text-ffn" and timesteps > available:
+                if not is_text_target(recipe) and timesteps > available:
                     raise CpeditError(
                         f"{recipe.source}: timesteps = {timesteps} but {type(self.pipeline.scheduler).__name__} "
                         f"makes only {available} denoiser calls for sampling.steps = {recipe.sampling.steps}",
@@ -328,7 +335,7 @@ class EditSession:
             }
             settings = dataclasses.replace(recipe.prune, **values)
             _check_settings(settings, recipe.name)
-            if recipe.prune.target == "text-ffn":
+            if is_text_target(recipe):
                 settings = dataclasses.replace(settings, timesteps=recipe.prune.timesteps)  # tau does not apply
             else:
                 calibrated = self.calibrated_timesteps.get(recipe.name)
@@ -376,7 +383,7 @@ class EditSession:
         for recipe in self.recipes:
             stats = self.statistics[recipe.name]
             settings = chosen[recipe.name]
-            if recipe.prune.target == "text-ffn":
+            if is_text_target(recipe):
                 settings = dataclasses.replace(settings, timesteps=1)  # one forward per prompt: one "timestep"
             layers = self.layers[recipe.name]
             masks = {}
@@ -705,7 +712,7 @@ class EditSession:
         for recipe in self.recipes:
             stats = self.statistics[recipe.name]
             settings = selection.settings.get(recipe.name, recipe.prune)
-            text = recipe.prune.target == "text-ffn"
+            text = is_text_target(recipe)
             concepts.append(
                 ConceptRecord(
                     name=recipe.name,
