@@ -24,10 +24,13 @@ if TYPE_CHECKING:
         RecipeError,
         UnsupportedModelError,
     )
+    from cpedit.output import check_output_target
     from cpedit.progress import ProgressCallback, ProgressEvent
-    from cpedit.recipe_sources import RecipeEntry, list_recipes, resolve_recipe
+    from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe, user_recipes_dir
+    from cpedit.recipe_writer import compose_recipe, with_settings, write_recipe_file
     from cpedit.recipes import Recipe, load_recipe, parse_recipe
     from cpedit.record import Report
+    from cpedit.sampling import SampleSettings, render_preview, save_preview
     from cpedit.session import EditSession, Selection
     from cpedit.support import SupportInfo, describe_support
 
@@ -47,15 +50,24 @@ _EXPORTS = {
     "RecipeEntry": "cpedit.recipe_sources",
     "RecipeError": "cpedit.errors",
     "Report": "cpedit.record",
+    "SampleSettings": "cpedit.sampling",
     "Selection": "cpedit.session",
     "SupportInfo": "cpedit.support",
     "UnsupportedModelError": "cpedit.errors",
+    "builtin_recipes_dir": "cpedit.recipe_sources",
+    "check_output_target": "cpedit.output",
+    "compose_recipe": "cpedit.recipe_writer",
     "describe_support": "cpedit.support",
     "list_recipes": "cpedit.recipe_sources",
     "load_recipe": "cpedit.recipes",
     "parse_recipe": "cpedit.recipes",
     "prune": "cpedit.api",
+    "render_preview": "cpedit.sampling",
     "resolve_recipe": "cpedit.recipe_sources",
+    "save_preview": "cpedit.sampling",
+    "user_recipes_dir": "cpedit.recipe_sources",
+    "with_settings": "cpedit.recipe_writer",
+    "write_recipe_file": "cpedit.recipe_writer",
 }
 """Public name -> the module that defines it (imported when the name is first used)."""
 
@@ -73,15 +85,24 @@ __all__ = [
     "RecipeEntry",
     "RecipeError",
     "Report",
+    "SampleSettings",
     "Selection",
     "SupportInfo",
     "UnsupportedModelError",
+    "builtin_recipes_dir",
+    "check_output_target",
+    "compose_recipe",
     "describe_support",
     "list_recipes",
     "load_recipe",
     "parse_recipe",
     "prune",
+    "render_preview",
     "resolve_recipe",
+    "save_preview",
+    "user_recipes_dir",
+    "with_settings",
+    "write_recipe_file",
     "__version__",
 ]
 

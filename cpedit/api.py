@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,13 @@ from typing import Any
 
 import torch
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, CpeditWarning
 from cpedit.output import check_not_inside, check_output_target
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipe_sources import resolve_recipe
 from cpedit.recipes import Recipe
 from cpedit.record import Report
-from cpedit.sampling import SampleSettings
+from cpedit.sampling import SampleSettings, warn_truncated
 from cpedit.session import EditSession, _check_recipes
 
 
@@ -118,14 +119,18 @@ def prune(
             is missing), or it has no layers of a recipe's target.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         Cancelled: ``cancel`` was set.
+
+    Warns:
+        CpeditWarning: A prompt is longer than the text encoder reads (only its start is used),
+            or no weight was pruned (the output equals the base model).
     """
     loaded = [resolve_recipe(r) for r in recipes]
     _check_recipes(loaded)
     if preview:
         _check_preview(loaded, out=out)
+    if out is not None and isinstance(model, (str, os.PathLike)):
+        check_not_inside(Path(out), model)  # first: the most specific reason to refuse
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
-    if out_path is not None and isinstance(model, (str, os.PathLike)):
-        check_not_inside(out_path, model)
     session = EditSession.open(
         model,
         loaded,
@@ -137,9 +142,18 @@ def prune(
         on_progress=on_progress,
         cancel=cancel,
     )
+    warn_truncated(session.pipeline, [p for recipe in loaded for pair in recipe.pairs() for p in pair])
     try:
         session.calibrate()
         selection = session.select()
+        if selection.pruned == 0:
+            warnings.warn(
+                CpeditWarning(
+                    "no weight was pruned: the recipes' target and base prompts activate the same weights; "
+                    "the output equals the base model. Check the prompt pairs, or raise prune.skill_ratio"
+                ),
+                stacklevel=2,
+            )
         session.apply(selection)
         if out_path is not None:
             session.save(out_path, overwrite=overwrite, preview=preview, preview_settings=preview_settings)

@@ -48,9 +48,12 @@ class RecipeError(CpeditError):
     """
 
     def __init__(self, path: str, problems: list[tuple[str, str]], *, headline: str = "invalid recipe") -> None:
+        from cpedit.text import escape_unsafe
+
+        problems = [(escape_unsafe(str(field)), escape_unsafe(message)) for field, message in problems]
         self.headline = headline
         self.problems = problems
-        lines = [f"{path}: {headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
+        lines = [f"{escape_unsafe(path)}: {headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
         for field, message in problems:
             lines.append(f"  - {field}: {message}" if field else f"  - {message}")
         super().__init__("\n".join(lines), path=path, reason=headline.replace(" ", "_"), argument="recipes")
@@ -58,6 +61,23 @@ class RecipeError(CpeditError):
 
 class ModelLoadError(CpeditError):
     """A model could not be found, downloaded or loaded."""
+
+
+class UnsafeFileError(ModelLoadError):
+    """A model or output folder holds a file cpedit refuses to read, copy or upload.
+
+    ``path`` is the offending entry; ``reason`` is ``link_outside`` (a symbolic link to
+    something outside the folder), ``link_to_folder``, ``link_loop``, ``dangling_link``,
+    ``not_regular`` (a FIFO, device or socket) or ``truncated`` (a safetensors file whose
+    header or data is cut short or malformed).
+    """
+
+
+class CpeditWarning(UserWarning):
+    """Something suspicious that does not stop the work (a prompt cut short, nothing pruned).
+
+    The library never prints: it reports these with :func:`warnings.warn`; front ends show them.
+    """
 
 
 class UnsupportedModelError(CpeditError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import glob
 import importlib.util
-import json
 import os
 import threading
 import time
@@ -25,7 +24,13 @@ from typing import Any
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
-from cpedit.files import components_without_safetensors, pipeline_files
+from cpedit.files import (
+    check_folder_files,
+    check_safetensors,
+    components_without_safetensors,
+    load_json_text,
+    pipeline_files,
+)
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.record import infer_hub_snapshot
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
@@ -203,13 +208,113 @@ def resolve_source(
                 f"{ref} is not a diffusers pipeline folder (no model_index.json); "
                 "give a folder written by `save_pretrained` or a Hub id such as CompVis/stable-diffusion-v1-4"
             )
+        check_pipeline_folder(path, ref=ref)
         resolved = path.resolve()
         snapshot = infer_hub_snapshot(resolved)
         repo_id, commit = snapshot if snapshot is not None else (None, None)
         return ModelSource(ref=ref, path=resolved, is_local=True, commit=commit, repo_id=repo_id)
     if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
         raise ModelLoadError(f"{ref}: no such folder, and not a Hub id of the form namespace/name")
-    return _download(ref, revision=revision, on_progress=on_progress, cancel=cancel)
+    source = _download(ref, revision=revision, on_progress=on_progress, cancel=cancel)
+    check_pipeline_folder(source.path, ref=ref)
+    return source
+
+
+CONVERT_HINT = (
+    "convert the weights to safetensors where you trust them (load with diffusers, then "
+    "`save_pretrained(folder, safe_serialization=True)`), or pick a model that ships safetensors"
+)
+"""What to do about pickled weights, for messages."""
+
+
+def check_pipeline_folder(folder: Path, *, ref: str) -> None:
+    """Refuse a pipeline folder cpedit will not load, before anything heavy runs, saying why.
+
+    Checked: no symbolic link leads outside the folder (nor to a folder, nowhere, or in a
+    loop), model_index.json parses and names a diffusers pipeline class and library
+    components (never custom code), every component it lists has its folder, every component
+    with weights has safetensors ones (never only pickles), and every safetensors file is
+    complete (its header and data are all there).
+
+    Raises:
+        UnsafeFileError: An unsafe link or special file, or a truncated safetensors file.
+        ModelLoadError: Custom code, missing components or pickle-only weights.
+    """
+    check_folder_files(folder)
+    index_file = folder / "model_index.json"
+    try:
+        index = load_json_text(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{ref}: cannot read model_index.json ({exc})", path=str(index_file)) from None
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{ref}: model_index.json is not a JSON object", path=str(index_file))
+    name = index.get("_class_name")
+    if not isinstance(name, str) or not _is_diffusers_pipeline(name):
+        raise ModelLoadError(
+            f"{ref}: its pipeline class {name!r} (model_index.json `_class_name`) is not a diffusers pipeline, so "
+            "loading it would run code shipped with the model; cpedit never runs model code. Use a model saved "
+            "with a standard diffusers pipeline class (e.g. StableDiffusionPipeline)",
+            path=str(index_file),
+            reason="custom_code",
+        )
+    files: dict[str, int] = {}
+    for component, entry in index.items():
+        if component.startswith("_") or not isinstance(entry, list):
+            continue
+        if len(entry) != 2 or entry == [None, None]:
+            continue
+        library = entry[0]
+        if not isinstance(library, str) or not _is_known_library(library):
+            raise ModelLoadError(
+                f"{ref}: component {component} comes from {library!r}, not from diffusers or transformers: "
+                "loading it would run code shipped with the model; cpedit never runs model code",
+                path=str(index_file),
+                reason="custom_code",
+            )
+        part = folder / component
+        if not part.is_dir():
+            raise ModelLoadError(
+                f"{ref}: component {component} is listed in model_index.json but its folder {component}/ is "
+                "missing; copy the complete pipeline folder",
+                path=str(part),
+                reason="missing_component",
+            )
+        for file in part.iterdir():
+            if file.is_file():
+                files[f"{component}/{file.name}"] = file.stat().st_size
+    pickled = components_without_safetensors(index, files)
+    if pickled:
+        raise ModelLoadError(
+            f"{ref}: {', '.join(pickled)} {'has' if len(pickled) == 1 else 'have'} weights only in pickle formats "
+            f"(.bin, .ckpt, ...), which can run code when loaded; cpedit loads safetensors only: {CONVERT_HINT}",
+            path=str(folder / pickled[0]),
+            reason="no_safetensors",
+        )
+    for relative in sorted(files):
+        if relative.endswith(".safetensors"):
+            check_safetensors(folder / relative, shown_as=f"{ref}/{relative}")
+
+
+def _is_diffusers_pipeline(name: str) -> bool:
+    import diffusers
+
+    if not name.isidentifier():
+        return False
+    try:
+        return isinstance(getattr(diffusers, name, None), type)
+    except Exception:  # noqa: BLE001 - a lazy import that fails: not a usable class
+        return False
+
+
+def _is_known_library(library: str) -> bool:
+    if library in ("diffusers", "transformers"):
+        return True
+    if not library.isidentifier():
+        return False
+    try:
+        return importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _builtin_source(*, revision: str | None) -> ModelSource:
@@ -453,8 +558,8 @@ def _download(
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message, or re-worded with the token redacted
         raise fail(exc, "model_index.json") from None
     try:
-        index = json.loads(Path(index_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        index = load_json_text(Path(index_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})", repo_id=repo_id) from None
     refusal = text_to_image_refusal(index)
     if refusal is not None:
@@ -469,7 +574,7 @@ def _download(
     if components_without_safetensors(index, files):
         raise ModelLoadError(
             f"{repo_id} has no safetensors weights for its components; cpedit loads safetensors only "
-            "(pickled .bin/.ckpt weights can run code). Convert it, or pick another repo",
+            f"(pickled .bin/.ckpt weights can run code when loaded): {CONVERT_HINT}",
             repo_id=repo_id,
             reason="no_safetensors",
         )
@@ -567,8 +672,8 @@ def load_pipeline(
 
     kwargs: dict[str, Any] = {}
     try:
-        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{source.ref}: cannot read model_index.json ({exc})") from None
     if not isinstance(index, dict):
         raise ModelLoadError(f"{source.ref}: model_index.json is not a JSON object")
@@ -582,6 +687,12 @@ def load_pipeline(
                 source.path, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
             )
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        if "trust_remote_code" in str(exc) or "custom_pipeline" in str(exc):
+            raise ModelLoadError(
+                f"cannot load {source.ref}: it needs code shipped with the model, and cpedit never runs model code; "
+                "use a model saved with standard diffusers and transformers classes",
+                reason="custom_code",
+            ) from None
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
     check_cancel(cancel, "while loading the model")
     if offload:
@@ -657,8 +768,8 @@ def load_safety_checker(source: ModelSource, *, device: torch.device, dtype: tor
     import importlib
 
     try:
-        index = json.loads((source.path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
     entry = index.get("safety_checker") if isinstance(index, dict) else None
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):

@@ -24,7 +24,14 @@ from pathlib import Path
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.recipes import Recipe, load_recipe
 
-__all__ = ["RecipeEntry", "builtin_recipe_files", "builtin_recipes_dir", "list_recipes", "resolve_recipe"]
+__all__ = [
+    "RecipeEntry",
+    "builtin_recipe_files",
+    "builtin_recipes_dir",
+    "list_recipes",
+    "resolve_recipe",
+    "user_recipes_dir",
+]
 
 
 def builtin_recipes_dir() -> Path:
@@ -33,6 +40,15 @@ def builtin_recipes_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def user_recipes_dir() -> Path:
+    """The user's own recipe folder: ``$XDG_CONFIG_HOME/cpedit/recipes`` (default ``~/.config/cpedit/recipes``).
+
+    Front ends list it beside the shipped recipes and save new recipes there; it may not exist yet.
+    """
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "cpedit" / "recipes"
 
 
 def builtin_recipe_files() -> dict[str, Path]:

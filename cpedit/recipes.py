@@ -22,6 +22,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import yaml
 
 from cpedit.errors import RecipeError
 from cpedit.targets import STREAMS, TARGETS
+from cpedit.text import shown, strip_unsafe
 
 FORMAT_VERSION = 1
 KINDS = ("style", "object", "colour", "nudity", "gender", "memorization", "custom")
@@ -109,6 +111,16 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
 _REQUIRED_TOP = ("cpedit", "name", "concept", "prompts")
 
 
+MAX_RECIPE_BYTES = 1024 * 1024
+MAX_STEPS = 1000
+"""``sampling.steps`` at most (the denoising steps diffusion schedulers are trained with)."""
+MAX_SIDE = 8192
+"""``sampling.height`` and ``sampling.width`` at most."""
+"""Recipe files larger than this are refused unread (a recipe is a few kilobytes)."""
+MAX_YAML_NODES = 20_000
+"""Values a recipe's YAML may hold once its aliases (``*name``) are expanded; more is refused (an alias bomb)."""
+
+
 class _StrictSafeLoader(yaml.SafeLoader):
     """``yaml.safe_load`` semantics, but a key given twice is an error instead of last-wins."""
 
@@ -117,9 +129,18 @@ def _construct_unique_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode,
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a key must be a plain value such as a name, not a {type(key).__name__}",
+                key_node.start_mark,
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice (a second value would silently win)", key_node.start_mark
+                None, None, f"key {shown(key)} is given twice (a second value would silently win)", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
@@ -128,11 +149,46 @@ def _construct_unique_mapping(loader: _StrictSafeLoader, node: yaml.MappingNode,
 _StrictSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values ``root`` holds with every alias expanded, counting stops past ``limit``.
+
+    Aliases share nodes, so a few hundred bytes can stand for billions of values; sizes are
+    memoised per node, so this costs one visit per distinct node.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else list(node.value)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        sizes[id(node)] = min(limit + 1, 1 + sum(sizes.get(id(child), limit + 1) for child in children))
+    return sizes[id(root)]
+
+
 def _safe_load_strict(text: str) -> Any:
-    """Exactly what ``yaml.safe_load`` does (only plain YAML types), with duplicate keys refused."""
+    """Exactly what ``yaml.safe_load`` does (only plain YAML types), with duplicate keys and alias bombs refused.
+
+    Raises:
+        yaml.YAMLError: Not YAML, a key given twice, or aliases that expand past :data:`MAX_YAML_NODES`.
+    """
     loader = _StrictSafeLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"its aliases (*name) expand to more than {MAX_YAML_NODES:,} values; a recipe needs far fewer"
+            )
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -152,16 +208,45 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_recipe_text(file)
     except FileNotFoundError:
         raise RecipeError(
             str(file),
             [("", "file not found; check the path, or run `cpedit recipes list`")],
             headline="recipe not found",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise RecipeError(str(file), [("", f"cannot read the file ({exc})")]) from None
     return parse_recipe(text, source=str(file))
+
+
+def read_recipe_text(file: Path) -> str:
+    """A recipe file's text: a regular file of at most :data:`MAX_RECIPE_BYTES`, UTF-8.
+
+    Opened without blocking, so a FIFO or device is refused instead of read forever.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a regular file, or too large.
+        OSError, UnicodeDecodeError: It cannot be read.
+    """
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise ValueError(f"it is {what}; give a .yaml file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > MAX_RECIPE_BYTES:
+            raise ValueError(f"it is larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a few KiB")
+        data = handle.read(MAX_RECIPE_BYTES + 1)
+    if len(data) > MAX_RECIPE_BYTES:
+        raise ValueError(f"it is larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a few KiB")
+    return data.decode("utf-8")
 
 
 def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
@@ -174,6 +259,8 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
     Raises:
         RecipeError: With every problem found.
     """
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(source, [("", f"the text is larger than {MAX_RECIPE_BYTES // 1024} KiB; not a recipe")])
     try:
         data = _safe_load_strict(text)
     except yaml.YAMLError as exc:
@@ -182,7 +269,11 @@ def parse_recipe(text: str, *, source: str = "<recipe>") -> Recipe:
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(source, [("", f"not valid YAML{where}: {problem}")]) from None
+        raise RecipeError(source, [("", f"not valid YAML{where}: {_cut(problem)}")]) from None
+    except RecursionError:
+        raise RecipeError(source, [("", "not a recipe: its YAML is nested too deeply")]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp such as 2024-02-30
+        raise RecipeError(source, [("", f"not valid YAML: {_cut(str(exc))}")]) from None
     if not isinstance(data, dict):
         raise RecipeError(source, [("", "a recipe must be a YAML mapping (key: value lines); see recipes/README.md")])
     problems = _Problems()
@@ -203,18 +294,19 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
     if "cpedit" in data and (not _is_int(version) or version != FORMAT_VERSION):
         problems.add(
             "cpedit",
-            f"format version must be {FORMAT_VERSION}, got {version!r}; this cpedit reads version {FORMAT_VERSION}",
+            f"format version must be {FORMAT_VERSION}, got {shown(version)}; "
+            f"this cpedit reads version {FORMAT_VERSION}",
         )
 
     name = data.get("name")
     if "name" in data and (not isinstance(name, str) or not SLUG.match(name)):
         problems.add(
-            "name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {name!r}"
+            "name", f"must be a slug (lowercase letters, digits and single hyphens, e.g. van-gogh), got {shown(name)}"
         )
     concept = _string(data, "concept", problems, required=True)
     kind = data.get("kind", "custom")
     if kind not in KINDS:
-        problems.add("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        problems.add("kind", f"must be one of {', '.join(KINDS)}, got {shown(kind)}")
     description = _string(data, "description", problems, required=False) or ""
 
     targets, bases = _prompts(data["prompts"], problems) if "prompts" in data else (None, None)
@@ -231,16 +323,17 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
     if problems.items:
         return None
     assert prune is not None and sampling is not None and targets is not None and bases is not None
+    # Text from a stranger reaches terminals and model cards: control and bidi characters go.
     return Recipe(
         name=name,
-        concept=concept,
+        concept=strip_unsafe(concept),
         kind=kind,
-        description=description,
-        targets=tuple(targets),
-        bases=tuple(bases),
+        description=strip_unsafe(description, keep_newlines=True),
+        targets=tuple(strip_unsafe(p) for p in targets),
+        bases=tuple(strip_unsafe(p) for p in bases),
         prune=prune,
         sampling=sampling,
-        preview_prompts=tuple(preview),
+        preview_prompts=tuple(strip_unsafe(p) for p in preview),
         source=source,
         text=text,
     )
@@ -256,6 +349,23 @@ _HINTS = {
 }
 
 
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number_hint(value: Any) -> str:
+    """A hint for a number YAML read as text: YAML 1.1 reads ``1e-2`` (no decimal point) as a string."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    return f"; YAML reads {shown(value)} as text: write it as {number!r} (or with a decimal point, e.g. 1.0e-2)"
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -268,7 +378,7 @@ def _check_keys(data: dict[str, Any], section: str, problems: _Problems) -> None
     allowed = _SCHEMA[section]
     for key in data:
         if key not in allowed:
-            path = f"{section}.{key}" if section else str(key)
+            path = f"{section}.{_cut(str(key), 80)}" if section else _cut(str(key), 80)
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
             problems.add(path, f"unknown key; {hint}")
@@ -290,7 +400,7 @@ def _string(data: dict[str, Any], key: str, problems: _Problems, *, required: bo
     if key not in data or (value is None and not required):
         return None
     if not isinstance(value, str) or (required and not value.strip()):
-        problems.add(key, f"must be a non-empty string, got {value!r}")
+        problems.add(key, f"must be a non-empty string, got {shown(value)}")
         return None
     return value
 
@@ -390,7 +500,7 @@ def _number(section: dict[str, Any], key: str, default: Any, path: str, problems
     ok = _is_int(value) if integer else _is_number(value)
     if not ok:
         kind = "an integer" if integer else "a number"
-        problems.add(f"{path}.{key}", f"must be {kind}, got {value!r}")
+        problems.add(f"{path}.{key}", f"must be {kind}, got {shown(value)}{_number_hint(value)}")
         return None
     return value
 
@@ -404,15 +514,15 @@ def prune_value_problems(*, skill_ratio: Any, timesteps: Any, select_ratio: Any)
     """
     found: list[tuple[str, str]] = []
     if not _is_number(skill_ratio):
-        found.append(("skill_ratio", f"must be a number, got {skill_ratio!r}"))
+        found.append(("skill_ratio", f"must be a number, got {shown(skill_ratio)}{_number_hint(skill_ratio)}"))
     elif not 0 < skill_ratio <= 1:
         found.append(("skill_ratio", f"must be in (0, 1], got {skill_ratio}; the paper uses 0.01 to 0.02"))
     if not _is_int(timesteps):
-        found.append(("timesteps", f"must be an integer, got {timesteps!r}"))
+        found.append(("timesteps", f"must be an integer, got {shown(timesteps)}"))
     elif timesteps < 1:
         found.append(("timesteps", f"must be at least 1, got {timesteps}; the paper uses 10"))
     if not _is_number(select_ratio):
-        found.append(("select_ratio", f"must be a number, got {select_ratio!r}"))
+        found.append(("select_ratio", f"must be a number, got {shown(select_ratio)}{_number_hint(select_ratio)}"))
     elif not 0 <= select_ratio < 1:
         found.append(
             ("select_ratio", f"must be in [0, 1), got {select_ratio}; 0 keeps a weight marked at any timestep")
@@ -429,11 +539,13 @@ def _prune(section: dict[str, Any], problems: _Problems) -> PruneSettings | None
     skill, tau, select = (None if any(k == key for k, _ in bad) else values[key] for key in values)
     target = section.get("target", d.target)
     if target not in TARGETS:
-        problems.add("prune.target", f"must be one of {', '.join(TARGETS)}, got {target!r}; the paper's default is ffn")
+        problems.add(
+            "prune.target", f"must be one of {', '.join(TARGETS)}, got {shown(target)}; the paper's default is ffn"
+        )
         target = None
     stream = section.get("stream", d.stream)
     if stream not in STREAMS:
-        problems.add("prune.stream", f"must be one of {', '.join(STREAMS)}, got {stream!r}; the default is image")
+        problems.add("prune.stream", f"must be one of {', '.join(STREAMS)}, got {shown(stream)}; the default is image")
         stream = None
     elif target is not None and stream != d.stream and target not in ("ffn", "ffn-in"):
         problems.add(
@@ -458,6 +570,9 @@ def _sampling(section: dict[str, Any], problems: _Problems) -> SamplingSettings 
     if steps is not None and steps < 1:
         problems.add("sampling.steps", f"must be at least 1, got {steps}")
         steps = None
+    elif steps is not None and steps > MAX_STEPS:
+        problems.add("sampling.steps", f"must be at most {MAX_STEPS} (schedulers train on 1000 steps), got {steps}")
+        steps = None
     if guidance is not None and guidance < 0:
         problems.add("sampling.guidance_scale", f"must be >= 0, got {guidance}")
         guidance = None
@@ -465,8 +580,8 @@ def _sampling(section: dict[str, Any], problems: _Problems) -> SamplingSettings 
         problems.add("sampling.seed", f"must be a non-negative integer, got {seed}")
         seed = None
     for key, size in (("height", height), ("width", width)):
-        if size is not None and (size <= 0 or size % 8):
-            problems.add(f"sampling.{key}", f"must be a positive multiple of 8, got {size}")
+        if size is not None and (size <= 0 or size % 8 or size > MAX_SIDE):
+            problems.add(f"sampling.{key}", f"must be a positive multiple of 8 of at most {MAX_SIDE}, got {size}")
     if (height is None) != (width is None):
         problems.add("sampling", "give both height and width, or neither (the model's native size)")
     if steps is None or guidance is None or seed is None:

@@ -26,9 +26,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cpedit.errors import CpeditError, RecipeError
-from cpedit.recipes import Recipe, parse_recipe
+from cpedit.errors import CpeditError, RecipeError, UnsafeFileError
+from cpedit.files import check_folder_files, load_json_text
+from cpedit.recipes import Recipe, parse_recipe, read_recipe_text
 from cpedit.support import DENOISER_COMPONENTS
+from cpedit.text import shown, strip_unsafe
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +45,10 @@ EVAL_DIR = "eval"
 """``conceptprune/eval/<benchmark>.json``: evaluation results, one file per benchmark."""
 POSITIONS_FORMAT = "cpedit-pruned-positions/1"
 REPORT_VERSION = 1
+MAX_REPORT_BYTES = 64 * 2**20
+"""``report.json`` and evaluation files larger than this are refused unread."""
+_COMPONENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+"""What a component name in a report must look like (it names a folder of the output)."""
 _SNAPSHOT = re.compile(r"(?:^|/)models--(?P<ns>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/?$")
 
 
@@ -263,7 +269,7 @@ class Report:
         denoiser = read.mapping(top.get("denoiser"), "denoiser")
         component = read.value(denoiser, "component", str, "denoiser")
         if component not in DENOISER_COMPONENTS:
-            read.fail("denoiser.component", f"must be one of {', '.join(DENOISER_COMPONENTS)}, got {component!r}")
+            read.fail("denoiser.component", f"must be one of {', '.join(DENOISER_COMPONENTS)}, got {shown(component)}")
         compute = read.mapping(top.get("compute", {}), "compute")
         concepts = read.items(top.get("concepts"), "concepts")
         if not concepts:
@@ -277,7 +283,7 @@ class Report:
             recipe = read.value(entry, "recipe", str, where)
             path = Path(recipe)
             if path.is_absolute() or ".." in path.parts or path.parts[:2] != (RECORD_DIR, RECIPES_DIR):
-                read.fail(f"{where}.recipe", f"points outside {RECORD_DIR}/{RECIPES_DIR}/: {recipe!r}")
+                read.fail(f"{where}.recipe", f"points outside {RECORD_DIR}/{RECIPES_DIR}/: {shown(recipe)}")
             concept_records.append(read.dataclass(ConceptRecord, entry, where))
         layer_records = []
         for i, layer in enumerate(layers):
@@ -300,8 +306,8 @@ class Report:
         edited = read.value(totals, "edited_weights", int, "totals", default=unet_weights)
         ffn = read.value(totals, "ffn_weights", int, "totals", default=0)
         edited_components = read.value(top, "edited_components", list, "", default=[component])
-        if not all(isinstance(c, str) for c in edited_components):
-            read.fail("edited_components", "must be a list of component names")
+        if not all(isinstance(c, str) and _COMPONENT.match(c) for c in edited_components):
+            read.fail("edited_components", f"must be a list of component names, got {shown(edited_components)}")
         skipped = read.value(top, "skipped_files", list, "", default=[])
         versions = read.value(top, "versions", dict, "")
         timings = read.value(top, "timings_s", dict, "", default={})
@@ -374,7 +380,7 @@ class _Reader:
             and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            self.fail(where, f"must be a list of two integers, got {value!r}")
+            self.fail(where, f"must be a list of two integers, got {shown(value)}")
         return (value[0], value[1])
 
     def value(self, data: dict[str, Any], key: str, kind: type, where: str, *, default: Any = _MISSING) -> Any:
@@ -392,7 +398,9 @@ class _Reader:
         else:
             ok = isinstance(value, kind)
         if not ok:
-            self.fail(path, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
+            self.fail(path, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {shown(value)}")
+        if isinstance(value, str):
+            value = strip_unsafe(value)  # shown in terminals and model cards: no control or bidi characters
         return value
 
     def dataclass(self, cls: type, data: dict[str, Any], where: str) -> Any:
@@ -572,7 +580,9 @@ def read_evaluations(folder: str | os.PathLike[str]) -> list[Evaluation]:
     for file in sorted((Path(folder) / RECORD_DIR / EVAL_DIR).glob("*.json")):
         where = f"{RECORD_DIR}/{EVAL_DIR}/{file.name}"
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            if file.is_symlink() or not file.is_file() or file.stat().st_size > MAX_REPORT_BYTES:
+                raise OSError("not a regular file of a sensible size")
+            data = load_json_text(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RecordError(f"{where} does not parse ({exc})", path=str(file), reason="malformed") from None
         results.append(Evaluation.from_dict(file.stem, data, source=where))
@@ -621,6 +631,10 @@ def read_report(folder: str | os.PathLike[str]) -> Report:
     path = Path(folder) / RECORD_DIR / REPORT_FILE
     where = f"{folder}/{RECORD_DIR}/{REPORT_FILE}"
     try:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise OSError("not a regular file")
+        if path.exists() and path.stat().st_size > MAX_REPORT_BYTES:
+            raise OSError(f"larger than {MAX_REPORT_BYTES // 2**20} MiB")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecordError(
@@ -629,7 +643,7 @@ def read_report(folder: str | os.PathLike[str]) -> Report:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{where} cannot be read ({exc})", path=str(path), reason="malformed") from None
     try:
-        data = json.loads(text)
+        data = load_json_text(text)
     except ValueError as exc:
         raise RecordError(f"{where} is not valid JSON: {exc}", path=str(path), reason="malformed") from None
     return Report.from_dict(data, source=where)
@@ -664,6 +678,10 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
             path=str(folder),
             reason="incomplete",
         )
+    try:
+        check_folder_files(path, root=path.resolve())  # no link out of it, no FIFO: nothing else is read
+    except UnsafeFileError as exc:
+        raise RecordError(f"{folder} is not a plain cpedit output: {exc}", path=exc.path, reason="unsafe") from None
     report = read_report(path)
     if not (path / "model_index.json").is_file():
         raise incomplete("model_index.json is missing")
@@ -675,9 +693,9 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
     recipes = []
     for concept in report.concepts:
         try:
-            text = (path / concept.recipe).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            raise incomplete(f"{concept.recipe} is missing") from None
+            text = read_recipe_text(path / concept.recipe)
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise incomplete(f"{concept.recipe} is missing or unreadable") from None
         try:
             recipes.append(parse_recipe(text, source=concept.recipe))
         except RecipeError as exc:

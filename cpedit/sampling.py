@@ -9,6 +9,7 @@ import inspect
 import math
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from cpedit import loading
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, CpeditWarning, ModelLoadError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.recipes import load_recipe
-from cpedit.record import PREVIEW_FILE, RECORD_DIR, read_report
+from cpedit.recipes import MAX_SIDE
+from cpedit.record import PREVIEW_FILE, RECORD_DIR, REPORT_FILE, read_output
 
 MIN_CELL = 128
 """Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
@@ -38,6 +39,85 @@ class SampleSettings:
     height: int | None = None
     """None: the model's native size."""
     width: int | None = None
+
+
+def check_sample_settings(settings: SampleSettings, pipe: Any = None) -> None:
+    """Refuse sampling values that diffusers or torch would only fail on, with what to do instead.
+
+    Checked: steps from 1 to the scheduler's training steps (``num_train_timesteps``, when
+    ``pipe`` is given), a finite guidance scale of at least 0, and height and width positive
+    multiples of 8 of at most :data:`MAX_SIDE`, given both or neither.
+
+    Raises:
+        CpeditError: With ``argument`` naming the setting (``steps``, ``guidance_scale``, ``height``, ``width``).
+    """
+    steps = settings.steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise CpeditError(f"steps must be a whole number of at least 1, got {steps!r}", argument="steps")
+    scheduler = getattr(pipe, "scheduler", None) if pipe is not None else None
+    limit = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
+    if isinstance(limit, int) and steps > limit:
+        raise CpeditError(
+            f"steps = {steps} is more than the {limit} timesteps the model's scheduler was trained with; "
+            f"use at most {limit} (30 to 50 is usual)",
+            reason="too_many",
+            argument="steps",
+        )
+    guidance = settings.guidance_scale
+    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance):
+        raise CpeditError(f"guidance scale must be a finite number, got {guidance!r}", argument="guidance_scale")
+    if guidance < 0:
+        raise CpeditError(f"guidance scale must be at least 0, got {guidance}", argument="guidance_scale")
+    for name in ("height", "width"):
+        size = getattr(settings, name)
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 8:
+            raise CpeditError(
+                f"{name} must be a positive multiple of 8 (the autoencoder works in 8-pixel cells), got {size!r}"
+                + (f"; try {max(8, round(size / 8) * 8)}" if isinstance(size, int) and size > 0 else ""),
+                argument=name,
+            )
+        if size > MAX_SIDE:
+            raise CpeditError(
+                f"{name} = {size} is larger than {MAX_SIDE}; render at the model's native size (omit it) or smaller",
+                argument=name,
+            )
+    if (settings.height is None) != (settings.width is None):
+        present = "height" if settings.height is not None else "width"
+        raise CpeditError("give both height and width, or neither (the model's native size)", argument=present)
+
+
+def truncated_prompts(pipe: Any, prompts: Sequence[str]) -> list[str]:
+    """The prompts longer than the pipeline's (first) tokenizer takes: the model sees only their start."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not isinstance(limit, int) or limit > 100_000:
+        return []
+    cut = []
+    for prompt in dict.fromkeys(prompts):
+        try:
+            ids = tokenizer(prompt, truncation=False).input_ids
+        except Exception:  # noqa: BLE001 - a tokenizer that cannot tell: nothing to warn about
+            continue
+        if len(ids) > limit:
+            cut.append(prompt)
+    return cut
+
+
+def warn_truncated(pipe: Any, prompts: Sequence[str]) -> None:
+    """Warn (:class:`~cpedit.errors.CpeditWarning`) about prompts the text encoder will cut short."""
+    cut = truncated_prompts(pipe, prompts)
+    if cut:
+        limit = pipe.tokenizer.model_max_length
+        example = cut[0] if len(cut[0]) <= 60 else cut[0][:57] + "..."
+        warnings.warn(
+            CpeditWarning(
+                f"{len(cut)} prompt(s) are longer than the {limit} tokens the text encoder reads, so only their "
+                f"start is used (e.g. {example!r}); shorten them"
+            ),
+            stacklevel=3,
+        )
 
 
 def generate(
@@ -57,6 +137,8 @@ def generate(
     Raises:
         Cancelled: ``cancel`` was set.
     """
+    check_sample_settings(settings, pipe)
+    warn_truncated(pipe, prompts)
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     extra = _step_callback(pipe, cancel)
@@ -73,15 +155,22 @@ def generate(
                 unit="images",
             ),
         )
-        result = pipe(
-            prompt,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            height=settings.height,
-            width=settings.width,
-            generator=torch.Generator(device=device).manual_seed(settings.seed),
-            **extra,
-        )
+        try:
+            result = pipe(
+                prompt,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                height=settings.height,
+                width=settings.width,
+                generator=torch.Generator(device=device).manual_seed(settings.seed),
+                **extra,
+            )
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise _out_of_memory(settings, exc) from None
+        except RuntimeError as exc:
+            if "memory" not in str(exc).lower() and "alloc" not in str(exc).lower():
+                raise
+            raise _out_of_memory(settings, exc) from None
         check_cancel(cancel, "while rendering")
         images.append(result.images[0])
     emit(
@@ -96,6 +185,17 @@ def generate(
         ),
     )
     return images
+
+
+def _out_of_memory(settings: SampleSettings, exc: BaseException) -> CpeditError:
+    size = f"{settings.height}x{settings.width}" if settings.height else "the native size"
+    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return CpeditError(
+        f"not enough memory to render at {size} ({detail}); "
+        "use a smaller height and width, or a device with more memory",
+        reason="out_of_memory",
+        argument="height" if settings.height else "device",
+    )
 
 
 def _step_callback(pipe: Any, cancel: threading.Event | None) -> dict[str, Any]:
@@ -158,7 +258,12 @@ def render_samples(
     """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid.
 
     The model's safety checker, if it has one, filters the images unless ``safety_checker`` is False.
+
+    Raises:
+        CpeditError: Bad sampling values (checked before the model loads).
+        ModelLoadError: The model cannot be loaded.
     """
+    check_sample_settings(settings)
     _, pipe = loading.open_pipeline(
         model,
         revision=revision,
@@ -203,11 +308,13 @@ def compare_samples(
         CpeditError: ``edited`` is not a cpedit output, or no prompts are available.
         ModelLoadError: The edited folder or the base model cannot be loaded.
     """
-    report = read_report(edited)
+    check_sample_settings(settings)
+    record = read_output(edited)  # the one checked reader: types, recipe paths, links, completeness
+    report = record.report
     if not prompts:
         prompts = []
-        for concept in report.concepts:
-            prompts += list(load_recipe(f"{edited}/{concept.recipe}").preview_prompts)
+        for recipe in record.recipes:
+            prompts += list(recipe.preview_prompts)
         if not prompts:
             raise CpeditError(
                 f"{edited}: its recipes have no preview prompts; give prompts", path=str(edited), argument="prompts"
@@ -217,18 +324,27 @@ def compare_samples(
         raise CpeditError(
             f"{edited}: the report does not record a base model to compare with", path=str(edited), reason="no_base"
         )
+    try:
+        source = loading.resolve_source(
+            report.base_ref,
+            revision=None if base.local else (base.commit or base.revision),
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    except ModelLoadError as exc:
+        field_name = "base_model.path" if base.path else "base_model.id"
+        raise ModelLoadError(
+            f"{edited}/{RECORD_DIR}/{REPORT_FILE}: the base model it records ({field_name}) cannot be used: {exc}",
+            path=str(Path(edited) / RECORD_DIR / REPORT_FILE),
+            repo_id=exc.repo_id,
+            reason=exc.reason,
+        ) from None
     _, pipe = loading.open_pipeline(
         edited, device=device, dtype=dtype, safety_checker=safety_checker, on_progress=on_progress, cancel=cancel
     )
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress, cancel=cancel)
 
     # Swap back every component the run edited (the denoiser; the text encoders for text-ffn).
-    source = loading.resolve_source(
-        report.base_ref,
-        revision=None if base.local else (base.commit or base.revision),
-        on_progress=on_progress,
-        cancel=cancel,
-    )
     for component in report.edited_components:
         check_cancel(cancel, "while loading the base model")
         pruned_module = getattr(pipe, component)

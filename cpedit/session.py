@@ -63,7 +63,8 @@ from cpedit.output import (
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipe_sources import resolve_recipe
-from cpedit.recipes import FORMAT_VERSION, SLUG, PruneSettings, Recipe, parse_recipe, prune_value_problems
+from cpedit.recipe_writer import dump_recipe, recipe_data
+from cpedit.recipes import SLUG, PruneSettings, Recipe, parse_recipe, prune_value_problems
 from cpedit.record import (
     PREVIEW_FILE,
     RECORD_DIR,
@@ -637,9 +638,9 @@ class EditSession:
             Cancelled: ``cancel`` was set; nothing is written.
         """
         selection = self._require_applied()
-        out_path = check_output_target(out, overwrite=overwrite)
         if self.source is not None:
-            check_not_inside(out_path, self.source.path)
+            check_not_inside(Path(out), self.source.path)  # first: the most specific reason to refuse
+        out_path = check_output_target(out, overwrite=overwrite)
         if preview and not self.preview_prompts():
             raise CpeditError(
                 "preview: none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one",
@@ -815,22 +816,11 @@ def _recipe_with_settings(recipe: Recipe, settings: PruneSettings) -> Recipe:
         data = yaml.safe_load(recipe.text)
         data["prune"] = prune
         was = ", ".join(f"{f.name} {getattr(written.prune, f.name)}" for f in dataclasses.fields(PruneSettings))
-        note = f"# Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}\n"
+        note = f"Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}"
     else:
-        data = {
-            "cpedit": FORMAT_VERSION,
-            "name": recipe.name,
-            "concept": recipe.concept,
-            "kind": recipe.kind,
-            "description": recipe.description,
-            "prompts": {"target": list(recipe.targets), "base": list(recipe.bases)},
-            "prune": prune,
-            "sampling": {k: v for k, v in dataclasses.asdict(recipe.sampling).items() if v is not None},
-        }
-        if recipe.preview_prompts:
-            data["preview"] = {"prompts": list(recipe.preview_prompts)}
-        note = f"# Written by cpedit from the recipe as it ran (built or changed in code; source: {recipe.source})\n"
-    return parse_recipe(note + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), source=recipe.source)
+        data = recipe_data(used)
+        note = f"Written by cpedit from the recipe as it ran (built or changed in code; source: {recipe.source})"
+    return parse_recipe(dump_recipe(data, note=note), source=recipe.source)
 
 
 def _check_recipes(recipes: list[Recipe]) -> None:

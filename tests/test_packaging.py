@@ -56,7 +56,8 @@ def test_the_wheel_ships_the_library_and_its_data_and_no_development_files(wheel
     assert "cpedit/shapes/world.py" in names and "cpedit/shapes/classifier.py" in names
     name, version = wheel.name.split("-")[:2]
     top_level = {n.split("/", 1)[0] for n in names}
-    assert top_level == {"cpedit", f"{name}-{version}.dist-info"}, top_level
+    assert top_level == {"cpedit", "tui", f"{name}-{version}.dist-info"}, top_level  # tui: `cpedit tui`
+    assert {"tui/app.py", "tui/app.tcss", "tui/screens/tune.py", "tui/screens/tune.tcss"} <= names
     for absent in ("devtools/", "tests/", "benchmarks/"):
         assert not [n for n in names if n.startswith(absent)], absent
     assert "cpedit/testing.py" not in names

@@ -335,10 +335,17 @@ def test_existing_output_is_refused_before_loading(recipe: Path, outputs: Path, 
     assert [p.name for p in outputs.iterdir()] == ["model"]
 
 
+def _previous_output(out: Path) -> None:
+    """``out`` as an earlier cpedit output (--overwrite replaces only those), with an extra file."""
+    (out / "conceptprune").mkdir(parents=True)
+    (out / "conceptprune" / "report.json").write_text("{}", encoding="utf-8")
+    (out / "model_index.json").write_text("{}", encoding="utf-8")
+    (out / "keep.txt").write_text("old", encoding="utf-8")
+
+
 def test_existing_output_is_replaced_with_overwrite(tiny_sd_path: Path, recipe: Path, outputs: Path) -> None:
     out = outputs / "model"
-    out.mkdir()
-    (out / "keep.txt").write_text("old", encoding="utf-8")
+    _previous_output(out)
     result = cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", overwrite=True)
     assert result.output == out
     assert not (out / "keep.txt").exists()
@@ -350,8 +357,7 @@ def test_failed_overwrite_keeps_the_old_output(
     tiny_sd_path: Path, recipe: Path, outputs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = outputs / "model"
-    out.mkdir()
-    (out / "keep.txt").write_text("old", encoding="utf-8")
+    _previous_output(out)
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
@@ -359,7 +365,7 @@ def test_failed_overwrite_keeps_the_old_output(
     monkeypatch.setattr(cpedit.session, "write_record", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["conceptprune", "keep.txt", "model_index.json"]
     assert [p.name for p in outputs.iterdir()] == ["model"]
 
 

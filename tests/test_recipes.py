@@ -600,10 +600,12 @@ def test_permission_error_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     file = tmp_path / "locked.yaml"
     file.write_text(make(), encoding="utf-8")
 
-    def deny(self: Path, *args: object, **kwargs: object) -> str:
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(path: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_text", deny)
+    import cpedit.recipes
+
+    monkeypatch.setattr(cpedit.recipes, "read_recipe_text", deny)
     with pytest.raises(RecipeError) as info:
         load_recipe(file)
     assert str(file) in str(info.value)

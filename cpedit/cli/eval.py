@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cpedit.cli.guard import command_guard
 from cpedit.progress import ProgressEvent
 from cpedit.record import write_json_atomically
 from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
@@ -57,6 +58,7 @@ def _table(result: ShapesEvaluation) -> Table:
     show_default=True,
     help="Print a table, or the JSON result on stdout.",
 )
+@command_guard()
 def eval_shapes_command(
     edited_dir: str,
     images: int,

@@ -15,6 +15,8 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
     ("out", "exists"): "pass --overwrite to replace it, or choose another {flag}",
     ("out", "contains_base"): "choose another {flag}",
     ("out", "not_folder"): "choose another {flag}",
+    ("out", "not_output"): "choose another {flag} (a new folder name)",
+    ("out", None): "choose another {flag}",
     ("device", "unavailable"): "choose another {flag} (e.g. {flag} cpu)",
     ("offload", "needs_cuda"): "drop {flag}, or add --device cuda on a GPU machine",
     ("offload", "missing_package"): "install accelerate (pip install accelerate), or drop {flag}",

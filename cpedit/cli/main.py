@@ -62,6 +62,11 @@ COMMANDS: dict[str, CommandEntry] = {
         "recipes_group",
         "Validate, list, show and share concept recipes (YAML files, one concept each).",
     ),
+    "tui": CommandEntry(
+        "cpedit.cli.tui",
+        "tui_command",
+        "Open the terminal app: pick MODEL, queue recipes, run, tune, preview, save and push.",
+    ),
     "sample": CommandEntry(
         "cpedit.cli.sample",
         "sample_command",

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 
 from cpedit.api import prune
+from cpedit.cli.guard import command_guard
 from cpedit.cli.options import compute_options
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.sampling import SampleSettings
@@ -60,6 +61,7 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     show_default=True,
     help="How to print the result: tables, or the report as JSON on stdout.",
 )
+@command_guard()
 def prune_command(
     model: str,
     recipes: tuple[str, ...],

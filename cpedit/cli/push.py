@@ -7,6 +7,7 @@ import json
 import click
 from rich.console import Console
 
+from cpedit.cli.guard import command_guard
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
 from cpedit.hub.publish import check_repo_id, push_model, whoami
@@ -59,6 +60,7 @@ def hub_commit_options(func):  # type: ignore[no-untyped-def]
     metavar="auto|cpu|cuda[:N]|mps",
     help="Where to render the preview (with --preview).",
 )
+@command_guard()
 def push_command(
     folder: str,
     repo_id: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from cpedit.cli.guard import command_guard
 from cpedit.cli.options import compute_options
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressEvent
@@ -44,6 +45,7 @@ from cpedit.sampling import save_preview as save_preview_file
     "what a nudity erasure really renders.",
 )
 @compute_options
+@command_guard()
 def sample_command(
     model: str,
     prompts: tuple[str, ...],

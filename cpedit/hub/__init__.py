@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cpedit.hub.card import build_model_card, read_evaluations, read_output
     from cpedit.hub.errors import HubError
     from cpedit.hub.info import ModelDetails, editability, model_details
-    from cpedit.hub.publish import PushResult, push_model, push_recipes
+    from cpedit.hub.publish import PushResult, check_repo_id, push_model, push_recipes, whoami
     from cpedit.hub.recipes import load_hub_recipe, parse_hub_ref
     from cpedit.hub.search import ModelSummary, search_models
 
@@ -28,6 +28,7 @@ _EXPORTS = {
     "ModelSummary": "cpedit.hub.search",
     "PushResult": "cpedit.hub.publish",
     "build_model_card": "cpedit.hub.card",
+    "check_repo_id": "cpedit.hub.publish",
     "editability": "cpedit.hub.info",
     "load_hub_recipe": "cpedit.hub.recipes",
     "model_details": "cpedit.hub.info",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "read_evaluations": "cpedit.hub.card",
     "read_output": "cpedit.hub.card",
     "search_models": "cpedit.hub.search",
+    "whoami": "cpedit.hub.publish",
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ModelSummary",
     "PushResult",
     "build_model_card",
+    "check_repo_id",
     "editability",
     "load_hub_recipe",
     "model_details",
@@ -54,6 +57,7 @@ __all__ = [
     "read_evaluations",
     "read_output",
     "search_models",
+    "whoami",
 ]
 
 

@@ -33,10 +33,22 @@ class HubError(CpeditError):
 
 
 def endpoint() -> str:
-    """The Hub endpoint in use (``HF_ENDPOINT``, default https://huggingface.co), without a trailing slash."""
+    """The Hub endpoint in use (``HF_ENDPOINT``, default https://huggingface.co), without a trailing slash.
+
+    Credentials written into it (``https://user:secret@host``) are replaced by ``***``: the
+    result goes into messages.
+    """
     from huggingface_hub import constants
 
-    return constants.ENDPOINT.rstrip("/")
+    return redact_url_credentials(constants.ENDPOINT.rstrip("/"))
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` part of every URL in it replaced by ``***@``."""
+    return _URL_CREDENTIALS.sub(lambda m: m.group(1) + "***@", text)
 
 
 def repo_url(repo_id: str) -> str:
@@ -73,7 +85,7 @@ def redact(text: str) -> str:
         text = text.replace(token, "***")
     for pattern in _TOKEN_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
+    return redact_url_credentials(text)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -148,7 +160,12 @@ def cache_status(repo_id: str, revision: str | None = None) -> str:
 
 
 def describe_hub_error(
-    exc: BaseException, *, repo_id: str, revision: str | None = None, filename: str | None = None
+    exc: BaseException,
+    *,
+    repo_id: str,
+    revision: str | None = None,
+    filename: str | None = None,
+    action: str = "download",
 ) -> tuple[str, str] | None:
     """A clear message for a failed Hub call, or None when ``exc`` is not a Hub failure.
 
@@ -157,6 +174,8 @@ def describe_hub_error(
         repo_id: The repo the call was about.
         revision: The revision asked for, if any.
         filename: The file asked for, if any.
+        action: ``download`` (reading from the Hub) or ``upload`` (publishing): the offline
+            and network messages say what was being done and what to do about it.
 
     Returns:
         ``(reason, message)``; reasons as in :class:`HubError`.
@@ -205,6 +224,13 @@ def describe_hub_error(
             f"access to its namespace ({LOGIN_HINT})"
         )
     offline = constants.HF_HUB_OFFLINE or first(OfflineModeIsEnabled) is not None
+    if action == "upload" and offline:
+        return "offline", f"cannot upload to {repo_id}: HF_HUB_OFFLINE=1 forbids Hub requests; unset it to publish"
+    if action == "upload" and is_network_error(exc):
+        return "network", (
+            f"cannot reach the Hub at {endpoint()} to upload to {repo_id}; nothing was committed: check your "
+            "network connection (and HF_ENDPOINT), then push again"
+        )
     if offline:
         return "offline", (
             f"{repo_id} is not (fully) in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading "
@@ -228,8 +254,12 @@ def describe_hub_error(
 
 
 @contextmanager
-def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | None = None) -> Iterator[None]:
+def hub_errors(
+    repo_id: str, *, revision: str | None = None, filename: str | None = None, action: str = "download"
+) -> Iterator[None]:
     """Run Hub calls; a Hub failure becomes a :class:`HubError` with a clear message.
+
+    ``action`` is ``download`` or ``upload`` (see :func:`describe_hub_error`).
 
     Raises:
         HubError: For any failure :func:`describe_hub_error` recognises.
@@ -239,7 +269,7 @@ def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | Non
     except CpeditError:
         raise
     except Exception as exc:
-        described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename)
+        described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename, action=action)
         if described is None:
             raise
         reason, message = described

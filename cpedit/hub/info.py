@@ -12,14 +12,13 @@ Whether cpedit can edit a model is decided in one place, :mod:`cpedit.support`
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
-from cpedit.files import pull_safetensors
+from cpedit.files import load_json_text, pull_safetensors
 from cpedit.hub.errors import HubError, hub_errors
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.support import DENOISER_COMPONENTS, Editability, editability, text_to_image_refusal
@@ -156,6 +155,9 @@ def model_details(
     """
     from huggingface_hub import HfApi, hf_hub_download
 
+    from cpedit.hub.publish import check_repo_id
+
+    check_repo_id(repo_id, label="model id")  # `../x`, `a/b/c`: refused before any request
     api = HfApi()
     emit(on_progress, ProgressEvent(stage="load", message=f"reading {repo_id} metadata"))
     with hub_errors(repo_id, revision=revision):
@@ -171,8 +173,8 @@ def model_details(
         with hub_errors(repo_id, revision=revision, filename=path):
             local = hf_hub_download(repo_id, path, revision=pin)
         try:
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            return load_json_text(Path(local).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise HubError(f"{repo_id}: {path} is not valid JSON ({exc})", reason="invalid") from None
 
     index = fetch_json("model_index.json")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, UnsafeFileError
+from cpedit.files import check_safetensors
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
 from cpedit.hub.errors import hub_errors, repo_url, service_errors
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -107,8 +108,8 @@ def folder_files(folder: Path) -> list[str]:
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue
+        if any(part.startswith(".") for part in relative.parts) or path.is_symlink() or not path.is_file():
+            continue  # links are refused by read_output; never followed here
         if relative.as_posix() == "README.md":
             continue  # replaced by the generated card
         files.append(relative.as_posix())
@@ -170,7 +171,7 @@ def _commit(
     whoami()
     check_cancel(cancel, "before the upload")
     emit(on_progress, ProgressEvent(stage="upload", message=f"creating {repo_id} (if needed)"))
-    with hub_errors(repo_id), hub_progress_bars_off():
+    with hub_errors(repo_id, action="upload"), hub_progress_bars_off():
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if branch is not None and branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True)
@@ -181,7 +182,7 @@ def _commit(
     def uploaded(text: str, **fields: Any) -> ProgressEvent:
         return ProgressEvent(stage="upload", message=text, total=total, unit="bytes", files=files, **fields)
 
-    with hub_errors(repo_id, revision=branch), hub_progress_bars_off():
+    with hub_errors(repo_id, revision=branch, action="upload"), hub_progress_bars_off():
         for index, op in enumerate(operations, 1):
             check_cancel(cancel, "during the upload")
             path = op.path_in_repo
@@ -269,7 +270,16 @@ def push_model(
     )
     operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
     report_path = f"{RECORD_DIR}/{REPORT_FILE}"
-    for path in folder_files(record.folder):
+    files = folder_files(record.folder)
+    for path in files:  # verified before anything is uploaded: a truncated copy is never published
+        if path.endswith(".safetensors"):
+            try:
+                check_safetensors(record.folder / path, shown_as=f"{folder}/{path}")
+            except UnsafeFileError as exc:
+                raise UnsafeFileError(
+                    f"{exc}; nothing was uploaded", path=exc.path, reason=exc.reason, argument="folder"
+                ) from None
+    for path in files:
         if path == report_path:
             operations.append(CommitOperationAdd(path, shareable_report(record.report)))
         else:

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpedit.errors import RecipeError
-from cpedit.recipes import Recipe, parse_recipe
+from cpedit.recipes import MAX_RECIPE_BYTES, Recipe, parse_recipe
 
 HUB_PREFIX = "hub:"
-MAX_RECIPE_BYTES = 1024 * 1024
 _REF = re.compile(r"^hub:(?P<repo>[^/@\s]+/[^/@\s]+)/(?P<path>[^@\s]+\.ya?ml)(?:@(?P<revision>[^@\s]+))?$")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ import torch
 from cpedit import loading
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.recipes import load_recipe
-from cpedit.record import Evaluation, Report, read_report, write_evaluation
+from cpedit.recipes import Recipe
+from cpedit.record import Evaluation, Report, read_output, write_evaluation
 from cpedit.shapes import world
 from cpedit.shapes.classifier import HEADS, classify, load_classifier
 
@@ -95,10 +96,18 @@ def erased_values(report: Report, edited: Path) -> dict[str, tuple[str, str]]:
 
 
 def calibration_prompts(report: Report, edited: Path) -> set[str]:
-    """Every target and base prompt the edited model's recipes calibrated on."""
+    """Every target and base prompt the edited model's recipes calibrated on.
+
+    The recipes are read through :func:`cpedit.record.read_output` (the one checked reader of
+    an output folder): a report that points elsewhere is refused, never followed.
+    """
+    del report  # the checked record below carries the same report
+    return _calibration_prompts(read_output(edited).recipes)
+
+
+def _calibration_prompts(recipes: Sequence[Recipe]) -> set[str]:
     prompts: set[str] = set()
-    for concept in report.concepts:
-        recipe = load_recipe(edited / concept.recipe)
+    for recipe in recipes:
         for target, base in recipe.pairs():
             prompts.update((target.strip().lower(), base.strip().lower()))
     return prompts
@@ -231,14 +240,15 @@ def evaluate_shapes(
     if images < 1:
         raise CpeditError(f"images must be at least 1, got {images}", argument="images")
     folder = Path(edited)
-    report = read_report(folder)
+    record = read_output(folder)  # the one checked reader: types, recipe paths, links, completeness
+    report = record.report
     erased_by_recipe = erased_values(report, folder)
     erased = sorted(set(erased_by_recipe.values()))
     base_ref = report.base_ref
     if not base_ref:
         raise CpeditError(f"{folder}: the report does not record a base model to compare with")
     with_concept, without = evaluation_prompts(
-        erased, images=images, seed=seed, exclude=calibration_prompts(report, folder)
+        erased, images=images, seed=seed, exclude=_calibration_prompts(record.recipes)
     )
     classifier = load_classifier()
     total = 4 * images

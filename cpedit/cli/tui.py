@@ -1,0 +1,82 @@
+"""``cpedit tui``: the terminal app (code in the top-level ``tui`` package, the ``tui`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from cpedit.errors import CpeditError
+
+
+@click.command("tui")
+@click.argument("model", metavar="[MODEL]", required=False, default=None)
+@click.option(
+    "--recipe",
+    "-r",
+    "recipes",
+    multiple=True,
+    metavar="FILE|NAME",
+    help="Queue this recipe at start (a file, a shipped name or hub:NAMESPACE/NAME/path.yaml). Repeatable.",
+)
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Where ctrl+s saves the output.")
+@click.option(
+    "--recipes-dir",
+    "recipe_folders",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Also list the recipes in this folder on the Recipes screen. Repeatable.",
+)
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps", help="Where to compute.")
+@click.option(
+    "--timesteps",
+    "calibrate_timesteps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calibrate for this many denoiser calls, so the Tune screen can try any tau up to it "
+    "(default: each recipe's own tau).",
+)
+@click.option(
+    "--images",
+    "image_mode",
+    type=click.Choice(["auto", "halfcell"]),
+    default="auto",
+    show_default=True,
+    help="How previews draw: auto (Kitty or Sixel graphics where the terminal has them, else "
+    "half-blocks) or halfcell (always half-blocks).",
+)
+def tui_command(
+    model: str | None,
+    recipes: tuple[str, ...],
+    out: str | None,
+    recipe_folders: tuple[str, ...],
+    device: str,
+    calibrate_timesteps: int | None,
+    image_mode: str,
+) -> None:
+    """Open the terminal app: pick MODEL, queue recipes, run, tune, preview, save and push.
+
+    Without MODEL the built-in model (builtin:shapes) is chosen; the Model screen searches the
+    Hub or takes a local folder. Press ? in the app for every key, ctrl+p for the command
+    palette, ctrl+q to quit.
+
+    \b
+    Examples:
+      cpedit tui
+      cpedit tui --recipe shapes-striped --recipe shapes-star
+      cpedit tui CompVis/stable-diffusion-v1-4 -r van-gogh --out sd14-no-van-gogh --device cuda
+    """
+    try:
+        from tui.app import run_app
+    except ImportError as exc:
+        raise CpeditError(
+            f"the terminal app needs its extra packages ({exc.name or exc}): pip install 'cpedit[tui]'",
+            reason="missing_dependency",
+        ) from None
+    run_app(
+        model=model,
+        recipes=recipes,
+        out=out,
+        device=device,
+        recipe_folders=recipe_folders,
+        calibrate_timesteps=calibrate_timesteps,
+        image_mode=image_mode,
+    )

@@ -1,0 +1,55 @@
+"""SVG snapshots of every screen of the app at 80x24 and 120x40 (pytest-textual-snapshot).
+
+The app runs on a calibrated session of the built-in model (made once for the module, so the
+Tune, Preview and Push screens have something to show), the dark theme, and half-block images,
+so the pictures are the same on every run. After a deliberate change to how a screen looks,
+review the new pictures and update them with ``pytest tests/tui/test_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tui_support import calibrated_state, user_config  # noqa: F401 - user_config: autouse
+
+from tui.app import CpeditApp
+
+SIZES = [(80, 24), (120, 40)]
+SCREENS = {"model": "1", "recipes": "2", "queue": "3", "tune": "4", "preview": "5", "push": "6"}
+
+
+@pytest.fixture(scope="module")
+def saved_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A calibrated two-concept state whose output is saved (paths relative to a private folder)."""
+    folder = tmp_path_factory.mktemp("snapshots")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        state = calibrated_state(Path("shapes-no-stripes-or-stars"))
+        state.save()
+        state.log.clear()
+        yield state
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(screen: str, size: tuple[int, int], saved_state: Any, snap_compare: Any) -> None:
+    app = CpeditApp(saved_state, image_mode="halfcell")
+
+    async def show(pilot: Any) -> None:
+        pilot.app.theme = "textual-dark"
+        await pilot.press(SCREENS[screen])
+        if screen == "preview":
+            await pilot.press("r")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=show)

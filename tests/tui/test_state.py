@@ -1,0 +1,128 @@
+"""The terminal app's data model, without a UI: queue, run, tune, save."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from tui_support import calibrated_state, user_config  # noqa: F401 - user_config: autouse
+
+import cpedit
+from cpedit.errors import Cancelled, CpeditError, RecipeError
+from cpedit.progress import ProgressEvent
+from tui.state import AppState, RunProgress, describe_local_model, output_name
+
+
+def striped() -> cpedit.Recipe:
+    return cpedit.resolve_recipe("shapes-striped")
+
+
+def test_the_queue_refuses_duplicates_and_edits_copies_with_validation() -> None:
+    state = AppState()
+    state.queue_recipe(striped(), origin="shapes-striped")
+    with pytest.raises(CpeditError, match="already queued"):
+        state.queue_recipe(striped(), origin="again")
+    item = state.edit_queued("shapes-striped", prune={"skill_ratio": 0.05}, sampling={"steps": 20})
+    assert item.recipe.prune.skill_ratio == 0.05 and item.recipe.sampling.steps == 20
+    assert cpedit.parse_recipe(item.recipe.text).prune.skill_ratio == 0.05  # the copy's text says so too
+    assert striped().prune.skill_ratio == 0.2  # the shipped file is untouched
+    with pytest.raises(RecipeError) as caught:
+        state.edit_queued("shapes-striped", prune={"skill_ratio": 5})
+    assert caught.value.problems[0][0] == "prune.skill_ratio"
+    assert state.item("shapes-striped").recipe.prune.skill_ratio == 0.05  # unchanged after a bad value
+    state.unqueue("shapes-striped")
+    with pytest.raises(CpeditError, match="queue is empty"):
+        state.start_run()
+
+
+def test_a_run_calibrates_once_and_tuning_selects_what_the_session_selects(tmp_path: Path) -> None:
+    state = calibrated_state(tmp_path / "out")
+    assert [item.status for item in state.queue] == ["done", "done"]
+    session = state.session
+    assert state.selection.pruned == session.select().pruned  # the recipes' own settings first
+    selection = state.set_tune("shapes-striped", skill_ratio=0.05)
+    expected = session.select(per_recipe={"shapes-striped": {"skill_ratio": 0.05}, "shapes-star": {}})
+    assert selection.pruned == expected.pruned and selection.per_layer == expected.per_layer
+    with pytest.raises(CpeditError):
+        state.set_tune("shapes-striped", skill_ratio=7.0)
+    assert state.tune["shapes-striped"].skill_ratio == 0.05  # a bad value leaves the last good one
+    with pytest.raises(CpeditError, match="unknown setting"):
+        state.set_tune("shapes-striped", steps=3)
+
+    out = state.save()
+    assert out == tmp_path / "out" and (out / "conceptprune" / "report.json").is_file()
+    saved = yaml.safe_load((out / "conceptprune" / "recipes" / "shapes-striped.yaml").read_text())
+    assert saved["prune"]["skill_ratio"] == 0.05  # the copy records the tuned setting
+    report = cpedit.Report.from_dict(json.loads((out / "conceptprune" / "report.json").read_text()))
+    assert report.totals.pruned_weights == selection.pruned
+
+
+def test_events_drive_statuses_and_a_failure_names_its_concept() -> None:
+    state = AppState()
+    state.queue_recipe(striped(), origin="shapes-striped")
+    state.queue_recipe(cpedit.resolve_recipe("shapes-star"), origin="shapes-star")
+    state.start_run()
+    state.apply_event(ProgressEvent(stage="calibrate", message="c", concept="shapes-striped", completed=1, total=4))
+    assert [i.status for i in state.queue] == ["calibrating", "queued"]
+    state.apply_event(ProgressEvent(stage="calibrate", message="c", concept="shapes-star", completed=1, total=4))
+    assert [i.status for i in state.queue] == ["done", "calibrating"]
+    assert state.progress.concept_index == 2 and state.progress.concepts == 2
+    state.fail_run(CpeditError("out of memory"))
+    assert [(i.status, i.error) for i in state.queue] == [("queued", None), ("failed", "out of memory")]
+    assert not state.running and state.session is None
+
+    state.start_run()
+    state.fail_run(Cancelled("cancelled while calibrating"))
+    assert [i.status for i in state.queue] == ["queued", "queued"]
+    assert state.log[-1] == "cancelled: nothing was written"
+
+
+def test_a_cancelled_run_keeps_nothing(tmp_path: Path) -> None:
+    state = AppState(out=str(tmp_path / "out"))
+    state.queue_recipe(striped(), origin="shapes-striped")
+    recipes = state.start_run()
+    cancel = threading.Event()
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.stage == "calibrate":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        state.open_session(recipes, on_progress=on_progress, cancel=cancel)
+    assert not (tmp_path / "out").exists()
+
+
+def test_progress_estimates_the_time_left() -> None:
+    progress = RunProgress()
+    progress.update(ProgressEvent(stage="calibrate", message="", concept="a", completed=0, total=10), now=100.0)
+    assert progress.eta_seconds(now=101.0) is None  # nothing done yet
+    progress.update(ProgressEvent(stage="calibrate", message="", concept="a", completed=5, total=10), now=104.0)
+    assert progress.eta_seconds(now=104.0) == pytest.approx(4.0)
+    assert progress.fraction == 0.5
+
+
+def test_local_folders_are_described_without_loading(tiny_sd_path: Path, tmp_path: Path) -> None:
+    described = describe_local_model(tiny_sd_path)
+    assert described.editable and described.pipeline_class == "StableDiffusionPipeline"
+    assert described.safetensors_bytes > 0
+    assert not describe_local_model(tmp_path).editable
+    assert output_name("CompVis/stable-diffusion-v1-4", ["van-gogh"]) == "stable-diffusion-v1-4-no-van-gogh"
+    assert output_name("builtin:shapes", ["a", "b"]) == "shapes-no-a-b"
+
+
+def test_an_output_that_could_never_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    state = AppState(out=str(blocker / "out"))
+    state.queue_recipe(striped(), origin="shapes-striped")
+    with pytest.raises(CpeditError) as caught:
+        state.start_run()
+    assert caught.value.argument == "out" and not state.running
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    state.out = str(tmp_path / "theirs")  # a folder that is not a cpedit output: never replaced
+    with pytest.raises(CpeditError, match="not a cpedit output"):
+        state.start_run()

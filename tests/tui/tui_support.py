@@ -1,0 +1,44 @@
+"""What the terminal app's tests share (import it by name: ``from tui_support import ...``).
+
+There is deliberately no ``__init__.py`` in this folder (pytest would import these tests as a
+package named ``tui`` and shadow the app's own ``tui`` package), and no ``conftest.py`` either:
+it would take the module name ``conftest`` from tests/conftest.py, whose ``HUB`` tests import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TWO_RECIPES = ("shapes-striped", "shapes-star")
+
+
+def run_async(test: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async Pilot test body from a plain pytest test."""
+    return asyncio.run(test())
+
+
+def calibrated_state(out: Path, recipes: tuple[str, ...] = TWO_RECIPES) -> Any:
+    """An :class:`~tui.state.AppState` on the built-in model with ``recipes`` queued, run and calibrated."""
+    import cpedit
+    from tui.state import AppState, RunProgress
+
+    state = AppState(out=str(out), device="cpu")
+    for name in recipes:
+        state.queue_recipe(cpedit.resolve_recipe(name), origin=name)
+    state.finish_run(state.open_session(state.start_run()))
+    state.progress = RunProgress()  # idle: no timings or memory readings on screen
+    state.log.clear()
+    return state
+
+
+@pytest.fixture(autouse=True)
+def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own (empty) user recipe folder: nothing touches the real home."""
+    config = tmp_path / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    return config

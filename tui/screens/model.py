@@ -1,0 +1,226 @@
+"""The Model screen: search the Hub as you type, see whether cpedit can edit a model, choose it.
+
+The built-in model (or the MODEL given on the command line) is chosen at start. Typing searches
+the Hub after a short pause, in a worker (a new search cancels the old one); a path
+(``/``, ``.``, ``~``) describes a local pipeline folder instead. Highlighting a result fetches
+its details (pipeline class, editable or not and why, license, download size); enter chooses
+it. Offline, gated, 401/404 and network errors show here and never stop the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.timer import Timer
+from textual.widgets import DataTable, Input, Static
+from textual.worker import get_current_worker
+
+from tui.messages import WorkDone, post_outcome
+from tui.screens.base import Pane
+from tui.state import BUILTIN_MODEL, LocalModel, describe_error, describe_local_model
+from tui.widgets.run_progress import format_bytes
+
+SEARCH_DELAY = 0.4
+"""Seconds of no typing before a search starts."""
+BUILTIN_DETAILS = (
+    "[b]builtin:shapes[/b] · cpedit's built-in model\n"
+    "A small text-to-image model of coloured, textured shapes that ships with cpedit (no download). "
+    "It is editable: its UNet has feed-forward blocks to prune. Use it to try cpedit in seconds "
+    "with the shipped shapes-* recipes."
+)
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether the query is a local folder rather than a Hub search."""
+    return text.startswith(("/", ".", "~"))
+
+
+def details_markup(details: Any) -> str:
+    """The details panel of a Hub model (:class:`cpedit.hub.ModelDetails`)."""
+    verdict = "[green]✓ cpedit can edit it[/]" if details.editable else "[red]✗ cpedit cannot edit it[/]"
+    lines = [
+        f"[b]{details.id}[/b]",
+        f"{verdict}: {details.reason}",
+        f"pipeline: {details.pipeline_class or '?'} · denoiser: {details.denoiser_class or '?'}",
+        f"license: {details.license or 'not given'} · gated: {details.gated or 'no'}"
+        + (" · private" if details.private else ""),
+        f"download: {format_bytes(details.safetensors_bytes)} in {details.safetensors_files} safetensors file(s)",
+    ]
+    if details.ffn_layers:
+        lines.append(f"FFN layers: {details.ffn_layers} ({details.ffn_weights:,} prunable weights)")
+    return "\n".join(lines)
+
+
+def local_markup(model: LocalModel) -> str:
+    """The details panel of a local folder."""
+    verdict = "[green]✓ cpedit can edit it[/]" if model.editable else "[red]✗ cpedit cannot edit it[/]"
+    return (
+        f"[b]{model.path}[/b] · local folder\n{verdict}: {model.reason}\n"
+        f"pipeline: {model.pipeline_class or '?'} · weights: {format_bytes(model.safetensors_bytes)}\n"
+        "enter chooses it"
+    )
+
+
+class ModelPane(Pane):
+    """Choose the base model: the built-in one, a Hub model, or a local folder."""
+
+    INITIAL_FOCUS = "#model-results"
+    BINDINGS = [
+        Binding("enter", "choose", "Choose model", show=True),
+        Binding("slash", "focus_search", "Search"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._search_timer: Timer | None = None
+        self._rows: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="model-chosen")
+        yield Input(placeholder="/ to search the Hub as you type, or type a folder path (/ . ~)", id="model-search")
+        with Horizontal(id="model-body"):
+            yield DataTable(id="model-results", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="model-details-box"):
+                yield Static(BUILTIN_DETAILS, id="model-details")
+        yield Static("", id="model-status", classes="muted")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#model-results", DataTable)
+        table.add_columns("model", "downloads", "likes", "gated")
+        self._show_results([])
+        self.refresh_state()
+
+    def refresh_state(self) -> None:
+        self.query_one("#model-chosen", Static).update(
+            f"base model: [b]{self.state.model}[/b]  ·  enter on a row chooses another"
+        )
+
+    # --- search -------------------------------------------------------------------------
+
+    @on(Input.Changed, "#model-search")
+    def _query_changed(self, event: Input.Changed) -> None:
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        query = event.value.strip()
+        self._search_timer = self.set_timer(SEARCH_DELAY, lambda: self.search(query))
+
+    @on(Input.Submitted, "#model-search")
+    def _query_submitted(self, event: Input.Submitted) -> None:
+        query = event.value.strip()
+        if looks_like_path(query):
+            self.choose(query)
+        else:
+            self.search(query)
+            self.query_one("#model-results", DataTable).focus()
+
+    def search(self, query: str) -> None:
+        """Search the Hub for ``query`` (or describe a local folder) in a worker."""
+        status = self.query_one("#model-status", Static)
+        if looks_like_path(query):
+            status.update(f"local folder {query}")
+            self._describe_local(query)
+            return
+        status.update(f"searching the Hub for {query!r}…" if query else "searching the Hub…")
+        self._search(query)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model-search")
+    def _search(self, query: str) -> None:
+        from cpedit.hub import search_models
+
+        worker = get_current_worker()
+
+        def results() -> Any:
+            found = search_models(query=query or None, limit=30)
+            return (query, found)
+
+        if not worker.is_cancelled:
+            post_outcome(self, "model-search", results)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
+    def _describe_local(self, path: str) -> None:
+        post_outcome(self, "model-local", lambda: describe_local_model(path))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
+    def _fetch_details(self, repo_id: str) -> None:
+        from cpedit.hub import model_details
+
+        post_outcome(self, "model-details", lambda: model_details(repo_id))
+
+    def on_work_done(self, message: WorkDone) -> None:
+        status = self.query_one("#model-status", Static)
+        details = self.query_one("#model-details", Static)
+        if message.group == "model-search":
+            if not message.ok:
+                status.update(f"[red]search failed:[/] {describe_error(message.error)}")
+                return
+            query, found = message.result
+            if query != self.query_one("#model-search", Input).value.strip():
+                return  # a newer query is on its way
+            self._show_results(found)
+            status.update(
+                f"{len(found)} text-to-image diffusers model(s) on the Hub" + (f" for {query!r}" if query else "")
+            )
+        elif message.group == "model-details":
+            details.update(details_markup(message.result) if message.ok else f"[red]{describe_error(message.error)}[/]")
+        elif message.group == "model-local":
+            details.update(local_markup(message.result) if message.ok else f"[red]{describe_error(message.error)}[/]")
+        message.stop()
+
+    def _show_results(self, found: list[Any]) -> None:
+        table = self.query_one("#model-results", DataTable)
+        table.clear()
+        self._rows = {BUILTIN_MODEL: None}
+        table.add_row(BUILTIN_MODEL, "built in", "", "", key=BUILTIN_MODEL)
+        for model in found:
+            if model.id in self._rows:
+                continue
+            self._rows[model.id] = model
+            gated = "gated" if model.gated else ""
+            downloads = f"{model.downloads:,}" if model.downloads is not None else "?"
+            likes = f"{model.likes:,}" if model.likes is not None else "?"
+            table.add_row(model.id, downloads, likes, gated, key=model.id)
+
+    @on(DataTable.RowHighlighted, "#model-results")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        repo_id = str(event.row_key.value)
+        details = self.query_one("#model-details", Static)
+        if repo_id == BUILTIN_MODEL:
+            details.update(BUILTIN_DETAILS)
+            return
+        details.update(f"[b]{repo_id}[/b]\nreading its files on the Hub…")
+        self._fetch_details(repo_id)
+
+    @on(DataTable.RowSelected, "#model-results")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.choose(str(event.row_key.value))
+
+    # --- choose -------------------------------------------------------------------------
+
+    def action_choose(self) -> None:
+        """Choose the highlighted model (or the folder typed in the search box)."""
+        query = self.query_one("#model-search", Input).value.strip()
+        if self.query_one("#model-search", Input).has_focus and looks_like_path(query):
+            self.choose(query)
+            return
+        table = self.query_one("#model-results", DataTable)
+        if table.row_count:
+            row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+            self.choose(str(row_key.value))
+
+    def action_focus_search(self) -> None:
+        """Put the cursor in the search box."""
+        self.query_one("#model-search", Input).focus()
+
+    def choose(self, model: str) -> None:
+        """Make ``model`` the base model of the next run."""
+        try:
+            self.state.choose_model(model)
+        except Exception as exc:  # noqa: BLE001 - shown, the app goes on
+            self.show_error(exc)
+            return
+        self.app.notify(f"base model: {model}", timeout=4)
+        self.cpedit_app.refresh_panes()
