@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cpedit.sampling import SampleSettings, render_preview, save_preview
     from cpedit.session import EditSession, Selection
     from cpedit.support import SupportInfo, describe_support
+    from cpedit.text import strip_unsafe
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ _EXPORTS = {
     "render_preview": "cpedit.sampling",
     "resolve_recipe": "cpedit.recipe_sources",
     "save_preview": "cpedit.sampling",
+    "strip_unsafe": "cpedit.text",
     "user_recipes_dir": "cpedit.recipe_sources",
     "with_settings": "cpedit.recipe_writer",
     "write_recipe_file": "cpedit.recipe_writer",
@@ -100,6 +102,7 @@ __all__ = [
     "render_preview",
     "resolve_recipe",
     "save_preview",
+    "strip_unsafe",
     "user_recipes_dir",
     "with_settings",
     "write_recipe_file",

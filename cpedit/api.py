@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from cpedit.conceal import Conceal, make_conceal
 from cpedit.errors import CpeditError, CpeditWarning
-from cpedit.output import check_not_inside, check_output_target
+from cpedit.output import check_free_space, check_not_inside, check_output_target, local_output_size, output_size
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipe_sources import resolve_recipe
 from cpedit.recipes import Recipe
@@ -76,6 +77,9 @@ def prune(
     cancel: threading.Event | None = None,
     preview: bool = False,
     preview_settings: SampleSettings | None = None,
+    conceal: str | Conceal | None = None,
+    conceal_scale: str | None = None,
+    conceal_seed: int | None = None,
 ) -> PruneResult:
     """Erase the recipes' concepts from a pipeline by pruning skilled weights.
 
@@ -106,6 +110,12 @@ def prune(
             moved into place); needs ``out``.
         preview_settings: Steps, guidance, seed and size of the preview (default
             :class:`~cpedit.sampling.SampleSettings`).
+        conceal: How the pruned entries are filled: ``zero`` (the paper's) or ``gaussian``
+            (draws matching the layer's own weights, so exact zeros do not mark the edit; see
+            :mod:`cpedit.conceal`); None: the recipes' ``prune.conceal`` (default ``zero``).
+            Checked before the model loads.
+        conceal_scale: ``row`` or ``layer``: where ``gaussian`` measures its spread; None: the recipes'.
+        conceal_seed: Seeds the ``gaussian`` draws; None: a random seed, recorded in the local report.
 
     Returns:
         A :class:`PruneResult`.
@@ -118,6 +128,11 @@ def prune(
         UnsupportedModelError: The pipeline class is not supported (the message names what
             is missing), or it has no layers of a recipe's target.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        CpeditError: ``reason="no_space"``: the output's disk has less space free than the output
+            needs (checked before loading a local base, after downloading a Hub one, again before
+            saving), or it filled up while saving (nothing is left behind); ``unwritable``: the
+            output's nearest existing parent folder is not writable (checked before loading;
+            missing parent folders are created).
         Cancelled: ``cancel`` was set.
 
     Warns:
@@ -126,11 +141,17 @@ def prune(
     """
     loaded = [resolve_recipe(r) for r in recipes]
     _check_recipes(loaded)
+    if conceal is not None or conceal_scale is not None or conceal_seed is not None:
+        make_conceal(conceal or "zero", scale=conceal_scale, seed=conceal_seed)  # refused before loading
     if preview:
         _check_preview(loaded, out=out)
     if out is not None and isinstance(model, (str, os.PathLike)):
         check_not_inside(Path(out), model)  # first: the most specific reason to refuse
     out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
+    if out_path is not None:
+        needed = local_output_size(model)  # a local base: its size is known before anything loads
+        if needed is not None:
+            check_free_space(out_path, needed)
     session = EditSession.open(
         model,
         loaded,
@@ -144,6 +165,8 @@ def prune(
     )
     warn_truncated(session.pipeline, [p for recipe in loaded for pair in recipe.pairs() for p in pair])
     try:
+        if out_path is not None and session.source is not None:
+            check_free_space(out_path, output_size(session.source.path))  # a Hub download: before calibrating
         session.calibrate()
         selection = session.select()
         if selection.pruned == 0:
@@ -154,7 +177,7 @@ def prune(
                 ),
                 stacklevel=2,
             )
-        session.apply(selection)
+        session.apply(selection, conceal=conceal, conceal_scale=conceal_scale, conceal_seed=conceal_seed)
         if out_path is not None:
             session.save(out_path, overwrite=overwrite, preview=preview, preview_settings=preview_settings)
             report = session.last_report

@@ -18,8 +18,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +26,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from cpedit.durable import (
+    format_bytes,
+    free_bytes,
+    fsync_folder,
+    fsync_tree,
+    is_no_space,
+    no_space_error,
+    remove_stale_temporaries,
+    temporary_name,
+)
 from cpedit.errors import CpeditError, OutputExistsError
 from cpedit.files import (
     UNSAFE_WEIGHT_SUFFIXES,
@@ -138,42 +146,15 @@ def _check_writable(path: Path) -> None:
     probe.rmdir()
 
 
-def _partial_prefix(out: Path) -> str:
-    return f".{out.name}.partial-"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists (another user's), or cannot tell: keep its folder
-    return True
-
-
 def remove_stale_partials(out: Path) -> list[Path]:
-    """Remove ``.NAME.partial-PID-*`` folders next to ``out`` left by runs that were killed (their PID is gone).
+    """Remove the temporaries next to ``out`` left by runs that were killed (their PID is gone).
 
-    Such a folder holds a half-written output (with unpruned weights); a running process's
-    own folder is never touched. Returns the folders removed.
+    ``.NAME.partial-PID-*`` holds a half-written (or finished but not yet renamed) output, with
+    unpruned weights until the zeroing is done; ``.NAME.old-PID-*`` a previous output that an
+    ``overwrite`` was replacing. A running process's own folders are never touched; an older
+    cpedit's (no PID in the name) only once they are a day old. Returns the entries removed.
     """
-    parent = out.parent
-    if not parent.is_dir():
-        return []
-    removed = []
-    prefix = _partial_prefix(out)
-    for entry in parent.iterdir():
-        if not entry.name.startswith(prefix) or entry.is_symlink() or not entry.is_dir():
-            continue
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and _process_alive(int(pid_text)):
-            continue
-        if not pid_text.isdigit() and time.time() - entry.stat().st_mtime < 24 * 3600:
-            continue  # an older cpedit's folder (no PID in its name): only once it is a day old
-        shutil.rmtree(entry, ignore_errors=True)
-        removed.append(entry)
-    return removed
+    return remove_stale_temporaries(out.parent, out.name, kinds=("partial", "old"))
 
 
 def check_not_inside(out: Path, model: str | os.PathLike[str]) -> None:
@@ -196,20 +177,34 @@ def check_not_inside(out: Path, model: str | os.PathLike[str]) -> None:
 
 
 @contextmanager
-def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
+def atomic_folder(out: Path, *, overwrite: bool, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``out`` only if the block succeeds.
 
-    On any exception (KeyboardInterrupt included) the temporary folder is removed and
-    ``out`` is left as it was.
+    The folder is ``.NAME.partial-PID-XXXXXXXX`` next to ``out`` (missing parents are created).
+    Before the rename every file and folder in it is flushed to the disk (``fsync``), and the
+    parent after it, so not even a power loss leaves an ``out`` that looks complete but is not.
+    On any exception (KeyboardInterrupt included) the temporary folder is removed and ``out``
+    is left as it was; a kill -9 leaves only the temporary (see :mod:`cpedit.durable`).
+
+    Args:
+        out: The output folder.
+        overwrite: Replace ``out`` if it exists (it waits as ``.NAME.old-PID-*`` until the new one is in place).
+        needed: The bytes the block writes, when known: a full disk's message says it.
+
+    Raises:
+        CpeditError: The disk filled up (``reason="no_space"``, with the space needed and free) or
+            the place is not writable (``unwritable``); nothing was written.
+        OutputExistsError: ``out`` appeared meanwhile and ``overwrite`` is False.
     """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f"{_partial_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = out.parent / temporary_name(out.name)
         tmp.mkdir()
     except OSError as exc:
-        raise _write_error(out, exc) from None
+        raise _write_error(out, exc, needed=needed) from None
     try:
         yield tmp
+        fsync_tree(tmp)
         if out.exists():
             if not overwrite:
                 raise OutputExistsError(
@@ -218,39 +213,119 @@ def atomic_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
                     reason="exists",
                     argument="out",
                 )
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out.parent / temporary_name(out.name, kind="old")
             out.rename(old)
             try:
                 tmp.rename(out)
             except BaseException:
                 old.rename(out)  # put the previous output back
                 raise
+            fsync_folder(out.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+            fsync_folder(out.parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise _write_error(out, exc) from None
+        if isinstance(exc, OSError) or is_no_space(exc):
+            raise _write_error(out, exc, needed=needed) from None
         raise
 
 
-def _write_error(out: Path, exc: OSError) -> CpeditError:
+def _write_error(out: Path, exc: BaseException, *, needed: int | None = None) -> CpeditError:
     """An OS error while writing the output, as a message about the output (not the file being copied from)."""
-    if exc.errno == errno.ENOSPC:
-        return CpeditError(
-            f"no space left on the device of the output folder {out}; nothing was written: free space "
-            "or choose an output folder on another disk",
-            path=str(out),
-            reason="no_space",
-            argument="out",
-        )
+    if is_no_space(exc):
+        return no_space_error(out, needed=needed, what="the output folder")
     return CpeditError(
-        f"cannot write the output folder {out} ({exc.strerror or exc}); nothing was written",
+        f"cannot write the output folder {out} ({getattr(exc, 'strerror', None) or exc}); nothing was written",
         path=str(out),
         reason="unwritable",
         argument="out",
     )
+
+
+def _copy_plan(source: Path) -> tuple[list[str], list[str]]:
+    """``(files to copy, files skipped)`` of a pipeline folder, relative to it (see :func:`copy_pipeline_folder`)."""
+    index = load_json_text((source / "model_index.json").read_text(encoding="utf-8"))
+    components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
+    skipped: list[str] = []
+    plan: list[str] = []  # the files to copy: decided first, so progress has its total and the space is known
+    for entry in sorted(source.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if entry.name not in components:
+                skipped.append(entry.name + "/")
+                continue
+            for folder, dirs, names in os.walk(entry, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    relative = os.path.relpath(os.path.join(folder, name), source)
+                    if name.startswith("."):
+                        continue
+                    if name.endswith(UNSAFE_WEIGHT_SUFFIXES):
+                        skipped.append(relative)
+                    else:
+                        plan.append(relative)
+        elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
+            skipped.append(entry.name)
+        else:
+            plan.append(entry.name)
+    return plan, skipped
+
+
+def output_size(source: str | os.PathLike[str]) -> int:
+    """The bytes an output written from the pipeline folder ``source`` takes while it is written.
+
+    The files :func:`copy_pipeline_folder` copies, plus the largest safetensors file among them
+    (an edited component's file is rewritten through a temporary copy beside it), plus 1 MiB for
+    ``conceptprune/`` (the pruned positions: 4 bytes per pruned weight, a small share of them).
+    """
+    source = Path(source)
+    plan, _ = _copy_plan(source)
+    sizes = {relative: (source / relative).stat().st_size for relative in plan}
+    largest = max((size for relative, size in sizes.items() if relative.endswith(".safetensors")), default=0)
+    return sum(sizes.values()) + largest + 2**20
+
+
+def local_output_size(model: object) -> int | None:
+    """:func:`output_size` for a model given as ``builtin:shapes`` or a local folder; None otherwise.
+
+    None too for a folder that cannot be read as a pipeline (loading it then says why).
+    """
+    from cpedit.shapes.model import builtin_pipeline_path, is_builtin_model
+
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    folder = builtin_pipeline_path() if is_builtin_model(os.fspath(model)) else Path(model).expanduser()
+    if not (folder / "model_index.json").is_file():
+        return None
+    try:
+        return output_size(folder)
+    except (OSError, ValueError, CpeditError):
+        return None
+
+
+def check_free_space(out: str | os.PathLike[str], needed: int) -> None:
+    """Refuse (before any heavy work) an output folder whose filesystem has less than ``needed`` bytes free.
+
+    A replaced output (``overwrite``) is removed only once the new one is in place, so it frees
+    nothing meanwhile. Where free space cannot be told, nothing is refused.
+
+    Raises:
+        CpeditError: ``reason="no_space"``; the message gives the space needed and free.
+    """
+    path = Path(out).expanduser()
+    free = free_bytes(path.parent)
+    if free is not None and free < needed:
+        raise CpeditError(
+            f"not enough space for the output folder {path}: it needs about {format_bytes(needed)}, and "
+            f"{format_bytes(free)} {'is' if free < 1000 else 'are'} free there; nothing was written: free space "
+            "or choose an output folder on another disk",
+            path=str(path),
+            reason="no_space",
+            argument="out",
+        )
 
 
 def copy_pipeline_folder(
@@ -282,31 +357,7 @@ def copy_pipeline_folder(
     """
     check_folder_files(source)  # no link out of the folder, to a folder, nowhere or in a loop; no FIFOs
     root = allowed_root(source)
-    index = load_json_text((source / "model_index.json").read_text(encoding="utf-8"))
-    components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
-    skipped: list[str] = []
-    plan: list[str] = []  # the files to copy, relative to source: decided first, so progress has its total
-    for entry in sorted(source.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if entry.name not in components:
-                skipped.append(entry.name + "/")
-                continue
-            for folder, dirs, names in os.walk(entry, followlinks=False):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    relative = os.path.relpath(os.path.join(folder, name), source)
-                    if name.startswith("."):
-                        continue
-                    if name.endswith(UNSAFE_WEIGHT_SUFFIXES):
-                        skipped.append(relative)
-                    else:
-                        plan.append(relative)
-        elif entry.name.endswith(UNSAFE_WEIGHT_SUFFIXES + (".safetensors",)):
-            skipped.append(entry.name)
-        else:
-            plan.append(entry.name)
+    plan, skipped = _copy_plan(source)
     destination.mkdir(parents=True, exist_ok=True)
     for index_, relative in enumerate(plan, 1):
         check_cancel(cancel, "while copying the pipeline")
@@ -361,7 +412,44 @@ def zero_weights_in_files(
     Raises:
         CpeditError: A masked weight was not found in the files, or its shape differs.
     """
+    return fill_weights_in_files(folder, masks, cancel=cancel)
+
+
+def fill_weights_in_files(
+    folder: Path,
+    masks: dict[str, torch.Tensor],
+    *,
+    values: dict[str, torch.Tensor] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    """Set the masked weights inside every safetensors file of a component folder: to zero, or to given values.
+
+    As :func:`zero_weights_in_files`; with ``values``, a layer's masked entries get its values
+    instead (cast to each file's dtype), so every variant holds what the in-memory model holds.
+
+    Args:
+        folder: The component folder (e.g. ``OUT/unet``).
+        masks: Per layer name, a bool mask shaped like ``name + ".weight"``.
+        values: Per layer name, one value per masked entry in row-major order (the order of
+            ``mask.flatten().nonzero()``); a layer without values is zeroed.
+        cancel: Checked before every file.
+
+    Returns:
+        The rewritten files (relative to ``folder``).
+
+    Raises:
+        CpeditError: A masked weight was not found in the files, its shape differs, or its
+            values do not match its mask.
+    """
+    values = values or {}
+    for name, mask in masks.items():
+        if name in values and int(values[name].numel()) != int(mask.sum()):
+            raise CpeditError(
+                f"{name}: {int(values[name].numel())} fill values for {int(mask.sum())} masked weights",
+                argument="values",
+            )
     keys = {f"{name}.weight": mask for name, mask in masks.items() if bool(mask.any())}
+    fills = {f"{name}.weight": value for name, value in values.items()}
     files = sorted(folder.glob("*.safetensors"))
     rewritten: list[str] = []
     found_by_variant: dict[str, set[str]] = {}
@@ -378,7 +466,8 @@ def zero_weights_in_files(
             tensor, mask = tensors[key], keys[key]
             if tuple(tensor.shape) != tuple(mask.shape):
                 raise CpeditError(f"{file.name}: {key} has shape {tuple(tensor.shape)}, expected {tuple(mask.shape)}")
-            tensor[mask.to(tensor.device)] = 0
+            fill = fills.get(key)
+            tensor[mask.to(tensor.device)] = 0 if fill is None else fill.to(tensor.device, tensor.dtype)
         partial = file.with_name(file.name + ".partial")
         save_file(tensors, partial, metadata=metadata)
         shutil.copymode(file, partial)

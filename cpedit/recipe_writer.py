@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from cpedit.errors import RecipeError
+from cpedit.durable import write_bytes_atomically
+from cpedit.errors import CpeditError, RecipeError
 from cpedit.recipes import FORMAT_VERSION, PruneSettings, Recipe, SamplingSettings, parse_recipe
 
 __all__ = ["compose_recipe", "dump_recipe", "recipe_data", "with_settings", "write_recipe_file"]
@@ -172,21 +173,16 @@ def compose_recipe(
 
 
 def write_recipe_file(recipe: Recipe, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``recipe``'s text to ``FOLDER/NAME.yaml`` atomically (a temporary file, then a rename).
+    """Write ``recipe``'s text to ``FOLDER/NAME.yaml`` atomically (see :func:`cpedit.durable.write_bytes_atomically`).
 
     Raises:
         RecipeError: The file exists and ``overwrite`` is False, or it cannot be written.
     """
-    root = Path(folder)
-    path = root / f"{recipe.name}.yaml"
+    path = Path(folder) / f"{recipe.name}.yaml"
     if path.exists() and not overwrite:
         raise RecipeError(str(path), [("", "a recipe file of that name exists; choose another name")])
-    tmp = root / f".{recipe.name}.yaml.partial"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(recipe.text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise RecipeError(str(path), [("", f"cannot write the file ({exc.strerror or exc})")]) from None
+        write_bytes_atomically(path, recipe.text.encode("utf-8"), what="the recipe file")
+    except CpeditError as exc:
+        raise RecipeError(str(path), [("", str(exc))]) from None
     return path

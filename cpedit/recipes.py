@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from cpedit.conceal import DEFAULT_SCALE, conceal_problems
 from cpedit.errors import RecipeError
 from cpedit.targets import STREAMS, TARGETS
 from cpedit.text import shown, strip_unsafe
@@ -55,6 +56,11 @@ class PruneSettings:
     """Which layers are hooked and pruned (one of :data:`TARGETS`)."""
     stream: str = "image"
     """Which feed-forward stream of MMDiT/FLUX blocks (one of :data:`STREAMS`; ffn and ffn-in only)."""
+    conceal: str = "zero"
+    """How pruned entries are filled (one of :data:`cpedit.conceal.CONCEAL_MODES`): ``zero`` (the paper's)
+    or ``gaussian`` (draws matching the layer's own weights; see :mod:`cpedit.conceal`)."""
+    conceal_scale: str = DEFAULT_SCALE
+    """Where ``gaussian`` measures the spread it draws from: ``row`` or ``layer``."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class _Problems:
 _SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("cpedit", "name", "concept", "kind", "description", "prompts", "prune", "sampling", "preview"),
     "prompts": ("subjects", "target", "base"),
-    "prune": ("skill_ratio", "timesteps", "select_ratio", "target", "stream"),
+    "prune": ("skill_ratio", "timesteps", "select_ratio", "target", "stream", "conceal", "conceal_scale"),
     "sampling": ("steps", "guidance_scale", "seed", "height", "width"),
     "preview": ("prompts",),
 }
@@ -553,10 +559,21 @@ def _prune(section: dict[str, Any], problems: _Problems) -> PruneSettings | None
             f"applies to targets ffn and ffn-in only (target is {target}); remove it or change the target",
         )
         stream = None
-    if skill is None or tau is None or select is None or target is None or stream is None:
+    conceal = section.get("conceal", d.conceal)
+    conceal_scale = section.get("conceal_scale", d.conceal_scale)
+    conceal_bad = conceal_problems(mode=conceal, scale=conceal_scale)
+    for key, message in conceal_bad:
+        problems.add(f"prune.{key}", message)
+    if conceal_bad or skill is None or tau is None or select is None or target is None or stream is None:
         return None
     return PruneSettings(
-        skill_ratio=float(skill), timesteps=tau, select_ratio=float(select), target=target, stream=stream
+        skill_ratio=float(skill),
+        timesteps=tau,
+        select_ratio=float(select),
+        target=target,
+        stream=stream,
+        conceal=conceal,
+        conceal_scale=conceal_scale,
     )
 
 

@@ -26,6 +26,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cpedit.conceal import Conceal, conceal_problems
+from cpedit.durable import is_temporary_name, write_bytes_atomically
 from cpedit.errors import CpeditError, RecipeError, UnsafeFileError
 from cpedit.files import check_folder_files, load_json_text
 from cpedit.recipes import Recipe, parse_recipe, read_recipe_text
@@ -173,6 +175,9 @@ class Report:
         timings_s: Seconds per step (load, calibrate, score, save, total).
         created: ISO 8601 time the report was made.
         report_version: The format version (1).
+        conceal: How the pruned entries were filled (``zero``, or ``gaussian`` with its scale and
+            seed); reports written before concealment existed read as ``zero``. The published
+            report (:meth:`shareable`) leaves the seed out.
     """
 
     base_model: BaseModelInfo
@@ -192,6 +197,7 @@ class Report:
     timings_s: dict[str, float] = field(default_factory=dict)
     created: str = ""
     report_version: int = REPORT_VERSION
+    conceal: Conceal = field(default_factory=Conceal)
 
     @property
     def denoiser_label(self) -> str:
@@ -211,10 +217,17 @@ class Report:
         return self.base_model.path or self.base_model.id
 
     def shareable(self) -> Report:
-        """The report as published: a local base model's path (recorded as ``id`` and ``path``) removed."""
+        """The report as published: a local base model's path (recorded as ``id`` and ``path``) removed.
+
+        A concealed edit's seed is removed too: with it (and the pruned counts) the fill values
+        could be regenerated and looked for in the weights.
+        """
+        report = self
+        if self.conceal.seed is not None:
+            report = replace(report, conceal=replace(self.conceal, seed=None))
         if not self.base_model.local:
-            return self
-        return replace(self, base_model=replace(self.base_model, id=None, path=None))
+            return report
+        return replace(report, base_model=replace(self.base_model, id=None, path=None))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict written to ``report.json``."""
@@ -227,6 +240,7 @@ class Report:
             "edited_components": list(self.edited_components),
             "compute": {"device": self.compute_device, "dtype": self.compute_dtype},
             "offload": self.offload,
+            "conceal": self.conceal.to_dict(),
             "concepts": [
                 {k: v for k, v in asdict(c).items() if k != "timesteps_note" or v is not None} for c in self.concepts
             ],
@@ -311,6 +325,15 @@ class Report:
         skipped = read.value(top, "skipped_files", list, "", default=[])
         versions = read.value(top, "versions", dict, "")
         timings = read.value(top, "timings_s", dict, "", default={})
+        conceal = read.mapping(top.get("conceal", {"mode": "zero"}), "conceal")
+        conceal_mode = read.value(conceal, "mode", str, "conceal", default="zero")
+        conceal_scale = read.value(conceal, "scale", str, "conceal", default=None)
+        conceal_seed = read.value(conceal, "seed", int, "conceal", default=None)
+        fields_by_key = {"conceal": "mode", "conceal_scale": "scale", "conceal_seed": "seed"}
+        for key, message in conceal_problems(
+            mode=conceal_mode, scale=conceal_scale or Conceal().scale, seed=conceal_seed
+        ):
+            read.fail(f"conceal.{fields_by_key[key]}", message)
         return cls(
             base_model=BaseModelInfo(
                 id=read.value(base, "id", str, "base_model", default=None),
@@ -345,6 +368,7 @@ class Report:
             timings_s={str(k): float(v) for k, v in timings.items() if _is_number(v)},
             created=read.value(top, "created", str, "", default=""),
             report_version=read.value(top, "report_version", int, "", default=REPORT_VERSION),
+            conceal=Conceal(mode=conceal_mode, scale=conceal_scale or Conceal().scale, seed=conceal_seed),
         )
 
 
@@ -477,16 +501,16 @@ def write_record(folder: Path, *, masks: dict[str, torch.Tensor], recipes: Seque
     (record / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
 
 
-def write_json_atomically(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_json_atomically(path: Path, data: Any, *, what: str = "the JSON file", argument: str | None = None) -> Path:
+    """Write ``data`` as JSON to ``path`` through a hidden temporary file, ``fsync`` and a rename (never half-written).
+
+    See :func:`cpedit.durable.write_bytes_atomically` (temporary names, cleanup of killed runs' leftovers).
+
+    Raises:
+        CpeditError: The disk is full (the message says how much space is needed) or ``path`` is not writable.
+    """
+    text = json.dumps(data, indent=2) + "\n"
+    return write_bytes_atomically(Path(path), text.encode("utf-8"), what=what, argument=argument)
 
 
 # --- Evaluations -------------------------------------------------------------------------
@@ -494,23 +518,39 @@ def write_json_atomically(path: Path, data: Any) -> Path:
 EVAL_KEYS = ("concepts", "images", "erased", "preserved", "pruned_fraction")
 
 
+METRIC_PROTOCOL_KEY = "protocol"
+"""A metric benchmark's file (``cpedit eval clip-score``, ``fid``) has this key; the shapes one has not."""
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """One ``conceptprune/eval/<benchmark>.json`` file: erasure and preservation, before and after.
+    """One ``conceptprune/eval/<benchmark>.json`` file: measurements before and after the edit.
 
-    Its JSON is exactly ``{"concepts": [...], "images": N, "erased": {"before": f, "after": f},
-    "preserved": {"before": f, "after": f}, "pruned_fraction": f}``.
+    Two forms. The shapes benchmark's JSON is exactly ``{"concepts": [...], "images": N,
+    "erased": {"before": f, "after": f}, "preserved": {"before": f, "after": f},
+    "pruned_fraction": f}``. A metric benchmark's (:attr:`metrics` set) is
+    ``{"METRIC": {"before": f, "after": f}, ..., "protocol": {...}}``: each metric under its
+    name (``clip_score``, ``fid``), ``before`` only when the base model was evaluated too.
     """
 
     benchmark: str
-    concepts: tuple[str, ...]
-    images: int
-    erased: dict[str, float]
-    preserved: dict[str, float]
-    pruned_fraction: float
+    concepts: tuple[str, ...] = ()
+    images: int = 0
+    erased: dict[str, float] = field(default_factory=dict)
+    preserved: dict[str, float] = field(default_factory=dict)
+    pruned_fraction: float = 0.0
+    metrics: dict[str, dict[str, float]] | None = None
+    """Metric benchmarks: ``{"clip_score": {"before": f, "after": f}}`` (None: the shapes form)."""
+    protocol: dict[str, Any] | None = None
+    """Metric benchmarks: how the images were made and measured (prompt set, N, seeds, steps, ...)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON (the benchmark is the file name, not a key)."""
+        if self.metrics is not None:
+            return {
+                **{name: dict(values) for name, values in self.metrics.items()},
+                METRIC_PROTOCOL_KEY: dict(self.protocol or {}),
+            }
         return {
             "concepts": list(self.concepts),
             "images": self.images,
@@ -526,6 +566,8 @@ class Evaluation:
         Raises:
             RecordError: It does not follow the format (the message names the file).
         """
+        if isinstance(data, dict) and METRIC_PROTOCOL_KEY in data:
+            return cls._metrics_from_dict(benchmark, data, source=source)
         if not isinstance(data, dict) or set(data) != set(EVAL_KEYS):
             raise RecordError(
                 f"{source} must hold exactly the keys {sorted(EVAL_KEYS)}", path=source, reason="malformed"
@@ -559,6 +601,35 @@ class Evaluation:
             pruned_fraction=float(data["pruned_fraction"]),
         )
 
+    @classmethod
+    def _metrics_from_dict(cls, benchmark: str, data: dict[str, Any], *, source: str) -> Evaluation:
+        protocol = data[METRIC_PROTOCOL_KEY]
+        metrics = {k: v for k, v in data.items() if k != METRIC_PROTOCOL_KEY}
+        ok = (
+            isinstance(protocol, dict)
+            and bool(metrics)
+            and all(
+                isinstance(name, str)
+                and isinstance(values, dict)
+                and "after" in values
+                and set(values) <= {"before", "after"}
+                and all(map(_is_number, values.values()))
+                for name, values in metrics.items()
+            )
+        )
+        if not ok:
+            raise RecordError(
+                f"{source}: expected one or more metrics ({{before, after}} numbers, after required) "
+                f"and a {METRIC_PROTOCOL_KEY} object",
+                path=source,
+                reason="malformed",
+            )
+        return cls(
+            benchmark=benchmark,
+            metrics={name: {k: float(v) for k, v in values.items()} for name, values in metrics.items()},
+            protocol=dict(protocol),
+        )
+
 
 def evaluation_path(folder: str | os.PathLike[str], benchmark: str) -> Path:
     """``folder/conceptprune/eval/<benchmark>.json``."""
@@ -567,7 +638,9 @@ def evaluation_path(folder: str | os.PathLike[str], benchmark: str) -> Path:
 
 def write_evaluation(folder: str | os.PathLike[str], evaluation: Evaluation) -> Path:
     """Keep an evaluation result in the output folder (atomically), where model cards find it."""
-    return write_json_atomically(evaluation_path(folder, evaluation.benchmark), evaluation.to_dict())
+    return write_json_atomically(
+        evaluation_path(folder, evaluation.benchmark), evaluation.to_dict(), what="the evaluation result"
+    )
 
 
 def read_evaluations(folder: str | os.PathLike[str]) -> list[Evaluation]:
@@ -671,7 +744,9 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
             path=str(folder),
             reason="incomplete",
         )
-    leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial*"))
+    # A hidden temporary of a later write (an evaluation, a preview: .NAME.partial-PID-XXXXXXXX, see
+    # cpedit.durable) never replaced anything, so a killed write there leaves the output complete.
+    leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial*") if not is_temporary_name(p.name))
     if leftovers:
         raise RecordError(
             f"{folder} holds unfinished files ({', '.join(leftovers[:3])}); it is not a complete output",
@@ -688,7 +763,8 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
     for component in report.edited_components:
         if not list((path / component).glob("*.safetensors")):
             raise incomplete(f"no weights in {component}/ (*.safetensors)")
-    if not (path / RECORD_DIR / POSITIONS_FILE).is_file():
+    if not (path / RECORD_DIR / POSITIONS_FILE).is_file() and not report.conceal.conceals:
+        # A concealed edit is published without its positions (they would give the edit away).
         raise incomplete(f"{RECORD_DIR}/{POSITIONS_FILE} is missing")
     recipes = []
     for concept in report.concepts:

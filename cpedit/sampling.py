@@ -367,20 +367,26 @@ def save_preview(edited: str | os.PathLike[str], grid: Image.Image) -> Path:
 
     The model card embeds it and ``cpedit push`` uploads it.
     """
-    return save_png(grid, Path(edited) / RECORD_DIR / PREVIEW_FILE)
+    return save_png(grid, Path(edited) / RECORD_DIR / PREVIEW_FILE, what="the preview")
 
 
-def save_png(image: Image.Image, target: str | os.PathLike[str]) -> Path:
-    """Write ``image`` as PNG to ``target`` through a ``.partial`` file and a rename (never half-written)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        image.save(partial, format="PNG")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+def save_png(
+    image: Image.Image, target: str | os.PathLike[str], *, what: str = "the image", argument: str | None = None
+) -> Path:
+    """Write ``image`` as PNG to ``target`` through a hidden temporary file, ``fsync`` and a rename.
+
+    Never half-written, whatever stops the process; see :func:`cpedit.durable.write_bytes_atomically`.
+
+    Raises:
+        CpeditError: The disk is full (the message says how much space is needed) or ``target`` is not writable.
+    """
+    import io
+
+    from cpedit.durable import write_bytes_atomically
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_bytes_atomically(Path(target), buffer.getvalue(), what=what, argument=argument)
 
 
 def render_preview(

@@ -51,14 +51,18 @@ from cpedit.calibration import (
     denoiser_calls,
     is_text_target,
 )
+from cpedit.conceal import Conceal, fill_values, make_conceal
 from cpedit.errors import CpeditError, RecipeError, UnsupportedModelError
 from cpedit.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
 from cpedit.output import (
     atomic_folder,
+    check_free_space,
     check_not_inside,
     check_output_target,
     copy_pipeline_folder,
+    fill_weights_in_files,
+    output_size,
     zero_weights_in_files,
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -111,10 +115,17 @@ class Selection:
 
 @dataclass
 class _Applied:
-    """An applied selection and what restoring it needs: per layer, flat indices and original values."""
+    """An applied selection and what restoring it needs: per layer, flat indices and original values.
+
+    ``conceal`` is how its entries were filled (resolved: with its seed); ``fills`` the values
+    written in, per layer (float32 on the CPU; absent for ``zero``), which :meth:`EditSession.save`
+    writes into the files and a temporary swap puts back.
+    """
 
     selection: Selection
     saved: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    conceal: Conceal = dataclasses.field(default_factory=Conceal)
+    fills: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class EditSession:
@@ -450,41 +461,103 @@ class EditSession:
         """The selection zeroed in the pipeline now, or None."""
         return self._applied.selection if self._applied is not None else None
 
-    def apply(self, selection: Selection) -> None:
-        """Zero the selection's weights in the pipeline, in place (replacing any earlier apply).
+    @property
+    def applied_conceal(self) -> Conceal | None:
+        """How the applied selection's entries were filled (with the seed used), or None."""
+        return self._applied.conceal if self._applied is not None else None
+
+    def conceal_for(
+        self, conceal: str | Conceal | None = None, *, scale: str | None = None, seed: int | None = None
+    ) -> Conceal:
+        """The conceal setting an :meth:`apply` with these arguments uses (not resolved yet: the seed may be None).
+
+        Without ``conceal``, the recipes' ``prune.conceal`` and ``prune.conceal_scale`` (they must agree).
+
+        Raises:
+            CpeditError: Unknown mode or scale, a bad seed, or recipes that ask for different fills.
+        """
+        if conceal is None:
+            asked = {(recipe.prune.conceal, recipe.prune.conceal_scale) for recipe in self.recipes}
+            if len(asked) > 1:
+                names = ", ".join(f"{r.name}: {r.prune.conceal}/{r.prune.conceal_scale}" for r in self.recipes)
+                raise CpeditError(
+                    f"the recipes ask for different prune.conceal settings ({names}); choose one for the edit",
+                    argument="conceal",
+                    reason="conflict",
+                )
+            mode, recipe_scale = asked.pop()
+            conceal = Conceal(mode=mode, scale=recipe_scale)
+        return make_conceal(conceal, scale=scale, seed=seed)
+
+    def apply(
+        self,
+        selection: Selection,
+        *,
+        conceal: str | Conceal | None = None,
+        conceal_scale: str | None = None,
+        conceal_seed: int | None = None,
+    ) -> None:
+        """Prune the selection's weights in the pipeline, in place (replacing any earlier apply).
 
         Only the pruned entries' values are kept (flat indices and values per layer), enough for
         :meth:`restore` to put the base weights back bit for bit.
 
+        Args:
+            selection: What to prune (from :meth:`select`).
+            conceal: How to fill the pruned entries: ``zero`` (the paper's) or ``gaussian``
+                (draws that match the layer's own weights, see :mod:`cpedit.conceal`), or a
+                :class:`~cpedit.conceal.Conceal`; None: the recipes' ``prune.conceal``.
+            conceal_scale: ``row`` or ``layer`` (``gaussian``); None: the recipes' (default ``row``).
+            conceal_seed: Seeds the ``gaussian`` draws; None: a random seed (recorded in the local report).
+
         Raises:
-            CpeditError: The selection has layers this session does not hook.
+            CpeditError: The selection has layers this session does not hook, or a bad conceal setting.
             Cancelled: ``cancel`` was set (the model is left as it was).
         """
         by_key = {layer.key: layer for layer in self._all_layers}
         unknown = sorted(set(selection.masks) - set(by_key))
         if unknown:
             raise CpeditError(f"the selection has layers this session does not edit: {', '.join(unknown[:3])}")
+        chosen = self.conceal_for(conceal, scale=conceal_scale, seed=conceal_seed).resolved()
         check_cancel(self.cancel, "before pruning")
-        self._apply(selection, by_key)
+        self._apply(selection, by_key, conceal=chosen)
 
-    def _apply(self, selection: Selection, by_key: dict[str, FFNLayer], *, quiet: bool = False) -> None:
-        """Zero ``selection`` (after restoring any earlier one); ``quiet``: no events (a temporary swap)."""
+    def _apply(
+        self,
+        selection: Selection,
+        by_key: dict[str, FFNLayer],
+        *,
+        conceal: Conceal,
+        fills: dict[str, torch.Tensor] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        """Prune ``selection`` (after restoring any earlier one); ``quiet``: no events (a temporary swap).
+
+        ``fills``: the values to write (a temporary swap puts back the same ones); None: made here.
+        """
         self._restore(quiet=quiet)
         if not quiet:
             emit(self.on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
             self.timings["score"] = selection.seconds  # the report's scoring time is the applied selection's
         saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        made: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for key, mask in selection.masks.items():
-                flat = by_key[key].module.weight.view(-1)
+                weight = by_key[key].module.weight
+                flat = weight.view(-1)
                 # Kept on the CPU: with model offload the weight moves between devices between calls.
                 indices = mask.reshape(-1).nonzero().squeeze(1)
                 if indices.numel() == 0:
                     continue
                 on_device = indices.to(flat.device)
                 saved[key] = (indices, flat[on_device].cpu())
-                flat[on_device] = 0
-        self._applied = _Applied(selection=selection, saved=saved)
+                if not conceal.conceals:
+                    flat[on_device] = 0
+                    continue
+                values = fills[key] if fills is not None else fill_values(weight, indices, conceal=conceal, name=key)
+                made[key] = values
+                flat[on_device] = values.to(flat.device, flat.dtype)
+        self._applied = _Applied(selection=selection, saved=saved, conceal=conceal, fills=made)
 
     def restore(self) -> None:
         """Put back the base weights of an applied selection, bit for bit (a no-op when none is applied)."""
@@ -543,13 +616,21 @@ class EditSession:
         checker = getattr(pipe, "safety_checker", None)
         self._use_safety_checker(safety_checker)
         applied = None if edited else self.applied
+        swapped = None if edited else self._applied
         try:
             if applied is not None:
                 self._restore(quiet=True)
             return self._generate(prompts, settings, label="edited" if edited else "base")
         finally:  # also after a cancel: the session stays as it was
             if applied is not None:
-                self._apply(applied, {layer.key: layer for layer in self._all_layers}, quiet=True)
+                assert swapped is not None
+                self._apply(
+                    applied,
+                    {layer.key: layer for layer in self._all_layers},
+                    conceal=swapped.conceal,
+                    fills=swapped.fills,
+                    quiet=True,
+                )
             if hasattr(pipe, "safety_checker"):
                 pipe.safety_checker = checker  # the pipeline a later save() writes keeps its own components
 
@@ -635,6 +716,8 @@ class EditSession:
             CpeditError: No selection is applied, ``out`` is a file or the base model folder, or
                 ``preview`` without preview prompts.
             OutputExistsError: ``out`` exists and ``overwrite`` is False.
+            CpeditError: ``reason="no_space"``: less space is free than the output needs (checked
+                first), or the disk filled up while saving; nothing is left behind.
             Cancelled: ``cancel`` was set; nothing is written.
         """
         selection = self._require_applied()
@@ -646,23 +729,31 @@ class EditSession:
                 "preview: none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one",
                 argument="preview",
             )
+        needed = output_size(self.source.path) if self.source is not None else _in_memory_size(self.pipeline)
+        check_free_space(out_path, needed)  # before the preview renders and anything is copied
         check_cancel(self.cancel, "before saving")
         started = time.perf_counter()
         emit(self.on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
-        with atomic_folder(out_path, overwrite=overwrite) as tmp:
+        with atomic_folder(out_path, overwrite=overwrite, needed=needed) as tmp:
             skipped: list[str] = []
             if self.source is not None:
                 skipped = copy_pipeline_folder(self.source.path, tmp, on_progress=self.on_progress, cancel=self.cancel)
+                fills = self._applied.fills if self._applied is not None else {}
                 for component in self._edited_components():
-                    zero_weights_in_files(
-                        tmp / component,
-                        {
-                            layer.name: selection.masks[layer.key]
+                    masks = {
+                        layer.name: selection.masks[layer.key]
+                        for layer in self._all_layers
+                        if layer.component == component and layer.key in selection.masks
+                    }
+                    if fills:  # the same values as in memory, cast to each file's dtype
+                        values = {
+                            layer.name: fills[layer.key]
                             for layer in self._all_layers
-                            if layer.component == component and layer.key in selection.masks
-                        },
-                        cancel=self.cancel,
-                    )
+                            if layer.component == component and layer.key in fills
+                        }
+                        fill_weights_in_files(tmp / component, masks, values=values, cancel=self.cancel)
+                    else:
+                        zero_weights_in_files(tmp / component, masks, cancel=self.cancel)
             else:
                 self.pipeline.save_pretrained(tmp, safe_serialization=True)
             check_cancel(self.cancel, "while saving")
@@ -685,9 +776,17 @@ class EditSession:
         return self._applied.selection
 
     def _recipes_as_selected(self, selection: Selection) -> list[Recipe]:
-        return [
-            _recipe_with_settings(recipe, selection.settings.get(recipe.name, recipe.prune)) for recipe in self.recipes
-        ]
+        conceal = self._applied.conceal if self._applied is not None else Conceal()
+        scale = conceal.scale if conceal.conceals else None
+        chosen = []
+        for recipe in self.recipes:
+            settings = selection.settings.get(recipe.name, recipe.prune)
+            # The fill as it ran (a recipe without conceal settings that ran unconcealed stays verbatim).
+            settings = dataclasses.replace(
+                settings, conceal=conceal.mode, conceal_scale=scale or settings.conceal_scale
+            )
+            chosen.append(_recipe_with_settings(recipe, settings))
+        return chosen
 
     def _edited_components(self) -> list[str]:
         return list(dict.fromkeys(layer.component for layer in self._all_layers))
@@ -783,7 +882,18 @@ class EditSession:
             versions=library_versions(),
             timings_s=timings,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            conceal=self._applied.conceal if self._applied is not None else Conceal(),
         )
+
+
+def _in_memory_size(pipe: Any) -> int:
+    """About the bytes ``save_pretrained`` writes for a pipeline: its modules' parameters and buffers."""
+    total = 0
+    for value in vars(pipe).values():
+        if isinstance(value, torch.nn.Module):
+            for tensor in [*value.parameters(), *value.buffers()]:
+                total += tensor.numel() * tensor.element_size()
+    return total + 2**20
 
 
 def _check_settings(settings: PruneSettings, name: str) -> None:

@@ -33,6 +33,18 @@ credentials in Authorization header``.
 
 :meth:`HubEmulator.down` closes the listening socket (connections are refused, as when the
 network is down) and brings it back on the same port afterwards.
+
+Fault injection (cleared by :meth:`HubEmulator.new_test` and :meth:`HubEmulator.reset`; each fired fault
+is logged in :attr:`HubEmulator.faults`):
+
+- :meth:`HubEmulator.fail_next`: the next N requests whose path matches a pattern get an HTTP error
+  (500 by default) instead of being served; nothing of them is applied.
+- :meth:`HubEmulator.reset_connection_during_upload`: the next N LFS object uploads (PUT) are cut off
+  halfway: the emulator reads part of the body, then resets the connection (TCP RST).
+- :meth:`HubEmulator.slow`: requests whose path matches a pattern wait before they are served.
+
+:attr:`HubEmulator.uploads` records every LFS object stored by an upload (PUT), so a test can check
+that nothing is uploaded twice.
 """
 
 from __future__ import annotations
@@ -42,6 +54,8 @@ import hashlib
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -221,6 +235,9 @@ class HubEmulator:
         """Token -> (user, role)."""
         self.lfs_objects: dict[str, bytes] = {}
         self.verified: set[str] = set()
+        self.repo_objects: dict[str, set[str]] = {}
+        """Repo id -> the LFS objects uploaded and verified for it (or seeded): the batch endpoint answers
+        "already there" (no upload action) for those only, as the Hub's per-repo LFS storage does."""
         self.requests: list[tuple[str, str, bool]] = []
         """(method, path, had an Authorization header)."""
         self.cdn_auth_leaks: list[str] = []
@@ -232,6 +249,13 @@ class HubEmulator:
         """Repo file paths or LFS sha256s whose next full GET is cut off halfway (the connection drops)."""
         self.page_size = 1000
         self.tree_page_size = 1000
+        self.uploads: list[tuple[str, int]] = []
+        """(sha256, size) of every LFS object an upload (PUT) stored, in order."""
+        self.faults: list[tuple[str, str, str]] = []
+        """(kind, method, path) of every injected fault that fired: ``http 500``, ``reset``, ``slow 0.5``."""
+        self._failures: list[dict[str, Any]] = []
+        self._resets: list[dict[str, Any]] = []
+        self._delays: list[tuple[re.Pattern[str], float]] = []
         self._counter = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
@@ -281,6 +305,54 @@ class HubEmulator:
     def add_token(self, token: str, user: str = "alice", role: str = "write") -> None:
         self.tokens[token] = (user, role)
 
+    # -- fault injection -------------------------------------------------------------------
+
+    def fail_next(self, pattern: str, *, status: int = 500, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` requests whose path matches ``pattern`` (``re.search``) get ``status`` instead.
+
+        The request body is read first (so the client sees the status, not a broken pipe); nothing of
+        the request is applied. ``method`` restricts it to one HTTP method.
+        """
+        with self.lock:
+            self._failures.append({"pattern": re.compile(pattern), "status": status, "times": times, "method": method})
+
+    def reset_connection_during_upload(self, *, times: int = 1, pattern: str = r"^/lfs-upload/") -> None:
+        """The next ``times`` LFS uploads (PUT) are cut off: half the body is read, then the connection is reset."""
+        with self.lock:
+            self._resets.append({"pattern": re.compile(pattern), "times": times})
+
+    def slow(self, seconds: float, pattern: str = "") -> None:
+        """Every request whose path matches ``pattern`` (all, by default) waits ``seconds`` before it is served."""
+        with self.lock:
+            self._delays.append((re.compile(pattern), seconds))
+
+    def clear_faults(self) -> None:
+        """No more injected failures, resets or delays (the log of fired faults and uploads is kept)."""
+        with self.lock:
+            self._failures.clear()
+            self._resets.clear()
+            self._delays.clear()
+
+    def _take_fault(self, method: str, path: str) -> tuple[float, int | None, bool]:
+        """``(delay, status to fail with or None, reset the upload)`` for a request, consuming one-shot faults."""
+        with self.lock:
+            delay = sum(seconds for pattern, seconds in self._delays if pattern.search(path))
+            if delay:
+                self.faults.append((f"slow {delay:g}", method, path))
+            for failure in self._failures:
+                if failure["times"] > 0 and failure["pattern"].search(path):
+                    if failure["method"] in (None, method):
+                        failure["times"] -= 1
+                        self.faults.append((f"http {failure['status']}", method, path))
+                        return delay, failure["status"], False
+            if method == "PUT":
+                for reset in self._resets:
+                    if reset["times"] > 0 and reset["pattern"].search(path):
+                        reset["times"] -= 1
+                        self.faults.append(("reset", method, path))
+                        return delay, None, True
+            return delay, None, False
+
     def new_test(self) -> None:
         """Forget tokens, logged requests and leaks; default page sizes (repos stay)."""
         with self.lock:
@@ -291,12 +363,16 @@ class HubEmulator:
             self.bytes_served = 0
             self.cut_once.clear()
             self.page_size = self.tree_page_size = 1000
+            self.uploads.clear()
+            self.faults.clear()
+            self.clear_faults()
 
     def reset(self) -> None:
         with self.lock:
             self.repos.clear()
             self.lfs_objects.clear()
             self.verified.clear()
+            self.repo_objects.clear()
             self.requests.clear()
             self.cdn_auth_leaks.clear()
             self.range_requests.clear()
@@ -304,6 +380,9 @@ class HubEmulator:
             self.cut_once.clear()
             self.tokens.clear()
             self.page_size = self.tree_page_size = 1000
+            self.uploads.clear()
+            self.faults.clear()
+            self.clear_faults()
 
     def seed_repo(
         self,
@@ -344,6 +423,7 @@ class HubEmulator:
                 if self._is_lfs(path, len(content), content[:512]):
                     sha = hashlib.sha256(content).hexdigest()
                     self.lfs_objects[sha] = content
+                    self.repo_objects.setdefault(repo_id, set()).add(sha)
                     stored[path] = StoredFile(size=len(content), lfs_sha256=sha)
                 else:
                     stored[path] = StoredFile(size=len(content), content=content)
@@ -713,12 +793,36 @@ class _Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").split(":")[0]
         with self.hub.lock:
             self.hub.requests.append((method, split.path, bool(self.headers.get("Authorization"))))
+        delay, fail_status, reset = self.hub._take_fault(method, split.path)
+        if delay:
+            time.sleep(delay)  # outside the lock: other requests go on meanwhile
+        if reset:
+            self._reset_connection()
+            return
         body = self._body() if method in ("POST", "PUT") else b""
+        if fail_status is not None:
+            self._error(HubError(fail_status, f"injected failure ({fail_status})"), head=method == "HEAD")
+            return
         try:
             with self.hub.lock:
                 self._route(method, segments, query, body, host=host, raw_path=split.path)
         except HubError as error:
             self._error(error, head=method == "HEAD")
+
+    def _reset_connection(self) -> None:
+        """Read half the announced body, then reset the connection (TCP RST): an upload cut off midway."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(max(1, length // 2))
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+        self._aborted = True
+
+    def finish(self) -> None:
+        if getattr(self, "_aborted", False):
+            return  # the socket is gone: nothing to flush
+        super().finish()
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")
@@ -910,7 +1014,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int):
                 objects.append({"oid": str(oid), "size": int(size or 0), "error": {"code": 422, "message": "bad oid"}})
                 continue
-            if oid in hub.lfs_objects and len(hub.lfs_objects[oid]) == size and oid in hub.verified:
+            there = oid in hub.lfs_objects and len(hub.lfs_objects[oid]) == size
+            if there and oid in hub.verified and oid in hub.repo_objects.get(repo.repo_id, set()):
                 objects.append({"oid": oid, "size": size})  # already there: no action
                 continue
             objects.append(
@@ -938,6 +1043,7 @@ class _Handler(BaseHTTPRequestHandler):
             if hashlib.sha256(body).hexdigest() != oid:
                 raise HubError(400, "sha256 mismatch: the uploaded content does not hash to the oid")
             hub.lfs_objects[oid] = body
+            hub.uploads.append((oid, len(body)))
             self._send(200)
             return
         hub.writer_for(self.headers, repo_id.split("/")[0])
@@ -947,6 +1053,7 @@ class _Handler(BaseHTTPRequestHandler):
         if payload.get("size") != len(hub.lfs_objects[oid]):
             raise HubError(422, f"object {oid}: size {payload.get('size')} != {len(hub.lfs_objects[oid])}")
         hub.verified.add(oid)
+        hub.repo_objects.setdefault(repo_id, set()).add(oid)
         self._json(200, {"success": True})
 
     def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:

@@ -144,6 +144,8 @@ class CpeditApp(App[None]):
         self.call_after_refresh(self._focus_first_in, tab)
 
     def _focus_first_in(self, tab: str) -> None:
+        if self.query_one("#tabs", TabbedContent).active != tab:
+            return  # another screen was chosen meanwhile
         pane = self.query_one(f"TabPane#{tab}", TabPane)
         preferred = [pane.query_one(s) for s in [getattr(p, "INITIAL_FOCUS", None) for p in pane.query(Pane)] if s]
         for widget in [*preferred, *pane.query("*")]:

@@ -32,6 +32,12 @@ class CommandEntry(NamedTuple):
 
 
 COMMANDS: dict[str, CommandEntry] = {
+    "audit": CommandEntry(
+        "cpedit.cli.audit",
+        "audit_command",
+        "Show what an attacker without the base model learns from DIR, a `cpedit prune` output.",
+        loads_models=True,
+    ),
     "card": CommandEntry(
         "cpedit.cli.card",
         "card_command",

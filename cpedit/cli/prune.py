@@ -54,6 +54,26 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     "(large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
 )
 @click.option(
+    "--conceal",
+    type=click.Choice(["zero", "gaussian"]),
+    default=None,
+    help="How pruned weights are filled: zero (the paper's; the default, or the recipes' prune.conceal), or "
+    "gaussian: draws matching the layer's own weights, so no exact zeros mark the edit. Only helps when the "
+    "base weights are not public; conceptprune/pruned.safetensors then stays local (push leaves it out).",
+)
+@click.option(
+    "--conceal-scale",
+    type=click.Choice(["row", "layer"]),
+    default=None,
+    help="Where --conceal gaussian measures the spread it draws from (default: the recipes', else row).",
+)
+@click.option(
+    "--conceal-seed",
+    type=click.IntRange(min=0, max=2**63 - 1),
+    default=None,
+    help="Seed of the gaussian draws (default: random; recorded in the local report, never published).",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
@@ -74,6 +94,9 @@ def prune_command(
     preview: bool,
     preview_steps: int,
     offload: bool,
+    conceal: str | None,
+    conceal_scale: str | None,
+    conceal_seed: int | None,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
@@ -114,6 +137,9 @@ def prune_command(
             on_progress=view,
             preview=preview,
             preview_settings=SampleSettings(steps=preview_steps),
+            conceal=conceal,
+            conceal_scale=conceal_scale,
+            conceal_seed=conceal_seed,
         )
     report = result.report
     if output_format == "json":
@@ -131,5 +157,13 @@ def prune_command(
         f"save {t.get('save', 0):.1f}s)."
     )
     stdout.print(f"Saved to [bold]{result.output}[/]")
+    if report.conceal.conceals:
+        stdout.print(
+            f"Concealed: pruned weights filled with {report.conceal.mode} draws (scale {report.conceal.scale}, "
+            f"seed {report.conceal.seed}); conceptprune/pruned.safetensors stays local (`cpedit push` leaves it "
+            "out). This only helps while the base weights are not public.",
+            highlight=False,
+            soft_wrap=True,
+        )
     if preview:
         stdout.print(f"Preview: [bold]{result.output}/conceptprune/preview.png[/]")

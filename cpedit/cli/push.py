@@ -10,7 +10,7 @@ from rich.console import Console
 from cpedit.cli.guard import command_guard
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
-from cpedit.hub.publish import check_repo_id, push_model, whoami
+from cpedit.hub.publish import check_repo_id, push_model, whoami, withheld_files
 from cpedit.record import PREVIEW_FILE, RECORD_DIR
 
 
@@ -123,11 +123,19 @@ def push_command(
             base_model=base_model,
             on_progress=view,
         )
+    withheld = withheld_files(record)
     if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({**result.to_json(), "left_out": withheld}, indent=2))
         return
     stdout = Console()
     stdout.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
+    for path in withheld:
+        stdout.print(
+            f"Left out {path}: this edit is concealed ({record.report.conceal.mode} fill), so the pruned "
+            "positions stay local. Concealment only helps while the base weights are not public.",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.pr_url:
         stdout.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
     stdout.print(result.url, highlight=False, soft_wrap=True)

@@ -113,5 +113,5 @@ def sample_command(
         Console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
     if out is None:
         return
-    save_png(grid, out)
+    save_png(grid, out, what="the image grid", argument="out")
     Console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")

@@ -146,6 +146,24 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
+def _metric_rows(add: Any, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
+    """A metric benchmark's results as a before/after table (``-`` where the base was not evaluated)."""
+    parts = [f"{protocol[key]} {label}" for key, label in (("images", "images"), ("steps", "steps")) if key in protocol]
+    if "prompts" in protocol:
+        parts.append(f"prompts: {_md(str(protocol['prompts']))}")
+    if "metric_model" in protocol:
+        parts.append(f"measured with {_md(str(protocol['metric_model']))}")
+    if parts:
+        add("; ".join(parts) + ".")
+        add("")
+    add("| metric | before | after |")
+    add("|---|---:|---:|")
+    for name, values in metrics.items():
+        before = f"{values['before']:.4f}" if "before" in values else "-"
+        add(f"| {_md(name)} | {before} | {values['after']:.4f} |")
+    add("")
+
+
 def build_model_card(
     folder: str | os.PathLike[str],
     *,
@@ -183,11 +201,17 @@ def build_model_card(
 
     add(f"# {_md(', '.join(concepts))} erased from {base_repo or local_label}")
     add("")
+    concealed = report.conceal.conceals
+    how = (
+        "are replaced by random draws that match their layer's own weights (concealment, see below)"
+        if concealed
+        else "are set to zero"
+    )
     add(
         f"This is {base_label} with {_md(_join(concepts))} erased by "
         f"[cpedit](https://pypi.org/project/cpedit/) (ConceptPrune): {totals.pruned_weights:,} "
         f"{pruned_what(report)} ({100 * totals.pruned_fraction:.4f}% of the {report.edited_label}'s weights) "
-        "are set to zero. No training was done and nothing else differs from the base model."
+        f"{how}. No training was done and nothing else differs from the base model."
     )
     add("")
     add("## What was erased and why")
@@ -240,27 +264,10 @@ def build_model_card(
     add("")
     add("## Pruned weights")
     add("")
-    add("| layer | shape | pruned | % of layer |")
-    add("|---|---|---:|---:|")
-    for layer in report.layers:
-        out_f, in_f = layer.shape
-        add(
-            f"| `{layer.name}` | {out_f}x{in_f} | {layer.pruned:,} "
-            f"| {100 * layer.pruned / max(layer.weights, 1):.3f}% |"
-        )
-    ffn = totals.ffn_weights
-    add(
-        f"| **total** | | **{totals.pruned_weights:,}** | **{100 * totals.pruned_fraction:.4f}% of the "
-        f"{report.edited_label}** ({totals.edited_weights:,} weights"
-        + (f"; {100 * totals.pruned_weights / ffn:.3f}% of the hooked layers' weights" if ffn else "")
-        + ") |"
-    )
-    add("")
-    add(
-        "`conceptprune/pruned.safetensors` lists the pruned positions (int32 flat indices per layer); "
-        "`conceptprune/report.json` is the full run report."
-    )
-    add("")
+    if concealed:
+        _concealed_totals(add, report)
+    else:
+        _layer_table(add, report)
     add("## Base model")
     add("")
     if base_repo:
@@ -294,6 +301,9 @@ def build_model_card(
         for ev in record.evaluations:
             add(f"### {_md(ev.benchmark)}")
             add("")
+            if ev.metrics is not None:  # a metric benchmark (`cpedit eval clip-score`, `fid`)
+                _metric_rows(add, ev.metrics, ev.protocol or {})
+                continue
             add(
                 f"{ev.images} images; erased concepts: {_md(', '.join(ev.concepts))}; "
                 f"pruned fraction {100 * ev.pruned_fraction:.4f}%."
@@ -325,10 +335,18 @@ def build_model_card(
     add('image.save("sample.png")')
     add("```")
     add("")
-    add(
-        "Note: the pruned positions are published with the model; erasure by pruning reduces, but may not "
-        "remove, the concept under adversarial prompting."
-    )
+    if concealed:
+        add(
+            "Note: the pruned positions are not published and no exact zeros mark them, but anyone with the base "
+            "model's weights can find them by comparison; erasure by pruning reduces, but may not remove, the "
+            "concept under adversarial prompting."
+        )
+    else:
+        add(
+            "Note: the pruned positions are published with the model (and the exact zeros show them too), so "
+            "attacks that revive a pruned concept from its positions apply; erasure by pruning reduces, but may "
+            "not remove, the concept under adversarial prompting."
+        )
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     return f"---\n{front}---\n\n" + "\n".join(lines).rstrip("\n") + "\n"
 
@@ -343,3 +361,53 @@ def _hub_url(repo_id: str) -> str:
     from cpedit.hub.errors import repo_url
 
     return repo_url(repo_id)
+
+
+def _layer_table(add: Any, report: Report) -> None:
+    """The per-layer counts of an unconcealed edit, and where its positions are."""
+    totals = report.totals
+    add("| layer | shape | pruned | % of layer |")
+    add("|---|---|---:|---:|")
+    for layer in report.layers:
+        out_f, in_f = layer.shape
+        add(
+            f"| `{layer.name}` | {out_f}x{in_f} | {layer.pruned:,} "
+            f"| {100 * layer.pruned / max(layer.weights, 1):.3f}% |"
+        )
+    ffn = totals.ffn_weights
+    add(
+        f"| **total** | | **{totals.pruned_weights:,}** | **{100 * totals.pruned_fraction:.4f}% of the "
+        f"{report.edited_label}** ({totals.edited_weights:,} weights"
+        + (f"; {100 * totals.pruned_weights / ffn:.3f}% of the hooked layers' weights" if ffn else "")
+        + ") |"
+    )
+    add("")
+    add(
+        "`conceptprune/pruned.safetensors` lists the pruned positions (int32 flat indices per layer); "
+        "`conceptprune/report.json` is the full run report."
+    )
+    add("")
+
+
+def _concealed_totals(add: Any, report: Report) -> None:
+    """A concealed edit: totals only (no positions, no per-layer table), and the base-weights caveat."""
+    totals = report.totals
+    ffn = totals.ffn_weights
+    add(
+        f"{totals.pruned_weights:,} weights in all: {100 * totals.pruned_fraction:.4f}% of the "
+        f"{report.edited_label}'s {totals.edited_weights:,} weights"
+        + (f" ({100 * totals.pruned_weights / ffn:.3f}% of the hooked layers' weights)" if ffn else "")
+        + "."
+    )
+    add("")
+    add(
+        f"**Concealment.** The pruned weights were not set to zero but filled with draws from a normal "
+        f"distribution matching their layer's remaining weights (`{report.conceal.mode}`, scale per "
+        f"`{report.conceal.scale}`), so no exact zeros mark where the concept was cut, and the pruned positions "
+        "(`conceptprune/pruned.safetensors`) are not published. This resists attacks that revive a pruned "
+        'concept from the positions of its weights ("Roots Beneath the Cut", arXiv 2603.06640) **only when '
+        "the base model's weights are not public**: anyone holding the base finds every changed weight by "
+        "comparing the two. It suits, for example, a sanitized proprietary fine-tune, not an edit of a public "
+        "base model."
+    )
+    add("")

@@ -73,8 +73,11 @@ _TOKEN_PATTERNS = (
 )
 
 
+_URL_QUERY = re.compile(r"""(?i)\b([a-z][a-z0-9+.-]*://[^\s'"?#]+)\?[^\s'"#]+""")
+
+
 def redact(text: str) -> str:
-    """``text`` with the current token and anything that looks like a token or an auth header removed."""
+    """``text`` with the current token, anything that looks like a token or an auth header, and URL queries removed."""
     from huggingface_hub import get_token
 
     try:
@@ -85,6 +88,7 @@ def redact(text: str) -> str:
         text = text.replace(token, "***")
     for pattern in _TOKEN_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    text = _URL_QUERY.sub(r"\1?***", text)  # upload URLs are pre-signed: their query is a credential
     return redact_url_credentials(text)
 
 
@@ -227,8 +231,10 @@ def describe_hub_error(
     if action == "upload" and offline:
         return "offline", f"cannot upload to {repo_id}: HF_HUB_OFFLINE=1 forbids Hub requests; unset it to publish"
     if action == "upload" and is_network_error(exc):
+        connect = any(type(item).__name__ in ("ConnectError", "ConnectionRefusedError") for item in chain)
+        what = "cannot reach the Hub at" if connect else "the connection broke (or timed out) to the Hub at"
         return "network", (
-            f"cannot reach the Hub at {endpoint()} to upload to {repo_id}; nothing was committed: check your "
+            f"{what} {endpoint()} to upload to {repo_id}; nothing was committed: check your "
             "network connection (and HF_ENDPOINT), then push again"
         )
     if offline:
@@ -249,6 +255,8 @@ def describe_hub_error(
     if http is not None:
         status = _status(http)
         detail = redact(str(http).splitlines()[0]) if str(http) else ""
+        if action == "upload":
+            return "http", f"the upload to {repo_id} failed: the Hub at {endpoint()} answered {status}: {detail}"
         return "http", f"the Hub at {endpoint()} answered {status} for {repo_id}: {detail}"
     return None
 

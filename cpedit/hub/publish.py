@@ -21,10 +21,11 @@ from typing import Any
 from cpedit.errors import CpeditError, UnsafeFileError
 from cpedit.files import check_safetensors
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
-from cpedit.hub.errors import hub_errors, repo_url, service_errors
+from cpedit.hub.errors import HubError, hub_errors, repo_url, service_errors
+from cpedit.hub.retries import RetryLog, hub_retry_events
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import Recipe, load_recipe
-from cpedit.record import RECORD_DIR, REPORT_FILE, Report
+from cpedit.record import POSITIONS_FILE, RECORD_DIR, REPORT_FILE, OutputRecord, Report
 
 REPO_ID_HELP = "NAMESPACE/NAME (your user name or an organisation, then the repo name)"
 
@@ -104,7 +105,10 @@ def whoami() -> str:
 
 
 def folder_files(folder: Path) -> list[str]:
-    """The files of an output folder to publish (relative POSIX paths), hidden entries and README.md left out."""
+    """The files of an output folder to publish (relative POSIX paths).
+
+    Left out: hidden entries, README.md and the evaluation images (``conceptprune/eval/images/``).
+    """
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
@@ -112,8 +116,21 @@ def folder_files(folder: Path) -> list[str]:
             continue  # links are refused by read_output; never followed here
         if relative.as_posix() == "README.md":
             continue  # replaced by the generated card
+        if relative.parts[:3] == (RECORD_DIR, "eval", "images"):
+            continue  # `cpedit eval` images (a cache; the results in conceptprune/eval/*.json are published)
         files.append(relative.as_posix())
     return files
+
+
+def withheld_files(record: OutputRecord) -> list[str]:
+    """The files of an output that :func:`push_model` leaves out (relative POSIX paths).
+
+    A concealed edit (``conceal`` not ``zero`` in its report) keeps its pruned positions
+    (``conceptprune/pruned.safetensors``) local: they would show where the concept was cut.
+    """
+    if not record.report.conceal.conceals:
+        return []
+    return [f"{RECORD_DIR}/{POSITIONS_FILE}"]
 
 
 def shareable_report(report: Report) -> bytes:
@@ -182,25 +199,37 @@ def _commit(
     def uploaded(text: str, **fields: Any) -> ProgressEvent:
         return ProgressEvent(stage="upload", message=text, total=total, unit="bytes", files=files, **fields)
 
-    with hub_errors(repo_id, revision=branch, action="upload"), hub_progress_bars_off():
-        for index, op in enumerate(operations, 1):
-            check_cancel(cancel, "during the upload")
-            path = op.path_in_repo
-            size = op.upload_info.size
-            emit(on_progress, uploaded(f"uploading {path}", completed=done, file=path, file_index=index))
-            # Uploads the file's LFS object now (a no-op for small text files, sent inline with the commit).
-            api.preupload_lfs_files(repo_id, additions=[op], revision=branch, create_pr=create_pr)
-            done += size
-            emit(on_progress, uploaded(f"uploaded {path}", completed=done, file=path, file_index=index))
-        check_cancel(cancel, "before the commit")
-        emit(on_progress, uploaded(f"committing {files} files", completed=total))
-        info = api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=message,
-            revision=branch,
-            create_pr=create_pr,
-        )
+    stage = "preparing the upload"
+    log = RetryLog()
+    try:
+        with (
+            hub_errors(repo_id, revision=branch, action="upload"),
+            hub_progress_bars_off(),
+            hub_retry_events(on_progress) as log,
+        ):
+            for index, op in enumerate(operations, 1):
+                check_cancel(cancel, "during the upload")
+                path = op.path_in_repo
+                size = op.upload_info.size
+                stage = f"uploading {path} (file {index} of {files}; {index - 1} uploaded before it)"
+                emit(on_progress, uploaded(f"uploading {path}", completed=done, file=path, file_index=index))
+                # Uploads the file's LFS object now (a no-op for small text files, sent inline with the commit;
+                # skipped for an object the Hub already has). huggingface_hub retries these requests itself.
+                api.preupload_lfs_files(repo_id, additions=[op], revision=branch, create_pr=create_pr)
+                done += size
+                emit(on_progress, uploaded(f"uploaded {path}", completed=done, file=path, file_index=index))
+            check_cancel(cancel, "before the commit")
+            stage = "commit"
+            emit(on_progress, uploaded(f"committing {files} files", completed=total))
+            info = api.create_commit(  # one call: the Hub applies all of it or nothing (not retried)
+                repo_id,
+                operations=operations,
+                commit_message=message,
+                revision=branch,
+                create_pr=create_pr,
+            )
+    except HubError as exc:
+        raise push_failure(exc, repo_id=repo_id, stage=stage, files=files, retries=log.retries) from None
     emit(on_progress, ProgressEvent(stage="done", message="done"))
     return PushResult(
         repo_id=repo_id,
@@ -210,6 +239,32 @@ def _commit(
         pr_url=str(info.pr_url) if info.pr_url else None,
         files=[op.path_in_repo for op in operations],
     )
+
+
+def push_failure(exc: HubError, *, repo_id: str, stage: str, files: int, retries: int = 0) -> HubError:
+    """A failed push's error, in plain words: where it stopped, that nothing was committed, what to do.
+
+    Args:
+        exc: The Hub failure (its message says what the Hub answered).
+        repo_id: The repo pushed to.
+        stage: ``commit``, or what was being uploaded (``uploading unet/... (file 3 of 9; ...)``).
+        files: The number of files in the commit.
+        retries: How many times huggingface_hub retried before giving up.
+    """
+    tried = f" (after {retries} {'retry' if retries == 1 else 'retries'})" if retries else ""
+    cause = str(exc).split("; nothing was committed")[0]  # said below, with what to do
+    if stage == "commit":
+        message = (
+            f"push to {repo_id} failed at the commit, after all {files} files were uploaded: {cause}{tried}. "
+            "The Hub applies a commit whole or not at all, and it did not confirm this one: push again "
+            "(nothing is uploaded twice; if the commit did go through after all, the rerun adds no new commit)"
+        )
+    else:
+        message = (
+            f"push to {repo_id} failed while {stage}: {cause}{tried}. Nothing was committed (the repo is as it "
+            "was): push again; the files the Hub already has are not uploaded again"
+        )
+    return HubError(message, reason=exc.reason or "http", repo_id=repo_id)
 
 
 def push_model(
@@ -230,7 +285,8 @@ def push_model(
     (README.md) is generated from its record, with the base model's license when known; the
     preview grid (``conceptprune/preview.png``) goes with it when present. Files are uploaded
     as they are, except ``conceptprune/report.json``, published without the local path of a
-    local base model (see :func:`shareable_report`).
+    local base model (see :func:`shareable_report`); a concealed edit's pruned positions are
+    left out (see :func:`withheld_files`).
 
     Args:
         folder: The cpedit output folder.
@@ -270,7 +326,8 @@ def push_model(
     )
     operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
     report_path = f"{RECORD_DIR}/{REPORT_FILE}"
-    files = folder_files(record.folder)
+    withheld = set(withheld_files(record))
+    files = [path for path in folder_files(record.folder) if path not in withheld]
     for path in files:  # verified before anything is uploaded: a truncated copy is never published
         if path.endswith(".safetensors"):
             try:

@@ -221,3 +221,64 @@ def test_errors_show_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             assert state.queue[0].status == "done"
 
     run_async(flow)
+
+
+def test_quit_asks_while_a_run_is_going_and_the_palette_has_every_action(tmp_path: Path) -> None:
+    from tui.screens.confirm import ConfirmScreen
+
+    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
+
+    async def flow() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            titles = [command.title for command in app.get_system_commands(app.screen)]
+            for title in ("Run the queue", "Cancel", "Save the output", "Go to Tune", "Key bindings"):
+                assert title in titles
+            await wait_until(pilot, lambda: len(state.queue) == 1)
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: state.progress.stage == "calibrate")
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)  # asked, not quit
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.is_running  # kept running: the run goes on to its end, not cancelled
+            await wait_until(pilot, lambda: not state.running)
+            assert state.queue[0].status == "done" and not app.cancel_event.is_set()
+            await pilot.press("ctrl+q")  # nothing running: quits at once
+            await pilot.pause()
+            assert not app.is_running
+
+    run_async(flow)
+
+
+def test_a_hub_model_is_pulled_with_byte_progress(hub: Any, tiny_sd_path: Path, tmp_path: Path) -> None:
+    from test_hub import seed_pipeline
+
+    seed_pipeline(hub, "tuiflow/tiny-sd", tiny_sd_path)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "cpedit: 1\nname: tiny-cats\nconcept: cat\nkind: object\n"
+        "prompts: {target: 'a photo of a cat', base: 'a photo'}\nprune: {timesteps: 2}\nsampling: {steps: 3}\n"
+    )
+    state = AppState(model="tuiflow/tiny-sd", out=str(tmp_path / "out"), device="cpu")
+    events = record_events(state)
+    app = CpeditApp(state, image_mode="halfcell", initial_recipes=[str(recipe)])
+
+    async def flow() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: len(state.queue) == 1)
+            await pilot.press("3", "ctrl+r")
+            await wait_until(pilot, lambda: not state.running)
+            await settle(app, pilot)
+            assert state.queue[0].status == "done", state.log
+
+    run_async(flow)
+    downloads = [e for e in events if e.stage == "download" and e.unit == "bytes" and e.total]
+    assert downloads and downloads[-1].completed == downloads[-1].total  # bytes, to the end
+    from tui.state import RunProgress
+    from tui.widgets.run_progress import describe_progress
+
+    progress = RunProgress()
+    progress.update(downloads[len(downloads) // 2])
+    assert " of " in describe_progress(progress)[1]  # "x MiB of y MiB", as the view shows it

@@ -44,9 +44,14 @@ def test_screen(screen: str, size: tuple[int, int], saved_state: Any, snap_compa
 
     async def show(pilot: Any) -> None:
         pilot.app.theme = "textual-dark"
+        await pilot.pause()  # the first screen has taken the focus
         await pilot.press(SCREENS[screen])
+        await pilot.pause(0.1)  # the chosen screen has taken it
         if screen == "preview":
             await pilot.press("r")
+        if screen == "recipes":  # a fixed view: the tree scrolled to its top (it keeps the cursor in view anyway)
+            await pilot.pause(0.2)
+            pilot.app.query_one("#recipe-tree").scroll_home(animate=False)
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()

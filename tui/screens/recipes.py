@@ -41,7 +41,6 @@ HUB_GROUP = "recipe-hub"
 """Worker group of a reference typed on this screen (one at a time: a new one replaces the old)."""
 REFS_GROUP = "recipe-refs"
 """Worker group of the ``--recipe`` references queued at start."""
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """Control and bidi characters: a recipe file comes from a stranger, and its text reaches the terminal."""
 _AT_LINE = re.compile(r"\bat line (\d+)")
 
@@ -111,8 +110,19 @@ class Palette:
 
 
 def clean(text: str) -> str:
-    """``text`` without control or bidi characters (newlines and tabs kept)."""
-    return _UNSAFE.sub("", text)
+    """``text`` without control or bidi characters (newlines and tabs kept): cpedit's own rule."""
+    return cpedit.strip_unsafe(text, keep_newlines=True)
+
+
+def display_path(path: Path) -> str:
+    """A recipe file as its user knows it: ``shipped: artists/monet.yaml``, ``~/...``, else the path itself."""
+    resolved = path.resolve()
+    for root, label in ((cpedit.builtin_recipes_dir(), "shipped: "), (Path.home(), "~/")):
+        try:
+            return label + resolved.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def field_path(field: str) -> list[str | int]:
@@ -292,13 +302,13 @@ class RecipesPane(Pane):
     ) -> TreeNode[Shown | Folder]:
         """One source folder's node, with a leaf per recipe file (grouped by subfolder)."""
         note, entries = "", []
-        if not folder.exists() and title == "yours":
-            note = "empty: n writes one here"
-        else:
+        if folder.exists() or title != "yours":
             try:
                 entries = cpedit.list_recipes([folder])
             except CpeditError as exc:
                 note = str(exc)
+        if title == "yours" and not entries and not note:
+            note = "empty: n writes one here"  # missing or empty, the same hint
         invalid = sum(not entry.valid for entry in entries)
         info = Folder(title, folder, len(entries), invalid, note)
         node = root.add(self._folder_label(info), data=info, expand=True)
@@ -510,7 +520,7 @@ class RecipesPane(Pane):
         grid.add_column(style=f"bold {palette.muted}", no_wrap=True)
         grid.add_column(ratio=1)
         recipe = shown.recipe
-        where = shown.origin if shown.queued_copy or shown.path is None else str(shown.path)
+        where = shown.origin if shown.queued_copy or shown.path is None else display_path(shown.path)
         grid.add_row("from", Text(clean(where), style=palette.muted, overflow="fold"))
         if recipe is not None:
             self._recipe_rows(grid, recipe, shown, palette)

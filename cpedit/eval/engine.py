@@ -1,0 +1,500 @@
+"""The evaluation engine: prompt sets, and resumable, cached image generation into a folder.
+
+Images are PNG files in an images folder (default ``EDITED/conceptprune/eval/images/BENCH``)
+with a ``manifest.jsonl``: one JSON line per image, written after the image itself::
+
+    {"prompt": "a cat", "seed": 0, "file": "edited/3f2a....png", "model": "edited", "key": "3f2a...",
+     "steps": 30, "guidance": 7.5, "height": null, "width": null}
+
+``file`` is relative to the folder; ``model`` is ``edited`` or ``base``; ``key`` is a hash of
+the model (the edited output's report, or the base model's id and revision), the prompt, the
+seed and the settings. A run reuses every listed image whose key it needs and generates only
+the rest, so a second run, or a run after Ctrl-C or a crash, picks up where the last one
+stopped, and the base model's images are made once for all the runs that ask for them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cpedit.errors import CpeditError
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.record import EVAL_DIR, RECORD_DIR, OutputRecord
+
+MANIFEST = "manifest.jsonl"
+IMAGES_DIR = "images"
+"""Images of benchmark ``BENCH`` are kept in ``EDITED/conceptprune/eval/images/BENCH`` by default."""
+Model = Literal["edited", "base"]
+
+__all__ = [
+    "ImageEntry",
+    "ImageJob",
+    "PromptSpec",
+    "RenderedImages",
+    "default_images_dir",
+    "image_jobs",
+    "load_prompts",
+    "read_manifest",
+    "render_images",
+]
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One prompt of a prompt set, with the settings it asks for (None: the run's own)."""
+
+    prompt: str
+    seed: int | None = None
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+
+
+def load_prompts(file: str | os.PathLike[str], *, limit: int | None = None) -> list[PromptSpec]:
+    """Read a prompt set: ``.txt`` (one prompt a line), ``.csv`` or ``.jsonl``.
+
+    CSV files have a header with a ``prompt`` column and optionally ``seed``, ``guidance``,
+    ``height``, ``width``; JSON Lines files have one object a line with the same keys. Blank
+    lines (and empty optional cells) are skipped.
+
+    Args:
+        file: The prompt file.
+        limit: Keep only the first ``limit`` prompts.
+
+    Raises:
+        CpeditError: The file cannot be read, has an unknown suffix, a bad value (the line
+            named) or no prompt (``argument="prompts"``).
+    """
+    path = Path(file)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".jsonl"):
+        raise CpeditError(
+            f"{path}: a prompt file must be .txt (one prompt a line), .csv or .jsonl",
+            path=str(path),
+            argument="prompts",
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CpeditError(f"{path}: cannot read the prompts ({exc})", path=str(path), argument="prompts") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix == ".txt":
+        rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    elif suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if "prompt" not in (reader.fieldnames or []):
+            raise CpeditError(f"{path}: the CSV header has no 'prompt' column", path=str(path), argument="prompts")
+        rows = [(n, row) for n, row in enumerate(reader, 2)]
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise CpeditError(f"{path}:{n}: not JSON ({exc})", path=str(path), argument="prompts") from None
+            if not isinstance(row, dict):
+                raise CpeditError(f"{path}:{n}: expected a JSON object", path=str(path), argument="prompts")
+            rows.append((n, row))
+    specs = [_spec(row, where=f"{path}:{n}", path=path) for n, row in rows]
+    specs = [s for s in specs if s is not None]
+    if limit is not None:
+        specs = specs[:limit]
+    if not specs:
+        raise CpeditError(f"{path}: no prompts", path=str(path), argument="prompts")
+    return specs
+
+
+def _spec(row: dict[str, Any], *, where: str, path: Path) -> PromptSpec | None:
+    def fail(message: str) -> CpeditError:
+        return CpeditError(f"{where}: {message}", path=str(path), argument="prompts")
+
+    prompt = row.get("prompt")
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        return None
+    if not isinstance(prompt, str):
+        raise fail(f"prompt must be text, got {prompt!r}")
+    values: dict[str, Any] = {}
+    for name, kind in (("seed", int), ("guidance", float), ("height", int), ("width", int)):
+        raw = row.get(name)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        try:
+            value = kind(raw) if not isinstance(raw, bool) else None
+            if kind is int and isinstance(raw, float) and raw != int(raw):
+                value = None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (kind is float and not math.isfinite(value)) or (kind is int and value < 0):
+            raise fail(f"{name} must be a {'whole number' if kind is int else 'number'}, got {raw!r}")
+        values[name] = value
+    return PromptSpec(prompt=prompt.strip(), **values)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to have: its prompt, seed and settings, and the key that names it in the manifest."""
+
+    prompt: str
+    seed: int
+    guidance: float
+    height: int | None
+    width: int | None
+    steps: int
+    model: Model
+    key: str
+
+    @property
+    def file(self) -> str:
+        """Where the image lives, relative to the images folder."""
+        return f"{self.model}/{self.key[:24]}.png"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of the folder (a manifest line whose file exists)."""
+
+    prompt: str
+    seed: int
+    file: str
+    model: Model
+    key: str
+
+    def path(self, folder: Path) -> Path:
+        """The image file."""
+        return folder / self.file
+
+
+@dataclass
+class RenderedImages:
+    """The images of a run: per model, in the order of the prompt set (prompt, then seed)."""
+
+    folder: Path
+    edited: list[ImageEntry]
+    base: list[ImageEntry] = field(default_factory=list)
+    generated: int = 0
+    """Images generated by this run (the others were reused)."""
+    reused: int = 0
+
+
+def default_images_dir(edited: str | os.PathLike[str], benchmark: str) -> Path:
+    """``EDITED/conceptprune/eval/images/BENCH``."""
+    return Path(edited) / RECORD_DIR / EVAL_DIR / IMAGES_DIR / benchmark
+
+
+def model_identity(record: OutputRecord, model: Model) -> dict[str, Any]:
+    """What names a model in the cache key: the edited output's report, or the base's id and revision."""
+    report = record.report
+    if model == "edited":
+        totals = report.totals
+        return {"model": "edited", "created": report.created, "pruned": totals.pruned_weights}
+    base = report.base_model
+    return {"model": base.repo_id or base.id, "revision": base.commit or base.revision}
+
+
+def image_jobs(
+    prompts: Sequence[PromptSpec],
+    *,
+    identity: dict[str, Any],
+    model: Model,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    height: int | None,
+    width: int | None,
+    images_per_prompt: int,
+) -> list[ImageJob]:
+    """The images a run needs: ``images_per_prompt`` per prompt, seeded ``(prompt's seed or seed) + j``."""
+    jobs = []
+    for spec in prompts:
+        first = spec.seed if spec.seed is not None else seed
+        for j in range(images_per_prompt):
+            settings = {
+                "prompt": spec.prompt,
+                "seed": first + j,
+                "steps": steps,
+                "guidance": spec.guidance if spec.guidance is not None else guidance_scale,
+                "height": spec.height if spec.height is not None else height,
+                "width": spec.width if spec.width is not None else width,
+            }
+            key = hashlib.sha256(json.dumps({**identity, **settings}, sort_keys=True).encode()).hexdigest()
+            jobs.append(ImageJob(model=model, key=key, **settings))
+    return jobs
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, ImageEntry]:
+    """The images listed in ``folder/manifest.jsonl`` whose file exists, by key.
+
+    A line that does not parse (the last one of a killed run) or names a file outside the
+    folder is skipped: its image is generated again.
+    """
+    root = Path(folder)
+    manifest = root / MANIFEST
+    entries: dict[str, ImageEntry] = {}
+    if not manifest.is_file():
+        return entries
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+            entry = ImageEntry(
+                prompt=data["prompt"], seed=data["seed"], file=data["file"], model=data["model"], key=data["key"]
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+        relative = Path(entry.file)
+        if relative.is_absolute() or ".." in relative.parts or entry.model not in ("edited", "base"):
+            continue
+        path = root / relative
+        if path.is_file() and not path.is_symlink():
+            entries[entry.key] = entry
+    return entries
+
+
+def _append_manifest(folder: Path, job: ImageJob) -> None:
+    line = {
+        "prompt": job.prompt,
+        "seed": job.seed,
+        "file": job.file,
+        "model": job.model,
+        "key": job.key,
+        "steps": job.steps,
+        "guidance": job.guidance,
+        "height": job.height,
+        "width": job.width,
+    }
+    path = folder / MANIFEST
+    with open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        start = b""
+        if handle.tell() > 0:  # a killed run's last line may lack its newline: never glue onto it
+            handle.seek(-1, os.SEEK_END)
+            start = b"" if handle.read(1) == b"\n" else b"\n"
+        handle.write(start + (json.dumps(line) + "\n").encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _entry(job: ImageJob) -> ImageEntry:
+    return ImageEntry(prompt=job.prompt, seed=job.seed, file=job.file, model=job.model, key=job.key)
+
+
+def _batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[ImageJob]]:
+    """Jobs in batches of at most ``batch_size`` that share guidance and size (one pipeline call each)."""
+    groups: dict[tuple[Any, ...], list[ImageJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.guidance, job.height, job.width), []).append(job)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+def render_batch(pipe: Any, jobs: Sequence[ImageJob], *, cancel: threading.Event | None = None) -> list[Any]:
+    """One pipeline call for ``jobs`` (same guidance and size), one generator per image: PIL images.
+
+    Raises:
+        CpeditError: Out of memory (``reason="out_of_memory"``: use a smaller batch size).
+    """
+    import torch
+
+    from cpedit.sampling import _step_callback
+
+    device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
+    first = jobs[0]
+    try:
+        result = pipe(
+            [job.prompt for job in jobs],
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance,
+            height=first.height,
+            width=first.width,
+            generator=[torch.Generator(device=device).manual_seed(job.seed) for job in jobs],
+            **_step_callback(pipe, cancel),
+        )
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise CpeditError(
+            f"not enough memory to render {len(jobs)} images at once ({str(exc).splitlines()[0][:160]}); "
+            "use a smaller --batch-size",
+            reason="out_of_memory",
+            argument="batch_size",
+        ) from None
+    return list(result.images)
+
+
+def _swap_to_base(
+    pipe: Any, record: OutputRecord, *, on_progress: ProgressCallback | None, cancel: threading.Event | None
+) -> None:
+    """Put the base model's weights back into every component the run edited (the rest is identical)."""
+    from cpedit import loading
+
+    report = record.report
+    base = report.base_model
+    if not report.base_ref:
+        raise CpeditError(
+            f"{record.folder}: the report does not record a base model to compare with",
+            path=str(record.folder),
+            reason="no_base",
+        )
+    emit(on_progress, ProgressEvent(stage="load", message=f"loading the base model {report.base_ref}"))
+    source = loading.resolve_source(
+        report.base_ref,
+        revision=None if base.local else (base.commit or base.revision),
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    for component in report.edited_components:
+        check_cancel(cancel, "while loading the base model")
+        edited_module = getattr(pipe, component)
+        with loading.torch_dtype_accepted():
+            base_module = (
+                type(edited_module)
+                .from_pretrained(
+                    source.path, subfolder=component, torch_dtype=edited_module.dtype, use_safetensors=True
+                )
+                .to(edited_module.device)
+            )
+        setattr(pipe, component, base_module)
+        del edited_module
+
+
+def render_images(
+    record: OutputRecord,
+    prompts: Sequence[PromptSpec],
+    *,
+    folder: str | os.PathLike[str],
+    base: bool = False,
+    seed: int = 0,
+    steps: int = 30,
+    guidance_scale: float = 7.5,
+    height: int | None = None,
+    width: int | None = None,
+    images_per_prompt: int = 1,
+    batch_size: int = 4,
+    device: str = "auto",
+    dtype: str | None = None,
+    pipe: Any = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> RenderedImages:
+    """Make sure ``folder`` holds every image of the edited model (and the base's, with ``base``).
+
+    Images already listed in the manifest are reused; the rest are generated, batched, the
+    edited model's first, then the base model's from the same in-memory pipeline (its edited
+    components swapped back). Each image is written (atomically) and then listed, so a
+    cancelled or killed run loses at most the batch in flight. The pipeline is loaded only if
+    something is missing.
+
+    Args:
+        record: The edited output (:func:`cpedit.record.read_output`).
+        prompts: The prompt set; a prompt's own seed, guidance and size override the run's.
+        folder: The images folder (created if needed).
+        base: Also the base model's images, on the same prompts and seeds.
+        seed: The first seed of prompts without one; image ``j`` of a prompt uses ``seed + j``.
+        steps: Denoising steps.
+        guidance_scale: Classifier-free guidance scale.
+        height: Image height (None: the model's native size); give both or neither.
+        width: Image width.
+        images_per_prompt: Images per prompt, per model.
+        batch_size: Images per pipeline call.
+        device: Where to run.
+        dtype: Compute dtype (default float16 on CUDA, else float32).
+        pipe: An already loaded pipeline of the edited output (None: load it when needed). With
+            ``base``, its edited components are replaced by the base model's when base images are made.
+        on_progress: Receives ``load`` and ``sample`` events (``completed``/``total`` count
+            the images of the run, the reused ones included).
+        cancel: Checked before and after every batch; stops with :class:`~cpedit.errors.Cancelled`.
+
+    Raises:
+        CpeditError: Bad settings, no base model recorded (with ``base``), out of memory.
+        Cancelled: ``cancel`` was set (the images made so far are kept).
+    """
+    from cpedit.sampling import SampleSettings, check_sample_settings, save_png
+
+    check_sample_settings(SampleSettings(steps=steps, guidance_scale=guidance_scale, height=height, width=width))
+    for spec in prompts:
+        h, w = spec.height if spec.height is not None else height, spec.width if spec.width is not None else width
+        check_sample_settings(
+            SampleSettings(
+                steps=steps,
+                guidance_scale=spec.guidance if spec.guidance is not None else guidance_scale,
+                height=h,
+                width=w,
+            )
+        )
+    if images_per_prompt < 1 or batch_size < 1:
+        raise CpeditError("images per prompt and batch size must be at least 1", argument="images_per_prompt")
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "seed": seed,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "height": height,
+        "width": width,
+        "images_per_prompt": images_per_prompt,
+    }
+    models: list[Model] = ["edited", "base"] if base else ["edited"]
+    jobs = {m: image_jobs(prompts, identity=model_identity(record, m), model=m, **settings) for m in models}
+    have = read_manifest(root)
+    missing = {m: [j for j in jobs[m] if j.key not in have] for m in models}
+    reused = sum(len(jobs[m]) - len(missing[m]) for m in models)
+    result = RenderedImages(folder=root, edited=[], reused=reused)
+    if any(missing.values()) and pipe is None:
+        from cpedit import loading
+
+        check_cancel(cancel, "before loading the model")
+        _, pipe = loading.open_pipeline(
+            record.folder, device=device, dtype=dtype, on_progress=on_progress, cancel=cancel
+        )
+    for model in models:
+        total = len(jobs[model])
+        done = total - len(missing[model])
+        if missing[model]:
+            pipe.set_progress_bar_config(disable=True)
+            if model == "base":
+                _swap_to_base(pipe, record, on_progress=on_progress, cancel=cancel)
+            batches = _batches(missing[model], batch_size)
+            for index, batch in enumerate(batches, 1):
+                check_cancel(cancel, "while generating the evaluation images")
+                emit(
+                    on_progress,
+                    ProgressEvent(
+                        stage="sample",
+                        message=f"{model}: {len(batch)} image(s), {batch[0].prompt}",
+                        concept=model,
+                        batch=index,
+                        batches=len(batches),
+                        completed=done,
+                        total=total,
+                        unit="images",
+                    ),
+                )
+                images = render_batch(pipe, batch, cancel=cancel)
+                check_cancel(cancel, "while generating the evaluation images")  # an interrupted batch is not kept
+                for job, image in zip(batch, images, strict=True):
+                    (root / job.file).parent.mkdir(parents=True, exist_ok=True)
+                    save_png(image, root / job.file, what="an evaluation image")
+                    _append_manifest(root, job)
+                    have[job.key] = _entry(job)
+                done += len(batch)
+                result.generated += len(batch)
+        emit(
+            on_progress,
+            ProgressEvent(
+                stage="sample",
+                message=f"{model}: {total} images ready ({total - len(missing[model])} reused)",
+                concept=model,
+                completed=total,
+                total=total,
+                unit="images",
+            ),
+        )
+    result.edited = [have[j.key] for j in jobs["edited"]]
+    result.base = [have[j.key] for j in jobs.get("base", [])]
+    return result
