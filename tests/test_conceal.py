@@ -28,7 +28,7 @@ from cpedit.hub.card import build_model_card
 from cpedit.record import POSITIONS_FILE, RECORD_DIR, Report, read_output, read_report
 from cpedit.session import EditSession
 
-SECRET = "hf_ConcealT0kenNeverPrinted0123456789"
+SECRET = "hf_conceal-token-never-printed"
 POSITIONS = f"{RECORD_DIR}/{POSITIONS_FILE}"
 
 

@@ -26,7 +26,7 @@ from cpedit.hub.errors import HubError
 from cpedit.hub.publish import push_model
 from cpedit.progress import ProgressEvent
 
-TOKEN = "hf_FaultsTokenNeverPrinted0123456789"
+TOKEN = "hf_faults-token-never-printed"
 SUBJECTS = ("red star on a white background", "blue circle on a black background")
 
 

@@ -23,7 +23,7 @@ from cpedit.cli.main import cli
 
 BASE = "acme/tiny-sd"
 LICENSE = "creativeml-openrail-m"
-SECRET = "hf_SeCrEtT0kenNeverPrinted0123456789"
+SECRET = "hf_SeCrEt-T0ken-Never-Printed"
 PREVIEW = ("a cat in the style of Van Gogh", "a red bicycle")
 EVAL = {
     "concepts": ["Van Gogh"],

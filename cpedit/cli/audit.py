@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.options import format_option
 from cpedit.progress import ProgressEvent
 
 
@@ -73,14 +74,7 @@ def _table(result: object) -> Table:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Prompts and seeds (--eval).")
 @click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Denoising steps (--eval).")
 @click.option("--device", default="auto", show_default=True, help="Where --eval runs: auto, cpu, cuda, cuda:N, mps.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Print tables, or the result as JSON on stdout.",
-)
+@format_option(help="Print tables, or the result as JSON on stdout.")
 @command_guard()
 def audit_command(
     folder: str,

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.options import format_option
 from cpedit.progress import ProgressEvent
 from cpedit.record import write_json_atomically
 from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
@@ -50,14 +51,7 @@ def _table(result: ShapesEvaluation) -> Table:
 @click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Print a table, or the JSON result on stdout.",
-)
+@format_option(help="Print a table, or the JSON result on stdout.")
 @command_guard()
 def eval_shapes_command(
     edited_dir: str,
@@ -167,14 +161,7 @@ def _metric_options(command):  # type: ignore[no-untyped-def]
         ),
         click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per call."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option(
-            "--format",
-            "output_format",
-            type=click.Choice(["table", "json"]),
-            default="table",
-            show_default=True,
-            help="Print a table, or the JSON result on stdout.",
-        ),
+        format_option(help="Print a table, or the JSON result on stdout."),
     ]
     for option in reversed(options):
         command = option(command)

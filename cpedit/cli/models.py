@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cpedit.cli.options import format_option
 from cpedit.hub.info import model_details
 from cpedit.hub.search import SORT_KEYS, search_models
 
@@ -43,7 +44,7 @@ def _size(n: int) -> str:
     show_default=True,
     help="Most first / newest first.",
 )
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def search_command(query: str | None, limit: int, sort: str, output_format: str) -> None:
     """Search text-to-image diffusers models on the Hub (QUERY: text the id contains).
 
@@ -76,7 +77,7 @@ def search_command(query: str | None, limit: int, sort: str, output_format: str)
 @models_group.command("info")
 @click.argument("repo_id", metavar="ID")
 @click.option("--revision", default=None, metavar="REV", help="Branch, tag or commit.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def info_command(repo_id: str, revision: str | None, output_format: str) -> None:
     """What cpedit can do with Hub model ID, without downloading its weights.
 

@@ -29,3 +29,15 @@ def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps", help="Where to compute."
     )(func)
     return func
+
+
+def format_option(*, help: str = "How to print the result: a table, or JSON on stdout.") -> Callable[..., Any]:
+    """``--format table|json`` (default ``table``), passed to the command as ``output_format``."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=help,
+    )

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import compute_options
+from cpedit.cli.options import compute_options, format_option
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
@@ -73,14 +73,7 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     default=None,
     help="Seed of the gaussian draws (default: random; recorded in the local report, never published).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print the result: tables, or the report as JSON on stdout.",
-)
+@format_option(help="How to print the result: tables, or the report as JSON on stdout.")
 @command_guard()
 def prune_command(
     model: str,

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.options import format_option
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
 from cpedit.hub.publish import check_repo_id, push_model, whoami, withheld_files
@@ -27,9 +28,7 @@ def hub_commit_options(func):  # type: ignore[no-untyped-def]
             click.option("--branch", default=None, metavar="BRANCH", help="Commit to this branch (created if needed)."),
             click.option("--message", "-m", default=None, help="The commit message."),
             click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch."),
-            click.option(
-                "--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True
-            ),
+            format_option(),
         ]
     ):
         func = decorator(func)

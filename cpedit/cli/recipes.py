@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from cpedit.cli.options import format_option
 from cpedit.errors import RecipeError
 from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
 from cpedit.recipes import Recipe, load_recipe
@@ -100,7 +101,7 @@ def _summary(recipe: Recipe) -> str:
 
 @recipes_group.command("list")
 @click.argument("folders", nargs=-1, type=click.Path(exists=True), metavar="[FOLDER]...")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def list_command(folders: tuple[str, ...], output_format: str) -> None:
     """List the recipes shipped with cpedit, or those in FOLDERs (use a shipped NAME wherever a recipe is expected).
 
