@@ -392,29 +392,6 @@ def copy_pipeline_folder(
     return sorted(skipped)
 
 
-def zero_weights_in_files(
-    folder: Path, masks: dict[str, torch.Tensor], *, cancel: threading.Event | None = None
-) -> list[str]:
-    """Zero the masked weights inside every safetensors file of a component folder.
-
-    Each file is rewritten with the same tensor names, dtypes and metadata; only the
-    masked values change. Every variant (e.g. ``*.fp16.safetensors``) is rewritten.
-
-    Args:
-        folder: The denoiser folder (e.g. ``OUT/unet``).
-        masks: Per layer name, a bool mask shaped like ``name + ".weight"``.
-        cancel: Checked before every file (a file is rewritten through a ``.partial`` copy
-            and a rename, so it is never half-written).
-
-    Returns:
-        The rewritten files (relative to ``folder``).
-
-    Raises:
-        CpeditError: A masked weight was not found in the files, or its shape differs.
-    """
-    return fill_weights_in_files(folder, masks, cancel=cancel)
-
-
 def fill_weights_in_files(
     folder: Path,
     masks: dict[str, torch.Tensor],
@@ -424,15 +401,18 @@ def fill_weights_in_files(
 ) -> list[str]:
     """Set the masked weights inside every safetensors file of a component folder: to zero, or to given values.
 
-    As :func:`zero_weights_in_files`; with ``values``, a layer's masked entries get its values
-    instead (cast to each file's dtype), so every variant holds what the in-memory model holds.
+    Each file is rewritten with the same tensor names, dtypes and metadata; only the masked values
+    change. Every variant (e.g. ``*.fp16.safetensors``) is rewritten. With ``values``, a layer's
+    masked entries get its values instead of zeros (cast to each file's dtype), so every variant
+    holds what the in-memory model holds.
 
     Args:
         folder: The component folder (e.g. ``OUT/unet``).
         masks: Per layer name, a bool mask shaped like ``name + ".weight"``.
         values: Per layer name, one value per masked entry in row-major order (the order of
             ``mask.flatten().nonzero()``); a layer without values is zeroed.
-        cancel: Checked before every file.
+        cancel: Checked before every file (a file is rewritten through a temporary copy and a
+            rename, so it is never half-written).
 
     Returns:
         The rewritten files (relative to ``folder``).

@@ -63,7 +63,6 @@ from cpedit.output import (
     copy_pipeline_folder,
     fill_weights_in_files,
     output_size,
-    zero_weights_in_files,
 )
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipe_sources import resolve_recipe
@@ -740,20 +739,11 @@ class EditSession:
                 skipped = copy_pipeline_folder(self.source.path, tmp, on_progress=self.on_progress, cancel=self.cancel)
                 fills = self._applied.fills if self._applied is not None else {}
                 for component in self._edited_components():
-                    masks = {
-                        layer.name: selection.masks[layer.key]
-                        for layer in self._all_layers
-                        if layer.component == component and layer.key in selection.masks
-                    }
-                    if fills:  # the same values as in memory, cast to each file's dtype
-                        values = {
-                            layer.name: fills[layer.key]
-                            for layer in self._all_layers
-                            if layer.component == component and layer.key in fills
-                        }
-                        fill_weights_in_files(tmp / component, masks, values=values, cancel=self.cancel)
-                    else:
-                        zero_weights_in_files(tmp / component, masks, cancel=self.cancel)
+                    layers = [layer for layer in self._all_layers if layer.component == component]
+                    masks = {layer.name: selection.masks[layer.key] for layer in layers if layer.key in selection.masks}
+                    # The same values as in memory (cast to each file's dtype); zero where nothing was filled in.
+                    values = {layer.name: fills[layer.key] for layer in layers if layer.key in fills}
+                    fill_weights_in_files(tmp / component, masks, values=values or None, cancel=self.cancel)
             else:
                 self.pipeline.save_pretrained(tmp, safe_serialization=True)
             check_cancel(self.cancel, "while saving")
