@@ -147,7 +147,7 @@ class CpeditApp(App[None]):
         if self.query_one("#tabs", TabbedContent).active != tab:
             return  # another screen was chosen meanwhile
         pane = self.query_one(f"TabPane#{tab}", TabPane)
-        preferred = [pane.query_one(s) for s in [getattr(p, "INITIAL_FOCUS", None) for p in pane.query(Pane)] if s]
+        preferred = [screen.query_one(screen.INITIAL_FOCUS) for screen in pane.query(Pane) if screen.INITIAL_FOCUS]
         for widget in [*preferred, *pane.query("*")]:
             if widget.focusable:
                 widget.focus()

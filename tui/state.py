@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cpedit
-from cpedit.errors import Cancelled, CpeditError, RecipeError
+from cpedit.errors import Cancelled, CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent
 from cpedit.recipes import Recipe
 
@@ -508,9 +508,8 @@ class AppState:
 
 
 def describe_error(error: BaseException) -> str:
-    """The one-message form of an error for the app (a recipe error lists its problems)."""
-    if isinstance(error, RecipeError):
-        return str(error)
+    """The one-message form of an error for the app: cpedit's own message (a recipe error lists its
+    problems), else the exception's type and text (something unexpected: say what it was)."""
     if isinstance(error, CpeditError):
         return str(error)
     return f"{type(error).__name__}: {error}"

@@ -282,3 +282,24 @@ def test_a_hub_model_is_pulled_with_byte_progress(hub: Any, tiny_sd_path: Path, 
     progress = RunProgress()
     progress.update(downloads[len(downloads) // 2])
     assert " of " in describe_progress(progress)[1]  # "x MiB of y MiB", as the view shows it
+
+
+def test_text_with_brackets_is_shown_as_text_not_markup(tmp_path: Path) -> None:
+    odd = tmp_path / "no[such]model[/]"  # Rich markup would choke on it (or hide parts of it)
+    state = AppState(model=str(odd), out=str(tmp_path / "out"), device="cpu")
+    app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
+
+    async def flow() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: len(state.queue) == 1)
+            await pilot.press("3", "ctrl+r")
+            await wait_until(pilot, lambda: not state.running)
+            await settle(app, pilot)
+            assert "no[such]model[/]" in text_of(app, "#queue-error")
+            await pilot.press("1")
+            app.query_one(ModelPane).search(str(odd))
+            await settle(app, pilot)
+            assert "no[such]model[/]" in text_of(app, "#model-details")
+            assert "base model: " + str(odd) in text_of(app, "#model-chosen")
+
+    run_async(flow)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -34,20 +35,26 @@ BUILTIN_DETAILS = (
 )
 
 
+class _Superseded(Exception):
+    """A search whose results nobody wants any more (a newer one started)."""
+
+
 def looks_like_path(text: str) -> bool:
     """Whether the query is a local folder rather than a Hub search."""
     return text.startswith(("/", ".", "~"))
 
 
 def details_markup(details: Any) -> str:
-    """The details panel of a Hub model (:class:`cpedit.hub.ModelDetails`)."""
+    """The details panel of a Hub model (:class:`cpedit.hub.ModelDetails`); Hub text is escaped, never markup."""
     verdict = "[green]✓ cpedit can edit it[/]" if details.editable else "[red]✗ cpedit cannot edit it[/]"
     lines = [
-        f"[b]{details.id}[/b]",
-        f"{verdict}: {details.reason}",
-        f"pipeline: {details.pipeline_class or '?'} · denoiser: {details.denoiser_class or '?'}",
-        f"license: {details.license or 'not given'} · gated: {details.gated or 'no'}"
-        + (" · private" if details.private else ""),
+        f"[b]{escape(details.id)}[/b]",
+        f"{verdict}: {escape(details.reason)}",
+        escape(f"pipeline: {details.pipeline_class or '?'} · denoiser: {details.denoiser_class or '?'}"),
+        escape(
+            f"license: {details.license or 'not given'} · gated: {details.gated or 'no'}"
+            + (" · private" if details.private else "")
+        ),
         f"download: {format_bytes(details.safetensors_bytes)} in {details.safetensors_files} safetensors file(s)",
     ]
     if details.ffn_layers:
@@ -56,13 +63,18 @@ def details_markup(details: Any) -> str:
 
 
 def local_markup(model: LocalModel) -> str:
-    """The details panel of a local folder."""
+    """The details panel of a local folder (its path and class escaped)."""
     verdict = "[green]✓ cpedit can edit it[/]" if model.editable else "[red]✗ cpedit cannot edit it[/]"
     return (
-        f"[b]{model.path}[/b] · local folder\n{verdict}: {model.reason}\n"
-        f"pipeline: {model.pipeline_class or '?'} · weights: {format_bytes(model.safetensors_bytes)}\n"
+        f"[b]{escape(model.path)}[/b] · local folder\n{verdict}: {escape(model.reason)}\n"
+        f"pipeline: {escape(model.pipeline_class or '?')} · weights: {format_bytes(model.safetensors_bytes)}\n"
         "enter chooses it"
     )
+
+
+def error_markup(error: BaseException | None) -> str:
+    """An error in red, its text escaped (messages quote paths and values, which may hold brackets)."""
+    return f"[red]{escape(describe_error(error))}[/]" if error is not None else ""
 
 
 class ModelPane(Pane):
@@ -96,7 +108,7 @@ class ModelPane(Pane):
 
     def refresh_state(self) -> None:
         self.query_one("#model-chosen", Static).update(
-            f"base model: [b]{self.state.model}[/b]  ·  enter on a row chooses another"
+            f"base model: [b]{escape(self.state.model)}[/b]  ·  enter on a row chooses another"
         )
 
     # --- search -------------------------------------------------------------------------
@@ -121,10 +133,10 @@ class ModelPane(Pane):
         """Search the Hub for ``query`` (or describe a local folder) in a worker."""
         status = self.query_one("#model-status", Static)
         if looks_like_path(query):
-            status.update(f"local folder {query}")
+            status.update(f"local folder {escape(query)}")
             self._describe_local(query)
             return
-        status.update(f"searching the Hub for {query!r}…" if query else "searching the Hub…")
+        status.update(escape(f"searching the Hub for {query!r}…") if query else "searching the Hub…")
         self._search(query)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-search")
@@ -135,10 +147,11 @@ class ModelPane(Pane):
 
         def results() -> Any:
             found = search_models(query=query or None, limit=30)
+            if worker.is_cancelled:  # a newer search replaced this one while it ran
+                raise _Superseded
             return (query, found)
 
-        if not worker.is_cancelled:
-            post_outcome(self, "model-search", results)
+        post_outcome(self, "model-search", results)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
     def _describe_local(self, path: str) -> None:
@@ -154,20 +167,22 @@ class ModelPane(Pane):
         status = self.query_one("#model-status", Static)
         details = self.query_one("#model-details", Static)
         if message.group == "model-search":
+            if isinstance(message.error, _Superseded):
+                return
             if not message.ok:
-                status.update(f"[red]search failed:[/] {describe_error(message.error)}")
+                status.update(f"[red]search failed:[/] {escape(describe_error(message.error))}")
                 return
             query, found = message.result
             if query != self.query_one("#model-search", Input).value.strip():
                 return  # a newer query is on its way
             self._show_results(found)
             status.update(
-                f"{len(found)} text-to-image diffusers model(s) on the Hub" + (f" for {query!r}" if query else "")
+                f"{len(found)} text-to-image diffusers model(s) on the Hub" + escape(f" for {query!r}" if query else "")
             )
         elif message.group == "model-details":
-            details.update(details_markup(message.result) if message.ok else f"[red]{describe_error(message.error)}[/]")
+            details.update(details_markup(message.result) if message.ok else error_markup(message.error))
         elif message.group == "model-local":
-            details.update(local_markup(message.result) if message.ok else f"[red]{describe_error(message.error)}[/]")
+            details.update(local_markup(message.result) if message.ok else error_markup(message.error))
         message.stop()
 
     def _show_results(self, found: list[Any]) -> None:
@@ -191,7 +206,7 @@ class ModelPane(Pane):
         if repo_id == BUILTIN_MODEL:
             details.update(BUILTIN_DETAILS)
             return
-        details.update(f"[b]{repo_id}[/b]\nreading its files on the Hub…")
+        details.update(f"[b]{escape(repo_id)}[/b]\nreading its files on the Hub…")
         self._fetch_details(repo_id)
 
     @on(DataTable.RowSelected, "#model-results")

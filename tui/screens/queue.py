@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -43,9 +44,9 @@ class QueuePane(Pane):
         self._logged = 0
 
     def compose(self) -> ComposeResult:
-        yield Static(id="queue-title", classes="section-title")
+        yield Static(id="queue-title", classes="section-title", markup=False)
         yield DataTable(id="queue-table", cursor_type="row", zebra_stripes=True)
-        yield Static(id="queue-error", classes="error")
+        yield Static(id="queue-error", classes="error", markup=False)
         yield RunProgressView(id="queue-progress")
         yield RichLog(id="queue-log", wrap=True, markup=False, max_lines=500)
 
@@ -78,8 +79,6 @@ class QueuePane(Pane):
 
     @staticmethod
     def _row(item: QueueItem) -> tuple[Any, ...]:
-        from rich.text import Text
-
         recipe = item.recipe
         return (
             recipe.name,

@@ -68,12 +68,12 @@ class TunePane(Pane):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(id="tune-summary", classes="section-title")
+        yield Static(id="tune-summary", classes="section-title", markup=False)
         yield VerticalScroll(id="tune-rows")
-        yield Static(id="tune-problem", classes="error")
+        yield Static(id="tune-problem", classes="error", markup=False)
         with VerticalScroll(id="tune-chart-box"):
             yield LayerChart(id="tune-chart", bar_width=36)
-        yield Static(id="tune-save", classes="muted")
+        yield Static(id="tune-save", classes="muted", markup=False)
 
     def on_mount(self) -> None:
         self.refresh_state()

@@ -80,10 +80,10 @@ class RunProgressView(Vertical):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="progress-head")
+        yield Static(id="progress-head", markup=False)
         yield ProgressBar(total=None, show_eta=False, id="progress-bar")
-        yield Static(id="progress-detail", classes="muted")
-        yield Static(id="progress-where", classes="muted")
+        yield Static(id="progress-detail", classes="muted", markup=False)
+        yield Static(id="progress-where", classes="muted", markup=False)
 
     def show(self, progress: RunProgress) -> None:
         """Render ``progress``."""
