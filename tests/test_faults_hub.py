@@ -209,9 +209,9 @@ def test_kill_9_during_the_upload_commits_nothing_and_a_rerun_finishes(
         )
         try:
             deadline = time.monotonic() + 60
-            while not hub.uploads and time.monotonic() < deadline and process.poll() is None:
-                time.sleep(0.05)  # the first object stored: more to go, each a second late
-            assert hub.uploads, (tmp_path / "stderr.txt").read_text()
+            while not hub.repo_objects.get(repo_id) and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.05)  # the first object stored and verified: more to go, each a second late
+            assert hub.repo_objects.get(repo_id), (tmp_path / "stderr.txt").read_text()
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait(timeout=30)
