@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -783,3 +783,33 @@ def load_safety_checker(source: ModelSource, *, device: torch.device, dtype: tor
     with torch_dtype_accepted():
         checker = cls.from_pretrained(source.path / "safety_checker", torch_dtype=dtype, use_safetensors=True)
     return checker.to(device)
+
+
+def load_base_components(
+    pipe: Any,
+    base_folder: str | os.PathLike[str],
+    components: Sequence[str],
+    *,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Replace each of ``components`` of ``pipe`` by the base model's own, in place (same class, dtype, device).
+
+    How an edited pipeline renders "before": only the components a run edited differ from the
+    base, so only they are loaded again (safetensors only) from ``base_folder``.
+
+    Raises:
+        Cancelled: ``cancel`` was set (components swapped so far stay swapped).
+    """
+    for component in components:
+        check_cancel(cancel, "while loading the base model")
+        edited_module = getattr(pipe, component)
+        with torch_dtype_accepted():
+            base_module = (
+                type(edited_module)
+                .from_pretrained(
+                    base_folder, subfolder=component, torch_dtype=edited_module.dtype, use_safetensors=True
+                )
+                .to(edited_module.device)
+            )
+        setattr(pipe, component, base_module)
+        del edited_module

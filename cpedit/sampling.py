@@ -345,19 +345,7 @@ def compare_samples(
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress, cancel=cancel)
 
     # Swap back every component the run edited (the denoiser; the text encoders for text-ffn).
-    for component in report.edited_components:
-        check_cancel(cancel, "while loading the base model")
-        pruned_module = getattr(pipe, component)
-        with loading.torch_dtype_accepted():
-            base_module = (
-                type(pruned_module)
-                .from_pretrained(
-                    source.path, subfolder=component, torch_dtype=pruned_module.dtype, use_safetensors=True
-                )
-                .to(pruned_module.device)
-            )
-        setattr(pipe, component, base_module)
-        del pruned_module
+    loading.load_base_components(pipe, source.path, report.edited_components, cancel=cancel)
     base_images = generate(pipe, prompts, settings, label="base", on_progress=on_progress, cancel=cancel)
     return image_grid([base_images, pruned_images], column_labels=["base", "pruned"], row_labels=list(prompts))
 

@@ -348,19 +348,7 @@ def _swap_to_base(
         on_progress=on_progress,
         cancel=cancel,
     )
-    for component in report.edited_components:
-        check_cancel(cancel, "while loading the base model")
-        edited_module = getattr(pipe, component)
-        with loading.torch_dtype_accepted():
-            base_module = (
-                type(edited_module)
-                .from_pretrained(
-                    source.path, subfolder=component, torch_dtype=edited_module.dtype, use_safetensors=True
-                )
-                .to(edited_module.device)
-            )
-        setattr(pipe, component, base_module)
-        del edited_module
+    loading.load_base_components(pipe, source.path, report.edited_components, cancel=cancel)
 
 
 def render_images(
