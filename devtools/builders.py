@@ -823,3 +823,24 @@ def build_random_pipeline(folder: Path, *, architecture: ArchitectureName = "sd1
     pipe = build_random_components(architecture, seed=seed)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+def build_tiny_clip_folder(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random CLIP model folder (image and text towers, safetensors, the real CLIP
+    tokenizer, a 32-pixel image processor) for the evaluation suite's tests (CLIP score,
+    zero-shot classification), loadable with ``CLIPModel.from_pretrained``."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    config = CLIPConfig(
+        text_config={**layers, "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={**layers, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    write_clip_tokenizer(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

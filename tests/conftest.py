@@ -109,3 +109,11 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
         return built[architecture]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP folder (safetensors, the real CLIP tokenizer, a 32-pixel image processor)."""
+    from devtools.builders import build_tiny_clip_folder
+
+    return build_tiny_clip_folder(tmp_path_factory.mktemp("tiny_clip"))

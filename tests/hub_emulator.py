@@ -25,6 +25,11 @@ for what cpedit does, and it is as strict as the real Hub about what it checks:
   lists files with the tree endpoint above.
 - ``GET /api/models?search=&author=&filter=&pipeline_tag=&sort=&direction=&limit=&expand[]=``:
   listing with ``Link`` header paging (``limit`` is the page size, as on the Hub).
+- Dataset repos (seeded with ``seed_repo(..., repo_type="dataset")``, kept apart from models of the
+  same id) are read through the same routes under their dataset prefixes, as ``snapshot_download``
+  and ``hf_hub_download`` with ``repo_type="dataset"`` call them: ``GET /api/datasets/{repo}[/revision/{rev}]``,
+  ``GET /api/datasets/{repo}/tree/{rev}[/{path}]`` and ``HEAD|GET /datasets/{repo}/resolve/{rev}/{path}``,
+  gated and private ones included (the gated message says "dataset").
 
 Errors carry the headers the client maps to its exceptions: ``X-Error-Code: RepoNotFound``
 (404, or 401 without a token), ``GatedRepo`` (401 anonymous, 403 without access),
@@ -135,6 +140,8 @@ class Commit:
 class Repo:
     repo_id: str
     owner: str
+    repo_type: str = "model"
+    """``model`` or ``dataset``."""
     private: bool = False
     gated: str | bool = False
     """False, or "auto"/"manual" like the Hub."""
@@ -170,6 +177,13 @@ class HubError(Exception):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
         self.extra = extra or {}
+
+
+def repo_key(repo_id: str, repo_type: str = "model") -> str:
+    """Where a repo is kept in :attr:`HubEmulator.repos`: models by id, other kinds under ``datasets/ID`` etc."""
+    if repo_type not in ("model", "dataset"):
+        raise ValueError(f"the emulator hosts model and dataset repos, not {repo_type!r}")
+    return repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
 
 
 def _now() -> str:
@@ -396,8 +410,11 @@ class HubEmulator:
         likes: int = 0,
         owner: str | None = None,
         granted: set[str] | None = None,
+        repo_type: str = "model",
     ) -> str:
         """Create a repo with one commit holding ``files`` (a README with ``card_metadata`` if given).
+
+        ``repo_type="dataset"`` seeds a dataset repo (served under ``/api/datasets/`` and ``/datasets/``).
 
         Returns:
             The commit sha.
@@ -410,6 +427,7 @@ class HubEmulator:
             repo = Repo(
                 repo_id=repo_id,
                 owner=owner or repo_id.split("/")[0],
+                repo_type=repo_type,
                 private=private,
                 gated=gated,
                 granted=set(granted or ()),
@@ -417,7 +435,7 @@ class HubEmulator:
                 likes=likes,
                 created=_now(),
             )
-            self.repos[repo_id] = repo
+            self.repos[repo_key(repo_id, repo_type)] = repo
             stored = {}
             for path, content in files.items():
                 if self._is_lfs(path, len(content), content[:512]):
@@ -429,9 +447,9 @@ class HubEmulator:
                     stored[path] = StoredFile(size=len(content), content=content)
             return self._commit(repo, "main", stored, title="initial commit")
 
-    def file_bytes(self, repo_id: str, path: str, revision: str = "main") -> bytes:
+    def file_bytes(self, repo_id: str, path: str, revision: str = "main", *, repo_type: str = "model") -> bytes:
         """A file's content as stored (for assertions)."""
-        commit = self.repos[repo_id].head(revision)
+        commit = self.repos[repo_key(repo_id, repo_type)].head(revision)
         assert commit is not None
         stored = commit.files[path]
         return stored.content if stored.content is not None else self.lfs_objects[stored.lfs_sha256]  # type: ignore[index,return-value]
@@ -473,8 +491,8 @@ class HubEmulator:
             raise HubError(403, f"You don't have the rights to write to {namespace}")
         return user
 
-    def readable_repo(self, repo_id: str, user: str | None) -> Repo:
-        repo = self.repos.get(repo_id)
+    def readable_repo(self, repo_id: str, user: str | None, repo_type: str = "model") -> Repo:
+        repo = self.repos.get(repo_key(repo_id, repo_type))
         if repo is None or (repo.private and not self._can_write(user, repo)):
             status = 401 if user is None else 404
             raise HubError(status, "Repository not found", "RepoNotFound")
@@ -489,7 +507,9 @@ class HubEmulator:
     def check_gate(self, repo: Repo, user: str | None) -> None:
         if not repo.gated or self._can_write(user, repo) or (user is not None and user in repo.granted):
             return
-        message = f"Access to model {repo.repo_id} is restricted. You must have access to it and be authenticated."
+        message = (
+            f"Access to {repo.repo_type} {repo.repo_id} is restricted. You must have access to it and be authenticated."
+        )
         raise HubError(401 if user is None else 403, message, "GatedRepo")
 
     def commit_at(self, repo: Repo, revision: str) -> Commit:
@@ -550,6 +570,9 @@ class HubEmulator:
             "siblings": siblings,
             "trendingScore": 0,
         }
+        if repo.repo_type == "dataset":  # what /api/datasets answers: no model fields
+            for key in ("modelId", "library_name", "pipeline_tag"):
+                del full[key]
         if expand:
             return {"_id": full["_id"], "id": full["id"], **{k: full[k] for k in expand if k in full}}
         return full
@@ -567,7 +590,7 @@ class HubEmulator:
             raise HubError(400, f"Invalid expand parameter(s): {', '.join(sorted(set(expand) - EXPANDABLE))}")
         results = []
         for repo in self.repos.values():
-            if repo.private and not self._can_write(user, repo):
+            if repo.repo_type != "model" or (repo.private and not self._can_write(user, repo)):
                 continue
             if search and search not in repo.repo_id.lower():
                 continue
@@ -891,6 +914,12 @@ class _Handler(BaseHTTPRequestHandler):
         if len(seg) >= 4 and seg[0] == "api" and seg[1] == "models":
             self._model_api(method, seg[2] + "/" + seg[3], seg[4:], query, body)
             return
+        if len(seg) >= 4 and seg[0] == "api" and seg[1] == "datasets":
+            self._model_api(method, seg[2] + "/" + seg[3], seg[4:], query, body, repo_type="dataset")
+            return
+        if len(seg) >= 6 and seg[0] == "datasets" and seg[3] == "resolve" and method in ("GET", "HEAD"):
+            self._resolve(method, seg[1] + "/" + seg[2], seg[4], "/".join(seg[5:]), repo_type="dataset")
+            return
         if len(seg) == 6 and seg[1].endswith(".git") and seg[2:] == ["info", "lfs", "objects", "batch"]:
             self._lfs_batch(seg[0] + "/" + seg[1][: -len(".git")], json.loads(body or b"{}"))
             return
@@ -942,10 +971,19 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Link"] = f'<{link}>; rel="next"'
         self._json(200, page, headers)
 
-    def _model_api(self, method: str, repo_id: str, rest: list[str], query: dict[str, list[str]], body: bytes) -> None:
+    def _model_api(
+        self,
+        method: str,
+        repo_id: str,
+        rest: list[str],
+        query: dict[str, list[str]],
+        body: bytes,
+        *,
+        repo_type: str = "model",
+    ) -> None:
         hub = self.hub
         user = hub.user_for(self.headers)
-        repo = hub.readable_repo(repo_id, user)
+        repo = hub.readable_repo(repo_id, user, repo_type)
         if method == "GET" and (not rest or rest[0] == "revision"):
             revision = rest[1] if rest else "main"
             if rest and len(rest) != 2:
@@ -964,12 +1002,14 @@ class _Handler(BaseHTTPRequestHandler):
             page = entries[cursor : cursor + hub.tree_page_size]
             headers = {}
             if cursor + hub.tree_page_size < len(entries):
-                path = "/".join(quote(s, safe="") for s in ["api", "models", *repo_id.split("/"), *rest])
+                path = "/".join(quote(s, safe="") for s in ["api", f"{repo_type}s", *repo_id.split("/"), *rest])
                 after = cursor + hub.tree_page_size
                 link = f"{hub.url}/{path}?recursive={str(recursive).lower()}&expand=false&cursor={after}"
                 headers["Link"] = f'<{link}>; rel="next"'
             self._json(200, page, headers)
             return
+        if repo_type != "model":
+            raise HubError(404, f"the emulator serves reads only for {repo_type} repos")
         if method == "POST" and rest and rest[0] == "preupload" and len(rest) == 2:
             hub.writer_for(self.headers, repo_id.split("/")[0])
             commit = hub.commit_at(repo, rest[1])
@@ -1056,11 +1096,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub.repo_objects.setdefault(repo_id, set()).add(oid)
         self._json(200, {"success": True})
 
-    def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
+    def _resolve(self, method: str, repo_id: str, revision: str, path: str, *, repo_type: str = "model") -> None:
         hub = self.hub
         head = method == "HEAD"
         user = hub.user_for(self.headers)
-        repo = hub.readable_repo(repo_id, user)
+        repo = hub.readable_repo(repo_id, user, repo_type)
         if path not in ("README.md", ".gitattributes"):
             hub.check_gate(repo, user)
         commit = hub.commit_at(repo, revision)

@@ -40,40 +40,6 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random CLIP folder: safetensors weights, the real CLIP tokenizer, a 32-pixel image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from devtools.builders import write_clip_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "vocab_size": 49408,
-            "max_position_embeddings": 77,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(folder)
-    write_clip_tokenizer(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 class SmallFeatures(torch.nn.Module):
     """A small fixed network standing in for Inception (same code path)."""
 
@@ -186,8 +152,8 @@ def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, t
     assert [e.benchmark for e in read_evaluations(edited)] == ["clip-score"]
     assert read_output(edited).evaluations[0].metrics == result.metrics  # complete output, images folder included
     card = build_model_card(edited)
-    assert "### clip-score" in card and "| metric | before | after |" in card
-    assert f"| clip_score | {values['before']:.4f} | {values['after']:.4f} |" in card
+    assert "### clip-score" in card and "| metric | before | after | paper (ConceptPrune, for context) |" in card
+    assert f"| clip_score | {values['before']:.4f} | {values['after']:.4f} | 27.93 (MS-COCO captions) |" in card
     published = folder_files(edited)
     assert "conceptprune/eval/clip-score.json" in published
     assert not [f for f in published if f.startswith("conceptprune/eval/images/")]  # the images stay local

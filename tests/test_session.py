@@ -378,4 +378,6 @@ def test_cancel_during_evaluation_writes_no_result(tmp_path: Path) -> None:
     cancel = threading.Event()
     with pytest.raises(Cancelled):
         evaluate_shapes(out, images=4, steps=2, device="cpu", cancel=cancel, on_progress=cancel_at("sample", cancel))
-    assert not (out / "conceptprune" / "eval").exists()
+    # no result; the images made before the cancel stay in the images folder for the next run
+    assert not (out / "conceptprune" / "eval" / "shapes.json").exists()
+    assert read_output(out).evaluations == []

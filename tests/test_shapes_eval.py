@@ -85,3 +85,64 @@ def test_concept_outside_the_world_is_a_clean_error(tiny_sd_path: Path, tmp_path
 def test_not_a_cpedit_output_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", "shapes", str(tmp_path)])
     assert result.exit_code == 1 and "is not a cpedit output" in result.output
+
+
+def _today(edited: Path, *, images: int, seed: int, steps: int, batch_size: int) -> dict[str, float]:
+    """The measurements as `eval shapes` made them before it ran on the engine: each model loaded
+    on its own, each prompt set generated in its own batches straight to arrays, never saved."""
+    from cpedit import loading
+    from cpedit.record import read_output
+    from cpedit.shapes.classifier import load_classifier
+    from cpedit.shapes.evaluate import _calibration_prompts, erased_values, generate_images, score_images
+
+    record = read_output(edited)
+    erased = sorted(set(erased_values(record.report, edited).values()))
+    sets = evaluation_prompts(erased, images=images, seed=seed, exclude=_calibration_prompts(record.recipes))
+    classifier = load_classifier()
+    values = {}
+    for phase, ref in (("before", record.report.base_ref), ("after", str(edited))):
+        _, pipe = loading.open_pipeline(ref, device="cpu")
+        for offset, (mode, scenes) in enumerate(zip(("erased", "preserved"), sets, strict=True)):
+            shown = generate_images(
+                pipe,
+                [caption(s) for s in scenes],
+                seed=seed + 1_000_000 * offset,
+                steps=steps,
+                guidance_scale=7.5,
+                batch_size=batch_size,
+                label=mode,
+                on_progress=None,
+                done=0,
+                total=0,
+            )
+            values[f"{mode}_{phase}"] = score_images(classifier, shown, scenes, erased, mode=mode)[0]
+    return values
+
+
+def test_engine_gives_the_numbers_of_the_direct_computation_and_resumes(
+    no_stripes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cpedit.eval import engine
+    from cpedit.shapes.evaluate import evaluate_shapes
+
+    settings = {"images": 6, "seed": 3, "steps": 4, "batch_size": 4}  # 6 images: batches of 4 and 2 per set
+    expected = _today(no_stripes, **settings)
+    calls: list[int] = []
+    original = engine.render_batch
+    monkeypatch.setattr(
+        engine, "render_batch", lambda pipe, jobs, **kw: calls.append(len(jobs)) or original(pipe, jobs, **kw)
+    )
+    result = evaluate_shapes(no_stripes, images_dir=tmp_path / "images", device="cpu", **settings)
+    assert {
+        "erased_before": result.erased_before,
+        "erased_after": result.erased_after,
+        "preserved_before": result.preserved_before,
+        "preserved_after": result.preserved_after,
+    } == expected
+    assert sum(calls) == 4 * 6
+    lines = (tmp_path / "images" / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and {json.loads(line)["model"] for line in lines} == {"edited", "base"}
+    # a second run reuses every image: no pipeline call, the same numbers
+    calls.clear()
+    again = evaluate_shapes(no_stripes, images_dir=tmp_path / "images", device="cpu", **settings)
+    assert calls == [] and again == result

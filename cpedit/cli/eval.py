@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cpedit.cli.eval_options import metric_options, run_metric
 from cpedit.cli.guard import command_guard
 from cpedit.cli.options import format_option
-from cpedit.progress import ProgressEvent
 from cpedit.record import write_json_atomically
 from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
 
@@ -52,6 +50,12 @@ def _table(result: ShapesEvaluation) -> Table:
 @click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--images-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where images are kept (default EDITED_DIR/conceptprune/eval/images/shapes); reused by later runs.",
+)
 @format_option(help="Print a table, or the JSON result on stdout.")
 @command_guard()
 def eval_shapes_command(
@@ -63,6 +67,7 @@ def eval_shapes_command(
     guidance_scale: float,
     batch_size: int,
     device: str,
+    images_dir: str | None,
     output_format: str,
 ) -> None:
     """Benchmark an edit of the built-in shapes model: erasure and preservation.
@@ -78,35 +83,19 @@ def eval_shapes_command(
       preservation     prompts asking for no erased concept: accuracy of every
                        attribute (shape, colour, texture, background; higher is better)
 
-    The result is also kept in EDITED_DIR/conceptprune/eval/shapes.json, where
-    model cards find it.
+    Images are kept with a manifest.jsonl (--images-dir), so a second or interrupted
+    run reuses them and generates only the rest. The result is also kept in
+    EDITED_DIR/conceptprune/eval/shapes.json, where model cards find it.
 
     \b
     Examples:
       cpedit prune --recipe shapes-striped --out shapes-no-stripes
       cpedit eval shapes shapes-no-stripes --images 256 --json striped.json
     """
+    from cpedit.cli.render import ProgressView
+
     console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    task = progress.add_task("images", total=4 * images)
-
-    def show(event: ProgressEvent) -> None:
-        if event.stage == "sample" and event.completed is not None:
-            progress.update(task, completed=event.completed, description=event.concept or "images")
-        elif event.stage == "done":
-            progress.update(task, completed=event.total, description="done")
-        elif event.stage in ("load", "evaluate"):
-            progress.console.log(event.message)
-
-    with progress:
+    with ProgressView(console) as view:
         result = evaluate_shapes(
             edited_dir,
             images=images,
@@ -115,7 +104,8 @@ def eval_shapes_command(
             guidance_scale=guidance_scale,
             batch_size=batch_size,
             device=device,
-            on_progress=show,
+            images_dir=images_dir,
+            on_progress=view,
         )
     record_result(edited_dir, result)
     if json_file is not None:
@@ -180,3 +170,17 @@ def eval_fid_command(edited_dir: str, **options: object) -> None:
     from cpedit.eval.benchmarks import evaluate_fid
 
     run_metric(evaluate_fid, edited_dir, **options)  # type: ignore[arg-type]
+
+
+def _register_benchmarks() -> None:
+    """The benchmarks that live in their own modules (one module per command)."""
+    from cpedit.cli.eval_attack import eval_attack_command
+    from cpedit.cli.eval_classify import eval_classify_command
+    from cpedit.cli.eval_nudity import eval_nudity_command
+
+    eval_group.add_command(eval_nudity_command)
+    eval_group.add_command(eval_classify_command)
+    eval_group.add_command(eval_attack_command)
+
+
+_register_benchmarks()

@@ -1,8 +1,12 @@
 """The evaluation suite: generate images from a prompt set (resumable, cached) and measure them.
 
-``cpedit eval clip-score`` and ``cpedit eval fid`` run on :func:`evaluate_clip_score` and
-:func:`evaluate_fid`; both keep their images in a folder with a ``manifest.jsonl`` (see
-:mod:`cpedit.eval.engine`) and their result in ``EDITED/conceptprune/eval/BENCH.json``.
+``cpedit eval clip-score``, ``fid``, ``nudity``, ``classify`` and ``attack`` run on
+:func:`evaluate_clip_score`, :func:`evaluate_fid`, :func:`evaluate_nudity`,
+:func:`cpedit.eval.classify.evaluate_classify` and :func:`evaluate_attack`; all keep their
+images in a folder with a ``manifest.jsonl`` (see :mod:`cpedit.eval.engine`), read prompt
+sets from files or Hub datasets (:func:`load_prompt_set`), split their images across the
+processes of a ``torchrun`` launch (:mod:`cpedit.eval.distributed`) and keep their result
+in ``EDITED/conceptprune/eval/BENCH.json``.
 
 Importing :mod:`cpedit.eval` is cheap (no torch): names are imported from their modules on
 first use (PEP 562), as in :mod:`cpedit`.
@@ -20,7 +24,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cpedit.eval.attack import ATTACK_SETS, AttackSet, evaluate_attack
     from cpedit.eval.benchmarks import MetricResult, evaluate_clip_score, evaluate_fid, record_metric_result
+    from cpedit.eval.classify import classifier_detector, evaluate_classify
+    from cpedit.eval.distributed import is_main_process
     from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages, load_prompts, read_manifest, render_images
     from cpedit.eval.metrics import (
         ClipScorer,
@@ -30,39 +37,61 @@ if TYPE_CHECKING:
         inception_extractor,
         load_clip_scorer,
     )
+    from cpedit.eval.nudity import NudityDetector, evaluate_nudity
+    from cpedit.eval.prompt_sets import PromptSet, load_prompt_set
 
 _EXPORTS = {
+    "ATTACK_SETS": "cpedit.eval.attack",
+    "AttackSet": "cpedit.eval.attack",
     "ClipScorer": "cpedit.eval.metrics",
-    "FeatureExtractor": "cpedit.eval.metrics",
-    "ImageEntry": "cpedit.eval.engine",
-    "MetricResult": "cpedit.eval.benchmarks",
-    "PromptSpec": "cpedit.eval.engine",
-    "RenderedImages": "cpedit.eval.engine",
+    "evaluate_attack": "cpedit.eval.attack",
     "evaluate_clip_score": "cpedit.eval.benchmarks",
     "evaluate_fid": "cpedit.eval.benchmarks",
+    "evaluate_nudity": "cpedit.eval.nudity",
+    "FeatureExtractor": "cpedit.eval.metrics",
     "frechet_distance": "cpedit.eval.metrics",
     "image_features": "cpedit.eval.metrics",
+    "ImageEntry": "cpedit.eval.engine",
     "inception_extractor": "cpedit.eval.metrics",
+    "is_main_process": "cpedit.eval.distributed",
     "load_clip_scorer": "cpedit.eval.metrics",
+    "load_prompt_set": "cpedit.eval.prompt_sets",
     "load_prompts": "cpedit.eval.engine",
+    "MetricResult": "cpedit.eval.benchmarks",
+    "NudityDetector": "cpedit.eval.nudity",
+    "evaluate_classify": "cpedit.eval.classify",
+    "classifier_detector": "cpedit.eval.classify",
+    "PromptSet": "cpedit.eval.prompt_sets",
+    "PromptSpec": "cpedit.eval.engine",
     "read_manifest": "cpedit.eval.engine",
     "record_metric_result": "cpedit.eval.benchmarks",
     "render_images": "cpedit.eval.engine",
+    "RenderedImages": "cpedit.eval.engine",
 }
 
 __all__ = [
+    "classifier_detector",
+    "evaluate_classify",
+    "ATTACK_SETS",
+    "AttackSet",
     "ClipScorer",
     "FeatureExtractor",
     "ImageEntry",
     "MetricResult",
+    "NudityDetector",
+    "PromptSet",
     "PromptSpec",
     "RenderedImages",
+    "evaluate_attack",
     "evaluate_clip_score",
     "evaluate_fid",
+    "evaluate_nudity",
     "frechet_distance",
     "image_features",
     "inception_extractor",
+    "is_main_process",
     "load_clip_scorer",
+    "load_prompt_set",
     "load_prompts",
     "read_manifest",
     "record_metric_result",

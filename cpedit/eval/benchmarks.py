@@ -21,7 +21,14 @@ from typing import Any
 from cpedit.errors import CpeditError
 from cpedit.eval.engine import PromptSpec, RenderedImages, default_images_dir, render_images
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.record import Evaluation, OutputRecord, read_output, write_evaluation, write_json_atomically
+from cpedit.record import (
+    Evaluation,
+    OutputRecord,
+    evaluation_path,
+    read_output,
+    write_evaluation,
+    write_json_atomically,
+)
 
 CLIP_SCORE = "clip-score"
 FID = "fid"
@@ -51,7 +58,15 @@ class MetricResult:
 def record_metric_result(
     edited: str | os.PathLike[str], result: MetricResult, *, json_file: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Keep the result in ``EDITED/conceptprune/eval/BENCH.json`` (and ``json_file``), atomically."""
+    """Keep the result in ``EDITED/conceptprune/eval/BENCH.json`` (and ``json_file``), atomically.
+
+    Under a multi-process launch every rank holds the same result, and only rank 0 writes it
+    (one writer per file); the other ranks get the path without writing anything.
+    """
+    from cpedit.eval.distributed import is_main_process
+
+    if not is_main_process():
+        return evaluation_path(edited, result.benchmark)
     path = write_evaluation(edited, result.to_evaluation())
     if json_file is not None:
         write_json_atomically(Path(json_file), result.to_json(), what="the result", argument="json_file")
@@ -77,7 +92,7 @@ def protocol(
     digest = hashlib.sha256("\n".join(p.prompt for p in prompts).encode()).hexdigest()
     return {
         "benchmark": benchmark,
-        "prompts": Path(prompts_name).name if prompts_name else "given",
+        "prompts": _prompts_label(prompts_name),
         "prompts_sha256": digest,
         "prompt_count": len(prompts),
         "images_per_prompt": images_per_prompt,
@@ -94,6 +109,15 @@ def protocol(
         "base_revision": None if base.local else (base.commit or base.revision),
         "metric_model": metric_model,
     }
+
+
+def _prompts_label(prompts_name: str | None) -> str:
+    """A prompt set as results name it: a file by its name only (no local path), ``hub:``/``attack:`` refs whole."""
+    if not prompts_name:
+        return "given"
+    if prompts_name.startswith(("hub:", "attack:")):
+        return prompts_name
+    return Path(prompts_name).name
 
 
 def _prepare(

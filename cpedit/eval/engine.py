@@ -11,6 +11,13 @@ the model (the edited output's report, or the base model's id and revision), the
 seed and the settings. A run reuses every listed image whose key it needs and generates only
 the rest, so a second run, or a run after Ctrl-C or a crash, picks up where the last one
 stopped, and the base model's images are made once for all the runs that ask for them.
+
+Under a multi-process launch (``torchrun``, ``accelerate launch``; see :mod:`cpedit.eval.distributed`)
+the missing images are batched as in one process and the batches dealt out to the ranks;
+rank ``R`` lists its images in its own ``manifest.rank-R.jsonl`` and rank 0 merges them into
+``manifest.jsonl`` once every rank is done. After every run the manifest is rewritten in one
+canonical order (this run's images in prompt-set order, the edited model's then the base's,
+then older entries as they were), so one process and N processes leave the same bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cpedit.errors import CpeditError
+from cpedit.eval import distributed
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.record import EVAL_DIR, RECORD_DIR, OutputRecord
 
 MANIFEST = "manifest.jsonl"
+RANK_MANIFEST = "manifest.rank-{rank}.jsonl"
+"""Where rank ``R`` of a multi-process run lists its images until rank 0 merges them into :data:`MANIFEST`."""
+_RANK_MANIFEST = re.compile(r"^manifest\.rank-(\d+)\.jsonl$")
 IMAGES_DIR = "images"
 """Images of benchmark ``BENCH`` are kept in ``EDITED/conceptprune/eval/images/BENCH`` by default."""
 Model = Literal["edited", "base"]
@@ -231,60 +243,121 @@ def image_jobs(
     return jobs
 
 
+def _rank_manifests(root: Path) -> list[Path]:
+    """The rank manifests in ``root`` (of a running or crashed multi-process run), in rank order."""
+    found = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    for name in names:
+        match = _RANK_MANIFEST.match(name)
+        path = root / name
+        if match and path.is_file() and not path.is_symlink():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def _manifest_lines(root: Path) -> list[tuple[ImageEntry, str]]:
+    """The valid entries of ``manifest.jsonl`` and then of the rank manifests, in file order, with their lines."""
+    lines: list[tuple[ImageEntry, str]] = []
+    manifest = root / MANIFEST
+    for path in ([manifest] if manifest.is_file() else []) + _rank_manifests(root):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            try:
+                data = json.loads(line)
+                entry = ImageEntry(
+                    prompt=data["prompt"], seed=data["seed"], file=data["file"], model=data["model"], key=data["key"]
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+            relative = Path(entry.file)
+            if relative.is_absolute() or ".." in relative.parts or entry.model not in ("edited", "base"):
+                continue
+            image = root / relative
+            if image.is_file() and not image.is_symlink():
+                lines.append((entry, line))
+    return lines
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, ImageEntry]:
-    """The images listed in ``folder/manifest.jsonl`` whose file exists, by key.
+    """The images listed in ``folder/manifest.jsonl`` (and its rank manifests) whose file exists, by key.
 
     A line that does not parse (the last one of a killed run) or names a file outside the
-    folder is skipped: its image is generated again.
+    folder is skipped: its image is generated again. The rank manifests
+    (``manifest.rank-R.jsonl``) of a multi-process run that crashed before merging them count
+    too, so the next run, with any number of processes, reuses their images.
     """
-    root = Path(folder)
-    manifest = root / MANIFEST
-    entries: dict[str, ImageEntry] = {}
-    if not manifest.is_file():
-        return entries
-    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            data = json.loads(line)
-            entry = ImageEntry(
-                prompt=data["prompt"], seed=data["seed"], file=data["file"], model=data["model"], key=data["key"]
-            )
-        except (ValueError, KeyError, TypeError):
-            continue
-        relative = Path(entry.file)
-        if relative.is_absolute() or ".." in relative.parts or entry.model not in ("edited", "base"):
-            continue
-        path = root / relative
-        if path.is_file() and not path.is_symlink():
-            entries[entry.key] = entry
-    return entries
+    return {entry.key: entry for entry, _ in _manifest_lines(Path(folder))}
 
 
-def _append_manifest(folder: Path, job: ImageJob) -> None:
-    line = {
-        "prompt": job.prompt,
-        "seed": job.seed,
-        "file": job.file,
-        "model": job.model,
-        "key": job.key,
-        "steps": job.steps,
-        "guidance": job.guidance,
-        "height": job.height,
-        "width": job.width,
-    }
-    path = folder / MANIFEST
+def _manifest_line(job: ImageJob) -> str:
+    return json.dumps(
+        {
+            "prompt": job.prompt,
+            "seed": job.seed,
+            "file": job.file,
+            "model": job.model,
+            "key": job.key,
+            "steps": job.steps,
+            "guidance": job.guidance,
+            "height": job.height,
+            "width": job.width,
+        }
+    )
+
+
+def _append_manifest(folder: Path, job: ImageJob, *, name: str = MANIFEST) -> None:
+    path = folder / name
     with open(path, "a+b") as handle:
         handle.seek(0, os.SEEK_END)
         start = b""
         if handle.tell() > 0:  # a killed run's last line may lack its newline: never glue onto it
             handle.seek(-1, os.SEEK_END)
             start = b"" if handle.read(1) == b"\n" else b"\n"
-        handle.write(start + (json.dumps(line) + "\n").encode("utf-8"))
+        handle.write(start + (_manifest_line(job) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _entry(job: ImageJob) -> ImageEntry:
-    return ImageEntry(prompt=job.prompt, seed=job.seed, file=job.file, model=job.model, key=job.key)
+def _write_canonical_manifest(root: Path, order: Sequence[ImageJob]) -> None:
+    """Rewrite ``manifest.jsonl`` (atomically) with the rank manifests merged in, in canonical order.
+
+    The order is ``order``'s images that exist (this run's jobs), then the other valid entries in
+    their previous order (the first of duplicate keys); unparsable lines and lines of missing
+    files are dropped. Then the merged rank manifests are removed. Whoever ran the jobs, and
+    with how many processes, the manifest comes out the same, byte for byte. Nothing is
+    written when the manifest is already so.
+    """
+    from cpedit.durable import write_bytes_atomically
+
+    rank_files = _rank_manifests(root)
+    lines = _manifest_lines(root)
+    present = {entry.key for entry, _ in lines}
+    seen: set[str] = set()
+    out: list[str] = []
+    for job in order:
+        if job.key in present and job.key not in seen:
+            seen.add(job.key)
+            out.append(_manifest_line(job))
+    for entry, line in lines:
+        if entry.key not in seen:
+            seen.add(entry.key)
+            out.append(line)
+    data = "".join(line + "\n" for line in out).encode("utf-8")
+    manifest = root / MANIFEST
+    try:
+        current = manifest.read_bytes() if manifest.is_file() else None
+    except OSError:
+        current = None
+    if current != data:
+        write_bytes_atomically(manifest, data, what="the image manifest")
+    for path in rank_files:  # merged: its lines are in manifest.jsonl now
+        path.unlink(missing_ok=True)
 
 
 def _batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[ImageJob]]:
@@ -395,11 +468,23 @@ def render_images(
         pipe: An already loaded pipeline of the edited output (None: load it when needed). With
             ``base``, its edited components are replaced by the base model's when base images are made.
         on_progress: Receives ``load`` and ``sample`` events (``completed``/``total`` count
-            the images of the run, the reused ones included).
+            the images of the run, the reused ones included; under a multi-process launch each
+            rank counts its own share, then every rank gets the whole count once all are ready).
         cancel: Checked before and after every batch; stops with :class:`~cpedit.errors.Cancelled`.
 
+    Under a multi-process launch (``WORLD_SIZE`` > 1, see :mod:`cpedit.eval.distributed`) every
+    rank calls this with the same arguments: the missing images are batched as in one process,
+    rank ``R`` renders batches ``R, R + N, ...`` on its own device (``auto``/``cuda``:
+    ``cuda:LOCAL_RANK``) and lists them in ``manifest.rank-R.jsonl``; once every rank is done,
+    rank 0 merges these into ``manifest.jsonl`` and every rank returns all the images. The
+    images and the manifest are the same, byte for byte, as one process makes (same device and
+    thread settings assumed). In any case the manifest ends in canonical order (see
+    :func:`_write_canonical_manifest`).
+
     Raises:
-        CpeditError: Bad settings, no base model recorded (with ``base``), out of memory.
+        CpeditError: Bad settings, no base model recorded (with ``base``), out of memory, a
+            half-set launch environment (``reason="distributed_environment"``), images that are
+            not there after the run (``reason="images_missing"``: a folder that the nodes do not share).
         Cancelled: ``cancel`` was set (the images made so far are kept).
     """
     from cpedit.sampling import SampleSettings, check_sample_settings, save_png
@@ -429,32 +514,42 @@ def render_images(
     }
     models: list[Model] = ["edited", "base"] if base else ["edited"]
     jobs = {m: image_jobs(prompts, identity=model_identity(record, m), model=m, **settings) for m in models}
+    launch = distributed.setup()
+    rank, size = (launch.rank, launch.world_size) if launch is not None else (0, 1)
     have = read_manifest(root)
+    distributed.barrier()  # every rank has seen the same folder before any of them writes to it
     missing = {m: [j for j in jobs[m] if j.key not in have] for m in models}
     reused = sum(len(jobs[m]) - len(missing[m]) for m in models)
     result = RenderedImages(folder=root, edited=[], reused=reused)
-    if any(missing.values()) and pipe is None:
+    # The batches of one process, dealt out: every image is rendered in the same batch, so the same pixels.
+    work = [(m, batch) for m in models for batch in _batches(missing[m], batch_size)]
+    mine = work[rank::size]
+    manifest_name = MANIFEST if launch is None else RANK_MANIFEST.format(rank=rank)
+    where = "" if launch is None else f"rank {rank}/{size}: "
+    if mine and pipe is None:
         from cpedit import loading
 
         check_cancel(cancel, "before loading the model")
         _, pipe = loading.open_pipeline(
-            record.folder, device=device, dtype=dtype, on_progress=on_progress, cancel=cancel
+            record.folder, device=distributed.rank_device(device), dtype=dtype, on_progress=on_progress, cancel=cancel
         )
     for model in models:
-        total = len(jobs[model])
-        done = total - len(missing[model])
-        if missing[model]:
+        batches = [batch for m, batch in mine if m == model]
+        if launch is None:
+            total, done = len(jobs[model]), len(jobs[model]) - len(missing[model])
+        else:  # a rank counts its own share
+            total, done = sum(len(batch) for batch in batches), 0
+        if batches:
             pipe.set_progress_bar_config(disable=True)
             if model == "base":
                 _swap_to_base(pipe, record, on_progress=on_progress, cancel=cancel)
-            batches = _batches(missing[model], batch_size)
             for index, batch in enumerate(batches, 1):
                 check_cancel(cancel, "while generating the evaluation images")
                 emit(
                     on_progress,
                     ProgressEvent(
                         stage="sample",
-                        message=f"{model}: {len(batch)} image(s), {batch[0].prompt}",
+                        message=f"{where}{model}: {len(batch)} image(s), {batch[0].prompt}",
                         concept=model,
                         batch=index,
                         batches=len(batches),
@@ -468,21 +563,60 @@ def render_images(
                 for job, image in zip(batch, images, strict=True):
                     (root / job.file).parent.mkdir(parents=True, exist_ok=True)
                     save_png(image, root / job.file, what="an evaluation image")
-                    _append_manifest(root, job)
-                    have[job.key] = _entry(job)
+                    _append_manifest(root, job, name=manifest_name)
                 done += len(batch)
-                result.generated += len(batch)
-        emit(
-            on_progress,
-            ProgressEvent(
-                stage="sample",
-                message=f"{model}: {total} images ready ({total - len(missing[model])} reused)",
-                concept=model,
-                completed=total,
-                total=total,
-                unit="images",
+        if launch is None:
+            _ready(on_progress, model, total=total, reused=total - len(missing[model]))
+        elif batches:
+            emit(
+                on_progress,
+                ProgressEvent(
+                    stage="sample",
+                    message=f"{where}{model}: this rank's {total} images done; waiting for the other ranks",
+                    concept=model,
+                    batch=len(batches),
+                    batches=len(batches),
+                    completed=total,
+                    total=total,
+                    unit="images",
+                ),
+            )
+    distributed.barrier()  # every rank's images and rank manifest are written
+    if rank == 0:
+        _write_canonical_manifest(root, [job for m in models for job in jobs[m]])
+    distributed.barrier()  # the merged manifest is in place
+    have = read_manifest(root)
+    absent = [job for m in models for job in jobs[m] if job.key not in have]
+    if absent:
+        raise CpeditError(
+            f"{root}: {len(absent)} of the run's images (such as {absent[0].file}) are not there after the run"
+            + (
+                "; with several nodes the images folder must be on a filesystem every node shares"
+                if launch is not None
+                else "; was the folder changed while the run was going? Run again to make them"
             ),
+            path=str(root),
+            reason="images_missing",
+            argument="folder",
         )
+    if launch is not None:
+        for model in models:
+            _ready(on_progress, model, total=len(jobs[model]), reused=len(jobs[model]) - len(missing[model]))
+    result.generated = sum(len(missing[m]) for m in models)
     result.edited = [have[j.key] for j in jobs["edited"]]
     result.base = [have[j.key] for j in jobs.get("base", [])]
     return result
+
+
+def _ready(on_progress: ProgressCallback | None, model: Model, *, total: int, reused: int) -> None:
+    emit(
+        on_progress,
+        ProgressEvent(
+            stage="sample",
+            message=f"{model}: {total} images ready ({reused} reused)",
+            concept=model,
+            completed=total,
+            total=total,
+            unit="images",
+        ),
+    )

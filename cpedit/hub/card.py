@@ -146,8 +146,11 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _metric_rows(add: Any, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
-    """A metric benchmark's results as a before/after table (``-`` where the base was not evaluated)."""
+def _metric_rows(add: Any, benchmark: str, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
+    """A metric benchmark's results as a before/after table (``-`` where the base was not evaluated),
+    with the paper's published figure beside each metric it reported (:mod:`cpedit.eval.paper`)."""
+    from cpedit.eval.paper import paper_figure
+
     parts = [f"{protocol[key]} {label}" for key, label in (("images", "images"), ("steps", "steps")) if key in protocol]
     if "prompts" in protocol:
         parts.append(f"prompts: {_md(str(protocol['prompts']))}")
@@ -156,11 +159,12 @@ def _metric_rows(add: Any, metrics: dict[str, dict[str, float]], protocol: dict[
     if parts:
         add("; ".join(parts) + ".")
         add("")
-    add("| metric | before | after |")
-    add("|---|---:|---:|")
+    add("| metric | before | after | paper (ConceptPrune, for context) |")
+    add("|---|---:|---:|---|")
     for name, values in metrics.items():
         before = f"{values['before']:.4f}" if "before" in values else "-"
-        add(f"| {_md(name)} | {before} | {values['after']:.4f} |")
+        figure = paper_figure(benchmark, name, protocol)
+        add(f"| {_md(name)} | {before} | {values['after']:.4f} | {_md(figure.describe()) if figure else '-'} |")
     add("")
 
 
@@ -302,7 +306,7 @@ def build_model_card(
             add(f"### {_md(ev.benchmark)}")
             add("")
             if ev.metrics is not None:  # a metric benchmark (`cpedit eval clip-score`, `fid`)
-                _metric_rows(add, ev.metrics, ev.protocol or {})
+                _metric_rows(add, ev.benchmark, ev.metrics, ev.protocol or {})
                 continue
             add(
                 f"{ev.images} images; erased concepts: {_md(', '.join(ev.concepts))}; "

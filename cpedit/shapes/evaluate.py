@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cpedit import loading
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes import Recipe
@@ -212,10 +211,16 @@ def evaluate_shapes(
     guidance_scale: float = 7.5,
     batch_size: int = 64,
     device: str = "auto",
+    images_dir: str | os.PathLike[str] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> ShapesEvaluation:
     """Compare an edited shapes model with its base on erasure and preservation.
+
+    The images are made by the evaluation engine (:func:`cpedit.eval.engine.render_images`):
+    kept as PNG files with a ``manifest.jsonl`` in ``images_dir``, reused by a later or
+    interrupted run, the base model's images cached. Image ``i`` of the erased set is seeded
+    ``seed + i``, of the preserved set ``seed + 1_000_000 + i``, the same for both models.
 
     Args:
         edited: A cpedit output folder whose base is a shapes-world model (normally
@@ -226,8 +231,10 @@ def evaluate_shapes(
         guidance_scale: Classifier-free guidance scale.
         batch_size: Images generated at once.
         device: Where to run (``auto``: CUDA if available, else CPU).
-        on_progress: Receives ``sample`` events as image batches are generated.
-        cancel: Stops the evaluation at the next image batch with :class:`~cpedit.errors.Cancelled`.
+        images_dir: Where the images are kept (default ``EDITED/conceptprune/eval/images/shapes``).
+        on_progress: Receives ``load``, ``sample`` (images of the run) and ``evaluate`` events.
+        cancel: Stops the evaluation at the next image batch with :class:`~cpedit.errors.Cancelled`
+            (the images made so far are kept for the next run).
 
     Returns:
         The measurements; :meth:`ShapesEvaluation.to_json` is the benchmark's JSON.
@@ -237,6 +244,8 @@ def evaluate_shapes(
             concept is not a value of the shapes world.
         ModelLoadError: a model cannot be loaded.
     """
+    from cpedit.eval.engine import PromptSpec, default_images_dir, render_images
+
     if images < 1:
         raise CpeditError(f"images must be at least 1, got {images}", argument="images")
     folder = Path(edited)
@@ -244,41 +253,42 @@ def evaluate_shapes(
     report = record.report
     erased_by_recipe = erased_values(report, folder)
     erased = sorted(set(erased_by_recipe.values()))
-    base_ref = report.base_ref
-    if not base_ref:
+    if not report.base_ref:
         raise CpeditError(f"{folder}: the report does not record a base model to compare with")
     with_concept, without = evaluation_prompts(
         erased, images=images, seed=seed, exclude=_calibration_prompts(record.recipes)
     )
+    sets = (("erased", with_concept), ("preserved", without))
+    specs = [
+        PromptSpec(world.caption(scene), seed=seed + 1_000_000 * offset + i)
+        for offset, (_, scenes) in enumerate(sets)
+        for i, scene in enumerate(scenes)
+    ]
+    rendered = render_images(
+        record,
+        specs,
+        folder=images_dir if images_dir is not None else default_images_dir(folder, BENCHMARK),
+        base=True,
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        batch_size=batch_size,
+        device=device,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
     classifier = load_classifier()
-    total = 4 * images
     results: dict[str, dict[str, Any]] = {}
-    for phase, index, ref in (("before", 0, base_ref), ("after", 2, str(folder))):
-        emit(on_progress, ProgressEvent(stage="load", message=f"loading {ref} ({phase})"))
-        _, pipe = loading.open_pipeline(
-            ref, revision=None, device=device, dtype=None, safety_checker=False, on_progress=on_progress, cancel=cancel
-        )
-        pipe.set_progress_bar_config(disable=True)
+    for phase, entries in (("before", rendered.base), ("after", rendered.edited)):
         measured: dict[str, Any] = {}
-        for offset, (mode, scenes) in enumerate((("erased", with_concept), ("preserved", without))):
-            prompts = [world.caption(s) for s in scenes]
-            shown = generate_images(
-                pipe,
-                prompts,
-                seed=seed + 1_000_000 * offset,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                batch_size=batch_size,
-                label=f"{phase}: {mode}",
-                on_progress=on_progress,
-                done=(index + offset) * images,
-                total=total,
-                cancel=cancel,
-            )
+        for offset, (mode, scenes) in enumerate(sets):
+            check_cancel(cancel, "during the evaluation")
             emit(on_progress, ProgressEvent(stage="evaluate", message=f"{phase}: judging {len(scenes)} {mode} images"))
+            chosen = entries[offset * images : (offset + 1) * images]
+            shown = np.stack([_read_png(entry.path(rendered.folder)) for entry in chosen])
             measured[mode] = score_images(classifier, shown, scenes, erased, mode=mode)
         results[phase] = measured
-        del pipe
+    total = 4 * images
     emit(on_progress, ProgressEvent(stage="done", message="evaluation done", completed=total, total=total))
     totals = report.totals
     return ShapesEvaluation(
@@ -291,6 +301,14 @@ def evaluate_shapes(
         pruned_fraction=totals.pruned_weights / totals.unet_weights,
         preserved_by_attribute={phase: results[phase]["preserved"][1] for phase in ("before", "after")},
     )
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """An image of the engine's folder as the uint8 HxWx3 array :func:`generate_images` returns."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def record_result(edited: str | os.PathLike[str], evaluation: ShapesEvaluation) -> Path:

@@ -1,0 +1,235 @@
+"""``cpedit eval classify``: erased and preserved accuracy of artist styles and Imagenette objects.
+
+The generation options (images per prompt, seed, steps, guidance, size, ``--base``, images
+folder, ``--json``, batch size, device, format) are the ones every image benchmark shares
+(:func:`cpedit.cli.eval_options.metric_options`), taken from there so they stay the same;
+``--prompts`` here is a file of prompt *templates* (the benchmark has its own prompt sets) and
+``--limit`` counts prompts per concept, so those two are this command's own; options added
+there for other benchmarks (``--category``) are not taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cpedit.cli.eval_options import metric_options
+from cpedit.cli.guard import command_guard
+
+SHARED = (
+    "edited_dir",
+    "images_per_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "height",
+    "width",
+    "base",
+    "images_dir",
+    "json_file",
+    "batch_size",
+    "device",
+    "output_format",
+)
+"""The shared benchmark options this command takes as they are (its prompts and limit are its own)."""
+
+
+def _shared_params() -> list[click.Parameter]:
+    """Fresh copies of the :data:`SHARED` options of :func:`metric_options` (DIR first)."""
+
+    def probe(**_: Any) -> None:
+        """Only collects the parameters."""
+
+    params = {p.name: p for p in click.command()(metric_options(probe)).params}
+    return [params[name] for name in SHARED if name in params]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _points(before: float | None, after: float | None, *, sign: bool = True) -> str:
+    if before is None or after is None:
+        return "-"
+    return f"{100 * (after - before):+.1f}" if sign else f"{100 * (before - after):.1f}"
+
+
+def classify_table(result: Any) -> Table:
+    """The result as a table: the two accuracies, the preservation drop and each concept (percent)."""
+    protocol = result.protocol
+    table = Table(
+        title=f"classify ({protocol['family']}): erased {', '.join(protocol['erased_concepts'])}; "
+        f"{protocol['images']} images per model ({protocol['prompt_count']} prompts), {protocol['steps']} steps, "
+        f"judged by {protocol['classifier']} ({protocol['metric_model']})"
+    )
+    for column in ("measure", "before", "after", "change (points)"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    erased = result.metrics.get("erased_accuracy", {})
+    preserved = result.metrics.get("preserved_accuracy", {})
+    table.add_row(
+        "erased accuracy (lower is better)",
+        _percent(erased.get("before")),
+        _percent(erased.get("after")),
+        _points(erased.get("before"), erased.get("after")),
+    )
+    if preserved:
+        table.add_row(
+            "preserved accuracy (higher is better)",
+            _percent(preserved.get("before")),
+            _percent(preserved.get("after")),
+            _points(preserved.get("before"), preserved.get("after")),
+        )
+        table.add_row(
+            "preservation drop (before - after)",
+            "",
+            _points(preserved.get("before"), preserved.get("after"), sign=False),
+            "",
+        )
+    for name, values in protocol["per_concept"].items():
+        table.add_row(
+            f"  {name} ({values['role']}, {values['images']} images)",
+            _percent(values.get("before")),
+            _percent(values.get("after")),
+            _points(values.get("before"), values.get("after")),
+        )
+    caption = "accuracies in percent of images (the JSON keeps fractions 0..1)"
+    if result.images is not None:
+        caption += f"; {result.images.generated} images generated, {result.images.reused} reused"
+    table.caption = caption
+    return table
+
+
+def _concept_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter("give one or more concepts, separated by commas", ctx=ctx, param=param)
+    return names
+
+
+@click.command("classify")
+@click.option(
+    "--family",
+    type=click.Choice(["artists", "objects"]),
+    default=None,
+    help="The concepts judged against each other (default: the erased concepts' family).",
+)
+@click.option(
+    "--concepts",
+    callback=_concept_list,
+    default=None,
+    metavar="LIST",
+    help="The erased concepts, comma-separated names or recipe names (default: the output's recipes').",
+)
+@click.option(
+    "--classifier",
+    type=click.Choice(["clip", "resnet50"]),
+    default="clip",
+    show_default=True,
+    help="clip: zero-shot CLIP over the label texts; resnet50: an ImageNet-1k classifier (objects only).",
+)
+@click.option(
+    "--classifier-model",
+    default=None,
+    help="The classifier: a Hub id or a folder, safetensors "
+    "(default openai/clip-vit-large-patch14, or microsoft/resnet-50 with --classifier resnet50).",
+)
+@click.option(
+    "--prompt-set",
+    type=click.Choice(["held-out", "paper"]),
+    default="held-out",
+    show_default=True,
+    help="held-out: the paper's templates on things it did not calibrate on; paper: its calibration prompts.",
+)
+@click.option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Prompt templates instead of --prompt-set: .txt, .csv or .jsonl, each prompt with {concept} "
+    "(or {a_concept}), filled in with every concept of the family.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts per concept.")
+@command_guard()
+def eval_classify_command(edited_dir: str, **options: Any) -> None:
+    """Erased and preserved accuracy of an artist-style or object erasure (the paper's measure).
+
+    Every concept of the family gets the same prompts; the edited model's images (and with
+    --base the base model's, cached) are classified among the family's concepts:
+
+    \b
+      artists  Van Gogh, Monet, Pablo Picasso, Leonardo Da Vinci, Salvador Dali;
+               CLIP against "a painting in the style of {artist}"
+      objects  the ten Imagenette classes; CLIP against "a photo of a {class}", or
+               --classifier resnet50 (ImageNet-1k logits of the ten classes)
+
+    \b
+      erased accuracy     erased concepts' images named as their concept (lower is better)
+      preserved accuracy  other concepts' images named as their own (higher is better)
+      preservation drop   preserved accuracy before - after (needs --base)
+
+    The erased concepts are the recipes' of DIR (or --concepts). Default prompts: the
+    paper's templates ("a {thing} in the style of {artist}", "a {class} in the snow", ...)
+    on 20 things / 12 scenes it did not calibrate on (--prompt-set paper: its own). The
+    table shows percent; DIR/conceptprune/eval/classify.json keeps fractions, with the
+    per-concept accuracies under protocol.per_concept.
+
+    \b
+    Examples:
+      cpedit eval classify sd14-no-van-gogh --base
+      cpedit eval classify sd14-no-church --classifier resnet50 --limit 5 --json church.json
+      cpedit eval classify out --family artists --concepts van-gogh,monet --prompt-set paper
+      cpedit eval classify out --prompts my-templates.txt --images-per-prompt 4
+    """
+    run_classify(edited_dir, **options)
+
+
+_SHARED = _shared_params()
+# DIR first, then this command's options, then the shared generation options.
+eval_classify_command.params = [
+    *(p for p in _SHARED if p.name == "edited_dir"),
+    *eval_classify_command.params,
+    *(p for p in _SHARED if p.name != "edited_dir"),
+]
+
+
+def run_classify(
+    edited_dir: str,
+    *,
+    prompts_file: str | None,
+    json_file: str | None,
+    output_format: str,
+    **settings: Any,
+) -> None:
+    """Run the benchmark with a progress display, keep its result, print the table or the JSON."""
+    from cpedit.cli.render import ProgressView
+    from cpedit.eval.benchmarks import record_metric_result
+    from cpedit.eval.classify import evaluate_classify
+    from cpedit.eval.distributed import is_main_process, rank_device
+    from cpedit.eval.engine import load_prompts
+
+    console = Console(stderr=True)
+    templates = load_prompts(prompts_file) if prompts_file is not None else None
+    # Under torchrun / accelerate launch every rank runs this (the images are split across them);
+    # rank 0 alone shows progress, writes the result and prints it, as the other benchmarks do.
+    main = is_main_process()
+    settings["device"] = rank_device(settings.get("device", "auto"))
+    with ProgressView(console) if main else contextlib.nullcontext() as view:
+        result = evaluate_classify(
+            edited_dir, prompts=templates, prompts_name=prompts_file, on_progress=view, **settings
+        )
+    record_metric_result(edited_dir, result, json_file=json_file)
+    if not main:
+        return
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    Console().print(classify_table(result))
+    if json_file is not None:
+        console.print(f"Wrote {json_file}")

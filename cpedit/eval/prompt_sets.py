@@ -1,0 +1,554 @@
+"""Prompt sets from a file or from a Hugging Face Hub dataset (``hub:OWNER/NAME``).
+
+A prompt set is a list of :class:`~cpedit.eval.engine.PromptSpec` and where it came from: a
+local file (read by :func:`cpedit.eval.engine.load_prompts`), or a dataset repo on the Hub,
+downloaded into the standard Hub cache (only its ``.csv``, ``.jsonl`` and ``.parquet`` files
+and README) and read with a small, explicit column mapping, so that benchmark sets published
+in their own formats work as they are:
+
+- the prompt: ``prompt``, ``text``, ``caption``, ``adv_prompt``, ``sensitive prompt``, ``prompts``
+  (the first present; or the column asked for);
+- the seed: ``seed``, ``sd_seed`` (I2P), ``evaluation_seed``; the guidance: ``guidance``,
+  ``sd_guidance_scale`` (I2P), ``guidance_scale``, ``evaluation_guidance``; the size: ``height``,
+  ``width``, ``sd_image_height``, ``sd_image_width`` (I2P);
+- the categories: ``categories`` (comma-separated, such as I2P's ``sexual, violence``), which
+  a ``category`` filter keeps.
+
+Hub sets record the commit they were read at (:attr:`PromptSet.revision`), so a result says
+exactly which prompts it used. ``attack:NAME`` names an adversarial set of
+:data:`cpedit.eval.attack.ATTACK_SETS` (its Hub id, file and column).
+
+Example:
+    >>> from cpedit.eval.prompt_sets import load_prompt_set
+    >>> i2p = load_prompt_set("hub:AIML-TUDA/i2p", category="sexual")
+    >>> i2p.name, len(i2p.prompts), i2p.revision[:7]
+    ('hub:AIML-TUDA/i2p', 931, '2d8a0ba')
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import importlib.util
+import io
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cpedit.errors import CpeditError
+from cpedit.eval.engine import PromptSpec, _spec, load_prompts
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+
+HUB_PREFIX = "hub:"
+ATTACK_PREFIX = "attack:"
+DATA_SUFFIXES = (".csv", ".jsonl", ".parquet")
+PROMPT_COLUMNS = ("prompt", "text", "caption", "adv_prompt", "sensitive prompt", "prompts")
+"""Columns that hold the prompt, in the order they are looked for."""
+SETTING_COLUMNS: dict[str, tuple[str, ...]] = {
+    "seed": ("seed", "sd_seed", "evaluation_seed"),
+    "guidance": ("guidance", "sd_guidance_scale", "guidance_scale", "evaluation_guidance"),
+    "height": ("height", "sd_image_height"),
+    "width": ("width", "sd_image_width"),
+}
+"""The columns read as each prompt's own settings (the first present of each)."""
+CATEGORY_COLUMNS = ("categories",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.[a-z]+$")
+
+__all__ = ["PromptSet", "load_prompt_set", "parse_hub_ref", "read_prompt_table"]
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A prompt set and where it came from.
+
+    Attributes:
+        prompts: The prompts (after the category filter and the limit).
+        name: ``hub:OWNER/NAME`` for a Hub set, the path as given for a file.
+        revision: The Hub commit the set was read at (None for a file).
+        source: ``hub`` or ``file``.
+        file: The file of the Hub repo the prompts were read from (None for a file).
+        category: The category filter applied, if any.
+        column: The column the prompts were read from (Hub sets).
+    """
+
+    prompts: list[PromptSpec]
+    name: str
+    revision: str | None
+    source: Literal["hub", "file"]
+    file: str | None = None
+    category: str | None = None
+    column: str | None = None
+
+    def protocol_fields(self) -> dict[str, Any]:
+        """What a result's protocol records about the set (nothing beyond the file name for a file)."""
+        if self.source == "file":
+            return {}
+        return {
+            "prompts": self.name,
+            "prompts_revision": self.revision,
+            "prompts_file": self.file,
+            "prompts_column": self.column,
+            "prompts_category": self.category,
+        }
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``hub:OWNER/NAME[/FILE][@REVISION]`` -> ``(repo id, file or None, revision or None)``.
+
+    Raises:
+        CpeditError: Not of that form (``argument="prompts"``).
+    """
+    body = ref[len(HUB_PREFIX) :] if ref.startswith(HUB_PREFIX) else ref
+    revision = None
+    if "@" in body:
+        body, revision = body.rsplit("@", 1)
+        if not revision:
+            revision = None
+    parts = body.split("/")
+    if len(parts) < 2 or not all(_NAME.match(p) for p in parts[:2]) or any(p in ("", ".", "..") for p in parts):
+        raise CpeditError(
+            f"{ref!r} is not a Hub prompt set: write hub:OWNER/NAME (a dataset repo, such as hub:AIML-TUDA/i2p), "
+            "optionally followed by /FILE (one file of it) and @REVISION",
+            argument="prompts",
+            reason="invalid",
+        )
+    return "/".join(parts[:2]), "/".join(parts[2:]) or None, revision
+
+
+def load_prompt_set(
+    ref: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    category: str | None = None,
+    revision: str | None = None,
+    column: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> PromptSet:
+    """Load a prompt set: a local file, ``hub:OWNER/NAME[/FILE][@REVISION]`` or ``attack:NAME``.
+
+    A file goes to :func:`cpedit.eval.engine.load_prompts`. A Hub dataset is downloaded into
+    the standard Hub cache (only the data file it needs and its README; a second call reads
+    the cache), reported as ``download`` events (bytes), then read with the column mapping of
+    this module. With ``HF_HUB_OFFLINE=1`` the cached copy is used.
+
+    Args:
+        ref: The set.
+        limit: Keep only the first ``limit`` prompts (after the category filter).
+        category: Keep the prompts whose ``categories`` include one of these (comma-separated,
+            case-insensitive; I2P's are ``hate``, ``harassment``, ``violence``, ``self-harm``,
+            ``sexual``, ``shocking``, ``illegal activity``).
+        revision: A branch, tag or commit of the Hub dataset (``@REVISION`` in ``ref`` also works).
+        column: The prompt column (default: the first of :data:`PROMPT_COLUMNS` present).
+        on_progress: Receives the download's events.
+        cancel: Stops the download at its next chunk or file (:class:`~cpedit.errors.Cancelled`).
+
+    Raises:
+        CpeditError: The file or dataset cannot be had or read (``reason`` ``gated``,
+            ``not_found``, ``revision``, ``offline``, ``network``, ``no_column``,
+            ``no_categories``, ``missing_package``...; ``argument="prompts"``, or ``category``).
+        Cancelled: ``cancel`` was set.
+    """
+    text = os.fspath(ref)
+    if text.startswith(ATTACK_PREFIX):
+        from cpedit.eval.attack import find_attack_set
+
+        entry = find_attack_set(text[len(ATTACK_PREFIX) :])
+        return load_prompt_set(
+            entry.prompts_ref(),
+            limit=limit,
+            category=category,
+            revision=revision,
+            column=column or entry.column,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    if not text.startswith(HUB_PREFIX):
+        if category is not None:
+            raise CpeditError(
+                f"{text}: a category filter applies to prompt sets with a categories column read from the Hub "
+                "(hub:OWNER/NAME, such as hub:AIML-TUDA/i2p); filter a local file yourself",
+                argument="category",
+                reason="no_categories",
+            )
+        if revision is not None:
+            raise CpeditError(f"{text}: a revision applies to Hub prompt sets only", argument="revision")
+        if not Path(text).is_file():
+            raise CpeditError(
+                f"{text}: no such prompt file; give a .txt, .csv or .jsonl file, or a Hub dataset as hub:OWNER/NAME",
+                path=text,
+                argument="prompts",
+                reason="not_found",
+            )
+        return PromptSet(prompts=load_prompts(text, limit=limit), name=text, revision=None, source="file")
+    repo_id, file, ref_revision = parse_hub_ref(text)
+    if ref_revision is not None and revision is not None and ref_revision != revision:
+        raise CpeditError(
+            f"{text}: two revisions asked for ({ref_revision!r} and {revision!r}); give one", argument="revision"
+        )
+    folder, commit, chosen = _download(
+        repo_id, revision=revision or ref_revision, file=file, on_progress=on_progress, cancel=cancel
+    )
+    prompts: list[PromptSpec] = []
+    used_column = None
+    for name in chosen:
+        specs, used_column = read_prompt_table(
+            folder / name, column=column, category=category, shown_as=f"{repo_id}/{name}"
+        )
+        prompts.extend(specs)
+    if limit is not None:
+        prompts = prompts[:limit]
+    return PromptSet(
+        prompts=prompts,
+        name=f"{HUB_PREFIX}{repo_id}",
+        revision=commit,
+        source="hub",
+        file=chosen[0] if len(chosen) == 1 else ",".join(chosen),
+        category=category,
+        column=used_column,
+    )
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _rows(path: Path, shown_as: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """The columns and the numbered rows of a .csv, .jsonl or .parquet file."""
+
+    def fail(message: str) -> CpeditError:
+        return CpeditError(f"{shown_as}: {message}", path=str(path), argument="prompts")
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _need_pyarrow(shown_as)
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise fail(f"cannot read the Parquet file ({exc})") from None
+        return list(table.column_names), list(enumerate(table.to_pylist(), 1))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read the prompts ({exc})") from None
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:
+            raise fail(f"not a valid CSV file ({exc})") from None
+        return list(reader.fieldnames or []), rows
+    if suffix != ".jsonl":
+        raise fail("a prompt set file must be .csv, .jsonl or .parquet")
+    rows = []
+    columns: dict[str, None] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise fail(f"line {n} is not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise fail(f"line {n}: expected a JSON object")
+        columns.update(dict.fromkeys(row))
+        rows.append((n, row))
+    return list(columns), rows
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    by_name = {c.strip().lower(): c for c in columns if isinstance(c, str)}
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+def _categories(value: Any) -> set[str]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    elif value is None or (isinstance(value, float) and math.isnan(value)):
+        items = []
+    else:
+        items = str(value).split(",")
+    return {item.strip().lower() for item in items if item.strip()}
+
+
+def read_prompt_table(
+    path: str | os.PathLike[str],
+    *,
+    column: str | None = None,
+    category: str | None = None,
+    shown_as: str | None = None,
+) -> tuple[list[PromptSpec], str]:
+    """Read the prompts of a .csv, .jsonl or .parquet file with the column mapping of this module.
+
+    Args:
+        path: The file.
+        column: The prompt column (default: the first of :data:`PROMPT_COLUMNS` present).
+        category: Keep rows whose categories include one of these (comma-separated).
+        shown_as: How messages name the file (default: its path).
+
+    Returns:
+        The prompts (rows with an empty prompt are skipped) and the column they came from.
+
+    Raises:
+        CpeditError: No prompt column (``reason="no_column"``), no categories column for a
+            filter (``reason="no_categories"``), nothing left, or a bad value (the line named).
+    """
+    file = Path(path)
+    shown = shown_as or str(file)
+    columns, rows = _rows(file, shown)
+    prompt_column = _find(columns, (column.strip().lower(),)) if column else _find(columns, PROMPT_COLUMNS)
+    if prompt_column is None:
+        wanted = f"the column {column!r}" if column else f"a prompt column ({', '.join(PROMPT_COLUMNS)})"
+        raise CpeditError(
+            f"{shown}: no {wanted}; its columns are {', '.join(map(str, columns)) or 'none'}",
+            path=str(file),
+            argument="prompts",
+            reason="no_column",
+        )
+    setting_columns = {key: _find(columns, names) for key, names in SETTING_COLUMNS.items()}
+    wanted_categories = _categories(category) if category is not None else None
+    category_column = _find(columns, CATEGORY_COLUMNS)
+    if wanted_categories is not None:
+        if not wanted_categories:
+            raise CpeditError("the category filter is empty", argument="category")
+        if category_column is None:
+            raise CpeditError(
+                f"{shown}: this prompt set has no categories column, so it cannot be filtered by category "
+                f"(its columns are {', '.join(map(str, columns))}); leave the category out",
+                path=str(file),
+                argument="category",
+                reason="no_categories",
+            )
+    specs: list[PromptSpec] = []
+    seen: set[str] = set()
+    for n, row in rows:
+        if wanted_categories is not None:
+            have = _categories(row.get(category_column))
+            seen |= have
+            if not have & wanted_categories:
+                continue
+        canonical: dict[str, Any] = {"prompt": row.get(prompt_column)}
+        for key, name in setting_columns.items():
+            value = row.get(name) if name is not None else None
+            canonical[key] = None if isinstance(value, float) and math.isnan(value) else value
+        spec = _spec(canonical, where=f"{shown}:{n}", path=file)
+        if spec is not None:
+            specs.append(spec)
+    if not specs:
+        if wanted_categories is not None:
+            raise CpeditError(
+                f"{shown}: no prompt of category {category!r}; its categories are {', '.join(sorted(seen)) or 'none'}",
+                path=str(file),
+                argument="category",
+                reason="empty",
+            )
+        raise CpeditError(f"{shown}: no prompts (column {prompt_column!r})", path=str(file), argument="prompts")
+    return specs, prompt_column
+
+
+def _need_pyarrow(shown_as: str) -> None:
+    if importlib.util.find_spec("pyarrow") is None:
+        raise CpeditError(
+            f"{shown_as} is a Parquet file, and reading it needs pyarrow: pip install pyarrow",
+            argument="prompts",
+            reason="missing_package",
+        )
+
+
+# -- downloading ------------------------------------------------------------------------------
+
+
+def _choose(repo_id: str, files: list[str], file: str | None) -> list[str]:
+    """The data files to read: ``file``, the only data file, or the shards of one split."""
+    data = sorted(p for p in files if p.lower().endswith(DATA_SUFFIXES))
+    if file is not None:
+        if file not in files:
+            shown = ", ".join(data[:8]) or "none"
+            raise CpeditError(
+                f"{repo_id} has no file {file!r}; its prompt files (.csv, .jsonl, .parquet) are: {shown}",
+                repo_id=repo_id,
+                argument="prompts",
+                reason="entry",
+            )
+        if not file.lower().endswith(DATA_SUFFIXES):
+            raise CpeditError(f"{repo_id}/{file}: a prompt file must be .csv, .jsonl or .parquet", argument="prompts")
+        return [file]
+    if not data:
+        raise CpeditError(
+            f"{repo_id} has no .csv, .jsonl or .parquet file to read prompts from", repo_id=repo_id, argument="prompts"
+        )
+    if len(data) == 1:
+        return data
+    stems = {_SHARD.sub("", p) for p in data}
+    if len(stems) == 1 and all(_SHARD.search(p) for p in data):
+        return data  # the shards of one split: read in order
+    shown = ", ".join(data[:8]) + (f" and {len(data) - 8} more" if len(data) > 8 else "")
+    raise CpeditError(
+        f"{repo_id} has several prompt files ({shown}); name one as hub:{repo_id}/FILE",
+        repo_id=repo_id,
+        argument="prompts",
+        reason="ambiguous",
+    )
+
+
+def _hub_failure(exc: BaseException, repo_id: str, revision: str | None) -> CpeditError:
+    """A clear error for a failed Hub call about dataset ``repo_id`` (the token is never shown)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    from cpedit.hub.errors import LOGIN_HINT, _chain, endpoint, has_token, is_network_error, redact
+
+    chain = list(_chain(exc))
+
+    def first(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+        return next((item for item in chain if isinstance(item, kind)), None)
+
+    def error(message: str, reason: str, argument: str = "prompts") -> CpeditError:
+        return CpeditError(message, repo_id=repo_id, reason=reason, argument=argument)
+
+    url = f"{endpoint()}/datasets/{repo_id}"
+    http = first(HfHubHTTPError)
+    status = getattr(getattr(http, "response", None), "status_code", None)
+    if first(GatedRepoError) is not None or (status == 403 and first(RepositoryNotFoundError) is None):
+        if has_token():
+            return error(
+                f"the dataset {repo_id} is gated and your account has no access yet: request access at {url} "
+                "(accept its conditions), then retry; if you did, check that `hf auth login` (or HF_TOKEN) holds a "
+                "token of that account",
+                "gated",
+            )
+        return error(f"the dataset {repo_id} is gated: request access at {url}, then {LOGIN_HINT}", "gated")
+    if first(RevisionNotFoundError) is not None:
+        return error(f"the dataset {repo_id} has no revision {revision or 'main'!r}", "revision", "revision")
+    if first(RepositoryNotFoundError) is not None:
+        return error(
+            f"the dataset {repo_id} was not found on {endpoint()} (check the id at {url}; if it is private, "
+            f"{LOGIN_HINT} with an account that can read it)",
+            "not_found",
+        )
+    if status == 401:
+        return error(f"the Hub refused to read the dataset {repo_id} (401 Unauthorized); {LOGIN_HINT}", "auth")
+    if constants.HF_HUB_OFFLINE or first(OfflineModeIsEnabled) is not None:
+        return error(
+            f"the dataset {repo_id} is not in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading it; "
+            "unset HF_HUB_OFFLINE and connect to download it once, or give a local prompt file",
+            "offline",
+        )
+    if is_network_error(exc) or first(LocalEntryNotFoundError) is not None:
+        return error(
+            f"cannot reach the Hub at {endpoint()} to get the dataset {repo_id}, and it is not in the local cache; "
+            "check your network connection (and HF_ENDPOINT), or give a local prompt file",
+            "network",
+        )
+    detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+    return error(f"cannot download the dataset {repo_id}: {detail}", "http")
+
+
+def _cached(repo_id: str, revision: str | None) -> tuple[Path, str, list[str]] | None:
+    """The cached snapshot of ``revision``: its folder, commit and files (no request), or None."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset")
+    ref = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        commit: str | None = ref
+    else:
+        ref_file = storage / "refs" / ref
+        commit = ref_file.read_text(encoding="utf-8").strip() if ref_file.is_file() else None
+    snapshot = storage / "snapshots" / commit if commit else None
+    if snapshot is None or not snapshot.is_dir():
+        return None
+    files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    return snapshot, commit, files  # type: ignore[return-value]
+
+
+def _download(
+    repo_id: str,
+    *,
+    revision: str | None,
+    file: str | None,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> tuple[Path, str, list[str]]:
+    """Have the data file(s) of dataset ``repo_id`` in the Hub cache: ``(snapshot folder, commit, files)``."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    from cpedit.loading import _DownloadMonitor, _event_bar
+
+    check_cancel(cancel, "before the download")
+    if constants.HF_HUB_OFFLINE:
+        cached = _cached(repo_id, revision)
+        if cached is None:
+            from huggingface_hub.errors import OfflineModeIsEnabled
+
+            raise _hub_failure(OfflineModeIsEnabled("offline"), repo_id, revision)
+        snapshot, commit, files = cached
+        chosen = _choose(repo_id, files, file)
+        emit(on_progress, ProgressEvent(stage="download", message=f"{repo_id}: reading the Hub cache (offline)"))
+        return snapshot, commit, chosen
+    emit(on_progress, ProgressEvent(stage="download", message=f"reading the dataset {repo_id}"))
+    try:
+        info = HfApi().dataset_info(repo_id, revision=revision, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear message
+        cached = _cached(repo_id, revision) if _is_unreachable(exc) else None
+        if cached is None:
+            raise _hub_failure(exc, repo_id, revision) from None
+        snapshot, commit, files = cached
+        return snapshot, commit, _choose(repo_id, files, file)
+    commit = str(info.sha)
+    sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+    chosen = _choose(repo_id, list(sizes), file)
+    if any(p.lower().endswith(".parquet") for p in chosen):
+        _need_pyarrow(f"{repo_id}/{chosen[0]}")
+    plan = {p: sizes[p] for p in chosen}
+    if "README.md" in sizes:
+        plan["README.md"] = sizes["README.md"]
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset")
+    snapshot = storage / "snapshots" / commit
+    monitor = _DownloadMonitor(
+        repo_id, plan, {p for p in plan if (snapshot / p).is_file()}, on_progress=on_progress, cancel=cancel
+    )
+    monitor.start()
+    if monitor.pending:
+        try:
+            snapshot = Path(
+                snapshot_download(
+                    repo_id,
+                    repo_type="dataset",
+                    revision=commit,
+                    allow_patterns=[glob.escape(p) for p in plan],
+                    tqdm_class=_event_bar(monitor),
+                )
+            )
+        except CpeditError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            check_cancel(cancel, "during the download")
+            raise _hub_failure(exc, repo_id, revision) from None
+        check_cancel(cancel, "during the download")
+        monitor.finish()
+    return snapshot, commit, chosen
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """The Hub could not be reached at all (then a cached copy is used)."""
+    from cpedit.hub.errors import is_network_error
+
+    return is_network_error(exc)
