@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -93,9 +94,11 @@ def eval_shapes_command(
       cpedit eval shapes shapes-no-stripes --images 256 --json striped.json
     """
     from cpedit.cli.render import ProgressView
+    from cpedit.eval.distributed import is_main_process, rank_device
 
     console = Console(stderr=True)
-    with ProgressView(console) as view:
+    main = is_main_process()  # under torchrun every rank renders its share; rank 0 writes and prints
+    with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate_shapes(
             edited_dir,
             images=images,
@@ -103,10 +106,12 @@ def eval_shapes_command(
             steps=steps,
             guidance_scale=guidance_scale,
             batch_size=batch_size,
-            device=device,
+            device=rank_device(device),
             images_dir=images_dir,
             on_progress=view,
         )
+    if not main:
+        return
     record_result(edited_dir, result)
     if json_file is not None:
         write_json_atomically(Path(json_file), result.to_json(), what="the result", argument="json_file")

@@ -68,6 +68,18 @@ COMMANDS: dict[str, CommandEntry] = {
         "recipes_group",
         "Validate, list, show and share concept recipes (YAML files, one concept each).",
     ),
+    "sweep": CommandEntry(
+        "cpedit.cli.sweep",
+        "sweep_command",
+        "Measure a grid of prune settings on MODEL: erasure against preservation, with the Pareto front.",
+        loads_models=True,
+    ),
+    "tune": CommandEntry(
+        "cpedit.cli.sweep",
+        "tune_command",
+        "Find the least pruning that meets an erasure goal within a preservation budget.",
+        loads_models=True,
+    ),
     "tui": CommandEntry(
         "cpedit.cli.tui",
         "tui_command",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +228,7 @@ def evaluate_attack(
     device: str = "auto",
     dtype: str | None = None,
     batch_size: int = 4,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> MetricResult:
@@ -276,6 +278,7 @@ def evaluate_attack(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
         **settings,

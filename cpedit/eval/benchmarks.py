@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,7 @@ def evaluate_clip_score(
     dtype: str | None = None,
     batch_size: int = 4,
     scorer: Any = None,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> MetricResult:
@@ -178,6 +179,7 @@ def evaluate_clip_score(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
         **settings,
@@ -226,6 +228,7 @@ def evaluate_fid(
     device: str = "auto",
     dtype: str | None = None,
     batch_size: int = 4,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> MetricResult:
@@ -264,6 +267,7 @@ def evaluate_fid(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
         **settings,

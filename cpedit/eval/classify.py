@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -677,6 +677,7 @@ def evaluate_classify(
     device: str = "auto",
     dtype: str | None = None,
     batch_size: int = 4,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> MetricResult:
@@ -738,6 +739,7 @@ def evaluate_classify(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
         **settings,

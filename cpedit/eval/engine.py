@@ -29,7 +29,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from typing import Any, Literal
 from cpedit.errors import CpeditError
 from cpedit.eval import distributed
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.record import EVAL_DIR, RECORD_DIR, OutputRecord
+from cpedit.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 
 MANIFEST = "manifest.jsonl"
 RANK_MANIFEST = "manifest.rank-{rank}.jsonl"
@@ -204,13 +204,34 @@ def default_images_dir(edited: str | os.PathLike[str], benchmark: str) -> Path:
 
 
 def model_identity(record: OutputRecord, model: Model) -> dict[str, Any]:
-    """What names a model in the cache key: the edited output's report, or the base's id and revision."""
+    """What names a model in the cache key.
+
+    The edited model: its base, the digest of its pruned positions (``conceptprune/pruned.safetensors``)
+    and how they were filled, so two edits share images only when they are the same edit (two
+    outputs made in the same second with the same count do not); the report's creation time
+    too, where no positions file is kept. The base model: its id and revision.
+    """
     report = record.report
-    if model == "edited":
-        totals = report.totals
-        return {"model": "edited", "created": report.created, "pruned": totals.pruned_weights}
     base = report.base_model
-    return {"model": base.repo_id or base.id, "revision": base.commit or base.revision}
+    base_identity = {"model": base.repo_id or base.id, "revision": base.commit or base.revision}
+    if model == "base":
+        return base_identity
+    positions = Path(record.folder) / RECORD_DIR / POSITIONS_FILE
+    identity: dict[str, Any] = {"model": "edited", "base": base_identity, "pruned": report.totals.pruned_weights}
+    identity["conceal"] = report.conceal.to_dict()
+    if positions.is_file():
+        identity["positions_sha256"] = _file_sha256(positions)
+    else:
+        identity["created"] = report.created
+    return identity
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def image_jobs(
@@ -440,6 +461,7 @@ def render_images(
     device: str = "auto",
     dtype: str | None = None,
     pipe: Any = None,
+    pipeline_for: Callable[[Model], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> RenderedImages:
@@ -467,6 +489,9 @@ def render_images(
         dtype: Compute dtype (default float16 on CUDA, else float32).
         pipe: An already loaded pipeline of the edited output (None: load it when needed). With
             ``base``, its edited components are replaced by the base model's when base images are made.
+        pipeline_for: Gives the pipeline that shows a model (``"edited"`` or ``"base"``), called
+            before that model's first missing batch, in place of ``pipe``, the load and the swap:
+            an edit session in memory (``cpedit sweep``) applies or restores its selection here.
         on_progress: Receives ``load`` and ``sample`` events (``completed``/``total`` count
             the images of the run, the reused ones included; under a multi-process launch each
             rank counts its own share, then every rank gets the whole count once all are ready).
@@ -526,7 +551,7 @@ def render_images(
     mine = work[rank::size]
     manifest_name = MANIFEST if launch is None else RANK_MANIFEST.format(rank=rank)
     where = "" if launch is None else f"rank {rank}/{size}: "
-    if mine and pipe is None:
+    if mine and pipe is None and pipeline_for is None:
         from cpedit import loading
 
         check_cancel(cancel, "before loading the model")
@@ -540,9 +565,11 @@ def render_images(
         else:  # a rank counts its own share
             total, done = sum(len(batch) for batch in batches), 0
         if batches:
-            pipe.set_progress_bar_config(disable=True)
-            if model == "base":
+            if pipeline_for is not None:
+                pipe = pipeline_for(model)
+            elif model == "base":
                 _swap_to_base(pipe, record, on_progress=on_progress, cancel=cancel)
+            pipe.set_progress_bar_config(disable=True)
             for index, batch in enumerate(batches, 1):
                 check_cancel(cancel, "while generating the evaluation images")
                 emit(

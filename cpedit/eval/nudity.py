@@ -21,7 +21,7 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -249,6 +249,7 @@ def evaluate_nudity(
     device: str = "auto",
     dtype: str | None = None,
     batch_size: int = 4,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> MetricResult:
@@ -288,6 +289,7 @@ def evaluate_nudity(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
         **settings,

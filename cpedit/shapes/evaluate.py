@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,7 @@ def evaluate_shapes(
     batch_size: int = 64,
     device: str = "auto",
     images_dir: str | os.PathLike[str] | None = None,
+    pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> ShapesEvaluation:
@@ -274,6 +275,7 @@ def evaluate_shapes(
         guidance_scale=guidance_scale,
         batch_size=batch_size,
         device=device,
+        pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,
     )

@@ -1,0 +1,384 @@
+"""``cpedit sweep`` and ``cpedit tune``: prune settings measured by the evaluation suite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cpedit.cli.guard import command_guard
+from cpedit.cli.options import format_option
+from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
+
+
+def _floats(name: str, *, low: float, high: float):  # type: ignore[no-untyped-def]
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+        if value is None:
+            return None
+        try:
+            values = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+        bad = [v for v in values if not low < v <= high]
+        if bad or not values:
+            raise click.BadParameter(f"each {name} must be in ({low:g}, {high:g}]; got {value!r}")
+        return values
+
+    return parse
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"each tau must be at least 1; got {value!r}")
+    return values
+
+
+def _words(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()] or None
+
+
+def evaluation_options(command):  # type: ignore[no-untyped-def]
+    """The options that say how every point is measured (shared by sweep and tune)."""
+    options = [
+        click.option(
+            "--eval",
+            "benchmark",
+            type=click.Choice(ERASURE_BENCHMARKS),
+            required=True,
+            help="The erasure benchmark: shapes (built-in model), classify (artists/objects), nudity, attack.",
+        ),
+        click.option(
+            "--preserve",
+            type=click.Choice(PRESERVATION_BENCHMARKS),
+            default=None,
+            help="A preservation measure on --preserve-prompts (needed with nudity and attack).",
+        ),
+        click.option("--preserve-prompts", default=None, metavar="FILE|hub:ID", help="Prompts for --preserve."),
+        click.option("--preserve-limit", type=click.IntRange(min=1), default=None, help="First N preserve prompts."),
+        click.option(
+            "--images", type=click.IntRange(min=1), default=64, show_default=True, help="shapes: images per set."
+        ),
+        click.option("--prompts", default=None, metavar="FILE|hub:ID", help="The benchmark's prompt set."),
+        click.option("--category", default=None, help="Prompt categories to keep (I2P's sexual, ...)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts."),
+        click.option("--images-per-prompt", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--family", type=click.Choice(["artists", "objects"]), default=None, help="classify: the family."),
+        click.option("--concepts", callback=_words, default=None, metavar="LIST", help="classify: erased concepts."),
+        click.option("--classifier", type=click.Choice(["clip", "resnet50"]), default="clip", show_default=True),
+        click.option("--classifier-model", default=None, help="classify: the classifier (Hub id or folder)."),
+        click.option("--attack-set", default=None, help="attack: a known adversarial set (ring-a-bell, p4d, ...)."),
+        click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None, help="NudeNet score."),
+        click.option("--clip-model", default=None, help="--preserve clip-score: the CLIP model."),
+        click.option(
+            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Evaluation prompts and seeds."
+        ),
+        click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Evaluation steps."),
+        click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True),
+        click.option(
+            "--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per call."
+        ),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Calibration prompts per call."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None),
+        click.option("--revision", default=None, help="Hub branch, tag or commit of MODEL."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _plan(options: dict[str, Any], view: Any) -> Any:
+    from cpedit.tuning.measure import plan_evaluation
+
+    return plan_evaluation(
+        options.pop("benchmark"),
+        seed=options.pop("seed"),
+        steps=options.pop("steps"),
+        guidance_scale=options.pop("guidance_scale"),
+        batch_size=options.pop("eval_batch_size"),
+        images=options.pop("images"),
+        prompts=options.pop("prompts"),
+        category=options.pop("category"),
+        limit=options.pop("limit"),
+        images_per_prompt=options.pop("images_per_prompt"),
+        family=options.pop("family"),
+        concepts=options.pop("concepts"),
+        classifier=options.pop("classifier"),
+        classifier_model=options.pop("classifier_model"),
+        attack_set=options.pop("attack_set"),
+        threshold=options.pop("threshold"),
+        preserve=options.pop("preserve"),
+        preserve_prompts=options.pop("preserve_prompts"),
+        preserve_limit=options.pop("preserve_limit"),
+        clip_model=options.pop("clip_model"),
+        on_progress=view,
+    )
+
+
+COLUMNS = ("skill ratio", "tau", "select", "target", "pruned", "erased before", "erased after", "drop", "time")
+OPTIONAL = ("select", "target")
+"""Shown only when some point sets them (else every point uses the recipes' own)."""
+
+
+def _cells(point: Any) -> dict[str, str]:
+    settings = point.settings
+    before = point.erased.get("before")
+    return {
+        "skill ratio": f"{settings.skill_ratio:g}",
+        "tau": "recipe" if settings.timesteps is None else str(settings.timesteps),
+        "select": "recipe" if settings.select_ratio is None else f"{settings.select_ratio:g}",
+        "target": settings.target or "recipe",
+        "pruned": f"{point.pruned_percent:.4f}%",
+        "erased before": "-" if before is None else f"{before:.3f}",
+        "erased after": f"{point.erased['after']:.3f}",
+        "drop": f"{point.drop:+.3f}",
+        "time": f"{point.seconds:.0f} s",
+    }
+
+
+def _line(point: Any) -> str:
+    """One point as a line (printed as the table fills in)."""
+    cells = _cells(point)
+    shown = [k for k in COLUMNS if k != "time" and (k not in OPTIONAL or cells[k] != "recipe")]
+    return ", ".join(f"{k} {cells[k]}" for k in shown)
+
+
+def _table(title: str, points: list[Any], *, marked: set[int] | None = None, mark: str = "pareto") -> Table:
+    rows = [_cells(p) for p in points]
+    columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != "recipe" for r in rows)]
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == "target" else "right")
+    table.add_column("")
+    for point, cells in zip(points, rows, strict=True):
+        table.add_row(*(cells[c] for c in columns), mark if marked and id(point) in marked else "")
+    return table
+
+
+def _title(command: str, plan: Any, detail: str) -> str:
+    return f"{command}: {plan.benchmark} (erased: {plan.erased_metric}; drop: of {plan.preserved_metric}), {detail}"
+
+
+@click.command("sweep")
+@click.argument("model", default="builtin:shapes", required=False)
+@click.option("--recipe", "recipes", multiple=True, required=True, help="A recipe (name, file, hub: ref); repeatable.")
+@click.option(
+    "--skill-ratio",
+    "skill_ratios",
+    callback=_floats("skill ratio", low=0, high=1),
+    required=True,
+    metavar="LIST",
+    help="Skill ratios, comma-separated (0.01,0.02,0.05).",
+)
+@click.option("--timesteps", callback=_ints, default=None, metavar="LIST", help="Taus (default: the recipes' own).")
+@click.option(
+    "--select-ratio",
+    "select_ratios",
+    callback=_floats("select ratio", low=-1e-12, high=1),
+    default=None,
+    metavar="LIST",
+    help="Select ratios (default: the recipes' own).",
+)
+@click.option("--target", "targets", callback=_words, default=None, metavar="LIST", help="Hook targets (ffn,...).")
+@evaluation_options
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
+@click.option("--keep-models", is_flag=True, help="Keep every point's pruned model in OUT/points/.")
+@click.option("--no-plot", is_flag=True, help="Do not draw OUT/sweep.png.")
+@format_option(help="Print the table as it fills in, or the sweep JSON on stdout at the end.")
+@command_guard()
+def sweep_command(
+    model: str,
+    recipes: tuple[str, ...],
+    skill_ratios: list[float],
+    timesteps: list[int] | None,
+    select_ratios: list[float] | None,
+    targets: list[str] | None,
+    out: str,
+    keep_models: bool,
+    no_plot: bool,
+    output_format: str,
+    **options: Any,
+) -> None:
+    """Measure a grid of prune settings: erasure against preservation, with the Pareto front.
+
+    Calibrates MODEL (default builtin:shapes) once per recipe and hook target, with the
+    largest tau of the grid; then every point (skill ratio x tau x select ratio x target)
+    selects its weights, is applied, saved and measured by the --eval benchmark exactly as
+    `cpedit prune` + `cpedit eval BENCH --base` would measure it, and is restored. The base
+    model is evaluated once. OUT/sweep.json is written after every point, so an
+    interrupted sweep continues where it stopped when run again with the same model,
+    recipes and evaluation; OUT/sweep.png plots erased (after) against the preservation
+    drop, with the Pareto front marked.
+
+    \b
+    Examples:
+      cpedit sweep --recipe shapes-striped --skill-ratio 0.01,0.05,0.2 --timesteps 5,10 --eval shapes --out sw
+      cpedit sweep CompVis/stable-diffusion-v1-4 --recipe van-gogh --skill-ratio 0.005,0.01,0.02 \\
+          --eval classify --out sw-van-gogh --device cuda
+      cpedit sweep MODEL --recipe nudity --skill-ratio 0.001,0.01,0.1 --eval nudity --category sexual \\
+          --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
+    """
+    from cpedit.cli.render import ProgressView
+    from cpedit.tuning.grid import sweep
+
+    console = Console(stderr=True)
+    table_console = Console()
+    shown: list[Any] = []
+
+    def on_point(point: Any, index: int, total: int) -> None:
+        shown.append(point)
+        if output_format == "table":
+            view.progress.console.print(f"[{index}/{total}] {_line(point)}", markup=False, highlight=False)
+
+    with ProgressView(console) as view:
+        plan = _plan(options, view)
+        result = sweep(
+            model,
+            list(recipes),
+            skill_ratios=skill_ratios,
+            timesteps=timesteps or [None],
+            select_ratios=select_ratios or [None],
+            targets=targets or [None],
+            plan=plan,
+            out=out,
+            keep_models=keep_models,
+            plot=not no_plot,
+            on_point=on_point,
+            on_progress=view,
+            **options,
+        )
+    if output_format == "json":
+        click.echo((Path(out) / "sweep.json").read_text(encoding="utf-8"))
+        return
+    front = {id(p) for p in result.pareto}
+    table_console.print(
+        _table(
+            _title("sweep", plan, f"{len(result.points)} points, {result.measured} measured now"),
+            result.points,
+            marked=front,
+        )
+    )
+    console.print(f"Wrote {Path(out) / 'sweep.json'}" + (f" and {result.plot}" if result.plot else ""))
+
+
+@click.command("tune")
+@click.argument("model", default="builtin:shapes", required=False)
+@click.option("--recipe", required=True, help="The recipe to tune (name, file, hub: ref).")
+@click.option(
+    "--erased-at-most", type=click.FloatRange(min=0), required=True, help="Goal: erased after the edit at most this."
+)
+@click.option("--max-drop", type=click.FloatRange(min=0), required=True, help="Budget: preservation drop at most this.")
+@click.option("--timesteps", callback=_ints, default=None, metavar="LIST", help="Taus to search (default: own).")
+@click.option("--select-ratio", type=click.FloatRange(0, 1), default=None, help="A select ratio for every point.")
+@click.option("--target", default=None, help="A hook target (default: the recipe's).")
+@click.option("--min-skill-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.001, show_default=True)
+@click.option("--max-skill-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.3, show_default=True)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(1, min_open=True),
+    default=1.25,
+    show_default=True,
+    help="Stop bisecting when the skill-ratio bracket is narrower than this factor.",
+)
+@evaluation_options
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
+@click.option("--save", is_flag=True, help="Also save the tuned pruned model in OUT/model.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier OUT/model.")
+@format_option(help="Print the steps and the result, or the tune JSON on stdout.")
+@command_guard()
+def tune_command(
+    model: str,
+    recipe: str,
+    erased_at_most: float,
+    max_drop: float,
+    timesteps: list[int] | None,
+    select_ratio: float | None,
+    target: str | None,
+    min_skill_ratio: float,
+    max_skill_ratio: float,
+    tolerance: float,
+    out: str,
+    save: bool,
+    overwrite: bool,
+    output_format: str,
+    **options: Any,
+) -> None:
+    """Find the least pruning that erases the recipe's concept within a preservation budget.
+
+    Searches the skill ratio (and the --timesteps taus) on MODEL (default builtin:shapes):
+    for each tau, bisection on a log scale between --min-skill-ratio and --max-skill-ratio
+    (the pruned fraction grows with the skill ratio) for the smallest ratio whose erased
+    value (after) is at most --erased-at-most, then a local refinement just below it; the
+    least-pruning point whose preservation drop is at most --max-drop wins. Far fewer
+    evaluations than a grid. Writes OUT/tune.json (every point measured), the tuned recipe
+    OUT/NAME.yaml (a copy of the recipe with the settings found and a comment with the
+    measured numbers) and, with --save, the pruned model OUT/model. If no setting meets the
+    goal, it says so, reports the best trade-off found and exits with status 3.
+
+    \b
+    Examples:
+      cpedit tune --recipe shapes-striped --eval shapes --erased-at-most 0.5 --max-drop 0.05 --out t
+      cpedit tune MODEL --recipe van-gogh --eval classify --erased-at-most 0.3 --max-drop 0.1 \\
+          --timesteps 5,10 --out tune-van-gogh --save --device cuda
+    """
+    from cpedit.cli.render import ProgressView
+    from cpedit.tuning.search import tune
+
+    console = Console(stderr=True)
+
+    def on_point(point: Any) -> None:
+        if output_format == "table":
+            view.progress.console.print(f"measured: {_line(point)}", markup=False, highlight=False)
+
+    with ProgressView(console) as view:
+        plan = _plan(options, view)
+        result = tune(
+            model,
+            recipe,
+            plan=plan,
+            erased_at_most=erased_at_most,
+            max_drop=max_drop,
+            out=out,
+            timesteps=timesteps,
+            select_ratio=select_ratio,
+            target=target,
+            min_skill_ratio=min_skill_ratio,
+            max_skill_ratio=max_skill_ratio,
+            tolerance=tolerance,
+            save=save,
+            overwrite=overwrite,
+            on_point=on_point,
+            on_progress=view,
+            **options,
+        )
+    if output_format == "json":
+        click.echo(json.dumps(json.loads(Path(result.file).read_text(encoding="utf-8")), indent=2))  # type: ignore[arg-type]
+    else:
+        Console().print(_table(f"tune: {len(result.points)} points measured", result.points, marked={id(result.best)}))
+        best = result.best
+        if result.met:
+            console.print(
+                f"Goal met: {best.settings.label} prunes {best.pruned_percent:.4f}%, "
+                f"{plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f}. "
+                f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
+                markup=False,
+            )
+        else:
+            console.print(
+                f"No setting met the goal (erased <= {erased_at_most:g}, drop <= {max_drop:g}). Best trade-off: "
+                f"{best.settings.label}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
+                f"({best.pruned_percent:.4f}% pruned). See {result.file}.",
+                markup=False,
+            )
+    if not result.met:
+        raise SystemExit(3)

@@ -1,0 +1,279 @@
+"""``cpedit sweep``: measure a grid of prune settings, keep it resumable, mark the Pareto front.
+
+Writes ``OUT/sweep.json`` after every point (atomically)::
+
+    {"sweep": 1, "model": "builtin:shapes", "recipes": [...], "evaluation": {...},
+     "grid": {"skill_ratio": [...], "timesteps": [...], "select_ratio": [...], "target": [...]},
+     "points": [{"settings": {"skill_ratio": 0.05, "timesteps": 10, "select_ratio": null, "target": null},
+                 "pruned": 1234, "pruned_percent": 0.41,
+                 "erased": {"before": 0.97, "after": 0.41}, "preserved": {"before": 0.95, "after": 0.93},
+                 "drop": 0.02, "metrics": {...}, "seconds": 12.3, "pareto": true}, ...],
+     "calibrations": [{"recipe": "shapes-striped", "target": "ffn", "timesteps": 10, "seconds": 3.1}]}
+
+and ``OUT/sweep.png`` (erased after the edit against the preservation drop, every point
+labelled, the Pareto front marked). A rerun with the same model, recipes and evaluation
+continues: finished points are kept and only the others are measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpedit.errors import CpeditError
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.recipes import Recipe
+from cpedit.tuning.measure import EvaluationPlan
+from cpedit.tuning.points import Point, PointEvaluator, PointSettings, check_grid
+
+SWEEP_FILE = "sweep.json"
+PLOT_FILE = "sweep.png"
+FORMAT = 1
+
+__all__ = ["PLOT_FILE", "SWEEP_FILE", "SweepResult", "pareto_front", "read_sweep", "sweep"]
+
+
+@dataclass
+class SweepResult:
+    """A sweep: its points (grid order, then any kept from earlier grids), calibrations, files."""
+
+    points: list[Point]
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
+    measured: int = 0
+    """Points measured by this run (the others were finished by an earlier one)."""
+    folder: Path | None = None
+    plot: Path | None = None
+
+    @property
+    def pareto(self) -> list[Point]:
+        """The points no other point beats on both erased (after) and drop."""
+        return pareto_front(self.points)
+
+
+def pareto_front(points: Sequence[Point]) -> list[Point]:
+    """The non-dominated points (lower erased after, lower drop), in order of drop.
+
+    A point is dominated when another is at least as good on both and better on one.
+    """
+
+    def beats(a: Point, b: Point) -> bool:
+        ea, eb = a.erased["after"], b.erased["after"]
+        return ea <= eb and a.drop <= b.drop and (ea < eb or a.drop < b.drop)
+
+    front = [p for p in points if not any(beats(q, p) for q in points if q is not p)]
+    return sorted(front, key=lambda p: (p.drop, p.erased["after"]))
+
+
+def _config(model: str, revision: str | None, recipes: Sequence[Recipe], plan: EvaluationPlan) -> dict[str, Any]:
+    return {
+        "model": model,
+        "revision": revision,
+        "recipes": [{"name": r.name, "sha256": hashlib.sha256(r.text.encode()).hexdigest()} for r in recipes],
+        "evaluation": plan.described,
+    }
+
+
+def read_sweep(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``folder/sweep.json`` as JSON (None when there is none).
+
+    Raises:
+        CpeditError: The file is not a sweep file (``reason="malformed"``).
+    """
+    path = Path(folder) / SWEEP_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("sweep") != FORMAT or not isinstance(data.get("points"), list):
+            raise ValueError("not a cpedit sweep file")
+        for point in data["points"]:
+            Point.from_dict(point)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CpeditError(
+            f"{path} is not a cpedit sweep file ({exc}); remove it or use another --out",
+            path=str(path),
+            reason="malformed",
+            argument="out",
+        ) from None
+    return data
+
+
+def _write(folder: Path, config: dict[str, Any], grid: dict[str, list[Any]], result: SweepResult) -> None:
+    from cpedit.record import write_json_atomically
+
+    front = {id(p) for p in result.pareto}
+    data = {
+        "sweep": FORMAT,
+        **config,
+        "grid": grid,
+        "points": [{**p.to_dict(), "pareto": id(p) in front} for p in result.points],
+        "calibrations": result.calibrations,
+    }
+    write_json_atomically(folder / SWEEP_FILE, data, what="the sweep", argument="out")
+
+
+def sweep(
+    model: str | os.PathLike[str],
+    recipes: Sequence[str | os.PathLike[str] | Recipe],
+    *,
+    skill_ratios: Sequence[float],
+    plan: EvaluationPlan,
+    out: str | os.PathLike[str],
+    timesteps: Sequence[int | None] = (None,),
+    select_ratios: Sequence[float | None] = (None,),
+    targets: Sequence[str | None] = (None,),
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    keep_models: bool = False,
+    plot: bool = True,
+    on_point: Callable[[Point, int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> SweepResult:
+    """Measure every point of the grid (skill ratio x tau x select ratio x target) on ``model``.
+
+    The model is loaded once and calibrated once per hook target, with the largest tau of the
+    grid; every point then selects, applies, is saved and measured (see
+    :class:`cpedit.tuning.points.PointEvaluator`), and the base weights are restored. The base
+    model's images are made once and shared by every point.
+
+    Args:
+        model: A Hub id, a pipeline folder or ``builtin:shapes``.
+        recipes: Recipes (names, files, ``hub:`` refs), erased together at every point.
+        skill_ratios: The skill ratios of the grid.
+        plan: How points are measured (:class:`cpedit.tuning.measure.EvaluationPlan`).
+        out: The sweep folder: ``sweep.json``, ``sweep.png``, ``images/``, ``points/``.
+        timesteps: The taus of the grid (None: each recipe's own).
+        select_ratios: The select ratios (None: each recipe's own).
+        targets: The hook targets (None: each recipe's own).
+        keep_models: Keep every point's output folder in ``out/points/`` (for ``cpedit push``).
+        plot: Write ``sweep.png`` (needs matplotlib).
+        on_point: Called with each point as it is finished (and its index and the total).
+        on_progress: Receives the load, calibrate, sample and evaluate events.
+        cancel: Stops at the next batch; finished points stay in ``sweep.json``.
+
+    Raises:
+        CpeditError: A bad grid or recipe, ``out`` holds a sweep of another model, recipes or
+            evaluation (``reason="different_sweep"``), or as the evaluation.
+        Cancelled: ``cancel`` was set (finished points are kept: run again to continue).
+    """
+    from cpedit.recipe_sources import resolve_recipe
+
+    for values, name in (
+        (list(skill_ratios), "skill_ratio"),
+        (list(timesteps), "timesteps"),
+        (list(select_ratios), "select_ratio"),
+        (list(targets), "target"),
+    ):
+        check_grid(values, name)
+    loaded = [resolve_recipe(r) for r in recipes]
+    if not loaded:
+        raise CpeditError("give at least one recipe", argument="recipe")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = _config(str(model), revision, loaded, plan)
+    grid = {
+        "skill_ratio": list(skill_ratios),
+        "timesteps": list(timesteps),
+        "select_ratio": list(select_ratios),
+        "target": list(targets),
+    }
+    previous = read_sweep(folder)
+    done: dict[PointSettings, Point] = {}
+    if previous is not None:
+        differs = [key for key in config if previous.get(key) != config[key]]
+        if differs:
+            raise CpeditError(
+                f"{folder / SWEEP_FILE} holds a sweep with another {', '.join(differs)}; "
+                "use another --out to keep both, or remove it",
+                path=str(folder / SWEEP_FILE),
+                reason="different_sweep",
+                argument="out",
+            )
+        done = {p.settings: p for p in map(Point.from_dict, previous["points"])}
+    wanted = [
+        PointSettings(skill_ratio=float(s), timesteps=t, select_ratio=r, target=g)
+        for g, t, r, s in itertools.product(targets, timesteps, select_ratios, skill_ratios)
+    ]
+    result = SweepResult(points=[], calibrations=list(previous.get("calibrations", [])) if previous else [])
+    result.folder = folder
+    pending = [s for s in wanted if s not in done]
+    # the largest tau each target's points ask for (None: the recipes' own)
+    taus: dict[str | None, int] = {}
+    for s in pending:
+        if s.timesteps is not None:
+            taus[s.target] = max(taus.get(s.target, 0), s.timesteps)
+    evaluator = PointEvaluator(
+        model,
+        loaded,
+        plan=plan,
+        work=folder,
+        timesteps=taus,
+        own_timesteps={s.target for s in pending if s.timesteps is None},
+        keep_models=keep_models,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    finished = dict(done)
+    try:
+        for index, settings in enumerate(wanted, 1):
+            if settings in finished:
+                if on_point is not None:
+                    on_point(finished[settings], index, len(wanted))
+                continue
+            check_cancel(cancel, "between sweep points")
+            emit(
+                on_progress,
+                ProgressEvent(
+                    stage="sweep",
+                    message=f"point {index} of {len(wanted)}: {settings.label}",
+                    completed=index - 1,
+                    total=len(wanted),
+                    unit="points",
+                ),
+            )
+            point = evaluator.evaluate(settings)
+            finished[settings] = point
+            result.measured += 1
+            result.calibrations = (list(previous.get("calibrations", [])) if previous else []) + evaluator.calibrations
+            result.points = _ordered(wanted, finished)
+            _write(folder, config, grid, result)
+            if on_point is not None:
+                on_point(point, index, len(wanted))
+    finally:
+        evaluator.close()
+        points_dir = folder / "points"
+        if points_dir.is_dir() and not any(points_dir.iterdir()):
+            points_dir.rmdir()
+    result.points = _ordered(wanted, finished)
+    result.calibrations = (list(previous.get("calibrations", [])) if previous else []) + evaluator.calibrations
+    _write(folder, config, grid, result)
+    emit(
+        on_progress,
+        ProgressEvent(stage="sweep", message="sweep done", completed=len(wanted), total=len(wanted), unit="points"),
+    )
+    if plot:
+        from cpedit.tuning.plot import plot_sweep
+
+        result.plot = plot_sweep(result.points, folder / PLOT_FILE, plan=plan)
+    return result
+
+
+def _ordered(wanted: list[PointSettings], finished: dict[PointSettings, Point]) -> list[Point]:
+    """The grid's points in grid order, then points of earlier grids (kept: they were paid for)."""
+    ordered = [finished[s] for s in wanted if s in finished]
+    ordered += [p for s, p in finished.items() if s not in set(wanted)]
+    return ordered

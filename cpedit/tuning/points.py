@@ -1,0 +1,327 @@
+"""Settings points and their measurement, shared by ``cpedit sweep`` and ``cpedit tune``.
+
+A :class:`PointEvaluator` loads the model once, calibrates each hook target once (with the
+largest tau any point will ask for: the statistics of the first tau calls do not depend on
+how many follow), and measures a point by selecting from those statistics, applying the
+selection in memory, saving it as an ordinary cpedit output folder, measuring that folder
+with the evaluation suite (:func:`cpedit.tuning.measure.measure`, images rendered from the
+in-memory pipeline) and restoring the base weights. A point therefore measures what
+``cpedit prune`` with its settings followed by ``cpedit eval`` measures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpedit.errors import CpeditError
+from cpedit.progress import ProgressCallback, ProgressEvent, emit
+from cpedit.recipes import Recipe
+from cpedit.tuning.measure import EvaluationPlan, measure
+
+__all__ = ["Point", "PointEvaluator", "PointSettings"]
+
+
+@dataclass(frozen=True)
+class PointSettings:
+    """The prune settings of one point; None keeps each recipe's own value."""
+
+    skill_ratio: float
+    timesteps: int | None = None
+    select_ratio: float | None = None
+    target: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"skill_ratio", "timesteps", "select_ratio", "target"}`` (None: the recipe's own)."""
+        return {
+            "skill_ratio": self.skill_ratio,
+            "timesteps": self.timesteps,
+            "select_ratio": self.select_ratio,
+            "target": self.target,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PointSettings:
+        """The settings from :meth:`to_dict`'s form."""
+        return cls(
+            skill_ratio=float(data["skill_ratio"]),
+            timesteps=None if data.get("timesteps") is None else int(data["timesteps"]),
+            select_ratio=None if data.get("select_ratio") is None else float(data["select_ratio"]),
+            target=data.get("target"),
+        )
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name: ``sr0.02-tau10-sel0-ffn`` (``own`` for a recipe's own value)."""
+
+        def part(value: Any) -> str:
+            return "own" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+        return f"sr{part(self.skill_ratio)}-tau{part(self.timesteps)}-sel{part(self.select_ratio)}-{part(self.target)}"
+
+    @property
+    def label(self) -> str:
+        """A short label for tables and plots: ``sr 0.02, tau 10``."""
+        parts = [f"sr {self.skill_ratio:g}"]
+        if self.timesteps is not None:
+            parts.append(f"tau {self.timesteps}")
+        if self.select_ratio is not None:
+            parts.append(f"sel {self.select_ratio:g}")
+        if self.target is not None:
+            parts.append(self.target)
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A measured point: its settings, what it pruned, erased and preserved before/after, the drop."""
+
+    settings: PointSettings
+    pruned: int
+    pruned_percent: float
+    erased: dict[str, float]
+    preserved: dict[str, float]
+    drop: float
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The point as ``sweep.json`` keeps it."""
+        return {
+            "settings": self.settings.to_dict(),
+            "pruned": self.pruned,
+            "pruned_percent": self.pruned_percent,
+            "erased": dict(self.erased),
+            "preserved": dict(self.preserved),
+            "drop": self.drop,
+            "metrics": {name: dict(values) for name, values in self.metrics.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Point:
+        """A point from :meth:`to_dict`'s form (a rerun's finished points)."""
+        return cls(
+            settings=PointSettings.from_dict(data["settings"]),
+            pruned=int(data["pruned"]),
+            pruned_percent=float(data["pruned_percent"]),
+            erased={k: float(v) for k, v in data["erased"].items()},
+            preserved={k: float(v) for k, v in data["preserved"].items()},
+            drop=float(data["drop"]),
+            metrics={n: {k: float(v) for k, v in vs.items()} for n, vs in data.get("metrics", {}).items()},
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
+
+def with_target(recipe: Recipe, target: str | None) -> Recipe:
+    """``recipe`` with another hook target (a validated copy, its text changed too), or itself."""
+    if target is None or target == recipe.prune.target:
+        return recipe
+    from cpedit.recipe_writer import with_settings
+
+    return with_settings(recipe, prune={"target": target}, note=f"{recipe.name}, prune.target {target} (cpedit sweep)")
+
+
+def with_tau(recipe: Recipe, tau: int, *, note: str) -> Recipe:
+    """``recipe`` calibrated for ``tau`` denoiser calls (a validated copy)."""
+    from cpedit.recipe_writer import with_settings
+
+    return with_settings(recipe, prune={"timesteps": tau}, note=f"{recipe.name}, prune.timesteps {tau} ({note})")
+
+
+class PointEvaluator:
+    """Measures points on one loaded model (see the module docstring); :meth:`close` frees it.
+
+    Args:
+        model: A Hub id, a pipeline folder or ``builtin:shapes``.
+        recipes: The recipes (loaded), all erased together at every point.
+        plan: How points are measured.
+        work: The folder for point outputs (``work/points/SLUG``) and images (``work/images``).
+        timesteps: Per hook target (None: the recipes' own), the largest tau its points ask for; the
+            recipes are calibrated for exactly that many denoiser calls (at least, for the targets
+            in ``own_timesteps``; missing: the recipes' own tau).
+        own_timesteps: Hook targets some of whose points use the recipes' own tau.
+        keep_models: Keep each point's saved output folder (else removed once measured).
+        revision, device, dtype, batch_size: As :meth:`cpedit.session.EditSession.open`.
+        on_progress: Receives the load, calibrate, score, save and evaluation events.
+        cancel: Checked by every slow step.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        recipes: list[Recipe],
+        *,
+        plan: EvaluationPlan,
+        work: str | os.PathLike[str],
+        timesteps: dict[str | None, int] | None = None,
+        own_timesteps: set[str | None] | frozenset[str | None] = frozenset(),
+        keep_models: bool = False,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        batch_size: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.model = model
+        self.recipes = list(recipes)
+        self.plan = plan
+        self.work = Path(work)
+        self.timesteps = dict(timesteps or {})
+        self.own_timesteps = set(own_timesteps)
+        self.keep_models = keep_models
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.calibrations: list[dict[str, Any]] = []
+        self._sessions: dict[str | None, Any] = {}
+        self._pipeline: Any = None
+        self._source: Any = None
+
+    def _session(self, target: str | None) -> Any:
+        """The calibrated session of a hook target (made on first use, the pipeline loaded once)."""
+        from cpedit.session import EditSession
+
+        if target in self._sessions:
+            return self._sessions[target]
+        from cpedit.calibration import is_text_target
+
+        tau = self.timesteps.get(target)
+        recipes = [with_target(recipe, target) for recipe in self.recipes]
+        if tau is not None and target not in self.own_timesteps:  # exactly the calls the points use
+            recipes = [
+                r if is_text_target(r) or r.prune.timesteps == tau else with_tau(r, tau, note="cpedit sweep")
+                for r in recipes
+            ]
+        if self._pipeline is None:
+            session = EditSession.open(
+                self.model,
+                recipes,
+                revision=self.revision,
+                device=self.device,
+                dtype=self.dtype,
+                batch_size=self.batch_size,
+                on_progress=self.on_progress,
+                cancel=self.cancel,
+            )
+            self._pipeline, self._source = session.pipeline, session.source
+        else:
+            session = EditSession(
+                self._pipeline,
+                recipes,
+                source=self._source,
+                batch_size=self.batch_size,
+                on_progress=self.on_progress,
+                cancel=self.cancel,
+            )
+        session.calibrate(timesteps=tau)
+        for name, stats in session.statistics.items():
+            self.calibrations.append(
+                {
+                    "recipe": name,
+                    "target": next(r.prune.target for r in recipes if r.name == name),
+                    "timesteps": stats.timesteps,
+                    "seconds": round(stats.seconds, 3),
+                }
+            )
+        self._sessions[target] = session
+        return session
+
+    def evaluate(self, settings: PointSettings) -> Point:
+        """Select, apply, save, measure and restore one point.
+
+        Raises:
+            CpeditError: Bad settings (a tau beyond what was calibrated, a ratio out of range), or
+                as :func:`cpedit.tuning.measure.measure`.
+            Cancelled: ``cancel`` was set; the base weights are back and no point folder is left.
+        """
+        started = time.perf_counter()
+        for other in self._sessions.values():  # one session's selection in the pipeline at a time
+            if other.applied is not None:
+                other.restore()
+        session = self._session(settings.target)
+        selection = session.select(
+            skill_ratio=settings.skill_ratio, timesteps=settings.timesteps, select_ratio=settings.select_ratio
+        )
+        folder = self.work / "points" / settings.slug
+
+        def pipeline_for(model: str) -> Any:
+            if model == "edited" and session.applied is not selection:
+                session.apply(selection)
+            elif model == "base" and session.applied is not None:
+                session.restore()
+            return session.pipeline
+
+        emit(self.on_progress, ProgressEvent(stage="evaluate", message=f"point {settings.label}"))
+        try:
+            session.apply(selection)
+            session.save(folder, overwrite=True)
+            measured = measure(
+                folder,
+                self.plan,
+                images_root=self.work / "images",
+                device=self.device,
+                pipeline_for=pipeline_for,
+                on_progress=self.on_progress,
+                cancel=self.cancel,
+            )
+        finally:
+            if session.applied is not None:
+                session.restore()
+            if not self.keep_models:
+                shutil.rmtree(folder, ignore_errors=True)
+        return Point(
+            settings=settings,
+            pruned=selection.pruned,
+            pruned_percent=100.0 * selection.fraction,
+            erased=measured.erased,
+            preserved=measured.preserved,
+            drop=measured.drop,
+            metrics=measured.metrics,
+            seconds=time.perf_counter() - started,
+        )
+
+    def save(self, settings: PointSettings, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Save a point's pruned model to ``out`` (the folder ``cpedit prune`` writes), then restore.
+
+        Raises:
+            CpeditError: As :meth:`cpedit.session.EditSession.save` (``out`` exists without ``overwrite``, ...).
+        """
+        for other in self._sessions.values():
+            if other.applied is not None:
+                other.restore()
+        session = self._session(settings.target)
+        selection = session.select(
+            skill_ratio=settings.skill_ratio, timesteps=settings.timesteps, select_ratio=settings.select_ratio
+        )
+        session.apply(selection)
+        try:
+            return session.save(out, overwrite=overwrite)
+        finally:
+            session.restore()
+
+    def point_folder(self, settings: PointSettings) -> Path:
+        """Where a point's output is saved (kept with ``keep_models``)."""
+        return self.work / "points" / settings.slug
+
+    def close(self) -> None:
+        """Drop the sessions and the pipeline (their memory is freed)."""
+        self._sessions.clear()
+        self._pipeline = None
+
+
+def check_grid(values: list[Any], name: str) -> None:
+    """A grid axis must have at least one value and no repeats."""
+    if not values:
+        raise CpeditError(f"--{name.replace('_', '-')} needs at least one value", argument=name)
+    if len(set(values)) != len(values):
+        raise CpeditError(f"--{name.replace('_', '-')} repeats a value: {values}", argument=name)

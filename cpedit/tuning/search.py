@@ -1,0 +1,242 @@
+"""``cpedit tune``: the least pruning that meets an erasure goal within a preservation budget.
+
+The goal: ``erased`` after the edit at most ``erased_at_most`` and a preservation ``drop`` at
+most ``max_drop``. For each candidate tau (the recipe's own by default) the search bisects the
+skill ratio on a log scale between ``min_skill_ratio`` and ``max_skill_ratio``: the pruned
+fraction grows with the skill ratio, so the smallest ratio that erases enough is found in a
+handful of measurements (a grid would need many). A local refinement then measures one
+point just below the ratio found (erasure is not perfectly monotone in a measured sample).
+The least-pruning point that meets the whole goal is chosen; if none does, the search says so
+and reports the best trade-off it measured (the least erased within the budget, else the
+least drop).
+
+Writes ``OUT/tune.json`` (the goal, every point measured, the choice), and when the goal is
+met ``OUT/RECIPE.yaml`` (the recipe with the settings found and a comment with the measured
+numbers) and, with ``save``, the pruned model in ``OUT/model``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpedit.errors import CpeditError
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.recipes import Recipe
+from cpedit.tuning.measure import EvaluationPlan
+from cpedit.tuning.points import Point, PointEvaluator, PointSettings
+
+TUNE_FILE = "tune.json"
+MODEL_DIR = "model"
+
+__all__ = ["TUNE_FILE", "TuneResult", "tune"]
+
+
+@dataclass
+class TuneResult:
+    """What the search found.
+
+    Attributes:
+        met: Whether a measured point meets the whole goal.
+        chosen: The least-pruning point meeting the goal (None when ``met`` is False).
+        best: ``chosen``, or the best trade-off measured.
+        points: Every point measured, in order.
+        goal: ``{"erased_at_most", "max_drop"}``.
+        recipe_file: The tuned recipe (when met).
+        model: The saved pruned model (when met and asked for).
+    """
+
+    met: bool
+    chosen: Point | None
+    best: Point
+    points: list[Point]
+    goal: dict[str, float]
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
+    recipe_file: Path | None = None
+    model: Path | None = None
+    file: Path | None = None
+
+
+def _meets(point: Point, erased_at_most: float, max_drop: float) -> bool:
+    return point.erased["after"] <= erased_at_most and point.drop <= max_drop
+
+
+def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
+    """The least erased point within the drop budget, else the point with the least drop."""
+    within = [p for p in points if p.drop <= max_drop]
+    if within:
+        return min(within, key=lambda p: (p.erased["after"], p.pruned))
+    return min(points, key=lambda p: (p.drop, p.erased["after"]))
+
+
+def tune(
+    model: str | os.PathLike[str],
+    recipe: str | os.PathLike[str] | Recipe,
+    *,
+    plan: EvaluationPlan,
+    erased_at_most: float,
+    max_drop: float,
+    out: str | os.PathLike[str],
+    timesteps: Sequence[int] | None = None,
+    select_ratio: float | None = None,
+    target: str | None = None,
+    min_skill_ratio: float = 0.001,
+    max_skill_ratio: float = 0.3,
+    tolerance: float = 1.25,
+    save: bool = False,
+    overwrite: bool = False,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    on_point: Callable[[Point], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> TuneResult:
+    """Search the skill ratio (and tau) for the least pruning that meets the goal.
+
+    Args:
+        model: A Hub id, a pipeline folder or ``builtin:shapes``.
+        recipe: The recipe to tune (name, file or ``hub:`` ref).
+        plan: How points are measured (:func:`cpedit.tuning.measure.plan_evaluation`).
+        erased_at_most: The erasure goal: ``erased`` after the edit at most this.
+        max_drop: The preservation budget: ``drop`` at most this.
+        out: The folder for ``tune.json``, the tuned recipe, ``model/``, the images.
+        timesteps: The taus to search (default: the recipe's own).
+        select_ratio: A select ratio for every point (None: the recipe's own).
+        target: A hook target (None: the recipe's own).
+        min_skill_ratio: The search's smallest skill ratio.
+        max_skill_ratio: The search's largest skill ratio.
+        tolerance: The bisection stops when the bracket's ratio is below this (> 1).
+        save: Save the chosen point's pruned model in ``out/model``.
+        overwrite: Replace an earlier ``out/model`` and tuned recipe.
+        on_point: Called with each point as it is measured.
+        on_progress, cancel: As :func:`cpedit.tuning.grid.sweep`.
+
+    Raises:
+        CpeditError: Bad goal or search range, or as the measurement.
+        Cancelled: ``cancel`` was set.
+    """
+    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.record import write_json_atomically
+
+    if not 0 < min_skill_ratio < max_skill_ratio <= 1:
+        raise CpeditError(
+            f"the skill-ratio range must satisfy 0 < min < max <= 1, got {min_skill_ratio:g}..{max_skill_ratio:g}",
+            argument="min_skill_ratio",
+        )
+    if tolerance <= 1:
+        raise CpeditError(f"tolerance must be above 1, got {tolerance:g}", argument="tolerance")
+    if max_drop < 0 or erased_at_most < 0:
+        raise CpeditError("the goal's erased-at-most and max-drop must not be negative", argument="max_drop")
+    loaded = resolve_recipe(recipe)
+    taus: list[int | None] = list(dict.fromkeys(timesteps)) if timesteps else [None]
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    largest = max((t for t in taus if t is not None), default=None)
+    evaluator = PointEvaluator(
+        model,
+        [loaded],
+        plan=plan,
+        work=folder,
+        timesteps={} if largest is None else {target: largest},
+        own_timesteps={target} if None in taus else set(),
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    measured: dict[PointSettings, Point] = {}
+
+    def measure(skill_ratio: float, tau: int | None) -> Point:
+        settings = PointSettings(skill_ratio=skill_ratio, timesteps=tau, select_ratio=select_ratio, target=target)
+        if settings not in measured:
+            check_cancel(cancel, "between tune steps")
+            emit(on_progress, ProgressEvent(stage="tune", message=f"measuring {settings.label}", unit="points"))
+            measured[settings] = evaluator.evaluate(settings)
+            if on_point is not None:
+                on_point(measured[settings])
+        return measured[settings]
+
+    def erases(point: Point) -> bool:
+        return point.erased["after"] <= erased_at_most
+
+    try:
+        for tau in taus:
+            high = measure(max_skill_ratio, tau)
+            if not erases(high):
+                continue  # even the most pruning of the range does not erase enough at this tau
+            low_ratio, high_ratio = min_skill_ratio, max_skill_ratio
+            low = measure(low_ratio, tau)
+            if erases(low):
+                continue  # the least pruning of the range already erases enough
+            while high_ratio / low_ratio > tolerance:
+                middle = math.sqrt(low_ratio * high_ratio)
+                if erases(measure(middle, tau)):
+                    high_ratio = middle
+                else:
+                    low_ratio = middle
+            measure(high_ratio, tau)
+            measure(high_ratio / math.sqrt(tolerance), tau)  # local refinement, just below the bracket
+        meeting = [p for p in measured.values() if _meets(p, erased_at_most, max_drop)]
+        chosen = min(meeting, key=lambda p: (p.pruned, p.drop)) if meeting else None
+        points = list(measured.values())
+        if not points:
+            raise CpeditError("nothing was measured", argument="timesteps")
+        result = TuneResult(
+            met=chosen is not None,
+            chosen=chosen,
+            best=chosen or best_trade_off(points, max_drop=max_drop),
+            points=points,
+            goal={"erased_at_most": erased_at_most, "max_drop": max_drop},
+            calibrations=list(evaluator.calibrations),
+        )
+        if chosen is not None:
+            result.recipe_file = _write_tuned_recipe(loaded, chosen, plan, result.goal, folder, overwrite=True)
+            if save:
+                result.model = evaluator.save(chosen.settings, folder / MODEL_DIR, overwrite=overwrite)
+    finally:
+        evaluator.close()
+    data = {
+        "tune": 1,
+        "model": str(model),
+        "recipe": loaded.name,
+        "goal": result.goal,
+        "evaluation": plan.described,
+        "met": result.met,
+        "chosen": None if chosen is None else chosen.to_dict(),
+        "best": result.best.to_dict(),
+        "points": [p.to_dict() for p in points],
+        "calibrations": result.calibrations,
+        "recipe_file": None if result.recipe_file is None else result.recipe_file.name,
+    }
+    result.file = write_json_atomically(folder / TUNE_FILE, data, what="the tune result", argument="out")
+    return result
+
+
+def _write_tuned_recipe(
+    recipe: Recipe, point: Point, plan: EvaluationPlan, goal: dict[str, float], folder: Path, *, overwrite: bool
+) -> Path:
+    from cpedit.recipe_writer import with_settings, write_recipe_file
+
+    settings = point.settings
+    prune: dict[str, Any] = {"skill_ratio": settings.skill_ratio}
+    for key in ("timesteps", "select_ratio", "target"):
+        if getattr(settings, key) is not None:
+            prune[key] = getattr(settings, key)
+    seed = plan.described.get("seed")
+    note = (
+        f"{recipe.name}, tuned by cpedit tune ({plan.benchmark}, evaluation seed {seed}): "
+        f"{plan.erased_metric} {point.erased.get('before', float('nan')):.3f} -> {point.erased['after']:.3f}, "
+        f"{plan.preserved_metric} drop {point.drop:.3f}, {point.pruned_percent:.4f}% pruned; "
+        f"goal: erased <= {goal['erased_at_most']:g}, drop <= {goal['max_drop']:g}"
+    )
+    tuned = with_settings(recipe, prune=prune, note=note)
+    return write_recipe_file(tuned, folder, overwrite=overwrite)
