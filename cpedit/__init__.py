@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from cpedit.session import EditSession, Selection
     from cpedit.support import SupportInfo, describe_support
     from cpedit.text import strip_unsafe
+    from cpedit.tuning.grid import pareto_front, read_sweep, sweep
+    from cpedit.tuning.measure import plan_evaluation
+    from cpedit.tuning.search import tune
 
 __version__ = "0.1.0"
 
@@ -61,12 +64,17 @@ _EXPORTS = {
     "describe_support": "cpedit.support",
     "list_recipes": "cpedit.recipe_sources",
     "load_recipe": "cpedit.recipes",
+    "pareto_front": "cpedit.tuning.grid",
     "parse_recipe": "cpedit.recipes",
+    "plan_evaluation": "cpedit.tuning.measure",
     "prune": "cpedit.api",
+    "read_sweep": "cpedit.tuning.grid",
     "render_preview": "cpedit.sampling",
     "resolve_recipe": "cpedit.recipe_sources",
     "save_preview": "cpedit.sampling",
     "strip_unsafe": "cpedit.text",
+    "sweep": "cpedit.tuning.grid",
+    "tune": "cpedit.tuning.search",
     "user_recipes_dir": "cpedit.recipe_sources",
     "with_settings": "cpedit.recipe_writer",
     "write_recipe_file": "cpedit.recipe_writer",
@@ -74,6 +82,7 @@ _EXPORTS = {
 """Public name -> the module that defines it (imported when the name is first used)."""
 
 __all__ = [
+    "__version__",
     "Cancelled",
     "CpeditError",
     "EditSession",
@@ -97,16 +106,20 @@ __all__ = [
     "describe_support",
     "list_recipes",
     "load_recipe",
+    "pareto_front",
     "parse_recipe",
+    "plan_evaluation",
     "prune",
+    "read_sweep",
     "render_preview",
     "resolve_recipe",
     "save_preview",
     "strip_unsafe",
+    "sweep",
+    "tune",
     "user_recipes_dir",
     "with_settings",
     "write_recipe_file",
-    "__version__",
 ]
 
 

@@ -170,7 +170,7 @@ def test_model_commands_quiet_the_libraries_first(monkeypatch: pytest.MonkeyPatc
         leaves = list(command.commands.values()) if isinstance(command, click.Group) else [command]
         for leaf in leaves:
             assert getattr(leaf.callback, "_cpedit_quiet", False) is entry.loads_models, (name, leaf.name)
-    assert {n for n, e in COMMANDS.items() if e.loads_models} == {"prune", "sample", "eval", "audit"}
+    assert {n for n, e in COMMANDS.items() if e.loads_models} == {"prune", "sample", "eval", "audit", "sweep", "tune"}
 
 
 def test_quiet_libraries_turns_hub_progress_bars_off() -> None:

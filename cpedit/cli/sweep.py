@@ -209,7 +209,7 @@ def sweep_command(
     output_format: str,
     **options: Any,
 ) -> None:
-    """Measure a grid of prune settings: erasure against preservation, with the Pareto front.
+    """Measure a grid of prune settings on MODEL: erasure against preservation, with the Pareto front.
 
     Calibrates MODEL (default builtin:shapes) once per recipe and hook target, with the
     largest tau of the grid; then every point (skill ratio x tau x select ratio x target)
@@ -313,7 +313,7 @@ def tune_command(
     output_format: str,
     **options: Any,
 ) -> None:
-    """Find the least pruning that erases the recipe's concept within a preservation budget.
+    """Find the least pruning that meets an erasure goal within a preservation budget.
 
     Searches the skill ratio (and the --timesteps taus) on MODEL (default builtin:shapes):
     for each tau, bisection on a log scale between --min-skill-ratio and --max-skill-ratio
