@@ -191,3 +191,68 @@ def _prompts(folder: Path) -> Path:
     path = folder / "p.txt"
     path.write_text("a photo of a person\n")
     return path
+
+
+class _Synthetic:
+    """A stand-in evaluator: erased falls and the drop grows with the skill ratio, like a real edit."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.calibrations: list[dict] = []
+        self.measured: list[float] = []
+
+    def evaluate(self, settings: PointSettings) -> Point:
+        s = settings.skill_ratio
+        self.measured.append(s)
+        return Point(
+            settings,
+            int(s * 1e6),
+            100 * s,
+            {"before": 1.0, "after": max(0.0, 1 - 2 * s)},
+            {"before": 1.0, "after": 1 - s},
+            s,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_tune_search_on_a_known_trade_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import cpedit.tuning.search as search
+
+    monkeypatch.setattr(search, "PointEvaluator", _Synthetic)
+    plan = plan_evaluation("shapes")
+    recipe = resolve_recipe("shapes-striped")
+    # reachable: erased <= 0.2 needs s >= 0.4, a drop <= 0.5 allows it; bisection lands just above 0.4
+    met = tune(
+        "builtin:shapes",
+        recipe,
+        plan=plan,
+        erased_at_most=0.2,
+        max_drop=0.5,
+        out=tmp_path / "a",
+        max_skill_ratio=0.6,
+        tolerance=1.05,
+    )
+    assert met.met and 0.4 <= met.chosen.settings.skill_ratio <= 0.4 * 1.05  # type: ignore[union-attr]
+    assert len(met.points) <= 14  # a grid at 5% steps over 0.001..0.6 would need 131
+    assert tuned_ratio(met.recipe_file) == met.chosen.settings.skill_ratio  # type: ignore[union-attr]
+    # out of reach: the drop budget 0.1 allows s <= 0.1 only, so erased >= 0.8; the budget bisection
+    # finds the most erasure within it
+    failed = tune(
+        "builtin:shapes",
+        recipe,
+        plan=plan,
+        erased_at_most=0.2,
+        max_drop=0.1,
+        out=tmp_path / "b",
+        max_skill_ratio=0.6,
+        tolerance=1.05,
+    )
+    assert not failed.met and failed.chosen is None and failed.recipe_file is None
+    assert 0.1 / 1.05 <= failed.best.settings.skill_ratio <= 0.1 and failed.best.drop <= 0.1
+    assert failed.best.erased["after"] == pytest.approx(1 - 2 * failed.best.settings.skill_ratio)
+
+
+def tuned_ratio(file: Path | None) -> float:
+    assert file is not None
+    return resolve_recipe(file).prune.skill_ratio

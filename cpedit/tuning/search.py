@@ -6,9 +6,10 @@ skill ratio on a log scale between ``min_skill_ratio`` and ``max_skill_ratio``: 
 fraction grows with the skill ratio, so the smallest ratio that erases enough is found in a
 handful of measurements (a grid would need many). A local refinement then measures one
 point just below the ratio found (erasure is not perfectly monotone in a measured sample).
-The least-pruning point that meets the whole goal is chosen; if none does, the search says so
-and reports the best trade-off it measured (the least erased within the budget, else the
-least drop).
+The least-pruning point that meets the whole goal is chosen. If none does, a second bisection
+finds the largest skill ratio whose drop is within the budget (the drop grows with pruning
+too), and the search says so and reports the best trade-off it measured: the least erased
+within the budget, else the least drop.
 
 Writes ``OUT/tune.json`` (the goal, every point measured, the choice), and when the goal is
 met ``OUT/RECIPE.yaml`` (the recipe with the settings found and a comment with the measured
@@ -168,6 +169,24 @@ def tune(
     def erases(point: Point) -> bool:
         return point.erased["after"] <= erased_at_most
 
+    def _bisect_budget(measure: Callable[[float, int | None], Point], at_tau: list[Point], tau: int | None) -> None:
+        """Bisect between the largest ratio within the drop budget and the next one beyond it."""
+        within = [p.settings.skill_ratio for p in at_tau if p.drop <= max_drop]
+        beyond = [p.settings.skill_ratio for p in at_tau if p.drop > max_drop]
+        if not within or not beyond:
+            return
+        low_ratio = max(within)
+        above = [r for r in beyond if r > low_ratio]
+        if not above:
+            return
+        high_ratio = min(above)
+        while high_ratio / low_ratio > tolerance:
+            middle = math.sqrt(low_ratio * high_ratio)
+            if measure(middle, tau).drop <= max_drop:
+                low_ratio = middle
+            else:
+                high_ratio = middle
+
     try:
         for tau in taus:
             high = measure(max_skill_ratio, tau)
@@ -185,6 +204,9 @@ def tune(
                     low_ratio = middle
             measure(high_ratio, tau)
             measure(high_ratio / math.sqrt(tolerance), tau)  # local refinement, just below the bracket
+        if not any(_meets(p, erased_at_most, max_drop) for p in measured.values()):
+            for tau in taus:  # the goal is out of reach: find the most erasure within the drop budget instead
+                _bisect_budget(measure, [p for p in measured.values() if p.settings.timesteps == tau], tau)
         meeting = [p for p in measured.values() if _meets(p, erased_at_most, max_drop)]
         chosen = min(meeting, key=lambda p: (p.pruned, p.drop)) if meeting else None
         points = list(measured.values())
