@@ -10,7 +10,7 @@ library loads them in the first worker that needs them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,8 @@ class CpeditApp(App[None]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     async def action_quit(self) -> None:
-        """Quit (asking first while a run is going)."""
-        if not self.state.running:
+        """Quit (asking first while a run or a tune is going)."""
+        if not self.state.running and self.state.tuning is None:
             self.exit()
             return
 
@@ -195,7 +195,8 @@ class CpeditApp(App[None]):
                 self.cancel_event.set()
                 self.exit()
 
-        self.push_screen(ConfirmScreen("A run is going. Cancel it and quit?", yes="Quit", no="Keep running"), answer)
+        what = "A run" if self.state.running else "A tune"
+        self.push_screen(ConfirmScreen(f"{what} is going. Cancel it and quit?", yes="Quit", no="Keep running"), answer)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p): the app's actions beside Textual's own."""
@@ -213,8 +214,25 @@ class CpeditApp(App[None]):
         yield SystemCommand(
             "Save the output", "Write the tuned selection as a pipeline folder (ctrl+s)", self.action_save
         )
+        yield SystemCommand(
+            "Load a sweep", "Plot a `cpedit sweep` folder on the Tune screen (w)", self._tune_action("load_sweep")
+        )
+        yield SystemCommand(
+            "Auto-tune a concept",
+            "Find the least pruning that meets a goal (t, on the Tune screen)",
+            self._tune_action("auto_tune"),
+        )
         yield SystemCommand("Toggle theme", "Switch between dark and light (ctrl+t)", self.action_toggle_theme)
         yield SystemCommand("Key bindings", "Show every key (?)", self.action_help)
+
+    def _tune_action(self, name: str) -> Callable[[], None]:
+        """A Tune screen action for the palette: show the Tune tab, then run it there."""
+
+        def run() -> None:
+            self.action_show_tab("tune")
+            getattr(self.query_one(TunePane), f"action_{name}")()
+
+        return run
 
     def _binding_rows(self) -> list[tuple[str, str, str]]:
         """(where, key, what) for the help screen: the global keys, then each screen's."""

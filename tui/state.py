@@ -161,6 +161,118 @@ def output_name(model: str, names: list[str]) -> str:
     return f"{slug}-no-{'-'.join(names) or 'concepts'}"
 
 
+BENCHMARKS = ("shapes", "classify", "nudity", "attack")
+"""The erasure benchmarks a tune can measure with (``shapes`` works offline on the built-in model)."""
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One measured point as the Tune screen's plot and list show it (from ``sweep.json`` or a tune).
+
+    ``timesteps`` and ``select_ratio`` are None where the point kept each recipe's own value.
+    """
+
+    skill_ratio: float
+    timesteps: int | None
+    select_ratio: float | None
+    target: str | None
+    pruned_percent: float
+    erased_after: float
+    drop: float
+    pareto: bool = False
+    chosen: bool = False
+
+    @property
+    def label(self) -> str:
+        """``sr 0.02, tau 10`` (as the library labels a point)."""
+        parts = [f"sr {self.skill_ratio:g}"]
+        if self.timesteps is not None:
+            parts.append(f"tau {self.timesteps}")
+        if self.select_ratio is not None:
+            parts.append(f"sel {self.select_ratio:g}")
+        if self.target is not None:
+            parts.append(self.target)
+        return ", ".join(parts)
+
+
+def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None = None) -> list[SweepPoint]:
+    """Points from their ``sweep.json`` form (a :meth:`cpedit.tuning.Point.to_dict`), the Pareto front marked.
+
+    The file's ``pareto`` marks are kept when every point has one; otherwise they are computed
+    (:func:`mark_pareto`). ``chosen`` (a point's ``settings``) marks the point a tune chose.
+    """
+    out = []
+    for data in points:
+        settings = data["settings"]
+        out.append(
+            SweepPoint(
+                skill_ratio=float(settings["skill_ratio"]),
+                timesteps=None if settings.get("timesteps") is None else int(settings["timesteps"]),
+                select_ratio=None if settings.get("select_ratio") is None else float(settings["select_ratio"]),
+                target=settings.get("target"),
+                pruned_percent=float(data["pruned_percent"]),
+                erased_after=float(data["erased"]["after"]),
+                drop=float(data["drop"]),
+                pareto=bool(data.get("pareto", False)),
+                chosen=chosen is not None and settings == chosen,
+            )
+        )
+    if not all("pareto" in data for data in points):
+        out = mark_pareto(out)
+    return out
+
+
+def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:
+    """``points`` with ``pareto`` set on the non-dominated ones (lower erased after, lower drop: as
+    :func:`cpedit.pareto_front`)."""
+
+    def beats(a: SweepPoint, b: SweepPoint) -> bool:
+        return (
+            a.erased_after <= b.erased_after
+            and a.drop <= b.drop
+            and (a.erased_after < b.erased_after or a.drop < b.drop)
+        )
+
+    return [dataclasses.replace(p, pareto=not any(beats(q, p) for q in points if q is not p)) for p in points]
+
+
+def point_values(point: SweepPoint, own: TuneValues) -> TuneValues:
+    """The tune values a point stands for: its settings, ``own`` (the recipe's) where it kept the recipe's."""
+    return TuneValues(
+        skill_ratio=point.skill_ratio,
+        timesteps=own.timesteps if point.timesteps is None else point.timesteps,
+        select_ratio=own.select_ratio if point.select_ratio is None else point.select_ratio,
+    )
+
+
+@dataclass
+class PointsView:
+    """What the Tune screen's sweep panel shows: measured points, where they come from, whom they apply to."""
+
+    title: str
+    points: list[SweepPoint]
+    concepts: tuple[str, ...]
+    """The recipes the points were measured for (a point is applied to those that are calibrated)."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TuneGoal:
+    """What a tune on the Tune screen searches for (:func:`cpedit.tune`'s goal, search and evaluation)."""
+
+    recipe: str
+    erased_at_most: float
+    max_drop: float
+    benchmark: str = "shapes"
+    images: int = 32
+    seed: int = 0
+    steps: int = 25
+    timesteps: tuple[int, ...] = ()
+    """The taus to search (empty: the recipe's own)."""
+    max_skill_ratio: float = 0.3
+    tolerance: float = 1.25
+
+
 class AppState:
     """The app's data model: the base model, the queue, the session, the tuned selection and the output.
 
@@ -197,6 +309,11 @@ class AppState:
         self.running = False
         self.progress = RunProgress()
         self.log: list[str] = []
+        self.points_view: PointsView | None = None
+        """The sweep or tune points the Tune screen plots."""
+        self.tuning: TuneGoal | None = None
+        """The tune in progress (None: none)."""
+        self.tune_progress = RunProgress()
 
     # --- model and queue ----------------------------------------------------------------
 
@@ -432,6 +549,152 @@ class AppState:
         if self.session.applied is not self.selection:
             self.session.apply(self.selection)
         return self.selection
+
+    # --- sweep plot and auto-tune -------------------------------------------------------
+
+    def load_sweep(self, folder: str | os.PathLike[str]) -> PointsView:
+        """Show the points of ``folder/sweep.json`` (written by ``cpedit sweep``) on the Tune screen.
+
+        Raises:
+            CpeditError: There is no ``sweep.json`` in ``folder``, or it is malformed.
+        """
+        folder = Path(folder).expanduser()
+        data = cpedit.read_sweep(folder)
+        if data is None:
+            raise CpeditError(f"no sweep.json in {folder}: cpedit sweep --out {folder} writes one", argument="folder")
+        benchmark = (data.get("evaluation") or {}).get("benchmark", "?")
+        concepts = tuple(str(r["name"]) for r in data.get("recipes", []) if isinstance(r, dict) and "name" in r)
+        points = sweep_points(data["points"])
+        self.points_view = PointsView(
+            title=f"sweep {folder} · {benchmark} · {len(points)} point(s)", points=points, concepts=concepts
+        )
+        self.log.append(f"sweep plot: {folder} ({len(points)} points)")
+        return self.points_view
+
+    def point_targets(self) -> list[str]:
+        """The calibrated concepts a point of the panel applies to: those it was measured for (all when
+        the points do not say)."""
+        concepts = self.points_view.concepts if self.points_view is not None else ()
+        return [name for name in concepts if name in self.tune] if concepts else list(self.tune)
+
+    def apply_point(self, point: SweepPoint, names: list[str] | None = None) -> Any:
+        """Set a point's settings as the tune values of ``names`` (default :meth:`point_targets`), select once.
+
+        Raises:
+            CpeditError: Nothing is calibrated, or the session refuses the values (a tau beyond
+                what was calibrated, ...); the old values stay.
+        """
+        if self.session is None:
+            raise CpeditError("run the queue first (ctrl+r): a point's settings tune a calibrated session")
+        names = self.point_targets() if names is None else names
+        if not names:
+            concepts = ", ".join(self.points_view.concepts) if self.points_view else "?"
+            raise CpeditError(f"the points were measured for {concepts}, which is not calibrated: queue and run it")
+        own = {recipe.name: recipe.prune for recipe in self.session.recipes}
+        old = dict(self.tune)
+        for name in names:
+            prune = own[name]
+            self.tune[name] = point_values(point, TuneValues(prune.skill_ratio, prune.timesteps, prune.select_ratio))
+        try:
+            return self.reselect()
+        except CpeditError:
+            self.tune = old
+            raise
+
+    def tune_folder(self, name: str) -> Path:
+        """Where a tune of ``name`` writes (``tune.json``, the tuned recipe, its images): beside the output."""
+        output = self.output_folder()
+        return output.with_name(f"{output.name}-tune") / name
+
+    def start_tune(self, goal: TuneGoal) -> Path:
+        """Mark a tune as started (its points replace the panel's); returns its folder.
+
+        Raises:
+            CpeditError: A tune is already going, or the recipe is not queued.
+        """
+        if self.tuning is not None:
+            raise CpeditError("a tune is already going (ctrl+x cancels it)")
+        self.item(goal.recipe)
+        self.tuning = goal
+        self.tune_progress = RunProgress(device=self.device)
+        folder = self.tune_folder(goal.recipe)
+        self.points_view = PointsView(
+            title=f"tune {goal.recipe} · {goal.benchmark}", points=[], concepts=(goal.recipe,)
+        )
+        self.log.append(
+            f"tune: {goal.recipe} on {self.model}, erased <= {goal.erased_at_most:g}, drop <= {goal.max_drop:g}"
+        )
+        return folder
+
+    def run_tune(
+        self,
+        goal: TuneGoal,
+        *,
+        on_point: Callable[[Any], None] | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Any:
+        """Run :func:`cpedit.tune` on the app's model (blocking: call it from a worker thread).
+
+        The tune loads and calibrates its own copy of the model; the session is not touched.
+
+        Raises:
+            CpeditError: As :func:`cpedit.plan_evaluation` and :func:`cpedit.tune`.
+            Cancelled: ``cancel`` was set.
+        """
+        plan = cpedit.plan_evaluation(
+            goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
+        )
+        return cpedit.tune(
+            self.model,
+            self.item(goal.recipe).recipe,
+            plan=plan,
+            erased_at_most=goal.erased_at_most,
+            max_drop=goal.max_drop,
+            out=self.tune_folder(goal.recipe),
+            timesteps=list(goal.timesteps) or None,
+            max_skill_ratio=goal.max_skill_ratio,
+            tolerance=goal.tolerance,
+            device=self.device,
+            on_point=on_point,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+
+    def add_tune_point(self, data: dict[str, Any]) -> None:
+        """Show a point the tune in progress measured (its ``to_dict`` form)."""
+        if self.points_view is not None and self.tuning is not None:
+            self.points_view.points = mark_pareto([*self.points_view.points, *sweep_points([data])])
+
+    def finish_tune(self, result: Any) -> SweepPoint:
+        """A tune ended: its points (the chosen one marked) replace the panel's; returns the point to apply
+        (the chosen one, else the best trade-off measured)."""
+        goal, self.tuning = self.tuning, None
+        name = goal.recipe if goal is not None else "?"
+        best = result.best.settings.to_dict()
+        points = sweep_points([p.to_dict() for p in result.points], chosen=best)
+        verdict = "goal met" if result.met else "goal not met: the best trade-off measured"
+        note = f"{verdict}: {result.best.settings.label}"
+        note += f" · tuned recipe {result.recipe_file}" if result.recipe_file else f" · {result.file}"
+        self.points_view = PointsView(
+            title=f"tune {name} · {len(points)} point(s) in {result.file.parent if result.file else '?'}",
+            points=points,
+            concepts=(name,),
+            note=note,
+        )
+        self.tune_progress.update(ProgressEvent(stage="done", message=note))
+        self.log.append(f"tune {name}: {note}")
+        return next(p for p in points if p.chosen)
+
+    def fail_tune(self, error: BaseException) -> str:
+        """A tune ended with an error or a cancel: nothing is applied (the points measured stay shown)."""
+        self.tuning = None
+        message = "tune cancelled: nothing applied" if isinstance(error, Cancelled) else f"tune failed: {error}"
+        if self.points_view is not None:
+            self.points_view.note = message
+        self.tune_progress = RunProgress()
+        self.log.append(message)
+        return message
 
     # --- preview, save, push ------------------------------------------------------------
 

@@ -58,3 +58,52 @@ def test_screen(screen: str, size: tuple[int, int], saved_state: Any, snap_compa
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=show)
+
+
+SWEEP = {
+    "sweep": 1,
+    "recipes": [{"name": "shapes-striped"}],
+    "evaluation": {"benchmark": "shapes"},
+    "points": [
+        {
+            "settings": {"skill_ratio": sr, "timesteps": 3, "select_ratio": None, "target": None},
+            "pruned": pruned,
+            "pruned_percent": pruned / 27000,
+            "erased": {"before": 0.25, "after": erased},
+            "preserved": {"before": 0.75, "after": 0.75 - drop},
+            "drop": drop,
+            "pareto": pareto,
+        }
+        for sr, pruned, erased, drop, pareto in (
+            (0.01, 20, 0.25, 0.0, True),
+            (0.05, 80, 0.25, 0.01, False),
+            (0.1, 900, 0.125, 0.02, True),
+            (0.2, 3482, 0.0, 0.0625, True),
+        )
+    ],
+}
+"""A fixed sweep.json for the Tune screen's sweep panel."""
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tune_with_a_sweep(size: tuple[int, int], saved_state: Any, snap_compare: Any) -> None:
+    import json
+
+    Path("sweep").mkdir(exist_ok=True)
+    Path("sweep", "sweep.json").write_text(json.dumps(SWEEP))
+    saved_state.load_sweep("sweep")
+    app = CpeditApp(saved_state, image_mode="halfcell")
+
+    async def show(pilot: Any) -> None:
+        pilot.app.theme = "textual-dark"
+        await pilot.pause()
+        await pilot.press("4")
+        await pilot.pause(0.1)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=show)
+    finally:
+        saved_state.points_view = None
+        saved_state.log.clear()

@@ -126,3 +126,78 @@ def test_an_output_that_could_never_be_written_is_refused_before_the_run(tmp_pat
     state.out = str(tmp_path / "theirs")  # a folder that is not a cpedit output: never replaced
     with pytest.raises(CpeditError, match="not a cpedit output"):
         state.start_run()
+
+
+def sweep_point(sr: float, erased: float, drop: float, *, tau: int | None = None, pareto: bool | None = None) -> dict:
+    """A point in sweep.json's form (the ``pareto`` mark only when given)."""
+    data = {
+        "settings": {"skill_ratio": sr, "timesteps": tau, "select_ratio": None, "target": None},
+        "pruned": 10,
+        "pruned_percent": sr,
+        "erased": {"before": 0.5, "after": erased},
+        "preserved": {"before": 0.9, "after": 0.9 - drop},
+        "drop": drop,
+    }
+    return data if pareto is None else {**data, "pareto": pareto}
+
+
+def test_sweep_points_keep_or_compute_the_pareto_front_as_the_library_does() -> None:
+    from cpedit.tuning import Point
+    from tui.state import mark_pareto, sweep_points
+
+    raw = [sweep_point(0.01, 0.4, 0.0), sweep_point(0.05, 0.1, 0.02, tau=3), sweep_point(0.1, 0.2, 0.05)]
+    points = sweep_points(raw)  # no marks in the data: computed
+    assert [p.pareto for p in points] == [True, True, False]
+    front = cpedit.pareto_front([Point.from_dict(d) for d in raw])
+    assert sorted(p.settings.skill_ratio for p in front) == [p.skill_ratio for p in points if p.pareto]
+    assert points[1].label == "sr 0.05, tau 3" and points[1].erased_after == 0.1 and points[1].drop == 0.02
+    marked = sweep_points([sweep_point(0.01, 0.4, 0.0, pareto=False), sweep_point(0.05, 0.1, 0.02, pareto=True)])
+    assert [p.pareto for p in marked] == [False, True]  # the file's own marks are kept
+    assert [p.pareto for p in mark_pareto(marked)] == [True, True]
+    chosen = sweep_points(raw, chosen=raw[1]["settings"])
+    assert [p.chosen for p in chosen] == [False, True, False]
+
+
+def test_a_point_sets_its_settings_and_keeps_the_recipes_own_where_it_kept_them() -> None:
+    from tui.state import TuneValues, point_values, sweep_points
+
+    own = TuneValues(skill_ratio=0.2, timesteps=10, select_ratio=0.0)
+    kept, set_tau = sweep_points([sweep_point(0.05, 0.1, 0.0), sweep_point(0.07, 0.1, 0.0, tau=4)])
+    assert point_values(kept, own) == TuneValues(0.05, 10, 0.0)
+    assert point_values(set_tau, own) == TuneValues(0.07, 4, 0.0)
+
+
+def test_a_sweep_folder_loads_and_its_points_apply_to_the_calibrated_concepts(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    state = AppState(out=str(tmp_path / "out"))
+    with pytest.raises(CpeditError, match="no sweep.json"):
+        state.load_sweep(folder)
+    folder.mkdir()
+    (folder / "sweep.json").write_text('{"sweep": 1, "points": [{"settings": {}}]}')
+    with pytest.raises(CpeditError, match="not a cpedit sweep file"):
+        state.load_sweep(folder)
+    data = {
+        "sweep": 1,
+        "recipes": [{"name": "shapes-striped"}],
+        "evaluation": {"benchmark": "shapes"},
+        "points": [sweep_point(0.05, 0.1, 0.0, tau=3, pareto=True), sweep_point(0.2, 0.0, 0.5, tau=99, pareto=True)],
+    }
+    (folder / "sweep.json").write_text(json.dumps(data))
+    view = state.load_sweep(folder)
+    assert view.concepts == ("shapes-striped",) and len(view.points) == 2 and "shapes" in view.title
+    with pytest.raises(CpeditError, match="run the queue first"):
+        state.apply_point(view.points[0])
+
+    state = calibrated_state(tmp_path / "out2", ("shapes-striped",))
+    state.load_sweep(folder)
+    assert state.point_targets() == ["shapes-striped"]
+    selection = state.apply_point(state.points_view.points[0])
+    assert state.tune["shapes-striped"].skill_ratio == 0.05 and state.tune["shapes-striped"].timesteps == 3
+    assert selection.pruned == state.session.select(skill_ratio=0.05, timesteps=3).pruned
+    with pytest.raises(CpeditError):
+        state.apply_point(state.points_view.points[1])  # a tau beyond the calibrated one: the old values stay
+    assert state.tune["shapes-striped"].skill_ratio == 0.05
+    state.points_view.concepts = ("van-gogh",)
+    with pytest.raises(CpeditError, match="not calibrated"):
+        state.apply_point(state.points_view.points[0])
+    assert state.tune_folder("shapes-striped") == tmp_path / "out2-tune" / "shapes-striped"

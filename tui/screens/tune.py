@@ -4,23 +4,32 @@ Every change re-selects from the session's kept statistics (:meth:`cpedit.EditSe
 no denoiser call): the pruned count and share update, with a bar chart of pruned weights per
 layer. ``p`` re-renders the before/after preview with the current selection (Preview screen);
 ctrl+s saves the output with these settings, recorded in the saved recipe copies.
+
+The sweep panel plots measured points (preservation drop -> erased after, the Pareto front
+starred): ``w`` loads the ``sweep.json`` of a ``cpedit sweep`` folder, ``t`` runs
+:func:`cpedit.tune` for a queued concept in a worker (its own copy of the model; ctrl+x
+cancels) and applies the point it picks. Enter on a listed point applies its settings.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Label, Static
+from textual.message import Message
+from textual.widgets import Input, Label, OptionList, Static
 
+from cpedit.errors import Cancelled
 from tui.messages import Progress, WorkDone, post_outcome
 from tui.screens.base import Pane
-from tui.state import TUNABLE, describe_error
+from tui.state import TUNABLE, TuneGoal, describe_error
 from tui.widgets.layer_chart import LayerChart
-from tui.widgets.run_progress import STAGE_WORDS
+from tui.widgets.run_progress import STAGE_WORDS, describe_progress
+from tui.widgets.sweep_plot import SweepPlot
 
 FIELD_LABELS = {"skill_ratio": "skill ratio", "timesteps": "tau", "select_ratio": "select"}
 NUDGE = {"skill_ratio": 0.005, "timesteps": 1, "select_ratio": 0.1}
@@ -34,6 +43,14 @@ def parse_value(field: str, text: str) -> float | int:
         ValueError: Not a number.
     """
     return int(text) if field == "timesteps" else float(text)
+
+
+class PointMeasured(Message):
+    """A tune measured a point (its ``to_dict`` form), from the tune worker."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.data = data
 
 
 class ConceptRow(Horizontal):
@@ -65,14 +82,24 @@ class TunePane(Pane):
         Binding("plus", "nudge(1)", "+", show=False),
         Binding("minus", "nudge(-1)", "-", show=False),
         Binding("ctrl+z", "reset", "Recipe values"),
+        Binding("w", "load_sweep", "Sweep plot"),
+        Binding("t", "auto_tune", "Auto-tune"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sweep_folder = ""
+        self._goal: TuneGoal | None = None
+        self._sweep_error = ""
 
     def compose(self) -> ComposeResult:
         yield Static(id="tune-summary", classes="section-title", markup=False)
         yield VerticalScroll(id="tune-rows")
         yield Static(id="tune-problem", classes="error", markup=False)
-        with VerticalScroll(id="tune-chart-box"):
-            yield LayerChart(id="tune-chart", bar_width=36)
+        with Horizontal(id="tune-bottom"):
+            with VerticalScroll(id="tune-chart-box"):
+                yield LayerChart(id="tune-chart", bar_width=16)
+            yield SweepPlot(id="tune-sweep")
         yield Static(id="tune-save", classes="muted", markup=False)
 
     def on_mount(self) -> None:
@@ -92,6 +119,16 @@ class TunePane(Pane):
         else:
             self._fill_counts()
         self._render_summary()
+        self._render_sweep()
+
+    def _render_sweep(self) -> None:
+        state = self.state
+        status = self._sweep_error
+        if state.tuning is not None:
+            head, detail, _ = describe_progress(state.tune_progress)
+            status = f"tuning {state.tuning.recipe} in {state.tune_folder(state.tuning.recipe)} (ctrl+x cancels)\n"
+            status += " · ".join(part for part in (head, detail) if part)
+        self.query_one(SweepPlot).show(state.points_view, status=status, error=bool(self._sweep_error))
 
     def _fill_inputs(self) -> None:
         for name, values in self.state.tune.items():
@@ -187,6 +224,88 @@ class TunePane(Pane):
         self.cpedit_app.action_show_tab("preview")
         self.cpedit_app.query_one(PreviewPane).action_render()
 
+    # --- sweep plot and auto-tune --------------------------------------------------------
+
+    def action_load_sweep(self) -> None:
+        """Plot the points of a sweep folder (``cpedit sweep``'s ``sweep.json``)."""
+        from tui.screens.tune_dialogs import SweepFolderScreen
+
+        def chosen(folder: Path | None) -> None:
+            if folder is not None:
+                self._sweep_folder = str(folder)
+                self._sweep_worker(folder)
+
+        self.app.push_screen(SweepFolderScreen(self._sweep_folder), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
+    def _sweep_worker(self, folder: Path) -> None:
+        post_outcome(self, "sweep", lambda: self.state.load_sweep(folder))
+
+    @on(OptionList.OptionSelected, "#sweep-points")
+    def _point_chosen(self, event: OptionList.OptionSelected) -> None:
+        view = self.state.points_view
+        if view is None or event.option_id is None:
+            return
+        self.apply_point(view.points[int(event.option_id)])
+
+    def apply_point(self, point: Any) -> None:
+        """Copy a point's settings into the tune values of its concept(s) and select again."""
+        if self.state.session is None:
+            self.query_one("#tune-problem", Static).update(f"{point.label}: run the queue first (ctrl+r) to use it")
+            return
+        self._apply_worker(point)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="select")
+    def _apply_worker(self, point: Any) -> None:
+        post_outcome(self, "apply", lambda: self.state.apply_point(point))
+
+    def action_auto_tune(self) -> None:
+        """Ask for a goal, then search the least pruning that meets it (:func:`cpedit.tune`)."""
+        from tui.screens.tune_dialogs import TuneGoalScreen
+
+        if not self.state.queue:
+            self.show_error("queue a recipe first (Recipes screen, 2)")
+            return
+        if self.state.tuning is not None:
+            self.show_error("a tune is already going (ctrl+x cancels it)")
+            return
+
+        def chosen(goal: TuneGoal | None) -> None:
+            if goal is not None:
+                self.start_tune(goal)
+
+        self.app.push_screen(TuneGoalScreen([item.name for item in self.state.queue], self._goal), chosen)
+
+    def start_tune(self, goal: TuneGoal) -> None:
+        """Run a tune for ``goal`` in a worker (its points show as they are measured)."""
+        try:
+            self.state.start_tune(goal)
+        except Exception as exc:  # noqa: BLE001 - shown, the app goes on
+            self.show_error(exc)
+            return
+        self._goal, self._sweep_error = goal, ""
+        self._render_sweep()
+        self._tune_worker(goal, self.cpedit_app.new_cancel())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tune")
+    def _tune_worker(self, goal: TuneGoal, cancel: Any) -> None:
+        post_outcome(
+            self,
+            "tune",
+            lambda: self.state.run_tune(
+                goal,
+                on_point=lambda point: self.post_message(PointMeasured(point.to_dict())),
+                on_progress=lambda event: self.post_message(Progress(event, group="tune")),
+                cancel=cancel,
+            ),
+        )
+
+    @on(PointMeasured)
+    def _point_measured(self, message: PointMeasured) -> None:
+        message.stop()
+        self.state.add_tune_point(message.data)
+        self._render_sweep()
+
     # --- save ---------------------------------------------------------------------------
 
     def save(self) -> None:
@@ -220,20 +339,27 @@ class TunePane(Pane):
 
     @on(Progress)
     def _progress(self, message: Progress) -> None:
-        if message.group != "save":
+        if message.group not in ("save", "tune"):
             return
         message.stop()
         event = message.event
+        if message.group == "tune":
+            self.state.tune_progress.update(event)
+            self._render_sweep()
+            return
         done = f" {event.completed}/{event.total} {event.unit or ''}" if event.total else ""
         self.query_one("#tune-save", Static).update(
             f"{STAGE_WORDS.get(event.stage, event.stage)}: {event.message}{done}"
         )
 
     def on_work_done(self, message: WorkDone) -> None:
-        if message.group not in ("select", "save"):
+        if message.group not in ("select", "save", "sweep", "apply", "tune"):
             return
         message.stop()
         problem = self.query_one("#tune-problem", Static)
+        if message.group in ("sweep", "tune", "apply"):
+            self._sweep_done(message)
+            return
         if message.group == "select":
             if message.ok:
                 problem.update("")
@@ -245,4 +371,25 @@ class TunePane(Pane):
             self.app.notify(f"saved {message.result}", timeout=6)
         else:
             self.show_error(message.error, title="save failed")
+        self.cpedit_app.refresh_panes()
+
+    def _sweep_done(self, message: WorkDone) -> None:
+        problem = self.query_one("#tune-problem", Static)
+        if message.group == "sweep":
+            self._sweep_error = "" if message.ok else describe_error(message.error)
+        elif message.group == "apply":
+            problem.update("" if message.ok else describe_error(message.error))
+            if message.ok:
+                self._fill_inputs()
+        elif message.ok:
+            point = self.state.finish_tune(message.result)
+            self.app.notify(self.state.points_view.note if self.state.points_view else "tune done", timeout=8)
+            if self.state.point_targets():
+                self.apply_point(point)
+        else:
+            text = self.state.fail_tune(message.error)
+            if isinstance(message.error, Cancelled):
+                self.app.notify(text, timeout=5)
+            else:
+                self.show_error(describe_error(message.error), title="tune failed")
         self.cpedit_app.refresh_panes()
