@@ -117,3 +117,19 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from devtools.builders import build_tiny_clip_folder
 
     return build_tiny_clip_folder(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the pipeline calls the evaluation engine makes (every one counted)."""
+    from cpedit.eval import engine
+
+    calls: list[int] = []
+    original = engine.render_batch
+
+    def counting(pipe, jobs, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(jobs))
+        return original(pipe, jobs, **kwargs)
+
+    monkeypatch.setattr(engine, "render_batch", counting)
+    return calls

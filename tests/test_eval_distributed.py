@@ -18,7 +18,7 @@ from helpers import write_recipe
 
 import cpedit
 from cpedit.errors import CpeditError
-from cpedit.eval import distributed, engine
+from cpedit.eval import distributed
 from cpedit.eval.benchmarks import MetricResult, record_metric_result
 from cpedit.eval.engine import PromptSpec, read_manifest, render_images
 from cpedit.record import evaluation_path, read_output
@@ -33,20 +33,6 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     root = tmp_path_factory.mktemp("eval_distributed")
     recipe = write_recipe(root / "recipes", name="eval-style", steps=4, tau=2)
     return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the pipeline calls the engine makes."""
-    calls: list[int] = []
-    original = engine.render_batch
-
-    def counting(pipe, jobs, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(jobs))
-        return original(pipe, jobs, **kwargs)
-
-    monkeypatch.setattr(engine, "render_batch", counting)
-    return calls
 
 
 @pytest.fixture

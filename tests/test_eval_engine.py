@@ -13,7 +13,6 @@ from PIL import Image
 
 import cpedit
 from cpedit.errors import Cancelled, CpeditError
-from cpedit.eval import engine
 from cpedit.eval.engine import PromptSpec, load_prompts, read_manifest, render_images
 from cpedit.progress import ProgressEvent
 from cpedit.record import read_output
@@ -27,20 +26,6 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     root = tmp_path_factory.mktemp("eval_engine")
     recipe = write_recipe(root / "recipes", name="eval-style", steps=4, tau=2)
     return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the pipeline calls the engine makes."""
-    calls: list[int] = []
-    original = engine.render_batch
-
-    def counting(pipe, jobs, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(jobs))
-        return original(pipe, jobs, **kwargs)
-
-    monkeypatch.setattr(engine, "render_batch", counting)
-    return calls
 
 
 def test_load_prompts_txt_csv_jsonl(tmp_path: Path) -> None:
