@@ -256,3 +256,25 @@ def test_tune_search_on_a_known_trade_off(monkeypatch: pytest.MonkeyPatch, tmp_p
 def tuned_ratio(file: Path | None) -> float:
     assert file is not None
     return resolve_recipe(file).prune.skill_ratio
+
+
+def test_an_out_of_reach_goal_still_bisects_the_budget_from_the_least_pruning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import cpedit.tuning.search as search
+
+    monkeypatch.setattr(search, "PointEvaluator", _Synthetic)
+    # erased <= 0.0 needs s >= 0.5, beyond the range: only the range's top is measured at first, and its
+    # drop (0.3) is beyond the budget; the search then starts from the least pruning to find the budget's edge
+    failed = tune(
+        "builtin:shapes",
+        resolve_recipe("shapes-striped"),
+        plan=plan_evaluation("shapes"),
+        erased_at_most=0.0,
+        max_drop=0.1,
+        out=tmp_path,
+        max_skill_ratio=0.3,
+        tolerance=1.05,
+    )
+    assert not failed.met
+    assert 0.1 / 1.05 <= failed.best.settings.skill_ratio <= 0.1

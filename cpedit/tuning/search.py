@@ -171,10 +171,14 @@ def tune(
 
     def _bisect_budget(measure: Callable[[float, int | None], Point], at_tau: list[Point], tau: int | None) -> None:
         """Bisect between the largest ratio within the drop budget and the next one beyond it."""
-        within = [p.settings.skill_ratio for p in at_tau if p.drop <= max_drop]
         beyond = [p.settings.skill_ratio for p in at_tau if p.drop > max_drop]
-        if not within or not beyond:
-            return
+        if not beyond:
+            return  # every ratio measured is within the budget: the most pruning measured is the best
+        within = [p.settings.skill_ratio for p in at_tau if p.drop <= max_drop]
+        if not within:  # only too much damage measured: start from the least pruning of the range
+            if measure(min_skill_ratio, tau).drop > max_drop:
+                return
+            within = [min_skill_ratio]
         low_ratio = max(within)
         above = [r for r in beyond if r > low_ratio]
         if not above:
