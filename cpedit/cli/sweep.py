@@ -15,7 +15,9 @@ from cpedit.cli.options import format_option
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
-def _floats(name: str, *, low: float, high: float):  # type: ignore[no-untyped-def]
+def _floats(name: str, *, low: float, high: float, low_included: bool = False):  # type: ignore[no-untyped-def]
+    """A click callback parsing a comma-separated list of numbers in (low, high] ([low, high])."""
+
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
         if value is None:
             return None
@@ -23,9 +25,10 @@ def _floats(name: str, *, low: float, high: float):  # type: ignore[no-untyped-d
             values = [float(v) for v in value.split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-        bad = [v for v in values if not low < v <= high]
+        bad = [v for v in values if not (low <= v if low_included else low < v) or v > high]
         if bad or not values:
-            raise click.BadParameter(f"each {name} must be in ({low:g}, {high:g}]; got {value!r}")
+            bracket = "[" if low_included else "("
+            raise click.BadParameter(f"each {name} must be in {bracket}{low:g}, {high:g}]; got {value!r}")
         return values
 
     return parse
@@ -184,7 +187,7 @@ def _title(command: str, plan: Any, detail: str) -> str:
 @click.option(
     "--select-ratio",
     "select_ratios",
-    callback=_floats("select ratio", low=-1e-12, high=1),
+    callback=_floats("select ratio", low=0, high=1, low_included=True),
     default=None,
     metavar="LIST",
     help="Select ratios (default: the recipes' own).",
