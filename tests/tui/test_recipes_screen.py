@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -101,6 +102,16 @@ async def settle(app: CpeditApp, pilot: Pilot) -> None:
     await app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.pause()
+
+
+async def settle_until(app: CpeditApp, pilot: Pilot, done: Callable[[], bool], *, timeout: float = 15.0) -> None:
+    """Settle until ``done()`` holds (or ``timeout`` passes): a worker may start only after the key's message
+    has been handled, so one wait for the workers can come too early on a busy machine."""
+    deadline = time.monotonic() + timeout
+    await settle(app, pilot)
+    while not done() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        await settle(app, pilot)
 
 
 def leaves(pane: RecipesPane) -> list[Shown]:
@@ -203,13 +214,17 @@ def test_hub_refs_load_in_a_worker(hub) -> None:  # noqa: ANN001 - the emulator 
         ref.focus()
         ref.value = "hub:acme/no-such-repo/x.yaml"
         await pilot.press("enter")
-        await settle(app, pilot)
+        await settle_until(app, pilot, lambda: any("no-such-repo" in m for m in messages(app, "error")))
         assert any("no-such-repo" in m for m in messages(app, "error"))
         ref.focus()
         ref.value = "hub:acme/tui-recipes/cats/hub-cats.yaml"
         await pilot.press("enter")
-        await settle(app, pilot)
-        loaded = [shown for shown in leaves(pane) if shown.origin.startswith("hub:acme/tui-recipes")]
+
+        def hub_leaves() -> list[Shown]:
+            return [shown for shown in leaves(pane) if shown.origin.startswith("hub:acme/tui-recipes")]
+
+        await settle_until(app, pilot, lambda: bool(hub_leaves()))
+        loaded = hub_leaves()
         assert loaded and loaded[0].recipe is not None and loaded[0].recipe.name == "hub-cats"
         await pilot.press("a")
         await pilot.pause()
