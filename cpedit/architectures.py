@@ -24,7 +24,9 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
     (constant over timesteps in UNets; still tau calls, as in the paper).
 ``text-ffn``
     The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``):
-    one forward per prompt, no timesteps (tau is ignored).
+    every text-encoder forward of the prompt's pipeline call (its own encoding and, under
+    classifier-free guidance, the negative prompt's, as the authors' hook sees them), no
+    timesteps (tau is ignored).
 
 FLUX single-stream blocks have no ``FeedForward``: an MLP branch ``proj_mlp`` (dim ->
 4 dim) -> GELU runs in parallel with attention and ``proj_out`` reads the

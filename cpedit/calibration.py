@@ -21,9 +21,13 @@ order, and both halves count for their prompt's group, as in the paper. A
 guidance-distilled pipeline (FLUX) has no unconditional half: the denoiser batch is the
 prompts themselves; the group of each item follows from the batch size either way.
 
-The ``text-ffn`` target hooks the text encoders instead: the pipeline runs with guidance
-off (so only the prompts themselves are encoded, one forward each) and is stopped just
-before its first denoiser call; the statistics form a single "timestep".
+The ``text-ffn`` target hooks the text encoders instead. As in the authors' text hook, the
+hooks stay on for the pipeline call with the recipe's own sampling settings, so they see
+every text-encoder forward that call makes: under classifier-free guidance the prompt's
+encoding *and* the negative prompt's (the pipeline's default, the empty prompt; SDXL's
+``force_zeros_for_empty_prompt`` zeroes those embeddings without encoding them), all
+token rows of each, counted for the prompt's group. The call is stopped just before its first denoiser call; the
+statistics form a single "timestep".
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ class ConceptStats:
             compute device: for call t and group g (:data:`TARGET` or :data:`BASE`),
             the sum over all rows of the squared row-normalised input, per column.
             Its square root is the paper's ``norm_j``.
-            Keyed by :attr:`cpedit.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (one
-            forward per prompt).
+            Keyed by :attr:`cpedit.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (the text
+            encoders' forwards of one pipeline call per prompt).
         unet_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
         batch_size: Prompts per batch actually used.
         batches: Number of batches run.
@@ -155,7 +159,7 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
     """
     require_text_to_image_call(pipe)
     if is_text_target(recipe):
-        return  # one text-encoder forward per prompt: no denoiser calls are needed
+        return  # the text encoders run before the first denoiser call: no denoiser calls are needed
     available = denoiser_calls(pipe, recipe.sampling.steps)
     if recipe.prune.timesteps > available:
         raise CpeditError(
@@ -255,7 +259,7 @@ def calibrate(
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
     prompts = [prompt for pair in recipe.pairs() for prompt in pair]
     groups = [TARGET, BASE] * len(recipe.targets)
-    guidance_scale = 1.0 if text else settings.guidance_scale  # text-ffn: encode the prompts only, no CFG
+    guidance_scale = settings.guidance_scale  # text-ffn too: under CFG the negative prompt is encoded and counted
     guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
     automatic = batch_size is None
     size = batch_size or auto_batch_size(
@@ -401,7 +405,11 @@ class _CallState:
         self.report = report
 
     def _group_index(self, rows: int) -> torch.Tensor:
-        """Group of each denoiser batch item: guidance stacks [uncond; cond], each in prompt order."""
+        """Group of each item of a hooked call's batch (``rows`` items), whole prompt batches in prompt order.
+
+        The denoiser's guidance batch stacks [uncond; cond]; the text encoders run the prompts,
+        then (under guidance) as many negative prompts, each counted for its prompt.
+        """
         index = self._expanded.get(rows)
         if index is None:
             prompts = self._groups.shape[0]

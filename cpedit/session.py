@@ -395,7 +395,7 @@ class EditSession:
             stats = self.statistics[recipe.name]
             settings = chosen[recipe.name]
             if is_text_target(recipe):
-                settings = dataclasses.replace(settings, timesteps=1)  # one forward per prompt: one "timestep"
+                settings = dataclasses.replace(settings, timesteps=1)  # text encoders: one "timestep"
             layers = self.layers[recipe.name]
             masks = {}
             for index, layer in enumerate(layers):
@@ -815,7 +815,7 @@ class EditSession:
                     select_ratio=settings.select_ratio,
                     target=recipe.prune.target,
                     stream=recipe.prune.stream,
-                    timesteps_note="ignored: text-ffn runs one text-encoder forward per prompt, no timesteps"
+                    timesteps_note="ignored: text-ffn hooks the text encoders, which run before the first timestep"
                     if text
                     else None,
                     steps=recipe.sampling.steps,

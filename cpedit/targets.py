@@ -11,7 +11,8 @@ TARGETS = ("ffn", "ffn-in", "attn-key", "attn-value", "text-ffn")
 
 ``ffn`` (default, the paper's): FFN output projections; ``ffn-in``: FFN input projections;
 ``attn-key`` / ``attn-value``: the key / value projections reading the text (cross-attention);
-``text-ffn``: the text encoders' MLP output layers (one forward per prompt; tau is ignored).
+``text-ffn``: the text encoders' MLP output layers (every text-encoder forward of the prompt's pipeline
+call: the prompt and, under guidance, the negative prompt; tau is ignored).
 """
 STREAMS = ("image", "text", "both")
 """Feed-forward streams of MMDiT/FLUX models (``prune.stream``; image is the default)."""

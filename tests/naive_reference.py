@@ -10,11 +10,16 @@ consulted), to serve as
   only the first ``tau`` are used.
 
 Everything is plain Python loops and is meant to be obviously correct, not fast.
+Arithmetic is float32 whatever the model's dtype: this is the exact procedure. (The
+authors' scripts load the model in fp16 and copy, normalise, accumulate and score in
+fp16, which rounds some scores to ties that the strict ``S_t > S_b`` then drops; on an
+fp32 model the two agree.)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from diffusers.models.attention import FeedForward
@@ -64,8 +69,31 @@ def target_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
     raise ValueError(f"unknown target {target}")
 
 
-def _collect_text_sums_of_squares(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear]):
-    """text-ffn: one text-encoder forward per prompt (padded to the tokenizer's max length); sums[0][layer]."""
+def _generate(
+    pipe, prompt: str, *, seed: int, steps: int, guidance_scale: float, height: int | None, width: int | None
+) -> None:
+    """One ordinary generation of ``prompt``, decoded to an image, after ``torch.manual_seed(seed)``, as the authors."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            output_type="pil",  # full generation and decode, like the authors
+        )
+
+
+def _collect_text_sums_of_squares(
+    pipe, prompts: list[str], seeds: list[int], layers: dict[str, torch.nn.Linear], **generation
+) -> dict[int, dict[str, torch.Tensor]]:
+    """text-ffn: sums[0][layer] over every text-encoder forward of one full generation per prompt.
+
+    As in the authors' text hook, the hooks stay on for the whole pipeline call: with
+    classifier-free guidance the pipeline encodes the prompt and then the (empty) negative
+    prompt, and every token row of both counts for the prompt.
+    """
     sums: dict[int, dict[str, torch.Tensor]] = {0: {}}
 
     def make_hook(layer_name: str):
@@ -80,16 +108,8 @@ def _collect_text_sums_of_squares(pipe, prompts: list[str], layers: dict[str, to
 
     handles = [linear.register_forward_hook(make_hook(name)) for name, linear in layers.items()]
     try:
-        for prompt in prompts:
-            ids = pipe.tokenizer(
-                prompt,
-                padding="max_length",
-                max_length=pipe.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            with torch.no_grad():
-                pipe.text_encoder(ids)
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            _generate(pipe, prompt, seed=seed, **generation)
     finally:
         for handle in handles:
             handle.remove()
@@ -97,20 +117,12 @@ def _collect_text_sums_of_squares(pipe, prompts: list[str], layers: dict[str, to
 
 
 def _collect_sums_of_squares(
-    pipe,
-    prompts: list[str],
-    layers: dict[str, torch.nn.Linear],
-    *,
-    steps: int,
-    guidance_scale: float,
-    seed: int,
-    height: int | None,
-    width: int | None,
+    pipe, prompts: list[str], seeds: list[int], layers: dict[str, torch.nn.Linear], **generation
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """Run one full generation per prompt; return sums[t][layer] = column sums of squares.
+    """Run one full generation per prompt (prompt i after ``torch.manual_seed(seeds[i])``).
 
-    The sums run over all rows (tokens of all batch items, both CFG halves) of
-    all prompts, for UNet call t (counted per prompt, from 0).
+    Returns sums[t][layer] = column sums of squares over all rows (tokens of all batch
+    items, both CFG halves) of all prompts, for UNet call t (counted per prompt, from 0).
     """
     sums: dict[int, dict[str, torch.Tensor]] = {}
     call_index = [0]  # index t of the UNet call in progress, for the current prompt
@@ -127,7 +139,8 @@ def _collect_sums_of_squares(
             x = inputs[0]
             # rows = all tokens of all batch items (both classifier-free guidance halves)
             x = x.reshape(-1, x.shape[-1])
-            # copy to the CPU in float32 (as the authors do on every call)
+            # copy to the CPU on every call, as the authors do (they keep the model's fp16; the
+            # reference computes in float32, the exact result)
             x = x.detach().to(device="cpu", dtype=torch.float32)
             # L2-normalise every row (token) over the feature dimension
             row_norms = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -149,18 +162,9 @@ def _collect_sums_of_squares(
         handles.append(pipe.unet.register_forward_hook(unet_post_hook))
         for layer_name, linear in layers.items():
             handles.append(linear.register_forward_hook(make_ffn_hook(layer_name)))
-        for prompt in prompts:
+        for prompt, seed in zip(prompts, seeds, strict=True):
             call_index[0] = 0  # every prompt restarts at t = 0
-            torch.manual_seed(seed)  # same initial latent for every prompt
-            with torch.no_grad():
-                pipe(
-                    prompt,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                    height=height,
-                    width=width,
-                    output_type="pil",  # full generation and decode, like the authors
-                )
+            _generate(pipe, prompt, seed=seed, **generation)  # the seed is reset before every prompt
     finally:
         for handle in handles:
             handle.remove()
@@ -177,7 +181,7 @@ def naive_skilled_masks(
     select_ratio: float,
     steps: int,
     guidance_scale: float,
-    seed: int,
+    seed: int | Sequence[int],
     height: int | None = None,
     width: int | None = None,
     target: str = "ffn",
@@ -185,7 +189,10 @@ def naive_skilled_masks(
     """Skilled weights of every hooked layer (FFN output projections by default), by the published procedure.
 
     ``target`` picks the layers (see :func:`target_linears`); for ``text-ffn`` the
-    statistics come from one text-encoder forward per prompt and tau is 1.
+    statistics come from every text-encoder forward of each prompt's generation (the
+    prompt's and, with guidance, the empty negative prompt's) and tau is 1.
+    ``seed`` is reset before every prompt; a sequence gives each (target, base) pair its
+    own seed, as the authors' gender runs do.
 
     Returns:
         ``{layer name: bool tensor [out_features, in_features] on the CPU}``;
@@ -193,15 +200,17 @@ def naive_skilled_masks(
     """
     layers = target_linears(pipe, target)
 
+    seeds = [seed] * len(target_prompts) if isinstance(seed, int) else list(seed)
+
     # 1. Statistics, separately for targets and bases.
+    common = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width)
     if target == "text-ffn":
-        tau = 1  # no timesteps: one forward per prompt
-        target_sums = _collect_text_sums_of_squares(pipe, list(target_prompts), layers)
-        base_sums = _collect_text_sums_of_squares(pipe, list(base_prompts), layers)
+        tau = 1  # no timesteps: the text encoders run before the first UNet call
+        target_sums = _collect_text_sums_of_squares(pipe, list(target_prompts), seeds, layers, **common)
+        base_sums = _collect_text_sums_of_squares(pipe, list(base_prompts), seeds, layers, **common)
     else:
-        common = dict(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
-        target_sums = _collect_sums_of_squares(pipe, list(target_prompts), layers, **common)
-        base_sums = _collect_sums_of_squares(pipe, list(base_prompts), layers, **common)
+        target_sums = _collect_sums_of_squares(pipe, list(target_prompts), seeds, layers, **common)
+        base_sums = _collect_sums_of_squares(pipe, list(base_prompts), seeds, layers, **common)
 
     calls = len(target_sums)
     if tau > calls:

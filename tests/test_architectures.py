@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import load_fresh, write_recipe
+from helpers import load_fresh, recipe_text, write_recipe
 from safetensors.torch import load_file
 
 import cpedit
@@ -121,6 +121,40 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
     assert_only_masked_weights_changed(base, out, result.masks, component)
     images = generate(out)
     assert images.shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(torch.from_numpy(images)).all())
+
+
+ENCODES_NEGATIVE = {"sd2", "sd3", "pixart-alpha", "pixart-sigma"}
+"""Pipelines that encode the (empty) negative prompt under guidance; SDXL zeroes it without encoding
+(``force_zeros_for_empty_prompt``), guidance-distilled FLUX has none."""
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_text_ffn_counts_every_text_encoder_forward_of_the_call(architecture: str, tiny_model_path: Any) -> None:
+    """text-ffn hooks every text encoder for the whole pipeline call (until the first denoiser call), as
+    the authors' text hook: the prompts' forward and, where the pipeline encodes one, the negative prompt's."""
+    pipe = load_fresh(tiny_model_path(architecture))
+    encoders = [name for name in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(pipe, name, None)]
+    batches: dict[str, list[int]] = {name: [] for name in encoders}
+    handles = [
+        getattr(pipe, name).register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: batches[name].append(
+                (args[0] if args else kwargs["input_ids"]).shape[0]
+            ),
+            with_kwargs=True,
+        )
+        for name in encoders
+    ]
+    guidance = 3.5 if architecture in DISTILLED else 7.5
+    recipe = cpedit.parse_recipe(recipe_text(**settings("text", prune_target="text-ffn", guidance_scale=guidance)))
+    try:
+        result = cpedit.prune(pipe, [recipe], batch_size=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    forwards_per_batch = 2 if architecture in ENCODES_NEGATIVE else 1
+    assert batches == {name: [2] * (2 * forwards_per_batch) for name in encoders}  # 2 batches of one pair
+    assert any(bool(mask.any()) for mask in result.masks.values())
+    assert result.report.to_dict()["concepts"][0]["unet_calls"] == 0
 
 
 def layer_in(layer: dict) -> int:

@@ -2,7 +2,8 @@
 
 Every target gives the same pruned weights as the naive reference extended to it
 (``tests/naive_reference.py``: ``ff.net.0.proj``, ``attn2.to_k`` / ``to_v``, the text
-encoder's ``mlp.fc2`` with one forward per prompt). ``text-ffn`` edits only the text
+encoder's ``mlp.fc2`` hooked through the whole pipeline call, as the authors' text hook
+is: the prompt's encoding and, under guidance, the empty negative prompt's). ``text-ffn`` edits only the text
 encoder's files and makes no denoiser call. Recipes with different targets in one run
 are handled: each is calibrated on its own layers and the union is taken per layer.
 """
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from helpers import load_fresh, recipe_text, write_recipe
 from naive_reference import naive_masks_for_recipe
 from safetensors.torch import load_file
-from test_fidelity import assert_masks_match
+from test_fidelity import MIN_IOU, assert_masks_match, iou
 
 import cpedit
 from cpedit.cli.main import cli
@@ -49,6 +50,39 @@ def test_target_matches_naive_reference(target: str, tiny_sd_path: Path, tmp_pat
     assert expected and all(name.endswith(TARGET_SUFFIX[target]) for name in expected)
     assert_masks_match(result.masks, expected)
     assert all(layer["target"] == target for layer in result.report.to_dict()["layers"])
+
+
+@pytest.mark.parametrize("guidance_scale", [7.5, 1.0])
+def test_text_ffn_counts_the_prompt_and_negative_prompt_encodings(
+    guidance_scale: float, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    """The authors' text hook stays on for the whole pipeline call: under classifier-free guidance
+    every prompt is encoded and then the empty negative prompt, all 77 token rows of each, and both
+    count for the prompt. In float32 cpedit's masks equal the reference's exactly (IoU 1.000)."""
+    recipe = cpedit.parse_recipe(recipe_text(**target_settings("text-ffn", guidance_scale=guidance_scale)))
+    pipe = load_fresh(tiny_sd_path)
+    forwards: list[torch.Tensor] = []
+    handle = pipe.text_encoder.register_forward_pre_hook(lambda module, args: forwards.append(args[0].clone()))
+    try:
+        result = cpedit.prune(pipe, [recipe], batch_size=4)
+    finally:
+        handle.remove()
+    empty = pipe.tokenizer([""] * 4, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    encoded = pipe.tokenizer(recipe.pairs()[0][:2], padding="max_length", max_length=77, return_tensors="pt")
+    assert forwards[0].shape == (4, 77) and torch.equal(forwards[0][:2], encoded.input_ids)
+    if guidance_scale > 1:
+        assert len(forwards) == 2 * 2 and torch.equal(forwards[1], empty)  # per batch: prompts, then ""
+    else:
+        assert len(forwards) == 2  # no guidance: the prompts only
+    expected = naive_masks_for_recipe(load_fresh(tiny_sd_path), recipe)
+    assert set(result.masks) == set(expected) and len(expected) == 2
+    for name, mask in expected.items():
+        assert bool(mask.any()), name
+        assert torch.equal(result.masks[name], mask), f"{name}: IoU {iou(result.masks[name], mask):.4f}"
+    if guidance_scale > 1:  # the comparison can fail: the prompts' encodings alone select other weights
+        prompts_alone = cpedit.parse_recipe(recipe_text(**target_settings("text-ffn", guidance_scale=1.0)))
+        alone = naive_masks_for_recipe(load_fresh(tiny_sd_path), prompts_alone)
+        assert min(iou(result.masks[name], alone[name]) for name in alone) < MIN_IOU  # 0.68 on this model
 
 
 def test_ffn_in_marks_value_and_gate_halves(tiny_sd_path: Path, tmp_path: Path) -> None:
