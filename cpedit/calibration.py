@@ -11,9 +11,10 @@ prompts together in batches through the pipeline's own call path, stops the
 pipeline after the tau-th denoiser call, never decodes, and accumulates in float32 on
 the device with no host copy.
 
-Every prompt gets its own generator seeded with the recipe's seed, so each one draws
-exactly the random numbers (initial noise, and any per-step noise of stochastic
-schedulers) that the paper's ``torch.manual_seed(seed)`` before each prompt gives it.
+Every prompt gets its own generator seeded with its pair's seed (the recipe's ``seed``, or
+its ``pair_seeds`` entry), so each one draws exactly the random numbers (initial noise,
+and any per-step noise of stochastic schedulers) that the paper's
+``torch.manual_seed(seed)`` before each prompt gives it.
 
 Batch layout: prompts are laid out (target, base, target, base, ...). With classifier-free
 guidance the pipeline stacks the denoiser batch as [uncond; cond], each half in prompt
@@ -259,6 +260,7 @@ def calibrate(
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
     prompts = [prompt for pair in recipe.pairs() for prompt in pair]
     groups = [TARGET, BASE] * len(recipe.targets)
+    seeds = [seed for seed in recipe.calibration_seeds() for _ in range(2)]  # a pair's prompts share its seed
     guidance_scale = settings.guidance_scale  # text-ffn too: under CFG the negative prompt is encoded and counted
     guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
     automatic = batch_size is None
@@ -298,7 +300,7 @@ def calibrate(
                     width=width,
                     num_inference_steps=settings.steps,
                     guidance_scale=guidance_scale,
-                    generator=[_seeded(settings.seed, device) for _ in batch],
+                    generator=[_seeded(seed, device) for seed in seeds[position : position + size]],
                     output_type="latent",
                     return_dict=False,
                     **call_kwargs,

@@ -44,11 +44,24 @@ def recipe_data(recipe: Recipe) -> dict[str, Any]:
         "description": recipe.description,
         "prompts": {"target": list(recipe.targets), "base": list(recipe.bases)},
         "prune": {f.name: getattr(recipe.prune, f.name) for f in dataclasses.fields(PruneSettings)},
-        "sampling": {k: v for k, v in dataclasses.asdict(recipe.sampling).items() if v is not None},
+        "sampling": _sampling_data(recipe.sampling),
     }
     if recipe.preview_prompts:
         data["preview"] = {"prompts": list(recipe.preview_prompts)}
     return data
+
+
+def _sampling_data(sampling: SamplingSettings) -> dict[str, Any]:
+    """The ``sampling:`` mapping: set fields only, and ``pair_seeds`` (a list) instead of ``seed`` when given."""
+    data = {k: v for k, v in dataclasses.asdict(sampling).items() if v is not None}
+    if sampling.pair_seeds is not None:
+        del data["seed"]
+        data["pair_seeds"] = list(sampling.pair_seeds)
+    return data
+
+
+_EXCLUSIVE = {"seed": "pair_seeds", "pair_seeds": "seed"}
+"""Sampling settings that replace each other: a recipe gives one seed for all prompts, or one per pair."""
 
 
 def dump_recipe(data: Mapping[str, Any], *, note: str | None = None) -> str:
@@ -73,7 +86,8 @@ def with_settings(
     Args:
         recipe: The recipe to copy.
         prune: New values by field (``skill_ratio``, ``timesteps``, ``select_ratio``, ``target``, ``stream``).
-        sampling: New values by field (``steps``, ``guidance_scale``, ``seed``, ``height``, ``width``).
+        sampling: New values by field (``steps``, ``guidance_scale``, ``seed``, ``pair_seeds``, ``height``,
+            ``width``); a new ``seed`` replaces the recipe's ``pair_seeds`` and the other way round.
         note: The comment to put first.
 
     Raises:
@@ -94,8 +108,10 @@ def with_settings(
         for key, value in values.items():
             if value is None:
                 merged.pop(key, None)
-            else:
-                merged[key] = value
+                continue
+            merged[key] = list(value) if isinstance(value, tuple) else value
+            if section == "sampling" and key in _EXCLUSIVE and _EXCLUSIVE[key] not in values:
+                merged.pop(_EXCLUSIVE[key], None)
         data[section] = merged
     if note is None:
         changed = ", ".join(f"{section}.{k} = {v}" for section, vals in changes.items() for k, v in vals.items())

@@ -70,8 +70,12 @@ class SamplingSettings:
     steps: int = 50
     guidance_scale: float = 7.5
     seed: int = 0
+    """The seed every prompt's generator starts from (the paper resets it to 0 before every prompt)."""
     height: int | None = None
     width: int | None = None
+    pair_seeds: tuple[int, ...] | None = None
+    """One seed per prompt pair instead of ``seed`` (both prompts of pair i start from ``pair_seeds[i]``),
+    as the authors seed their gender prompts; None: every prompt uses ``seed``."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ class Recipe:
         """The calibration prompt pairs ``(target, base)``, paired by index."""
         return list(zip(self.targets, self.bases, strict=True))
 
+    def calibration_seeds(self) -> list[int]:
+        """The seed of each prompt pair: ``sampling.pair_seeds``, else ``sampling.seed`` for every pair."""
+        if self.sampling.pair_seeds is not None:
+            return list(self.sampling.pair_seeds)
+        return [self.sampling.seed] * len(self.targets)
+
 
 class _Problems:
     """Collects every problem in a recipe so the user can fix them all at once."""
@@ -111,18 +121,20 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("cpedit", "name", "concept", "kind", "description", "prompts", "prune", "sampling", "preview"),
     "prompts": ("subjects", "target", "base"),
     "prune": ("skill_ratio", "timesteps", "select_ratio", "target", "stream", "conceal", "conceal_scale"),
-    "sampling": ("steps", "guidance_scale", "seed", "height", "width"),
+    "sampling": ("steps", "guidance_scale", "seed", "pair_seeds", "height", "width"),
     "preview": ("prompts",),
 }
 _REQUIRED_TOP = ("cpedit", "name", "concept", "prompts")
 
 
 MAX_RECIPE_BYTES = 1024 * 1024
+"""Recipe files larger than this are refused unread (a recipe is a few kilobytes)."""
 MAX_STEPS = 1000
 """``sampling.steps`` at most (the denoising steps diffusion schedulers are trained with)."""
 MAX_SIDE = 8192
 """``sampling.height`` and ``sampling.width`` at most."""
-"""Recipe files larger than this are refused unread (a recipe is a few kilobytes)."""
+MAX_SEED = 2**63 - 1
+"""A seed at most (``torch.Generator.manual_seed`` takes 64-bit seeds; YAML integers are unbounded)."""
 MAX_YAML_NODES = 20_000
 """Values a recipe's YAML may hold once its aliases (``*name``) are expanded; more is refused (an alias bomb)."""
 
@@ -318,6 +330,12 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
     targets, bases = _prompts(data["prompts"], problems) if "prompts" in data else (None, None)
     prune = _prune(_section(data, "prune", problems), problems)
     sampling = _sampling(_section(data, "sampling", problems), problems)
+    seeds = sampling.pair_seeds if sampling is not None else None
+    if seeds is not None and targets is not None and len(seeds) != len(targets):
+        problems.add(
+            "sampling.pair_seeds",
+            f"has {len(seeds)} entries but the prompts make {len(targets)} pairs; give one seed per pair",
+        )
     if prune is not None and sampling is not None and prune.timesteps > sampling.steps:
         problems.add(
             "prune.timesteps",
@@ -593,17 +611,47 @@ def _sampling(section: dict[str, Any], problems: _Problems) -> SamplingSettings 
     if guidance is not None and guidance < 0:
         problems.add("sampling.guidance_scale", f"must be >= 0, got {guidance}")
         guidance = None
-    if seed is not None and not 0 <= seed < 2**63:
-        problems.add("sampling.seed", f"must be a non-negative integer, got {seed}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        problems.add("sampling.seed", f"must be a non-negative integer of at most 2**63 - 1, got {seed}")
         seed = None
+    pair_seeds = _pair_seeds(section, problems)
+    if pair_seeds is not None and "seed" in section:
+        problems.add(
+            "sampling",
+            "give `seed` (the same seed for every prompt) or `pair_seeds` (one per prompt pair), not both",
+        )
     for key, size in (("height", height), ("width", width)):
         if size is not None and (size <= 0 or size % 8 or size > MAX_SIDE):
             problems.add(f"sampling.{key}", f"must be a positive multiple of 8 of at most {MAX_SIDE}, got {size}")
     if (height is None) != (width is None):
         problems.add("sampling", "give both height and width, or neither (the model's native size)")
-    if steps is None or guidance is None or seed is None:
+    if steps is None or guidance is None or seed is None or (pair_seeds is None and "pair_seeds" in section):
         return None
-    return SamplingSettings(steps=steps, guidance_scale=float(guidance), seed=seed, height=height, width=width)
+    return SamplingSettings(
+        steps=steps, guidance_scale=float(guidance), seed=seed, height=height, width=width, pair_seeds=pair_seeds
+    )
+
+
+def _pair_seeds(section: dict[str, Any], problems: _Problems) -> tuple[int, ...] | None:
+    """``sampling.pair_seeds``: a non-empty list of seeds in [0, 2**63 - 1] (None when absent or invalid)."""
+    if "pair_seeds" not in section:
+        return None
+    value = section["pair_seeds"]
+    if not isinstance(value, list) or not value:
+        problems.add(
+            "sampling.pair_seeds",
+            f"must be a non-empty list of seeds, one per prompt pair (e.g. [44, 232]), got {shown(value)}",
+        )
+        return None
+    bad = [(i, seed) for i, seed in enumerate(value) if not _is_int(seed) or not 0 <= seed <= MAX_SEED]
+    for i, seed in bad[:3]:
+        problems.add(
+            f"sampling.pair_seeds[{i}]",
+            f"must be a non-negative integer of at most 2**63 - 1, got {shown(seed)}{_number_hint(seed)}",
+        )
+    if len(bad) > 3:
+        problems.add("sampling.pair_seeds", f"and {len(bad) - 3} more entries are not seeds")
+    return None if bad else tuple(value)
 
 
 def _preview(section: dict[str, Any], problems: _Problems) -> list[str]:

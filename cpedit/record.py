@@ -86,6 +86,10 @@ class BaseModelInfo:
     repo_id: str | None = None
 
 
+_OMITTED_WHEN_NONE = ("timesteps_note", "pair_seeds")
+"""Fields of a concept record that ``report.json`` leaves out when they do not apply."""
+
+
 @dataclass(frozen=True)
 class ConceptRecord:
     """One recipe of the run: its settings as used, its calibration and its pruned count."""
@@ -104,6 +108,8 @@ class ConceptRecord:
     steps: int = 50
     guidance_scale: float = 7.5
     seed: int = 0
+    pair_seeds: tuple[int, ...] | None = None
+    """One seed per prompt pair when the recipe gives ``sampling.pair_seeds`` (then ``seed`` was not used)."""
     batch_size: int = 0
     batches: int = 0
     unet_calls: int = 0
@@ -242,7 +248,12 @@ class Report:
             "offload": self.offload,
             "conceal": self.conceal.to_dict(),
             "concepts": [
-                {k: v for k, v in asdict(c).items() if k != "timesteps_note" or v is not None} for c in self.concepts
+                {
+                    k: list(v) if isinstance(v, tuple) else v
+                    for k, v in asdict(c).items()
+                    if v is not None or k not in _OMITTED_WHEN_NONE
+                }
+                for c in self.concepts
             ],
             "layers": [
                 {
@@ -427,10 +438,24 @@ class _Reader:
             value = strip_unsafe(value)  # shown in terminals and model cards: no control or bidi characters
         return value
 
+    def integers(self, data: dict[str, Any], key: str, where: str) -> tuple[int, ...] | None:
+        """An optional list of non-negative integers (None when absent or null)."""
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
+            self.fail(f"{where}.{key}", f"must be a list of non-negative integers, got {shown(value)}")
+        return tuple(value)
+
     def dataclass(self, cls: type, data: dict[str, Any], where: str) -> Any:
         kinds = {"str": str, "int": int, "float": float, "str | None": str}
         values = {}
         for f in fields(cls):
+            if str(f.type) == "tuple[int, ...] | None":
+                values[f.name] = self.integers(data, f.name, where)
+                continue
             kind = kinds[str(f.type)]
             default = f.default if f.default is not MISSING else _MISSING
             values[f.name] = self.value(data, f.name, kind, where, default=default)

@@ -821,6 +821,7 @@ class EditSession:
                     steps=recipe.sampling.steps,
                     guidance_scale=recipe.sampling.guidance_scale,
                     seed=recipe.sampling.seed,
+                    pair_seeds=recipe.sampling.pair_seeds,
                     batch_size=stats.batch_size,
                     batches=stats.batches,
                     unet_calls=stats.unet_calls,

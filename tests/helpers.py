@@ -26,12 +26,15 @@ def recipe_text(
     prune_target: str | None = None,
     stream: str | None = None,
     size: int | None = None,
+    pair_seeds: tuple[int, ...] | None = None,
 ) -> str:
     """A small style recipe for the tiny model: non-trivial masks in well under a second.
 
     ``prune_target`` / ``stream`` set ``prune.target`` / ``prune.stream``; ``size`` sets
-    ``sampling.height`` and ``width``; all are left out of the text when None.
+    ``sampling.height`` and ``width``; ``pair_seeds`` replaces ``seed`` with one seed per
+    pair; all are left out of the text when None.
     """
+    seeds = f"pair_seeds: [{', '.join(map(str, pair_seeds))}]" if pair_seeds is not None else f"seed: {seed}"
     target = target or f"a {{subject}} in the style of {concept}"
     text = (
         "cpedit: 1\n"
@@ -47,7 +50,7 @@ def recipe_text(
         + (f", target: {prune_target}" if prune_target is not None else "")
         + (f", stream: {stream}" if stream is not None else "")
         + "}\n"
-        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, seed: {seed}"
+        f"sampling: {{steps: {steps}, guidance_scale: {guidance_scale}, {seeds}"
         + (f", height: {size}, width: {size}" if size is not None else "")
         + "}\n"
     )

@@ -290,7 +290,7 @@ def naive_masks_for_recipe(pipe, recipe) -> dict[str, torch.Tensor]:
         select_ratio=recipe.prune.select_ratio,
         steps=s.steps,
         guidance_scale=s.guidance_scale,
-        seed=s.seed,
+        seed=list(s.pair_seeds) if s.pair_seeds is not None else s.seed,
         height=s.height,
         width=s.width,
         target=recipe.prune.target,

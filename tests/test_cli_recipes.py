@@ -274,6 +274,15 @@ def test_show_van_gogh() -> None:
     assert "van-gogh: Van Gogh (style)" in out
 
 
+def test_show_gives_each_pairs_seed_when_the_recipe_seeds_per_pair() -> None:
+    result = invoke("recipes", "show", "male-to-female")
+    assert result.exit_code == 0, result.output
+    assert "pair_seeds: [44, 232, 23" in result.output
+    rows = [line for line in result.output.splitlines() if "a headshot of a Uncle" in line and "│" in line]
+    assert len(rows) == 1 and rows[0].split("│")[-2].strip() == "246", rows  # the 9th pair's seed
+    assert "seed" not in invoke("recipes", "show", "van-gogh").output.split("prompt pairs")[1]
+
+
 def test_show_file(good_file: Path) -> None:
     result = invoke("recipes", "show", str(good_file))
     assert result.exit_code == 0, result.output

@@ -107,6 +107,29 @@ def test_shipped_recipes_with_one_field_replaced(name: str, key: str, value: obj
     _parse_only_recipe_errors(yaml.safe_dump(data, allow_unicode=True))
 
 
+_seed_lists = st.one_of(
+    _values,
+    st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=14),
+    st.lists(st.integers(min_value=0, max_value=249), min_size=12, max_size=12),
+)
+
+
+@HOSTILE
+@given(st.sampled_from(["male-to-female", "van-gogh"]), _seed_lists, st.booleans())
+def test_pair_seeds_only_give_recipe_errors(name: str, value: object, with_seed: bool) -> None:
+    """Any ``sampling.pair_seeds``: a valid result has one seed per pair, each in [0, 2**63 - 1]."""
+    data = yaml.safe_load(SHIPPED[name])
+    data["sampling"].pop("seed", None)
+    data["sampling"]["pair_seeds"] = value
+    if with_seed:
+        data["sampling"]["seed"] = 0
+    recipe = _parse_only_recipe_errors(yaml.safe_dump(data, allow_unicode=True))
+    if recipe is not None:
+        assert not with_seed
+        seeds = recipe.calibration_seeds()
+        assert len(seeds) == len(recipe.pairs()) and all(type(s) is int and 0 <= s < 2**63 for s in seeds)
+
+
 @pytest.mark.parametrize("bad", ["../evil", "a/b", "/etc/passwd", "..", "Evil", "x\x00y"])
 def test_recipe_names_cannot_be_paths(bad: str) -> None:
     data = yaml.safe_load(GOOD)

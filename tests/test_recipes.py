@@ -431,6 +431,71 @@ def test_seed_too_large() -> None:
     assert_reports(make(sampling=f"sampling:\n  seed: {2**63}"), "sampling.seed", "non-negative")
 
 
+# --- Per-pair seeds (the authors' gender runs seed every pair on its own) ---------------------
+
+
+def test_pair_seeds_give_each_pair_its_seed() -> None:
+    recipe = parse_recipe(make(sampling="sampling:\n  pair_seeds: [44, 232]"))
+    assert recipe.sampling.pair_seeds == (44, 232) and recipe.calibration_seeds() == [44, 232]
+    assert parse_recipe(make(sampling="sampling:\n  seed: 9")).calibration_seeds() == [9, 9]
+    assert parse_recipe(make()).sampling.pair_seeds is None
+
+
+def test_pair_seeds_must_match_the_pairs() -> None:
+    text = make(sampling="sampling:\n  pair_seeds: [1, 2, 3]")
+    assert_reports(text, "sampling.pair_seeds", "3 entries but the prompts make 2 pairs")
+
+
+def test_pair_seeds_and_seed_together_are_refused() -> None:
+    assert_reports(make(sampling="sampling:\n  seed: 0\n  pair_seeds: [1, 2]"), "sampling", "not both")
+
+
+@pytest.mark.parametrize("value", ["7", "[]", "x", "{a: 1}", "null"])
+def test_pair_seeds_must_be_a_list(value: str) -> None:
+    assert_reports(make(sampling=f"sampling:\n  pair_seeds: {value}"), "sampling.pair_seeds", "list of seeds")
+
+
+@pytest.mark.parametrize("entry", ["-1", str(2**63), "1.5", "true", "'3'", "1e-2", "null", "[1]"])
+def test_pair_seed_entries_must_be_seeds(entry: str) -> None:
+    text = make(sampling=f"sampling:\n  pair_seeds: [0, {entry}]")
+    assert_reports(text, "sampling.pair_seeds[1]", "non-negative integer", "2**63 - 1")
+
+
+def test_pair_seeds_at_the_bounds_are_accepted() -> None:
+    recipe = parse_recipe(make(sampling=f"sampling:\n  pair_seeds: [0, {2**63 - 1}]"))
+    assert recipe.calibration_seeds() == [0, 2**63 - 1]
+
+
+def test_many_bad_pair_seeds_are_summarised() -> None:
+    subjects = ", ".join(f"s{i}" for i in range(10))
+    prompts = f'prompts:\n  subjects: [{subjects}]\n  target: "a {{subject}} by X"\n  base: "a {{subject}}"'
+    err = problems_of(make(prompts=prompts, sampling="sampling:\n  pair_seeds: [" + ", ".join(["-1"] * 10) + "]"))
+    assert fields_of(err) == [*(f"sampling.pair_seeds[{i}]" for i in range(3)), "sampling.pair_seeds"]
+    assert "7 more" in message_for(err, "sampling.pair_seeds")
+
+
+def test_pair_seeds_round_trip_through_the_recipe_writer() -> None:
+    import dataclasses
+
+    from cpedit.recipe_writer import compose_recipe, dump_recipe, recipe_data, with_settings
+
+    recipe = parse_recipe(make(sampling="sampling:\n  steps: 20\n  pair_seeds: [44, 232]"))
+    written = parse_recipe(dump_recipe(recipe_data(recipe)))
+    assert written.sampling == recipe.sampling and written.pairs() == recipe.pairs()
+    for source in (recipe, dataclasses.replace(recipe, text="")):  # from its own YAML, or from the object
+        assert with_settings(source, sampling={"steps": 30}).calibration_seeds() == [44, 232]
+        same_seed = with_settings(source, sampling={"seed": 3})  # one seed for all replaces the per-pair ones
+        assert same_seed.sampling.pair_seeds is None and same_seed.calibration_seeds() == [3, 3]
+    per_pair = with_settings(parse_recipe(make()), sampling={"pair_seeds": (5, 6)})  # replaces `seed: 0`
+    assert per_pair.calibration_seeds() == [5, 6]
+    with pytest.raises(RecipeError, match=r"sampling\.pair_seeds: has 1 entries but the prompts make 2 pairs"):
+        with_settings(recipe, sampling={"pair_seeds": [1]})
+    composed = compose_recipe(
+        name="c", concept="c", kind="custom", target=["a", "b"], base=["c", "d"], sampling={"pair_seeds": [7, 8]}
+    )
+    assert composed.calibration_seeds() == [7, 8]
+
+
 def test_height_without_width() -> None:
     err = assert_reports(make(sampling="sampling:\n  height: 512"), "sampling", "both height and width")
     assert fields_of(err) == ["sampling"]

@@ -60,6 +60,9 @@ def test_report_round_trips_through_its_json(shapes_output: Path) -> None:
         (lambda r: r.pop("denoiser"), "denoiser"),
         (lambda r: r["denoiser"].update(component="vae"), "denoiser.component"),
         (lambda r: r.update(concepts=[]), "concepts"),
+        (lambda r: r["concepts"][0].update(pair_seeds=[1, -2]), "concepts[0].pair_seeds"),
+        (lambda r: r["concepts"][0].update(pair_seeds="1,2"), "concepts[0].pair_seeds"),
+        (lambda r: r["concepts"][0].update(pair_seeds=[True]), "concepts[0].pair_seeds"),
     ],
 )
 def test_tampered_report_is_refused_naming_file_and_field(

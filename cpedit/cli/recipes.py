@@ -191,8 +191,12 @@ def show_command(recipe: str, prompts: bool) -> None:
         table.add_column("#", justify="right")
         table.add_column("target")
         table.add_column("base")
-        for i, (target, base) in enumerate(loaded.pairs(), 1):
-            table.add_row(str(i), escape(target), escape(base))  # prompts are data, not rich markup
+        per_pair = loaded.sampling.pair_seeds is not None
+        if per_pair:
+            table.add_column("seed", justify="right")
+        for i, ((target, base), seed) in enumerate(zip(loaded.pairs(), loaded.calibration_seeds(), strict=True), 1):
+            seed_cell = (str(seed),) if per_pair else ()
+            table.add_row(str(i), escape(target), escape(base), *seed_cell)  # prompts are data, not rich markup
         console.print(table)
 
 

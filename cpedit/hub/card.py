@@ -257,9 +257,10 @@ def build_model_card(
     add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in report.concepts:
         tau = "-" if c.timesteps_note else str(c.timesteps)
+        seed = "per pair" if c.pair_seeds is not None else str(c.seed)  # the list is in the recipe above
         add(
             f"| {_md(c.name)} | {c.target} | {c.stream} | {c.prompt_pairs} | {c.skill_ratio} | {tau} "
-            f"| {c.select_ratio} | {c.steps} | {c.guidance_scale} | {c.seed} | {c.batch_size} "
+            f"| {c.select_ratio} | {c.steps} | {c.guidance_scale} | {seed} | {c.batch_size} "
             f"| {c.pruned_weights:,} |"
         )
     if report.compute_device:

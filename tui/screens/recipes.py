@@ -182,7 +182,8 @@ def settings_line(recipe: Recipe) -> tuple[str, str]:
     prune = f"skill_ratio {p.skill_ratio:g} · timesteps {p.timesteps} · select_ratio {p.select_ratio:g} · {p.target}"
     if p.stream != "image":
         prune += f" ({p.stream} stream)"
-    sampling = f"steps {s.steps} · guidance {s.guidance_scale:g} · seed {s.seed}"
+    seed = f"seed per pair ({len(s.pair_seeds)})" if s.pair_seeds is not None else f"seed {s.seed}"
+    sampling = f"steps {s.steps} · guidance {s.guidance_scale:g} · {seed}"
     if s.height and s.width:
         sampling += f" · {s.width}×{s.height}"
     return prune, sampling
