@@ -67,10 +67,14 @@ def write_recipe(folder: Path, **settings: Any) -> Path:
     return path
 
 
-def load_fresh(path: Path) -> Any:
-    """The unpruned pipeline, loaded independently of cpedit."""
+def load_fresh(path: Path, *, dtype: Any = None) -> Any:
+    """The unpruned pipeline, loaded independently of cpedit (in ``dtype``, a torch dtype; default float32)."""
+    import warnings
+
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
+    with warnings.catch_warnings():  # older diffusers know only `torch_dtype`; 0.42 renames it `dtype`
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True, torch_dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

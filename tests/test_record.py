@@ -117,6 +117,24 @@ def test_card_says_what_was_really_pruned(shapes_output: Path, tmp_path: Path) -
     assert "% of the text_encoder's weights" in text_card
 
 
+def test_card_says_what_faithful_means_for_the_calibration_dtype(shapes_output: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from cpedit.hub.card import fidelity_note
+
+    card = build_model_card(shapes_output)  # calibrated on the CPU in float32
+    assert "Calibrated in float32: identical to the published procedure." in card
+    record = read_output(shapes_output)
+    half = dataclasses.replace(record, report=dataclasses.replace(record.report, compute_dtype="float16"))
+    half_card = build_model_card(shapes_output, record=half)
+    assert "Calibrated in float16, as the authors' own code runs" in half_card
+    assert "IoU 0.995-0.997 for cpedit and 0.989-0.993 for the authors' code" in half_card
+    assert "identical to the published procedure" not in half_card
+    assert "was not measured" in fidelity_note("bfloat16") and "bfloat16" in fidelity_note("bfloat16")
+    hostile = fidelity_note("<img src=x onerror=alert(1)>|")  # a tampered report's text never reaches the card
+    assert "<img" not in hostile and "|" not in hostile and "was not measured" in hostile
+
+
 def test_base_model_is_inferred_from_a_hub_cache_snapshot(tmp_path: Path) -> None:
     commit = "a" * 40
     snapshot = tmp_path / "hub" / "models--acme--tiny-sd" / "snapshots" / commit
