@@ -45,7 +45,13 @@ def skilled_weights(weight: torch.Tensor, sums: torch.Tensor, settings: PruneSet
 
 
 def union(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Element-wise OR of several per-layer mask sets (multi-concept erasure)."""
+    """Element-wise OR of several per-layer mask sets (multi-concept erasure).
+
+    Each set is one concept's own skilled weights, thresholded on its own counts, so the result
+    does not depend on the order of the concepts. (The authors' ``multi_concept_union.py``
+    thresholds the running union after each concept instead: the same at ``select_ratio`` 0, but
+    order-dependent, and lossy for earlier concepts, once ``select_ratio * tau >= 1``.)
+    """
     merged: dict[str, torch.Tensor] = {}
     for mask_set in masks:
         for name, mask in mask_set.items():

@@ -104,6 +104,58 @@ def saved(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 # --- multi-concept -----------------------------------------------------------------------
 
 
+def test_multi_concept_union_does_not_depend_on_recipe_order(tiny_sd_path: Path, tmp_path: Path) -> None:
+    """Each concept's own skilled set, then the union: the order of the recipes changes nothing, also at a
+    select_ratio where the authors' cumulative threshold would (select_ratio * tau = 2 here)."""
+    artists = [("van-gogh-o", "Van Gogh"), ("monet-o", "Claude Monet"), ("picasso-o", "Pablo Picasso")]
+    paths = [helpers.write_recipe(tmp_path, **settings(name, artist, select_ratio=0.5)) for name, artist in artists]
+    forward = cpedit.prune(tiny_sd_path, paths, device="cpu", dtype="float32", batch_size=8)
+    rotated = cpedit.prune(tiny_sd_path, [paths[2], paths[0], paths[1]], device="cpu", dtype="float32", batch_size=8)
+    assert set(forward.masks) == set(rotated.masks)
+    assert all(torch.equal(forward.masks[k], rotated.masks[k]) for k in forward.masks)
+    for name, _ in artists:
+        own = forward.concept_masks[name]
+        assert all(torch.equal(own[k], rotated.concept_masks[name][k]) for k in own)
+        assert all(bool((forward.masks[k] >= own[k]).all()) for k in own)  # no concept loses a weight
+    assert sum(int(m.sum()) for m in forward.masks.values()) > max(
+        sum(int(m.sum()) for m in forward.concept_masks[name].values()) for name, _ in artists
+    )
+
+
+def _authors_cumulative_union(marks: list[torch.Tensor], select_ratio: float) -> torch.Tensor:
+    """The authors' wanda/multi_concept_union.py: concept after concept, add its marks over the tau
+    timesteps to the running result, then threshold the running result at select_ratio * tau."""
+    tau = marks[0].shape[0]
+    running = torch.zeros(marks[0].shape[1:], dtype=torch.int64)
+    for concept in marks:
+        running = ((running + concept.sum(0)) > select_ratio * tau).to(torch.int64)
+    return running.bool()
+
+
+def test_union_equals_the_authors_cumulative_threshold_at_select_ratio_zero() -> None:
+    """cpedit's union of each concept's own set (count > select_ratio * tau) equals the authors' cumulative
+    rule at the published select_ratio 0; above it theirs depends on the order, cpedit's does not."""
+    from cpedit.selection import union
+
+    generator = torch.Generator().manual_seed(0)
+    tau = 10
+    marks = [torch.rand(tau, 64, 64, generator=generator) < 0.1 for _ in range(3)]  # [tau, out, in] per concept
+
+    def cpedit_union(order: list[int], select_ratio: float) -> torch.Tensor:
+        return union([{"layer": marks[i].sum(0) > select_ratio * tau} for i in order])["layer"]
+
+    orders = [[0, 1, 2], [2, 1, 0], [1, 2, 0]]
+    for order in orders:
+        authors = _authors_cumulative_union([marks[i] for i in order], 0.0)
+        assert torch.equal(authors, cpedit_union(order, 0.0))
+    authors = [_authors_cumulative_union([marks[i] for i in order], 0.1) for order in orders]
+    assert not all(torch.equal(authors[0], other) for other in authors[1:])  # theirs depends on the order
+    ours = [cpedit_union(order, 0.1) for order in orders]
+    assert all(torch.equal(ours[0], other) for other in ours[1:])
+    first_alone = marks[orders[0][0]].sum(0) > 0.1 * tau
+    assert bool((ours[0] >= first_alone).all()) and not bool((authors[0] >= first_alone).all())  # theirs loses some
+
+
 def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
     result = saved["result"]
     singles = [
