@@ -27,8 +27,8 @@ hooks stay on for the pipeline call with the recipe's own sampling settings, so 
 every text-encoder forward that call makes: under classifier-free guidance the prompt's
 encoding *and* the negative prompt's (the pipeline's default, the empty prompt; SDXL's
 ``force_zeros_for_empty_prompt`` zeroes those embeddings without encoding them), all
-token rows of each, counted for the prompt's group. The call is stopped just before its first denoiser call; the
-statistics form a single "timestep".
+token rows of each, counted for the prompt's group. The call is stopped just before its
+first denoiser call; the statistics form a single "timestep".
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def test_card_says_what_faithful_means_for_the_calibration_dtype(shapes_output: 
     from cpedit.hub.card import fidelity_note
 
     card = build_model_card(shapes_output)  # calibrated on the CPU in float32
-    assert "Calibrated in float32: identical to the published procedure." in card
+    assert "Calibrated in float32: the selection is identical to the published procedure's" in card
     record = read_output(shapes_output)
     half = dataclasses.replace(record, report=dataclasses.replace(record.report, compute_dtype="float16"))
     half_card = build_model_card(shapes_output, record=half)

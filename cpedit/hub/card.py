@@ -373,7 +373,10 @@ def fidelity_note(compute_dtype: str) -> str:
     """
     exact = "In float32 cpedit selects exactly the weights of the published procedure (and of the authors' own code)"
     if compute_dtype == "float32":
-        return f"Calibrated in float32: identical to the published procedure. {exact} on the same model."
+        return (
+            "Calibrated in float32: the selection is identical to the published procedure's (and the authors' own "
+            "code's) on the same model."
+        )
     if compute_dtype == "float16":
         return (
             "Calibrated in float16, as the authors' own code runs: the activations are rounded to float16, then "

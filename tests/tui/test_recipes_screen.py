@@ -140,7 +140,10 @@ def test_shipped_recipes_are_listed_and_yours_is_empty() -> None:
         await highlight(pilot, pane, shipped_key("van-gogh"))
         detail = plain(pane.query_one("#recipe-detail", Static))
         assert "Van Gogh" in detail and "✓ valid recipe" in detail and "skill_ratio 0.01" in detail
+        assert "· seed 0" in detail
         assert 'concept: "Van Gogh"' in plain(pane.query_one("#recipe-yaml", Static))
+        await highlight(pilot, pane, shipped_key("male-to-female"))  # the authors' gender runs seed every pair
+        assert "· seed per pair (12)" in plain(pane.query_one("#recipe-detail", Static))
 
     run_app(scenario)
 
