@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
-from cpedit.progress import ProgressEvent
 
 
-def _table(result: object) -> Table:
+def _table(result: object) -> FittedTable:
     from cpedit.audit import AuditResult
 
     assert isinstance(result, AuditResult)
     conceal = result.conceal
     fill = conceal.mode if not conceal.conceals else f"{conceal.mode} ({conceal.scale})"
-    table = Table(title=f"audit of {result.folder} (fill: {fill}; positions from the {result.positions})")
+    table = FittedTable(title=f"audit of {result.folder} (fill: {fill}; positions from the {result.positions})")
     for name, justify in (
         ("layer", "left"),
         ("pruned", "right"),
@@ -107,29 +105,25 @@ def audit_command(
       cpedit audit sd15-concealed --base ./private-finetune --format json
     """
     from cpedit.audit import audit_output, evaluate_revival
+    from cpedit.cli.render import ProgressView
 
-    console = Console(stderr=True, log_path=False)
-
-    def show(event: ProgressEvent) -> None:
-        if event.stage == "load" or (event.stage == "sample" and event.batch == 1):
-            console.log(event.message, highlight=False)
-
-    result = audit_output(folder, base=base, attack=attack or benchmark is not None, on_progress=show)
-    revival = None
-    if benchmark == "shapes":
-        revival = evaluate_revival(
-            result, base=base, images=images, seed=seed, steps=steps, device=device, on_progress=show
-        )
+    with ProgressView(stderr_console()) as view:
+        result = audit_output(folder, base=base, attack=attack or benchmark is not None, on_progress=view)
+        revival = None
+        if benchmark == "shapes":
+            revival = evaluate_revival(
+                result, base=base, images=images, seed=seed, steps=steps, device=device, on_progress=view
+            )
     if output_format == "json":
         data = result.to_json()
         if revival is not None:
             data["eval"] = {"shapes": revival.to_json()}
         click.echo(json.dumps(data, indent=2))
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(_table(result))
     if revival is not None:
-        table = Table(title=f"location attack on the shapes world ({revival.images} images per set)")
+        table = FittedTable(title=f"location attack on the shapes world ({revival.images} images per set)")
         table.add_column("measure")
         for name in ("base", "edited", "after attack"):
             table.add_column(name, justify="right")

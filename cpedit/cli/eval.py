@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cpedit.cli.eval_options import metric_options, run_metric
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.record import write_json_atomically
 from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
@@ -22,8 +21,8 @@ def eval_group() -> None:
     """Measure how well an edit erased its concepts and what it preserved."""
 
 
-def _table(result: ShapesEvaluation) -> Table:
-    table = Table(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
+def _table(result: ShapesEvaluation) -> FittedTable:
+    table = FittedTable(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
     table.add_column("measure")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -96,7 +95,7 @@ def eval_shapes_command(
     from cpedit.cli.render import ProgressView
     from cpedit.eval.distributed import is_main_process, rank_device
 
-    console = Console(stderr=True)
+    console = stderr_console()
     main = is_main_process()  # under torchrun every rank renders its share; rank 0 writes and prints
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate_shapes(
@@ -118,7 +117,7 @@ def eval_shapes_command(
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        Console().print(_table(result))
+        stdout_console().print(_table(result))
         if json_file is not None:
             console.print(f"Wrote {json_file}")
 

@@ -15,11 +15,10 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cpedit.cli.eval_options import metric_options
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 
 SHARED = (
     "edited_dir",
@@ -59,10 +58,10 @@ def _points(before: float | None, after: float | None, *, sign: bool = True) -> 
     return f"{100 * (after - before):+.1f}" if sign else f"{100 * (before - after):.1f}"
 
 
-def classify_table(result: Any) -> Table:
+def classify_table(result: Any) -> FittedTable:
     """The result as a table: the two accuracies, the preservation drop and each concept (percent)."""
     protocol = result.protocol
-    table = Table(
+    table = FittedTable(
         title=f"classify ({protocol['family']}): erased {', '.join(protocol['erased_concepts'])}; "
         f"{protocol['images']} images per model ({protocol['prompt_count']} prompts), {protocol['steps']} steps, "
         f"judged by {protocol['classifier']} ({protocol['metric_model']})"
@@ -214,7 +213,7 @@ def run_classify(
     from cpedit.eval.distributed import is_main_process, rank_device
     from cpedit.eval.engine import load_prompts
 
-    console = Console(stderr=True)
+    console = stderr_console()
     templates = load_prompts(prompts_file) if prompts_file is not None else None
     # Under torchrun / accelerate launch every rank runs this (the images are split across them);
     # rank 0 alone shows progress, writes the result and prints it, as the other benchmarks do.
@@ -230,6 +229,6 @@ def run_classify(
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    Console().print(classify_table(result))
+    stdout_console().print(classify_table(result))
     if json_file is not None:
         console.print(f"Wrote {json_file}")

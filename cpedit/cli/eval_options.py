@@ -14,9 +14,8 @@ import contextlib
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 
 PROMPTS_HELP = (
@@ -101,7 +100,7 @@ def run_metric(
     from cpedit.eval.paper import paper_figure
     from cpedit.eval.prompt_sets import load_prompt_set
 
-    console = Console(stderr=True)
+    console = stderr_console()
     with ProgressView(console) if is_main_process() else contextlib.nullcontext() as view:  # a Hub set downloads
         prompt_set = load_prompt_set(prompts_file, limit=limit, category=category, on_progress=view)
     prompts = prompt_set.prompts
@@ -120,7 +119,7 @@ def run_metric(
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     protocol = result.protocol
-    table = Table(
+    table = FittedTable(
         title=f"{result.benchmark}: {protocol['images']} images ({protocol['prompt_count']} prompts), "
         f"{protocol['steps']} steps, measured with {protocol['metric_model']}"
     )
@@ -139,6 +138,6 @@ def run_metric(
         )
     if result.images is not None:
         table.caption = f"{result.images.generated} images generated, {result.images.reused} reused"
-    Console().print(table)
+    stdout_console().print(table)
     if json_file is not None:
         console.print(f"Wrote {json_file}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import compute_options, format_option
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.sampling import SampleSettings
@@ -115,7 +115,7 @@ def prune_command(
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
       cpedit prune CompVis/stable-diffusion-v1-4 -r hub:acme/recipes/van-gogh.yaml --out out --preview
     """
-    console = Console(stderr=True, log_path=False)
+    console = stderr_console()
     with ProgressView(console) as view:
         result = prune(
             model,
@@ -138,7 +138,7 @@ def prune_command(
     if output_format == "json":
         click.echo(report.to_json(), nl=False)
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(concept_table(report))
     stdout.print(layer_table(report))
     t = report.timings_s

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
@@ -91,7 +91,7 @@ def push_command(
     if base_model is not None:
         check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)  # a bad folder is refused before any preview or Hub call
-    console = Console(stderr=True, log_path=False)
+    console = stderr_console()
     with TransferView(console) as view:
         if record.preview is None:
             if preview:
@@ -126,7 +126,7 @@ def push_command(
     if output_format == "json":
         click.echo(json.dumps({**result.to_json(), "left_out": withheld}, indent=2))
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
     for path in withheld:
         stdout.print(

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
 
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.errors import RecipeError
 from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
@@ -67,7 +66,7 @@ def validate_command(files: tuple[str, ...]) -> None:
       cpedit recipes validate van-gogh
       cpedit recipes validate hub:acme/recipes/my-recipe.yaml
     """
-    console = Console()
+    console = stdout_console()
     failed = 0
     for file in files:
         try:
@@ -122,7 +121,7 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
     else:
         where = ", ".join(str(r) for r in roots)
         title = f"Shipped recipes ({where})" if not folders else f"Recipes in {where}"
-        table = Table(title=escape(title))
+        table = FittedTable(title=escape(title))
         table.add_column("name", no_wrap=True)
         for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
             table.add_column(column, overflow="fold")
@@ -142,7 +141,7 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
                 str(r["timesteps"]),
                 escape(r["file"]),
             )
-        Console().print(table)
+        stdout_console().print(table)
     if any(entry.error is not None for entry in entries):
         raise click.exceptions.Exit(1)
 
@@ -180,14 +179,14 @@ def show_command(recipe: str, prompts: bool) -> None:
       cpedit recipes show my-recipe.yaml --no-prompts
     """
     loaded = resolve_recipe(recipe)
-    console = Console()
+    console = stdout_console()
     console.print(
         f"[bold]{loaded.name}[/]: {escape(loaded.concept)} ({loaded.kind}) — {escape(str(Path(loaded.source)))}",
         highlight=False,
     )
     console.print(Syntax(loaded.text, "yaml", background_color="default"))
     if prompts:
-        table = Table(title=f"{len(loaded.targets)} prompt pairs")
+        table = FittedTable(title=f"{len(loaded.targets)} prompt pairs")
         table.add_column("#", justify="right")
         table.add_column("target")
         table.add_column("base")
@@ -226,7 +225,7 @@ def _push_command() -> click.Command:
         from cpedit.cli.render import TransferView
         from cpedit.hub.publish import push_recipes
 
-        with TransferView(Console(stderr=True, log_path=False)) as view:
+        with TransferView(stderr_console()) as view:
             result = push_recipes(
                 list(files),
                 repo_id=repo_id,
@@ -240,7 +239,7 @@ def _push_command() -> click.Command:
         if output_format == "json":
             click.echo(json.dumps(result.to_json(), indent=2))
             return
-        console = Console()
+        console = stdout_console()
         for path in result.files:
             console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
         if result.pr_url:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import compute_options
+from cpedit.cli.render import ProgressView
 from cpedit.errors import CpeditError
-from cpedit.progress import ProgressEvent
 from cpedit.sampling import SampleSettings, compare_samples, render_samples, save_png
 from cpedit.sampling import save_preview as save_preview_file
 
@@ -77,12 +77,7 @@ def sample_command(
     if out is not None and not out.lower().endswith(".png"):
         raise CpeditError(f"--out {out}: the grid is written as PNG; give a file name ending in .png")
     settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
-    console = Console(stderr=True)
-    with console.status("rendering…") as status:
-
-        def show(event: ProgressEvent) -> None:
-            status.update(event.message)
-
+    with ProgressView(stderr_console()) as show:
         if compare:
             if revision is not None:
                 raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
@@ -110,8 +105,8 @@ def sample_command(
             )
     if save_preview:
         preview = save_preview_file(model, grid)
-        Console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
+        stdout_console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
     if out is None:
         return
     save_png(grid, out, what="the image grid", argument="out")
-    Console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")
+    stdout_console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
@@ -156,10 +155,10 @@ def _line(point: Any) -> str:
     return ", ".join(f"{k} {cells[k]}" for k in shown)
 
 
-def _table(title: str, points: list[Any], *, marked: set[int] | None = None, mark: str = "pareto") -> Table:
+def _table(title: str, points: list[Any], *, marked: set[int] | None = None, mark: str = "pareto") -> FittedTable:
     rows = [_cells(p) for p in points]
     columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != "recipe" for r in rows)]
-    table = Table(title=title)
+    table = FittedTable(title=title)
     for column in columns:
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("")
@@ -234,8 +233,8 @@ def sweep_command(
     from cpedit.cli.render import ProgressView
     from cpedit.tuning.grid import sweep
 
-    console = Console(stderr=True)
-    table_console = Console()
+    console = stderr_console()
+    table_console = stdout_console()
     shown: list[Any] = []
 
     def on_point(point: Any, index: int, total: int) -> None:
@@ -337,7 +336,7 @@ def tune_command(
     from cpedit.cli.render import ProgressView
     from cpedit.tuning.search import tune
 
-    console = Console(stderr=True)
+    console = stderr_console()
 
     def on_point(point: Any) -> None:
         if output_format == "table":
@@ -367,7 +366,9 @@ def tune_command(
     if output_format == "json":
         click.echo(json.dumps(json.loads(Path(result.file).read_text(encoding="utf-8")), indent=2))  # type: ignore[arg-type]
     else:
-        Console().print(_table(f"tune: {len(result.points)} points measured", result.points, marked={id(result.best)}))
+        stdout_console().print(
+            _table(f"tune: {len(result.points)} points measured", result.points, marked={id(result.best)})
+        )
         best = result.best
         if result.met:
             console.print(
