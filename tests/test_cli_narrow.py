@@ -30,16 +30,25 @@ WIDTH = 80
 TOKEN = "hf_narrow-token-never-printed"
 EVAL = ["--images", "2", "--steps", "2", "--seed", "0", "--device", "cpu"]
 """The smallest shapes evaluation: 2 images per prompt set, 2 denoising steps."""
+NO_MATPLOTLIB = "import sys\nsys.modules['matplotlib'] = None  # as if it were not installed"
 
 
-def run_cli(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``cpedit ARGS`` in a fresh process at 80 columns, stdout and stderr piped."""
+def run_cli(
+    *args: object, cwd: Path, env: dict[str, str] | None = None, prelude: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``cpedit ARGS`` in a fresh process at 80 columns, stdout and stderr piped.
+
+    ``prelude`` is Python code the process runs first (such as :data:`NO_MATPLOTLIB`).
+    """
     environment = {**os.environ, "COLUMNS": str(WIDTH), "LINES": "24", **(env or {})}
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
         environment.pop(name, None)
     environment["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    start = [sys.executable, "-m", "cpedit"]
+    if prelude:
+        start = [sys.executable, "-c", f"{prelude}\nfrom cpedit.cli.main import main\nmain()"]
     return subprocess.run(
-        [sys.executable, "-m", "cpedit", *map(str, args)],
+        [*start, *map(str, args)],
         cwd=cwd,
         env=environment,
         capture_output=True,
@@ -130,7 +139,7 @@ def test_eval_shapes_at_80_columns(pruned: dict, work: Path) -> None:
 
 
 def test_audit_at_80_columns(pruned: dict, work: Path) -> None:
-    process = ran(run_cli("audit", pruned["out"], "--base", "builtin:shapes", cwd=work))
+    process = ran(run_cli("audit", pruned["out"], "--base-model", "builtin:shapes", cwd=work))
     for name in pruned["layers"]:
         assert any(line.strip() == name for line in process.stdout.splitlines()), process.stdout
     assert "recovered" in process.stdout and "exact zeros" in process.stdout and "total" in process.stdout
@@ -191,6 +200,24 @@ def test_sweep_and_tune_at_80_columns(work: Path) -> None:
     )
     assert "Goal met" in tune.stderr
     assert all(len(line) <= WIDTH for line in tune.stdout.splitlines())
+
+
+def test_sweep_without_matplotlib_keeps_the_table_and_says_so(work: Path) -> None:
+    """The README's first install has no matplotlib: the sweep is measured and shown, only its plot is left out."""
+    process = ran(
+        run_cli(
+            "sweep", "-r", "narrow-striped.yaml", "--skill-ratio", "0.05,0.3", "--eval", "shapes", *EVAL,
+            "-o", "sw-no-plot", cwd=work, prelude=NO_MATPLOTLIB,
+        )
+    )  # fmt: skip
+    assert not (work / "sw-no-plot" / "sweep.png").exists()
+    assert len(json.loads((work / "sw-no-plot" / "sweep.json").read_text())["points"]) == 2
+    for header in ("skill", "tau", "pruned", "erased", "drop"):
+        assert header in process.stdout  # the final table
+    notes = " ".join(process.stderr.split())
+    assert "matplotlib is not installed" in notes and 'pip install "cpedit[eval]"' in notes
+    assert notes.index("matplotlib is not installed") < notes.index("point sr 0.05")  # said before any work
+    assert "(no plot: matplotlib is not installed)" in notes
 
 
 @pytest.fixture

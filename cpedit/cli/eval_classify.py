@@ -1,7 +1,7 @@
 """``cpedit eval classify``: erased and preserved accuracy of artist styles and Imagenette objects.
 
 The generation options (images per prompt, seed, steps, guidance, size, ``--base``, images
-folder, ``--json``, batch size, device, format) are the ones every image benchmark shares
+folder, ``--json``, image batch size, device, format) are the ones every image benchmark shares
 (:func:`cpedit.cli.eval_options.metric_options`), taken from there so they stay the same;
 ``--prompts`` here is a file of prompt *templates* (the benchmark has its own prompt sets) and
 ``--limit`` counts prompts per concept, so those two are this command's own; options added
@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from cpedit.cli.eval_options import metric_options
+from cpedit.cli.eval_options import (
+    classifier_model_option,
+    classifier_option,
+    concepts_option,
+    family_option,
+    metric_options,
+)
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 
@@ -31,7 +37,7 @@ SHARED = (
     "base",
     "images_dir",
     "json_file",
-    "batch_size",
+    "image_batch_size",
     "device",
     "output_format",
 )
@@ -103,42 +109,11 @@ def classify_table(result: Any) -> FittedTable:
     return table
 
 
-def _concept_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise click.BadParameter("give one or more concepts, separated by commas", ctx=ctx, param=param)
-    return names
-
-
 @click.command("classify")
-@click.option(
-    "--family",
-    type=click.Choice(["artists", "objects"]),
-    default=None,
-    help="The concepts judged against each other (default: the erased concepts' family).",
-)
-@click.option(
-    "--concepts",
-    callback=_concept_list,
-    default=None,
-    metavar="LIST",
-    help="The erased concepts, comma-separated names or recipe names (default: the output's recipes').",
-)
-@click.option(
-    "--classifier",
-    type=click.Choice(["clip", "resnet50"]),
-    default="clip",
-    show_default=True,
-    help="clip: zero-shot CLIP over the label texts; resnet50: an ImageNet-1k classifier (objects only).",
-)
-@click.option(
-    "--classifier-model",
-    default=None,
-    help="The classifier: a Hub id or a folder, safetensors "
-    "(default openai/clip-vit-large-patch14, or microsoft/resnet-50 with --classifier resnet50).",
-)
+@family_option()
+@concepts_option()
+@classifier_option()
+@classifier_model_option()
 @click.option(
     "--prompt-set",
     type=click.Choice(["held-out", "paper"]),
@@ -204,6 +179,7 @@ def run_classify(
     prompts_file: str | None,
     json_file: str | None,
     output_format: str,
+    image_batch_size: int,
     **settings: Any,
 ) -> None:
     """Run the benchmark with a progress display, keep its result, print the table or the JSON."""
@@ -219,6 +195,7 @@ def run_classify(
     # rank 0 alone shows progress, writes the result and prints it, as the other benchmarks do.
     main = is_main_process()
     settings["device"] = rank_device(settings.get("device", "auto"))
+    settings["batch_size"] = image_batch_size
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate_classify(
             edited_dir, prompts=templates, prompts_name=prompts_file, on_progress=view, **settings

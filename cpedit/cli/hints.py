@@ -24,6 +24,8 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
     ("revision", "revision"): "check {flag} (a branch, tag or commit of the repo)",
     ("prompts", None): "give {flag} TEXT",
     ("recipes", None): "check {flag} (see `cpedit recipes list`)",
+    ("prompts", "missing"): "give {flag} FILE|hub:ID, or a known --attack-set",
+    ("preserve_prompts", None): "give {flag} FILE|hub:ID",
 }
 """(argument, reason) -> the hint, with ``{flag}`` for the command's option; reason None matches any."""
 

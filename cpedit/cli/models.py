@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
-from cpedit.cli.options import format_option
+from cpedit.cli.options import format_option, revision_option
 from cpedit.hub.info import model_details
 from cpedit.hub.search import SORT_KEYS, search_models
 
@@ -75,7 +75,7 @@ def search_command(query: str | None, limit: int, sort: str, output_format: str)
 
 @models_group.command("info")
 @click.argument("repo_id", metavar="ID")
-@click.option("--revision", default=None, metavar="REV", help="Branch, tag or commit.")
+@revision_option()
 @format_option()
 def info_command(repo_id: str, revision: str | None, output_format: str) -> None:
     """What cpedit can do with Hub model ID, without downloading its weights.

@@ -8,7 +8,7 @@ import click
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
-from cpedit.cli.options import format_option
+from cpedit.cli.options import device_option, format_option, preview_steps_option
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
 from cpedit.hub.publish import check_repo_id, push_model, whoami, withheld_files
@@ -51,14 +51,8 @@ def hub_commit_options(func):  # type: ignore[no-untyped-def]
     help="Render DIR/conceptprune/preview.png (the before/after grid of the recipes' preview prompts) first "
     "when DIR has none; without it, DIR is pushed as it is.",
 )
-@click.option("--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Steps per image.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    metavar="auto|cpu|cuda[:N]|mps",
-    help="Where to render the preview (with --preview).",
-)
+@preview_steps_option()
+@device_option()
 @command_guard()
 def push_command(
     folder: str,

@@ -169,14 +169,14 @@ def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
 
 @recipes_group.command("show")
 @click.argument("recipe", metavar="NAME|FILE")
-@click.option("--prompts/--no-prompts", default=True, show_default=True, help="Also list the expanded prompt pairs.")
-def show_command(recipe: str, prompts: bool) -> None:
+@click.option("--pairs/--no-pairs", default=True, show_default=True, help="Also list the expanded prompt pairs.")
+def show_command(recipe: str, pairs: bool) -> None:
     """Print a recipe (a shipped NAME or a FILE) and the prompt pairs it expands to.
 
     \b
     Examples:
       cpedit recipes show van-gogh
-      cpedit recipes show my-recipe.yaml --no-prompts
+      cpedit recipes show my-recipe.yaml --no-pairs
     """
     loaded = resolve_recipe(recipe)
     console = stdout_console()
@@ -185,7 +185,7 @@ def show_command(recipe: str, prompts: bool) -> None:
         highlight=False,
     )
     console.print(Syntax(loaded.text, "yaml", background_color="default"))
-    if prompts:
+    if pairs:
         table = FittedTable(title=f"{len(loaded.targets)} prompt pairs")
         table.add_column("#", justify="right")
         table.add_column("target")

@@ -6,7 +6,7 @@ import click
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
-from cpedit.cli.options import compute_options
+from cpedit.cli.options import compute_options, guidance_option, seed_option, size_options, steps_option
 from cpedit.cli.render import ProgressView
 from cpedit.errors import CpeditError
 from cpedit.sampling import SampleSettings, compare_samples, render_samples, save_png
@@ -33,11 +33,10 @@ from cpedit.sampling import save_preview as save_preview_file
     help="With --compare: also save the grid as MODEL_OR_DIR/conceptprune/preview.png, the preview that the "
     "model card shows and `cpedit push` uploads.",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps.")
-@click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The same seed for every image.")
-@click.option("--height", type=click.IntRange(min=8), default=None, help="Default: the model's native size.")
-@click.option("--width", type=click.IntRange(min=8), default=None)
+@steps_option(default=30)
+@guidance_option()
+@seed_option(help="Seed of the images, the same for every image.")
+@size_options
 @click.option(
     "--no-safety-checker",
     is_flag=True,

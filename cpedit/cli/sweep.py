@@ -8,9 +8,32 @@ from typing import Any
 
 import click
 
+from cpedit.cli.eval_options import (
+    attack_set_option,
+    category_option,
+    classifier_model_option,
+    classifier_option,
+    clip_model_option,
+    concepts_option,
+    family_option,
+    images_per_prompt_option,
+    limit_option,
+    threshold_option,
+)
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
-from cpedit.cli.options import format_option
+from cpedit.cli.options import (
+    apply,
+    calibration_batch_option,
+    compute_options,
+    format_option,
+    guidance_option,
+    image_batch_option,
+    images_option,
+    recipe_option,
+    seed_option,
+    steps_option,
+)
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
@@ -51,7 +74,7 @@ def _words(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 
 def evaluation_options(command):  # type: ignore[no-untyped-def]
     """The options that say how every point is measured (shared by sweep and tune)."""
-    options = [
+    return apply(
         click.option(
             "--eval",
             "benchmark",
@@ -67,36 +90,32 @@ def evaluation_options(command):  # type: ignore[no-untyped-def]
         ),
         click.option("--preserve-prompts", default=None, metavar="FILE|hub:ID", help="Prompts for --preserve."),
         click.option("--preserve-limit", type=click.IntRange(min=1), default=None, help="First N preserve prompts."),
-        click.option(
-            "--images", type=click.IntRange(min=1), default=64, show_default=True, help="shapes: images per set."
+        images_option(
+            default=64, why="Default 64: every point is measured, so half of `eval shapes`' 128 keeps a sweep quick."
         ),
-        click.option("--prompts", default=None, metavar="FILE|hub:ID", help="The benchmark's prompt set."),
-        click.option("--category", default=None, help="Prompt categories to keep (I2P's sexual, ...)."),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts."),
-        click.option("--images-per-prompt", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--family", type=click.Choice(["artists", "objects"]), default=None, help="classify: the family."),
-        click.option("--concepts", callback=_words, default=None, metavar="LIST", help="classify: erased concepts."),
-        click.option("--classifier", type=click.Choice(["clip", "resnet50"]), default="clip", show_default=True),
-        click.option("--classifier-model", default=None, help="classify: the classifier (Hub id or folder)."),
-        click.option("--attack-set", default=None, help="attack: a known adversarial set (ring-a-bell, p4d, ...)."),
-        click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None, help="NudeNet score."),
-        click.option("--clip-model", default=None, help="--preserve clip-score: the CLIP model."),
         click.option(
-            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Evaluation prompts and seeds."
+            "--prompts",
+            default=None,
+            metavar="FILE|hub:ID",
+            help="The benchmark's prompt set (classify: prompt templates with {concept}; see `cpedit eval`).",
         ),
-        click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Evaluation steps."),
-        click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True),
-        click.option(
-            "--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per call."
-        ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Calibration prompts per call."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None),
-        click.option("--revision", default=None, help="Hub branch, tag or commit of MODEL."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        category_option(),
+        limit_option(),
+        images_per_prompt_option(),
+        family_option(),
+        concepts_option(),
+        classifier_option(),
+        classifier_model_option(),
+        attack_set_option(),
+        threshold_option(),
+        clip_model_option(),
+        seed_option(help="Seed of the evaluation images; it also draws the shapes benchmark's prompts."),
+        steps_option(default=25),
+        guidance_option(),
+        image_batch_option(default=16, why="Default 16: between the shapes model's 64 and full-size models' 4."),
+        calibration_batch_option(),
+        compute_options,
+    )(command)
 
 
 def _plan(options: dict[str, Any], view: Any) -> Any:
@@ -107,7 +126,7 @@ def _plan(options: dict[str, Any], view: Any) -> Any:
         seed=options.pop("seed"),
         steps=options.pop("steps"),
         guidance_scale=options.pop("guidance_scale"),
-        batch_size=options.pop("eval_batch_size"),
+        batch_size=options.pop("image_batch_size"),
         images=options.pop("images"),
         prompts=options.pop("prompts"),
         category=options.pop("category"),
@@ -173,7 +192,7 @@ def _title(command: str, plan: Any, detail: str) -> str:
 
 @click.command("sweep")
 @click.argument("model", default="builtin:shapes", required=False)
-@click.option("--recipe", "recipes", multiple=True, required=True, help="A recipe (name, file, hub: ref); repeatable.")
+@recipe_option(multiple=True)
 @click.option(
     "--skill-ratio",
     "skill_ratios",
@@ -193,9 +212,11 @@ def _title(command: str, plan: Any, detail: str) -> str:
 )
 @click.option("--target", "targets", callback=_words, default=None, metavar="LIST", help="Hook targets (ffn,...).")
 @evaluation_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
 @click.option("--keep-models", is_flag=True, help="Keep every point's pruned model in OUT/points/.")
-@click.option("--no-plot", is_flag=True, help="Do not draw OUT/sweep.png.")
+@click.option(
+    "--no-plot", is_flag=True, help="Do not draw OUT/sweep.png (drawn when matplotlib, the eval extra, is installed)."
+)
 @format_option(help="Print the table as it fills in, or the sweep JSON on stdout at the end.")
 @command_guard()
 def sweep_command(
@@ -231,14 +252,20 @@ def sweep_command(
           --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
     """
     from cpedit.cli.render import ProgressView
-    from cpedit.tuning.grid import sweep
+    from cpedit.tuning.grid import PLOT_FILE, SWEEP_FILE, sweep
+    from cpedit.tuning.plot import plot_available, plot_sweep
 
     console = stderr_console()
-    table_console = stdout_console()
-    shown: list[Any] = []
+    plot = not no_plot and plot_available()  # known before any work: the measured points are never lost
+    if not no_plot and not plot:
+        console.print(
+            f"Note: matplotlib is not installed, so the sweep is measured without its plot {Path(out) / PLOT_FILE} "
+            '(pip install "cpedit[eval]" draws it on the next run, which reuses every point; --no-plot skips it).',
+            markup=False,
+            highlight=False,
+        )
 
     def on_point(point: Any, index: int, total: int) -> None:
-        shown.append(point)
         if output_format == "table":
             view.progress.console.print(f"[{index}/{total}] {_line(point)}", markup=False, highlight=False)
 
@@ -254,28 +281,26 @@ def sweep_command(
             plan=plan,
             out=out,
             keep_models=keep_models,
-            plot=not no_plot,
+            plot=False,  # drawn below, once the result is shown
             on_point=on_point,
             on_progress=view,
             **options,
         )
     if output_format == "json":
-        click.echo((Path(out) / "sweep.json").read_text(encoding="utf-8"))
-        return
-    front = {id(p) for p in result.pareto}
-    table_console.print(
-        _table(
-            _title("sweep", plan, f"{len(result.points)} points, {result.measured} measured now"),
-            result.points,
-            marked=front,
-        )
-    )
-    console.print(f"Wrote {Path(out) / 'sweep.json'}" + (f" and {result.plot}" if result.plot else ""))
+        click.echo((Path(out) / SWEEP_FILE).read_text(encoding="utf-8"))
+    else:
+        front = {id(p) for p in result.pareto}
+        detail = f"{len(result.points)} points, {result.measured} measured now"
+        stdout_console().print(_table(_title("sweep", plan, detail), result.points, marked=front))
+    if plot:
+        result.plot = plot_sweep(result.points, Path(out) / PLOT_FILE, plan=plan)
+    drawn = f" and {result.plot}" if result.plot else "" if no_plot else " (no plot: matplotlib is not installed)"
+    console.print(f"Wrote {Path(out) / SWEEP_FILE}{drawn}", markup=False, highlight=False)
 
 
 @click.command("tune")
 @click.argument("model", default="builtin:shapes", required=False)
-@click.option("--recipe", required=True, help="The recipe to tune (name, file, hub: ref).")
+@recipe_option(multiple=False)
 @click.option(
     "--erased-at-most", type=click.FloatRange(min=0), required=True, help="Goal: erased after the edit at most this."
 )
@@ -293,7 +318,7 @@ def sweep_command(
     help="Stop bisecting when the skill-ratio bracket is narrower than this factor.",
 )
 @evaluation_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
 @click.option("--save", is_flag=True, help="Also save the tuned pruned model in OUT/model.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier OUT/model.")
 @format_option(help="Print the steps and the result, or the tune JSON on stdout.")
