@@ -31,6 +31,30 @@ TOKEN = "hf_narrow-token-never-printed"
 EVAL = ["--images", "2", "--steps", "2", "--seed", "0", "--device", "cpu"]
 """The smallest shapes evaluation: 2 images per prompt set, 2 denoising steps."""
 NO_MATPLOTLIB = "import sys\nsys.modules['matplotlib'] = None  # as if it were not installed"
+DOMINATED_CHOICE = """
+import cpedit.tuning.search as search
+from cpedit.tuning.points import Point
+
+
+class Synthetic:
+    \"""Points measured on a known trade-off: more pruning erases more and (here) damages less.\"""
+
+    def __init__(self, *args, **kwargs):
+        self.calibrations = []
+
+    def evaluate(self, settings):
+        s = settings.skill_ratio
+        erased = {"before": 1.0, "after": max(0.0, 1 - 2 * s)}
+        return Point(settings, int(s * 1e6), 100 * s, erased, {"before": 1.0, "after": 0.7 + 0.2 * s}, 0.3 - 0.2 * s)
+
+    def close(self):
+        pass
+
+
+search.PointEvaluator = Synthetic
+"""
+"""``cpedit tune`` on a known trade-off where the point chosen (the least pruning that meets the goal)
+is dominated by one with more pruning (less erased and less damage): no model is loaded."""
 
 
 def run_cli(
@@ -218,6 +242,28 @@ def test_sweep_without_matplotlib_keeps_the_table_and_says_so(work: Path) -> Non
     assert "matplotlib is not installed" in notes and 'pip install "cpedit[eval]"' in notes
     assert notes.index("matplotlib is not installed") < notes.index("point sr 0.05")  # said before any work
     assert "(no plot: matplotlib is not installed)" in notes
+
+
+def test_tune_labels_the_chosen_point_with_rounded_ratios_and_the_real_tau(work: Path) -> None:
+    goal = ["--erased-at-most", "0.2", "--max-drop", "0.5", "--max-skill-ratio", "0.6", "--tolerance", "1.05"]
+    process = ran(
+        run_cli(
+            "tune", "-r", "shapes-striped", "--eval", "shapes", *goal, "-o", "t", cwd=work, prelude=DOMINATED_CHOICE
+        )
+    )
+    data = json.loads((work / "t" / "tune.json").read_text())
+    chosen, points = data["chosen"], data["points"]
+    assert 0.4 <= chosen["settings"]["skill_ratio"] <= 0.42 and chosen["settings"]["timesteps"] is None
+    dominating = [p for p in points if p["erased"]["after"] < chosen["erased"]["after"] and p["drop"] < chosen["drop"]]
+    assert dominating  # the case of the issue: another point beats the chosen one on both measures
+    rows = [line for line in process.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == len(points)
+    (marked,) = [row for row in rows if "chosen" in row]
+    assert f"{chosen['settings']['skill_ratio']:.3g}" in marked and "pareto" not in process.stdout
+    ratios = [row.split("│")[1].strip() for row in rows]
+    assert all(len(r.replace("0.", "").lstrip("0")) <= 3 for r in ratios), ratios  # 3 significant digits
+    assert all(row.split("│")[2].strip() == "10" for row in rows)  # shapes-striped's own tau, not "recipe"
+    assert f"skill ratio {chosen['settings']['skill_ratio']:.3g}, tau 10 prunes" in " ".join(process.stderr.split())
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from cpedit.cli.options import (
     seed_option,
     steps_option,
 )
+from cpedit.recipes import Recipe
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
@@ -149,16 +151,23 @@ def _plan(options: dict[str, Any], view: Any) -> Any:
 COLUMNS = ("skill ratio", "tau", "select", "target", "pruned", "erased before", "erased after", "drop", "time")
 OPTIONAL = ("select", "target")
 """Shown only when some point sets them (else every point uses the recipes' own)."""
+RECIPES_OWN = "recipe"
 
 
-def _cells(point: Any) -> dict[str, str]:
+def own_tau(recipes: Sequence[Recipe]) -> str:
+    """The tau the recipes calibrate with when a point keeps theirs: ``10``, or ``10/20`` when they differ."""
+    return "/".join(str(tau) for tau in sorted({recipe.prune.timesteps for recipe in recipes}))
+
+
+def _cells(point: Any, tau: str) -> dict[str, str]:
+    """A point's table cells; ``tau`` is the recipes' own, shown for points that keep it."""
     settings = point.settings
     before = point.erased.get("before")
     return {
-        "skill ratio": f"{settings.skill_ratio:g}",
-        "tau": "recipe" if settings.timesteps is None else str(settings.timesteps),
-        "select": "recipe" if settings.select_ratio is None else f"{settings.select_ratio:g}",
-        "target": settings.target or "recipe",
+        "skill ratio": f"{settings.skill_ratio:.3g}",
+        "tau": tau if settings.timesteps is None else str(settings.timesteps),
+        "select": RECIPES_OWN if settings.select_ratio is None else f"{settings.select_ratio:.3g}",
+        "target": settings.target or RECIPES_OWN,
         "pruned": f"{point.pruned_percent:.4f}%",
         "erased before": "-" if before is None else f"{before:.3f}",
         "erased after": f"{point.erased['after']:.3f}",
@@ -167,22 +176,30 @@ def _cells(point: Any) -> dict[str, str]:
     }
 
 
-def _line(point: Any) -> str:
-    """One point as a line (printed as the table fills in)."""
-    cells = _cells(point)
-    shown = [k for k in COLUMNS if k != "time" and (k not in OPTIONAL or cells[k] != "recipe")]
+def _settings(point: Any, tau: str) -> str:
+    """``skill ratio 0.0173, tau 10`` (select ratio and target too when the point sets them)."""
+    cells = _cells(point, tau)
+    shown = [k for k in ("skill ratio", "tau", *OPTIONAL) if k not in OPTIONAL or cells[k] != RECIPES_OWN]
     return ", ".join(f"{k} {cells[k]}" for k in shown)
 
 
-def _table(title: str, points: list[Any], *, marked: set[int] | None = None, mark: str = "pareto") -> FittedTable:
-    rows = [_cells(p) for p in points]
-    columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != "recipe" for r in rows)]
-    table = FittedTable(title=title)
+def _line(point: Any, tau: str) -> str:
+    """One point as a line (printed as the table fills in)."""
+    cells = _cells(point, tau)
+    measured = ", ".join(f"{k} {cells[k]}" for k in COLUMNS if k not in ("time", "skill ratio", "tau", *OPTIONAL))
+    return f"{_settings(point, tau)}, {measured}"
+
+
+def _table(title: str, points: list[Any], *, tau: str, marks: dict[int, str]) -> FittedTable:
+    """The points, one row each; ``marks`` labels some of them by ``id`` (pareto, chosen)."""
+    rows = [_cells(p, tau) for p in points]
+    columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != RECIPES_OWN for r in rows)]
+    table = FittedTable(title=title, record_header=True)
     for column in columns:
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("")
     for point, cells in zip(points, rows, strict=True):
-        table.add_row(*(cells[c] for c in columns), mark if marked and id(point) in marked else "")
+        table.add_row(*(cells[c] for c in columns), marks.get(id(point), ""))
     return table
 
 
@@ -252,6 +269,7 @@ def sweep_command(
           --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
     """
     from cpedit.cli.render import ProgressView
+    from cpedit.recipe_sources import resolve_recipe
     from cpedit.tuning.grid import PLOT_FILE, SWEEP_FILE, sweep
     from cpedit.tuning.plot import plot_available, plot_sweep
 
@@ -267,13 +285,15 @@ def sweep_command(
 
     def on_point(point: Any, index: int, total: int) -> None:
         if output_format == "table":
-            view.progress.console.print(f"[{index}/{total}] {_line(point)}", markup=False, highlight=False)
+            view.progress.console.print(f"[{index}/{total}] {_line(point, tau)}", markup=False, highlight=False)
 
     with ProgressView(console) as view:
+        loaded = [resolve_recipe(r) for r in recipes]
+        tau = own_tau(loaded)
         plan = _plan(options, view)
         result = sweep(
             model,
-            list(recipes),
+            loaded,
             skill_ratios=skill_ratios,
             timesteps=timesteps or [None],
             select_ratios=select_ratios or [None],
@@ -289,9 +309,9 @@ def sweep_command(
     if output_format == "json":
         click.echo((Path(out) / SWEEP_FILE).read_text(encoding="utf-8"))
     else:
-        front = {id(p) for p in result.pareto}
+        front = {id(p): "pareto" for p in result.pareto}
         detail = f"{len(result.points)} points, {result.measured} measured now"
-        stdout_console().print(_table(_title("sweep", plan, detail), result.points, marked=front))
+        stdout_console().print(_table(_title("sweep", plan, detail), result.points, tau=tau, marks=front))
     if plot:
         result.plot = plot_sweep(result.points, Path(out) / PLOT_FILE, plan=plan)
     drawn = f" and {result.plot}" if result.plot else "" if no_plot else " (no plot: matplotlib is not installed)"
@@ -359,19 +379,22 @@ def tune_command(
           --timesteps 5,10 --out tune-van-gogh --save --device cuda
     """
     from cpedit.cli.render import ProgressView
+    from cpedit.recipe_sources import resolve_recipe
     from cpedit.tuning.search import tune
 
     console = stderr_console()
 
     def on_point(point: Any) -> None:
         if output_format == "table":
-            view.progress.console.print(f"measured: {_line(point)}", markup=False, highlight=False)
+            view.progress.console.print(f"measured: {_line(point, tau)}", markup=False, highlight=False)
 
     with ProgressView(console) as view:
+        loaded = resolve_recipe(recipe)
+        tau = own_tau([loaded])
         plan = _plan(options, view)
         result = tune(
             model,
-            recipe,
+            loaded,
             plan=plan,
             erased_at_most=erased_at_most,
             max_drop=max_drop,
@@ -391,13 +414,13 @@ def tune_command(
     if output_format == "json":
         click.echo(json.dumps(json.loads(Path(result.file).read_text(encoding="utf-8")), indent=2))  # type: ignore[arg-type]
     else:
-        stdout_console().print(
-            _table(f"tune: {len(result.points)} points measured", result.points, marked={id(result.best)})
-        )
+        mark = "chosen" if result.met else "best trade-off"
+        title = f"tune: {len(result.points)} points measured"
+        stdout_console().print(_table(title, result.points, tau=tau, marks={id(result.best): mark}))
         best = result.best
         if result.met:
             console.print(
-                f"Goal met: {best.settings.label} prunes {best.pruned_percent:.4f}%, "
+                f"Goal met: {_settings(best, tau)} prunes {best.pruned_percent:.4f}%, "
                 f"{plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f}. "
                 f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
                 markup=False,
@@ -405,7 +428,7 @@ def tune_command(
         else:
             console.print(
                 f"No setting met the goal (erased <= {erased_at_most:g}, drop <= {max_drop:g}). Best trade-off: "
-                f"{best.settings.label}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
+                f"{_settings(best, tau)}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
                 f"({best.pruned_percent:.4f}% pruned). See {result.file}.",
                 markup=False,
             )
