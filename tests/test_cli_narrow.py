@@ -169,20 +169,45 @@ def test_audit_at_80_columns(pruned: dict, work: Path) -> None:
     assert "recovered" in process.stdout and "exact zeros" in process.stdout and "total" in process.stdout
 
 
-def test_card_at_80_columns(pruned: dict, work: Path) -> None:
+def test_card_at_80_columns_names_the_layers_really_pruned(pruned: dict, work: Path) -> None:
     process = ran(run_cli("card", pruned["out"], cwd=work))
     for name in pruned["layers"]:
         assert name in process.stdout
+    method = process.stdout.split("## Method")[1].split("##")[0]
+    assert "cross-attention value projection weights of the UNet" in method  # prune.target: attn-value
+    assert "feed-forward" not in method
 
 
-def test_recipes_list_at_80_columns(work: Path) -> None:
+def test_a_recipe_in_words_the_model_does_not_know_warns(pruned: dict, work: Path) -> None:
+    assert "Warning" not in pruned["process"].stderr  # a recipe in the shapes world's words: no warning
+    text = recipe_text(name="narrow-van-gogh", concept="Van Gogh", subjects=("cat", "dog"), tau=1, steps=2)
+    (work / "narrow-van-gogh.yaml").write_text(text, encoding="utf-8")
+    process = ran(run_cli("prune", "-r", "narrow-van-gogh.yaml", "-o", "vg", "--device", "cpu", cwd=work))
+    warning = " ".join(process.stderr[process.stderr.index("Warning: recipe narrow-van-gogh") :].split())
+    assert "does not know the words" in warning and "van, gogh" in warning and "may not erase Van Gogh" in warning
+    assert "the built-in shapes model knows only the words of its captions" in warning
+
+
+def test_recipes_list_at_80_columns_with_each_recipes_target(work: Path) -> None:
+    from cpedit.recipes import load_recipe
+
     process = ran(run_cli("recipes", "list", cwd=work))
-    files = sorted((REPO / "recipes").rglob("*.yaml"))
-    assert files
-    for file in files:
-        assert file.stem in process.stdout
-        assert file.relative_to(REPO / "recipes").as_posix() in process.stdout
     assert all(len(line) <= WIDTH for line in process.stdout.splitlines())
+    records: dict[str, str] = {}  # a record: the recipe's name on a line, then its indented fields
+    name = ""
+    for line in process.stdout.splitlines()[1:]:
+        if line.startswith(" "):
+            records[name] += line
+        else:
+            name = line.strip()
+            records[name] = ""
+    files = sorted((REPO / "recipes").rglob("*.yaml"))
+    assert files and set(records) == {file.stem for file in files}
+    for file in files:
+        fields = " ".join(records[file.stem].split())
+        assert f"file {file.relative_to(REPO / 'recipes').as_posix()}" in fields
+        assert f"target {load_recipe(file).prune.target}" in fields
+    assert "target attn-value" in " ".join(records["shapes-striped"].split())
 
 
 def test_sweep_and_tune_at_80_columns(work: Path) -> None:

@@ -12,11 +12,20 @@ import click
 from cpedit.cli.main import COMMANDS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 
 
 def shell_blocks(text: str) -> list[str]:
     """The ```sh code blocks of ``text``, continuation lines joined."""
     return [block.replace("\\\n", " ") for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S)]
+
+
+def test_the_first_steps_offer_a_cpu_only_torch_beside_the_plain_install() -> None:
+    first, second = shell_blocks(README.read_text(encoding="utf-8"))[:2]
+    assert CPU_TORCH not in first and 'pip install -e ".[tui]"' in first
+    # the same steps, with PyTorch's CPU build installed before cpedit pulls in torch from PyPI
+    assert second.index(CPU_TORCH) < second.index('pip install -e ".[tui]"')
+    assert second.replace(f"{CPU_TORCH} && ", "") == first
 
 
 def command_for(words: list[str]) -> tuple[str, click.Command] | None:

@@ -96,44 +96,31 @@ def calibration_batch_option() -> Decorator:
     )
 
 
+def _count_option(name: str, *, default: int, help: str) -> Decorator:
+    """A whole-number option of at least 1, its default shown."""
+    return click.option(name, type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
+
 def preview_steps_option() -> Decorator:
     """``--preview-steps``: denoising steps of the before/after preview."""
-    return click.option(
-        "--preview-steps",
-        type=click.IntRange(min=1),
-        default=30,
-        show_default=True,
-        help="Denoising steps of the preview.",
-    )
+    return _count_option("--preview-steps", default=30, help="Denoising steps of the preview.")
 
 
 def image_batch_option(*, default: int, why: str) -> Decorator:
     """``--image-batch-size``: images per pipeline call; ``why`` says why its ``default`` suits the command."""
-    return click.option(
-        "--image-batch-size",
-        type=click.IntRange(min=1),
-        default=default,
-        show_default=True,
-        help=f"Images per pipeline call. {why}",
-    )
+    return _count_option("--image-batch-size", default=default, help=f"Images per pipeline call. {why}")
 
 
 def images_option(*, default: int, why: str) -> Decorator:
     """``--images``: images per prompt set of the shapes benchmark; ``why`` explains ``default``."""
-    return click.option(
-        "--images",
-        type=click.IntRange(min=1),
-        default=default,
-        show_default=True,
-        help=f"Images per prompt set, per model, of the shapes benchmark. {why}",
+    return _count_option(
+        "--images", default=default, help=f"Images per prompt set, per model, of the shapes benchmark. {why}"
     )
 
 
 def steps_option(*, default: int) -> Decorator:
     """``--steps``: denoising steps."""
-    return click.option(
-        "--steps", type=click.IntRange(min=1), default=default, show_default=True, help="Denoising steps."
-    )
+    return _count_option("--steps", default=default, help="Denoising steps.")
 
 
 def guidance_option() -> Decorator:

@@ -104,8 +104,9 @@ def _summary(recipe: Recipe) -> str:
 def list_command(folders: tuple[str, ...], output_format: str) -> None:
     """List the recipes shipped with cpedit, or those in FOLDERs (use a shipped NAME wherever a recipe is expected).
 
-    Every *.yaml file is listed; an invalid one is a row with its error, and the exit
-    status is then 1.
+    Every *.yaml file is listed with its settings and the layers it prunes (target: ffn, the
+    paper's feed-forward output weights; ffn-in, attn-key, attn-value or text-ffn); an invalid
+    one is a row with its error, and the exit status is then 1.
 
     \b
     Examples:
@@ -123,14 +124,14 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
         title = f"Shipped recipes ({where})" if not folders else f"Recipes in {where}"
         table = FittedTable(title=escape(title))
         table.add_column("name", no_wrap=True)
-        for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
+        for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "target", "file"):
             table.add_column(column, overflow="fold")
         for r, entry in zip(rows, entries, strict=True):
             if entry.error is not None:
                 problems = "\n".join(
                     f"- {field}: {message}" if field else f"- {message}" for field, message in entry.error.problems
                 )
-                table.add_row(escape(r["name"]), "[red]invalid[/]", escape(problems), "", "", "", escape(r["file"]))
+                table.add_row(escape(r["name"]), "[red]invalid[/]", escape(problems), "", "", "", "", escape(r["file"]))
                 continue
             table.add_row(
                 escape(r["name"]),
@@ -139,6 +140,7 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
                 str(r["pairs"]),
                 f"{r['skill_ratio']:g}",
                 str(r["timesteps"]),
+                str(r["target"]) + ("" if r["stream"] == "image" else f" ({r['stream']} stream)"),
                 escape(r["file"]),
             )
         stdout_console().print(table)
@@ -162,6 +164,8 @@ def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
         "skill_ratio": recipe.prune.skill_ratio if recipe else None,
         "timesteps": recipe.prune.timesteps if recipe else None,
         "select_ratio": recipe.prune.select_ratio if recipe else None,
+        "target": recipe.prune.target if recipe else None,
+        "stream": recipe.prune.stream if recipe else None,
         "file": file,
         "error": str(entry.error) if entry.error else None,
     }
