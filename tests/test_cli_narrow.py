@@ -182,15 +182,19 @@ def test_a_recipe_in_words_the_model_does_not_know_warns(pruned: dict, work: Pat
     assert "Warning" not in pruned["process"].stderr  # a recipe in the shapes world's words: no warning
     text = recipe_text(name="narrow-van-gogh", concept="Van Gogh", subjects=("cat", "dog"), tau=1, steps=2)
     (work / "narrow-van-gogh.yaml").write_text(text, encoding="utf-8")
-    process = ran(run_cli("prune", "-r", "narrow-van-gogh.yaml", "-o", "vg", "--device", "cpu", cwd=work))
+    process = run_cli("prune", "--recipe", "narrow-van-gogh.yaml", "--out", "vg", "--device", "cpu", cwd=work)
+    assert "Warning: recipe narrow-van-gogh" in process.stderr, process.stderr
     warning = " ".join(process.stderr[process.stderr.index("Warning: recipe narrow-van-gogh") :].split())
     assert "does not know the words" in warning and "van, gogh" in warning and "may not erase Van Gogh" in warning
     assert "the built-in shapes model knows only the words of its captions" in warning
+    ran(process)
 
 
 def test_recipes_list_at_80_columns_with_each_recipes_target(work: Path) -> None:
     from cpedit.recipes import load_recipe
 
+    rows = json.loads(ran(run_cli("recipes", "list", "--format", "json", cwd=work)).stdout)
+    assert all(row["target"] == load_recipe(REPO / "recipes" / row["file"]).prune.target for row in rows)
     process = ran(run_cli("recipes", "list", cwd=work))
     assert all(len(line) <= WIDTH for line in process.stdout.splitlines())
     records: dict[str, str] = {}  # a record: the recipe's name on a line, then its indented fields
@@ -255,8 +259,8 @@ def test_sweep_without_matplotlib_keeps_the_table_and_says_so(work: Path) -> Non
     """The README's first install has no matplotlib: the sweep is measured and shown, only its plot is left out."""
     process = ran(
         run_cli(
-            "sweep", "-r", "narrow-striped.yaml", "--skill-ratio", "0.05,0.3", "--eval", "shapes", *EVAL,
-            "-o", "sw-no-plot", cwd=work, prelude=NO_MATPLOTLIB,
+            "sweep", "--recipe", "narrow-striped.yaml", "--skill-ratio", "0.05,0.3", "--eval", "shapes", *EVAL,
+            "--out", "sw-no-plot", cwd=work, prelude=NO_MATPLOTLIB,
         )
     )  # fmt: skip
     assert not (work / "sw-no-plot" / "sweep.png").exists()
@@ -271,11 +275,11 @@ def test_sweep_without_matplotlib_keeps_the_table_and_says_so(work: Path) -> Non
 
 def test_tune_labels_the_chosen_point_with_rounded_ratios_and_the_real_tau(work: Path) -> None:
     goal = ["--erased-at-most", "0.2", "--max-drop", "0.5", "--max-skill-ratio", "0.6", "--tolerance", "1.05"]
-    process = ran(
-        run_cli(
-            "tune", "-r", "shapes-striped", "--eval", "shapes", *goal, "-o", "t", cwd=work, prelude=DOMINATED_CHOICE
-        )
-    )
+    process = run_cli(
+        "tune", "--recipe", "shapes-striped", "--eval", "shapes", *goal, "--out", "t", cwd=work,
+        prelude=DOMINATED_CHOICE,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stdout + process.stderr
     data = json.loads((work / "t" / "tune.json").read_text())
     chosen, points = data["chosen"], data["points"]
     assert 0.4 <= chosen["settings"]["skill_ratio"] <= 0.42 and chosen["settings"]["timesteps"] is None
@@ -289,6 +293,7 @@ def test_tune_labels_the_chosen_point_with_rounded_ratios_and_the_real_tau(work:
     assert all(len(r.replace("0.", "").lstrip("0")) <= 3 for r in ratios), ratios  # 3 significant digits
     assert all(row.split("│")[2].strip() == "10" for row in rows)  # shapes-striped's own tau, not "recipe"
     assert f"skill ratio {chosen['settings']['skill_ratio']:.3g}, tau 10 prunes" in " ".join(process.stderr.split())
+    ran(process)  # and readable at 80 columns
 
 
 @pytest.fixture

@@ -170,3 +170,16 @@ def test_renamed_options_are_gone_and_click_points_to_the_new_name(tmp_path: Any
     assert result.exit_code == 2 and "--batch-size" in result.output
     result = CliRunner().invoke(commands["audit"], [str(tmp_path), "--base", "builtin:shapes"])
     assert result.exit_code == 2 and "--base-model" in result.output
+
+
+def test_library_errors_get_the_renamed_options_in_their_hints() -> None:
+    from cpedit.cli.hints import message_with_hint
+    from cpedit.errors import CpeditError
+
+    commands = dict(leaf_commands())
+    out_of_memory = CpeditError("not enough memory", reason="out_of_memory", argument="batch_size")
+    for path in ("eval shapes", "eval clip-score", "sweep", "tune"):  # images per call, not calibration prompts
+        assert message_with_hint(out_of_memory, commands[path]).endswith("hint: use a smaller --image-batch-size")
+    no_preserve = CpeditError("the nudity benchmark measures no preservation", argument="preserve")
+    assert "--preserve clip-score --preserve-prompts" in message_with_hint(no_preserve, commands["tune"])
+    assert "--base-model" in message_with_hint(CpeditError("no base", argument="base"), commands["audit"])

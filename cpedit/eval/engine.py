@@ -422,7 +422,7 @@ def render_batch(
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise CpeditError(
             f"not enough memory to render {len(jobs)} images at once ({str(exc).splitlines()[0][:160]}); "
-            "use a smaller --batch-size",
+            "render fewer at once",
             reason="out_of_memory",
             argument="batch_size",
         ) from None

@@ -72,8 +72,8 @@ class EvaluationPlan:
             )
         if self.preserve is None and self.benchmark in ("nudity", "attack"):
             raise CpeditError(
-                f"the {self.benchmark} benchmark measures no preservation; add --preserve clip-score "
-                "(with --preserve-prompts FILE|hub:ID) or --preserve fid",
+                f"the {self.benchmark} benchmark measures no preservation; add a preservation measure: "
+                "clip-score (on a prompt set of unrelated prompts) or fid",
                 argument="preserve",
             )
 
