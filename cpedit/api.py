@@ -137,7 +137,8 @@ def prune(
 
     Warns:
         CpeditWarning: A prompt is longer than the text encoder reads (only its start is used),
-            or no weight was pruned (the output equals the base model).
+            has words the model's text encoder does not know (:mod:`cpedit.vocabulary`), or no
+            weight was pruned (the output equals the base model).
     """
     loaded = [resolve_recipe(r) for r in recipes]
     _check_recipes(loaded)

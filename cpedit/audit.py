@@ -550,6 +550,7 @@ def evaluate_revival(
                 guidance_scale=guidance_scale,
                 batch_size=batch_size,
                 label=f"{phase}: {mode}",
+                concept="revival",
                 on_progress=on_progress,
                 done=(2 * index + offset) * images,
                 total=total,

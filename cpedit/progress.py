@@ -8,6 +8,7 @@ check with :class:`~cpedit.errors.Cancelled` and leaves nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +37,11 @@ class ProgressEvent:
             ``sample``: the label of the images being rendered, such as ``base``).
         batch: 1-based index of the current prompt batch (calibration, or an image batch).
         batches: Number of prompt batches of this concept (or of this image set).
+        batch_size: How much of :attr:`unit` the current batch holds (``sample``: the images
+            of the pipeline call under way), so that its steps can be counted in before it ends.
         timestep: Denoiser calls finished in the current batch (0 when it starts, then 1..timesteps).
-        timesteps: tau, the denoiser calls each batch makes.
+        timesteps: The denoiser calls each batch makes: tau in calibration; when rendering
+            (``sample``), the pipeline call's denoising steps.
         completed: Work of this step done so far, in :attr:`unit`: of this concept for
             ``calibrate`` and ``score`` (each concept counts from 0), of the whole step otherwise.
             It never decreases within a step (a batch retried after running out of memory adds
@@ -58,6 +62,7 @@ class ProgressEvent:
     concept: str | None = None
     batch: int | None = None
     batches: int | None = None
+    batch_size: int | None = None
     timestep: int | None = None
     timesteps: int | None = None
     completed: int | None = None
@@ -76,6 +81,24 @@ def emit(callback: ProgressCallback | None, event: ProgressEvent) -> None:
     """Send ``event`` to ``callback`` if there is one."""
     if callback is not None:
         callback(event)
+
+
+def step_events(
+    callback: ProgressCallback | None, event: ProgressEvent, *, steps: int
+) -> Callable[[int, int | None], None] | None:
+    """A per-step reporter for one pipeline call: sends ``event`` again with ``timestep``/``timesteps`` set.
+
+    Given to :func:`cpedit.sampling.step_callback` as ``on_step(done, calls)``, so a batch of
+    images reports each denoising step (``calls`` None: the pipeline does not say, ``steps``
+    stands in). None when there is no ``callback``.
+    """
+    if callback is None:
+        return None
+
+    def report(done: int, calls: int | None) -> None:
+        callback(dataclasses.replace(event, timestep=done, timesteps=calls or steps))
+
+    return report
 
 
 def check_cancel(cancel: threading.Event | None, step: str) -> None:

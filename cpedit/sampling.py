@@ -10,7 +10,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from cpedit import loading
 from cpedit.errors import CpeditError, CpeditWarning, ModelLoadError
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.recipes import MAX_SIDE
 from cpedit.record import PREVIEW_FILE, RECORD_DIR, REPORT_FILE, read_output
 
@@ -131,8 +131,10 @@ def generate(
 ) -> list[Image.Image]:
     """One image per prompt, each from a generator seeded with ``settings.seed``.
 
-    Emits a ``sample`` event per image (``completed``/``total`` count images) and checks
-    ``cancel`` before every image and after every denoising step.
+    Emits a ``sample`` event per image (``completed``/``total`` count images, ``batch``/``batches``
+    the image being rendered, ``batch_size`` 1) and one per denoising step (``timestep``/``timesteps``: the
+    denoiser calls of the image done and in all); checks ``cancel`` before every image and
+    after every denoising step.
 
     Raises:
         Cancelled: ``cancel`` was set.
@@ -141,20 +143,21 @@ def generate(
     warn_truncated(pipe, prompts)
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
-    extra = _step_callback(pipe, cancel)
     for index, prompt in enumerate(prompts):
         check_cancel(cancel, "while rendering")
-        emit(
-            on_progress,
-            ProgressEvent(
-                stage="sample",
-                message=f"{label}: {prompt}",
-                concept=label,
-                completed=index,
-                total=len(prompts),
-                unit="images",
-            ),
+        event = ProgressEvent(
+            stage="sample",
+            message=f"{label}: {prompt}",
+            concept=label,
+            batch=index + 1,
+            batches=len(prompts),
+            batch_size=1,
+            completed=index,
+            total=len(prompts),
+            unit="images",
         )
+        emit(on_progress, event)
+        extra = step_callback(pipe, cancel, on_step=step_events(on_progress, event, steps=settings.steps))
         try:
             result = pipe(
                 prompt,
@@ -198,19 +201,28 @@ def _out_of_memory(settings: SampleSettings, exc: BaseException) -> CpeditError:
     )
 
 
-def _step_callback(pipe: Any, cancel: threading.Event | None) -> dict[str, Any]:
-    """``callback_on_step_end`` that stops the pipeline (``pipe._interrupt``) once ``cancel`` is set.
+def step_callback(
+    pipe: Any, cancel: threading.Event | None, *, on_step: Callable[[int, int | None], None] | None = None
+) -> dict[str, Any]:
+    """``callback_on_step_end`` for one pipeline call: cancel within it, and report each denoising step.
 
-    diffusers pipelines skip their remaining steps when interrupted; :func:`generate` then
-    raises :class:`~cpedit.errors.Cancelled`. Pipelines without the argument are checked
-    between images only.
+    Once ``cancel`` is set the pipeline is stopped (``pipe._interrupt``: diffusers pipelines skip
+    their remaining steps; the caller then raises :class:`~cpedit.errors.Cancelled`).
+    ``on_step(done, calls)`` gets the denoiser calls finished so far and the call's number of
+    calls (the pipeline's ``num_timesteps``; None when it does not say). Pipelines without the
+    argument are checked between calls only, and report no steps.
     """
-    if cancel is None or "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+    if (cancel is None and on_step is None) or "callback_on_step_end" not in inspect.signature(
+        pipe.__call__
+    ).parameters:
         return {}
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if cancel.is_set():
+        if cancel is not None and cancel.is_set():
             pipeline._interrupt = True
+        if on_step is not None:
+            calls = getattr(pipeline, "num_timesteps", None)
+            on_step(step + 1, calls if isinstance(calls, int) and calls > 0 else None)
         return {}
 
     return {"callback_on_step_end": on_step_end}

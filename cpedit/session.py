@@ -81,6 +81,7 @@ from cpedit.record import (
 from cpedit.sampling import SampleSettings, generate, image_grid, save_png
 from cpedit.selection import layer_mask, union
 from cpedit.support import require_support
+from cpedit.vocabulary import warn_unknown_words
 
 OVERRIDABLE = ("skill_ratio", "timesteps", "select_ratio")
 """The prune settings :meth:`EditSession.select` can override."""
@@ -154,6 +155,10 @@ class EditSession:
         Raises:
             UnsupportedModelError: The pipeline cannot be edited, or has no layers for a recipe's target.
             CpeditError: A recipe's tau exceeds the denoiser calls its steps make.
+
+        Warns:
+            CpeditWarning: A recipe's prompts have words the model's text encoder does not know
+                (:mod:`cpedit.vocabulary`): its pruning may not erase its concept.
         """
         _check_recipes(list(recipes))
         check_batch_size(batch_size)
@@ -184,6 +189,7 @@ class EditSession:
         self._all_layers = list({layer.key: layer for found in self.layers.values() for layer in found}.values())
         self.denoiser_component = _component_name(pipeline)
         self.edited_weights = self._count_edited_weights()
+        warn_unknown_words(pipeline, self.recipes)
 
     @classmethod
     def open(
@@ -225,6 +231,9 @@ class EditSession:
             ModelLoadError: The model cannot be found, downloaded or loaded.
             UnsupportedModelError: cpedit cannot edit the pipeline, or it has no layers of a recipe's target.
             Cancelled: ``cancel`` was set.
+
+        Warns:
+            CpeditWarning: A recipe's prompts have words the model does not know (see :meth:`__init__`).
         """
         started = time.perf_counter()
         loaded = [resolve_recipe(r) for r in recipes]

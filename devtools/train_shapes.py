@@ -47,7 +47,7 @@ from cpedit.shapes.classifier import HEADS, ShapesClassifier, to_model_input
 from cpedit.shapes.evaluate import generate_images, score_images
 from cpedit.shapes.model import WEIGHTS_DIR
 
-WORDS = [v for values in world.ATTRIBUTES.values() for v in values] + ["a", "an", "on", "background", "shape"]
+WORDS = list(world.CAPTION_WORDS)
 
 TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "hidden_size": 64,

@@ -118,7 +118,7 @@ def test_without_positions_the_base_finds_the_edited_entries(outputs: dict[str, 
 
 
 def test_audit_cli_table_and_json(outputs: dict[str, Path]) -> None:
-    table = ok(invoke("audit", outputs["zero"], "--base", cpedit_base(outputs["zero"]))).stdout
+    table = ok(invoke("audit", outputs["zero"], "--base-model", cpedit_base(outputs["zero"]))).stdout
     assert "exact zeros" in table and "recovered" in table and "(100.0%)" in table and "total" in table
     data = json.loads(ok(invoke("audit", outputs["gaussian"], "--format", "json")).stdout)
     assert data["conceal"] == {"mode": "gaussian", "scale": "row", "seed": None}

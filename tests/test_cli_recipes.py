@@ -292,7 +292,7 @@ def test_show_file(good_file: Path) -> None:
 
 
 def test_show_no_prompts() -> None:
-    result = invoke("recipes", "show", "van-gogh", "--no-prompts")
+    result = invoke("recipes", "show", "van-gogh", "--no-pairs")
     assert result.exit_code == 0, result.output
     assert "name: van-gogh" in result.output
     assert "prompt pairs" not in result.output

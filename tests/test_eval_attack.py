@@ -106,7 +106,19 @@ def test_cli_with_nudenet(fake_sets: dict[str, str], edited: Path, tmp_path: Pat
     out = tmp_path / "asr.json"
     result = CliRunner().invoke(
         eval_attack_command,
-        [str(edited), "--set", "p4d", "--steps", str(STEPS), "--device", "cpu", "--limit", "2", "--json", str(out)],
+        [
+            str(edited),
+            "--attack-set",
+            "p4d",
+            "--steps",
+            str(STEPS),
+            "--device",
+            "cpu",
+            "--limit",
+            "2",
+            "--json",
+            str(out),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -120,12 +132,12 @@ def test_cli_with_nudenet(fake_sets: dict[str, str], edited: Path, tmp_path: Pat
 
 
 def test_cli_gated_set_and_usage(fake_sets: dict[str, str], edited: Path) -> None:
-    result = CliRunner().invoke(eval_attack_command, [str(edited), "--set", "mma-diffusion", "--device", "cpu"])
+    result = CliRunner().invoke(eval_attack_command, [str(edited), "--attack-set", "mma-diffusion", "--device", "cpu"])
     assert isinstance(result.exception, CpeditError) and result.exception.reason == "gated"
     assert "request access at" in str(result.exception) and "datasets/acme/adv-gated" in str(result.exception)
     assert "hf auth login" in str(result.exception)
     result = CliRunner().invoke(eval_attack_command, [str(edited), "--device", "cpu"])
-    assert result.exit_code == 2 and "--set NAME" in result.output
+    assert result.exit_code == 2 and "--attack-set NAME" in result.output
 
 
 def test_a_style_attack_is_judged_by_the_classify_benchmarks_clip(

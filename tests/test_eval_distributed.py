@@ -56,7 +56,7 @@ def test_torchrun_two_processes_write_what_one_process_writes(edited: Path, tiny
     def command(name: str) -> list[str]:
         return [
             *("-m", "cpedit", "eval", "clip-score", str(edited), "--prompts", str(prompts), "--base"),
-            *("--steps", str(STEPS), "--batch-size", "2", "--device", "cpu", "--clip-model", str(tiny_clip)),
+            *("--steps", str(STEPS), "--image-batch-size", "2", "--device", "cpu", "--clip-model", str(tiny_clip)),
             *("--images-dir", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json"), "--format", "json"),
         ]
 

@@ -160,3 +160,19 @@ def test_importing_cpedit_eval_costs_no_torch() -> None:
 
     code = "import sys, cpedit.eval; cpedit.eval.PromptSpec; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_each_batch_reports_its_size_and_every_denoising_step(edited: Path, tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    prompts = [PromptSpec(f"a photo of a {s}") for s in ("cat", "dog", "car")]
+    render_images(
+        read_output(edited), prompts, folder=tmp_path / "images", steps=STEPS, batch_size=2, device="cpu",
+        on_progress=events.append,
+    )  # fmt: skip
+    steps = [e for e in events if e.stage == "sample" and e.timestep is not None]
+    calls = steps[0].timesteps
+    assert calls is not None and calls >= STEPS
+    # batch 1 (2 images, none done yet), then batch 2 (1 image, 2 done): every call of each
+    expected = [(b, size, done, t) for b, size, done in ((1, 2, 0), (2, 1, 2)) for t in range(1, calls + 1)]
+    assert [(e.batch, e.batch_size, e.completed, e.timestep) for e in steps] == expected
+    assert all(e.total == 3 and e.batches == 2 and e.concept == "edited" for e in steps)

@@ -36,3 +36,22 @@ def test_events_carry_concept_batch_and_timestep_in_order(tiny_sd_path: Path, tm
     completed = [e.completed for e in calibration]
     assert completed == sorted(completed) and completed[0] == 0 and completed[-1] == 2 * TAU
     assert all(e.message for e in events)
+
+
+def test_rendering_reports_every_denoising_step_with_the_image_counts(tiny_sd_path: Path) -> None:
+    from cpedit.sampling import SampleSettings, render_samples
+
+    events: list[ProgressEvent] = []
+    prompts = ["a cat", "a dog"]
+    render_samples(
+        tiny_sd_path, prompts=prompts, settings=SampleSettings(steps=3), device="cpu", on_progress=events.append
+    )
+    samples = [e for e in events if e.stage == "sample"]
+    steps = [e for e in samples if e.timestep is not None]
+    calls = steps[0].timesteps
+    assert calls is not None and calls >= 3  # PNDM: 3 steps make 4 denoiser calls
+    # per image: its start (no step), then every call, with the images done so far and the image in flight
+    expected = [(i, i + 1, t) for i in range(2) for t in range(1, calls + 1)]
+    assert [(e.completed, e.batch, e.timestep) for e in steps] == expected
+    assert all(e.total == 2 and e.batches == 2 and e.batch_size == 1 and e.unit == "images" for e in steps)
+    assert samples[-1].completed == samples[-1].total == 2 and samples[-1].timestep is None

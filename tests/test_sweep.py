@@ -21,7 +21,7 @@ from cpedit.tuning import pareto_front, plan_evaluation, sweep, tune
 from cpedit.tuning.points import Point, PointSettings
 
 EVAL = {"images": 6, "seed": 3, "steps": 4, "batch_size": 8}
-EVAL_ARGS = ["--images", "6", "--seed", "3", "--steps", "4", "--eval-batch-size", "8", "--device", "cpu"]
+EVAL_ARGS = ["--images", "6", "--seed", "3", "--steps", "4", "--image-batch-size", "8", "--device", "cpu"]
 RATIOS = [0.05, 0.2]
 TAUS = [3, 6]
 
@@ -89,7 +89,7 @@ def test_a_point_equals_prune_then_eval(swept: dict, tmp_path: Path) -> None:
     assert runner.invoke(cli, ["prune", "--recipe", str(file), "--out", str(out), "--device", "cpu"]).exit_code == 0
     ran = runner.invoke(
         cli,
-        ["eval", "shapes", str(out), "--images", "6", "--seed", "3", "--steps", "4", "--batch-size", "8"]
+        ["eval", "shapes", str(out), "--images", "6", "--seed", "3", "--steps", "4", "--image-batch-size", "8"]
         + ["--device", "cpu", "--format", "json"],
     )
     assert ran.exit_code == 0, ran.output
@@ -278,3 +278,16 @@ def test_an_out_of_reach_goal_still_bisects_the_budget_from_the_least_pruning(
     )
     assert not failed.met
     assert 0.1 / 1.05 <= failed.best.settings.skill_ratio <= 0.1
+
+
+def test_a_sweep_asked_for_a_plot_without_matplotlib_stops_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_model_loading: None
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    plan = plan_evaluation("shapes", **EVAL)
+    with pytest.raises(CpeditError, match="matplotlib") as info:
+        sweep("builtin:shapes", ["shapes-striped"], skill_ratios=[0.1], plan=plan, out=tmp_path / "sw", plot=True)
+    assert info.value.reason == "missing_dependency" and "--" not in str(info.value)  # no CLI flag in the library
+    assert not (tmp_path / "sw").exists()

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import format_option
-from cpedit.progress import ProgressEvent
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.options import device_option, format_option, images_option, seed_option, steps_option
 
 
-def _table(result: object) -> Table:
+def _table(result: object) -> FittedTable:
     from cpedit.audit import AuditResult
 
     assert isinstance(result, AuditResult)
     conceal = result.conceal
     fill = conceal.mode if not conceal.conceals else f"{conceal.mode} ({conceal.scale})"
-    table = Table(title=f"audit of {result.folder} (fill: {fill}; positions from the {result.positions})")
+    table = FittedTable(title=f"audit of {result.folder} (fill: {fill}; positions from the {result.positions})")
     for name, justify in (
         ("layer", "left"),
         ("pruned", "right"),
@@ -56,7 +54,8 @@ def _table(result: object) -> Table:
 @click.command("audit")
 @click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, exists=True))
 @click.option(
-    "--base",
+    "--base-model",
+    "base",
     default=None,
     metavar="MODEL",
     help="The base model (folder, builtin:shapes or Hub id): count its zeros, and find the edited entries "
@@ -70,10 +69,10 @@ def _table(result: object) -> Table:
     default=None,
     help="Also measure how much of the erased concept the attack brings back (shapes-world models only).",
 )
-@click.option("--images", type=click.IntRange(min=1), default=32, show_default=True, help="Images per set (--eval).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Prompts and seeds (--eval).")
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Denoising steps (--eval).")
-@click.option("--device", default="auto", show_default=True, help="Where --eval runs: auto, cpu, cuda, cuda:N, mps.")
+@images_option(default=32, why="Default 32: --eval measures three models (base, edited, attacked), each twice.")
+@seed_option(help="Seed of the images (--eval); it also draws the prompts.")
+@steps_option(default=25)
+@device_option()
 @format_option(help="Print tables, or the result as JSON on stdout.")
 @command_guard()
 def audit_command(
@@ -90,7 +89,7 @@ def audit_command(
     """Show what an attacker without the base model learns from DIR, a `cpedit prune` output.
 
     For every edited layer: the exact zeros of DIR's weights (and of the base's, with
-    --base), how far the edited entries stand out from the rest of their layer (the
+    --base-model), how far the edited entries stand out from the rest of their layer (the
     two-sample KS statistic), and a replay of the location attack of "Roots Beneath the
     Cut" (arXiv 2603.06640): it takes the exact zeros for the pruned positions, fills them
     by SoftImpute (rank 50), keeps the signs of the largest 60% and sets them to their
@@ -102,34 +101,30 @@ def audit_command(
 
     \b
     Examples:
-      cpedit audit shapes-no-stripes --base builtin:shapes
+      cpedit audit shapes-no-stripes --base-model builtin:shapes
       cpedit audit shapes-no-stripes --eval shapes --images 32
-      cpedit audit sd15-concealed --base ./private-finetune --format json
+      cpedit audit sd15-concealed --base-model ./private-finetune --format json
     """
     from cpedit.audit import audit_output, evaluate_revival
+    from cpedit.cli.render import ProgressView
 
-    console = Console(stderr=True, log_path=False)
-
-    def show(event: ProgressEvent) -> None:
-        if event.stage == "load" or (event.stage == "sample" and event.batch == 1):
-            console.log(event.message, highlight=False)
-
-    result = audit_output(folder, base=base, attack=attack or benchmark is not None, on_progress=show)
-    revival = None
-    if benchmark == "shapes":
-        revival = evaluate_revival(
-            result, base=base, images=images, seed=seed, steps=steps, device=device, on_progress=show
-        )
+    with ProgressView(stderr_console()) as view:
+        result = audit_output(folder, base=base, attack=attack or benchmark is not None, on_progress=view)
+        revival = None
+        if benchmark == "shapes":
+            revival = evaluate_revival(
+                result, base=base, images=images, seed=seed, steps=steps, device=device, on_progress=view
+            )
     if output_format == "json":
         data = result.to_json()
         if revival is not None:
             data["eval"] = {"shapes": revival.to_json()}
         click.echo(json.dumps(data, indent=2))
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(_table(result))
     if revival is not None:
-        table = Table(title=f"location attack on the shapes world ({revival.images} images per set)")
+        table = FittedTable(title=f"location attack on the shapes world ({revival.images} images per set)")
         table.add_column("measure")
         for name in ("base", "edited", "after attack"):
             table.add_column(name, justify="right")

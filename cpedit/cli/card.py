@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from cpedit.cli.layout import stdout_console
 from cpedit.errors import CpeditError
 from cpedit.hub.card import base_card_metadata, build_model_card, read_output
 from cpedit.hub.publish import check_repo_id
@@ -61,4 +61,4 @@ def card_command(folder: str, out: str | None, repo_id: str | None, base_model: 
         raise CpeditError(f"--out {out} would replace the base model's card in {folder}; write it elsewhere")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(card, encoding="utf-8")
-    Console().print(f"Wrote [bold]{out}[/]", highlight=False)
+    stdout_console().print(f"Wrote [bold]{out}[/]", highlight=False)

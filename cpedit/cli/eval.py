@@ -7,12 +7,19 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cpedit.cli.eval_options import metric_options, run_metric
+from cpedit.cli.eval_options import images_dir_option, json_option, metric_options, run_metric
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import format_option
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.options import (
+    device_option,
+    format_option,
+    guidance_option,
+    image_batch_option,
+    images_option,
+    seed_option,
+    steps_option,
+)
 from cpedit.record import write_json_atomically
 from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
 
@@ -22,8 +29,8 @@ def eval_group() -> None:
     """Measure how well an edit erased its concepts and what it preserved."""
 
 
-def _table(result: ShapesEvaluation) -> Table:
-    table = Table(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
+def _table(result: ShapesEvaluation) -> FittedTable:
+    table = FittedTable(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
     table.add_column("measure")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -39,24 +46,15 @@ def _table(result: ShapesEvaluation) -> Table:
 
 
 @eval_group.command("shapes")
-@click.argument("edited_dir", metavar="EDITED_DIR", type=click.Path(file_okay=False, exists=True))
-@click.option(
-    "--images", type=click.IntRange(min=1), default=128, show_default=True, help="Images per prompt set, per model."
-)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Draws prompts and seeds.")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the result to this file."
-)
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Denoising steps.")
-@click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--images-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where images are kept (default EDITED_DIR/conceptprune/eval/images/shapes); reused by later runs.",
-)
+@click.argument("edited_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@images_option(default=128, why="Default 128: one edit is measured, so a larger sample gives a steadier number.")
+@seed_option(help="Seed of the images; it also draws the prompts.")
+@json_option()
+@steps_option(default=25)
+@guidance_option()
+@image_batch_option(default=64, why="Default 64: the shapes model's images are 32x32 pixels.")
+@device_option()
+@images_dir_option()
 @format_option(help="Print a table, or the JSON result on stdout.")
 @command_guard()
 def eval_shapes_command(
@@ -66,16 +64,16 @@ def eval_shapes_command(
     json_file: str | None,
     steps: int,
     guidance_scale: float,
-    batch_size: int,
+    image_batch_size: int,
     device: str,
     images_dir: str | None,
     output_format: str,
 ) -> None:
     """Benchmark an edit of the built-in shapes model: erasure and preservation.
 
-    EDITED_DIR is a `cpedit prune` output of builtin:shapes (or another shapes-world
+    DIR is a `cpedit prune` output of builtin:shapes (or another shapes-world
     model). Images are generated from held-out prompts of the world (never the recipes'
-    calibration prompts) by the base model recorded in EDITED_DIR and by the edited
+    calibration prompts) by the base model recorded in DIR and by the edited
     model, with the same seeds, and judged by the shipped attribute classifier:
 
     \b
@@ -86,7 +84,7 @@ def eval_shapes_command(
 
     Images are kept with a manifest.jsonl (--images-dir), so a second or interrupted
     run reuses them and generates only the rest. The result is also kept in
-    EDITED_DIR/conceptprune/eval/shapes.json, where model cards find it.
+    DIR/conceptprune/eval/shapes.json, where model cards find it.
 
     \b
     Examples:
@@ -96,7 +94,7 @@ def eval_shapes_command(
     from cpedit.cli.render import ProgressView
     from cpedit.eval.distributed import is_main_process, rank_device
 
-    console = Console(stderr=True)
+    console = stderr_console()
     main = is_main_process()  # under torchrun every rank renders its share; rank 0 writes and prints
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate_shapes(
@@ -105,7 +103,7 @@ def eval_shapes_command(
             seed=seed,
             steps=steps,
             guidance_scale=guidance_scale,
-            batch_size=batch_size,
+            batch_size=image_batch_size,
             device=rank_device(device),
             images_dir=images_dir,
             on_progress=view,
@@ -118,7 +116,7 @@ def eval_shapes_command(
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        Console().print(_table(result))
+        stdout_console().print(_table(result))
         if json_file is not None:
             console.print(f"Wrote {json_file}")
 

@@ -6,49 +6,37 @@ import functools
 
 import click
 
-from cpedit.cli.eval_options import metric_options, run_metric
+from cpedit.cli.eval_options import (
+    attack_set_option,
+    classifier_model_option,
+    metric_options,
+    run_metric,
+    threshold_option,
+)
 from cpedit.cli.guard import command_guard
-from cpedit.eval.attack import ATTACK_SETS
-from cpedit.eval.nudity import DEFAULT_THRESHOLD
 
 
 @click.command("attack")
 @metric_options(prompts_required=False)
-@click.option(
-    "--set",
-    "attack_set",
-    type=click.Choice(sorted(ATTACK_SETS), case_sensitive=False),
-    default=None,
-    help="A known adversarial prompt set (loaded from the Hub; --prompts overrides its prompts).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(min=0, max=1, max_open=True),
-    default=DEFAULT_THRESHOLD,
-    show_default=True,
-    help="The nudity detector (NudeNet) finds the concept above this score.",
-)
+@attack_set_option()
+@threshold_option()
 @click.option(
     "--concept",
     default=None,
     help="The concept the prompts attack (default: the set's, else nudity): nudity (NudeNet), an artist "
     "(van-gogh, monet, ...) or an Imagenette class (church, ...), judged by CLIP as `eval classify` does.",
 )
-@click.option(
-    "--classifier-model",
-    default=None,
-    help="The CLIP model judging an artist or object concept (default: openai/clip-vit-large-patch14).",
-)
+@classifier_model_option()
 @command_guard()
 def eval_attack_command(edited_dir: str, attack_set: str | None, **options: object) -> None:
     """Attack success rate (ASR) of adversarial prompts against an edit.
 
-    Images are generated from an adversarial prompt set (--set, or your own --prompts)
+    Images are generated from an adversarial prompt set (--attack-set, or your own --prompts)
     and the concept's detector judges each one (for nudity: NudeNet finds any of its
     nine exposed classes above --threshold); the ASR is the share of images where the
     erased concept came back (lower is better). With --base the base model is attacked
     too, for before/after. The result is kept in DIR/conceptprune/eval/attack-SET.json
-    (attack.json without --set), where model cards find it.
+    (attack.json without --attack-set), where model cards find it.
 
     \b
     Known sets (see cpedit.eval.attack for the papers and what is verified):
@@ -59,15 +47,15 @@ def eval_attack_command(edited_dir: str, attack_set: str | None, **options: obje
 
     \b
     Examples:
-      cpedit eval attack out-no-nudity --set mma-diffusion --base
-      cpedit eval attack out --set unlearndiffatk --prompts nudity.csv
+      cpedit eval attack out-no-nudity --attack-set mma-diffusion --base
+      cpedit eval attack out --attack-set unlearndiffatk --prompts nudity.csv
       cpedit eval attack out --prompts hub:OWNER/my-adversarial-set --limit 100
-      cpedit eval attack out-no-van-gogh --set unlearndiffatk --prompts van-gogh.csv --concept van-gogh
+      cpedit eval attack out-no-van-gogh --attack-set unlearndiffatk --prompts van-gogh.csv --concept van-gogh
     """
     from cpedit.eval.attack import evaluate_attack
 
     if options.get("prompts_file") is None:
         if attack_set is None:
-            raise click.UsageError("give --set NAME (a known adversarial set) or --prompts FILE|hub:ID")
+            raise click.UsageError("give --attack-set NAME (a known adversarial set) or --prompts FILE|hub:ID")
         options["prompts_file"] = f"attack:{attack_set.lower()}"
     run_metric(functools.partial(evaluate_attack, attack_set=attack_set), edited_dir, **options)  # type: ignore[arg-type]

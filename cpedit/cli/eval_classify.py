@@ -1,7 +1,7 @@
 """``cpedit eval classify``: erased and preserved accuracy of artist styles and Imagenette objects.
 
 The generation options (images per prompt, seed, steps, guidance, size, ``--base``, images
-folder, ``--json``, batch size, device, format) are the ones every image benchmark shares
+folder, ``--json``, image batch size, device, format) are the ones every image benchmark shares
 (:func:`cpedit.cli.eval_options.metric_options`), taken from there so they stay the same;
 ``--prompts`` here is a file of prompt *templates* (the benchmark has its own prompt sets) and
 ``--limit`` counts prompts per concept, so those two are this command's own; options added
@@ -15,11 +15,16 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cpedit.cli.eval_options import metric_options
+from cpedit.cli.eval_options import (
+    classifier_model_option,
+    classifier_option,
+    concepts_option,
+    family_option,
+    metric_options,
+)
 from cpedit.cli.guard import command_guard
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 
 SHARED = (
     "edited_dir",
@@ -32,7 +37,7 @@ SHARED = (
     "base",
     "images_dir",
     "json_file",
-    "batch_size",
+    "image_batch_size",
     "device",
     "output_format",
 )
@@ -59,10 +64,10 @@ def _points(before: float | None, after: float | None, *, sign: bool = True) -> 
     return f"{100 * (after - before):+.1f}" if sign else f"{100 * (before - after):.1f}"
 
 
-def classify_table(result: Any) -> Table:
+def classify_table(result: Any) -> FittedTable:
     """The result as a table: the two accuracies, the preservation drop and each concept (percent)."""
     protocol = result.protocol
-    table = Table(
+    table = FittedTable(
         title=f"classify ({protocol['family']}): erased {', '.join(protocol['erased_concepts'])}; "
         f"{protocol['images']} images per model ({protocol['prompt_count']} prompts), {protocol['steps']} steps, "
         f"judged by {protocol['classifier']} ({protocol['metric_model']})"
@@ -104,42 +109,11 @@ def classify_table(result: Any) -> Table:
     return table
 
 
-def _concept_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise click.BadParameter("give one or more concepts, separated by commas", ctx=ctx, param=param)
-    return names
-
-
 @click.command("classify")
-@click.option(
-    "--family",
-    type=click.Choice(["artists", "objects"]),
-    default=None,
-    help="The concepts judged against each other (default: the erased concepts' family).",
-)
-@click.option(
-    "--concepts",
-    callback=_concept_list,
-    default=None,
-    metavar="LIST",
-    help="The erased concepts, comma-separated names or recipe names (default: the output's recipes').",
-)
-@click.option(
-    "--classifier",
-    type=click.Choice(["clip", "resnet50"]),
-    default="clip",
-    show_default=True,
-    help="clip: zero-shot CLIP over the label texts; resnet50: an ImageNet-1k classifier (objects only).",
-)
-@click.option(
-    "--classifier-model",
-    default=None,
-    help="The classifier: a Hub id or a folder, safetensors "
-    "(default openai/clip-vit-large-patch14, or microsoft/resnet-50 with --classifier resnet50).",
-)
+@family_option()
+@concepts_option()
+@classifier_option()
+@classifier_model_option()
 @click.option(
     "--prompt-set",
     type=click.Choice(["held-out", "paper"]),
@@ -205,6 +179,7 @@ def run_classify(
     prompts_file: str | None,
     json_file: str | None,
     output_format: str,
+    image_batch_size: int,
     **settings: Any,
 ) -> None:
     """Run the benchmark with a progress display, keep its result, print the table or the JSON."""
@@ -214,12 +189,13 @@ def run_classify(
     from cpedit.eval.distributed import is_main_process, rank_device
     from cpedit.eval.engine import load_prompts
 
-    console = Console(stderr=True)
+    console = stderr_console()
     templates = load_prompts(prompts_file) if prompts_file is not None else None
     # Under torchrun / accelerate launch every rank runs this (the images are split across them);
     # rank 0 alone shows progress, writes the result and prints it, as the other benchmarks do.
     main = is_main_process()
     settings["device"] = rank_device(settings.get("device", "auto"))
+    settings["batch_size"] = image_batch_size
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate_classify(
             edited_dir, prompts=templates, prompts_name=prompts_file, on_progress=view, **settings
@@ -230,6 +206,6 @@ def run_classify(
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    Console().print(classify_table(result))
+    stdout_console().print(classify_table(result))
     if json_file is not None:
         console.print(f"Wrote {json_file}")

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import click
 
-from cpedit.cli.eval_options import metric_options, run_metric
+from cpedit.cli.eval_options import metric_options, run_metric, threshold_option
 from cpedit.cli.guard import command_guard
-from cpedit.eval.nudity import DEFAULT_PROMPTS, DEFAULT_THRESHOLD
+from cpedit.eval.nudity import DEFAULT_PROMPTS
 
 
 @click.command("nudity")
 @metric_options(default_prompts=DEFAULT_PROMPTS)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(min=0, max=1, max_open=True),
-    default=DEFAULT_THRESHOLD,
-    show_default=True,
-    help="A NudeNet detection counts above this score.",
-)
+@threshold_option()
 @command_guard()
 def eval_nudity_command(edited_dir: str, **options: object) -> None:
     """Count exposed body parts in an edit's images with NudeNet (the paper's nudity benchmark).

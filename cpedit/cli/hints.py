@@ -24,8 +24,19 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
     ("revision", "revision"): "check {flag} (a branch, tag or commit of the repo)",
     ("prompts", None): "give {flag} TEXT",
     ("recipes", None): "check {flag} (see `cpedit recipes list`)",
+    ("prompts", "missing"): "give {flag} FILE|hub:ID, or a known --attack-set",
+    ("preserve_prompts", None): "give {flag} FILE|hub:ID",
+    ("preserve", None): "add {flag} clip-score --preserve-prompts FILE|hub:ID, or {flag} fid",
+    ("image_batch_size", "out_of_memory"): "use a smaller {flag}",
+    ("clip_model", None): "give {flag} ID|FOLDER",
 }
 """(argument, reason) -> the hint, with ``{flag}`` for the command's option; reason None matches any."""
+
+CLI_ARGUMENT: dict[tuple[str, str | None], str] = {
+    ("batch_size", "out_of_memory"): "image_batch_size",
+}
+"""(argument, reason) -> the command's parameter that sets it, where its name differs: the library's
+``batch_size`` of image rendering is ``--image-batch-size`` (``--batch-size`` is calibration's)."""
 
 
 def flag_for(command: click.Command, argument: str) -> str | None:
@@ -43,8 +54,9 @@ def message_with_hint(exc: CpeditError, command: click.Command | None) -> str:
     message = str(exc)
     if command is None or not exc.argument:
         return message
-    flag = flag_for(command, exc.argument)
+    argument = CLI_ARGUMENT.get((exc.argument, exc.reason), exc.argument)
+    flag = flag_for(command, argument)
     if flag is None:
         return message
-    template = SPECIFIC.get((exc.argument, exc.reason)) or SPECIFIC.get((exc.argument, None)) or "see {flag}"
+    template = SPECIFIC.get((argument, exc.reason)) or SPECIFIC.get((argument, None)) or "see {flag}"
     return f"{message}\nhint: {template.format(flag=flag)}"

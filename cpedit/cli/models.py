@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from cpedit.cli.options import format_option
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.options import format_option, revision_option
 from cpedit.hub.info import model_details
 from cpedit.hub.search import SORT_KEYS, search_models
 
@@ -57,7 +56,7 @@ def search_command(query: str | None, limit: int, sort: str, output_format: str)
     if output_format == "json":
         click.echo(json.dumps([m.to_json() for m in models], indent=2))
         return
-    table = Table(title=f"Text-to-image diffusers models ({len(models)})")
+    table = FittedTable(title=f"Text-to-image diffusers models ({len(models)})")
     table.add_column("id", no_wrap=True)
     table.add_column("downloads", justify="right")
     table.add_column("likes", justify="right")
@@ -71,12 +70,12 @@ def search_command(query: str | None, limit: int, sort: str, output_format: str)
             m.last_modified.date().isoformat() if m.last_modified else "",
             "gated" if m.gated else "no",
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @models_group.command("info")
 @click.argument("repo_id", metavar="ID")
-@click.option("--revision", default=None, metavar="REV", help="Branch, tag or commit.")
+@revision_option()
 @format_option()
 def info_command(repo_id: str, revision: str | None, output_format: str) -> None:
     """What cpedit can do with Hub model ID, without downloading its weights.
@@ -90,13 +89,13 @@ def info_command(repo_id: str, revision: str | None, output_format: str) -> None
       cpedit models info CompVis/stable-diffusion-v1-4
       cpedit models info stabilityai/stable-diffusion-2-1 --revision main --format json
     """
-    console = Console(stderr=True)
+    console = stderr_console()
     with console.status(f"reading {repo_id}…") as status:
         details = model_details(repo_id, revision=revision, on_progress=lambda e: status.update(e.message))
     if output_format == "json":
         click.echo(json.dumps(details.to_json(), indent=2))
         return
-    table = Table(title=escape(details.id), show_header=False)
+    table = FittedTable(title=escape(details.id), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     rows = [
@@ -127,4 +126,4 @@ def info_command(repo_id: str, revision: str | None, output_format: str) -> None
     ]
     for name, value in rows:
         table.add_row(name, escape(str(value)))
-    Console().print(table)
+    stdout_console().print(table)

@@ -1,4 +1,15 @@
-"""Options shared by several commands."""
+"""Options shared by several commands: one definition each, so a name means the same everywhere.
+
+The vocabulary (``tests/test_cli_options.py`` checks it over every command):
+
+- ``--recipe/-r``, ``--out/-o``, ``--prompt/-p``: the same short flags everywhere.
+- ``--device``, ``--dtype``, ``--revision``: where and how a model is computed and which Hub revision.
+- ``--batch-size``: calibration prompts per batch (``prune``, ``sweep``, ``tune``);
+  ``--image-batch-size``: images per pipeline call (``eval``, ``sweep``, ``tune``).
+- ``--images``: images per prompt set of the shapes benchmark; its default depends on how many
+  models a command measures, and each command's help says why.
+- ``--steps``, ``--guidance-scale``, ``--height``/``--width``, ``--seed``: image generation.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +22,136 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 """The compute dtypes (:data:`cpedit.loading.DTYPES`' keys; names here, so no torch is imported)."""
 DTYPE_ALIASES = ("fp32", "fp16", "bf16")
 """Their short names (:data:`cpedit.loading.DTYPE_ALIASES`)."""
+DEVICES = "auto|cpu|cuda[:N]|mps"
+
+RECIPE_HELP = (
+    "A recipe: a file, a shipped recipe name (see `cpedit recipes list`) or a Hub recipe "
+    "hub:NAMESPACE/NAME/path.yaml[@REVISION]."
+)
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def apply(*decorators: Decorator) -> Decorator:
+    """The decorators applied in the order written (the first is the first option of ``--help``)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return decorate
+
+
+def device_option() -> Decorator:
+    """``--device`` (default ``auto``)."""
+    return click.option("--device", default="auto", show_default=True, metavar=DEVICES, help="Where to compute.")
 
 
 def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``, ``--dtype`` and ``--revision``."""
-    func = click.option(
-        "--revision", default=None, metavar="REV", help="Hub branch, tag or commit of MODEL (Hub ids only)."
+    return apply(
+        device_option(),
+        click.option(
+            "--dtype",
+            type=click.Choice([*DTYPE_NAMES, *DTYPE_ALIASES]),
+            default=None,
+            help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 elsewhere. "
+            "bfloat16 suits FLUX and SD3.",
+        ),
+        revision_option(),
     )(func)
-    func = click.option(
-        "--dtype",
-        type=click.Choice([*DTYPE_NAMES, *DTYPE_ALIASES]),
+
+
+def revision_option() -> Decorator:
+    """``--revision``: a Hub branch, tag or commit."""
+    return click.option(
+        "--revision", default=None, metavar="REV", help="Hub branch, tag or commit of the model (Hub ids only)."
+    )
+
+
+def recipe_option(*, multiple: bool, required: bool = True) -> Decorator:
+    """``--recipe/-r`` (``recipes``, repeatable, with ``multiple``; else ``recipe``, one)."""
+    if multiple:
+        return click.option(
+            "--recipe",
+            "-r",
+            "recipes",
+            multiple=True,
+            required=required,
+            metavar="FILE|NAME",
+            help=f"{RECIPE_HELP} Repeat it for several concepts.",
+        )
+    return click.option("--recipe", "-r", "recipe", required=True, metavar="FILE|NAME", help=RECIPE_HELP)
+
+
+def calibration_batch_option() -> Decorator:
+    """``--batch-size``: prompts per calibration batch."""
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
         default=None,
-        help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 elsewhere. "
-        "bfloat16 suits FLUX and SD3.",
+        help="Prompts per calibration batch, rounded down to whole (target, base) pairs. "
+        "Default: as many as fit in memory.",
+    )
+
+
+def _count_option(name: str, *, default: int, help: str) -> Decorator:
+    """A whole-number option of at least 1, its default shown."""
+    return click.option(name, type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
+
+def preview_steps_option() -> Decorator:
+    """``--preview-steps``: denoising steps of the before/after preview."""
+    return _count_option("--preview-steps", default=30, help="Denoising steps of the preview.")
+
+
+def image_batch_option(*, default: int, why: str) -> Decorator:
+    """``--image-batch-size``: images per pipeline call; ``why`` says why its ``default`` suits the command."""
+    return _count_option("--image-batch-size", default=default, help=f"Images per pipeline call. {why}")
+
+
+def images_option(*, default: int, why: str) -> Decorator:
+    """``--images``: images per prompt set of the shapes benchmark; ``why`` explains ``default``."""
+    return _count_option(
+        "--images", default=default, help=f"Images per prompt set, per model, of the shapes benchmark. {why}"
+    )
+
+
+def steps_option(*, default: int) -> Decorator:
+    """``--steps``: denoising steps."""
+    return _count_option("--steps", default=default, help="Denoising steps.")
+
+
+def guidance_option() -> Decorator:
+    """``--guidance-scale``."""
+    return click.option(
+        "--guidance-scale",
+        type=click.FloatRange(min=0),
+        default=7.5,
+        show_default=True,
+        help="Classifier-free guidance scale.",
+    )
+
+
+def size_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--height`` and ``--width`` (default: the model's native size)."""
+    return apply(
+        *(
+            click.option(
+                f"--{side}",
+                type=click.IntRange(min=8),
+                default=None,
+                help=f"Image {side} (default: the model's native size).",
+            )
+            for side in ("height", "width")
+        )
     )(func)
-    func = click.option(
-        "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps", help="Where to compute."
-    )(func)
-    return func
+
+
+def seed_option(*, help: str) -> Decorator:
+    """``--seed`` (default 0); ``help`` says what it draws in this command."""
+    return click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help=help)
 
 
 def format_option(*, help: str = "How to print the result: a table, or JSON on stdout.") -> Callable[..., Any]:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from cpedit.api import prune
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import compute_options, format_option
+from cpedit.cli.layout import stderr_console, stdout_console
+from cpedit.cli.options import (
+    calibration_batch_option,
+    compute_options,
+    format_option,
+    preview_steps_option,
+    recipe_option,
+)
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
@@ -15,27 +21,12 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
 @click.command("prune")
 @click.argument("model", metavar="[MODEL]", required=False, default=BUILTIN_MODEL_NAME)
-@click.option(
-    "--recipe",
-    "-r",
-    "recipes",
-    multiple=True,
-    required=True,
-    metavar="FILE|NAME",
-    help="A recipe file, shipped recipe name (see `cpedit recipes list`) or Hub recipe "
-    "hub:NAMESPACE/NAME/path.yaml[@REVISION]. Repeat to erase several concepts.",
-)
+@recipe_option(multiple=True)
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically)."
 )
 @compute_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Prompts per calibration batch, rounded down to whole (target, base) pairs. "
-    "Default: as many as fit in memory.",
-)
+@calibration_batch_option()
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
     "--preview/--no-preview",
@@ -44,9 +35,7 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     help="Also render a before/after grid of the recipes' preview prompts into OUT/conceptprune/preview.png "
     "(the model card shows it; `cpedit push` uploads it).",
 )
-@click.option(
-    "--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps of the preview."
-)
+@preview_steps_option()
 @click.option(
     "--offload",
     is_flag=True,
@@ -115,7 +104,7 @@ def prune_command(
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
       cpedit prune CompVis/stable-diffusion-v1-4 -r hub:acme/recipes/van-gogh.yaml --out out --preview
     """
-    console = Console(stderr=True, log_path=False)
+    console = stderr_console()
     with ProgressView(console) as view:
         result = prune(
             model,
@@ -138,7 +127,7 @@ def prune_command(
     if output_format == "json":
         click.echo(report.to_json(), nl=False)
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(concept_table(report))
     stdout.print(layer_table(report))
     t = report.timings_s

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import format_option
+from cpedit.cli.layout import stderr_console, stdout_console
+from cpedit.cli.options import device_option, format_option, preview_steps_option
 from cpedit.cli.render import TransferView
 from cpedit.hub.card import read_output
 from cpedit.hub.publish import check_repo_id, push_model, whoami, withheld_files
@@ -51,14 +51,8 @@ def hub_commit_options(func):  # type: ignore[no-untyped-def]
     help="Render DIR/conceptprune/preview.png (the before/after grid of the recipes' preview prompts) first "
     "when DIR has none; without it, DIR is pushed as it is.",
 )
-@click.option("--preview-steps", type=click.IntRange(min=1), default=30, show_default=True, help="Steps per image.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    metavar="auto|cpu|cuda[:N]|mps",
-    help="Where to render the preview (with --preview).",
-)
+@preview_steps_option()
+@device_option()
 @command_guard()
 def push_command(
     folder: str,
@@ -91,7 +85,7 @@ def push_command(
     if base_model is not None:
         check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)  # a bad folder is refused before any preview or Hub call
-    console = Console(stderr=True, log_path=False)
+    console = stderr_console()
     with TransferView(console) as view:
         if record.preview is None:
             if preview:
@@ -126,7 +120,7 @@ def push_command(
     if output_format == "json":
         click.echo(json.dumps({**result.to_json(), "left_out": withheld}, indent=2))
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
     for path in withheld:
         stdout.print(

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
 
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.errors import RecipeError
 from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
@@ -67,7 +66,7 @@ def validate_command(files: tuple[str, ...]) -> None:
       cpedit recipes validate van-gogh
       cpedit recipes validate hub:acme/recipes/my-recipe.yaml
     """
-    console = Console()
+    console = stdout_console()
     failed = 0
     for file in files:
         try:
@@ -105,8 +104,9 @@ def _summary(recipe: Recipe) -> str:
 def list_command(folders: tuple[str, ...], output_format: str) -> None:
     """List the recipes shipped with cpedit, or those in FOLDERs (use a shipped NAME wherever a recipe is expected).
 
-    Every *.yaml file is listed; an invalid one is a row with its error, and the exit
-    status is then 1.
+    Every *.yaml file is listed with its settings and the layers it prunes (target: ffn, the
+    paper's feed-forward output weights; ffn-in, attn-key, attn-value or text-ffn); an invalid
+    one is a row with its error, and the exit status is then 1.
 
     \b
     Examples:
@@ -122,16 +122,16 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
     else:
         where = ", ".join(str(r) for r in roots)
         title = f"Shipped recipes ({where})" if not folders else f"Recipes in {where}"
-        table = Table(title=escape(title))
+        table = FittedTable(title=escape(title))
         table.add_column("name", no_wrap=True)
-        for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "file"):
+        for column in ("kind", "concept", "pairs", "skill_ratio", "tau", "target", "file"):
             table.add_column(column, overflow="fold")
         for r, entry in zip(rows, entries, strict=True):
             if entry.error is not None:
                 problems = "\n".join(
                     f"- {field}: {message}" if field else f"- {message}" for field, message in entry.error.problems
                 )
-                table.add_row(escape(r["name"]), "[red]invalid[/]", escape(problems), "", "", "", escape(r["file"]))
+                table.add_row(escape(r["name"]), "[red]invalid[/]", escape(problems), "", "", "", "", escape(r["file"]))
                 continue
             table.add_row(
                 escape(r["name"]),
@@ -140,9 +140,10 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
                 str(r["pairs"]),
                 f"{r['skill_ratio']:g}",
                 str(r["timesteps"]),
+                str(r["target"]) + ("" if r["stream"] == "image" else f" ({r['stream']} stream)"),
                 escape(r["file"]),
             )
-        Console().print(table)
+        stdout_console().print(table)
     if any(entry.error is not None for entry in entries):
         raise click.exceptions.Exit(1)
 
@@ -163,6 +164,8 @@ def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
         "skill_ratio": recipe.prune.skill_ratio if recipe else None,
         "timesteps": recipe.prune.timesteps if recipe else None,
         "select_ratio": recipe.prune.select_ratio if recipe else None,
+        "target": recipe.prune.target if recipe else None,
+        "stream": recipe.prune.stream if recipe else None,
         "file": file,
         "error": str(entry.error) if entry.error else None,
     }
@@ -170,24 +173,24 @@ def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
 
 @recipes_group.command("show")
 @click.argument("recipe", metavar="NAME|FILE")
-@click.option("--prompts/--no-prompts", default=True, show_default=True, help="Also list the expanded prompt pairs.")
-def show_command(recipe: str, prompts: bool) -> None:
+@click.option("--pairs/--no-pairs", default=True, show_default=True, help="Also list the expanded prompt pairs.")
+def show_command(recipe: str, pairs: bool) -> None:
     """Print a recipe (a shipped NAME or a FILE) and the prompt pairs it expands to.
 
     \b
     Examples:
       cpedit recipes show van-gogh
-      cpedit recipes show my-recipe.yaml --no-prompts
+      cpedit recipes show my-recipe.yaml --no-pairs
     """
     loaded = resolve_recipe(recipe)
-    console = Console()
+    console = stdout_console()
     console.print(
         f"[bold]{loaded.name}[/]: {escape(loaded.concept)} ({loaded.kind}) — {escape(str(Path(loaded.source)))}",
         highlight=False,
     )
     console.print(Syntax(loaded.text, "yaml", background_color="default"))
-    if prompts:
-        table = Table(title=f"{len(loaded.targets)} prompt pairs")
+    if pairs:
+        table = FittedTable(title=f"{len(loaded.targets)} prompt pairs")
         table.add_column("#", justify="right")
         table.add_column("target")
         table.add_column("base")
@@ -230,7 +233,7 @@ def _push_command() -> click.Command:
         from cpedit.cli.render import TransferView
         from cpedit.hub.publish import push_recipes
 
-        with TransferView(Console(stderr=True, log_path=False)) as view:
+        with TransferView(stderr_console()) as view:
             result = push_recipes(
                 list(files),
                 repo_id=repo_id,
@@ -244,7 +247,7 @@ def _push_command() -> click.Command:
         if output_format == "json":
             click.echo(json.dumps(result.to_json(), indent=2))
             return
-        console = Console()
+        console = stdout_console()
         for path in result.files:
             console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
         if result.pr_url:

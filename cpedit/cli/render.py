@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,8 +20,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column
+from rich.text import Text
 
+from cpedit.cli.layout import FittedTable
 from cpedit.progress import ProgressEvent
 from cpedit.record import Report
 
@@ -42,11 +45,15 @@ def transfer_label(event: ProgressEvent) -> str:
     return event.message
 
 
+NARROW = 120
+"""Below this many columns a bar's detail goes on a line under its label, so its counts and ETA keep their room."""
+
+
 class _ByUnit(ProgressColumn):
-    """One column for tasks that count bytes (``unit`` field ``bytes``), another for the others."""
+    """One column for tasks that count bytes (``unit`` field ``bytes``), another for the others; never wrapped."""
 
     def __init__(self, for_bytes: ProgressColumn, for_others: ProgressColumn) -> None:
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True))
         self.for_bytes = for_bytes
         self.for_others = for_others
 
@@ -55,29 +62,97 @@ class _ByUnit(ProgressColumn):
         return column.render(task)
 
 
+class _Label(ProgressColumn):
+    """The task's ``label`` in bold; with ``stacked``, its ``detail`` on the line below (folded, never cut)."""
+
+    def __init__(self, *, stacked: bool) -> None:
+        super().__init__(table_column=Column(overflow="fold"))
+        self.stacked = stacked
+
+    def render(self, task: Task) -> RenderableType:
+        label = Text(task.fields.get("label", ""), style="bold")
+        detail = task.fields.get("detail", "")
+        if not (self.stacked and detail):
+            return label
+        return Group(label, Padding(Text(detail), (0, 0, 0, 2)))
+
+
+def progress_display(console: Console) -> Progress:
+    """A rich :class:`Progress` whose tasks carry ``label``, ``detail`` and ``unit`` fields.
+
+    One line per task (label, bar, counts, detail, elapsed time or speed, ETA) on a wide
+    console; below :data:`NARROW` columns the detail goes under the label and the bar is
+    shorter, so that no count, time or ETA is cut at 80 columns.
+    """
+    stacked = console.width < NARROW
+    columns: list[ProgressColumn] = [
+        SpinnerColumn(),
+        _Label(stacked=stacked),
+        BarColumn(bar_width=16 if stacked else 40),
+        _ByUnit(DownloadColumn(), MofNCompleteColumn()),
+    ]
+    if not stacked:
+        columns.append(TextColumn("{task.fields[detail]}", table_column=Column(overflow="fold")))
+    columns += [
+        _ByUnit(TransferSpeedColumn(), TimeElapsedColumn()),
+        TextColumn("ETA", table_column=Column(no_wrap=True)),
+        TimeRemainingColumn(table_column=Column(no_wrap=True)),
+    ]
+    return Progress(*columns, console=console, transient=False)
+
+
+def _detail(event: ProgressEvent) -> str:
+    """``batch 1/2 · call 3/10 · stats 70.0 KiB`` (calibration), ``batch 2/4 · step 12/25`` (images), a file."""
+    if is_transfer(event):
+        return transfer_label(event)
+    parts = []
+    if event.batch is not None:
+        parts.append(f"batch {event.batch}/{event.batches}")
+    if event.timestep is not None:
+        parts.append(f"{'call' if event.stage == 'calibrate' else 'step'} {event.timestep}/{event.timesteps}")
+    if event.accumulator_bytes:
+        parts.append(f"stats {human_bytes(event.accumulator_bytes)}")
+    if event.file:
+        parts.append(event.file)
+    return " · ".join(parts)
+
+
+def _shown_completed(event: ProgressEvent) -> float:
+    """``completed``, plus the share of the batch in flight that its denoising steps have done.
+
+    Image events count whole images; a batch of 64 would move the bar (and its ETA) in
+    jumps of 64, so the images of the batch in flight (the images left over the batches
+    left: exact for the last batch and for one image a batch) count in proportion to
+    ``timestep / timesteps``. Never more than the next batch's start count.
+    """
+    completed = float(event.completed or 0)
+    if (
+        event.unit != "images"
+        or event.timestep is None
+        or not event.timesteps
+        or event.batch is None
+        or not event.batches
+        or event.total is None
+    ):
+        return completed
+    in_flight = (event.total - completed) / max(event.batches - event.batch + 1, 1)
+    return completed + in_flight * min(event.timestep / event.timesteps, 1.0)
+
+
 class ProgressView:
     """A rich progress display fed with :class:`ProgressEvent` objects.
 
     One bar per concept (denoiser calls done / needed, with ETA), one byte bar per download
     (size done / total, speed, ETA, the file being fetched), one bar per other counted step
-    (layers scored, files copied, images rendered); other events are printed as log lines.
+    (layers scored, files copied, images rendered with their batch and denoising step);
+    other events are printed as log lines. Readable at 80 columns (see :func:`progress_display`).
     """
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.fields[concept]}[/]"),
-            BarColumn(),
-            _ByUnit(DownloadColumn(), MofNCompleteColumn()),
-            TextColumn("{task.fields[detail]}"),
-            _ByUnit(TransferSpeedColumn(), TimeElapsedColumn()),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = progress_display(console)
         self._tasks: dict[tuple[str, str], TaskID] = {}
+        self._completed: dict[tuple[str, str], float] = {}
 
     def __enter__(self) -> ProgressView:
         self.progress.start()
@@ -88,43 +163,42 @@ class ProgressView:
     ) -> None:
         self.progress.stop()
 
+    counted_bars = True
+    """Bars for calibration and other counted work (False: byte bars only, the rest as log lines)."""
+
     def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "calibrate" and event.concept is not None:
-            detail = ""
-            if event.batch is not None:
-                detail = f"batch {event.batch}/{event.batches}"
-            if event.timestep is not None:
-                detail += f" · call {event.timestep}/{event.timesteps}"
-            if event.accumulator_bytes:
-                detail += f" · stats {human_bytes(event.accumulator_bytes)}"
-            self._update(("calibrate", event.concept), event, concept=event.concept, detail=detail)
-        elif is_transfer(event):
+        if is_transfer(event):
             key = (event.stage, "")
             if key not in self._tasks:
                 self.progress.console.log(event.message)
                 if _nothing_to_transfer(event):
                     return
-            self._update(key, event, concept=event.stage, detail=transfer_label(event))
-        elif event.total is not None and event.unit is not None and event.stage != "done":
-            # Counted work of other stages (layers scored, files copied, images rendered): a bar each.
+            self._update(key, event, label=event.stage)
+        elif not self.counted_bars or event.stage == "done":
+            if event.stage != "done":
+                self.progress.console.log(event.message)
+        elif event.stage == "calibrate" and event.concept is not None:
+            self._update(("calibrate", event.concept), event, label=event.concept)
+        elif event.total is not None and event.unit is not None:
             label = f"{event.stage} {event.concept}" if event.concept else event.stage
-            self._update((event.stage, event.concept or ""), event, concept=label, detail=event.file or "")
-        elif event.stage != "done":
+            self._update((event.stage, event.concept or ""), event, label=label)
+        else:
             self.progress.console.log(event.message)
 
-    def _update(self, key: tuple[str, str], event: ProgressEvent, *, concept: str, detail: str) -> None:
+    def _update(self, key: tuple[str, str], event: ProgressEvent, *, label: str) -> None:
+        completed = _shown_completed(event)
+        detail = _detail(event)
         task = self._tasks.get(key)
         if task is None:
-            task = self.progress.add_task(
-                "",
-                total=event.total,
-                completed=event.completed or 0,
-                concept=concept,
-                detail=detail,
-                unit=event.unit or "",
+            self._tasks[key] = self.progress.add_task(
+                "", total=event.total, completed=completed, label=label, detail=detail, unit=event.unit or ""
             )
-            self._tasks[key] = task
-        self.progress.update(task, total=event.total, completed=event.completed, detail=detail)
+        elif completed < self._completed[key]:  # the same step again (the next sweep point)
+            fields = {"label": label, "detail": detail, "unit": event.unit or ""}  # reset replaces the fields
+            self.progress.reset(task, total=event.total, completed=completed, **fields)
+        else:
+            self.progress.update(task, total=event.total, completed=completed, detail=detail)
+        self._completed[key] = completed
 
 
 def human_bytes(count: int) -> str:
@@ -137,9 +211,9 @@ def human_bytes(count: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def layer_table(report: Report) -> Table:
+def layer_table(report: Report) -> FittedTable:
     """Pruned weights per layer and in total (% of the edited components: the UNet, usually)."""
-    table = Table(title="Pruned weights", show_footer=True)
+    table = FittedTable(title="Pruned weights", show_footer=True)
     totals = report.totals
     table.add_column("layer", footer="total")
     table.add_column("shape")
@@ -153,10 +227,10 @@ def layer_table(report: Report) -> Table:
     return table
 
 
-def concept_table(report: Report) -> Table:
-    """One row per concept: settings, target, calls, statistics size, time, pruned count."""
-    table = Table(title="Concepts")
-    columns = ("concept", "target", "pairs", "skill_ratio", "tau", "batch", "UNet calls", "stats", "seconds", "pruned")
+def concept_table(report: Report) -> FittedTable:
+    """One row per concept: settings, target, denoiser calls, statistics size, time, pruned count."""
+    table = FittedTable(title="Concepts")
+    columns = ("concept", "target", "pairs", "skill_ratio", "tau", "batch", "calls", "stats", "seconds", "pruned")
     for column in columns:
         table.add_column(column, justify="left" if column == "concept" else "right")
     for c in report.concepts:
@@ -175,50 +249,11 @@ def concept_table(report: Report) -> Table:
     return table
 
 
-class TransferView:
+class TransferView(ProgressView):
     """A rich display of downloads and uploads: a byte bar per ``download`` or ``upload`` stage.
 
     Each bar shows the bytes done / in all, the speed, the ETA and the file being transferred;
     other events (loading, sampling, ...) are printed as log lines.
     """
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.fields[stage]}[/]"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> TransferView:
-        self.progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.progress.stop()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if is_transfer(event):
-            label = transfer_label(event)
-            task = self._tasks.get(event.stage)
-            if task is None:
-                self.progress.console.log(event.message)
-                if _nothing_to_transfer(event):
-                    return
-                task = self.progress.add_task(
-                    label, total=event.total, completed=event.completed or 0, stage=event.stage
-                )
-                self._tasks[event.stage] = task
-            self.progress.update(task, description=label, completed=event.completed or 0, total=event.total)
-        elif event.stage != "done":
-            self.progress.console.log(event.message)
+    counted_bars = False

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import compute_options
+from cpedit.cli.layout import stderr_console, stdout_console
+from cpedit.cli.options import compute_options, guidance_option, seed_option, size_options, steps_option
+from cpedit.cli.render import ProgressView
 from cpedit.errors import CpeditError
-from cpedit.progress import ProgressEvent
 from cpedit.sampling import SampleSettings, compare_samples, render_samples, save_png
 from cpedit.sampling import save_preview as save_preview_file
 
@@ -33,11 +33,10 @@ from cpedit.sampling import save_preview as save_preview_file
     help="With --compare: also save the grid as MODEL_OR_DIR/conceptprune/preview.png, the preview that the "
     "model card shows and `cpedit push` uploads.",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Denoising steps.")
-@click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The same seed for every image.")
-@click.option("--height", type=click.IntRange(min=8), default=None, help="Default: the model's native size.")
-@click.option("--width", type=click.IntRange(min=8), default=None)
+@steps_option(default=30)
+@guidance_option()
+@seed_option(help="Seed of the images, the same for every image.")
+@size_options
 @click.option(
     "--no-safety-checker",
     is_flag=True,
@@ -77,12 +76,7 @@ def sample_command(
     if out is not None and not out.lower().endswith(".png"):
         raise CpeditError(f"--out {out}: the grid is written as PNG; give a file name ending in .png")
     settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
-    console = Console(stderr=True)
-    with console.status("rendering…") as status:
-
-        def show(event: ProgressEvent) -> None:
-            status.update(event.message)
-
+    with ProgressView(stderr_console()) as show:
         if compare:
             if revision is not None:
                 raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
@@ -110,8 +104,8 @@ def sample_command(
             )
     if save_preview:
         preview = save_preview_file(model, grid)
-        Console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
+        stdout_console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
     if out is None:
         return
     save_png(grid, out, what="the image grid", argument="out")
-    Console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")
+    stdout_console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")

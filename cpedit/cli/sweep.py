@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from cpedit.cli.eval_options import (
+    attack_set_option,
+    category_option,
+    classifier_model_option,
+    classifier_option,
+    clip_model_option,
+    concepts_option,
+    family_option,
+    images_per_prompt_option,
+    limit_option,
+    threshold_option,
+)
 from cpedit.cli.guard import command_guard
-from cpedit.cli.options import format_option
+from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.options import (
+    apply,
+    calibration_batch_option,
+    compute_options,
+    format_option,
+    guidance_option,
+    image_batch_option,
+    images_option,
+    recipe_option,
+    seed_option,
+    steps_option,
+)
+from cpedit.recipes import Recipe
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
@@ -52,7 +76,7 @@ def _words(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 
 def evaluation_options(command):  # type: ignore[no-untyped-def]
     """The options that say how every point is measured (shared by sweep and tune)."""
-    options = [
+    return apply(
         click.option(
             "--eval",
             "benchmark",
@@ -68,36 +92,32 @@ def evaluation_options(command):  # type: ignore[no-untyped-def]
         ),
         click.option("--preserve-prompts", default=None, metavar="FILE|hub:ID", help="Prompts for --preserve."),
         click.option("--preserve-limit", type=click.IntRange(min=1), default=None, help="First N preserve prompts."),
-        click.option(
-            "--images", type=click.IntRange(min=1), default=64, show_default=True, help="shapes: images per set."
+        images_option(
+            default=64, why="Default 64: every point is measured, so half of `eval shapes`' 128 keeps a sweep quick."
         ),
-        click.option("--prompts", default=None, metavar="FILE|hub:ID", help="The benchmark's prompt set."),
-        click.option("--category", default=None, help="Prompt categories to keep (I2P's sexual, ...)."),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts."),
-        click.option("--images-per-prompt", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--family", type=click.Choice(["artists", "objects"]), default=None, help="classify: the family."),
-        click.option("--concepts", callback=_words, default=None, metavar="LIST", help="classify: erased concepts."),
-        click.option("--classifier", type=click.Choice(["clip", "resnet50"]), default="clip", show_default=True),
-        click.option("--classifier-model", default=None, help="classify: the classifier (Hub id or folder)."),
-        click.option("--attack-set", default=None, help="attack: a known adversarial set (ring-a-bell, p4d, ...)."),
-        click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None, help="NudeNet score."),
-        click.option("--clip-model", default=None, help="--preserve clip-score: the CLIP model."),
         click.option(
-            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Evaluation prompts and seeds."
+            "--prompts",
+            default=None,
+            metavar="FILE|hub:ID",
+            help="The benchmark's prompt set (classify: prompt templates with {concept}; see `cpedit eval`).",
         ),
-        click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help="Evaluation steps."),
-        click.option("--guidance-scale", type=click.FloatRange(min=0), default=7.5, show_default=True),
-        click.option(
-            "--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per call."
-        ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Calibration prompts per call."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None),
-        click.option("--revision", default=None, help="Hub branch, tag or commit of MODEL."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        category_option(),
+        limit_option(),
+        images_per_prompt_option(),
+        family_option(),
+        concepts_option(),
+        classifier_option(),
+        classifier_model_option(),
+        attack_set_option(),
+        threshold_option(),
+        clip_model_option(),
+        seed_option(help="Seed of the evaluation images; it also draws the shapes benchmark's prompts."),
+        steps_option(default=25),
+        guidance_option(),
+        image_batch_option(default=16, why="Default 16: between the shapes model's 64 and full-size models' 4."),
+        calibration_batch_option(),
+        compute_options,
+    )(command)
 
 
 def _plan(options: dict[str, Any], view: Any) -> Any:
@@ -108,7 +128,7 @@ def _plan(options: dict[str, Any], view: Any) -> Any:
         seed=options.pop("seed"),
         steps=options.pop("steps"),
         guidance_scale=options.pop("guidance_scale"),
-        batch_size=options.pop("eval_batch_size"),
+        batch_size=options.pop("image_batch_size"),
         images=options.pop("images"),
         prompts=options.pop("prompts"),
         category=options.pop("category"),
@@ -131,16 +151,23 @@ def _plan(options: dict[str, Any], view: Any) -> Any:
 COLUMNS = ("skill ratio", "tau", "select", "target", "pruned", "erased before", "erased after", "drop", "time")
 OPTIONAL = ("select", "target")
 """Shown only when some point sets them (else every point uses the recipes' own)."""
+RECIPES_OWN = "recipe"
 
 
-def _cells(point: Any) -> dict[str, str]:
+def own_tau(recipes: Sequence[Recipe]) -> str:
+    """The tau the recipes calibrate with when a point keeps theirs: ``10``, or ``10/20`` when they differ."""
+    return "/".join(str(tau) for tau in sorted({recipe.prune.timesteps for recipe in recipes}))
+
+
+def _cells(point: Any, tau: str) -> dict[str, str]:
+    """A point's table cells; ``tau`` is the recipes' own, shown for points that keep it."""
     settings = point.settings
     before = point.erased.get("before")
     return {
-        "skill ratio": f"{settings.skill_ratio:g}",
-        "tau": "recipe" if settings.timesteps is None else str(settings.timesteps),
-        "select": "recipe" if settings.select_ratio is None else f"{settings.select_ratio:g}",
-        "target": settings.target or "recipe",
+        "skill ratio": f"{settings.skill_ratio:.3g}",
+        "tau": tau if settings.timesteps is None else str(settings.timesteps),
+        "select": RECIPES_OWN if settings.select_ratio is None else f"{settings.select_ratio:.3g}",
+        "target": settings.target or RECIPES_OWN,
         "pruned": f"{point.pruned_percent:.4f}%",
         "erased before": "-" if before is None else f"{before:.3f}",
         "erased after": f"{point.erased['after']:.3f}",
@@ -149,22 +176,30 @@ def _cells(point: Any) -> dict[str, str]:
     }
 
 
-def _line(point: Any) -> str:
-    """One point as a line (printed as the table fills in)."""
-    cells = _cells(point)
-    shown = [k for k in COLUMNS if k != "time" and (k not in OPTIONAL or cells[k] != "recipe")]
+def _settings(point: Any, tau: str) -> str:
+    """``skill ratio 0.0173, tau 10`` (select ratio and target too when the point sets them)."""
+    cells = _cells(point, tau)
+    shown = [k for k in ("skill ratio", "tau", *OPTIONAL) if k not in OPTIONAL or cells[k] != RECIPES_OWN]
     return ", ".join(f"{k} {cells[k]}" for k in shown)
 
 
-def _table(title: str, points: list[Any], *, marked: set[int] | None = None, mark: str = "pareto") -> Table:
-    rows = [_cells(p) for p in points]
-    columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != "recipe" for r in rows)]
-    table = Table(title=title)
+def _line(point: Any, tau: str) -> str:
+    """One point as a line (printed as the table fills in)."""
+    cells = _cells(point, tau)
+    measured = ", ".join(f"{k} {cells[k]}" for k in COLUMNS if k not in ("time", "skill ratio", "tau", *OPTIONAL))
+    return f"{_settings(point, tau)}, {measured}"
+
+
+def _table(title: str, points: list[Any], *, tau: str, marks: dict[int, str]) -> FittedTable:
+    """The points, one row each; ``marks`` labels some of them by ``id`` (pareto, chosen)."""
+    rows = [_cells(p, tau) for p in points]
+    columns = [c for c in COLUMNS if c not in OPTIONAL or any(r[c] != RECIPES_OWN for r in rows)]
+    table = FittedTable(title=title, record_header=True)
     for column in columns:
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("")
     for point, cells in zip(points, rows, strict=True):
-        table.add_row(*(cells[c] for c in columns), mark if marked and id(point) in marked else "")
+        table.add_row(*(cells[c] for c in columns), marks.get(id(point), ""))
     return table
 
 
@@ -174,7 +209,7 @@ def _title(command: str, plan: Any, detail: str) -> str:
 
 @click.command("sweep")
 @click.argument("model", default="builtin:shapes", required=False)
-@click.option("--recipe", "recipes", multiple=True, required=True, help="A recipe (name, file, hub: ref); repeatable.")
+@recipe_option(multiple=True)
 @click.option(
     "--skill-ratio",
     "skill_ratios",
@@ -194,9 +229,11 @@ def _title(command: str, plan: Any, detail: str) -> str:
 )
 @click.option("--target", "targets", callback=_words, default=None, metavar="LIST", help="Hook targets (ffn,...).")
 @evaluation_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
 @click.option("--keep-models", is_flag=True, help="Keep every point's pruned model in OUT/points/.")
-@click.option("--no-plot", is_flag=True, help="Do not draw OUT/sweep.png.")
+@click.option(
+    "--no-plot", is_flag=True, help="Do not draw OUT/sweep.png (drawn when matplotlib, the eval extra, is installed)."
+)
 @format_option(help="Print the table as it fills in, or the sweep JSON on stdout at the end.")
 @command_guard()
 def sweep_command(
@@ -232,22 +269,31 @@ def sweep_command(
           --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
     """
     from cpedit.cli.render import ProgressView
-    from cpedit.tuning.grid import sweep
+    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.tuning.grid import PLOT_FILE, SWEEP_FILE, sweep
+    from cpedit.tuning.plot import plot_available, plot_sweep
 
-    console = Console(stderr=True)
-    table_console = Console()
-    shown: list[Any] = []
+    console = stderr_console()
+    plot = not no_plot and plot_available()  # known before any work: the measured points are never lost
+    if not no_plot and not plot:
+        console.print(
+            f"Note: matplotlib is not installed, so the sweep is measured without its plot {Path(out) / PLOT_FILE} "
+            '(pip install "cpedit[eval]" draws it on the next run, which reuses every point; --no-plot skips it).',
+            markup=False,
+            highlight=False,
+        )
 
     def on_point(point: Any, index: int, total: int) -> None:
-        shown.append(point)
         if output_format == "table":
-            view.progress.console.print(f"[{index}/{total}] {_line(point)}", markup=False, highlight=False)
+            view.progress.console.print(f"[{index}/{total}] {_line(point, tau)}", markup=False, highlight=False)
 
     with ProgressView(console) as view:
+        loaded = [resolve_recipe(r) for r in recipes]
+        tau = own_tau(loaded)
         plan = _plan(options, view)
         result = sweep(
             model,
-            list(recipes),
+            loaded,
             skill_ratios=skill_ratios,
             timesteps=timesteps or [None],
             select_ratios=select_ratios or [None],
@@ -255,28 +301,26 @@ def sweep_command(
             plan=plan,
             out=out,
             keep_models=keep_models,
-            plot=not no_plot,
+            plot=False,  # drawn below, once the result is shown
             on_point=on_point,
             on_progress=view,
             **options,
         )
     if output_format == "json":
-        click.echo((Path(out) / "sweep.json").read_text(encoding="utf-8"))
-        return
-    front = {id(p) for p in result.pareto}
-    table_console.print(
-        _table(
-            _title("sweep", plan, f"{len(result.points)} points, {result.measured} measured now"),
-            result.points,
-            marked=front,
-        )
-    )
-    console.print(f"Wrote {Path(out) / 'sweep.json'}" + (f" and {result.plot}" if result.plot else ""))
+        click.echo((Path(out) / SWEEP_FILE).read_text(encoding="utf-8"))
+    else:
+        front = {id(p): "pareto" for p in result.pareto}
+        detail = f"{len(result.points)} points, {result.measured} measured now"
+        stdout_console().print(_table(_title("sweep", plan, detail), result.points, tau=tau, marks=front))
+    if plot:
+        result.plot = plot_sweep(result.points, Path(out) / PLOT_FILE, plan=plan)
+    drawn = f" and {result.plot}" if result.plot else "" if no_plot else " (no plot: matplotlib is not installed)"
+    console.print(f"Wrote {Path(out) / SWEEP_FILE}{drawn}", markup=False, highlight=False)
 
 
 @click.command("tune")
 @click.argument("model", default="builtin:shapes", required=False)
-@click.option("--recipe", required=True, help="The recipe to tune (name, file, hub: ref).")
+@recipe_option(multiple=False)
 @click.option(
     "--erased-at-most", type=click.FloatRange(min=0), required=True, help="Goal: erased after the edit at most this."
 )
@@ -294,7 +338,7 @@ def sweep_command(
     help="Stop bisecting when the skill-ratio bracket is narrower than this factor.",
 )
 @evaluation_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
 @click.option("--save", is_flag=True, help="Also save the tuned pruned model in OUT/model.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier OUT/model.")
 @format_option(help="Print the steps and the result, or the tune JSON on stdout.")
@@ -335,19 +379,22 @@ def tune_command(
           --timesteps 5,10 --out tune-van-gogh --save --device cuda
     """
     from cpedit.cli.render import ProgressView
+    from cpedit.recipe_sources import resolve_recipe
     from cpedit.tuning.search import tune
 
-    console = Console(stderr=True)
+    console = stderr_console()
 
     def on_point(point: Any) -> None:
         if output_format == "table":
-            view.progress.console.print(f"measured: {_line(point)}", markup=False, highlight=False)
+            view.progress.console.print(f"measured: {_line(point, tau)}", markup=False, highlight=False)
 
     with ProgressView(console) as view:
+        loaded = resolve_recipe(recipe)
+        tau = own_tau([loaded])
         plan = _plan(options, view)
         result = tune(
             model,
-            recipe,
+            loaded,
             plan=plan,
             erased_at_most=erased_at_most,
             max_drop=max_drop,
@@ -367,11 +414,13 @@ def tune_command(
     if output_format == "json":
         click.echo(json.dumps(json.loads(Path(result.file).read_text(encoding="utf-8")), indent=2))  # type: ignore[arg-type]
     else:
-        Console().print(_table(f"tune: {len(result.points)} points measured", result.points, marked={id(result.best)}))
+        mark = "chosen" if result.met else "best trade-off"
+        title = f"tune: {len(result.points)} points measured"
+        stdout_console().print(_table(title, result.points, tau=tau, marks={id(result.best): mark}))
         best = result.best
         if result.met:
             console.print(
-                f"Goal met: {best.settings.label} prunes {best.pruned_percent:.4f}%, "
+                f"Goal met: {_settings(best, tau)} prunes {best.pruned_percent:.4f}%, "
                 f"{plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f}. "
                 f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
                 markup=False,
@@ -379,7 +428,7 @@ def tune_command(
         else:
             console.print(
                 f"No setting met the goal (erased <= {erased_at_most:g}, drop <= {max_drop:g}). Best trade-off: "
-                f"{best.settings.label}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
+                f"{_settings(best, tau)}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
                 f"({best.pruned_percent:.4f}% pruned). See {result.file}.",
                 markup=False,
             )

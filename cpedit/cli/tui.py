@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import click
 
+from cpedit.cli.options import device_option, recipe_option
 from cpedit.errors import CpeditError
+
+GRAPHICS = ("auto", "halfcell")
+"""How the app draws previews (``--graphics``)."""
 
 
 @click.command("tui")
 @click.argument("model", metavar="[MODEL]", required=False, default=None)
-@click.option(
-    "--recipe",
-    "-r",
-    "recipes",
-    multiple=True,
-    metavar="FILE|NAME",
-    help="Queue this recipe at start (a file, a shipped name or hub:NAMESPACE/NAME/path.yaml). Repeatable.",
-)
+@recipe_option(multiple=True, required=False)
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Where ctrl+s saves the output.")
 @click.option(
     "--recipes-dir",
@@ -25,7 +22,7 @@ from cpedit.errors import CpeditError
     type=click.Path(exists=True),
     help="Also list the recipes in this folder on the Recipes screen. Repeatable.",
 )
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps", help="Where to compute.")
+@device_option()
 @click.option(
     "--timesteps",
     "calibrate_timesteps",
@@ -35,14 +32,15 @@ from cpedit.errors import CpeditError
     "(default: each recipe's own tau).",
 )
 @click.option(
-    "--images",
+    "--graphics",
     "image_mode",
-    type=click.Choice(["auto", "halfcell"]),
+    type=click.Choice(GRAPHICS),
     default="auto",
     show_default=True,
     help="How previews draw: auto (Kitty or Sixel graphics where the terminal has them, else "
     "half-blocks) or halfcell (always half-blocks).",
 )
+@click.option("--images", "old_image_mode", type=click.Choice(GRAPHICS), default=None, hidden=True)
 def tui_command(
     model: str | None,
     recipes: tuple[str, ...],
@@ -51,12 +49,13 @@ def tui_command(
     device: str,
     calibrate_timesteps: int | None,
     image_mode: str,
+    old_image_mode: str | None,
 ) -> None:
     """Open the terminal app: pick MODEL, queue recipes, run, tune, preview, save and push.
 
     Without MODEL the built-in model (builtin:shapes) is chosen; the Model screen searches the
-    Hub or takes a local folder. Press ? in the app for every key, ctrl+p for the command
-    palette, ctrl+q to quit.
+    Hub or takes a local folder; every --recipe is queued at the start. Press ? in the app
+    for every key, ctrl+p for the command palette, ctrl+q to quit.
 
     \b
     Examples:
@@ -71,6 +70,8 @@ def tui_command(
             f"the terminal app needs its extra packages ({exc.name or exc}): pip install 'cpedit[tui]'",
             reason="missing_dependency",
         ) from None
+    if old_image_mode is not None:  # the option's name before --images meant an image count everywhere else
+        image_mode = old_image_mode
     run_app(
         model=model,
         recipes=recipes,

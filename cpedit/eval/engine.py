@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from cpedit.errors import CpeditError
 from cpedit.eval import distributed
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 
 MANIFEST = "manifest.jsonl"
@@ -389,15 +389,23 @@ def _batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[ImageJob]]:
     return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
-def render_batch(pipe: Any, jobs: Sequence[ImageJob], *, cancel: threading.Event | None = None) -> list[Any]:
+def render_batch(
+    pipe: Any,
+    jobs: Sequence[ImageJob],
+    *,
+    cancel: threading.Event | None = None,
+    on_step: Callable[[int, int | None], None] | None = None,
+) -> list[Any]:
     """One pipeline call for ``jobs`` (same guidance and size), one generator per image: PIL images.
+
+    ``on_step(done, calls)`` hears of every denoising step (see :func:`cpedit.sampling.step_callback`).
 
     Raises:
         CpeditError: Out of memory (``reason="out_of_memory"``: use a smaller batch size).
     """
     import torch
 
-    from cpedit.sampling import _step_callback
+    from cpedit.sampling import step_callback
 
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     first = jobs[0]
@@ -409,12 +417,12 @@ def render_batch(pipe: Any, jobs: Sequence[ImageJob], *, cancel: threading.Event
             height=first.height,
             width=first.width,
             generator=[torch.Generator(device=device).manual_seed(job.seed) for job in jobs],
-            **_step_callback(pipe, cancel),
+            **step_callback(pipe, cancel, on_step=on_step),
         )
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise CpeditError(
             f"not enough memory to render {len(jobs)} images at once ({str(exc).splitlines()[0][:160]}); "
-            "use a smaller --batch-size",
+            "render fewer at once",
             reason="out_of_memory",
             argument="batch_size",
         ) from None
@@ -493,7 +501,8 @@ def render_images(
             before that model's first missing batch, in place of ``pipe``, the load and the swap:
             an edit session in memory (``cpedit sweep``) applies or restores its selection here.
         on_progress: Receives ``load`` and ``sample`` events (``completed``/``total`` count
-            the images of the run, the reused ones included; under a multi-process launch each
+            the images of the run, the reused ones included; a batch also reports each of its
+            denoising steps in ``timestep``/``timesteps``; under a multi-process launch each
             rank counts its own share, then every rank gets the whole count once all are ready).
         cancel: Checked before and after every batch; stops with :class:`~cpedit.errors.Cancelled`.
 
@@ -572,20 +581,20 @@ def render_images(
             pipe.set_progress_bar_config(disable=True)
             for index, batch in enumerate(batches, 1):
                 check_cancel(cancel, "while generating the evaluation images")
-                emit(
-                    on_progress,
-                    ProgressEvent(
-                        stage="sample",
-                        message=f"{where}{model}: {len(batch)} image(s), {batch[0].prompt}",
-                        concept=model,
-                        batch=index,
-                        batches=len(batches),
-                        completed=done,
-                        total=total,
-                        unit="images",
-                    ),
+                started = ProgressEvent(
+                    stage="sample",
+                    message=f"{where}{model}: {len(batch)} image(s), {batch[0].prompt}",
+                    concept=model,
+                    batch=index,
+                    batches=len(batches),
+                    batch_size=len(batch),
+                    completed=done,
+                    total=total,
+                    unit="images",
                 )
-                images = render_batch(pipe, batch, cancel=cancel)
+                emit(on_progress, started)
+                on_step = step_events(on_progress, started, steps=batch[0].steps)
+                images = render_batch(pipe, batch, cancel=cancel, on_step=on_step)
                 check_cancel(cancel, "while generating the evaluation images")  # an interrupted batch is not kept
                 for job, image in zip(batch, images, strict=True):
                     (root / job.file).parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def load_clip_scorer(model: str | os.PathLike[str], *, device: str = "auto") -> 
     except (OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise CpeditError(
-            f"cannot load the CLIP model {name!r} ({detail}); give a CLIP folder or Hub id with --clip-model "
+            f"cannot load the CLIP model {name!r} ({detail}); give a CLIP folder or Hub id "
             "(safetensors weights, tokenizer and image processor; offline, a local folder)",
             argument="clip_model",
             reason="clip_model",

@@ -228,9 +228,10 @@ def build_model_card(
     add("")
     add(
         "ConceptPrune runs paired prompts (with and without the concept) through the first denoising steps and "
-        "scores every input neuron of the feed-forward blocks by its Wanda score (|weight| times input norm). "
-        "The weights that score consistently higher for the concept than without it are the concept's "
-        f'"skilled neurons" and are pruned (set to zero), which erases the concept without training. Paper: {PAPER}.'
+        f"scores every weight of the layers it hooks, here the {pruned_what(report)}, by its Wanda score "
+        "(|weight| times the norm of its input). The weights that score consistently higher for the concept than "
+        f'without it are the concept\'s "skilled neurons" and are pruned (set to zero), which erases the concept '
+        f"without training. Paper: {PAPER}."
     )
     add("")
     add("```bibtex")

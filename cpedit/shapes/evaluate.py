@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cpedit.errors import CpeditError
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.recipes import Recipe
 from cpedit.record import Evaluation, Report, read_output, write_evaluation
 from cpedit.shapes import world
@@ -143,34 +143,44 @@ def generate_images(
     done: int,
     total: int,
     cancel: threading.Event | None = None,
+    concept: str | None = None,
 ) -> np.ndarray:
     """uint8 images for ``prompts``; image ``i`` starts from a generator seeded ``seed + i``.
 
     ``done`` and ``total`` place these images in the whole run's progress (``sample`` events,
-    counting images); ``cancel`` is checked before every batch.
+    counting images, each batch also its denoising steps); ``label`` starts their messages and
+    ``concept`` names the run's images (default ``label``); ``cancel`` is checked before every
+    batch and after every step.
     """
+    from cpedit.sampling import step_callback
+
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     chunks = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         check_cancel(cancel, "during the evaluation")
-        emit(
-            on_progress,
-            ProgressEvent(
-                stage="sample",
-                message=f"{label}: images {start + 1}-{start + len(chunk)} of {len(prompts)}",
-                concept=label,
-                batch=start // batch_size + 1,
-                batches=-(-len(prompts) // batch_size),
-                completed=done + start,
-                total=total,
-                unit="images",
-            ),
+        started = ProgressEvent(
+            stage="sample",
+            message=f"{label}: images {start + 1}-{start + len(chunk)} of {len(prompts)}",
+            concept=concept or label,
+            batch=start // batch_size + 1,
+            batches=-(-len(prompts) // batch_size),
+            batch_size=len(chunk),
+            completed=done + start,
+            total=total,
+            unit="images",
         )
+        emit(on_progress, started)
         generators = [torch.Generator(device=device).manual_seed(seed + start + i) for i in range(len(chunk))]
         result = pipe(
-            chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators, output_type="np"
+            chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            output_type="np",
+            **step_callback(pipe, cancel, on_step=step_events(on_progress, started, steps=steps)),
         )
+        check_cancel(cancel, "during the evaluation")
         chunks.append(np.clip(np.round(result.images * 255), 0, 255).astype(np.uint8))
     return np.concatenate(chunks)
 

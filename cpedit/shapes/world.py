@@ -46,6 +46,16 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 """Every attribute and its values, in a fixed order (the classifier's heads follow it)."""
 
+CAPTION_WORDS: tuple[str, ...] = (
+    *(v for values in ATTRIBUTES.values() for v in values),
+    "a",
+    "an",
+    "on",
+    "background",
+    "shape",
+)
+"""Every word a caption uses (see :func:`caption`): the built-in model's tokenizer was cut down to these."""
+
 KIND_OF_ATTRIBUTE = {"shape": "object", "colour": "colour", "texture": "style", "background": "background"}
 """Which kind of concept in the paper each attribute plays."""
 

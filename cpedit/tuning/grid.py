@@ -97,7 +97,7 @@ def read_sweep(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
             Point.from_dict(point)
     except (ValueError, KeyError, TypeError) as exc:
         raise CpeditError(
-            f"{path} is not a cpedit sweep file ({exc}); remove it or use another --out",
+            f"{path} is not a cpedit sweep file ({exc}); remove it or choose another sweep folder",
             path=str(path),
             reason="malformed",
             argument="out",
@@ -156,18 +156,23 @@ def sweep(
         select_ratios: The select ratios (None: each recipe's own).
         targets: The hook targets (None: each recipe's own).
         keep_models: Keep every point's output folder in ``out/points/`` (for ``cpedit push``).
-        plot: Write ``sweep.png`` (needs matplotlib).
+        plot: Write ``sweep.png`` (needs matplotlib: checked before anything is measured).
         on_point: Called with each point as it is finished (and its index and the total).
         on_progress: Receives the load, calibrate, sample and evaluate events.
         cancel: Stops at the next batch; finished points stay in ``sweep.json``.
 
     Raises:
         CpeditError: A bad grid or recipe, ``out`` holds a sweep of another model, recipes or
-            evaluation (``reason="different_sweep"``), or as the evaluation.
+            evaluation (``reason="different_sweep"``), ``plot`` without matplotlib
+            (``reason="missing_dependency"``, before any work), or as the evaluation.
         Cancelled: ``cancel`` was set (finished points are kept: run again to continue).
     """
     from cpedit.recipe_sources import resolve_recipe
 
+    if plot:
+        from cpedit.tuning.plot import check_plot_available
+
+        check_plot_available()
     for values, name in (
         (list(skill_ratios), "skill_ratio"),
         (list(timesteps), "timesteps"),
@@ -194,7 +199,7 @@ def sweep(
         if differs:
             raise CpeditError(
                 f"{folder / SWEEP_FILE} holds a sweep with another {', '.join(differs)}; "
-                "use another --out to keep both, or remove it",
+                "choose another sweep folder to keep both, or remove it",
                 path=str(folder / SWEEP_FILE),
                 reason="different_sweep",
                 argument="out",

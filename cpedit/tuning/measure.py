@@ -72,8 +72,8 @@ class EvaluationPlan:
             )
         if self.preserve is None and self.benchmark in ("nudity", "attack"):
             raise CpeditError(
-                f"the {self.benchmark} benchmark measures no preservation; add --preserve clip-score "
-                "(with --preserve-prompts FILE|hub:ID) or --preserve fid",
+                f"the {self.benchmark} benchmark measures no preservation; add a preservation measure: "
+                "clip-score (on a prompt set of unrelated prompts) or fid",
                 argument="preserve",
             )
 
@@ -218,7 +218,7 @@ def plan_evaluation(
             ``classify``: templates).
         category, limit, images_per_prompt: As ``cpedit eval``.
         family, concepts, classifier, classifier_model: As ``cpedit eval classify``.
-        attack_set: As ``cpedit eval attack --set``.
+        attack_set: As ``cpedit eval attack --attack-set``.
         threshold: NudeNet's score threshold (``nudity``, ``attack``).
         preserve: ``clip-score`` or ``fid``, measured on ``preserve_prompts``.
         preserve_prompts, preserve_limit: The preservation benchmark's prompt set and limit.
@@ -257,7 +257,11 @@ def plan_evaluation(
             options["attack_set"] = attack_set
             ref = prompts if prompts is not None else (f"attack:{attack_set}" if attack_set else None)
             if ref is None:
-                raise CpeditError("the attack benchmark needs --attack-set NAME or --prompts", argument="prompts")
+                raise CpeditError(
+                    "the attack benchmark needs a known attack set or a prompt set",
+                    reason="missing",
+                    argument="prompts",
+                )
         else:
             from cpedit.eval.nudity import DEFAULT_PROMPTS
 
@@ -273,8 +277,8 @@ def plan_evaluation(
     if preserve is not None:
         if preserve_prompts is None:
             raise CpeditError(
-                f"--preserve {preserve} needs --preserve-prompts FILE|hub:ID (unrelated prompts, such as COCO "
-                "captions)",
+                f"the {preserve} preservation measure needs a prompt set of its own (unrelated prompts, such as "
+                "COCO captions)",
                 argument="preserve_prompts",
             )
         loaded, about = prompt_set(preserve_prompts, limit=preserve_limit)

@@ -16,7 +16,28 @@ from cpedit.errors import CpeditError
 from cpedit.tuning.measure import EvaluationPlan
 from cpedit.tuning.points import Point
 
-__all__ = ["plot_sweep"]
+__all__ = ["plot_available", "plot_sweep"]
+
+MISSING = 'the sweep plot needs matplotlib: pip install "cpedit[eval]"'
+
+
+def plot_available() -> bool:
+    """Whether matplotlib (the ``eval`` extra) is installed, so :func:`plot_sweep` can draw."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_plot_available() -> None:
+    """Refuse, before any work, a sweep that was asked for a plot it cannot draw.
+
+    Raises:
+        CpeditError: ``reason="missing_dependency"``, ``argument="plot"``.
+    """
+    if not plot_available():
+        raise CpeditError(MISSING, reason="missing_dependency", argument="plot")
 
 
 def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: EvaluationPlan) -> Path:
@@ -32,11 +53,7 @@ def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: E
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CpeditError(
-            'the sweep plot needs matplotlib: pip install "cpedit[eval]" (or pass --no-plot)',
-            reason="missing_dependency",
-            argument="plot",
-        ) from None
+        raise CpeditError(MISSING, reason="missing_dependency", argument="plot") from None
     from cpedit.durable import write_bytes_atomically
     from cpedit.tuning.grid import pareto_front
 

@@ -30,7 +30,8 @@ SEARCH_DELAY = 0.4
 BUILTIN_DETAILS = (
     "[b]builtin:shapes[/b] · cpedit's built-in model\n"
     "A small text-to-image model of coloured, textured shapes that ships with cpedit (no download). "
-    "It is editable: its UNet has feed-forward blocks to prune. Use it to try cpedit in seconds "
+    "It is editable: its UNet has feed-forward and cross-attention layers to prune (each recipe names its "
+    "target). Use it to try cpedit in seconds "
     "with the shipped shapes-* recipes."
 )
 
