@@ -5,7 +5,7 @@ For each tiny random-weight pipeline of :func:`devtools.builders.build_random_co
 shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
 architecture runs the same image size), in one process:
 
-1. calibrate: ``cpedit.calibration.calibrate`` with the FFN hooks (the default target),
+1. calibrate: ``cpedit.edit.calibration.calibrate`` with the FFN hooks (the default target),
    all prompts in one batch: what ``cpedit prune`` spends calibrating;
 2. pipeline: the same loop without FFN hooks (the pipeline's own call path stopped after
    tau denoiser calls: text encoding, latents, scheduler, guidance);
@@ -39,11 +39,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpedit.architectures import find_target_layers  # noqa: E402
-from cpedit.calibration import calibrate  # noqa: E402
-from cpedit.ffn import get_denoiser  # noqa: E402
-from cpedit.recipe_sources import resolve_recipe  # noqa: E402
-from cpedit.support import require_support  # noqa: E402
+from cpedit.edit.calibration import calibrate  # noqa: E402
+from cpedit.models.architectures import find_target_layers  # noqa: E402
+from cpedit.models.ffn import get_denoiser  # noqa: E402
+from cpedit.models.support import require_support  # noqa: E402
+from cpedit.recipes.sources import resolve_recipe  # noqa: E402
 from devtools.builders import ARCHITECTURES, build_random_components  # noqa: E402
 
 

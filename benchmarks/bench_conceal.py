@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from cpedit.audit import audit_output, evaluate_revival
-from cpedit.session import EditSession
+from cpedit.edit.session import EditSession
+from cpedit.eval.audit import audit_output, evaluate_revival
 
 VARIANTS = (("zero", "row"), ("gaussian", "row"), ("gaussian", "layer"))
 

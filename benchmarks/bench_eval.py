@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ for --model sd15
 
 import cpedit
-from cpedit import loading
 from cpedit.eval import engine as engine_module
 from cpedit.eval.engine import PromptSpec, _batches, image_jobs, model_identity, render_batch, render_images
-from cpedit.record import read_output
+from cpedit.models import loading
+from cpedit.output.record import read_output
 
 PROMPTS = [
     f"a {texture} {colour} {shape} on a {background} background"

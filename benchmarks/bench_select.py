@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 import cpedit
-from cpedit.recipe_sources import resolve_recipe
+from cpedit.recipes.sources import resolve_recipe
 
 
 def main() -> None:

@@ -35,13 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))  # devtools (not installed with cpedit)
 
-from naive_reference import naive_masks_for_recipe  # noqa: E402
+from support.naive_reference import naive_masks_for_recipe  # noqa: E402
 
 import cpedit  # noqa: E402
-import cpedit.calibration  # noqa: E402
-from cpedit.calibration import calibrate, denoiser_calls, native_size  # noqa: E402
-from cpedit.ffn import find_ffn_output_layers  # noqa: E402
-from cpedit.recipes import load_recipe  # noqa: E402
+import cpedit.edit.calibration  # noqa: E402
+from cpedit.edit.calibration import calibrate, denoiser_calls, native_size  # noqa: E402
+from cpedit.models.ffn import find_ffn_output_layers  # noqa: E402
+from cpedit.recipes.format import load_recipe  # noqa: E402
 from devtools.builders import build_random_sd_components  # noqa: E402
 
 
@@ -174,7 +174,7 @@ def main() -> None:
                 layer.module.weight.copy_(originals[layer.name])
 
     restore()
-    if device.type == "cuda" and cpedit.calibration.use_triton():
+    if device.type == "cuda" and cpedit.edit.calibration.use_triton():
         os.environ["CPEDIT_DISABLE_TRITON"] = "1"  # the plain PyTorch statistics, for comparison
         torch_s, torch_result = timed(device, lambda: cpedit.prune(pipe, [recipe], batch_size=concept.batch_size))
         del os.environ["CPEDIT_DISABLE_TRITON"]

@@ -21,9 +21,9 @@ def main() -> None:
     model, recipe_ref, out = sys.argv[1:4]
     start = time.perf_counter()
     from diffusers import DiffusionPipeline
-    from naive_reference import naive_masks_for_recipe, naive_prune
+    from support.naive_reference import naive_masks_for_recipe, naive_prune
 
-    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.recipes.sources import resolve_recipe
 
     recipe = resolve_recipe(recipe_ref)
     pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True)

@@ -27,7 +27,8 @@ run() {  # run NAME RECIPE GOAL [TARGET]
   python - "$WORK/$name" "$recipe" <<'PY'
 import json, sys
 from pathlib import Path
-from cpedit import resolve_recipe, with_settings, write_recipe_file
+from cpedit import resolve_recipe
+from cpedit.recipes import with_settings, write_recipe_file
 work, name = Path(sys.argv[1]), sys.argv[2]
 best = json.loads((work / "tune.json").read_text())["best"]["settings"]
 prune = {k: v for k, v in best.items() if v is not None}

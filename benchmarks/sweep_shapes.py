@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from cpedit.recipe_sources import resolve_recipe
-from cpedit.session import EditSession
+from cpedit.edit.session import EditSession
+from cpedit.eval.shapes import evaluation_prompts, generate_images, score_images
+from cpedit.recipes.sources import resolve_recipe
+from cpedit.recipes.targets import TARGETS
 from cpedit.shapes.classifier import load_classifier
-from cpedit.shapes.evaluate import evaluation_prompts, generate_images, score_images
 from cpedit.shapes.world import ATTRIBUTES, caption
-from cpedit.targets import TARGETS
 
 
 def measure(pipe, classifier, sets, erased, *, seed: int, steps: int, guidance: float) -> dict[str, float]:

@@ -6,7 +6,7 @@ Everything cpedit writes goes through a temporary name in the same folder and a 
   process, ``XXXXXXXX`` 8 random hex digits), flushed to the disk (``fsync``), renamed over
   ``NAME``, then the folder is flushed so the rename itself survives a power loss;
 - an output folder ``OUT`` is written as ``.OUT.partial-PID-XXXXXXXX`` the same way (see
-  :func:`cpedit.output.atomic_folder`); a replaced one waits as ``.OUT.old-PID-XXXXXXXX``
+  :func:`cpedit.output.folder.atomic_folder`); a replaced one waits as ``.OUT.old-PID-XXXXXXXX``
   until the new one is in place.
 
 These names are the only leftovers a killed run can leave, and they are recognisable: the next

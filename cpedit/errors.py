@@ -98,7 +98,3 @@ class Cancelled(CpeditError):
     def __init__(self, message: str, *, step: str = "") -> None:
         super().__init__(message, reason="cancelled")
         self.step = step
-
-
-PruneCancelled = Cancelled
-"""The name :class:`Cancelled` had before edit sessions (kept so existing code keeps working)."""

@@ -88,7 +88,7 @@ def step_events(
 ) -> Callable[[int, int | None], None] | None:
     """A per-step reporter for one pipeline call: sends ``event`` again with ``timestep``/``timesteps`` set.
 
-    Given to :func:`cpedit.sampling.step_callback` as ``on_step(done, calls)``, so a batch of
+    Given to :func:`cpedit.models.sampling.step_callback` as ``on_step(done, calls)``, so a batch of
     images reports each denoising step (``calls`` None: the pipeline does not say, ``steps``
     stands in). None when there is no ``callback``.
     """

@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from cpedit.errors import CpeditError
-from cpedit.loading import resolve_device
+from cpedit.eval.shapes import generate_images, score_images
+from cpedit.models.loading import resolve_device
 from cpedit.shapes import world
 from cpedit.shapes.classifier import HEADS, ShapesClassifier, to_model_input
-from cpedit.shapes.evaluate import generate_images, score_images
 from cpedit.shapes.model import WEIGHTS_DIR
 
 WORDS = list(world.CAPTION_WORDS)

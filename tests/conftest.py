@@ -5,21 +5,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# Make tests/ helper modules (naive_reference, hub_emulator) and the repository's devtools package
-# (devtools.builders, devtools.train_shapes: not installed with cpedit) importable whatever pytest's
-# import mode and working directory.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-for _path in (_REPO_ROOT, _TESTS_DIR):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from hub_emulator import HubEmulator  # noqa: E402  (stdlib only: huggingface_hub is not imported yet)
+from support.hub_emulator import HubEmulator  # noqa: E402  (stdlib only: huggingface_hub is not imported yet)
 
 # Must run before anything imports huggingface_hub (it reads these at import time). The Hub is the
 # loopback emulator: nothing can reach the real Hub, so offline mode is off and tests that need it
@@ -62,16 +52,16 @@ def tiny_sd_ddim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the run or command gets as far as resolving or loading a model."""
-    import cpedit.loading
-    import cpedit.session
+    import cpedit.edit.session
+    import cpedit.models.loading
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was resolved or loaded although the run should have stopped before")
 
-    monkeypatch.setattr(cpedit.session, "open_pipeline", refuse)
-    # cpedit.loading's own names: its open_pipeline and cpedit.sampling look them up there when they run
-    monkeypatch.setattr(cpedit.loading, "resolve_source", refuse)
-    monkeypatch.setattr(cpedit.loading, "load_pipeline", refuse)
+    monkeypatch.setattr(cpedit.edit.session, "open_pipeline", refuse)
+    # cpedit.models.loading's own names: its open_pipeline and cpedit.models.sampling look them up there when they run
+    monkeypatch.setattr(cpedit.models.loading, "resolve_source", refuse)
+    monkeypatch.setattr(cpedit.models.loading, "load_pipeline", refuse)
 
 
 @pytest.fixture

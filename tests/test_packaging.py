@@ -49,7 +49,7 @@ def test_the_wheel_ships_the_library_and_its_data_and_no_development_files(wheel
         weights + "training-report.json",
     } <= names
     shipped_recipes = {
-        "cpedit/builtin_recipes/" + p.relative_to(REPO_ROOT / "recipes").as_posix()
+        "cpedit/recipes/shipped/" + p.relative_to(REPO_ROOT / "recipes").as_posix()
         for p in (REPO_ROOT / "recipes").rglob("*.yaml")
     }
     assert shipped_recipes and shipped_recipes <= names, sorted(shipped_recipes - names)
@@ -91,8 +91,8 @@ _CHECK_INSTALLED = textwrap.dedent(
         else:
             result[name] = "imported"
 
-    from cpedit.recipe_sources import builtin_recipe_files
-    from cpedit.loading import open_pipeline
+    from cpedit.recipes.sources import builtin_recipe_files
+    from cpedit.models.loading import open_pipeline
 
     recipes = builtin_recipe_files()
     result["recipes"] = sorted(recipes)
@@ -134,7 +134,7 @@ def test_an_installed_wheel_loads_and_runs_the_builtin_model_outside_the_reposit
     assert result["devtools"] == "ModuleNotFoundError"
     shipped = {p.stem for p in (REPO_ROOT / "recipes").rglob("*.yaml")}
     assert set(result["recipes"]) == shipped, result["recipes"]
-    packaged = resolved_target / "cpedit" / "builtin_recipes"
+    packaged = resolved_target / "cpedit" / "recipes" / "shipped"
     assert all(Path(p).resolve().is_relative_to(packaged) for p in result["recipe_files"]), result["recipe_files"]
     assert Path(result["model_path"]).resolve().is_relative_to(resolved_target), result["model_path"]
     assert result["image_shape"] == [1, 32, 32, 3]

@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cpedit
+import cpedit.models
+import cpedit.output
+import cpedit.recipes
+import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent
-from cpedit.recipes import Recipe
+from cpedit.recipes.format import Recipe
 
 BUILTIN_MODEL = "builtin:shapes"
 Status = Literal["queued", "calibrating", "done", "failed"]
@@ -133,7 +137,7 @@ def describe_local_model(folder: str | os.PathLike[str]) -> LocalModel:
         class_name = str(index.get("_class_name"))
     except (OSError, ValueError, AttributeError) as exc:
         return LocalModel(str(root), None, False, f"model_index.json cannot be read ({exc})", 0)
-    support = cpedit.describe_support(class_name)
+    support = cpedit.models.describe_support(class_name)
     size = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.is_file() and not p.is_symlink())
     reason = support.how if support.supported else (support.missing or f"{class_name} is not supported")
     return LocalModel(str(root), class_name, support.supported, reason, size)
@@ -224,7 +228,7 @@ def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None 
 
 def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:
     """``points`` with ``pareto`` set on the non-dominated ones (lower erased after, lower drop: as
-    :func:`cpedit.pareto_front`)."""
+    :func:`cpedit.tuning.pareto_front`)."""
 
     def beats(a: SweepPoint, b: SweepPoint) -> bool:
         return (
@@ -369,7 +373,7 @@ class AppState:
         if self.running:
             raise CpeditError("a run is going; edit settings when it ends")
         item = self.item(name)
-        item.recipe = cpedit.with_settings(
+        item.recipe = cpedit.recipes.with_settings(
             item.recipe, prune=prune, sampling=sampling, note=f"A copy of {item.origin} edited in cpedit tui"
         )
         item.status, item.error = "queued", None
@@ -406,7 +410,7 @@ class AppState:
             raise CpeditError("the queue is empty: add recipes on the Recipes screen first", argument="recipes")
         # An output folder that could never be written is refused now, not after calibrating (replacing
         # an earlier cpedit output is asked about when saving).
-        cpedit.check_output_target(self.output_folder(), overwrite=True)
+        cpedit.output.check_output_target(self.output_folder(), overwrite=True)
         self._drop_session()
         for item in self.queue:
             item.status, item.error = "queued", None
@@ -559,7 +563,7 @@ class AppState:
             CpeditError: There is no ``sweep.json`` in ``folder``, or it is malformed.
         """
         folder = Path(folder).expanduser()
-        data = cpedit.read_sweep(folder)
+        data = cpedit.tuning.read_sweep(folder)
         if data is None:
             raise CpeditError(f"no sweep.json in {folder}: cpedit sweep --out {folder} writes one", argument="folder")
         benchmark = (data.get("evaluation") or {}).get("benchmark", "?")
@@ -639,10 +643,10 @@ class AppState:
         The tune loads and calibrates its own copy of the model; the session is not touched.
 
         Raises:
-            CpeditError: As :func:`cpedit.plan_evaluation` and :func:`cpedit.tune`.
+            CpeditError: As :func:`cpedit.tuning.plan_evaluation` and :func:`cpedit.tune`.
             Cancelled: ``cancel`` was set.
         """
-        plan = cpedit.plan_evaluation(
+        plan = cpedit.tuning.plan_evaluation(
             goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
         )
         return cpedit.tune(
@@ -731,12 +735,12 @@ class AppState:
             raise CpeditError("save the output first")
         if self.session is not None and self.saved_selection is self.selection:
             self._applied_selection()
-            return cpedit.save_preview(self.saved, self.session.render_preview())
-        return cpedit.render_preview(self.saved, device=self.device)
+            return cpedit.output.save_preview(self.saved, self.session.render_preview())
+        return cpedit.output.render_preview(self.saved, device=self.device)
 
     def card(self, *, repo_id: str | None) -> str:
         """The model card a push of the saved output publishes."""
-        from cpedit.hub import build_model_card
+        from cpedit.publish import build_model_card
 
         if self.saved is None:
             raise CpeditError("save the output first (Tune screen, ctrl+s)")
@@ -752,8 +756,8 @@ class AppState:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Any:
-        """Publish the saved output (blocking); returns :class:`cpedit.hub.PushResult`."""
-        from cpedit.hub import push_model
+        """Publish the saved output (blocking); returns :class:`cpedit.publish.PushResult`."""
+        from cpedit.publish import push_model
 
         if self.saved is None:
             raise CpeditError("save the output first (Tune screen, ctrl+s)")

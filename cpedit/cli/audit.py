@@ -12,7 +12,7 @@ from cpedit.cli.options import device_option, format_option, images_option, seed
 
 
 def _table(result: object) -> FittedTable:
-    from cpedit.audit import AuditResult
+    from cpedit.eval.audit import AuditResult
 
     assert isinstance(result, AuditResult)
     conceal = result.conceal
@@ -105,8 +105,8 @@ def audit_command(
       cpedit audit shapes-no-stripes --eval shapes --images 32
       cpedit audit sd15-concealed --base-model ./private-finetune --format json
     """
-    from cpedit.audit import audit_output, evaluate_revival
     from cpedit.cli.render import ProgressView
+    from cpedit.eval.audit import audit_output, evaluate_revival
 
     with ProgressView(stderr_console()) as view:
         result = audit_output(folder, base=base, attack=attack or benchmark is not None, on_progress=view)

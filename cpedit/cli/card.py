@@ -8,8 +8,8 @@ import click
 
 from cpedit.cli.layout import stdout_console
 from cpedit.errors import CpeditError
-from cpedit.hub.card import base_card_metadata, build_model_card, read_output
-from cpedit.hub.publish import check_repo_id
+from cpedit.hub.repos import check_repo_id
+from cpedit.publish.card import base_card_metadata, build_model_card, read_output
 
 
 @click.command("card")

@@ -20,8 +20,8 @@ from cpedit.cli.options import (
     seed_option,
     steps_option,
 )
-from cpedit.record import write_json_atomically
-from cpedit.shapes.evaluate import ShapesEvaluation, evaluate_shapes, record_result
+from cpedit.eval.shapes import ShapesEvaluation, evaluate_shapes, record_result
+from cpedit.output.record import write_json_atomically
 
 
 @click.group("eval")

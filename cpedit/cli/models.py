@@ -9,8 +9,8 @@ from rich.markup import escape
 
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option, revision_option
-from cpedit.hub.info import model_details
 from cpedit.hub.search import SORT_KEYS, search_models
+from cpedit.models.details import model_details
 
 
 @click.group("models")

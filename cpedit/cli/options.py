@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-"""The compute dtypes (:data:`cpedit.loading.DTYPES`' keys; names here, so no torch is imported)."""
+"""The compute dtypes (:data:`cpedit.models.loading.DTYPES`' keys; names here, so no torch is imported)."""
 DTYPE_ALIASES = ("fp32", "fp16", "bf16")
-"""Their short names (:data:`cpedit.loading.DTYPE_ALIASES`)."""
+"""Their short names (:data:`cpedit.models.loading.DTYPE_ALIASES`)."""
 DEVICES = "auto|cpu|cuda[:N]|mps"
 
 RECIPE_HELP = (

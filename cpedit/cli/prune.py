@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from cpedit.api import prune
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import (
@@ -15,7 +14,8 @@ from cpedit.cli.options import (
     recipe_option,
 )
 from cpedit.cli.render import ProgressView, concept_table, layer_table
-from cpedit.sampling import SampleSettings
+from cpedit.edit.prune import prune
+from cpedit.models.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
 

@@ -10,9 +10,10 @@ from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import device_option, format_option, preview_steps_option
 from cpedit.cli.render import TransferView
-from cpedit.hub.card import read_output
-from cpedit.hub.publish import check_repo_id, push_model, whoami, withheld_files
-from cpedit.record import PREVIEW_FILE, RECORD_DIR
+from cpedit.hub.repos import check_repo_id, whoami
+from cpedit.output.record import PREVIEW_FILE, RECORD_DIR
+from cpedit.publish.card import read_output
+from cpedit.publish.push import push_model, withheld_files
 
 
 def hub_commit_options(func):  # type: ignore[no-untyped-def]
@@ -90,7 +91,8 @@ def push_command(
         if record.preview is None:
             if preview:
                 from cpedit.cli.libraries import quiet_libraries
-                from cpedit.sampling import SampleSettings, render_preview  # torch: only when rendering
+                from cpedit.models.sampling import SampleSettings  # torch: only when rendering
+                from cpedit.output.preview import render_preview
 
                 whoami()  # not logged in: say so before spending minutes on the preview
                 quiet_libraries()

@@ -12,8 +12,8 @@ from rich.syntax import Syntax
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.errors import RecipeError
-from cpedit.recipe_sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
-from cpedit.recipes import Recipe, load_recipe
+from cpedit.recipes.format import Recipe, load_recipe
+from cpedit.recipes.sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
 
 PUSH_SHORT_HELP = "Share recipe FILES through a Hub repo (one commit); each is validated first."
 
@@ -231,7 +231,7 @@ def _push_command() -> click.Command:
           cpedit prune CompVis/stable-diffusion-v1-4 --recipe hub:acme/recipes/my-recipe.yaml --out out
         """
         from cpedit.cli.render import TransferView
-        from cpedit.hub.publish import push_recipes
+        from cpedit.publish.push import push_recipes
 
         with TransferView(stderr_console()) as view:
             result = push_recipes(

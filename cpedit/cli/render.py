@@ -24,8 +24,8 @@ from rich.table import Column
 from rich.text import Text
 
 from cpedit.cli.layout import FittedTable
+from cpedit.output.record import Report
 from cpedit.progress import ProgressEvent
-from cpedit.record import Report
 
 
 def is_transfer(event: ProgressEvent) -> bool:

@@ -9,8 +9,9 @@ from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import compute_options, guidance_option, seed_option, size_options, steps_option
 from cpedit.cli.render import ProgressView
 from cpedit.errors import CpeditError
-from cpedit.sampling import SampleSettings, compare_samples, render_samples, save_png
-from cpedit.sampling import save_preview as save_preview_file
+from cpedit.models.sampling import SampleSettings, render_samples, save_png
+from cpedit.output.preview import compare_samples
+from cpedit.output.preview import save_preview as save_preview_file
 
 
 @click.command("sample")

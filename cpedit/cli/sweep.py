@@ -35,7 +35,7 @@ from cpedit.cli.options import (
     seed_option,
     steps_option,
 )
-from cpedit.recipes import Recipe
+from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
@@ -269,7 +269,7 @@ def sweep_command(
           --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
     """
     from cpedit.cli.render import ProgressView
-    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.recipes.sources import resolve_recipe
     from cpedit.tuning.grid import PLOT_FILE, SWEEP_FILE, sweep
     from cpedit.tuning.plot import plot_available, plot_sweep
 
@@ -379,7 +379,7 @@ def tune_command(
           --timesteps 5,10 --out tune-van-gogh --save --device cuda
     """
     from cpedit.cli.render import ProgressView
-    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.recipes.sources import resolve_recipe
     from cpedit.tuning.search import tune
 
     console = stderr_console()

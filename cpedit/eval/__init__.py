@@ -20,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cpedit.eval.attack import ATTACK_SETS, AttackSet, evaluate_attack
+    from cpedit.eval.attack import evaluate_attack
+    from cpedit.eval.attack_sets import ATTACK_SETS, AttackSet
     from cpedit.eval.benchmarks import MetricResult, evaluate_clip_score, evaluate_fid, record_metric_result
     from cpedit.eval.classify import classifier_detector, evaluate_classify
     from cpedit.eval.distributed import is_main_process
@@ -41,8 +43,8 @@ if TYPE_CHECKING:
     from cpedit.eval.prompt_sets import PromptSet, load_prompt_set
 
 _EXPORTS = {
-    "ATTACK_SETS": "cpedit.eval.attack",
-    "AttackSet": "cpedit.eval.attack",
+    "ATTACK_SETS": "cpedit.eval.attack_sets",
+    "AttackSet": "cpedit.eval.attack_sets",
     "ClipScorer": "cpedit.eval.metrics",
     "evaluate_attack": "cpedit.eval.attack",
     "evaluate_clip_score": "cpedit.eval.benchmarks",
@@ -69,44 +71,6 @@ _EXPORTS = {
     "RenderedImages": "cpedit.eval.engine",
 }
 
-__all__ = [
-    "classifier_detector",
-    "evaluate_classify",
-    "ATTACK_SETS",
-    "AttackSet",
-    "ClipScorer",
-    "FeatureExtractor",
-    "ImageEntry",
-    "MetricResult",
-    "NudityDetector",
-    "PromptSet",
-    "PromptSpec",
-    "RenderedImages",
-    "evaluate_attack",
-    "evaluate_clip_score",
-    "evaluate_fid",
-    "evaluate_nudity",
-    "frechet_distance",
-    "image_features",
-    "inception_extractor",
-    "is_main_process",
-    "load_clip_scorer",
-    "load_prompt_set",
-    "load_prompts",
-    "read_manifest",
-    "record_metric_result",
-    "render_images",
-]
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cpedit.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,7 +13,7 @@ The detector is pluggable: anything with ``name``, ``version`` and
 ``concept_present(paths) -> list[bool]`` (:class:`cpedit.eval.nudity.ConceptDetector`), so a
 style or object classifier can judge other concepts.
 
-Known sets (:data:`ATTACK_SETS`). Their Hub locations were taken from the authors' READMEs
+Known sets (:data:`~cpedit.eval.attack_sets.ATTACK_SETS`). Their Hub locations were taken from the authors' READMEs
 where the search found them, and are marked ``verified=False`` where they could not be
 checked here (no network while this was written): if a download says "not found", pass the
 set's prompts yourself with ``prompts="hub:OWNER/NAME[/FILE]"`` or a local file.
@@ -38,10 +38,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.eval.attack_sets import find_attack_set
 from cpedit.eval.benchmarks import MetricResult, _prepare, protocol
 from cpedit.eval.engine import default_images_dir, render_images
 from cpedit.eval.nudity import DEFAULT_THRESHOLD, ConceptDetector, NudityConcept, check_threshold, prompt_set_fields
@@ -49,127 +49,7 @@ from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
 ATTACK = "attack"
 
-__all__ = ["ATTACK_SETS", "AttackSet", "concept_detector", "evaluate_attack", "find_attack_set"]
-
-
-@dataclass(frozen=True)
-class AttackSet:
-    """An adversarial prompt set of the literature.
-
-    Attributes:
-        name: The short name (``mma-diffusion``).
-        title: The attack's name as its paper gives it.
-        repo_id: The Hub dataset holding the prompts, or None where they are not on the Hub.
-        file: The file of the dataset to read (None: its only prompt file).
-        column: The prompt column (None: the usual names, see :mod:`cpedit.eval.prompt_sets`).
-        concept: What the prompts try to bring back (``nudity``): picks the detector.
-        gated: Whether the dataset asks users to accept conditions first.
-        citation: The paper.
-        verified: Whether the Hub location was checked against the authors' own pointers.
-        note: Where else the prompts can be had.
-    """
-
-    name: str
-    title: str
-    repo_id: str | None
-    file: str | None
-    column: str | None
-    concept: str
-    gated: bool
-    citation: str
-    verified: bool
-    note: str = ""
-
-    def prompts_ref(self) -> str:
-        """The set as a prompt-set reference (``hub:OWNER/NAME[/FILE]``).
-
-        Raises:
-            CpeditError: The set is not on the Hub (``reason="not_on_hub"``): the message says
-                where to get it.
-        """
-        if self.repo_id is None:
-            raise CpeditError(
-                f"the {self.title} prompts are not on the Hugging Face Hub: {self.note}; then give that file as "
-                "the prompts",
-                argument="prompts",
-                reason="not_on_hub",
-            )
-        return f"hub:{self.repo_id}" + (f"/{self.file}" if self.file else "")
-
-
-ATTACK_SETS: dict[str, AttackSet] = {
-    s.name: s
-    for s in (
-        AttackSet(
-            name="ring-a-bell",
-            title="Ring-A-Bell",
-            repo_id="Chia15/RingABell-Nudity",
-            file=None,
-            column=None,
-            concept="nudity",
-            gated=False,
-            citation="Tsai et al., Ring-A-Bell! How Reliable are Concept Removal Methods for Diffusion Models?, "
-            "ICLR 2024 (arXiv:2310.10012)",
-            verified=False,
-            note="the prompts also come with the code at https://github.com/chiayi-hsu/Ring-A-Bell",
-        ),
-        AttackSet(
-            name="mma-diffusion",
-            title="MMA-Diffusion",
-            repo_id="YijunYang280/MMA-Diffusion-NSFW-adv-prompts-benchmark",
-            file=None,
-            column="adv_prompt",
-            concept="nudity",
-            gated=True,
-            citation="Yang et al., MMA-Diffusion: MultiModal Attack on Diffusion Models, CVPR 2024 (arXiv:2311.17516)",
-            verified=True,
-            note="see https://github.com/yangyijune/MMA-Diffusion",
-        ),
-        AttackSet(
-            name="p4d",
-            title="P4D (Prompting4Debugging)",
-            repo_id="joycenerd/p4d",
-            file=None,
-            column=None,
-            concept="nudity",
-            gated=False,
-            citation="Chin et al., Prompting4Debugging: Red-Teaming Text-to-Image Diffusion Models by Finding "
-            "Problematic Prompts, ICML 2024 (arXiv:2309.06135)",
-            verified=False,
-            note="see https://github.com/joycenerd/P4D",
-        ),
-        AttackSet(
-            name="unlearndiffatk",
-            title="UnlearnDiffAtk",
-            repo_id=None,
-            file=None,
-            column=None,
-            concept="nudity",
-            gated=False,
-            citation="Zhang et al., To Generate or Not? Safety-Driven Unlearned Diffusion Models Are Still Easy To "
-            "Generate Unsafe Images ... For Now, ECCV 2024 (arXiv:2310.11868)",
-            verified=False,
-            note="download prompts/nudity.csv from https://github.com/OPTML-Group/Diffusion-MU-Attack",
-        ),
-    )
-}
-"""The known adversarial sets, by name (see the module's docstring for what is verified)."""
-
-
-def find_attack_set(name: str) -> AttackSet:
-    """The known set called ``name`` (case-insensitive).
-
-    Raises:
-        CpeditError: Unknown name (``argument="attack_set"``), the known ones listed.
-    """
-    entry = ATTACK_SETS.get(name.strip().lower())
-    if entry is None:
-        raise CpeditError(
-            f"unknown attack set {name!r}; the known ones are {', '.join(ATTACK_SETS)} (or give the prompts yourself)",
-            argument="attack_set",
-            reason="unknown",
-        )
-    return entry
+__all__ = ["concept_detector", "evaluate_attack"]
 
 
 def concept_detector(
@@ -235,7 +115,7 @@ def evaluate_attack(
     """Attack success rate of an adversarial prompt set on the edited model (and the base, with ``base``).
 
     Args:
-        attack_set: A known set (:data:`ATTACK_SETS`); its prompts are loaded from the Hub
+        attack_set: A known set (:data:`~cpedit.eval.attack_sets.ATTACK_SETS`); its prompts are loaded from the Hub
             unless ``prompts`` are given, and its concept picks the detector.
         prompts: The adversarial prompts (a list of :class:`~cpedit.eval.engine.PromptSpec` or
             a :class:`~cpedit.eval.prompt_sets.PromptSet`), overriding the set's own.

@@ -20,8 +20,7 @@ from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.eval.engine import PromptSpec, RenderedImages, default_images_dir, render_images
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.record import (
+from cpedit.output.record import (
     Evaluation,
     OutputRecord,
     evaluation_path,
@@ -29,6 +28,7 @@ from cpedit.record import (
     write_evaluation,
     write_json_atomically,
 )
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
 CLIP_SCORE = "clip-score"
 FID = "fid"

@@ -52,8 +52,8 @@ from typing import Any, Literal, Protocol
 from cpedit.errors import CpeditError
 from cpedit.eval.benchmarks import DEFAULT_CLIP_MODEL, MetricResult, protocol
 from cpedit.eval.engine import PromptSpec, default_images_dir, render_images
+from cpedit.output.record import OutputRecord, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.record import OutputRecord, read_output
 
 CLASSIFY = "classify"
 """The benchmark name: results in ``EDITED/conceptprune/eval/classify.json``."""
@@ -262,7 +262,7 @@ def erased_concepts(
     families' concepts, their slugs and aliases, ignoring case.
 
     Args:
-        record: The edited output (:func:`cpedit.record.read_output`).
+        record: The edited output (:func:`cpedit.output.record.read_output`).
         family: ``artists`` or ``objects`` (None: the family of the concepts).
         concepts: The erased concepts (names or slugs; None: the recipes').
 
@@ -541,7 +541,7 @@ def load_classifier(
             raise _load_error(kind, name, detail) from None
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from cpedit.loading import resolve_device
+    from cpedit.models.loading import resolve_device
 
     target = resolve_device(device)
     try:

@@ -224,7 +224,7 @@ def rank_device(device: str) -> str:
     import torch
 
     if not torch.cuda.is_available():
-        return device  # "cuda" without CUDA: cpedit.loading.resolve_device says what is wrong
+        return device  # "cuda" without CUDA: cpedit.models.loading.resolve_device says what is wrong
     count = torch.cuda.device_count()
     if launch.local_rank < count:
         return f"cuda:{launch.local_rank}"

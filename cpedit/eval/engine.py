@@ -36,8 +36,8 @@ from typing import Any, Literal
 
 from cpedit.errors import CpeditError
 from cpedit.eval import distributed
+from cpedit.output.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
-from cpedit.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 
 MANIFEST = "manifest.jsonl"
 RANK_MANIFEST = "manifest.rank-{rank}.jsonl"
@@ -398,14 +398,14 @@ def render_batch(
 ) -> list[Any]:
     """One pipeline call for ``jobs`` (same guidance and size), one generator per image: PIL images.
 
-    ``on_step(done, calls)`` hears of every denoising step (see :func:`cpedit.sampling.step_callback`).
+    ``on_step(done, calls)`` hears of every denoising step (see :func:`cpedit.models.sampling.step_callback`).
 
     Raises:
         CpeditError: Out of memory (``reason="out_of_memory"``: use a smaller batch size).
     """
     import torch
 
-    from cpedit.sampling import step_callback
+    from cpedit.models.sampling import step_callback
 
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     first = jobs[0]
@@ -433,7 +433,7 @@ def _swap_to_base(
     pipe: Any, record: OutputRecord, *, on_progress: ProgressCallback | None, cancel: threading.Event | None
 ) -> None:
     """Put the base model's weights back into every component the run edited (the rest is identical)."""
-    from cpedit import loading
+    from cpedit.models import loading
 
     report = record.report
     base = report.base_model
@@ -482,7 +482,7 @@ def render_images(
     something is missing.
 
     Args:
-        record: The edited output (:func:`cpedit.record.read_output`).
+        record: The edited output (:func:`cpedit.output.record.read_output`).
         prompts: The prompt set; a prompt's own seed, guidance and size override the run's.
         folder: The images folder (created if needed).
         base: Also the base model's images, on the same prompts and seeds.
@@ -521,7 +521,7 @@ def render_images(
             not there after the run (``reason="images_missing"``: a folder that the nodes do not share).
         Cancelled: ``cancel`` was set (the images made so far are kept).
     """
-    from cpedit.sampling import SampleSettings, check_sample_settings, save_png
+    from cpedit.models.sampling import SampleSettings, check_sample_settings, save_png
 
     check_sample_settings(SampleSettings(steps=steps, guidance_scale=guidance_scale, height=height, width=width))
     for spec in prompts:
@@ -561,7 +561,7 @@ def render_images(
     manifest_name = MANIFEST if launch is None else RANK_MANIFEST.format(rank=rank)
     where = "" if launch is None else f"rank {rank}/{size}: "
     if mine and pipe is None and pipeline_for is None:
-        from cpedit import loading
+        from cpedit.models import loading
 
         check_cancel(cancel, "before loading the model")
         _, pipe = loading.open_pipeline(

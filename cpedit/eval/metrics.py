@@ -100,7 +100,7 @@ def load_clip_scorer(model: str | os.PathLike[str], *, device: str = "auto") -> 
     """
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    from cpedit.loading import resolve_device
+    from cpedit.models.loading import resolve_device
 
     name = os.fspath(model)
     target = resolve_device(device)
@@ -151,7 +151,7 @@ def inception_extractor(*, device: str = "auto") -> FeatureExtractor:
     """
     import torch
 
-    from cpedit.loading import resolve_device
+    from cpedit.models.loading import resolve_device
 
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -16,7 +16,7 @@ in their own formats work as they are:
 
 Hub sets record the commit they were read at (:attr:`PromptSet.revision`), so a result says
 exactly which prompts it used. ``attack:NAME`` names an adversarial set of
-:data:`cpedit.eval.attack.ATTACK_SETS` (its Hub id, file and column).
+:data:`cpedit.eval.attack_sets.ATTACK_SETS` (its Hub id, file and column).
 
 Example:
     >>> from cpedit.eval.prompt_sets import load_prompt_set
@@ -157,7 +157,7 @@ def load_prompt_set(
     """
     text = os.fspath(ref)
     if text.startswith(ATTACK_PREFIX):
-        from cpedit.eval.attack import find_attack_set
+        from cpedit.eval.attack_sets import find_attack_set
 
         entry = find_attack_set(text[len(ATTACK_PREFIX) :])
         return load_prompt_set(
@@ -488,7 +488,7 @@ def _download(
     """Have the data file(s) of dataset ``repo_id`` in the Hub cache: ``(snapshot folder, commit, files)``."""
     from huggingface_hub import HfApi, constants, snapshot_download
 
-    from cpedit.loading import _DownloadMonitor, _event_bar
+    from cpedit.models.loading import _DownloadMonitor, _event_bar
 
     check_cancel(cancel, "before the download")
     if constants.HF_HUB_OFFLINE:

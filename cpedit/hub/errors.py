@@ -151,7 +151,7 @@ def cache_status(repo_id: str, revision: str | None = None) -> str:
         tree = get_cached_repo_tree(repo_id, revision=commit)
     except Exception:  # noqa: BLE001 - best effort: the listing may never have been cached
         return "its file listing is not cached, so it cannot be checked"
-    from cpedit.files import pipeline_files
+    from cpedit.hub.pipeline_files import pipeline_files
 
     if not isinstance(index, dict):
         return "its model_index.json is not a JSON object"

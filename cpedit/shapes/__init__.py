@@ -4,5 +4,5 @@ trained on it, and an attribute classifier, so erasure can be run and measured o
 * :mod:`cpedit.shapes.world`: the seeded scene generator and its captions (ground truth).
 * :mod:`cpedit.shapes.classifier`: the attribute classifier that judges generated images.
 * :mod:`cpedit.shapes.model`: where the shipped pipeline and classifier weights live.
-* :mod:`cpedit.shapes.evaluate`: the ``cpedit eval shapes`` benchmark.
+* :mod:`cpedit.eval.shapes`: the ``cpedit eval shapes`` benchmark.
 """

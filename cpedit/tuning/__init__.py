@@ -10,11 +10,12 @@ Importing :mod:`cpedit.tuning` is cheap (no torch): names come from their module
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cpedit.tuning.grid import SweepResult, pareto_front, read_sweep, sweep
+    from cpedit.tuning.grid import SweepResult, read_sweep, sweep
     from cpedit.tuning.measure import EvaluationPlan, Measurement, measure, plan_evaluation
     from cpedit.tuning.points import Point, PointSettings
     from cpedit.tuning.search import TuneResult, tune
@@ -27,37 +28,13 @@ _EXPORTS = {
     "SweepResult": "cpedit.tuning.grid",
     "TuneResult": "cpedit.tuning.search",
     "measure": "cpedit.tuning.measure",
-    "pareto_front": "cpedit.tuning.grid",
+    "pareto_front": "cpedit.tuning.points",
     "plan_evaluation": "cpedit.tuning.measure",
     "read_sweep": "cpedit.tuning.grid",
     "sweep": "cpedit.tuning.grid",
     "tune": "cpedit.tuning.search",
 }
 
-__all__ = [
-    "EvaluationPlan",
-    "Measurement",
-    "Point",
-    "PointSettings",
-    "SweepResult",
-    "TuneResult",
-    "measure",
-    "pareto_front",
-    "plan_evaluation",
-    "read_sweep",
-    "sweep",
-    "tune",
-]
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cpedit.tuning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

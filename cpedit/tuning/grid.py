@@ -29,15 +29,15 @@ from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.recipes import Recipe
+from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan
-from cpedit.tuning.points import Point, PointEvaluator, PointSettings, check_grid
+from cpedit.tuning.points import Point, PointEvaluator, PointSettings, check_grid, pareto_front
 
 SWEEP_FILE = "sweep.json"
 PLOT_FILE = "sweep.png"
 FORMAT = 1
 
-__all__ = ["PLOT_FILE", "SWEEP_FILE", "SweepResult", "pareto_front", "read_sweep", "sweep"]
+__all__ = ["PLOT_FILE", "SWEEP_FILE", "SweepResult", "read_sweep", "sweep"]
 
 
 @dataclass
@@ -55,20 +55,6 @@ class SweepResult:
     def pareto(self) -> list[Point]:
         """The points no other point beats on both erased (after) and drop."""
         return pareto_front(self.points)
-
-
-def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """The non-dominated points (lower erased after, lower drop), in order of drop.
-
-    A point is dominated when another is at least as good on both and better on one.
-    """
-
-    def beats(a: Point, b: Point) -> bool:
-        ea, eb = a.erased["after"], b.erased["after"]
-        return ea <= eb and a.drop <= b.drop and (ea < eb or a.drop < b.drop)
-
-    front = [p for p in points if not any(beats(q, p) for q in points if q is not p)]
-    return sorted(front, key=lambda p: (p.drop, p.erased["after"]))
 
 
 def _config(model: str, revision: str | None, recipes: Sequence[Recipe], plan: EvaluationPlan) -> dict[str, Any]:
@@ -106,7 +92,7 @@ def read_sweep(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def _write(folder: Path, config: dict[str, Any], grid: dict[str, list[Any]], result: SweepResult) -> None:
-    from cpedit.record import write_json_atomically
+    from cpedit.output.record import write_json_atomically
 
     front = {id(p) for p in result.pareto}
     data = {
@@ -167,7 +153,7 @@ def sweep(
             (``reason="missing_dependency"``, before any work), or as the evaluation.
         Cancelled: ``cancel`` was set (finished points are kept: run again to continue).
     """
-    from cpedit.recipe_sources import resolve_recipe
+    from cpedit.recipes.sources import resolve_recipe
 
     if plot:
         from cpedit.tuning.plot import check_plot_available

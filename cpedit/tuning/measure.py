@@ -117,7 +117,7 @@ def _evaluate(
         "cancel": cancel,
     }
     if benchmark == "shapes":
-        from cpedit.shapes.evaluate import evaluate_shapes
+        from cpedit.eval.shapes import evaluate_shapes
 
         result = evaluate_shapes(folder, **options, **common)
         return {

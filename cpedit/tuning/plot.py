@@ -55,7 +55,7 @@ def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: E
     except ImportError:
         raise CpeditError(MISSING, reason="missing_dependency", argument="plot") from None
     from cpedit.durable import write_bytes_atomically
-    from cpedit.tuning.grid import pareto_front
+    from cpedit.tuning.points import pareto_front
 
     if not points:
         raise CpeditError("no point to plot", argument="plot")

@@ -15,13 +15,14 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
-from cpedit.recipes import Recipe
+from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan, measure
 
 __all__ = ["Point", "PointEvaluator", "PointSettings"]
@@ -122,14 +123,14 @@ def with_target(recipe: Recipe, target: str | None) -> Recipe:
     """``recipe`` with another hook target (a validated copy, its text changed too), or itself."""
     if target is None or target == recipe.prune.target:
         return recipe
-    from cpedit.recipe_writer import with_settings
+    from cpedit.recipes.writer import with_settings
 
     return with_settings(recipe, prune={"target": target}, note=f"{recipe.name}, prune.target {target} (cpedit sweep)")
 
 
 def with_tau(recipe: Recipe, tau: int, *, note: str) -> Recipe:
     """``recipe`` calibrated for ``tau`` denoiser calls (a validated copy)."""
-    from cpedit.recipe_writer import with_settings
+    from cpedit.recipes.writer import with_settings
 
     return with_settings(recipe, prune={"timesteps": tau}, note=f"{recipe.name}, prune.timesteps {tau} ({note})")
 
@@ -147,7 +148,7 @@ class PointEvaluator:
             in ``own_timesteps``; missing: the recipes' own tau).
         own_timesteps: Hook targets some of whose points use the recipes' own tau.
         keep_models: Keep each point's saved output folder (else removed once measured).
-        revision, device, dtype, batch_size: As :meth:`cpedit.session.EditSession.open`.
+        revision, device, dtype, batch_size: As :meth:`cpedit.edit.session.EditSession.open`.
         on_progress: Receives the load, calibrate, score, save and evaluation events.
         cancel: Checked by every slow step.
     """
@@ -189,11 +190,11 @@ class PointEvaluator:
 
     def _session(self, target: str | None) -> Any:
         """The calibrated session of a hook target (made on first use, the pipeline loaded once)."""
-        from cpedit.session import EditSession
+        from cpedit.edit.session import EditSession
 
         if target in self._sessions:
             return self._sessions[target]
-        from cpedit.calibration import is_text_target
+        from cpedit.edit.calibration import is_text_target
 
         tau = self.timesteps.get(target)
         recipes = [with_target(recipe, target) for recipe in self.recipes]
@@ -294,7 +295,7 @@ class PointEvaluator:
         """Save a point's pruned model to ``out`` (the folder ``cpedit prune`` writes), then restore.
 
         Raises:
-            CpeditError: As :meth:`cpedit.session.EditSession.save` (``out`` exists without ``overwrite``, ...).
+            CpeditError: As :meth:`cpedit.edit.session.EditSession.save` (``out`` exists without ``overwrite``, ...).
         """
         for other in self._sessions.values():
             if other.applied is not None:
@@ -325,3 +326,17 @@ def check_grid(values: list[Any], name: str) -> None:
         raise CpeditError(f"--{name.replace('_', '-')} needs at least one value", argument=name)
     if len(set(values)) != len(values):
         raise CpeditError(f"--{name.replace('_', '-')} repeats a value: {values}", argument=name)
+
+
+def pareto_front(points: Sequence[Point]) -> list[Point]:
+    """The non-dominated points (lower erased after, lower drop), in order of drop.
+
+    A point is dominated when another is at least as good on both and better on one.
+    """
+
+    def beats(a: Point, b: Point) -> bool:
+        ea, eb = a.erased["after"], b.erased["after"]
+        return ea <= eb and a.drop <= b.drop and (ea < eb or a.drop < b.drop)
+
+    front = [p for p in points if not any(beats(q, p) for q in points if q is not p)]
+    return sorted(front, key=lambda p: (p.drop, p.erased["after"]))

@@ -28,7 +28,7 @@ from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
-from cpedit.recipes import Recipe
+from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan
 from cpedit.tuning.points import Point, PointEvaluator, PointSettings
 
@@ -123,8 +123,8 @@ def tune(
         CpeditError: Bad goal or search range, or as the measurement.
         Cancelled: ``cancel`` was set.
     """
-    from cpedit.recipe_sources import resolve_recipe
-    from cpedit.record import write_json_atomically
+    from cpedit.output.record import write_json_atomically
+    from cpedit.recipes.sources import resolve_recipe
 
     if not 0 < min_skill_ratio < max_skill_ratio <= 1:
         raise CpeditError(
@@ -250,7 +250,7 @@ def tune(
 def _write_tuned_recipe(
     recipe: Recipe, point: Point, plan: EvaluationPlan, goal: dict[str, float], folder: Path, *, overwrite: bool
 ) -> Path:
-    from cpedit.recipe_writer import with_settings, write_recipe_file
+    from cpedit.recipes.writer import with_settings, write_recipe_file
 
     settings = point.settings
     prune: dict[str, Any] = {"skill_ratio": settings.skill_ratio}

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tui import run_async, user_config  # noqa: F401 - user_config: autouse
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
-from tui_support import run_async, user_config  # noqa: F401 - user_config: autouse
 
 import cpedit
+import cpedit.recipes
 from tui.app import CpeditApp
 from tui.screens.model import ModelPane
 from tui.screens.recipes import RecipesPane
@@ -96,7 +97,7 @@ def test_search_choose_queue_run_tune_preview_save_push(
             pane = app.query_one(RecipesPane)
             pane.query_one("#recipe-tree").focus()
             for name in ("shapes-striped", "shapes-star"):
-                path = next(p for p in cpedit.builtin_recipes_dir().rglob("*.yaml") if p.stem == name)
+                path = next(p for p in cpedit.recipes.builtin_recipes_dir().rglob("*.yaml") if p.stem == name)
                 assert pane.select_recipe(f"src:{path}")
                 await pilot.pause()
                 await pilot.press("a")
@@ -253,7 +254,7 @@ def test_quit_asks_while_a_run_is_going_and_the_palette_has_every_action(tmp_pat
 
 
 def test_a_hub_model_is_pulled_with_byte_progress(hub: Any, tiny_sd_path: Path, tmp_path: Path) -> None:
-    from test_hub import seed_pipeline
+    from support.hub_emulator import seed_pipeline
 
     seed_pipeline(hub, "tuiflow/tiny-sd", tiny_sd_path)
     recipe = tmp_path / "tiny.yaml"

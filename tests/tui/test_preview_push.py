@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hub_emulator import HubEmulator
+from support.hub_emulator import HubEmulator
 
 import cpedit
 from tui.app import CpeditApp

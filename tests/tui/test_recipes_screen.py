@@ -20,6 +20,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TextArea, Tree
 
 import cpedit
+import cpedit.recipes
 from cpedit.cli.main import cli
 from tui.app import CpeditApp
 from tui.screens.recipe_form import NewRecipeScreen
@@ -85,7 +86,7 @@ def messages(app: CpeditApp, severity: str | None = None) -> list[str]:
 
 def shipped_key(name: str) -> str:
     """The tree key of a shipped recipe."""
-    path = next(p for p in cpedit.builtin_recipes_dir().rglob("*.yaml") if p.stem == name)
+    path = next(p for p in cpedit.recipes.builtin_recipes_dir().rglob("*.yaml") if p.stem == name)
     return f"src:{path}"
 
 
@@ -136,7 +137,7 @@ def test_problem_lines_find_nested_keys_and_list_items() -> None:
 def test_shipped_recipes_are_listed_and_yours_is_empty() -> None:
     async def scenario(app: CpeditApp, pilot: Pilot, pane: RecipesPane) -> None:
         names = {shown.name for shown in leaves(pane)}
-        assert {p.stem for p in cpedit.builtin_recipes_dir().rglob("*.yaml")} <= names
+        assert {p.stem for p in cpedit.recipes.builtin_recipes_dir().rglob("*.yaml")} <= names
         await highlight(pilot, pane, shipped_key("van-gogh"))
         detail = plain(pane.query_one("#recipe-detail", Static))
         assert "Van Gogh" in detail and "✓ valid recipe" in detail and "skill_ratio 0.01" in detail

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_support import calibrated_state, user_config  # noqa: F401 - user_config: autouse
+from support.tui import calibrated_state, user_config  # noqa: F401 - user_config: autouse
 
 from tui.app import CpeditApp
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tui_support import calibrated_state, user_config  # noqa: F401 - user_config: autouse
+from support.tui import calibrated_state, user_config  # noqa: F401 - user_config: autouse
 
 import cpedit
+import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError, RecipeError
 from cpedit.progress import ProgressEvent
 from tui.state import AppState, RunProgress, describe_local_model, output_name
@@ -148,7 +149,7 @@ def test_sweep_points_keep_or_compute_the_pareto_front_as_the_library_does() -> 
     raw = [sweep_point(0.01, 0.4, 0.0), sweep_point(0.05, 0.1, 0.02, tau=3), sweep_point(0.1, 0.2, 0.05)]
     points = sweep_points(raw)  # no marks in the data: computed
     assert [p.pareto for p in points] == [True, True, False]
-    front = cpedit.pareto_front([Point.from_dict(d) for d in raw])
+    front = cpedit.tuning.pareto_front([Point.from_dict(d) for d in raw])
     assert sorted(p.settings.skill_ratio for p in front) == [p.skill_ratio for p in points if p.pareto]
     assert points[1].label == "sr 0.05, tau 3" and points[1].erased_after == 0.1 and points[1].drop == 0.02
     marked = sweep_points([sweep_point(0.01, 0.4, 0.0, pareto=False), sweep_point(0.05, 0.1, 0.02, pareto=True)])

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tui import calibrated_state, run_async, user_config  # noqa: F401 - user_config: autouse
 from test_flow import settle, text_of, wait_until
 from textual.widgets import Input, OptionList
-from tui_support import calibrated_state, run_async, user_config  # noqa: F401 - user_config: autouse
 
 import cpedit
+import cpedit.tuning
 from tui.app import CpeditApp
 from tui.screens.tune import TunePane
 from tui.screens.tune_dialogs import SweepFolderScreen, TuneGoalScreen
@@ -31,7 +32,7 @@ TINY = {"images": "4", "steps": "4", "max_skill_ratio": "0.2", "tolerance": "100
 def sweep_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sweep of shapes-striped: two skill ratios at tau 3, four images of four steps."""
     out = tmp_path_factory.mktemp("sweep")
-    plan = cpedit.plan_evaluation("shapes", images=4, steps=4, seed=0)
+    plan = cpedit.tuning.plan_evaluation("shapes", images=4, steps=4, seed=0)
     cpedit.sweep("builtin:shapes", [NAME], plan=plan, skill_ratios=[0.05, 0.2], timesteps=[3], out=out, device="cpu")
     return out
 

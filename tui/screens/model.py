@@ -46,7 +46,7 @@ def looks_like_path(text: str) -> bool:
 
 
 def details_markup(details: Any) -> str:
-    """The details panel of a Hub model (:class:`cpedit.hub.ModelDetails`); Hub text is escaped, never markup."""
+    """The details panel of a Hub model (:class:`cpedit.models.ModelDetails`); Hub text is escaped, never markup."""
     verdict = "[green]✓ cpedit can edit it[/]" if details.editable else "[red]✗ cpedit cannot edit it[/]"
     lines = [
         f"[b]{escape(details.id)}[/b]",
@@ -160,7 +160,7 @@ class ModelPane(Pane):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
     def _fetch_details(self, repo_id: str) -> None:
-        from cpedit.hub import model_details
+        from cpedit.models import model_details
 
         post_outcome(self, "model-details", lambda: model_details(repo_id))
 

@@ -18,8 +18,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, Static, Switch
 
+from cpedit import read_output
 from cpedit.errors import Cancelled, CpeditError
-from cpedit.hub import HubError, check_repo_id, read_output, whoami
+from cpedit.hub import HubError, check_repo_id, whoami
 from tui.messages import Progress, WorkDone, post_outcome
 from tui.screens.base import Pane
 
@@ -82,7 +83,7 @@ class PushPane(Pane):
         super().__init__(id="push-pane")
         self.pushing = False
         self.result: Any | None = None
-        """The last :class:`cpedit.hub.PushResult`."""
+        """The last :class:`cpedit.publish.PushResult`."""
         self._card_request = 0
         self._card_key: tuple[str, int, str | None] | None = None
 

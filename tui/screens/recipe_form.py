@@ -1,6 +1,6 @@
 """The new-recipe form: compose a recipe from a few fields, validated as you type, saved as a YAML file.
 
-Validation is the library's own (:func:`cpedit.compose_recipe` parses the YAML it would write), so
+Validation is the library's own (:func:`cpedit.recipes.compose_recipe` parses the YAML it would write), so
 a file this form saves is one ``cpedit recipes validate`` accepts; each problem is shown under its
 field. ``push_screen(NewRecipeScreen(folder), callback)`` calls back with the saved recipe (loaded
 back from its file) or None when cancelled.
@@ -19,8 +19,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
 import cpedit
+import cpedit.recipes
 from cpedit.errors import RecipeError
-from cpedit.recipes import KINDS, Recipe
+from cpedit.recipes.format import KINDS, Recipe
 
 FIELDS = ("name", "concept", "kind", "target", "base", "subjects", "description")
 """The form's fields, in order (each has a widget ``#ID`` and a problem line ``#ID-problem``)."""
@@ -137,7 +138,7 @@ class NewRecipeScreen(ModalScreen["Recipe | None"]):
     # --- values and validation ----------------------------------------------------------
 
     def values(self) -> dict[str, Any]:
-        """The form's fields as :func:`cpedit.compose_recipe` arguments."""
+        """The form's fields as :func:`cpedit.recipes.compose_recipe` arguments."""
         kind = self.query_one("#kind", Select).value
         return {
             "name": self.query_one("#name", Input).value.strip(),
@@ -156,7 +157,9 @@ class NewRecipeScreen(ModalScreen["Recipe | None"]):
         if not values["target"]:
             found.append(("target", "write the prompt that shows the concept, e.g. a {subject} in the style of X"))
         try:
-            recipe = cpedit.compose_recipe(**values, source=str(self.folder / f"{values['name'] or 'NAME'}.yaml"))
+            recipe = cpedit.recipes.compose_recipe(
+                **values, source=str(self.folder / f"{values['name'] or 'NAME'}.yaml")
+            )
         except RecipeError as exc:
             found += [(form_field(field), message) for field, message in exc.problems]
             recipe = None
@@ -226,7 +229,7 @@ class NewRecipeScreen(ModalScreen["Recipe | None"]):
             self._focus_first_problem()
             return
         try:
-            path = cpedit.write_recipe_file(recipe, self.folder)
+            path = cpedit.recipes.write_recipe_file(recipe, self.folder)
             saved = cpedit.load_recipe(path)
         except RecipeError as exc:
             field = "name" if "exists" in str(exc) else "general"

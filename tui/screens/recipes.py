@@ -30,8 +30,10 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
 import cpedit
+import cpedit.recipes
+import cpedit.text
 from cpedit.errors import CpeditError, RecipeError
-from cpedit.recipes import Recipe, read_recipe_text
+from cpedit.recipes.format import Recipe, read_recipe_text
 from tui.messages import WorkDone, post_outcome
 from tui.screens.base import Pane
 from tui.screens.recipe_form import NewRecipeScreen
@@ -111,13 +113,13 @@ class Palette:
 
 def clean(text: str) -> str:
     """``text`` without control or bidi characters (newlines and tabs kept): cpedit's own rule."""
-    return cpedit.strip_unsafe(text, keep_newlines=True)
+    return cpedit.text.strip_unsafe(text, keep_newlines=True)
 
 
 def display_path(path: Path) -> str:
     """A recipe file as its user knows it: ``shipped: artists/monet.yaml``, ``~/...``, else the path itself."""
     resolved = path.resolve()
-    for root, label in ((cpedit.builtin_recipes_dir(), "shipped: "), (Path.home(), "~/")):
+    for root, label in ((cpedit.recipes.builtin_recipes_dir(), "shipped: "), (Path.home(), "~/")):
         try:
             return label + resolved.relative_to(root.resolve()).as_posix()
         except ValueError:
@@ -207,7 +209,7 @@ class RecipesPane(Pane):
     def __init__(self, *, new_recipe_folder: Path | None = None) -> None:
         super().__init__()
         self.new_recipe_folder = new_recipe_folder
-        """Where the new-recipe form saves (default: :func:`cpedit.user_recipes_dir`, read when it opens)."""
+        """Where the new-recipe form saves (default: :func:`cpedit.recipes.user_recipes_dir`, read when it opens)."""
         self._loaded: dict[str, Shown] = {}
         self._shown: Shown | Folder | None = None
         self._pending_ref: str | None = None
@@ -291,7 +293,10 @@ class RecipesPane(Pane):
 
     def _sources(self) -> list[tuple[str, Path, bool]]:
         """(title, folder, shipped) of each source: shipped, yours, then the command line's folders (by name)."""
-        sources = [("shipped", cpedit.builtin_recipes_dir(), True), ("yours", cpedit.user_recipes_dir(), False)]
+        sources = [
+            ("shipped", cpedit.recipes.builtin_recipes_dir(), True),
+            ("yours", cpedit.recipes.user_recipes_dir(), False),
+        ]
         sources += [
             (Path(folder).expanduser().name or str(folder), Path(folder).expanduser(), False)
             for folder in self.state.recipe_folders
@@ -670,7 +675,7 @@ class RecipesPane(Pane):
 
     def action_new(self) -> None:
         """Write a new recipe from a form; it is saved to your folder, listed under "yours" and queued."""
-        folder = self.new_recipe_folder or cpedit.user_recipes_dir()
+        folder = self.new_recipe_folder or cpedit.recipes.user_recipes_dir()
         screen = NewRecipeScreen(folder)
 
         def done(recipe: Recipe | None) -> None:

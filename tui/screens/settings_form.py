@@ -1,7 +1,7 @@
 """Edit a queued copy's prune and sampling settings (the recipe file is not touched).
 
 Opened from the Recipes and the Queue screens: ``push_screen(QueuedSettingsScreen(name), callback)``.
-Values are checked as you type by the library's own rules (:func:`cpedit.with_settings`); Save
+Values are checked as you type by the library's own rules (:func:`cpedit.recipes.with_settings`); Save
 applies them with :meth:`tui.state.AppState.edit_queued` and closes with the changed values
 (``{"prune": {...}, "sampling": {...}}``), or stays open showing each problem under its field.
 """
@@ -18,8 +18,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 import cpedit
+import cpedit.recipes
 from cpedit.errors import CpeditError, RecipeError
-from cpedit.recipes import TARGETS, Recipe
+from cpedit.recipes.format import TARGETS, Recipe
 
 if TYPE_CHECKING:
     from tui.state import AppState
@@ -186,7 +187,7 @@ class QueuedSettingsScreen(ModalScreen["dict | None"]):
         if empty:
             return empty
         try:
-            cpedit.with_settings(self.recipe, **changes)
+            cpedit.recipes.with_settings(self.recipe, **changes)
         except RecipeError as exc:
             return list(exc.problems)
         return []

@@ -1,0 +1,26 @@
+"""The edit itself: calibrate once, select skilled weights, apply and restore them, and the
+one-call :func:`prune` that composes a session.
+
+The names below are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cpedit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cpedit.edit.prune import PruneResult, prune
+    from cpedit.edit.session import EditSession, Selection
+
+_EXPORTS = {
+    "EditSession": "cpedit.edit.session",
+    "prune": "cpedit.edit.prune",
+    "PruneResult": "cpedit.edit.prune",
+    "Selection": "cpedit.edit.session",
+}
+"""Public name -> the module that defines it (imported when the name is first used)."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

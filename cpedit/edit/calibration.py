@@ -1,0 +1,443 @@
+"""Calibration: the activation statistics ConceptPrune scores weights with.
+
+For every denoiser call t < tau and every FFN output projection, the published
+procedure accumulates, over all tokens of both classifier-free-guidance halves of all
+prompts, the column sums of squares of the row-normalised input X of the projection,
+separately for target and base prompts (see ``shared/reference/conceptprune.md``).
+
+Where the authors generate each prompt to the end (50 steps, VAE decode), one at a
+time, copying activations to the CPU at every call, cpedit runs target and base
+prompts together in batches through the pipeline's own call path, stops the
+pipeline after the tau-th denoiser call, never decodes, and accumulates in float32 on
+the device with no host copy.
+
+Every prompt gets its own generator seeded with its pair's seed (the recipe's ``seed``, or
+its ``pair_seeds`` entry), so each one draws exactly the random numbers (initial noise,
+and any per-step noise of stochastic schedulers) that the paper's
+``torch.manual_seed(seed)`` before each prompt gives it.
+
+Batch layout: prompts are laid out (target, base, target, base, ...). With classifier-free
+guidance the pipeline stacks the denoiser batch as [uncond; cond], each half in prompt
+order, and both halves count for their prompt's group, as in the paper. A
+guidance-distilled pipeline (FLUX) has no unconditional half: the denoiser batch is the
+prompts themselves; the group of each item follows from the batch size either way.
+
+The ``text-ffn`` target hooks the text encoders instead. As in the authors' text hook, the
+hooks stay on for the pipeline call with the recipe's own sampling settings, so they see
+every text-encoder forward that call makes: under classifier-free guidance the prompt's
+encoding *and* the negative prompt's (the pipeline's default, the empty prompt; SDXL's
+``force_zeros_for_empty_prompt`` zeroes those embeddings without encoding them), all
+token rows of each, counted for the prompt's group. The call is stopped just before its
+first denoiser call; the statistics form a single "timestep".
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cpedit.edit import kernels
+from cpedit.errors import CpeditError
+from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
+from cpedit.models.support import require_text_to_image_call
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.recipes.format import Recipe
+
+TARGET = 0
+"""Row of the accumulators holding target-prompt statistics."""
+BASE = 1
+"""Row of the accumulators holding base-prompt statistics."""
+
+
+@dataclass
+class ConceptStats:
+    """The calibration statistics of one recipe.
+
+    Attributes:
+        recipe: The recipe calibrated.
+        sums: Per FFN layer name, a float32 tensor ``[tau, 2, in_features]`` on the
+            compute device: for call t and group g (:data:`TARGET` or :data:`BASE`),
+            the sum over all rows of the squared row-normalised input, per column.
+            Its square root is the paper's ``norm_j``.
+            Keyed by :attr:`cpedit.models.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (the text
+            encoders' forwards of one pipeline call per prompt).
+        unet_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
+        batch_size: Prompts per batch actually used.
+        batches: Number of batches run.
+        seconds: Wall time of the calibration.
+        accumulator_bytes: Size of the statistics buffers on the device (totals plus one
+            batch's sums), the calibration's only memory beyond the pipeline's own.
+        timesteps: The tau the statistics cover (1 for ``text-ffn``); any tau up to it can be
+            selected from them.
+    """
+
+    recipe: Recipe
+    sums: dict[str, torch.Tensor]
+    unet_calls: int
+    batch_size: int
+    batches: int
+    seconds: float
+    accumulator_bytes: int = 0
+    timesteps: int = 0
+
+
+class _StopAfterTau(Exception):
+    """Raised from the denoiser hook to leave the pipeline once tau calls are done."""
+
+
+def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, group_index: torch.Tensor) -> None:
+    """Add one call's statistics into ``out`` (in place, on the device, float32).
+
+    For each batch item b, ``sum over its rows r of x_rj**2 / ||x_r||**2`` (the squares
+    of the L2-row-normalised input), added to ``out[group_index[b]]``. On CUDA with
+    Triton available this runs as two fused kernels (see :mod:`cpedit.edit.kernels`).
+
+    Args:
+        x: FFN projection input, ``[batch, ..., in_features]`` in any float dtype.
+        out: ``[groups, in_features]`` float32 accumulator.
+        group_index: ``[batch]`` int64 group of each batch item.
+    """
+    batch, features = x.shape[0], x.shape[-1]
+    x = x.reshape(batch, -1, features)
+    if x.is_cuda and use_triton():
+        per_item = kernels.per_item_normalised_column_squares(x)
+    else:
+        xf = x.float()
+        squares = xf.square_() if xf is not x else xf.square()
+        inverse_row_norms = squares.sum(-1, keepdim=True).clamp_min_(1e-30).reciprocal_()
+        per_item = torch.bmm(inverse_row_norms.transpose(1, 2), squares).squeeze(1)
+    out.index_add_(0, group_index, per_item)
+
+
+def use_triton() -> bool:
+    """Whether the fused Triton kernels are used on CUDA (off with ``CPEDIT_DISABLE_TRITON=1``)."""
+    return kernels.AVAILABLE and os.environ.get("CPEDIT_DISABLE_TRITON", "") not in ("1", "true", "yes")
+
+
+def denoiser_calls(pipe: Any, steps: int) -> int:
+    """How many denoiser calls the pipeline's scheduler makes for ``steps`` steps.
+
+    PNDM with ``skip_prk_steps`` makes steps + 1; most schedulers make ``steps``.
+    """
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    kwargs: dict[str, Any] = {}
+    if (
+        getattr(scheduler.config, "use_dynamic_shifting", False)
+        and "mu" in inspect.signature(scheduler.set_timesteps).parameters
+    ):
+        kwargs["mu"] = 1.0  # resolution-dependent shift (FLUX, SD3.5): changes the values, not the count
+    scheduler.set_timesteps(steps, **kwargs)
+    return len(scheduler.timesteps)
+
+
+def is_text_target(recipe: Recipe) -> bool:
+    """Whether the recipe hooks the text encoders (no timesteps; tau is ignored)."""
+    return recipe.prune.target == "text-ffn"
+
+
+def native_size(pipe: Any) -> tuple[int, int]:
+    """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
+    sample_size = getattr(pipe, "default_sample_size", None) or get_denoiser(pipe).config.sample_size
+    h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+    return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
+
+
+def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
+    """Check, before any calibration, that the pipeline can run ``recipe``.
+
+    Raises:
+        UnsupportedModelError: The pipeline is not text-to-image (see
+            :func:`cpedit.models.support.require_text_to_image_call`).
+        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
+    """
+    require_text_to_image_call(pipe)
+    if is_text_target(recipe):
+        return  # the text encoders run before the first denoiser call: no denoiser calls are needed
+    available = denoiser_calls(pipe, recipe.sampling.steps)
+    if recipe.prune.timesteps > available:
+        raise CpeditError(
+            f"{recipe.source}: prune.timesteps = {recipe.prune.timesteps} but {type(pipe.scheduler).__name__} makes "
+            f"only {available} denoiser calls for sampling.steps = {recipe.sampling.steps}; "
+            "lower prune.timesteps or raise sampling.steps"
+        )
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Raise :class:`CpeditError` unless ``batch_size`` is None (automatic) or at least 1."""
+    if batch_size is not None and batch_size < 1:
+        raise CpeditError(f"batch size must be at least 1, got {batch_size}", argument="batch_size")
+
+
+def _seeded(seed: int, device: torch.device) -> torch.Generator:
+    """A generator in the state ``torch.manual_seed(seed)`` leaves ``device``'s default one in.
+
+    On MPS the generator lives on the CPU, as diffusers recommends.
+    """
+    return torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
+
+
+def auto_batch_size(pipe: Any, *, prompts: int, height: int, width: int, device: torch.device, guidance: bool) -> int:
+    """A batch size that should fit in memory: all prompts when they fit.
+
+    The estimate is deliberately conservative (about 100 bytes per latent pixel and base
+    channel per denoiser batch item, half of the free memory); on CUDA an
+    out-of-memory error still halves the batch and retries.
+    """
+    denoiser = get_denoiser(pipe)
+    channels = (getattr(denoiser.config, "block_out_channels", None) or [320])[0]
+    latent_pixels = (height // pipe.vae_scale_factor) * (width // pipe.vae_scale_factor)
+    per_prompt = 100 * latent_pixels * channels * denoiser.dtype.itemsize * (2 if guidance else 1)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = _available_host_memory()
+    return max(1, min(prompts, int(free * 0.5 // max(per_prompt, 1))))
+
+
+def _available_host_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 1024**3
+
+
+def calibrate(
+    pipe: Any,
+    recipe: Recipe,
+    layers: Sequence[FFNLayer],
+    *,
+    timesteps: int | None = None,
+    batch_size: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> ConceptStats:
+    """Run the first tau denoiser calls for every prompt of ``recipe`` and collect statistics.
+
+    Args:
+        pipe: A loaded text-to-image pipeline (already on its device).
+        recipe: The concept's prompts and settings.
+        layers: The layers to hook (see :func:`cpedit.models.architectures.find_target_layers`).
+        timesteps: Calibrate this many denoiser calls instead of the recipe's tau (a larger tau
+            keeps statistics for later re-selection; those of the first calls are the same).
+            Ignored for ``text-ffn``.
+        batch_size: Prompts per pipeline call, rounded down to an even number so that
+            each target prompt shares its batch with its base prompt; ``None`` picks the
+            largest that fits memory.
+        on_progress: Called when a batch starts (``timestep`` 0) and after every denoiser call.
+        cancel: When set, the run stops at the next denoiser call with :class:`~cpedit.errors.Cancelled`.
+
+    Raises:
+        UnsupportedModelError: The pipeline is not a text-to-image pipeline.
+        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
+        Cancelled: ``cancel`` was set.
+    """
+    from cpedit.models.architectures import spec_for_pipeline
+
+    started = time.perf_counter()
+    settings = recipe.sampling
+    text = is_text_target(recipe)
+    tau = 1 if text else (timesteps or recipe.prune.timesteps)
+    check_calibration_fits(pipe, recipe)
+    denoiser = get_denoiser(pipe)
+    device = execution_device(pipe)
+    spec = spec_for_pipeline(pipe)
+    call_kwargs = dict(spec.call_kwargs) if spec is not None else {}
+    height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
+
+    # Each target travels with its base: a pair always shares a batch (and so the exact
+    # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
+    prompts = [prompt for pair in recipe.pairs() for prompt in pair]
+    groups = [TARGET, BASE] * len(recipe.targets)
+    seeds = [seed for seed in recipe.calibration_seeds() for _ in range(2)]  # a pair's prompts share its seed
+    guidance_scale = settings.guidance_scale  # text-ffn too: under CFG the negative prompt is encoded and counted
+    guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
+    automatic = batch_size is None
+    size = batch_size or auto_batch_size(
+        pipe, prompts=len(prompts), height=height, width=width, device=device, guidance=guidance
+    )
+    check_batch_size(size)
+    size = max(1, size - size % 2)
+
+    totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
+    accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
+    state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
+    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns)) for layer in layers]
+    if text:
+        handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
+    else:
+        handles.append(denoiser.register_forward_hook(state.denoiser_hook))
+    # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
+    # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
+    position, batch_number, calls, done, wasted = 0, 0, 0, 0, 0
+    try:
+        while position < len(prompts):
+            batch = prompts[position : position + size]
+            batches = batch_number + math.ceil((len(prompts) - position) / size)
+            state.begin_batch(
+                sums={name: torch.zeros_like(t) for name, t in totals.items()},
+                groups=torch.tensor(groups[position : position + size], device=device),
+                report=_batch_reporter(
+                    recipe, on_progress, cancel, batch_number + 1, batches, tau, done + wasted, accumulator_bytes
+                ),
+            )
+            state.report(0)  # the batch starts: lets a front end show it before the first call ends
+            try:
+                pipe(
+                    prompt=batch,
+                    height=height,
+                    width=width,
+                    num_inference_steps=settings.steps,
+                    guidance_scale=guidance_scale,
+                    generator=[_seeded(seed, device) for seed in seeds[position : position + size]],
+                    output_type="latent",
+                    return_dict=False,
+                    **call_kwargs,
+                )
+            except _StopAfterTau:
+                pass
+            except torch.OutOfMemoryError:
+                if not automatic or size == 1:
+                    raise
+                wasted += 1 if text and state.reached_denoiser else state.calls
+                size = max(1, size // 2 - (size // 2) % 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            if text and not state.reached_denoiser:
+                raise CpeditError(f"{type(pipe).__name__} returned without calling its denoiser")
+            if not text and state.calls != tau:
+                raise CpeditError(
+                    f"{type(pipe).__name__} made {state.calls} denoiser calls instead of at least tau = {tau}"
+                )
+            for name, sums in state.sums.items():
+                totals[name] += sums
+            calls += 0 if text else tau
+            done += tau
+            position += len(batch)
+            batch_number += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.sums = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return ConceptStats(
+        recipe=recipe,
+        sums=totals,
+        unet_calls=calls,
+        batch_size=size,
+        batches=batch_number,
+        seconds=time.perf_counter() - started,
+        accumulator_bytes=accumulator_bytes,
+        timesteps=tau,
+    )
+
+
+def _batch_reporter(
+    recipe: Recipe,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    batch: int,
+    batches: int,
+    tau: int,
+    units_before: int,
+    accumulator_bytes: int,
+) -> Callable[[int], None]:
+    """The progress callback of one batch: ``units_before`` units were done before it."""
+
+    def report(timestep: int) -> None:
+        check_cancel(cancel, "during calibration")
+        emit(
+            on_progress,
+            ProgressEvent(
+                stage="calibrate",
+                message=(
+                    f"{recipe.name}: batch {batch}/{batches}, text encoders"
+                    if is_text_target(recipe)
+                    else f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}"
+                ),
+                concept=recipe.name,
+                batch=batch,
+                batches=batches,
+                timestep=timestep,
+                timesteps=tau,
+                completed=units_before + timestep,
+                total=units_before + (batches - batch + 1) * tau,
+                unit="batches" if is_text_target(recipe) else "calls",
+                accumulator_bytes=accumulator_bytes,
+            ),
+        )
+
+    return report
+
+
+class _CallState:
+    """Shared state of the hooks during one pipeline call (one prompt batch)."""
+
+    def __init__(self, *, tau: int, accumulator_bytes: int = 0) -> None:
+        self.tau = tau
+        self.accumulator_bytes = accumulator_bytes
+        self.calls = 0
+        self.reached_denoiser = False
+        self.sums: dict[str, torch.Tensor] = {}
+        self._groups = torch.zeros(0, dtype=torch.long)
+        self._expanded: dict[int, torch.Tensor] = {}
+        self.report: Callable[[int], None] = lambda timestep: None
+
+    def begin_batch(
+        self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Callable[[int], None]
+    ) -> None:
+        self.calls = 0
+        self.reached_denoiser = False
+        self.sums = sums
+        self._groups = groups
+        self._expanded = {}
+        self.report = report
+
+    def _group_index(self, rows: int) -> torch.Tensor:
+        """Group of each item of a hooked call's batch (``rows`` items), whole prompt batches in prompt order.
+
+        The denoiser's guidance batch stacks [uncond; cond]; the text encoders run the prompts,
+        then (under guidance) as many negative prompts, each counted for its prompt.
+        """
+        index = self._expanded.get(rows)
+        if index is None:
+            prompts = self._groups.shape[0]
+            if rows % prompts:
+                raise CpeditError(f"denoiser batch of {rows} items does not split into {prompts} prompts")
+            index = self._groups.repeat(rows // prompts)
+            self._expanded[rows] = index
+        return index
+
+    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0]
+            if columns is not None:
+                x = x[..., columns[0] : columns[1]]
+            accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
+
+        return hook
+
+    def stop_before_denoiser(self, module: torch.nn.Module, args: Any) -> None:
+        """``text-ffn``: the prompts are encoded; leave before the first denoiser call computes anything."""
+        self.reached_denoiser = True
+        self.report(1)
+        raise _StopAfterTau
+
+    def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.calls += 1
+        self.report(self.calls)
+        if self.calls >= self.tau:
+            raise _StopAfterTau

@@ -1,0 +1,108 @@
+"""Finding the feed-forward blocks whose weights ConceptPrune prunes.
+
+The "neurons" of the paper are the input features of each FFN's output projection
+(``ff.net.2`` in Stable Diffusion). They are found by module type, a diffusers
+``FeedForward`` and the last ``nn.Linear`` inside it, never by hard-coded names, so any
+denoiser built from diffusers' feed-forward blocks works. :class:`FFNLayer` also describes
+the other hook targets (FFN input projections, attention key/value projections, text
+encoder MLPs); :mod:`cpedit.models.architectures` finds them per architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention import FeedForward
+from torch import nn
+
+from cpedit.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class FFNLayer:
+    """One hooked linear layer whose weights may be pruned (an FFN output projection by default).
+
+    Attributes:
+        name: Qualified module name inside its component (e.g.
+            ``down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2``); the weight's
+            state-dict key is ``name + ".weight"``.
+        module: The ``nn.Linear`` itself.
+        component: The pipeline component holding it (``unet``, ``transformer``,
+            ``text_encoder``, ...).
+        columns: ``(start, stop)``: only these input features are the neurons (their
+            statistics are taken and only weights in these columns can be pruned), e.g.
+            the MLP columns of a FLUX single-stream block's ``proj_out``; None = all.
+        denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
+            name, as in every cpedit output so far.
+    """
+
+    name: str
+    module: nn.Linear
+    component: str = "unet"
+    columns: tuple[int, int] | None = None
+    denoiser: bool = True
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)`` of the whole weight."""
+        return (self.module.out_features, self.module.in_features)
+
+    @property
+    def in_features(self) -> int:
+        """Number of input features whose statistics are collected (the hooked columns)."""
+        if self.columns is None:
+            return self.module.in_features
+        return self.columns[1] - self.columns[0]
+
+    @property
+    def key(self) -> str:
+        """Name in masks, positions and reports: ``name`` for denoiser layers, ``component/name`` otherwise."""
+        return self.name if self.denoiser else f"{self.component}/{self.name}"
+
+
+def find_ffn_output_layers(denoiser: nn.Module) -> list[FFNLayer]:
+    """List the FFN output projections of a denoiser, in module order.
+
+    Args:
+        denoiser: A UNet or transformer (``pipe.unet``).
+
+    Returns:
+        One :class:`FFNLayer` per diffusers ``FeedForward`` block.
+    """
+    layers: list[FFNLayer] = []
+    for block_name, block in denoiser.named_modules():
+        if not isinstance(block, FeedForward):
+            continue
+        linears = [
+            (name, m) for name, m in block.named_modules() if isinstance(m, nn.Linear) and name.startswith("net.")
+        ]
+        if not linears:
+            continue
+        name, linear = linears[-1]
+        layers.append(FFNLayer(name=f"{block_name}.{name}" if block_name else name, module=linear))
+    return layers
+
+
+def get_denoiser(pipe: object) -> nn.Module:
+    """The pipeline's denoiser (``unet``; ``transformer`` for DiT pipelines).
+
+    Raises:
+        UnsupportedModelError: The pipeline has neither.
+    """
+    for attr in ("unet", "transformer"):
+        module = getattr(pipe, attr, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise UnsupportedModelError(
+        f"{type(pipe).__name__} has no `unet` or `transformer` component; "
+        "cpedit edits text-to-image diffusion pipelines"
+    )
+
+
+def execution_device(pipe: object) -> torch.device:
+    """Where the denoiser computes: its device, or the GPU when model CPU offload parks it on the CPU."""
+    denoiser = get_denoiser(pipe)
+    if getattr(denoiser, "_hf_hook", None) is not None and hasattr(pipe, "_execution_device"):
+        return torch.device(pipe._execution_device)
+    return denoiser.device

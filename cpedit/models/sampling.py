@@ -1,0 +1,307 @@
+"""Rendering seeded samples and before/after grids.
+
+Sampling is for looking at results; it is never part of calibration.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from cpedit.errors import CpeditError, CpeditWarning
+from cpedit.models import loading
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
+from cpedit.recipes.format import MAX_SIDE
+
+MIN_CELL = 128
+"""Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How images are rendered. The same settings for base and pruned keep a comparison fair."""
+
+    steps: int = 30
+    guidance_scale: float = 7.5
+    seed: int = 0
+    """Every image starts from a generator seeded with this."""
+    height: int | None = None
+    """None: the model's native size."""
+    width: int | None = None
+
+
+def check_sample_settings(settings: SampleSettings, pipe: Any = None) -> None:
+    """Refuse sampling values that diffusers or torch would only fail on, with what to do instead.
+
+    Checked: steps from 1 to the scheduler's training steps (``num_train_timesteps``, when
+    ``pipe`` is given), a finite guidance scale of at least 0, and height and width positive
+    multiples of 8 of at most :data:`MAX_SIDE`, given both or neither.
+
+    Raises:
+        CpeditError: With ``argument`` naming the setting (``steps``, ``guidance_scale``, ``height``, ``width``).
+    """
+    steps = settings.steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise CpeditError(f"steps must be a whole number of at least 1, got {steps!r}", argument="steps")
+    scheduler = getattr(pipe, "scheduler", None) if pipe is not None else None
+    limit = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
+    if isinstance(limit, int) and steps > limit:
+        raise CpeditError(
+            f"steps = {steps} is more than the {limit} timesteps the model's scheduler was trained with; "
+            f"use at most {limit} (30 to 50 is usual)",
+            reason="too_many",
+            argument="steps",
+        )
+    guidance = settings.guidance_scale
+    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance):
+        raise CpeditError(f"guidance scale must be a finite number, got {guidance!r}", argument="guidance_scale")
+    if guidance < 0:
+        raise CpeditError(f"guidance scale must be at least 0, got {guidance}", argument="guidance_scale")
+    for name in ("height", "width"):
+        size = getattr(settings, name)
+        if size is None:
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 8:
+            raise CpeditError(
+                f"{name} must be a positive multiple of 8 (the autoencoder works in 8-pixel cells), got {size!r}"
+                + (f"; try {max(8, round(size / 8) * 8)}" if isinstance(size, int) and size > 0 else ""),
+                argument=name,
+            )
+        if size > MAX_SIDE:
+            raise CpeditError(
+                f"{name} = {size} is larger than {MAX_SIDE}; render at the model's native size (omit it) or smaller",
+                argument=name,
+            )
+    if (settings.height is None) != (settings.width is None):
+        present = "height" if settings.height is not None else "width"
+        raise CpeditError("give both height and width, or neither (the model's native size)", argument=present)
+
+
+def truncated_prompts(pipe: Any, prompts: Sequence[str]) -> list[str]:
+    """The prompts longer than the pipeline's (first) tokenizer takes: the model sees only their start."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not isinstance(limit, int) or limit > 100_000:
+        return []
+    cut = []
+    for prompt in dict.fromkeys(prompts):
+        try:
+            ids = tokenizer(prompt, truncation=False).input_ids
+        except Exception:  # noqa: BLE001 - a tokenizer that cannot tell: nothing to warn about
+            continue
+        if len(ids) > limit:
+            cut.append(prompt)
+    return cut
+
+
+def warn_truncated(pipe: Any, prompts: Sequence[str]) -> None:
+    """Warn (:class:`~cpedit.errors.CpeditWarning`) about prompts the text encoder will cut short."""
+    cut = truncated_prompts(pipe, prompts)
+    if cut:
+        limit = pipe.tokenizer.model_max_length
+        example = cut[0] if len(cut[0]) <= 60 else cut[0][:57] + "..."
+        warnings.warn(
+            CpeditWarning(
+                f"{len(cut)} prompt(s) are longer than the {limit} tokens the text encoder reads, so only their "
+                f"start is used (e.g. {example!r}); shorten them"
+            ),
+            stacklevel=3,
+        )
+
+
+def generate(
+    pipe: Any,
+    prompts: Sequence[str],
+    settings: SampleSettings,
+    *,
+    label: str = "sample",
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> list[Image.Image]:
+    """One image per prompt, each from a generator seeded with ``settings.seed``.
+
+    Emits a ``sample`` event per image (``completed``/``total`` count images, ``batch``/``batches``
+    the image being rendered, ``batch_size`` 1) and one per denoising step (``timestep``/``timesteps``: the
+    denoiser calls of the image done and in all); checks ``cancel`` before every image and
+    after every denoising step.
+
+    Raises:
+        Cancelled: ``cancel`` was set.
+    """
+    check_sample_settings(settings, pipe)
+    warn_truncated(pipe, prompts)
+    images: list[Image.Image] = []
+    device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
+    for index, prompt in enumerate(prompts):
+        check_cancel(cancel, "while rendering")
+        event = ProgressEvent(
+            stage="sample",
+            message=f"{label}: {prompt}",
+            concept=label,
+            batch=index + 1,
+            batches=len(prompts),
+            batch_size=1,
+            completed=index,
+            total=len(prompts),
+            unit="images",
+        )
+        emit(on_progress, event)
+        extra = step_callback(pipe, cancel, on_step=step_events(on_progress, event, steps=settings.steps))
+        try:
+            result = pipe(
+                prompt,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                height=settings.height,
+                width=settings.width,
+                generator=torch.Generator(device=device).manual_seed(settings.seed),
+                **extra,
+            )
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise _out_of_memory(settings, exc) from None
+        except RuntimeError as exc:
+            if "memory" not in str(exc).lower() and "alloc" not in str(exc).lower():
+                raise
+            raise _out_of_memory(settings, exc) from None
+        check_cancel(cancel, "while rendering")
+        images.append(result.images[0])
+    emit(
+        on_progress,
+        ProgressEvent(
+            stage="sample",
+            message=f"{label}: done",
+            concept=label,
+            completed=len(prompts),
+            total=len(prompts),
+            unit="images",
+        ),
+    )
+    return images
+
+
+def _out_of_memory(settings: SampleSettings, exc: BaseException) -> CpeditError:
+    size = f"{settings.height}x{settings.width}" if settings.height else "the native size"
+    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return CpeditError(
+        f"not enough memory to render at {size} ({detail}); "
+        "use a smaller height and width, or a device with more memory",
+        reason="out_of_memory",
+        argument="height" if settings.height else "device",
+    )
+
+
+def step_callback(
+    pipe: Any, cancel: threading.Event | None, *, on_step: Callable[[int, int | None], None] | None = None
+) -> dict[str, Any]:
+    """``callback_on_step_end`` for one pipeline call: cancel within it, and report each denoising step.
+
+    Once ``cancel`` is set the pipeline is stopped (``pipe._interrupt``: diffusers pipelines skip
+    their remaining steps; the caller then raises :class:`~cpedit.errors.Cancelled`).
+    ``on_step(done, calls)`` gets the denoiser calls finished so far and the call's number of
+    calls (the pipeline's ``num_timesteps``; None when it does not say). Pipelines without the
+    argument are checked between calls only, and report no steps.
+    """
+    if (cancel is None and on_step is None) or "callback_on_step_end" not in inspect.signature(
+        pipe.__call__
+    ).parameters:
+        return {}
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if cancel is not None and cancel.is_set():
+            pipeline._interrupt = True
+        if on_step is not None:
+            calls = getattr(pipeline, "num_timesteps", None)
+            on_step(step + 1, calls if isinstance(calls, int) and calls > 0 else None)
+        return {}
+
+    return {"callback_on_step_end": on_step_end}
+
+
+def image_grid(
+    columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]
+) -> Image.Image:
+    """Lay out images in a labelled grid: one column per model, one row per prompt."""
+    if not columns or not columns[0]:
+        raise ValueError("nothing to lay out")
+    cell_w, cell_h = columns[0][0].size
+    scale = max(1, math.ceil(MIN_CELL / max(cell_w, 1)))  # small models' images: enlarge so labels fit
+    cell_w, cell_h = cell_w * scale, cell_h * scale
+    label_h, row_label_h = 18, 16
+    rows = len(columns[0])
+    grid = Image.new("RGB", (cell_w * len(columns), label_h + rows * (cell_h + row_label_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, label in enumerate(column_labels):
+        draw.text((c * cell_w + 4, 3), label, fill="black")
+    for r in range(rows):
+        top = label_h + r * (cell_h + row_label_h)
+        draw.text((4, top + 1), _clip(row_labels[r], cell_w * len(columns) // 6), fill="black")
+        for c, column in enumerate(columns):
+            grid.paste(column[r].resize((cell_w, cell_h), Image.Resampling.NEAREST), (c * cell_w, top + row_label_h))
+    return grid
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
+
+
+def render_samples(
+    model: str,
+    *,
+    prompts: Sequence[str],
+    settings: SampleSettings,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    safety_checker: bool = True,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Image.Image:
+    """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid.
+
+    The model's safety checker, if it has one, filters the images unless ``safety_checker`` is False.
+
+    Raises:
+        CpeditError: Bad sampling values (checked before the model loads).
+        ModelLoadError: The model cannot be loaded.
+    """
+    check_sample_settings(settings)
+    _, pipe = loading.open_pipeline(
+        model,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        safety_checker=safety_checker,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress, cancel=cancel)
+    return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
+
+
+def save_png(
+    image: Image.Image, target: str | os.PathLike[str], *, what: str = "the image", argument: str | None = None
+) -> Path:
+    """Write ``image`` as PNG to ``target`` through a hidden temporary file, ``fsync`` and a rename.
+
+    Never half-written, whatever stops the process; see :func:`cpedit.durable.write_bytes_atomically`.
+
+    Raises:
+        CpeditError: The disk is full (the message says how much space is needed) or ``target`` is not writable.
+    """
+    import io
+
+    from cpedit.durable import write_bytes_atomically
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_bytes_atomically(Path(target), buffer.getvalue(), what=what, argument=argument)

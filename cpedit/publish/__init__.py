@@ -1,0 +1,26 @@
+"""Publishing an edit: the model card, and pushes of pruned models and recipes to the Hub.
+
+Each push is one commit (see :mod:`cpedit.publish.push`); the card is generated only from what the
+run recorded (:mod:`cpedit.publish.card`). The names below are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cpedit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cpedit.publish.card import build_model_card
+    from cpedit.publish.push import PushResult, push_model, push_recipes
+
+_EXPORTS = {
+    "build_model_card": "cpedit.publish.card",
+    "push_model": "cpedit.publish.push",
+    "push_recipes": "cpedit.publish.push",
+    "PushResult": "cpedit.publish.push",
+}
+"""Public name -> the module that defines it (imported when the name is first used)."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

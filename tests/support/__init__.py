@@ -1,0 +1,1 @@
+"""Code the tests share: the Hub emulator, the naive reference, helpers."""
