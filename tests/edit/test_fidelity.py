@@ -119,7 +119,7 @@ def test_masks_differ_when_settings_differ(tiny_sd_path: Path, tmp_path: Path) -
 def test_per_pair_seeds_match_naive_reference(tiny_sd_path: Path, tmp_path: Path, batch_size: int | None) -> None:
     """``sampling.pair_seeds``: both prompts of pair i start from seed i (the authors' gender runs draw one
     seed per pair), whatever the batching; the report records the seeds and the card says so."""
-    from cpedit.hub.card import build_model_card
+    from cpedit.publish.card import build_model_card
 
     settings = dict(
         name="pair-seeds", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, pair_seeds=(44, 232, 23, 241)

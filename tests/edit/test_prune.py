@@ -135,7 +135,7 @@ def _authors_cumulative_union(marks: list[torch.Tensor], select_ratio: float) ->
 def test_union_equals_the_authors_cumulative_threshold_at_select_ratio_zero() -> None:
     """cpedit's union of each concept's own set (count > select_ratio * tau) equals the authors' cumulative
     rule at the published select_ratio 0; above it theirs depends on the order, cpedit's does not."""
-    from cpedit.selection import union
+    from cpedit.edit.selection import union
 
     generator = torch.Generator().manual_seed(0)
     tau = 10

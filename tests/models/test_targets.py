@@ -18,7 +18,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
+from support.helpers import load_fresh, recipe_text, write_recipe
 from support.masks import MIN_IOU, assert_masks_match, iou
+from support.naive_reference import naive_masks_for_recipe
 
 import cpedit
 from cpedit.cli.main import cli

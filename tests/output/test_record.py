@@ -120,7 +120,7 @@ def test_card_says_what_was_really_pruned(shapes_output: Path, tmp_path: Path) -
 def test_card_says_what_faithful_means_for_the_calibration_dtype(shapes_output: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from cpedit.hub.card import fidelity_note
+    from cpedit.publish.card import fidelity_note
 
     card = build_model_card(shapes_output)  # calibrated on the CPU in float32
     assert "Calibrated in float32: the selection is identical to the published procedure's" in card

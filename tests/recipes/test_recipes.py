@@ -478,7 +478,7 @@ def test_many_bad_pair_seeds_are_summarised() -> None:
 def test_pair_seeds_round_trip_through_the_recipe_writer() -> None:
     import dataclasses
 
-    from cpedit.recipe_writer import compose_recipe, dump_recipe, recipe_data, with_settings
+    from cpedit.recipes.writer import compose_recipe, dump_recipe, recipe_data, with_settings
 
     recipe = parse_recipe(make(sampling="sampling:\n  steps: 20\n  pair_seeds: [44, 232]"))
     written = parse_recipe(dump_recipe(recipe_data(recipe)))

@@ -1,4 +1,4 @@
-"""What the terminal app's tests share (import it by name: ``from tui_support import ...``).
+"""What the terminal app's tests share (import it by name: ``from support.tui import ...``).
 
 There is deliberately no ``__init__.py`` in this folder (pytest would import these tests as a
 package named ``tui`` and shadow the app's own ``tui`` package), and no ``conftest.py`` either:
