@@ -144,7 +144,7 @@ def classifier_model_option() -> Decorator:
 
 def attack_set_option() -> Decorator:
     """``--attack-set``: a known adversarial prompt set."""
-    from cpedit.eval.attack import ATTACK_SETS
+    from cpedit.eval.attack_sets import ATTACK_SETS
 
     return click.option(
         "--attack-set",
