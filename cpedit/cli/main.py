@@ -11,6 +11,7 @@ load no model (``recipes``, ``card``, ``--help``) never import torch or diffuser
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from typing import Any, NamedTuple
@@ -99,30 +100,36 @@ class UserError(click.ClickException):
     """A :class:`CpeditError` shown as ``Error: ...`` with exit status 1."""
 
 
-def _wrap_leaves(command: click.Command, *, quiet: bool) -> None:
-    """Wrap every leaf command's callback: library errors get the CLI's hint; ``quiet`` silences libraries first.
+def _wrapped(command: click.Command, *, quiet: bool) -> click.Command:
+    """A copy of ``command`` whose leaf callbacks give library errors the CLI's hint (``quiet``: libraries first).
 
     A :class:`CpeditError` names the library argument at fault; the wrapper knows the running
     command, so the hint names that command's option for it (see :mod:`cpedit.cli.hints`).
+    The command objects of the modules are left as they are: the wrapping belongs to ``cpedit``'s
+    own group, and a caller that invokes a module's command directly sees the library error.
     """
+    clone = copy.copy(command)
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _wrap_leaves(sub, quiet=quiet)
-        if not getattr(command, "_cpedit_wrapped", False):  # subcommands a group adds lazily get wrapped too
-            lookup = command.get_command
+        group = clone
+        assert isinstance(group, click.Group)
+        group.commands = {name: _wrapped(sub, quiet=quiet) for name, sub in command.commands.items()}
+        lookup = command.get_command  # the original's: a group may add its subcommands lazily
 
-            def get_command(ctx: click.Context, name: str) -> click.Command | None:
-                sub = lookup(ctx, name)
-                if sub is not None:
-                    _wrap_leaves(sub, quiet=quiet)
-                return sub
+        def get_command(ctx: click.Context, name: str) -> click.Command | None:
+            known = group.commands.get(name)
+            if known is not None:
+                return known
+            sub = lookup(ctx, name)
+            if sub is None:
+                return None
+            group.commands[name] = wrapped = _wrapped(sub, quiet=quiet)
+            return wrapped
 
-            command.get_command = get_command  # type: ignore[method-assign]
-            command._cpedit_wrapped = True  # type: ignore[attr-defined]
-        return
+        group.get_command = get_command  # type: ignore[method-assign]
+        return group
     callback = command.callback
-    if callback is None or getattr(callback, "_cpedit_wrapped", False):
-        return
+    if callback is None:
+        return clone
 
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -135,11 +142,11 @@ def _wrap_leaves(command: click.Command, *, quiet: bool) -> None:
         except CpeditError as exc:
             from cpedit.cli.hints import message_with_hint
 
-            raise UserError(message_with_hint(exc, command)) from None
+            raise UserError(message_with_hint(exc, clone)) from None
 
-    run._cpedit_wrapped = True  # type: ignore[attr-defined]
     run._cpedit_quiet = quiet  # type: ignore[attr-defined]
-    command.callback = run
+    clone.callback = run
+    return clone
 
 
 class CpeditGroup(click.Group):
@@ -155,8 +162,7 @@ class CpeditGroup(click.Group):
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
-        command = getattr(importlib.import_module(entry.module), entry.attribute)
-        _wrap_leaves(command, quiet=entry.loads_models)
+        command = _wrapped(getattr(importlib.import_module(entry.module), entry.attribute), quiet=entry.loads_models)
         self.add_command(command, cmd_name)
         return command
 

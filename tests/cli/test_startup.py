@@ -230,3 +230,21 @@ def test_hub_exports_resolve() -> None:
 
     for name in cpedit.hub.__all__:
         assert getattr(cpedit.hub, name) is not None, name
+
+
+def test_the_cli_leaves_the_modules_commands_as_they_are() -> None:
+    """Only ``cpedit``'s own group turns library errors into CLI errors: a module's command object,
+    invoked directly (as tests and embedding programs do), still raises the library error, whatever
+    ran before."""
+    from cpedit.cli.eval import eval_group
+    from cpedit.cli.eval_attack import eval_attack_command
+    from cpedit.cli.main import cli
+
+    before = eval_attack_command.callback
+    ctx = click.Context(cli)
+    wrapped_group = cli.get_command(ctx, "eval")
+    assert isinstance(wrapped_group, click.Group) and wrapped_group is not eval_group
+    wrapped = wrapped_group.get_command(click.Context(wrapped_group), "attack")
+    assert wrapped is not None and wrapped is not eval_attack_command
+    assert wrapped.callback is not before and getattr(wrapped.callback, "_cpedit_quiet", None) is True
+    assert eval_attack_command.callback is before and eval_group.get_command(ctx, "attack") is eval_attack_command
