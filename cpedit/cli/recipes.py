@@ -12,6 +12,7 @@ from rich.syntax import Syntax
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import format_option
 from cpedit.errors import RecipeError
+from cpedit.hub.refs import HubRef, is_hub_ref
 from cpedit.recipes.format import Recipe, load_recipe
 from cpedit.recipes.sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe
 
@@ -82,7 +83,7 @@ def validate_command(files: tuple[str, ...]) -> None:
 
 def _is_reference(ref: str) -> bool:
     """A hub: ref, or a NAME (no existing file, no folder part, no .yaml suffix): resolved, not read as a file."""
-    if ref.startswith("hub:"):
+    if is_hub_ref(ref):
         return True
     path = Path(ref)
     return not path.exists() and len(path.parts) == 1 and path.suffix.lower() not in (".yaml", ".yml")
@@ -249,7 +250,7 @@ def _push_command() -> click.Command:
             return
         console = stdout_console()
         for path in result.files:
-            console.print(f"hub:{result.repo_id}/{path}", highlight=False, soft_wrap=True)
+            console.print(str(HubRef(result.repo_id, path)), highlight=False, soft_wrap=True)
         if result.pr_url:
             console.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
         console.print(result.url, highlight=False, soft_wrap=True)

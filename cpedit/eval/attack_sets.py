@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cpedit.errors import CpeditError
+from cpedit.hub.refs import HubRef
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class AttackSet:
                 argument="prompts",
                 reason="not_on_hub",
             )
-        return f"hub:{self.repo_id}" + (f"/{self.file}" if self.file else "")
+        return str(HubRef(self.repo_id, self.file, repo_type="dataset"))
 
 
 ATTACK_SETS: dict[str, AttackSet] = {

@@ -1,10 +1,11 @@
 """Prompt sets from a file or from a Hugging Face Hub dataset (``hub:OWNER/NAME``).
 
 A prompt set is a list of :class:`~cpedit.eval.engine.PromptSpec` and where it came from: a
-local file (read by :func:`cpedit.eval.engine.load_prompts`), or a dataset repo on the Hub,
-downloaded into the standard Hub cache (only its ``.csv``, ``.jsonl`` and ``.parquet`` files
-and README) and read with a small, explicit column mapping, so that benchmark sets published
-in their own formats work as they are:
+local file (read by :func:`cpedit.eval.engine.load_prompts`), or a dataset repo on the Hub
+(a :class:`~cpedit.hub.refs.HubRef` of kind ``prompts``), downloaded into the standard Hub
+cache by cpedit's one downloader (:mod:`cpedit.hub.download`: only the data file(s) it reads
+and the README) and read with a small, explicit column mapping, so that benchmark sets
+published in their own formats work as they are:
 
 - the prompt: ``prompt``, ``text``, ``caption``, ``adv_prompt``, ``sensitive prompt``, ``prompts``
   (the first present; or the column asked for);
@@ -28,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import glob
 import importlib.util
 import io
 import json
@@ -36,15 +36,17 @@ import math
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cpedit.errors import CpeditError
 from cpedit.eval.engine import PromptSpec, _spec, load_prompts
+from cpedit.hub.download import download_files, list_files, resolve_commit, snapshot_folder
+from cpedit.hub.errors import HubError
+from cpedit.hub.refs import HubRef, is_hub_ref
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
-HUB_PREFIX = "hub:"
 ATTACK_PREFIX = "attack:"
 DATA_SUFFIXES = (".csv", ".jsonl", ".parquet")
 PROMPT_COLUMNS = ("prompt", "text", "caption", "adv_prompt", "sensitive prompt", "prompts")
@@ -57,10 +59,9 @@ SETTING_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """The columns read as each prompt's own settings (the first present of each)."""
 CATEGORY_COLUMNS = ("categories",)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.[a-z]+$")
 
-__all__ = ["PromptSet", "load_prompt_set", "parse_hub_ref", "read_prompt_table"]
+__all__ = ["PromptSet", "load_prompt_set", "read_prompt_table"]
 
 
 @dataclass(frozen=True)
@@ -98,29 +99,6 @@ class PromptSet:
         }
 
 
-def parse_hub_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``hub:OWNER/NAME[/FILE][@REVISION]`` -> ``(repo id, file or None, revision or None)``.
-
-    Raises:
-        CpeditError: Not of that form (``argument="prompts"``).
-    """
-    body = ref[len(HUB_PREFIX) :] if ref.startswith(HUB_PREFIX) else ref
-    revision = None
-    if "@" in body:
-        body, revision = body.rsplit("@", 1)
-        if not revision:
-            revision = None
-    parts = body.split("/")
-    if len(parts) < 2 or not all(_NAME.match(p) for p in parts[:2]) or any(p in ("", ".", "..") for p in parts):
-        raise CpeditError(
-            f"{ref!r} is not a Hub prompt set: write hub:OWNER/NAME (a dataset repo, such as hub:AIML-TUDA/i2p), "
-            "optionally followed by /FILE (one file of it) and @REVISION",
-            argument="prompts",
-            reason="invalid",
-        )
-    return "/".join(parts[:2]), "/".join(parts[2:]) or None, revision
-
-
 def load_prompt_set(
     ref: str | os.PathLike[str],
     *,
@@ -135,8 +113,9 @@ def load_prompt_set(
 
     A file goes to :func:`cpedit.eval.engine.load_prompts`. A Hub dataset is downloaded into
     the standard Hub cache (only the data file it needs and its README; a second call reads
-    the cache), reported as ``download`` events (bytes), then read with the column mapping of
-    this module. With ``HF_HUB_OFFLINE=1`` the cached copy is used.
+    the cache after one request for the revision's commit), reported as ``download`` events
+    (bytes), then read with the column mapping of this module. With ``HF_HUB_OFFLINE=1``, or
+    when the Hub cannot be reached, the copy cached by the last download is used.
 
     Args:
         ref: The set.
@@ -150,6 +129,7 @@ def load_prompt_set(
         cancel: Stops the download at its next chunk or file (:class:`~cpedit.errors.Cancelled`).
 
     Raises:
+        HubRefError: ``ref`` is a malformed ``hub:`` reference (``reason="invalid"``).
         CpeditError: The file or dataset cannot be had or read (``reason`` ``gated``,
             ``not_found``, ``revision``, ``offline``, ``network``, ``no_column``,
             ``no_categories``, ``missing_package``...; ``argument="prompts"``, or ``category``).
@@ -169,7 +149,7 @@ def load_prompt_set(
             on_progress=on_progress,
             cancel=cancel,
         )
-    if not text.startswith(HUB_PREFIX):
+    if not is_hub_ref(text):
         if category is not None:
             raise CpeditError(
                 f"{text}: a category filter applies to prompt sets with a categories column read from the Hub "
@@ -187,14 +167,15 @@ def load_prompt_set(
                 reason="not_found",
             )
         return PromptSet(prompts=load_prompts(text, limit=limit), name=text, revision=None, source="file")
-    repo_id, file, ref_revision = parse_hub_ref(text)
-    if ref_revision is not None and revision is not None and ref_revision != revision:
+    parsed = HubRef.parse(text, kind="prompts")
+    if revision is not None and parsed.revision is not None and parsed.revision != revision:
         raise CpeditError(
-            f"{text}: two revisions asked for ({ref_revision!r} and {revision!r}); give one", argument="revision"
+            f"{text}: two revisions asked for ({parsed.revision!r} and {revision!r}); give one", argument="revision"
         )
-    folder, commit, chosen = _download(
-        repo_id, revision=revision or ref_revision, file=file, on_progress=on_progress, cancel=cancel
-    )
+    if revision is not None and parsed.revision is None:  # checked as if it were written after @
+        parsed = HubRef.parse(str(replace(parsed, revision=revision)), kind="prompts")
+    repo_id = parsed.repo_id
+    folder, commit, chosen = _have_hub_set(parsed, on_progress=on_progress, cancel=cancel)
     prompts: list[PromptSpec] = []
     used_column = None
     for name in chosen:
@@ -206,7 +187,7 @@ def load_prompt_set(
         prompts = prompts[:limit]
     return PromptSet(
         prompts=prompts,
-        name=f"{HUB_PREFIX}{repo_id}",
+        name=str(HubRef(repo_id, repo_type="dataset")),
         revision=commit,
         source="hub",
         file=chosen[0] if len(chosen) == 1 else ",".join(chosen),
@@ -329,7 +310,7 @@ def read_prompt_table(
     specs: list[PromptSpec] = []
     seen: set[str] = set()
     for n, row in rows:
-        if wanted_categories is not None:
+        if wanted_categories is not None and category_column is not None:  # (None: refused above)
             have = _categories(row.get(category_column))
             seen |= have
             if not have & wanted_categories:
@@ -398,157 +379,54 @@ def _choose(repo_id: str, files: list[str], file: str | None) -> list[str]:
     )
 
 
-def _hub_failure(exc: BaseException, repo_id: str, revision: str | None) -> CpeditError:
-    """A clear error for a failed Hub call about dataset ``repo_id`` (the token is never shown)."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    from cpedit.hub.errors import LOGIN_HINT, _chain, endpoint, has_token, is_network_error, redact
-
-    chain = list(_chain(exc))
-
-    def first(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
-        return next((item for item in chain if isinstance(item, kind)), None)
-
-    def error(message: str, reason: str, argument: str = "prompts") -> CpeditError:
-        return CpeditError(message, repo_id=repo_id, reason=reason, argument=argument)
-
-    url = f"{endpoint()}/datasets/{repo_id}"
-    http = first(HfHubHTTPError)
-    status = getattr(getattr(http, "response", None), "status_code", None)
-    if first(GatedRepoError) is not None or (status == 403 and first(RepositoryNotFoundError) is None):
-        if has_token():
-            return error(
-                f"the dataset {repo_id} is gated and your account has no access yet: request access at {url} "
-                "(accept its conditions), then retry; if you did, check that `hf auth login` (or HF_TOKEN) holds a "
-                "token of that account",
-                "gated",
-            )
-        return error(f"the dataset {repo_id} is gated: request access at {url}, then {LOGIN_HINT}", "gated")
-    if first(RevisionNotFoundError) is not None:
-        return error(f"the dataset {repo_id} has no revision {revision or 'main'!r}", "revision", "revision")
-    if first(RepositoryNotFoundError) is not None:
-        return error(
-            f"the dataset {repo_id} was not found on {endpoint()} (check the id at {url}; if it is private, "
-            f"{LOGIN_HINT} with an account that can read it)",
-            "not_found",
-        )
-    if status == 401:
-        return error(f"the Hub refused to read the dataset {repo_id} (401 Unauthorized); {LOGIN_HINT}", "auth")
-    if constants.HF_HUB_OFFLINE or first(OfflineModeIsEnabled) is not None:
-        return error(
-            f"the dataset {repo_id} is not in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading it; "
-            "unset HF_HUB_OFFLINE and connect to download it once, or give a local prompt file",
-            "offline",
-        )
-    if is_network_error(exc) or first(LocalEntryNotFoundError) is not None:
-        return error(
-            f"cannot reach the Hub at {endpoint()} to get the dataset {repo_id}, and it is not in the local cache; "
-            "check your network connection (and HF_ENDPOINT), or give a local prompt file",
-            "network",
-        )
-    detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-    return error(f"cannot download the dataset {repo_id}: {detail}", "http")
+LOCAL_PROMPTS = "a local prompt file"
+"""What a user can give instead of a Hub prompt set, for offline and network messages."""
 
 
-def _cached(repo_id: str, revision: str | None) -> tuple[Path, str, list[str]] | None:
-    """The cached snapshot of ``revision``: its folder, commit and files (no request), or None."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset")
-    ref = revision or "main"
-    if re.fullmatch(r"[0-9a-f]{40}", ref):
-        commit: str | None = ref
-    else:
-        ref_file = storage / "refs" / ref
-        commit = ref_file.read_text(encoding="utf-8").strip() if ref_file.is_file() else None
-    snapshot = storage / "snapshots" / commit if commit else None
-    if snapshot is None or not snapshot.is_dir():
-        return None
-    files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    return snapshot, commit, files  # type: ignore[return-value]
-
-
-def _download(
-    repo_id: str,
-    *,
-    revision: str | None,
-    file: str | None,
-    on_progress: ProgressCallback | None,
-    cancel: threading.Event | None,
+def _have_hub_set(
+    ref: HubRef, *, on_progress: ProgressCallback | None, cancel: threading.Event | None
 ) -> tuple[Path, str, list[str]]:
-    """Have the data file(s) of dataset ``repo_id`` in the Hub cache: ``(snapshot folder, commit, files)``."""
-    from huggingface_hub import HfApi, constants, snapshot_download
+    """The data file(s) of Hub prompt set ``ref`` in the Hub cache: ``(snapshot folder, commit, files to read)``."""
+    commit, _, chosen = _fetch_hub_set(ref, on_progress=on_progress, cancel=cancel)
+    return snapshot_folder(ref.repo_id, commit=commit, repo_type="dataset"), commit, chosen
 
-    from cpedit.models.loading import _DownloadMonitor, _event_bar
 
+def _fetch_hub_set(
+    ref: HubRef, *, on_progress: ProgressCallback | None, cancel: threading.Event | None
+) -> tuple[str, dict[str, int], list[str]]:
+    """Download what prompt set ``ref`` needs into the Hub cache: ``(commit, files downloaded, files to read)``.
+
+    The data file(s) (see :func:`_choose`) and the README. Offline or with the Hub out of reach,
+    the commit and listing the cache recorded at the last download are used.
+    """
     check_cancel(cancel, "before the download")
-    if constants.HF_HUB_OFFLINE:
-        cached = _cached(repo_id, revision)
-        if cached is None:
-            from huggingface_hub.errors import OfflineModeIsEnabled
-
-            raise _hub_failure(OfflineModeIsEnabled("offline"), repo_id, revision)
-        snapshot, commit, files = cached
-        chosen = _choose(repo_id, files, file)
-        emit(on_progress, ProgressEvent(stage="download", message=f"{repo_id}: reading the Hub cache (offline)"))
-        return snapshot, commit, chosen
-    emit(on_progress, ProgressEvent(stage="download", message=f"reading the dataset {repo_id}"))
+    emit(on_progress, ProgressEvent(stage="download", message=f"reading the dataset {ref.repo_id}"))
     try:
-        info = HfApi().dataset_info(repo_id, revision=revision, files_metadata=True)
-    except Exception as exc:  # noqa: BLE001 - mapped to a clear message
-        cached = _cached(repo_id, revision) if _is_unreachable(exc) else None
-        if cached is None:
-            raise _hub_failure(exc, repo_id, revision) from None
-        snapshot, commit, files = cached
-        return snapshot, commit, _choose(repo_id, files, file)
-    commit = str(info.sha)
-    sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-    chosen = _choose(repo_id, list(sizes), file)
+        commit = resolve_commit(ref.repo_id, repo_type="dataset", revision=ref.revision, instead=LOCAL_PROMPTS)
+        sizes = list_files(ref.repo_id, commit=commit, repo_type="dataset", instead=LOCAL_PROMPTS)
+    except HubError as exc:
+        raise _set_error(exc) from None
+    chosen = _choose(ref.repo_id, list(sizes), ref.path)
     if any(p.lower().endswith(".parquet") for p in chosen):
-        _need_pyarrow(f"{repo_id}/{chosen[0]}")
+        _need_pyarrow(f"{ref.repo_id}/{chosen[0]}")
     plan = {p: sizes[p] for p in chosen}
     if "README.md" in sizes:
         plan["README.md"] = sizes["README.md"]
-    from huggingface_hub.file_download import repo_folder_name
-
-    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset")
-    snapshot = storage / "snapshots" / commit
-    monitor = _DownloadMonitor(
-        repo_id, plan, {p for p in plan if (snapshot / p).is_file()}, on_progress=on_progress, cancel=cancel
-    )
-    monitor.start()
-    if monitor.pending:
-        try:
-            snapshot = Path(
-                snapshot_download(
-                    repo_id,
-                    repo_type="dataset",
-                    revision=commit,
-                    allow_patterns=[glob.escape(p) for p in plan],
-                    tqdm_class=_event_bar(monitor),
-                )
-            )
-        except CpeditError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            check_cancel(cancel, "during the download")
-            raise _hub_failure(exc, repo_id, revision) from None
-        check_cancel(cancel, "during the download")
-        monitor.finish()
-    return snapshot, commit, chosen
+    try:
+        download_files(
+            ref.repo_id,
+            plan,
+            commit=commit,
+            repo_type="dataset",
+            instead=LOCAL_PROMPTS,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    except HubError as exc:
+        raise _set_error(exc) from None
+    return commit, plan, chosen
 
 
-def _is_unreachable(exc: BaseException) -> bool:
-    """The Hub could not be reached at all (then a cached copy is used)."""
-    from cpedit.hub.errors import is_network_error
-
-    return is_network_error(exc)
+def _set_error(exc: HubError) -> CpeditError:
+    """A Hub failure as a prompt-set error: the same message and reason, about the ``prompts`` argument."""
+    return CpeditError(str(exc), repo_id=exc.repo_id, reason=exc.reason, argument=exc.argument or "prompts")

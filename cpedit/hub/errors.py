@@ -1,8 +1,9 @@
 """Turning huggingface_hub failures into clear, actionable cpedit errors.
 
-Every Hub call in cpedit goes through :func:`hub_errors` (or :func:`describe_hub_error`), so a
-missing repo, a gated model, a rejected token, an unknown revision, a missing file, offline mode
-and a network outage each get one message that says what to do. Messages never contain the
+Every Hub call in cpedit goes through :func:`hub_errors`, :func:`hub_error` or
+:func:`describe_hub_error`, so a missing repo, a gated model or dataset, a rejected token, an
+unknown revision, a missing file, offline mode and a network outage each get one message that
+says what to do. Messages never contain the
 token: they are built from the repo id and the kind of failure, and anything echoed from an
 exception passes through :func:`redact` first.
 """
@@ -11,11 +12,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpedit.errors import CpeditError
+
+if TYPE_CHECKING:
+    from cpedit.hub.refs import RepoType
 
 LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 
@@ -51,9 +56,9 @@ def redact_url_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + "***@", text)
 
 
-def repo_url(repo_id: str) -> str:
-    """The web address of a model repo on the Hub in use."""
-    return f"{endpoint()}/{repo_id}"
+def repo_url(repo_id: str, *, repo_type: RepoType = "model") -> str:
+    """The web address of a repo (a model's, or a dataset's under ``/datasets/``) on the Hub in use."""
+    return f"{endpoint()}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
 
 
 def has_token() -> bool:
@@ -127,12 +132,26 @@ def is_network_error(exc: BaseException) -> bool:
     return False
 
 
-def cache_status(repo_id: str, revision: str | None = None) -> str:
-    """What of ``repo_id`` is missing from the local Hub cache, in words (for offline messages)."""
-    from huggingface_hub import constants, get_cached_repo_tree
+def cache_status(
+    repo_id: str,
+    revision: str | None = None,
+    *,
+    repo_type: RepoType = "model",
+    files: Collection[str] | None = None,
+) -> str:
+    """What of ``repo_id`` is missing from the local Hub cache, in words (for offline messages).
+
+    Args:
+        repo_id: The repo.
+        revision: The branch, tag or commit asked for (default: the main branch).
+        repo_type: ``model`` or ``dataset``.
+        files: The files wanted. By default, for a model: those a pipeline pull downloads (known
+            when its model_index.json and file listing are cached).
+    """
+    from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
     if not storage.is_dir():
         return "nothing of it is in the cache"
     ref = revision or "main"
@@ -144,6 +163,24 @@ def cache_status(repo_id: str, revision: str | None = None) -> str:
     if commit is None:
         return f"revision {ref!r} was never downloaded"
     snapshot = storage / "snapshots" / commit
+    if files is None:
+        if repo_type != "model":
+            return "the files asked for are not all in the cache"
+        expected = _pipeline_files_in_cache(repo_id, snapshot, commit)
+        if isinstance(expected, str):
+            return expected
+        files = expected
+    missing = sorted(p for p in files if not (snapshot / p).is_file())
+    if not missing:
+        return "its files are cached, but something else is missing"
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return f"{len(missing)} file(s) are missing: {shown}"
+
+
+def _pipeline_files_in_cache(repo_id: str, snapshot: Path, commit: str) -> list[str] | str:
+    """The files a pull of the pipeline at ``commit`` downloads, from the cache; or why they cannot be known."""
+    from huggingface_hub import get_cached_repo_tree
+
     if not (snapshot / "model_index.json").is_file():
         return "model_index.json is missing"
     try:
@@ -155,31 +192,33 @@ def cache_status(repo_id: str, revision: str | None = None) -> str:
 
     if not isinstance(index, dict):
         return "its model_index.json is not a JSON object"
-    expected = pipeline_files(index, {f.path: int(f.size or 0) for f in tree})  # what a pull downloads
-    missing = sorted(p for p in expected if not (snapshot / p).is_file())
-    if not missing:
-        return "its files are cached, but something else is missing"
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return f"{len(missing)} file(s) are missing: {shown}"
+    return list(pipeline_files(index, {f.path: int(f.size or 0) for f in tree}))  # what a pull downloads
 
 
 def describe_hub_error(
     exc: BaseException,
     *,
     repo_id: str,
+    repo_type: RepoType = "model",
     revision: str | None = None,
     filename: str | None = None,
+    files: Collection[str] | None = None,
     action: str = "download",
+    instead: str | None = None,
 ) -> tuple[str, str] | None:
     """A clear message for a failed Hub call, or None when ``exc`` is not a Hub failure.
 
     Args:
         exc: The exception raised (its cause chain is searched too).
         repo_id: The repo the call was about.
+        repo_type: ``model`` or ``dataset`` (messages name "the dataset", and link its page).
         revision: The revision asked for, if any.
         filename: The file asked for, if any.
+        files: The files a download wanted, if known (offline messages list those missing).
         action: ``download`` (reading from the Hub) or ``upload`` (publishing): the offline
             and network messages say what was being done and what to do about it.
+        instead: What the user can give instead of the Hub repo (``a local prompt file``), for
+            the offline and network messages.
 
     Returns:
         ``(reason, message)``; reasons as in :class:`HubError`.
@@ -201,23 +240,29 @@ def describe_hub_error(
     def first(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
         return next((item for item in chain if isinstance(item, kind)), None)
 
-    url = repo_url(repo_id)
-    if first(GatedRepoError) is not None:
+    dataset = repo_type == "dataset"
+    subject = f"the dataset {repo_id}" if dataset else repo_id
+    url = repo_url(repo_id, repo_type=repo_type)
+    page = f"at {url}" if dataset else f"on {url}"
+    otherwise = f", or give {instead}" if instead else ""
+    http = first(HfHubHTTPError)
+    if first(GatedRepoError) is not None or (
+        dataset and http is not None and _status(http) == 403 and first(RepositoryNotFoundError) is None
+    ):
         if has_token():
             return "gated", (
-                f"{repo_id} is gated and your account has no access yet: request access on {url} "
+                f"{subject} is gated and your account has no access yet: request access {page} "
                 "(accept its conditions), then retry; if you did, check that HF_TOKEN or `hf auth login` "
                 "holds a token of that account"
             )
-        return "gated", f"{repo_id} is gated: request access on {url}, then {LOGIN_HINT}"
+        return "gated", f"{subject} is gated: request access {page}, then {LOGIN_HINT}"
     if first(RevisionNotFoundError) is not None:
-        return "revision", f"{repo_id} has no revision {revision or 'main'!r} on {endpoint()}; check the revision"
+        return "revision", f"{subject} has no revision {revision or 'main'!r} on {endpoint()}; check the revision"
     if first(RepositoryNotFoundError) is not None:
         return "not_found", (
-            f"{repo_id} was not found on {endpoint()} (check the id; if it is private, {LOGIN_HINT} "
+            f"{subject} was not found on {endpoint()} (check the id at {url}; if it is private, {LOGIN_HINT} "
             "with an account that can read it)"
         )
-    http = first(HfHubHTTPError)
     if http is not None and _status(http) == 401:
         if has_token():
             return "auth", f"the Hub rejected your token (401 Unauthorized); {LOGIN_HINT} with a valid token"
@@ -238,27 +283,61 @@ def describe_hub_error(
             "network connection (and HF_ENDPOINT), then push again"
         )
     if offline:
+        status = cache_status(repo_id, revision, repo_type=repo_type, files=files)
         return "offline", (
-            f"{repo_id} is not (fully) in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading "
-            f"({cache_status(repo_id, revision)}); unset HF_HUB_OFFLINE and connect to download it once, "
-            "or pass a local pipeline folder"
+            f"{subject} is not (fully) in the local Hub cache and HF_HUB_OFFLINE=1 forbids downloading "
+            f"({status}); unset HF_HUB_OFFLINE and connect to download it once{otherwise}"
         )
     if is_network_error(exc) or first((LocalEntryNotFoundError, RevisionResolutionError)) is not None:
+        status = cache_status(repo_id, revision, repo_type=repo_type, files=files)
         return "network", (
-            f"cannot reach the Hub at {endpoint()} to get {repo_id}, and it is not (fully) in the local cache "
-            f"({cache_status(repo_id, revision)}); check your network connection (and HF_ENDPOINT), "
-            "or set HF_HUB_OFFLINE=1 to use the cache only"
+            f"cannot reach the Hub at {endpoint()} to get {subject}, and it is not (fully) in the local cache "
+            f"({status}); check your network connection (and HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use "
+            f"the cache only{otherwise}"
         )
     if first(EntryNotFoundError) is not None:
         what = filename or "the file asked for"
-        return "entry", f"{repo_id} has no {what} at revision {revision or 'main'!r}"
+        return "entry", f"{subject} has no {what} at revision {revision or 'main'!r}"
     if http is not None:
-        status = _status(http)
+        status_code = _status(http)
         detail = redact(str(http).splitlines()[0]) if str(http) else ""
         if action == "upload":
-            return "http", f"the upload to {repo_id} failed: the Hub at {endpoint()} answered {status}: {detail}"
-        return "http", f"the Hub at {endpoint()} answered {status} for {repo_id}: {detail}"
+            return "http", f"the upload to {repo_id} failed: the Hub at {endpoint()} answered {status_code}: {detail}"
+        return "http", f"the Hub at {endpoint()} answered {status_code} for {subject}: {detail}"
     return None
+
+
+def hub_error(
+    exc: BaseException,
+    *,
+    repo_id: str,
+    repo_type: RepoType = "model",
+    revision: str | None = None,
+    filename: str | None = None,
+    files: Collection[str] | None = None,
+    instead: str | None = None,
+) -> HubError:
+    """The :class:`HubError` for a failed download from ``repo_id``, whatever ``exc`` is.
+
+    A Hub failure gets :func:`describe_hub_error`'s message; anything else (a disk error, an
+    unexpected exception) says the download failed, with the exception's first line (redacted).
+    Arguments as for :func:`describe_hub_error`.
+    """
+    described = describe_hub_error(
+        exc,
+        repo_id=repo_id,
+        repo_type=repo_type,
+        revision=revision,
+        filename=filename,
+        files=files,
+        instead=instead,
+    )
+    if described is None:
+        subject = f"the dataset {repo_id}" if repo_type == "dataset" else repo_id
+        detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        return HubError(f"cannot download {subject}: {detail}", reason="http", repo_id=repo_id)
+    reason, message = described
+    return HubError(message, reason=reason, repo_id=repo_id)
 
 
 @contextmanager

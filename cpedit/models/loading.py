@@ -8,8 +8,6 @@ weights changed.
 
 from __future__ import annotations
 
-import functools
-import glob
 import importlib.util
 import os
 import threading
@@ -25,6 +23,8 @@ import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
 from cpedit.hub.cache import infer_hub_snapshot
+from cpedit.hub.download import download_files, fetch_file, list_files, resolve_commit
+from cpedit.hub.errors import HubError
 from cpedit.hub.pipeline_files import components_without_safetensors, pipeline_files
 from cpedit.models.files import check_folder_files, check_safetensors, load_json_text
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -162,9 +162,10 @@ def resolve_source(
 ) -> ModelSource:
     """Find the local folder of a pipeline, downloading it from the Hub if needed.
 
-    A Hub model is downloaded into the standard Hub cache: only the files a safetensors
-    pipeline load needs (see :func:`pipeline_files`), reported as ``download`` events (bytes)
-    instead of huggingface_hub's own progress bars.
+    A Hub model is downloaded into the standard Hub cache by cpedit's one downloader
+    (:mod:`cpedit.hub.download`): only the files a safetensors pipeline load needs (see
+    :func:`pipeline_files`), reported as ``download`` events (bytes) instead of
+    huggingface_hub's own progress bars.
 
     Args:
         model: A local diffusers pipeline folder, a Hub id such as
@@ -220,6 +221,8 @@ CONVERT_HINT = (
     "`save_pretrained(folder, safe_serialization=True)`), or pick a model that ships safetensors"
 )
 """What to do about pickled weights, for messages."""
+LOCAL_PIPELINE = "a local pipeline folder"
+"""What a user can give instead of a Hub model, for offline and network messages."""
 
 
 def check_pipeline_folder(folder: Path, *, ref: str) -> None:
@@ -329,186 +332,6 @@ def _builtin_source(*, revision: str | None) -> ModelSource:
     return ModelSource(ref=BUILTIN_MODEL_NAME, path=path, is_local=False)
 
 
-class _DownloadMonitor:
-    """Turns huggingface_hub's progress-bar updates of one snapshot download into ``download`` events.
-
-    snapshot_download reports the bytes written for every file on one aggregate bar, from
-    the worker thread downloading the file; each file announces itself by growing that
-    bar's total by its size, in that thread. The monitor maps each worker thread to the file
-    it announced (the next pending file of that size), so every event names its file.
-    Updates from threads it does not know (hf_xet's progress threads) are attributed to the
-    file announced last and never raise: cancelling is seen in the download threads (at the
-    next chunk or file) and between files.
-    """
-
-    def __init__(
-        self,
-        repo_id: str,
-        plan: dict[str, int],
-        cached: set[str],
-        on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-    ) -> None:
-        self.repo_id = repo_id
-        self.order = list(plan)
-        self.sizes = plan
-        self.total = sum(plan.values())
-        self.cached_bytes = sum(plan[p] for p in cached)
-        self.pending = [p for p in self.order if p not in cached]
-        self.done: dict[str, int] = {}
-        self.unattributed = 0
-        self.by_thread: dict[int, str] = {}
-        self.raising_threads = {threading.get_ident()}
-        self.last_file: str | None = None
-        self.reported = self.cached_bytes
-        self.on_progress = on_progress
-        self.cancel = cancel
-        self.lock = threading.RLock()
-
-    def check(self) -> None:
-        """Raise Cancelled if the download was cancelled (only in threads where raising stops it)."""
-        if threading.get_ident() in self.raising_threads:
-            check_cancel(self.cancel, "during the download")
-
-    def event(self, message: str, *, completed: int, file: str | None = None) -> None:
-        emit(
-            self.on_progress,
-            ProgressEvent(
-                stage="download",
-                message=message,
-                completed=completed,
-                total=self.total,
-                unit="bytes",
-                file=file,
-                file_index=self.order.index(file) + 1 if file is not None else None,
-                files=len(self.order),
-            ),
-        )
-
-    def start(self) -> None:
-        waiting = len(self.pending)
-        if waiting:
-            size = sum(self.sizes[p] for p in self.pending)
-            message = f"downloading {self.repo_id}: {waiting} of {len(self.order)} files ({size / 1e6:.1f} MB)"
-            self.event(message, completed=self.cached_bytes)
-        else:
-            self.event(f"{self.repo_id}: all {len(self.order)} files are in the Hub cache", completed=self.total)
-
-    def file_started(self, size: int) -> None:
-        with self.lock:
-            ident = threading.get_ident()
-            self.raising_threads.add(ident)
-            self.check()
-            file = next((p for p in self.pending if self.sizes[p] == size), self.pending[0] if self.pending else None)
-            if file is not None:
-                self.pending.remove(file)
-                self.by_thread[ident] = file
-                self.done[file] = 0
-                self.last_file = file
-
-    def add_bytes(self, count: int) -> None:
-        with self.lock:
-            self.check()
-            file = self.by_thread.get(threading.get_ident())
-            if file is not None:
-                self.done[file] += count
-            else:  # a thread that announced no file (hf_xet's): counted, shown under the file announced last
-                self.unattributed += count
-                file = self.last_file
-            completed = self.cached_bytes + self.unattributed
-            completed += sum(min(max(n, 0), self.sizes[p]) for p, n in self.done.items())
-            completed = max(self.reported, min(completed, self.total))  # never decreases (a retry rewinds a file)
-            self.reported = completed
-            if count > 0:
-                self.event(
-                    f"downloading {file}" if file else f"downloading {self.repo_id}", completed=completed, file=file
-                )
-
-    def file_finished(self) -> None:
-        with self.lock:
-            self.check()
-
-    def finish(self) -> None:
-        self.reported = self.total
-        self.event(f"downloaded {self.repo_id} ({len(self.order)} files)", completed=self.total)
-
-
-@functools.cache
-def _event_bar_base() -> type:
-    """huggingface_hub's tqdm class, made silent and reporting to a :class:`_DownloadMonitor` (built lazily)."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    class EventBar(hf_tqdm):  # type: ignore[misc, valid-type]
-        """A progress bar that never displays; its updates go to the class's ``_cpedit_monitor`` (None: ignored).
-
-        snapshot_download makes three: the files count (``unit`` not bytes), the network
-        transfer (ignored: bytes received, estimated total) and the bytes written, whose
-        total grows by each file's size as the file starts.
-        """
-
-        _cpedit_monitor: _DownloadMonitor | None = None
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            name = str(kwargs.pop("name", None) or "")
-            description = str(kwargs.get("desc") or "")
-            if kwargs.get("unit", "it") != "B":
-                self._role = "files"
-            elif name.endswith(".transfer") or description.startswith("Downloading bytes"):
-                self._role = "transfer"
-            else:
-                self._role = "bytes"
-            self._total: float | None = None
-            kwargs["disable"] = True  # never display, whatever the caller or the environment asks
-            super().__init__(*args, **kwargs)
-
-        @property
-        def total(self) -> float | None:  # type: ignore[override]
-            return self._total
-
-        @total.setter
-        def total(self, value: float | None) -> None:
-            previous, self._total = getattr(self, "_total", None), value
-            if (
-                self._cpedit_monitor is not None
-                and self._role == "bytes"
-                and previous is not None
-                and value is not None
-            ):
-                if value > previous:
-                    self._cpedit_monitor.file_started(int(value - previous))
-
-        def update(self, n: float | None = 1) -> bool | None:
-            count = n or 0
-            self.n += count
-            if self._cpedit_monitor is not None:
-                if self._role == "bytes":
-                    self._cpedit_monitor.add_bytes(int(count))
-                elif self._role == "files":
-                    self._cpedit_monitor.file_finished()
-            return None
-
-    return EventBar
-
-
-def _event_bar(monitor: _DownloadMonitor | None) -> type:
-    """A silent tqdm class for huggingface_hub's ``tqdm_class`` reporting to ``monitor`` (None: silent only)."""
-    base = _event_bar_base()
-    return type("DownloadBar", (base,), {"_cpedit_monitor": monitor})
-
-
-def _repo_files(repo_id: str, commit: str | None, revision: str | None) -> dict[str, int]:
-    """The repo's files (path -> size): the listing cached for ``commit`` if any (no request), else from the Hub."""
-    from huggingface_hub import HfApi, RepoFile, get_cached_repo_tree
-
-    if commit is not None:
-        try:
-            return {f.path: int(f.size or 0) for f in get_cached_repo_tree(repo_id, revision=commit)}
-        except Exception:  # noqa: BLE001 - not cached (or unreadable): ask the Hub
-            pass
-    entries = HfApi().list_repo_tree(repo_id, recursive=True, revision=commit or revision)
-    return {e.path: int(e.size or 0) for e in entries if isinstance(e, RepoFile)}
-
-
 def _download(
     repo_id: str,
     *,
@@ -521,51 +344,42 @@ def _download(
     model_index.json comes first (one small file): a repo that is not a diffusers text-to-image
     pipeline is refused before any weight is downloaded. Then the repo's file listing (cached
     per commit after the first download) decides the files (:func:`pipeline_files`), and
-    ``snapshot_download`` fetches those missing from the standard Hub cache, its progress
-    turned into ``download`` events (no progress bar is displayed). With ``HF_HUB_OFFLINE=1``
-    the cache is used and the error says what is missing.
+    :func:`cpedit.hub.download.download_files` fetches those missing from the standard Hub cache
+    as ``download`` events. With ``HF_HUB_OFFLINE=1`` the cache is used and the error says what
+    is missing.
     """
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    from cpedit.hub.errors import describe_hub_error
     from cpedit.models.support import text_to_image_refusal
-
-    def fail(exc: BaseException, filename: str | None = None) -> ModelLoadError:
-        described = describe_hub_error(exc, repo_id=repo_id, revision=revision, filename=filename)
-        if described is None:
-            from cpedit.hub.errors import redact
-
-            return ModelLoadError(f"cannot download {repo_id}: {redact(str(exc))}", repo_id=repo_id)
-        reason, message = described
-        if reason == "entry" and filename == "model_index.json":
-            reason = "not_pipeline"
-            message = (
-                f"{repo_id} is not a diffusers pipeline (it has no model_index.json); cpedit edits diffusers "
-                "text-to-image pipelines such as CompVis/stable-diffusion-v1-4"
-            )
-        return ModelLoadError(
-            message, repo_id=repo_id, reason=reason, argument="revision" if reason == "revision" else None
-        )
 
     emit(on_progress, ProgressEvent(stage="download", message=f"reading {repo_id}/model_index.json"))
     try:
-        index_file = hf_hub_download(repo_id, "model_index.json", revision=revision, tqdm_class=_event_bar(None))
-    except Exception as exc:  # noqa: BLE001 - mapped to a clear message, or re-worded with the token redacted
-        raise fail(exc, "model_index.json") from None
+        index_file = fetch_file(repo_id, "model_index.json", revision=revision, instead=LOCAL_PIPELINE)
+    except HubError as exc:
+        if exc.reason == "entry":
+            raise ModelLoadError(
+                f"{repo_id} is not a diffusers pipeline (it has no model_index.json); cpedit edits diffusers "
+                "text-to-image pipelines such as CompVis/stable-diffusion-v1-4",
+                repo_id=repo_id,
+                reason="not_pipeline",
+            ) from None
+        raise _load_error(exc) from None
     try:
-        index = load_json_text(Path(index_file).read_text(encoding="utf-8"))
+        index = load_json_text(index_file.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})", repo_id=repo_id) from None
     refusal = text_to_image_refusal(index)
     if refusal is not None:
         raise ModelLoadError(f"{repo_id}: {refusal}", repo_id=repo_id, reason="not_pipeline")
-    snapshot = Path(index_file).parent
-    commit = snapshot.name if snapshot.parent.name == "snapshots" else None
+    snapshot = index_file.parent
     check_cancel(cancel, "before the download")
     try:
-        files = _repo_files(repo_id, commit, revision)
-    except Exception as exc:  # noqa: BLE001
-        raise fail(exc) from None
+        commit = (
+            snapshot.name
+            if snapshot.parent.name == "snapshots"
+            else resolve_commit(repo_id, revision=revision, instead=LOCAL_PIPELINE)
+        )
+        files = list_files(repo_id, commit=commit, instead=LOCAL_PIPELINE)
+    except HubError as exc:
+        raise _load_error(exc) from None
     if components_without_safetensors(index, files):
         raise ModelLoadError(
             f"{repo_id} has no safetensors weights for its components; cpedit loads safetensors only "
@@ -573,32 +387,23 @@ def _download(
             repo_id=repo_id,
             reason="no_safetensors",
         )
-    plan = pipeline_files(index, files)
-    monitor = _DownloadMonitor(
-        repo_id, plan, {p for p in plan if (snapshot / p).is_file()}, on_progress=on_progress, cancel=cancel
-    )
-    monitor.start()
-    folder = snapshot
-    if monitor.pending:  # else everything is cached: no request beyond model_index.json's
-        try:
-            folder = Path(
-                snapshot_download(
-                    repo_id,
-                    revision=commit or revision,
-                    allow_patterns=[glob.escape(p) for p in plan],
-                    tqdm_class=_event_bar(monitor),
-                )
-            )
-        except CpeditError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            check_cancel(cancel, "during the download")
-            raise fail(exc) from None
-        check_cancel(cancel, "during the download")
-        monitor.finish()
-    return ModelSource(
-        ref=repo_id, path=folder, is_local=False, revision=revision, commit=commit or None, repo_id=repo_id
-    )
+    try:
+        folder = download_files(
+            repo_id,
+            pipeline_files(index, files),
+            commit=commit,
+            instead=LOCAL_PIPELINE,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    except HubError as exc:
+        raise _load_error(exc) from None
+    return ModelSource(ref=repo_id, path=folder, is_local=False, revision=revision, commit=commit, repo_id=repo_id)
+
+
+def _load_error(exc: HubError) -> ModelLoadError:
+    """The Hub failure as a ModelLoadError (what a model that cannot be had raises), its fields kept."""
+    return ModelLoadError(str(exc), repo_id=exc.repo_id, reason=exc.reason, argument=exc.argument)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from cpedit._lazy import lazy_exports
 if TYPE_CHECKING:
     from cpedit.recipes.conceal import Conceal
     from cpedit.recipes.format import PruneSettings, Recipe, SamplingSettings, load_recipe, parse_recipe
-    from cpedit.recipes.hub import load_hub_recipe, parse_hub_ref
+    from cpedit.recipes.hub import load_hub_recipe
     from cpedit.recipes.sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe, user_recipes_dir
     from cpedit.recipes.targets import STREAMS, TARGETS
     from cpedit.recipes.writer import compose_recipe, with_settings, write_recipe_file
@@ -25,7 +25,6 @@ _EXPORTS = {
     "list_recipes": "cpedit.recipes.sources",
     "load_hub_recipe": "cpedit.recipes.hub",
     "load_recipe": "cpedit.recipes.format",
-    "parse_hub_ref": "cpedit.recipes.hub",
     "parse_recipe": "cpedit.recipes.format",
     "PruneSettings": "cpedit.recipes.format",
     "Recipe": "cpedit.recipes.format",

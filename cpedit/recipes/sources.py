@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpedit.errors import CpeditError, RecipeError
+from cpedit.hub.refs import is_hub_ref
 from cpedit.recipes.format import Recipe, load_recipe
 
 __all__ = [
@@ -134,7 +135,7 @@ def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
     """
     if isinstance(ref, Recipe):
         return ref
-    if isinstance(ref, str) and ref.startswith("hub:"):
+    if is_hub_ref(ref):
         from cpedit.recipes.hub import load_hub_recipe
 
         return load_hub_recipe(ref)

@@ -18,7 +18,8 @@ from cpedit.errors import Cancelled, CpeditError
 from cpedit.eval import nudity
 from cpedit.eval.engine import PromptSpec
 from cpedit.eval.nudity import NUDITY_LABELS, Detection, NudityDetector, count_exposed, evaluate_nudity
-from cpedit.eval.prompt_sets import load_prompt_set, parse_hub_ref
+from cpedit.eval.prompt_sets import load_prompt_set
+from cpedit.hub.refs import HubRef
 from cpedit.progress import ProgressEvent
 
 STEPS = 2
@@ -231,8 +232,9 @@ def test_hub_set_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped
         load_prompt_set("hub:acme/parquet-set")
     assert info.value.reason == "missing_package"
     with pytest.raises(CpeditError, match="not a Hub prompt set"):
-        parse_hub_ref("hub:just-a-name")
-    assert parse_hub_ref("hub:a/b/sub/f.csv@dev") == ("a/b", "sub/f.csv", "dev")
+        HubRef.parse("hub:just-a-name", kind="prompts")
+    parsed = HubRef.parse("hub:a/b/sub/f.csv@dev", kind="prompts")
+    assert (parsed.repo_id, parsed.path, parsed.revision) == ("a/b", "sub/f.csv", "dev")
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):

@@ -597,11 +597,11 @@ def test_library_api_and_emulator_strictness(hub: HubEmulator) -> None:
     import httpx2
 
     from cpedit.hub import HubError
+    from cpedit.hub.refs import HubRef
     from cpedit.models import editability
     from cpedit.models.details import text_to_image_refusal
-    from cpedit.recipes import parse_hub_ref
 
-    ref = parse_hub_ref("hub:acme/r/a/b.yaml@v1")
+    ref = HubRef.parse("hub:acme/r/a/b.yaml@v1", kind="recipe")
     assert (ref.repo_id, ref.path, ref.revision, str(ref)) == ("acme/r", "a/b.yaml", "v1", "hub:acme/r/a/b.yaml@v1")
     sd = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "X"], "text_encoder": ["t", "Y"]}
     assert text_to_image_refusal(sd) is None
