@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Mapping
+import pickle
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cpedit.errors import CpeditError
 
@@ -44,6 +46,7 @@ __all__ = [
     "barrier",
     "is_main_process",
     "launch_from_env",
+    "main_first",
     "rank_device",
     "setup",
     "world",
@@ -120,6 +123,8 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
 
 
 def _initialised() -> bool:
+    if "torch.distributed" not in sys.modules:
+        return False  # nothing made a process group: no need to import torch to know it
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
@@ -206,6 +211,61 @@ def barrier() -> None:
     import torch.distributed as dist
 
     dist.barrier(group=_GLOO_GROUP)
+
+
+_T = TypeVar("_T")
+
+
+def main_first(compute: Callable[[], _T]) -> _T:
+    """``compute()`` done once per launch, by rank 0, and its result handed to every rank.
+
+    For work the processes must not each repeat, such as asking the Hub and downloading into
+    the cache they share: rank 0 runs ``compute`` while the other ranks wait, then every rank
+    returns rank 0's result (sent pickled: it must be picklable). When it fails on rank 0, every
+    rank raises: rank 0 its own exception, the others a copy of it (the same
+    :class:`~cpedit.errors.CpeditError`, or one with the same message and fields). A single
+    process just runs ``compute``.
+
+    Every process of a launch must call it, in the same order (as they all render their share).
+
+    Raises:
+        CpeditError: The launch environment is incomplete (see :func:`setup`), or ``compute``
+            failed on rank 0.
+    """
+    launch = setup()
+    if launch is None:
+        return compute()
+    import torch.distributed as dist
+
+    if launch.is_main:
+        try:
+            value = compute()
+        except BaseException as exc:
+            dist.broadcast_object_list([(False, _portable(exc))], src=0, group=_GLOO_GROUP)
+            raise
+        dist.broadcast_object_list([(True, value)], src=0, group=_GLOO_GROUP)
+        return value
+    received: list[Any] = [None]
+    dist.broadcast_object_list(received, src=0, group=_GLOO_GROUP)
+    succeeded, payload = received[0]
+    if not succeeded:
+        raise payload
+    return payload  # type: ignore[no-any-return]
+
+
+def _portable(exc: BaseException) -> CpeditError:
+    """``exc`` as an error the other ranks can unpickle and raise: itself when it survives pickling, else a copy."""
+    if isinstance(exc, CpeditError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - an __init__ that pickle cannot call again: send its fields
+            return CpeditError(str(exc), path=exc.path, repo_id=exc.repo_id, reason=exc.reason, argument=exc.argument)
+        return exc
+    first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return CpeditError(
+        f"rank 0 failed ({type(exc).__name__}{': ' + first_line if first_line else ''}); see its output",
+        reason="failed_on_main",
+    )
 
 
 def rank_device(device: str) -> str:

@@ -117,6 +117,11 @@ def load_prompt_set(
     (bytes), then read with the column mapping of this module. With ``HF_HUB_OFFLINE=1``, or
     when the Hub cannot be reached, the copy cached by the last download is used.
 
+    Under a torchrun / accelerate launch every process must call it (as they all render their
+    share of the images): rank 0 alone asks the Hub and downloads, the others wait, then read
+    the same commit's files from the cache (no request when they share it) or raise rank 0's
+    error (see :func:`cpedit.eval.distributed.main_first`).
+
     Args:
         ref: The set.
         limit: Keep only the first ``limit`` prompts (after the category filter).
@@ -386,9 +391,25 @@ LOCAL_PROMPTS = "a local prompt file"
 def _have_hub_set(
     ref: HubRef, *, on_progress: ProgressCallback | None, cancel: threading.Event | None
 ) -> tuple[Path, str, list[str]]:
-    """The data file(s) of Hub prompt set ``ref`` in the Hub cache: ``(snapshot folder, commit, files to read)``."""
-    commit, _, chosen = _fetch_hub_set(ref, on_progress=on_progress, cancel=cancel)
-    return snapshot_folder(ref.repo_id, commit=commit, repo_type="dataset"), commit, chosen
+    """The data file(s) of Hub prompt set ``ref`` in the Hub cache: ``(snapshot folder, commit, files to read)``.
+
+    Under a torchrun / accelerate launch, rank 0 alone asks the Hub and downloads, while the
+    other ranks wait (:func:`cpedit.eval.distributed.main_first`); they then take the same
+    commit's files from the cache, with no Hub request when they share it (the processes of
+    one node do; a node with a cache of its own downloads them once).
+    """
+    from cpedit.eval import distributed
+
+    commit, plan, chosen = distributed.main_first(lambda: _fetch_hub_set(ref, on_progress=on_progress, cancel=cancel))
+    if distributed.is_main_process():
+        return snapshot_folder(ref.repo_id, commit=commit, repo_type="dataset"), commit, chosen
+    try:
+        folder = download_files(
+            ref.repo_id, plan, commit=commit, repo_type="dataset", instead=LOCAL_PROMPTS, cancel=cancel
+        )
+    except HubError as exc:
+        raise _set_error(exc) from None
+    return folder, commit, chosen
 
 
 def _fetch_hub_set(

@@ -193,3 +193,40 @@ def test_only_rank_0_records_the_result(
     assert record_metric_result(edited, result, json_file=tmp_path / "r.json").is_file()
     assert (tmp_path / "r.json").is_file()
     path.unlink()
+
+
+def test_torchrun_downloads_a_hub_prompt_set_once(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Rank 0 asks the Hub and downloads; rank 1 reads the cache they share (no request), or raises rank 0's error."""
+    files = {"p.csv": b"prompt,seed\na cat,1\na dog,2\n", "README.md": b"# prompts\n"}
+    commit = hub.seed_repo("acme/dist-prompts", files, repo_type="dataset")
+    script = tmp_path / "load.py"
+    script.write_text(
+        "import json, os\n"
+        "from cpedit.errors import CpeditError\n"
+        "from cpedit.eval.prompt_sets import load_prompt_set\n"
+        "try:\n"
+        "    load_prompt_set('hub:acme/dist-missing')\n"
+        "except CpeditError as exc:\n"
+        "    missing = [type(exc).__name__, exc.reason, exc.argument, exc.repo_id, str(exc)]\n"
+        "found = load_prompt_set('hub:acme/dist-prompts')\n"
+        "print(json.dumps({'rank': os.environ['RANK'], 'missing': missing, 'revision': found.revision,\n"
+        "                  'prompts': [[p.prompt, p.seed] for p in found.prompts]}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run([*launcher, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = sorted((json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")), key=str)
+    assert [r.pop("rank") for r in results] == ["0", "1"]
+    assert results[0] == results[1]  # the same prompts at the same commit, the same error
+    assert results[0]["revision"] == commit and results[0]["prompts"] == [["a cat", 1], ["a dog", 2]]
+    kind, reason, argument, repo_id, message = results[0]["missing"]
+    assert (kind, reason, argument, repo_id) == ("CpeditError", "not_found", "prompts", "acme/dist-missing")
+    assert "the dataset acme/dist-missing was not found" in message
+    # One process asked the Hub: one look-up of each set, each file fetched once.
+    asked = [path for _, path, _ in hub.requests]
+    assert sum(1 for p in asked if p.startswith("/api/datasets/acme/dist-missing")) == 1
+    assert sum(1 for p in asked if p.split("?")[0].split("/revision/")[0] == "/api/datasets/acme/dist-prompts") == 1
+    for name in files:
+        assert sum(1 for m, p, _ in hub.requests if m == "GET" and p.endswith(f"/resolve/{commit}/{name}")) == 1
