@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -149,7 +150,7 @@ def list_command(folders: tuple[str, ...], output_format: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, object]:
+def _row(entry: RecipeEntry, roots: list[Path]) -> dict[str, Any]:
     """One JSON row: the recipe's settings, ``file`` relative to its folder, ``error`` (None when valid)."""
     file = str(entry.path)
     for root in roots:

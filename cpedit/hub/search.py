@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cpedit.errors import CpeditError
 from cpedit.hub.errors import service_errors
 
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import ExpandModelProperty_T
+
 SortKey = Literal["downloads", "likes", "updated"]
-SORT_KEYS: dict[str, str] = {"downloads": "downloads", "likes": "likes", "updated": "last_modified"}
+SORT_KEYS: dict[str, Literal["downloads", "likes", "last_modified"]] = {
+    "downloads": "downloads",
+    "likes": "likes",
+    "updated": "last_modified",
+}
 """cpedit's sort names -> huggingface_hub's ``list_models(sort=...)`` values."""
-_EXPAND = ["downloads", "likes", "lastModified", "gated", "private", "pipeline_tag", "library_name"]
+_EXPAND: list[ExpandModelProperty_T] = [
+    "downloads",
+    "likes",
+    "lastModified",
+    "gated",
+    "private",
+    "pipeline_tag",
+    "library_name",
+]
 
 
 @dataclass(frozen=True)
