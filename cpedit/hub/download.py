@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
-from cpedit.hub.errors import HubError, hub_error
+from cpedit.hub.errors import HubError, hub_error, repo_label
 from cpedit.hub.refs import RepoType
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
@@ -205,8 +205,7 @@ def download_files(
     absent = [p for p in plan if not (folder / p).is_file()]
     if absent:  # not in the repo at that commit: snapshot_download skips what no file matches
         raise HubError(
-            f"{'the dataset ' if repo_type == 'dataset' else ''}{repo_id} has no {', '.join(absent)} at revision "
-            f"{commit!r}",
+            f"{repo_label(repo_id, repo_type=repo_type)} has no {', '.join(absent)} at revision {commit!r}",
             reason="entry",
             repo_id=repo_id,
         )

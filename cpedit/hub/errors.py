@@ -61,6 +61,11 @@ def repo_url(repo_id: str, *, repo_type: RepoType = "model") -> str:
     return f"{endpoint()}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
 
 
+def repo_label(repo_id: str, *, repo_type: RepoType = "model") -> str:
+    """How messages name a repo: ``NAMESPACE/NAME`` for a model, ``the dataset NAMESPACE/NAME`` for a dataset."""
+    return f"the dataset {repo_id}" if repo_type == "dataset" else repo_id
+
+
 def has_token() -> bool:
     """Whether huggingface_hub finds a token (HF_TOKEN or `hf auth login`); the token itself is not returned."""
     from huggingface_hub import get_token
@@ -241,7 +246,7 @@ def describe_hub_error(
         return next((item for item in chain if isinstance(item, kind)), None)
 
     dataset = repo_type == "dataset"
-    subject = f"the dataset {repo_id}" if dataset else repo_id
+    subject = repo_label(repo_id, repo_type=repo_type)
     url = repo_url(repo_id, repo_type=repo_type)
     page = f"at {url}" if dataset else f"on {url}"
     otherwise = f", or give {instead}" if instead else ""
@@ -333,7 +338,7 @@ def hub_error(
         instead=instead,
     )
     if described is None:
-        subject = f"the dataset {repo_id}" if repo_type == "dataset" else repo_id
+        subject = repo_label(repo_id, repo_type=repo_type)
         detail = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         return HubError(f"cannot download {subject}: {detail}", reason="http", repo_id=repo_id)
     reason, message = described

@@ -142,19 +142,7 @@ def test_download_reports_bytes_per_file_and_fetches_only_what_the_pipeline_need
 def test_a_cached_model_resolves_with_the_network_down(
     tiny_sd_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
-    import huggingface_hub.utils._http
-
-    class NoSleep:  # huggingface_hub's retry backoff runs instantly
-        def __getattr__(self, name: str) -> object:
-            return getattr(time, name)
-
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            pass
-
-    monkeypatch.setattr(huggingface_hub.utils._http, "time", NoSleep())
+    helpers.instant_hub_retries(monkeypatch)
     commit = hub.seed_repo("acme/dl-down", repo_files(tiny_sd_path))
     downloaded = resolve_source("acme/dl-down")
     events: list[ProgressEvent] = []

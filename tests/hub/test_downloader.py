@@ -7,10 +7,10 @@ huggingface_hub client into the test session's Hub cache.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
+import support.helpers as helpers
 from support.hub_emulator import HubEmulator
 
 from cpedit.errors import Cancelled
@@ -30,17 +30,6 @@ def repo_files(folder: Path) -> dict[str, bytes]:
 
 def prompts_csv(rows: int) -> bytes:
     return ("prompt,seed\n" + "".join(f"prompt number {i} of a long set,{i}\n" for i in range(rows))).encode()
-
-
-class _NoSleep:
-    """The ``time`` module without waiting: huggingface_hub's retry backoff runs instantly."""
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        pass
 
 
 def test_one_downloader_fetches_a_dataset_and_a_model_with_byte_events(tiny_sd_path: Path, hub: HubEmulator) -> None:
@@ -125,9 +114,8 @@ def test_a_cached_prompt_set_is_read_offline_or_with_the_hub_down_without_a_requ
     hub: HubEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     import huggingface_hub.constants
-    import huggingface_hub.utils._http
 
-    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
+    helpers.instant_hub_retries(monkeypatch)
     files = {"p.csv": b"prompt\na cat\n", "README.md": b"hi\n", "notes.txt": b"not a prompt file\n"}
     commit = hub.seed_repo("acme/api-offline", files, repo_type="dataset")
     online = load_prompt_set("hub:acme/api-offline")

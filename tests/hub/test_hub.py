@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -187,21 +186,8 @@ def test_pull_of_a_gated_model_says_how_to_get_access(
     assert hub.cdn_auth_leaks == []
 
 
-class _NoSleep:
-    """The ``time`` module without waiting: huggingface_hub's retry backoff runs instantly."""
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        pass
-
-
 def test_network_down_is_a_clear_error(hub: HubEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub.utils._http
-
-    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
+    helpers.instant_hub_retries(monkeypatch)
     from cpedit.errors import ModelLoadError
     from cpedit.models.loading import resolve_source
 

@@ -78,3 +78,23 @@ def load_fresh(path: Path, *, dtype: Any = None) -> Any:
         pipe = DiffusionPipeline.from_pretrained(str(path), use_safetensors=True, torch_dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class _NoSleep:
+    """The ``time`` module without waiting."""
+
+    def __getattr__(self, name: str) -> object:
+        import time
+
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+def instant_hub_retries(monkeypatch: Any) -> None:
+    """huggingface_hub's retry backoff runs instantly for the test (``monkeypatch``: pytest's fixture)."""
+    import huggingface_hub.utils._http
+
+    monkeypatch.setattr(huggingface_hub.utils._http, "time", _NoSleep())
