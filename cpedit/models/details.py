@@ -154,8 +154,9 @@ def model_details(
     Raises:
         HubError: The repo cannot be read (missing, gated, private, revision, network, offline).
     """
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
 
+    from cpedit.hub.download import fetch_file
     from cpedit.hub.repos import check_repo_id
 
     check_repo_id(repo_id, label="model id")  # `../x`, `a/b/c`: refused before any request
@@ -171,8 +172,7 @@ def model_details(
         if path not in files:
             return None
         emit(on_progress, ProgressEvent(stage="load", message=f"reading {path}"))
-        with hub_errors(repo_id, revision=revision, filename=path):
-            local = hf_hub_download(repo_id, path, revision=pin)
+        local = fetch_file(repo_id, path, revision=pin)
         try:
             return load_json_text(Path(local).read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError) as exc:
