@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 
-from cpedit.errors import CpeditError, ModelLoadError
+from cpedit.errors import CpeditError, ModelLoadError, UnsupportedModelError
 from cpedit.hub.cache import infer_hub_snapshot
 from cpedit.hub.download import download_files, fetch_file, list_files, resolve_commit
 from cpedit.hub.errors import HubError
 from cpedit.hub.pipeline_files import components_without_safetensors, pipeline_files
 from cpedit.models.files import check_folder_files, check_safetensors, load_json_text
+from cpedit.models.support import SupportInfo, describe_support, text_to_image_refusal
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
 
@@ -231,12 +232,15 @@ def check_pipeline_folder(folder: Path, *, ref: str) -> None:
     Checked: no symbolic link leads outside the folder (nor to a folder, nowhere, or in a
     loop), model_index.json parses and names a diffusers pipeline class and library
     components (never custom code), every component it lists has its folder, every component
-    with weights has safetensors ones (never only pickles), and every safetensors file is
-    complete (its header and data are all there).
+    with weights has safetensors ones (never only pickles), every safetensors file is
+    complete (its header and data are all there), and the pipeline is a text-to-image one of
+    a class cpedit edits (as ``cpedit models info`` judges it).
 
     Raises:
         UnsafeFileError: An unsafe link or special file, or a truncated safetensors file.
-        ModelLoadError: Custom code, missing components or pickle-only weights.
+        ModelLoadError: Custom code, missing components, pickle-only weights, or not a
+            text-to-image pipeline.
+        UnsupportedModelError: A pipeline class cpedit does not edit.
     """
     check_folder_files(folder)
     index_file = folder / "model_index.json"
@@ -291,6 +295,38 @@ def check_pipeline_folder(folder: Path, *, ref: str) -> None:
     for relative in sorted(files):
         if relative.endswith(".safetensors"):
             check_safetensors(folder / relative, shown_as=f"{ref}/{relative}")
+    refusal = text_to_image_refusal(index)
+    if refusal is not None:
+        raise ModelLoadError(f"{ref}: {refusal}", path=str(index_file), reason="not_pipeline")
+    support = describe_support(name)
+    if not support.supported:  # the words require_support uses on a loaded pipeline
+        raise UnsupportedModelError(f"{name} is not supported: {support.missing}", reason="unsupported")
+
+
+def check_model_folder(folder: str | os.PathLike[str]) -> SupportInfo:
+    """Check a local pipeline folder as a run does before loading it, and say how cpedit edits it.
+
+    Nothing is loaded (no weights read): a front end can refuse a folder up front with the
+    reason ``cpedit prune`` would give.
+
+    Args:
+        folder: The folder, as the user typed it (messages name it so).
+
+    Returns:
+        How cpedit edits the pipeline (:func:`~cpedit.models.support.describe_support`).
+
+    Raises:
+        ModelLoadError: No such folder, not a diffusers text-to-image pipeline folder, custom
+            code, missing components or pickle-only weights (an :class:`UnsafeFileError` for
+            unsafe links or truncated files).
+        UnsupportedModelError: A pipeline class cpedit does not edit.
+    """
+    ref = os.fspath(folder)
+    if not Path(ref).expanduser().exists():
+        raise ModelLoadError(f"{ref}: no such folder", path=ref)
+    source = resolve_source(ref)
+    index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
+    return describe_support(str(index.get("_class_name")))
 
 
 def _is_diffusers_pipeline(name: str) -> bool:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cpedit.errors import CpeditError, ModelLoadError
-from cpedit.models.loading import resolve_device, resolve_dtype, resolve_source
+from cpedit.models.loading import ModelSource, check_model_folder, resolve_device, resolve_dtype, resolve_source
 
 
 def test_local_folder_resolves_to_itself(tiny_sd_path: Path) -> None:
@@ -66,8 +66,34 @@ def test_malformed_model_index_is_a_clear_error(tiny_sd_path: Path, tmp_path: Pa
     with pytest.raises(ModelLoadError, match="model_index.json is not a JSON object"):
         load_pipeline(resolve_source(folder), device=torch.device("cpu"), dtype=torch.float32)
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": 5}')
+    with pytest.raises(ModelLoadError, match="has no unet or transformer component"):
+        resolve_source(folder)  # refused before loading, as `cpedit models info` judges it
     with pytest.raises(ModelLoadError, match="cannot load"):
-        load_pipeline(resolve_source(folder), device=torch.device("cpu"), dtype=torch.float32)
+        load_pipeline(ModelSource(str(folder), folder, is_local=True), device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_a_folder_cpedit_cannot_edit_is_refused_before_loading(tiny_sd_path: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from cpedit.errors import UnsupportedModelError
+
+    assert check_model_folder(tiny_sd_path).supported
+    folder = tmp_path / "other"
+    shutil.copytree(tiny_sd_path, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    for name, error, words in (
+        ("StableDiffusionImg2ImgPipeline", ModelLoadError, "is not a text-to-image pipeline"),
+        ("LatentConsistencyModelPipeline", UnsupportedModelError, "is not supported: no cpedit architecture spec"),
+    ):
+        (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": name}))
+        with pytest.raises(error, match=words) as caught:
+            check_model_folder(folder)
+        with pytest.raises(error) as run:
+            resolve_source(folder)  # what a run (cpedit prune) checks first: the same words
+        assert str(run.value) == str(caught.value)
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        check_model_folder(tmp_path / "nothing")
 
 
 def test_a_hub_cache_snapshot_folder_names_its_repo(tiny_sd_path: Path, tmp_path: Path) -> None:
