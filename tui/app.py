@@ -9,17 +9,18 @@ library loads them in the first worker that needs them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.keys import format_key
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
-from tui.screens.base import Pane
+from tui.screens.base import CANCELLABLE, Pane
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.model import ModelPane
@@ -28,6 +29,7 @@ from tui.screens.push import PushPane
 from tui.screens.queue import QueuePane
 from tui.screens.recipes import RecipesPane
 from tui.screens.tune import TunePane
+from tui.session_jobs import Tuned
 from tui.state import AppState
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +44,33 @@ TABS = (
 """Tab id -> label (the digit is its key)."""
 ImageMode = str
 """``auto`` (Kitty/Sixel where the terminal has it, else half-blocks) or ``halfcell`` (always half-blocks)."""
+KEY_WORDS = {"enter": "enter", "escape": "esc", "delete": "del", "space": "space", "tab": "tab"}
+"""Keys the help spells out (the rest as :func:`textual.keys.format_key` shows them: ``?``, ``/``, ``+``)."""
+
+
+def key_label(binding: Binding) -> str:
+    """How the help shows a binding's key: ``ctrl+r``, ``?``, ``/``, ``del`` (never ``question_mark``)."""
+    if binding.key_display:
+        return binding.key_display
+    modifiers, key = binding.parse_key()
+    return "+".join([*modifiers, KEY_WORDS.get(key, format_key(key))])
+
+
+def field_owner(widget: object) -> Pane | None:
+    """The screen (tab) a text field belongs to, or None when ``widget`` is no text field of a screen."""
+    if not isinstance(widget, (Input, TextArea)):
+        return None
+    return next((node for node in widget.ancestors if isinstance(node, Pane)), None)
+
+
+class MainScreen(Screen[None]):
+    """The screen under the tabs: when a dialog closes, the focus goes back to the tab, not into a text field
+    (so the next key is a screen key, such as a digit that switches screens)."""
+
+    def on_screen_resume(self, _event: events.ScreenResume) -> None:
+        pane = field_owner(self.focused)
+        if pane is not None:
+            pane.home().focus()
 
 
 class CpeditApp(App[None]):
@@ -72,7 +101,10 @@ class CpeditApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("escape", "leave_field", "Leave the field", show=False),
-        *(Binding(str(i), f"show_tab('{tab}')", label, show=False) for i, (tab, label) in enumerate(TABS, 1)),
+        *(
+            Binding(str(i), f"show_tab('{tab}')", f"Show {label[2:]}", show=False)
+            for i, (tab, label) in enumerate(TABS, 1)
+        ),
     ]
 
     def __init__(
@@ -86,8 +118,9 @@ class CpeditApp(App[None]):
         self.state = state or AppState()
         self.image_mode = image_mode
         self.initial_recipes = tuple(initial_recipes)
-        self.cancel_event = threading.Event()
-        """Set by ctrl+x: the slow step in progress stops with :class:`cpedit.Cancelled`."""
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,7 +140,7 @@ class CpeditApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.call_after_refresh(self._focus_first_in, "model")
+        self.call_after_refresh(self._focus_screen, "model")
         if self.initial_recipes:
             self.query_one(RecipesPane).queue_refs(self.initial_recipes)
 
@@ -119,10 +152,11 @@ class CpeditApp(App[None]):
             for widget in self.query(pane):
                 widget.refresh_state()
 
-    def new_cancel(self) -> threading.Event:
-        """A fresh cancel flag for the next slow step (ctrl+x sets it)."""
-        self.cancel_event.clear()
-        return self.cancel_event
+    def take(self, tuned: Tuned) -> None:
+        """Show a selection a job computed, if it is for the values in the Tune screen's fields now (else it is
+        dropped: a newer request is on its way)."""
+        if self.state.accept(tuned):
+            self.refresh_panes()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keys that act on the main screens (run, save, switching screens) wait while a dialog is open."""
@@ -141,34 +175,60 @@ class CpeditApp(App[None]):
         # the same (hidden) tab, and TabbedContent would switch back to the tab that holds the focus.
         self.screen.set_focus(None)
         tabs.active = tab
-        self.call_after_refresh(self._focus_first_in, tab)
+        self.call_after_refresh(self._focus_screen, tab)
 
-    def _focus_first_in(self, tab: str) -> None:
+    def _focus_screen(self, tab: str) -> None:
         if self.query_one("#tabs", TabbedContent).active != tab:
             return  # another screen was chosen meanwhile
-        pane = self.query_one(f"TabPane#{tab}", TabPane)
-        preferred = [screen.query_one(screen.INITIAL_FOCUS) for screen in pane.query(Pane) if screen.INITIAL_FOCUS]
-        for widget in [*preferred, *pane.query("*")]:
-            if widget.focusable:
-                widget.focus()
-                return
+        for pane in self.query_one(f"TabPane#{tab}", TabPane).query(Pane):
+            pane.home().focus()
 
     def action_leave_field(self) -> None:
-        """Leave a text field, so that the screen keys (1-6, a, r, ...) work again."""
-        if isinstance(self.focused, (Input, TextArea)):
-            self.screen.set_focus(None)
+        """Leave a text field for its screen, so that the screen's keys (1-6, p, ctrl+z, ...) work again."""
+        pane = field_owner(self.focused)
+        if pane is not None:
+            pane.home().focus()
 
     def action_run(self) -> None:
-        """Run the queue: load the model and calibrate every queued concept (one job)."""
+        """Run the queue: load the model and calibrate every queued concept (one job); asks before replacing
+        a finished calibration."""
+        if self.state.session is None or self.state.running:
+            self._run()
+            return
+        unsaved = "" if self.state.saved_is_current() else " and the tuning not saved yet"
+        question = f"The queue is calibrated. Run it again? This replaces the calibration{unsaved}."
+
+        def answer(again: bool | None) -> None:
+            if again:
+                self._run()
+
+        self.push_screen(ConfirmScreen(question, yes="Run again", no="Keep it"), answer)
+
+    def _run(self) -> None:
         self.action_show_tab("queue")
         self.query_one(QueuePane).start_run()
 
+    def running_jobs(self) -> list[Any]:
+        """The slow jobs in progress that ctrl+x cancels (run, tune, save, preview, push), not cancelled yet."""
+        return [
+            worker
+            for worker in self.workers
+            if worker.group in CANCELLABLE and not worker.is_finished and not worker.cancelled_event.is_set()
+        ]
+
     def action_cancel_work(self) -> None:
-        """Cancel the run, save, preview or push in progress (nothing half-written is left)."""
-        if not self.workers:
+        """Cancel the run, tune, save, preview or push in progress, each through its own cancel flag
+        (nothing half-written is left).
+
+        Only the flag is set: the job stops at its next check and still posts how it ended (a worker
+        cancelled through Textual before its thread started would never say so).
+        """
+        jobs = self.running_jobs()
+        if not jobs:
             self.notify("nothing is running", timeout=3)
             return
-        self.cancel_event.set()
+        for worker in jobs:
+            worker.cancelled_event.set()
         self.notify("cancelling…", timeout=3)
 
     def action_save(self) -> None:
@@ -192,7 +252,7 @@ class CpeditApp(App[None]):
 
         def answer(quit_now: bool | None) -> None:
             if quit_now:
-                self.cancel_event.set()
+                self.workers.cancel_all()
                 self.exit()
 
         what = "A run" if self.state.running else "A tune"
@@ -235,13 +295,13 @@ class CpeditApp(App[None]):
         return run
 
     def _binding_rows(self) -> list[tuple[str, str, str]]:
-        """(where, key, what) for the help screen: the global keys, then each screen's."""
-        rows = [("everywhere", b.key_display or b.key, b.description) for b in self._bindings_of(type(self))]
+        """(where, key, what) for the help screen: the global keys, then each screen's, each row once."""
+        rows = [("everywhere", key_label(b), b.description) for b in self._bindings_of(type(self))]
         for pane, (_, label) in zip(
             (ModelPane, RecipesPane, QueuePane, TunePane, PreviewPane, PushPane), TABS, strict=True
         ):
-            rows += [(label[2:], b.key_display or b.key, b.description) for b in self._bindings_of(pane)]
-        return rows
+            rows += [(label[2:], key_label(b), b.description) for b in self._bindings_of(pane)]
+        return list(dict.fromkeys(rows))
 
     @staticmethod
     def _bindings_of(kind: type) -> list[Binding]:

@@ -1,10 +1,11 @@
 """What the terminal app is editing: the model, the queue, the session and the selection, as plain objects.
 
-The screens render an :class:`AppState` and call its methods; the slow ones (:meth:`AppState.open_session`,
-:meth:`AppState.save`, :meth:`AppState.sample_pair`, :meth:`AppState.push`) block, so the app runs them in
-thread workers and feeds the progress events they emit back through :meth:`AppState.apply_event` on the UI
-thread. Nothing here imports Textual (the state is tested without a UI), and nothing imports torch before
-a run starts: cpedit's public API loads it on first use.
+The screens render an :class:`AppState`; only the UI thread changes it. Slow work runs in thread
+workers on values taken from the state on the UI thread (a :class:`RunPlan`, the tune values, the
+:class:`~tui.session_jobs.SessionJobs` of the session) and returns its result, which the UI thread
+takes in (:meth:`AppState.finish_run`, :meth:`AppState.accept`, :meth:`AppState.finish_save`, ...) only
+while it still matches what the screen asks for. Nothing here imports Textual (the state is tested
+without a UI), and nothing imports torch before a run starts: cpedit's public API loads it on first use.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent
 from cpedit.recipes.format import Recipe
+from tui.session_jobs import (
+    Saved,
+    SessionJobs,
+    Tuned,
+    TuneSet,
+    TuneValues,
+    per_recipe,
+    recipe_values,
+    tune_set,
+)
 
 BUILTIN_MODEL = "builtin:shapes"
 Status = Literal["queued", "calibrating", "done", "failed"]
@@ -52,15 +63,6 @@ class QueueItem:
     def name(self) -> str:
         """The recipe name (unique in a queue)."""
         return self.recipe.name
-
-
-@dataclass(frozen=True)
-class TuneValues:
-    """One concept's prune settings on the Tune screen."""
-
-    skill_ratio: float
-    timesteps: int
-    select_ratio: float
 
 
 @dataclass
@@ -98,6 +100,12 @@ class RunProgress:
         self.timestep, self.timesteps = event.timestep, event.timesteps
         self.completed, self.total, self.unit = event.completed, event.total, event.unit
 
+    def end(self, outcome: Literal["cancelled", "failed"], message: str) -> None:
+        """The work stopped before its end: say so (no bar, no ETA left running)."""
+        self.stage, self.message = outcome, message
+        self.batch = self.batches = self.timestep = self.timesteps = None
+        self.completed = self.total = self.unit = None
+
     @property
     def fraction(self) -> float | None:
         """Share of the current step done, when it counts."""
@@ -126,21 +134,17 @@ class LocalModel:
     safetensors_bytes: int
 
 
-def describe_local_model(folder: str | os.PathLike[str]) -> LocalModel:
-    """Read a local folder's ``model_index.json`` and say whether cpedit can edit it (no weights loaded)."""
+def describe_local_model(folder: str) -> LocalModel:
+    """Say whether cpedit can edit a local folder, checked as a run checks it before loading
+    (:func:`cpedit.check_model_folder`: the reason is the one ``cpedit prune`` gives). No weights are read."""
     root = Path(folder).expanduser()
-    index_file = root / "model_index.json"
-    if not index_file.is_file():
-        return LocalModel(str(root), None, False, "not a diffusers pipeline folder (no model_index.json)", 0)
     try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-        class_name = str(index.get("_class_name"))
-    except (OSError, ValueError, AttributeError) as exc:
-        return LocalModel(str(root), None, False, f"model_index.json cannot be read ({exc})", 0)
-    support = cpedit.models.describe_support(class_name)
+        support = cpedit.models.check_model_folder(folder)
+    except CpeditError as exc:
+        return LocalModel(folder, None, False, str(exc), 0)
+    index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
     size = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.is_file() and not p.is_symlink())
-    reason = support.how if support.supported else (support.missing or f"{class_name} is not supported")
-    return LocalModel(str(root), class_name, support.supported, reason, size)
+    return LocalModel(folder, str(index.get("_class_name")), True, support.how, size)
 
 
 def memory_in_use(device: str) -> int | None:
@@ -277,8 +281,118 @@ class TuneGoal:
     tolerance: float = 1.25
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run loads and calibrates, taken from the state when it starts (the worker reads nothing else)."""
+
+    model: str
+    recipes: tuple[Recipe, ...]
+    device: str
+    calibrate_timesteps: int | None
+
+
+def calibrate(
+    plan: RunPlan,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    on_open: Callable[[Any], None] | None = None,
+) -> Tuned:
+    """Load the model, calibrate every recipe and select with their own settings (blocking: a worker's job).
+
+    Args:
+        plan: What to run (from :meth:`AppState.start_run`).
+        on_progress: Receives every progress event (download, load, calibrate, ...).
+        cancel: Set it to stop with :class:`cpedit.Cancelled`.
+        on_open: Called with the session once the model is loaded, before calibrating.
+
+    Raises:
+        CpeditError: Whatever :meth:`cpedit.EditSession.open` or ``calibrate`` raises.
+    """
+    session = cpedit.EditSession.open(
+        plan.model, list(plan.recipes), device=plan.device, on_progress=on_progress, cancel=cancel
+    )
+    if on_open is not None:
+        on_open(session)
+    session.calibrate(timesteps=plan.calibrate_timesteps)
+    return SessionJobs(session).select(recipe_values(session), cancel=cancel)
+
+
+def read_points(folder: str | os.PathLike[str]) -> PointsView:
+    """The points of ``folder/sweep.json`` (written by ``cpedit sweep``) as the Tune screen shows them.
+
+    Raises:
+        CpeditError: There is no ``sweep.json`` in ``folder``, or it is malformed.
+    """
+    folder = Path(folder).expanduser()
+    data = cpedit.tuning.read_sweep(folder)
+    if data is None:
+        raise CpeditError(f"no sweep.json in {folder}: cpedit sweep --out {folder} writes one", argument="folder")
+    benchmark = (data.get("evaluation") or {}).get("benchmark", "?")
+    concepts = tuple(str(r["name"]) for r in data.get("recipes", []) if isinstance(r, dict) and "name" in r)
+    points = sweep_points(data["points"])
+    return PointsView(title=f"sweep {folder} · {benchmark} · {len(points)} point(s)", points=points, concepts=concepts)
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """What an auto-tune runs, taken from the state when it starts."""
+
+    goal: TuneGoal
+    model: str
+    recipe: Recipe
+    folder: Path
+    device: str
+
+
+def run_tune(
+    job: TuneJob,
+    *,
+    on_point: Callable[[Any], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Any:
+    """Run :func:`cpedit.tune` (blocking: a worker's job); it loads and calibrates its own copy of the model.
+
+    Raises:
+        CpeditError: As :func:`cpedit.plan_evaluation` and :func:`cpedit.tune`.
+        Cancelled: ``cancel`` was set.
+    """
+    goal = job.goal
+    plan = cpedit.tuning.plan_evaluation(
+        goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
+    )
+    return cpedit.tune(
+        job.model,
+        job.recipe,
+        plan=plan,
+        erased_at_most=goal.erased_at_most,
+        max_drop=goal.max_drop,
+        out=job.folder,
+        timesteps=list(goal.timesteps) or None,
+        max_skill_ratio=goal.max_skill_ratio,
+        tolerance=goal.tolerance,
+        device=job.device,
+        on_point=on_point,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+
+
+def render_saved_preview(
+    saved: Saved, *, jobs: SessionJobs | None, device: str, cancel: threading.Event | None = None
+) -> Path:
+    """Render a saved output's before/after preview into it (blocking: a worker's job): from the session
+    when ``jobs`` is the one it was saved from (the model is in memory), else from the folder."""
+    if jobs is not None and saved.tuned.jobs is jobs:
+        return jobs.render_preview_into(saved, cancel=cancel)
+    return cpedit.output.render_preview(saved.path, device=device, cancel=cancel)
+
+
 class AppState:
     """The app's data model: the base model, the queue, the session, the tuned selection and the output.
+
+    Only the UI thread changes it; workers get what they need when they start and return results.
 
     Args:
         model: A Hub id, a local folder or ``builtin:shapes``.
@@ -305,11 +419,13 @@ class AppState:
         self.recipe_folders = recipe_folders
         self.calibrate_timesteps = calibrate_timesteps
         self.queue: list[QueueItem] = []
-        self.session: Any | None = None
-        self.selection: Any | None = None
+        self.jobs: SessionJobs | None = None
+        """The calibrated session, shared by the workers (None: nothing is calibrated)."""
         self.tune: dict[str, TuneValues] = {}
-        self.saved: Path | None = None
-        self.saved_selection: Any | None = None
+        """Each calibrated concept's tune values: what the Tune screen's fields hold."""
+        self.tuned: Tuned | None = None
+        """The selection on screen and the values it was computed for (it lags :attr:`tune` while selecting)."""
+        self.last_save: Saved | None = None
         self.running = False
         self.progress = RunProgress()
         self.log: list[str] = []
@@ -318,6 +434,39 @@ class AppState:
         self.tuning: TuneGoal | None = None
         """The tune in progress (None: none)."""
         self.tune_progress = RunProgress()
+
+    # --- what the screens read ------------------------------------------------------------
+
+    @property
+    def session(self) -> Any | None:
+        """The calibrated :class:`cpedit.EditSession` (None: nothing is calibrated)."""
+        return self.jobs.session if self.jobs is not None else None
+
+    @property
+    def selection(self) -> Any | None:
+        """The selection on screen (:attr:`tuned`'s)."""
+        return self.tuned.selection if self.tuned is not None else None
+
+    @property
+    def values(self) -> TuneSet:
+        """The tune values now (what a selection, a preview or a save must be computed for)."""
+        return tune_set(self.tune)
+
+    def current_tuned(self) -> Tuned | None:
+        """:attr:`tuned` when it is for the tune values now, else None (a selection for them is on its way)."""
+        return self.tuned if self.tuned is not None and self._is_current(self.tuned) else None
+
+    def _is_current(self, tuned: Tuned) -> bool:
+        return tuned.jobs is self.jobs and tuned.values == self.values
+
+    @property
+    def saved(self) -> Path | None:
+        """The output folder written last (None: nothing saved yet)."""
+        return self.last_save.path if self.last_save is not None else None
+
+    def saved_is_current(self) -> bool:
+        """Whether the last save holds the selection of the tune values now."""
+        return self.last_save is not None and self._is_current(self.last_save.tuned)
 
     # --- model and queue ----------------------------------------------------------------
 
@@ -385,12 +534,14 @@ class AppState:
         return [item.recipe for item in self.queue]
 
     def output_folder(self) -> Path:
-        """Where :meth:`save` writes."""
+        """Where a save writes."""
         return Path(self.out or output_name(self.model, [item.name for item in self.queue])).expanduser()
 
     def _drop_session(self) -> None:
-        self.session = None
-        self.selection = None
+        if self.jobs is not None:
+            self.jobs.close()  # its model is freed once the job using it (if any) ends
+        self.jobs = None
+        self.tuned = None
         self.tune = {}
         for item in self.queue:
             if item.status == "done":
@@ -398,8 +549,8 @@ class AppState:
 
     # --- run ----------------------------------------------------------------------------
 
-    def start_run(self) -> list[Recipe]:
-        """Mark a run as started; returns the recipes to run.
+    def start_run(self) -> RunPlan:
+        """Mark a run as started; returns what to run.
 
         Raises:
             CpeditError: The queue is empty or a run is already going.
@@ -416,38 +567,16 @@ class AppState:
             item.status, item.error = "queued", None
         self.running = True
         self.progress = RunProgress(concepts=len(self.queue), device=self.device)
-        self.log.append(f"run: {', '.join(item.name for item in self.queue)} on {self.model}")
-        return self.recipes()
-
-    def open_session(
-        self,
-        recipes: list[Recipe],
-        *,
-        on_progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-        on_open: Callable[[Any], None] | None = None,
-    ) -> Any:
-        """Load the model and calibrate every recipe (blocking: call it from a worker thread).
-
-        Args:
-            recipes: The recipes (from :meth:`start_run`).
-            on_progress: Receives every progress event (download, load, calibrate, ...).
-            cancel: Set it to stop with :class:`cpedit.Cancelled`.
-            on_open: Called with the session once the model is loaded, before calibrating.
-
-        Raises:
-            CpeditError: Whatever :meth:`cpedit.EditSession.open` or ``calibrate`` raises.
-        """
-        session = cpedit.EditSession.open(
-            self.model, recipes, device=self.device, on_progress=on_progress, cancel=cancel
+        self.progress.update(
+            ProgressEvent(
+                stage="load", message=f"starting: {self.model}, then calibrating {len(self.queue)} concept(s)"
+            )
         )
-        if on_open is not None:
-            on_open(session)
-        session.calibrate(timesteps=self.calibrate_timesteps)
-        return session
+        self.log.append(f"run: {', '.join(item.name for item in self.queue)} on {self.model}")
+        return RunPlan(self.model, tuple(self.recipes()), self.device, self.calibrate_timesteps)
 
     def apply_event(self, event: ProgressEvent) -> None:
-        """Take in a progress event of a run: statuses, progress and log (call it on the UI thread)."""
+        """Take in a progress event of a run: statuses, progress and log."""
         previous = (self.progress.stage, self.progress.concept)
         self.progress.update(event)
         if event.stage == "calibrate" and event.concept:
@@ -464,27 +593,29 @@ class AppState:
         self.progress.device = device
         self.progress.memory_bytes = memory
 
-    def finish_run(self, session: Any) -> Any:
-        """A run ended well: keep the session, tune from each recipe's own settings, select once."""
+    def finish_run(self, calibrated: Tuned) -> str:
+        """A run ended well: keep its session, tune from each recipe's own settings; returns what to do next."""
         self.running = False
-        self.session = session
-        session.on_progress = None  # selecting again is instant; later work routes its own events
+        self.jobs = calibrated.jobs
+        self.tune = dict(calibrated.values)
+        self.tuned = calibrated
         for item in self.queue:
             item.status, item.error = "done", None
-        self.tune = {
-            recipe.name: TuneValues(recipe.prune.skill_ratio, recipe.prune.timesteps, recipe.prune.select_ratio)
-            for recipe in session.recipes
-        }
-        message = f"calibrated {len(self.queue)} concept(s) in {session.timings.get('calibrate', 0.0):.1f} s"
-        self.progress.update(ProgressEvent(stage="done", message=message))
-        self.log.append(message)
-        return self.reselect()
+        seconds = calibrated.jobs.session.timings.get("calibrate", 0.0)
+        message = f"calibrated {len(self.queue)} concept(s) in {seconds:.1f} s"
+        after = self.next_steps()
+        self.progress.update(ProgressEvent(stage="done", message=f"{message} · {after}"))
+        self.log += [message, after]
+        return after
+
+    def next_steps(self) -> str:
+        """What to do after a run: tune, preview, and where ctrl+s saves."""
+        return f"next: tune on screen 4 (p previews there), ctrl+s saves to {self.output_folder()}"
 
     def fail_run(self, error: BaseException) -> None:
         """A run ended with an error or a cancel: the concept it was on shows why; the rest go back to queued."""
         self.running = False
-        self.session = None
-        self.selection = None
+        self._drop_session()
         cancelled = isinstance(error, Cancelled)
         message = "cancelled: nothing was written" if cancelled else str(error)
         culprit = self._culprit(error)
@@ -493,6 +624,7 @@ class AppState:
                 item.status, item.error = "failed", message
             else:
                 item.status, item.error = "queued", None
+        self.progress.end("cancelled" if cancelled else "failed", message)
         self.log.append(message if cancelled else f"failed: {message}")
 
     def _culprit(self, error: BaseException) -> str | None:
@@ -506,20 +638,13 @@ class AppState:
                 return item.name
         return self.queue[0].name if self.queue else None
 
-    def route_events(self, *, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
-        """Send the session's later progress events to ``on_progress`` and let ``cancel`` stop its next slow step.
-
-        The session reports save, sample and preview work through the callback and cancel flag it
-        holds; each screen that starts such work routes them to itself first.
-        """
-        if self.session is not None:
-            self.session.on_progress = on_progress
-            self.session.cancel = cancel
-
     # --- tune ---------------------------------------------------------------------------
 
-    def set_tune(self, name: str, **values: Any) -> Any:
-        """Change one concept's tuned settings and select again (no denoiser call).
+    def set_tune(self, name: str, **values: Any) -> bool:
+        """Change one concept's tune values (checked at once; selecting is a worker's job).
+
+        Returns:
+            Whether the values changed (then a selection for :attr:`values` is needed).
 
         Raises:
             CpeditError: No session yet, an unknown name or setting, or a value out of range
@@ -530,50 +655,46 @@ class AppState:
         unknown = sorted(set(values) - set(TUNABLE))
         if unknown:
             raise CpeditError(f"unknown setting {', '.join(unknown)}; use {', '.join(TUNABLE)}")
-        old = self.tune[name]
-        self.tune[name] = dataclasses.replace(old, **values)
-        try:
-            return self.reselect()
-        except CpeditError:
-            self.tune[name] = old
-            raise
+        new = dataclasses.replace(self.tune[name], **values)
+        return self._set_values({**self.tune, name: new})
 
-    def reselect(self) -> Any:
-        """Select with the tuned settings (what save and preview use)."""
+    def reset_tune(self) -> bool:
+        """Put every concept back to its recipe's own settings; returns whether the values changed."""
+        if self.session is None:
+            return False
+        return self._set_values(dict(recipe_values(self.session)))
+
+    def _set_values(self, tune: dict[str, TuneValues]) -> bool:
+        """Make ``tune`` the tune values when the session accepts them (its checks; nothing is selected)."""
         if self.session is None:
             raise CpeditError("run the queue first: tuning works on a calibrated session")
-        self.selection = self.session.select(
-            per_recipe={name: dataclasses.asdict(values) for name, values in self.tune.items()}
-        )
-        return self.selection
+        if tune == self.tune:
+            return False
+        self.session.settings_for(per_recipe=per_recipe(tune_set(tune)))
+        self.tune = tune
+        return True
 
-    def _applied_selection(self) -> Any:
-        if self.session is None or self.selection is None:
-            raise CpeditError("run the queue first: nothing is calibrated yet")
-        if self.session.applied is not self.selection:
-            self.session.apply(self.selection)
+    def accept(self, tuned: Tuned) -> bool:
+        """Show ``tuned`` if it is for the tune values now (on this session); an older answer is dropped."""
+        if not self._is_current(tuned):
+            return False
+        self.tuned = tuned
+        return True
+
+    def select_now(self) -> Any:
+        """Select for the tune values now, on this thread (blocking: for scripts and tests; the app selects in
+        a worker)."""
+        if self.jobs is None:
+            raise CpeditError("run the queue first: tuning works on a calibrated session")
+        self.accept(self.jobs.select(self.values))
         return self.selection
 
     # --- sweep plot and auto-tune -------------------------------------------------------
 
-    def load_sweep(self, folder: str | os.PathLike[str]) -> PointsView:
-        """Show the points of ``folder/sweep.json`` (written by ``cpedit sweep``) on the Tune screen.
-
-        Raises:
-            CpeditError: There is no ``sweep.json`` in ``folder``, or it is malformed.
-        """
-        folder = Path(folder).expanduser()
-        data = cpedit.tuning.read_sweep(folder)
-        if data is None:
-            raise CpeditError(f"no sweep.json in {folder}: cpedit sweep --out {folder} writes one", argument="folder")
-        benchmark = (data.get("evaluation") or {}).get("benchmark", "?")
-        concepts = tuple(str(r["name"]) for r in data.get("recipes", []) if isinstance(r, dict) and "name" in r)
-        points = sweep_points(data["points"])
-        self.points_view = PointsView(
-            title=f"sweep {folder} · {benchmark} · {len(points)} point(s)", points=points, concepts=concepts
-        )
-        self.log.append(f"sweep plot: {folder} ({len(points)} points)")
-        return self.points_view
+    def show_points(self, view: PointsView, folder: str | os.PathLike[str]) -> None:
+        """Plot a sweep's points (from :func:`read_points`) on the Tune screen."""
+        self.points_view = view
+        self.log.append(f"sweep plot: {folder} ({len(view.points)} points)")
 
     def point_targets(self) -> list[str]:
         """The calibrated concepts a point of the panel applies to: those it was measured for (all when
@@ -581,8 +702,11 @@ class AppState:
         concepts = self.points_view.concepts if self.points_view is not None else ()
         return [name for name in concepts if name in self.tune] if concepts else list(self.tune)
 
-    def apply_point(self, point: SweepPoint, names: list[str] | None = None) -> Any:
-        """Set a point's settings as the tune values of ``names`` (default :meth:`point_targets`), select once.
+    def apply_point(self, point: SweepPoint, names: list[str] | None = None) -> bool:
+        """Set a point's settings as the tune values of ``names`` (default :meth:`point_targets`).
+
+        Returns:
+            Whether the values changed (then a selection for them is needed).
 
         Raises:
             CpeditError: Nothing is calibrated, or the session refuses the values (a tau beyond
@@ -594,76 +718,32 @@ class AppState:
         if not names:
             concepts = ", ".join(self.points_view.concepts) if self.points_view else "?"
             raise CpeditError(f"the points were measured for {concepts}, which is not calibrated: queue and run it")
-        own = {recipe.name: recipe.prune for recipe in self.session.recipes}
-        old = dict(self.tune)
-        for name in names:
-            prune = own[name]
-            self.tune[name] = point_values(point, TuneValues(prune.skill_ratio, prune.timesteps, prune.select_ratio))
-        try:
-            return self.reselect()
-        except CpeditError:
-            self.tune = old
-            raise
+        own = dict(recipe_values(self.session))
+        return self._set_values({**self.tune, **{name: point_values(point, own[name]) for name in names}})
 
     def tune_folder(self, name: str) -> Path:
         """Where a tune of ``name`` writes (``tune.json``, the tuned recipe, its images): beside the output."""
         output = self.output_folder()
         return output.with_name(f"{output.name}-tune") / name
 
-    def start_tune(self, goal: TuneGoal) -> Path:
-        """Mark a tune as started (its points replace the panel's); returns its folder.
+    def start_tune(self, goal: TuneGoal) -> TuneJob:
+        """Mark a tune as started (its points replace the panel's); returns what to run.
 
         Raises:
             CpeditError: A tune is already going, or the recipe is not queued.
         """
         if self.tuning is not None:
             raise CpeditError("a tune is already going (ctrl+x cancels it)")
-        self.item(goal.recipe)
+        recipe = self.item(goal.recipe).recipe
         self.tuning = goal
         self.tune_progress = RunProgress(device=self.device)
-        folder = self.tune_folder(goal.recipe)
         self.points_view = PointsView(
             title=f"tune {goal.recipe} · {goal.benchmark}", points=[], concepts=(goal.recipe,)
         )
         self.log.append(
             f"tune: {goal.recipe} on {self.model}, erased <= {goal.erased_at_most:g}, drop <= {goal.max_drop:g}"
         )
-        return folder
-
-    def run_tune(
-        self,
-        goal: TuneGoal,
-        *,
-        on_point: Callable[[Any], None] | None = None,
-        on_progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Any:
-        """Run :func:`cpedit.tune` on the app's model (blocking: call it from a worker thread).
-
-        The tune loads and calibrates its own copy of the model; the session is not touched.
-
-        Raises:
-            CpeditError: As :func:`cpedit.tuning.plan_evaluation` and :func:`cpedit.tune`.
-            Cancelled: ``cancel`` was set.
-        """
-        plan = cpedit.tuning.plan_evaluation(
-            goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
-        )
-        return cpedit.tune(
-            self.model,
-            self.item(goal.recipe).recipe,
-            plan=plan,
-            erased_at_most=goal.erased_at_most,
-            max_drop=goal.max_drop,
-            out=self.tune_folder(goal.recipe),
-            timesteps=list(goal.timesteps) or None,
-            max_skill_ratio=goal.max_skill_ratio,
-            tolerance=goal.tolerance,
-            device=self.device,
-            on_point=on_point,
-            on_progress=on_progress,
-            cancel=cancel,
-        )
+        return TuneJob(goal, self.model, recipe, self.tune_folder(goal.recipe), self.device)
 
     def add_tune_point(self, data: dict[str, Any]) -> None:
         """Show a point the tune in progress measured (its ``to_dict`` form)."""
@@ -708,70 +788,70 @@ class AppState:
             return list(self.session.preview_prompts())
         return [recipe.targets[0] for recipe in self.recipes()]
 
-    def sample_pair(self, prompt: str, *, seed: int, steps: int = PREVIEW_STEPS) -> tuple[Any, Any]:
-        """Render ``prompt`` with the base model and with the tuned selection (blocking; PIL images)."""
-        self._applied_selection()
-        session = self.session
-        base = session.sample([prompt], seed=seed, steps=steps, edited=False)[0]
-        edited = session.sample([prompt], seed=seed, steps=steps, edited=True)[0]
-        return base, edited
+    def require_jobs(self) -> SessionJobs:
+        """The calibrated session's jobs.
 
-    def save(self, *, overwrite: bool = False, preview: bool = False) -> Path:
-        """Write the tuned selection to :meth:`output_folder` (blocking); the recipe copies record the settings.
+        Raises:
+            CpeditError: Nothing is calibrated yet.
+        """
+        if self.jobs is None:
+            raise CpeditError("run the queue first (ctrl+r): nothing is calibrated yet")
+        return self.jobs
+
+    def sample_pair(self, prompt: str, *, seed: int, steps: int = PREVIEW_STEPS) -> tuple[Any, Any]:
+        """Render ``prompt`` with the base model and with the tune values now (blocking, on this thread: for
+        scripts and tests; the Preview screen renders in a worker)."""
+        rendered = self.require_jobs().sample_pair(self.values, self.current_tuned(), prompt, seed=seed, steps=steps)
+        self.accept(rendered.tuned)
+        return rendered.base, rendered.edited
+
+    def finish_save(self, saved: Saved) -> None:
+        """A save ended well: remember what it holds (and show its selection if it is for the values now)."""
+        self.last_save = saved
+        self.accept(saved.tuned)
+        self.log.append(f"saved {saved.path} ({saved.tuned.selection.pruned:,} weights pruned)")
+
+    def save(self, *, overwrite: bool = False) -> Path:
+        """Write the tune values now to :meth:`output_folder` (blocking, on this thread: for scripts and tests;
+        the Tune screen saves in a worker); the recipe copies and the report record them.
 
         Raises:
             CpeditError: No session, or what :meth:`cpedit.EditSession.save` raises.
         """
-        selection = self._applied_selection()
-        path = self.session.save(self.output_folder(), overwrite=overwrite, preview=preview)
-        self.saved = Path(path)
-        self.saved_selection = selection
-        self.log.append(f"saved {path} ({selection.pruned:,} weights pruned)")
-        return self.saved
+        jobs = self.require_jobs()
+        self.finish_save(jobs.save(self.values, self.current_tuned(), self.output_folder(), overwrite=overwrite))
+        return self.output_folder()
 
-    def render_saved_preview(self) -> Path:
-        """Render the saved output's before/after preview into it (from the session when it still holds it)."""
-        if self.saved is None:
-            raise CpeditError("save the output first")
-        if self.session is not None and self.saved_selection is self.selection:
-            self._applied_selection()
-            return cpedit.output.save_preview(self.saved, self.session.render_preview())
-        return cpedit.output.render_preview(self.saved, device=self.device)
 
-    def card(self, *, repo_id: str | None) -> str:
-        """The model card a push of the saved output publishes."""
-        from cpedit.publish import build_model_card
+def build_card(saved: Path, *, repo_id: str | None) -> str:
+    """The model card a push of the saved output publishes (may ask the Hub for the base model's license)."""
+    from cpedit.publish import build_model_card
 
-        if self.saved is None:
-            raise CpeditError("save the output first (Tune screen, ctrl+s)")
-        return build_model_card(self.saved, repo_id=repo_id)
+    return build_model_card(saved, repo_id=repo_id)
 
-    def push(
-        self,
-        *,
-        repo_id: str,
-        private: bool = False,
-        branch: str | None = None,
-        create_pr: bool = False,
-        on_progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Any:
-        """Publish the saved output (blocking); returns :class:`cpedit.publish.PushResult`."""
-        from cpedit.publish import push_model
 
-        if self.saved is None:
-            raise CpeditError("save the output first (Tune screen, ctrl+s)")
-        result = push_model(
-            self.saved,
-            repo_id=repo_id,
-            private=private,
-            branch=branch or None,
-            create_pr=create_pr,
-            on_progress=on_progress,
-            cancel=cancel,
-        )
-        self.log.append(f"pushed {result.repo_id}: {result.pr_url or result.commit_url}")
-        return result
+def push_output(
+    saved: Path,
+    *,
+    repo_id: str,
+    private: bool = False,
+    branch: str | None = None,
+    create_pr: bool = False,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Any:
+    """Publish a saved output (blocking: a worker's job); returns :class:`cpedit.hub.PushResult`."""
+    from cpedit.publish import push_model
+
+    return push_model(
+        saved,
+        repo_id=repo_id,
+        private=private,
+        branch=branch or None,
+        create_pr=create_pr,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
 
 
 def describe_error(error: BaseException) -> str:

@@ -12,10 +12,12 @@ from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpedit.models.details import ModelDetails, editability, model_details
+    from cpedit.models.loading import check_model_folder
     from cpedit.models.sampling import SampleSettings
     from cpedit.models.support import SupportInfo, describe_support
 
 _EXPORTS = {
+    "check_model_folder": "cpedit.models.loading",
     "describe_support": "cpedit.models.support",
     "editability": "cpedit.models.details",
     "model_details": "cpedit.models.details",

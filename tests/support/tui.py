@@ -25,12 +25,12 @@ def run_async(test: Callable[[], Awaitable[Any]]) -> Any:
 def calibrated_state(out: Path, recipes: tuple[str, ...] = TWO_RECIPES) -> Any:
     """An :class:`~tui.state.AppState` on the built-in model with ``recipes`` queued, run and calibrated."""
     import cpedit
-    from tui.state import AppState, RunProgress
+    from tui.state import AppState, RunProgress, calibrate
 
     state = AppState(out=str(out), device="cpu")
     for name in recipes:
         state.queue_recipe(cpedit.resolve_recipe(name), origin=name)
-    state.finish_run(state.open_session(state.start_run()))
+    state.finish_run(calibrate(state.start_run()))
     state.progress = RunProgress()  # idle: no timings or memory readings on screen
     state.log.clear()
     return state
@@ -42,3 +42,15 @@ def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = tmp_path / "config"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
     return config
+
+
+def screen_lines(app: Any) -> list[str]:
+    """The text on the app's screen now, one string per terminal row (what a user reads)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text().splitlines()

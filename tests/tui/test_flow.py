@@ -36,7 +36,7 @@ async def settle(app: CpeditApp, pilot: Pilot, *, rounds: int = 3) -> None:
         await pilot.pause()
 
 
-async def wait_until(pilot: Pilot, check: Any, *, timeout: float = 120.0) -> None:
+async def wait_until(pilot: Pilot, check: Any, *, timeout: float = 600.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not check():
@@ -165,10 +165,11 @@ def preview_rendered(app: CpeditApp) -> bool:
 
     pane = app.query_one(PreviewPane)
     images = [pane.query_one(f"#preview-{side}").image for side in ("base", "edited")]  # type: ignore[attr-defined]
-    return all(image is not None for image in images) and pane._shown_selection is app.state.selection
+    return all(image is not None for image in images) and pane._shown is app.state.current_tuned()
 
 
-def test_cancel_mid_run_writes_nothing_and_the_app_goes_on(tmp_path: Path) -> None:
+def test_cancel_mid_run_writes_nothing_says_so_and_the_app_goes_on(tmp_path: Path) -> None:
+    """Also issue 20 item 5: the progress panel says cancelled (no frozen percentage or ETA)."""
     state = AppState(out=str(tmp_path / "out"), device="cpu")
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
 
@@ -183,6 +184,10 @@ def test_cancel_mid_run_writes_nothing_and_the_app_goes_on(tmp_path: Path) -> No
             assert [item.status for item in state.queue] == ["queued"]
             assert state.session is None and "cancelled: nothing was written" in state.log
             assert any("nothing was written" in n for n in notices(app))
+            panel = "\n".join(text_of(app, f"#progress-{part}") for part in ("head", "detail", "where"))
+            assert "cancelled" in text_of(app, "#progress-head"), panel
+            assert "ETA" not in panel and "calibrating" not in panel and "%" not in panel
+            assert not app.query_one("#progress-bar").display
             await pilot.press("ctrl+s")  # nothing to save: said, not crashed
             await pilot.pause()
             assert any("run the queue first" in n for n in notices(app, "error"))
@@ -245,7 +250,7 @@ def test_quit_asks_while_a_run_is_going_and_the_palette_has_every_action(tmp_pat
             await pilot.pause()
             assert app.is_running  # kept running: the run goes on to its end, not cancelled
             await wait_until(pilot, lambda: not state.running)
-            assert state.queue[0].status == "done" and not app.cancel_event.is_set()
+            assert state.queue[0].status == "done" and not any(w.cancelled_event.is_set() for w in app.workers)
             await pilot.press("ctrl+q")  # nothing running: quits at once
             await pilot.pause()
             assert not app.is_running

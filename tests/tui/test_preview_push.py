@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from support.hub_emulator import HubEmulator
+from support.tui import screen_lines
 
 import cpedit
 from tui.app import CpeditApp
 from tui.screens.preview import RUN_FIRST, PreviewPane, summary_rows
 from tui.screens.push import NOT_LOGGED_IN, SAVE_FIRST, PushPane
-from tui.state import AppState
+from tui.session_jobs import SessionJobs, recipe_values
+from tui.state import AppState, build_card, calibrate
 
 RECIPE = "shapes-striped"
 TOKEN = "hf_tui-push-secret-never-shown"
@@ -30,7 +32,7 @@ def session() -> Any:
     """One calibrated session of the shapes-striped recipe on the builtin model (shared: it is only read)."""
     state = AppState(out=None, device="cpu")
     state.queue_recipe(cpedit.resolve_recipe(RECIPE), origin=RECIPE)
-    return state.open_session(state.start_run())
+    return calibrate(state.start_run()).jobs.session
 
 
 def calibrated_state(tmp_path: Path, session: Any, *, save: bool = False) -> AppState:
@@ -38,7 +40,7 @@ def calibrated_state(tmp_path: Path, session: Any, *, save: bool = False) -> App
     state = AppState(out=str(tmp_path / "out"), device="cpu")
     state.queue_recipe(cpedit.resolve_recipe(RECIPE), origin=RECIPE)
     state.start_run()
-    state.finish_run(session)
+    state.finish_run(SessionJobs(session).select(recipe_values(session)))  # its own jobs: a state may close them
     if save:
         state.save()
     return state
@@ -56,7 +58,7 @@ def drive(
     asyncio.run(main())
 
 
-async def until(pilot: Any, condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:
+async def until(pilot: Any, condition: Callable[[], bool], *, timeout: float = 600.0, what: str = "") -> None:
     """Let the app run until ``condition()`` holds (workers finish in threads)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -135,7 +137,8 @@ def test_preview_renders_base_and_edited_then_the_next_seed(tmp_path: Path, sess
 
         # a re-tune updates the summary and marks the images stale
         name = next(iter(state.tune))
-        state.set_tune(name, select_ratio=state.tune[name].select_ratio / 2)
+        assert state.set_tune(name, skill_ratio=state.tune[name].skill_ratio / 2)
+        state.select_now()
         app.refresh_panes()
         await pilot.pause()
         assert app.query_one("#preview-images").has_class("-stale")
@@ -147,15 +150,21 @@ def test_preview_renders_base_and_edited_then_the_next_seed(tmp_path: Path, sess
 # --- push ---------------------------------------------------------------------------------
 
 
+async def open_push(app: CpeditApp, pilot: Any) -> PushPane:
+    """Show the Push screen, once it has the focus and knows who is logged in."""
+    app.action_show_tab("push")
+    pane = app.query_one(PushPane)
+    await until(pilot, lambda: app.focused is pane, what="the pane to take the focus")
+    await until(pilot, lambda: "checking" not in text_of(app, "#push-login"), what="whoami")
+    return pane
+
+
 def test_push_needs_a_saved_output_and_says_when_not_logged_in(tmp_path: Path, hub: HubEmulator) -> None:
     repos_before = dict(hub.repos)
     app = CpeditApp(AppState(out=str(tmp_path / "out")), image_mode="halfcell")
 
     async def script(pilot: Any) -> None:
-        app.action_show_tab("push")
-        pane = app.query_one(PushPane)
-        await until(pilot, lambda: app.focused is pane, what="the pane to take the focus")
-        await until(pilot, lambda: "checking" not in text_of(app, "#push-login"), what="whoami")
+        pane = await open_push(app, pilot)
         assert text_of(app, "#push-login") == NOT_LOGGED_IN
         assert SAVE_FIRST in text_of(app, "#push-saved")
         app.query_one("#push-repo").value = "alice/fine"
@@ -204,10 +213,7 @@ def test_push_renders_the_missing_preview_then_publishes(
     repo = "alice/shapes-no-striped-tui"
 
     async def script(pilot: Any) -> None:
-        app.action_show_tab("push")
-        pane = app.query_one(PushPane)
-        await until(pilot, lambda: app.focused is pane, what="the pane to take the focus")
-        await until(pilot, lambda: "checking" not in text_of(app, "#push-login"), what="whoami")
+        pane = await open_push(app, pilot)
         assert text_of(app, "#push-login") == "logged in as alice"
 
         # no preview yet: offered, rendered with v, then the card shows it
@@ -219,7 +225,7 @@ def test_push_renders_the_missing_preview_then_publishes(
 
         app.query_one("#push-repo").value = repo
         await pilot.pause()
-        card = state.card(repo_id=repo)
+        card = build_card(saved, repo_id=repo)
         assert "conceptprune/preview.png" in card
         markdown = app.query_one("#push-card")
         await until(pilot, lambda: repo in markdown.source, what="the card for the repo")
@@ -236,5 +242,30 @@ def test_push_renders_the_missing_preview_then_publishes(
 
         shown = screen_text(app) + "".join(str(w.render()) for w in app.query("Static"))
         assert TOKEN not in shown and TOKEN not in markdown.source
+
+    drive(app, script)
+
+
+def test_a_failed_push_stays_in_the_screens_log_after_its_notification_goes(
+    tmp_path: Path, session: Any, hub: HubEmulator
+) -> None:
+    """Issue 20 item 12: the failure's reason is on the Push screen itself, not only in a passing toast."""
+    state = calibrated_state(tmp_path, session, save=True)
+    app = CpeditApp(state, image_mode="halfcell")
+    repo = "alice/shapes-not-logged-in"
+
+    async def script(pilot: Any) -> None:
+        pane = await open_push(app, pilot)
+        app.query_one("#push-repo").value = repo
+        await pilot.pause()
+        await app.run_action("push", pane)
+        await until(pilot, lambda: not pane.pushing, what="the push")
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors and repo not in hub.repos
+        app.clear_notifications()
+        await pilot.pause()
+        shown = " ".join(" ".join(screen_lines(app)).split())  # what is on screen, lines wrapped
+        assert errors[-1] in shown  # the reason, in the screen's log
+        assert f"push to {repo} failed" in shown and "see the message" not in shown
 
     drive(app, script)

@@ -91,7 +91,9 @@ def test_tune_with_a_sweep(size: tuple[int, int], saved_state: Any, snap_compare
 
     Path("sweep").mkdir(exist_ok=True)
     Path("sweep", "sweep.json").write_text(json.dumps(SWEEP))
-    saved_state.load_sweep("sweep")
+    from tui.state import read_points
+
+    saved_state.show_points(read_points("sweep"), "sweep")
     app = CpeditApp(saved_state, image_mode="halfcell")
 
     async def show(pilot: Any) -> None:

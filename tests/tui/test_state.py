@@ -14,7 +14,7 @@ import cpedit
 import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError, RecipeError
 from cpedit.progress import ProgressEvent
-from tui.state import AppState, RunProgress, describe_local_model, output_name
+from tui.state import AppState, RunProgress, calibrate, describe_local_model, output_name, read_points
 
 
 def striped() -> cpedit.Recipe:
@@ -44,7 +44,11 @@ def test_a_run_calibrates_once_and_tuning_selects_what_the_session_selects(tmp_p
     assert [item.status for item in state.queue] == ["done", "done"]
     session = state.session
     assert state.selection.pruned == session.select().pruned  # the recipes' own settings first
-    selection = state.set_tune("shapes-striped", skill_ratio=0.05)
+    before = state.tuned
+    assert state.set_tune("shapes-striped", skill_ratio=0.05)  # checked and kept; nothing selected yet
+    assert state.tuned is before and state.current_tuned() is None
+    assert not state.set_tune("shapes-striped", skill_ratio=0.05)  # the same value: nothing to select
+    selection = state.select_now()
     expected = session.select(per_recipe={"shapes-striped": {"skill_ratio": 0.05}, "shapes-star": {}})
     assert selection.pruned == expected.pruned and selection.per_layer == expected.per_layer
     with pytest.raises(CpeditError):
@@ -52,6 +56,8 @@ def test_a_run_calibrates_once_and_tuning_selects_what_the_session_selects(tmp_p
     assert state.tune["shapes-striped"].skill_ratio == 0.05  # a bad value leaves the last good one
     with pytest.raises(CpeditError, match="unknown setting"):
         state.set_tune("shapes-striped", steps=3)
+    assert not state.accept(before)  # an answer for older values is dropped
+    assert state.selection is selection
 
     out = state.save()
     assert out == tmp_path / "out" and (out / "conceptprune" / "report.json").is_file()
@@ -84,16 +90,18 @@ def test_events_drive_statuses_and_a_failure_names_its_concept() -> None:
 def test_a_cancelled_run_keeps_nothing(tmp_path: Path) -> None:
     state = AppState(out=str(tmp_path / "out"))
     state.queue_recipe(striped(), origin="shapes-striped")
-    recipes = state.start_run()
+    plan = state.start_run()
     cancel = threading.Event()
 
     def on_progress(event: ProgressEvent) -> None:
         if event.stage == "calibrate":
             cancel.set()
 
-    with pytest.raises(Cancelled):
-        state.open_session(recipes, on_progress=on_progress, cancel=cancel)
+    with pytest.raises(Cancelled) as caught:
+        calibrate(plan, on_progress=on_progress, cancel=cancel)
+    state.fail_run(caught.value)
     assert not (tmp_path / "out").exists()
+    assert state.progress.stage == "cancelled" and state.progress.fraction is None  # no ETA left running
 
 
 def test_progress_estimates_the_time_left() -> None:
@@ -106,10 +114,10 @@ def test_progress_estimates_the_time_left() -> None:
 
 
 def test_local_folders_are_described_without_loading(tiny_sd_path: Path, tmp_path: Path) -> None:
-    described = describe_local_model(tiny_sd_path)
+    described = describe_local_model(str(tiny_sd_path))
     assert described.editable and described.pipeline_class == "StableDiffusionPipeline"
     assert described.safetensors_bytes > 0
-    assert not describe_local_model(tmp_path).editable
+    assert not describe_local_model(str(tmp_path)).editable
     assert output_name("CompVis/stable-diffusion-v1-4", ["van-gogh"]) == "stable-diffusion-v1-4-no-van-gogh"
     assert output_name("builtin:shapes", ["a", "b"]) == "shapes-no-a-b"
 
@@ -172,11 +180,11 @@ def test_a_sweep_folder_loads_and_its_points_apply_to_the_calibrated_concepts(tm
     folder = tmp_path / "sweep"
     state = AppState(out=str(tmp_path / "out"))
     with pytest.raises(CpeditError, match="no sweep.json"):
-        state.load_sweep(folder)
+        read_points(folder)
     folder.mkdir()
     (folder / "sweep.json").write_text('{"sweep": 1, "points": [{"settings": {}}]}')
     with pytest.raises(CpeditError, match="not a cpedit sweep file"):
-        state.load_sweep(folder)
+        read_points(folder)
     data = {
         "sweep": 1,
         "recipes": [{"name": "shapes-striped"}],
@@ -184,17 +192,18 @@ def test_a_sweep_folder_loads_and_its_points_apply_to_the_calibrated_concepts(tm
         "points": [sweep_point(0.05, 0.1, 0.0, tau=3, pareto=True), sweep_point(0.2, 0.0, 0.5, tau=99, pareto=True)],
     }
     (folder / "sweep.json").write_text(json.dumps(data))
-    view = state.load_sweep(folder)
+    view = read_points(folder)
     assert view.concepts == ("shapes-striped",) and len(view.points) == 2 and "shapes" in view.title
+    state.show_points(view, folder)
     with pytest.raises(CpeditError, match="run the queue first"):
         state.apply_point(view.points[0])
 
     state = calibrated_state(tmp_path / "out2", ("shapes-striped",))
-    state.load_sweep(folder)
+    state.show_points(read_points(folder), folder)
     assert state.point_targets() == ["shapes-striped"]
-    selection = state.apply_point(state.points_view.points[0])
+    assert state.apply_point(state.points_view.points[0])
     assert state.tune["shapes-striped"].skill_ratio == 0.05 and state.tune["shapes-striped"].timesteps == 3
-    assert selection.pruned == state.session.select(skill_ratio=0.05, timesteps=3).pruned
+    assert state.select_now().pruned == state.session.select(skill_ratio=0.05, timesteps=3).pruned
     with pytest.raises(CpeditError):
         state.apply_point(state.points_view.points[1])  # a tau beyond the calibrated one: the old values stay
     assert state.tune["shapes-striped"].skill_ratio == 0.05

@@ -46,7 +46,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def fresh(state: Any) -> Any:
     prune = state.session.recipes[0].prune
     state.tune = {NAME: TuneValues(prune.skill_ratio, prune.timesteps, prune.select_ratio)}
-    state.reselect()
+    state.select_now()
     state.points_view = None
     return state
 
@@ -56,10 +56,11 @@ def count_of(app: CpeditApp) -> str:
 
 
 async def open_tune(app: CpeditApp, pilot: Any) -> None:
+    """Show the Tune screen, once it has taken the focus (its keys work at once)."""
     await pilot.pause()
     await pilot.press("4")
-    await pilot.pause(0.1)
-    await pilot.press("escape")  # out of the first tune input: the screen's keys work
+    pane = app.query_one(TunePane)
+    await wait_until(pilot, lambda: app.focused is pane)
 
 
 def test_a_sweep_folder_is_plotted_and_enter_applies_a_point(sweep_folder: Path, calibrated: Any) -> None:
@@ -160,8 +161,9 @@ def test_cancelling_a_tune_applies_nothing(calibrated: Any) -> None:
             goal = TuneGoal(NAME, 0.25, 0.5, images=4, steps=4, timesteps=(3,), max_skill_ratio=0.2, tolerance=1000)
             app.query_one(TunePane).start_tune(goal)
             await wait_until(pilot, lambda: state.tune_progress.stage in ("load", "calibrate"), timeout=300)
+            [worker] = app.running_jobs()
             await pilot.press("ctrl+x")
-            assert app.cancel_event.is_set()
+            assert worker.cancelled_event.is_set() and not app.running_jobs()  # its own flag
             await wait_until(pilot, lambda: state.tuning is None, timeout=300)
             await settle(app, pilot)
             assert state.tune == before and "cancelled" in text_of(app, "#sweep-status")

@@ -4,7 +4,9 @@ The built-in model (or the MODEL given on the command line) is chosen at start. 
 the Hub after a short pause, in a worker (a new search cancels the old one); a path
 (``/``, ``.``, ``~``) describes a local pipeline folder instead. Highlighting a result fetches
 its details (pipeline class, editable or not and why, license, download size); enter chooses
-it. Offline, gated, 401/404 and network errors show here and never stop the app.
+it, unless cpedit cannot edit it: then the choice is refused with the reason a run would give
+(a local folder is checked as ``cpedit prune`` checks it before loading). Offline, gated,
+401/404 and network errors show here and never stop the app.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
-from textual.worker import get_current_worker
 
-from tui.messages import WorkDone, post_outcome
+from tui.messages import ModelDescribed, SearchDone
 from tui.screens.base import Pane
 from tui.state import BUILTIN_MODEL, LocalModel, describe_error, describe_local_model
 from tui.widgets.run_progress import format_bytes
@@ -34,10 +35,6 @@ BUILTIN_DETAILS = (
     "target). Use it to try cpedit in seconds "
     "with the shipped shapes-* recipes."
 )
-
-
-class _Superseded(Exception):
-    """A search whose results nobody wants any more (a newer one started)."""
 
 
 def looks_like_path(text: str) -> bool:
@@ -66,11 +63,13 @@ def details_markup(details: Any) -> str:
 def local_markup(model: LocalModel) -> str:
     """The details panel of a local folder (its path and class escaped)."""
     verdict = "[green]✓ cpedit can edit it[/]" if model.editable else "[red]✗ cpedit cannot edit it[/]"
-    return (
-        f"[b]{escape(model.path)}[/b] · local folder\n{verdict}: {escape(model.reason)}\n"
-        f"pipeline: {escape(model.pipeline_class or '?')} · weights: {format_bytes(model.safetensors_bytes)}\n"
-        "enter chooses it"
-    )
+    text = f"[b]{escape(model.path)}[/b] · local folder\n{verdict}: {escape(model.reason)}"
+    if model.editable:
+        text += (
+            f"\npipeline: {escape(model.pipeline_class or '?')} · weights: {format_bytes(model.safetensors_bytes)}\n"
+            "enter chooses it"
+        )
+    return text
 
 
 def error_markup(error: BaseException | None) -> str:
@@ -91,6 +90,12 @@ class ModelPane(Pane):
         super().__init__()
         self._search_timer: Timer | None = None
         self._rows: dict[str, Any] = {}
+        self._searched: str | None = None
+        """The query searched last (results for another one are dropped)."""
+        self._described = ""
+        """The model whose details were asked for last (an answer about another one is dropped)."""
+        self._verdicts: dict[str, tuple[bool, str]] = {}
+        """Hub id -> (editable, why), from its details."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="model-chosen")
@@ -135,56 +140,58 @@ class ModelPane(Pane):
         status = self.query_one("#model-status", Static)
         if looks_like_path(query):
             status.update(f"local folder {escape(query)}")
-            self._describe_local(query)
+            self._describe(query)
             return
         status.update(escape(f"searching the Hub for {query!r}…") if query else "searching the Hub…")
+        self._searched = query
         self._search(query)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-search")
     def _search(self, query: str) -> None:
         from cpedit.hub import search_models
 
-        worker = get_current_worker()
+        self.post_message(SearchDone.of(lambda: search_models(query=query or None, limit=30), query=query))
 
-        def results() -> Any:
-            found = search_models(query=query or None, limit=30)
-            if worker.is_cancelled:  # a newer search replaced this one while it ran
-                raise _Superseded
-            return (query, found)
+    def on_search_done(self, message: SearchDone) -> None:
+        message.stop()
+        if message.query != self._searched:
+            return  # a newer query is on its way
+        status = self.query_one("#model-status", Static)
+        if message.result is None:
+            status.update(f"[red]search failed:[/] {escape(describe_error(message.error))}")  # type: ignore[arg-type]
+            return
+        self._show_results(message.result)
+        status.update(
+            f"{len(message.result)} text-to-image diffusers model(s) on the Hub"
+            + escape(f" for {message.query!r}" if message.query else "")
+        )
 
-        post_outcome(self, "model-search", results)
+    def _describe(self, model: str, *, choose: bool = False) -> None:
+        """Describe a Hub model or a local folder in a worker (``choose``: then choose it if cpedit can edit it)."""
+        self._described = model
+        self._describe_worker(model, choose)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
-    def _describe_local(self, path: str) -> None:
-        post_outcome(self, "model-local", lambda: describe_local_model(path))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
-    def _fetch_details(self, repo_id: str) -> None:
+    def _describe_worker(self, model: str, choose: bool) -> None:
         from cpedit.models import model_details
 
-        post_outcome(self, "model-details", lambda: model_details(repo_id))
+        describe = (lambda: describe_local_model(model)) if looks_like_path(model) else (lambda: model_details(model))
+        self.post_message(ModelDescribed.of(describe, model=model, choose=choose))
 
-    def on_work_done(self, message: WorkDone) -> None:
-        status = self.query_one("#model-status", Static)
-        details = self.query_one("#model-details", Static)
-        if message.group == "model-search":
-            if isinstance(message.error, _Superseded):
-                return
-            if not message.ok:
-                status.update(f"[red]search failed:[/] {escape(describe_error(message.error))}")
-                return
-            query, found = message.result
-            if query != self.query_one("#model-search", Input).value.strip():
-                return  # a newer query is on its way
-            self._show_results(found)
-            status.update(
-                f"{len(found)} text-to-image diffusers model(s) on the Hub" + escape(f" for {query!r}" if query else "")
-            )
-        elif message.group == "model-details":
-            details.update(details_markup(message.result) if message.ok else error_markup(message.error))
-        elif message.group == "model-local":
-            details.update(local_markup(message.result) if message.ok else error_markup(message.error))
+    def on_model_described(self, message: ModelDescribed) -> None:
         message.stop()
+        if message.model != self._described:
+            return  # another model was highlighted meanwhile
+        details = self.query_one("#model-details", Static)
+        local = looks_like_path(message.model)
+        if message.result is None:
+            details.update(error_markup(message.error))
+            return
+        details.update(local_markup(message.result) if local else details_markup(message.result))
+        if not local:
+            self._verdicts[message.model] = (message.result.editable, message.result.reason)
+        if message.choose:
+            self._choose_if_editable(message.model, message.result.editable, message.result.reason)
 
     def _show_results(self, found: list[Any]) -> None:
         table = self.query_one("#model-results", DataTable)
@@ -208,7 +215,7 @@ class ModelPane(Pane):
             details.update(BUILTIN_DETAILS)
             return
         details.update(f"[b]{escape(repo_id)}[/b]\nreading its files on the Hub…")
-        self._fetch_details(repo_id)
+        self._describe(repo_id)
 
     @on(DataTable.RowSelected, "#model-results")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -232,11 +239,26 @@ class ModelPane(Pane):
         self.query_one("#model-search", Input).focus()
 
     def choose(self, model: str) -> None:
-        """Make ``model`` the base model of the next run."""
+        """Make ``model`` the base model of the next run, unless cpedit cannot edit it (a local folder is
+        checked first, in a worker; a Hub model whose details say so is refused)."""
+        if looks_like_path(model):
+            self.query_one("#model-status", Static).update(escape(f"checking {model}…"))
+            self._describe(model, choose=True)
+            return
+        editable, reason = self._verdicts.get(model, (True, ""))
+        self._choose_if_editable(model, editable, reason)
+
+    def _choose_if_editable(self, model: str, editable: bool, reason: str) -> None:
+        status = self.query_one("#model-status", Static)
+        if not editable:
+            status.update(f"[red]not chosen:[/] {escape(reason)}")
+            self.show_error(reason, title=f"cannot edit {model}")
+            return
         try:
             self.state.choose_model(model)
         except Exception as exc:  # noqa: BLE001 - shown, the app goes on
             self.show_error(exc)
             return
+        status.update(escape(f"base model: {model}"))
         self.app.notify(f"base model: {model}", timeout=4)
         self.cpedit_app.refresh_panes()

@@ -1,15 +1,14 @@
 """The Preview screen: the base and the edited model side by side, for each preview prompt and any seed.
 
-Rendering calls :meth:`tui.state.AppState.sample_pair` in a thread worker (a few denoising steps
-per image; the first call may load nothing new, the session holds the model). The per-layer summary
-says where the tuned selection prunes, so a re-tune on the Tune screen shows here at once; the
-images it made stale are dimmed until they are rendered again.
+Rendering runs :meth:`tui.session_jobs.SessionJobs.sample_pair` in a thread worker (a few denoising
+steps per image; the session holds the model) with the tune values in the Tune screen's fields; a
+newer render replaces one in progress, which stops. The per-layer summary says where the tuned
+selection prunes, so a re-tune on the Tune screen shows here at once; the images it made stale are
+dimmed until they are rendered again.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -21,25 +20,15 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Select, Static
 from textual_image.widget import HalfcellImage, Image
 
-from cpedit.errors import Cancelled
-from tui.messages import Progress, WorkDone, post_outcome
-from tui.screens.base import Pane
+from tui.messages import PreviewRendered, RenderProgressed
+from tui.screens.base import Pane, job_cancel
+from tui.session_jobs import Rendered, SessionJobs, Tuned, TuneSet
+from tui.state import PREVIEW_STEPS, describe_error
 
 TOP_LAYERS = 8
 """How many layers the summary lists (the most pruned first)."""
 RUN_FIRST = "Nothing to preview yet: queue concepts on the Recipes screen, then run the queue first (ctrl+r)."
 PRESS_R = "press r to render this prompt with the base and the edited model"
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """One finished render: what was asked (to drop a stale answer) and the two PIL images."""
-
-    request: int
-    prompt: str
-    seed: int
-    base: Any
-    edited: Any
 
 
 def summary_rows(selection: Any, top: int = TOP_LAYERS) -> list[tuple[str, int, float]]:
@@ -74,8 +63,8 @@ class PreviewPane(Pane):
         """The seed of the next render (the caption shows the one of the images on screen)."""
         self.rendering = False
         self._request = 0
-        self._pending = False
-        self._shown_selection: Any | None = None
+        self._shown: Tuned | None = None
+        """The selection of the images on screen (with the values it was computed for)."""
         self._prompts: list[str] = []
 
     # --- layout -------------------------------------------------------------------------
@@ -129,7 +118,8 @@ class PreviewPane(Pane):
             self._prompts = prompts
             self._set_prompts(prompts)
         self._show_summary(selection)
-        stale = self._shown_selection is not None and self._shown_selection is not selection
+        shown = self._shown
+        stale = shown is not None and (shown.jobs, shown.values) != (self.state.jobs, self.state.values)
         self.query_one("#preview-images").set_class(stale, "-stale")
         if stale and not self.rendering:
             self._status("the selection changed since these images: press r to render again", "warning")
@@ -144,7 +134,7 @@ class PreviewPane(Pane):
     def _clear_images(self) -> None:
         for side in ("base", "edited"):
             self.query_one(f"#preview-{side}").image = None  # type: ignore[attr-defined]
-        self._shown_selection = None
+        self._shown = None
         self.query_one("#preview-caption", Static).update("")
         self.query_one("#preview-images").set_class(False, "-stale")
         self._status(PRESS_R)
@@ -177,19 +167,18 @@ class PreviewPane(Pane):
     # --- actions ------------------------------------------------------------------------
 
     def action_render(self) -> None:
-        """Render the chosen prompt at the current seed with the base and the edited model."""
+        """Render the chosen prompt at the current seed with the base and the edited model (a render in
+        progress is replaced)."""
         prompt = self.prompt
-        if self.state.selection is None or prompt is None:
+        jobs = self.state.jobs
+        if jobs is None or prompt is None:
             self.show_error("run the queue first (ctrl+r): there is no edited model to preview yet", title="preview")
-            return
-        if self.rendering:
-            self._pending = True  # the session renders one thing at a time; this one comes next
             return
         self.rendering = True
         self._request += 1
         self.query_one("#preview-images").loading = True
         self._status(f"rendering “{prompt}” at seed {self.seed}…")
-        self._sample(self._request, prompt, self.seed, self.cpedit_app.new_cancel())
+        self._sample(jobs, self.state.values, self.state.current_tuned(), self._request, prompt, self.seed)
 
     def action_next_seed(self) -> None:
         """Try the next seed (and render it)."""
@@ -204,55 +193,54 @@ class PreviewPane(Pane):
             self.action_render()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="preview")
-    def _sample(self, request: int, prompt: str, seed: int, cancel: threading.Event) -> None:
-        """Sample the base and the edited model (blocking, in a thread); the result comes back as WorkDone.
+    def _sample(
+        self, jobs: SessionJobs, values: TuneSet, tuned: Tuned | None, request: int, prompt: str, seed: int
+    ) -> None:
+        """Sample the base and the edited model for ``values`` (blocking, in a thread).
 
-        The session's events come here while it renders (ctrl+x sets ``cancel``: the render stops at
-        the next denoising step).
+        The session's events come here while it renders; ctrl+x, or a newer render, stops it at the next
+        denoising step.
         """
-        self.state.route_events(
-            on_progress=lambda event: self.post_message(Progress(event, group="preview")), cancel=cancel
+        cancel = job_cancel()
+        on_progress = lambda event: self.post_message(RenderProgressed(event))  # noqa: E731
+        self.post_message(
+            PreviewRendered.of(
+                lambda: jobs.sample_pair(
+                    values, tuned, prompt, seed=seed, steps=PREVIEW_STEPS, on_progress=on_progress, cancel=cancel
+                ),
+                request=request,
+            )
         )
 
-        def pair() -> Rendered:
-            base, edited = self.state.sample_pair(prompt, seed=seed)
-            return Rendered(request, prompt, seed, base, edited)
-
-        post_outcome(self, "preview", pair)
-
-    def on_progress(self, message: Progress) -> None:
+    def on_render_progressed(self, message: RenderProgressed) -> None:
         """Show how far the render is (denoising steps of the base, then the edited image)."""
-        if message.group != "preview":
-            return
         message.stop()
         event = message.event
-        if event.stage == "sample" and event.total:
+        if event.stage == "sample" and event.total and self.rendering:
             self._status(f"rendering {event.concept or ''} image: {event.completed}/{event.total} {event.unit or ''}")
 
-    def on_work_done(self, message: WorkDone) -> None:
-        """Show a finished render (or its error); a render asked for meanwhile starts next."""
-        if message.group != "preview":
-            return
+    def on_preview_rendered(self, message: PreviewRendered) -> None:
+        """Show a finished render (or its error); an answer to an older request is dropped."""
         message.stop()
+        if message.request != self._request:
+            return  # replaced by a newer render
         self.rendering = False
         self.query_one("#preview-images").loading = False
-        if isinstance(message.error, Cancelled):
-            self._status("render cancelled; press r to render again")
-        elif not message.ok:
-            assert message.error is not None
-            self._status("the render failed; press r to try again", "error")
-            self.show_error(message.error, title="preview")
-        elif message.result.request == self._request:
+        if message.result is not None:
             self._show(message.result)
-        if self._pending:
-            self._pending = False
-            self.action_render()
+            self.cpedit_app.take(message.result.tuned)
+        elif message.cancelled:
+            self._status("render cancelled; press r to render again")
+        else:
+            why = describe_error(message.error)  # type: ignore[arg-type]
+            self._status(f"the render failed: {why} · press r to try again", "error")
+            self.show_error(message.error, title="preview")  # type: ignore[arg-type]
 
     def _show(self, rendered: Rendered) -> None:
         for side, picture in (("base", rendered.base), ("edited", rendered.edited)):
             image: Widget = self.query_one(f"#preview-{side}")
             image.image = picture  # type: ignore[attr-defined]
-        self._shown_selection = self.state.selection
-        self.query_one("#preview-images").set_class(False, "-stale")
+        self._shown = rendered.tuned
         self.query_one("#preview-caption", Static).update(f"“{rendered.prompt}”  ·  seed {rendered.seed}")
         self._status("n: next seed  ·  r: render again  ·  choose another prompt above")
+        self.refresh_state()  # stale already if the values changed while it rendered

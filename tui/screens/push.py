@@ -3,7 +3,8 @@
 Who you are logged in as is asked once in a thread worker (the token is never read or shown here:
 huggingface_hub finds it). The repo id is checked as you type, the card is rebuilt for it in a worker
 (the base model's license may come from the Hub), and the push streams ``upload`` events into a
-byte progress bar; ctrl+x stops it before the commit, so nothing is half-published.
+byte progress bar; ctrl+x stops it before the commit, so nothing is half-published. Each push's
+outcome, a failure with its reason above all, stays in the screen's log (a notification goes away).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, Static, Switch
+from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, RichLog, Static, Switch
 
-from cpedit import read_output
-from cpedit.errors import Cancelled, CpeditError
+from cpedit.errors import CpeditError
 from cpedit.hub import HubError, check_repo_id, whoami
-from tui.messages import Progress, WorkDone, post_outcome
-from tui.screens.base import Pane
+from cpedit.output import read_output
+from tui.messages import CardBuilt, LoginChecked, PreviewWritten, PushFinished, PushProgressed
+from tui.screens.base import Pane, job_cancel
+from tui.state import Saved, build_card, describe_error, push_output, render_saved_preview
 
 NOT_LOGGED_IN = "not logged in: run `hf auth login` or set HF_TOKEN"
 SAVE_FIRST = "save the output first (ctrl+s): the push publishes the saved folder"
@@ -86,6 +88,7 @@ class PushPane(Pane):
         """The last :class:`cpedit.publish.PushResult`."""
         self._card_request = 0
         self._card_key: tuple[str, int, str | None] | None = None
+        self._pushed_to = ""
 
     # --- layout -------------------------------------------------------------------------
 
@@ -111,12 +114,14 @@ class PushPane(Pane):
                 yield ProgressBar(id="push-progress", show_eta=True)
             yield Static("", id="push-status", classes="muted", markup=False)
             yield Static("", id="push-url")
+            yield RichLog(id="push-log", wrap=True, markup=False, max_lines=200)
         yield Label("model card", classes="section-title")
         with VerticalScroll(id="push-card-scroll"):
             yield Markdown("", id="push-card")
 
     def on_mount(self) -> None:
         self.query_one("#push-progress").display = False
+        self.query_one("#push-log").display = False
         self.action_check_login()
         self.refresh_state()
 
@@ -166,17 +171,17 @@ class PushPane(Pane):
             return
         ok, _ = repo_check(self.repo_id)
         repo_id = self.repo_id if ok else None
-        key = (str(saved), id(self.state.saved_selection), repo_id)  # a save over the same folder is new too
+        key = (str(saved), id(self.state.last_save), repo_id)  # a save over the same folder is new too
         if key == self._card_key and not force:
             return
         self._card_key = key
         self._card_request += 1
-        self._build_card(self._card_request, repo_id)
+        self._build_card(self._card_request, saved, repo_id)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="card")
-    def _build_card(self, request: int, repo_id: str | None) -> None:
+    def _build_card(self, request: int, saved: Path, repo_id: str | None) -> None:
         """Generate the model card (reads the output folder; may ask the Hub for the base model's license)."""
-        post_outcome(self, "card", lambda: (request, self.state.card(repo_id=repo_id)))
+        self.post_message(CardBuilt.of(lambda: build_card(saved, repo_id=repo_id), request=request))
 
     # --- actions ------------------------------------------------------------------------
 
@@ -187,7 +192,7 @@ class PushPane(Pane):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="whoami")
     def _whoami(self) -> None:
-        post_outcome(self, "whoami", whoami)
+        self.post_message(LoginChecked.of(whoami))
 
     def _line(self, selector: str, text: str | Text) -> None:
         """Show a status line, or hide it while it has nothing to say (the form stays compact at 80x24)."""
@@ -203,20 +208,26 @@ class PushPane(Pane):
 
     def action_render_preview(self) -> None:
         """Render the saved output's before/after preview into it, so the card shows one."""
-        if self.state.saved is None:
+        saved = self.state.last_save
+        if saved is None:
             self.show_error(SAVE_FIRST, title="preview")
             return
         if self.pushing:
             self.show_error("a push is going; render the preview when it ends", title="preview")
             return
         button = self.query_one("#push-render-preview", Button)
+        if button.disabled:
+            return  # one is rendering
         button.disabled = True
         button.label = "rendering preview…"
-        self._render_preview()
+        self._render_preview(saved)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="render-preview")
-    def _render_preview(self) -> None:
-        post_outcome(self, "render-preview", self.state.render_saved_preview)
+    @work(thread=True, exit_on_error=False, group="render-preview")  # one at a time: refused while one is going
+    def _render_preview(self, saved: Saved) -> None:
+        cancel, jobs, device = job_cancel(), self.state.jobs, self.state.device
+        self.post_message(
+            PreviewWritten.of(lambda: render_saved_preview(saved, jobs=jobs, device=device, cancel=cancel))
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """The buttons do what their keys do."""
@@ -234,6 +245,7 @@ class PushPane(Pane):
             self.show_error(problem, title="push")
             return
         self.pushing = True
+        self._pushed_to = self.repo_id
         self.result = None
         self.query_one("#push-go", Button).disabled = True
         bar = self.query_one("#push-progress", ProgressBar)
@@ -242,8 +254,9 @@ class PushPane(Pane):
         self._line("#push-url", "")
         self._line("#push-status", f"pushing to {self.repo_id}…")
         branch = self.query_one("#push-branch", Input).value.strip() or None
+        assert self.state.saved is not None  # _push_problem checked it
         self._push(
-            self.cpedit_app.new_cancel(),
+            self.state.saved,
             self.repo_id,
             self.query_one("#push-private", Switch).value,
             branch,
@@ -259,26 +272,27 @@ class PushPane(Pane):
         ok, text = repo_check(self.repo_id)
         return None if ok else text
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="push")
-    def _push(self, cancel: Any, repo_id: str, private: bool, branch: str | None, create_pr: bool) -> None:
-        """Publish in a thread; upload events come back as Progress messages; ``cancel`` is ctrl+x's flag."""
-        post_outcome(
-            self,
-            "push",
-            lambda: self.state.push(
-                repo_id=repo_id,
-                private=private,
-                branch=branch,
-                create_pr=create_pr,
-                on_progress=lambda e: self.post_message(Progress(e, group="push")),
-                cancel=cancel,
-            ),
+    @work(thread=True, exit_on_error=False, group="push")  # one at a time: refused while one is going
+    def _push(self, saved: Path, repo_id: str, private: bool, branch: str | None, create_pr: bool) -> None:
+        """Publish in a thread; upload events come back as messages; ctrl+x sets this push's cancel flag."""
+        cancel = job_cancel()
+        on_progress = lambda event: self.post_message(PushProgressed(event))  # noqa: E731
+        self.post_message(
+            PushFinished.of(
+                lambda: push_output(
+                    saved,
+                    repo_id=repo_id,
+                    private=private,
+                    branch=branch,
+                    create_pr=create_pr,
+                    on_progress=on_progress,
+                    cancel=cancel,
+                )
+            )
         )
 
-    def on_progress(self, message: Progress) -> None:
+    def on_push_progressed(self, message: PushProgressed) -> None:
         """Feed the byte progress bar from the push's upload events."""
-        if message.group != "push":
-            return
         message.stop()
         event = message.event
         self._line("#push-status", event.message)
@@ -287,58 +301,61 @@ class PushPane(Pane):
 
     # --- results ------------------------------------------------------------------------
 
-    def on_work_done(self, message: WorkDone) -> None:
-        """Route a finished worker's outcome to its handler."""
-        handler = {
-            "whoami": self._whoami_done,
-            "card": self._card_done,
-            "render-preview": self._render_preview_done,
-            "push": self._push_done,
-        }.get(message.group)
-        if handler is not None:
-            message.stop()
-            handler(message)
+    def _log(self, line: str) -> None:
+        """Keep a line in the screen's log (shown from its first line on)."""
+        log = self.query_one("#push-log", RichLog)
+        log.display = True
+        log.write(line)
 
-    def _whoami_done(self, message: WorkDone) -> None:
+    def on_login_checked(self, message: LoginChecked) -> None:
+        message.stop()
         text, kind = login_line(message.result, message.error)
         self._login(text, kind)
 
-    def _card_done(self, message: WorkDone) -> None:
+    def on_card_built(self, message: CardBuilt) -> None:
+        message.stop()
+        if message.request != self._card_request:
+            return  # a newer card is on its way
         card = self.query_one("#push-card", Markdown)
-        if not message.ok:
-            assert message.error is not None
+        if message.result is None:
             self._card_key = None
             card.update(f"*the card cannot be built:* {message.error}")
             return
-        request, text = message.result
-        if request == self._card_request:
-            card.update(card_for_view(text))
+        card.update(card_for_view(message.result))
 
-    def _render_preview_done(self, message: WorkDone) -> None:
+    def on_preview_written(self, message: PreviewWritten) -> None:
+        message.stop()
         button = self.query_one("#push-render-preview", Button)
         button.disabled = False
         button.label = "Render preview (v)"
-        if not message.ok:
-            assert message.error is not None
-            self.show_error(message.error, title="preview")
+        if message.result is None:
+            why = "cancelled" if message.cancelled else describe_error(message.error)  # type: ignore[arg-type]
+            self._log(f"✗ preview not rendered: {why}")
+            if not message.cancelled:
+                self.show_error(message.error, title="preview")  # type: ignore[arg-type]
             return
+        self._log(f"preview written to {message.result}")
         self.app.notify(f"preview written to {message.result}", title="preview", timeout=5)
         self.query_one("#push-preview-row").display = preview_missing(self.state.saved)
         self._refresh_card(force=True)
 
-    def _push_done(self, message: WorkDone) -> None:
+    def on_push_finished(self, message: PushFinished) -> None:
+        message.stop()
         self.pushing = False
         self.query_one("#push-go", Button).disabled = False
-        if message.ok:
+        if message.result is not None:
             self._show_result(message.result)
             return
         self.query_one("#push-progress").display = False
         error = message.error
         assert error is not None
-        if isinstance(error, Cancelled):
+        if message.cancelled:
             self._line("#push-status", "cancelled: nothing was committed")
+            self._log("push cancelled: nothing was committed")
             return
-        self._line("#push-status", "the push failed (see the message)")
+        why = describe_error(error)
+        self._line("#push-status", f"the push failed: {why}")
+        self._log(f"✗ push to {self._pushed_to} failed: {why}")
         if isinstance(error, HubError) and getattr(error, "reason", None) == "auth":
             self._login(NOT_LOGGED_IN, "error")
         self.show_error(error, title="push")
@@ -352,4 +369,5 @@ class PushPane(Pane):
         if result.pr_url:
             text.append_text(Text.assemble(("\npull request: ", "bold"), (result.pr_url, f"link {result.pr_url}")))
         self._line("#push-url", text)
+        self._log(f"✓ pushed {len(result.files)} files to {result.repo_id}: {result.pr_url or result.url}")
         self.app.notify(result.pr_url or result.url, title="pushed", timeout=8)

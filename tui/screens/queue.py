@@ -3,13 +3,13 @@
 All queued concepts run as one multi-concept job (:meth:`cpedit.EditSession.open` then
 ``calibrate``) in a thread worker; progress events come back as messages and update the
 table (queued, calibrating, done, failed), the progress view and the log. ctrl+x cancels:
-calibration stops at the next denoiser call and nothing is written. A failed run marks the
-concept it was on with its error; the rest of the app stays usable.
+calibration stops at the next denoiser call, nothing is written, and the progress view says
+so. A failed run marks the concept it was on with its error; the rest of the app stays
+usable. A run that ends well says what to do next (tune, preview, and where ctrl+s saves).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -19,11 +19,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, RichLog, Static
 
-from cpedit.errors import Cancelled
 from cpedit.progress import ProgressEvent
-from tui.messages import Progress, SessionOpened, WorkDone, post_outcome
-from tui.screens.base import Pane
-from tui.state import QueueItem, describe_error, memory_in_use
+from tui.messages import RunFinished, RunProgressed, SessionOpened
+from tui.screens.base import Pane, job_cancel
+from tui.state import QueueItem, RunPlan, calibrate, describe_error, memory_in_use
 from tui.widgets.run_progress import RunProgressView
 
 STATUS_STYLE = {"queued": "dim", "calibrating": "bold yellow", "done": "bold green", "failed": "bold red"}
@@ -34,6 +33,7 @@ MEMORY_EVERY = 0.5
 class QueuePane(Pane):
     """The queue table, the run's progress and the log."""
 
+    INITIAL_FOCUS = "#queue-table"
     BINDINGS = [
         Binding("e", "edit", "Edit settings"),
         Binding("delete", "remove", "Remove"),
@@ -129,16 +129,17 @@ class QueuePane(Pane):
     def start_run(self) -> None:
         """Run every queued concept as one job (ctrl+r)."""
         try:
-            recipes = self.state.start_run()
+            plan = self.state.start_run()
         except Exception as exc:  # noqa: BLE001 - shown, the app goes on
             self.show_error(exc)
             return
         self.cpedit_app.refresh_panes()
-        self._run(recipes, self.cpedit_app.new_cancel())
+        self._run(plan)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
-    def _run(self, recipes: list[Any], cancel: threading.Event) -> None:
-        device = [self.state.device]
+    @work(thread=True, exit_on_error=False, group="run")  # one at a time: refused while one is going
+    def _run(self, plan: RunPlan) -> None:
+        cancel = job_cancel()
+        device = [plan.device]
         last_reading = [0.0]
 
         def on_progress(event: ProgressEvent) -> None:
@@ -147,22 +148,17 @@ class QueuePane(Pane):
             if now - last_reading[0] >= MEMORY_EVERY:
                 last_reading[0] = now
                 memory = memory_in_use(device[0])
-            self.post_message(Progress(event, group="run", memory_bytes=memory))
+            self.post_message(RunProgressed(event, memory_bytes=memory))
 
         def on_open(session: Any) -> None:
             device[0] = str(session.pipeline.device)
             self.post_message(SessionOpened(device[0]))
 
-        post_outcome(
-            self,
-            "run",
-            lambda: self.state.open_session(recipes, on_progress=on_progress, cancel=cancel, on_open=on_open),
+        self.post_message(
+            RunFinished.of(lambda: calibrate(plan, on_progress=on_progress, cancel=cancel, on_open=on_open))
         )
 
-    @on(Progress)
-    def _progress(self, message: Progress) -> None:
-        if message.group != "run":
-            return
+    def on_run_progressed(self, message: RunProgressed) -> None:
         message.stop()
         self.state.apply_event(message.event)
         if message.memory_bytes is not None:
@@ -175,20 +171,18 @@ class QueuePane(Pane):
         self.state.note_device(message.device, memory_in_use(message.device))
         self.refresh_state()
 
-    def on_work_done(self, message: WorkDone) -> None:
-        if message.group != "run":
-            return
+    def on_run_finished(self, message: RunFinished) -> None:
         message.stop()
-        if message.ok:
-            selection = self.state.finish_run(message.result)
+        if message.result is not None:
+            after = self.state.finish_run(message.result)
+            selection = message.result.selection
             self.app.notify(
-                f"calibrated: {selection.pruned:,} weights selected ({selection.fraction:.3%}); tune them on screen 4",
-                timeout=6,
+                f"calibrated: {selection.pruned:,} weights selected ({selection.fraction:.3%}); {after}", timeout=10
             )
         else:
-            self.state.fail_run(message.error)
-            if isinstance(message.error, Cancelled):
+            self.state.fail_run(message.error)  # type: ignore[arg-type]
+            if message.cancelled:
                 self.app.notify("run cancelled: nothing was written", timeout=5)
             else:
-                self.show_error(describe_error(message.error), title="run failed")
+                self.show_error(describe_error(message.error), title="run failed")  # type: ignore[arg-type]
         self.cpedit_app.refresh_panes()

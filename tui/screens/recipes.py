@@ -34,7 +34,7 @@ import cpedit.recipes
 import cpedit.text
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.recipes.format import Recipe, read_recipe_text
-from tui.messages import WorkDone, post_outcome
+from tui.messages import RecipeLoaded, RecipesResolved
 from tui.screens.base import Pane
 from tui.screens.recipe_form import NewRecipeScreen
 from tui.screens.settings_form import QueuedSettingsScreen
@@ -197,6 +197,7 @@ def settings_line(recipe: Recipe) -> tuple[str, str]:
 class RecipesPane(Pane):
     """Browse recipe folders, see a recipe's settings and validation, and queue, edit or write recipes."""
 
+    INITIAL_FOCUS = "#recipe-tree"
     BINDINGS = [
         Binding("a", "add", "Add to queue"),
         Binding("e", "edit", "Edit queued"),
@@ -714,7 +715,7 @@ class RecipesPane(Pane):
     @work(thread=True, exclusive=True, exit_on_error=False, group=HUB_GROUP)
     def _load_ref(self, ref: str) -> None:
         """Resolve a reference (a ``hub:`` ref downloads) off the UI thread."""
-        post_outcome(self, HUB_GROUP, lambda: (ref, cpedit.resolve_recipe(ref)))
+        self.post_message(RecipeLoaded.of(lambda: cpedit.resolve_recipe(ref), ref=ref))
 
     @work(thread=True, exit_on_error=False, group=REFS_GROUP)
     def _resolve_refs(self, refs: tuple[str, ...]) -> None:
@@ -729,32 +730,28 @@ class RecipesPane(Pane):
                     out.append((ref, exc))
             return out
 
-        post_outcome(self, REFS_GROUP, resolve_all)
+        self.post_message(RecipesResolved.of(resolve_all))
 
-    def on_work_done(self, message: WorkDone) -> None:
-        if message.group == HUB_GROUP:
-            message.stop()
-            self._ref_done(message)
-        elif message.group == REFS_GROUP:
-            message.stop()
-            self._refs_done(message)
-
-    def _ref_done(self, message: WorkDone) -> None:
+    def on_recipe_loaded(self, message: RecipeLoaded) -> None:
+        message.stop()
+        if message.ref != self._pending_ref:
+            return  # another reference was asked for meanwhile
         status = self.query_one("#recipe-ref-status", Static)
-        if not message.ok:
-            status.update(Text(f"✗ {clean(self._pending_ref or '')}", style=self._palette().error))
+        if message.result is None:
+            status.update(Text(f"✗ {clean(message.ref)}", style=self._palette().error))
             self.show_error(message.error, title="cannot load the recipe")  # type: ignore[arg-type]
             return
-        ref, recipe = message.result
-        shown = Shown(name=clean(ref), origin=ref, recipe=recipe)
+        ref = message.ref
+        shown = Shown(name=clean(ref), origin=ref, recipe=message.result)
         self._loaded[ref] = shown
         status.update(Text(f"✓ loaded {clean(ref)}: a adds it", style=self._palette().success))
         self.reload()
         self.select_recipe(shown.key)
         self.query_one("#recipe-tree", Tree).focus()
 
-    def _refs_done(self, message: WorkDone) -> None:
-        if not message.ok:
+    def on_recipes_resolved(self, message: RecipesResolved) -> None:
+        message.stop()
+        if message.result is None:
             self.show_error(message.error)  # type: ignore[arg-type]
             return
         for ref, outcome in message.result:

@@ -19,6 +19,8 @@ STAGE_WORDS = {
     "sample": "rendering",
     "upload": "uploading",
     "done": "done",
+    "cancelled": "cancelled",
+    "failed": "failed",
 }
 
 
@@ -92,7 +94,8 @@ class RunProgressView(Vertical):
         self.query_one("#progress-detail", Static).update(detail)
         self.query_one("#progress-where", Static).update(where)
         bar = self.query_one(ProgressBar)
-        bar.display = bool(progress.stage)  # idle: no bar (an indeterminate one would pulse for nothing)
+        # idle, cancelled or failed: no bar (an indeterminate one would pulse for nothing)
+        bar.display = bool(progress.stage) and progress.stage not in ("cancelled", "failed")
         if progress.stage == "done":
             bar.update(total=1, progress=1)
         elif progress.total:

@@ -1,0 +1,199 @@
+"""The blocking work the app's thread workers do on a calibrated session, one job at a time.
+
+A calibrated :class:`cpedit.EditSession` holds one copy of the model, and selecting, pruning,
+sampling and saving all read or change its weights, so two of them must never overlap:
+:class:`SessionJobs` lets one job in at a time, and gives the session that job's own progress
+callback and cancel flag for as long as it runs (a job waiting for its turn that is cancelled
+meanwhile stops before it starts). Nothing here touches the app's state: a job returns what it
+computed, with the tune values it was computed for, and the UI thread decides whether that
+still applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cpedit
+import cpedit.output
+from cpedit.errors import CpeditError
+from cpedit.progress import ProgressCallback, check_cancel
+
+
+@dataclass(frozen=True)
+class TuneValues:
+    """One concept's prune settings on the Tune screen."""
+
+    skill_ratio: float
+    timesteps: int
+    select_ratio: float
+
+
+TuneSet = tuple[tuple[str, TuneValues], ...]
+"""Every calibrated concept's tune values, frozen and comparable: what a selection is computed for."""
+
+
+def tune_set(tune: Mapping[str, TuneValues]) -> TuneSet:
+    """The frozen form of ``{concept: values}`` (in the queue's order)."""
+    return tuple(tune.items())
+
+
+def per_recipe(values: TuneSet) -> dict[str, dict[str, Any]]:
+    """``values`` as :meth:`cpedit.EditSession.select`'s ``per_recipe`` overrides."""
+    return {name: dataclasses.asdict(settings) for name, settings in values}
+
+
+def recipe_values(session: Any) -> TuneSet:
+    """The tune values of each recipe's own prune settings."""
+    return tuple(
+        (recipe.name, TuneValues(recipe.prune.skill_ratio, recipe.prune.timesteps, recipe.prune.select_ratio))
+        for recipe in session.recipes
+    )
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A selection and the tune values it was computed for (on the session of :attr:`jobs`)."""
+
+    jobs: SessionJobs
+    values: TuneSet
+    selection: Any
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One before/after render: the selection it shows and the two PIL images."""
+
+    tuned: Tuned
+    prompt: str
+    seed: int
+    base: Any
+    edited: Any
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A written output and the selection it holds."""
+
+    path: Path
+    tuned: Tuned
+
+
+class SessionJobs:
+    """A calibrated session shared by the app's workers (call every method from a worker thread).
+
+    Args:
+        session: The calibrated :class:`cpedit.EditSession`.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._turn = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """The app dropped this session: later jobs are refused, and the model is let go once no job holds it."""
+        self._closed = True
+        if self._turn.acquire(blocking=False):
+            self.session = None
+            self._turn.release()
+
+    @contextmanager
+    def turn(
+        self, *, on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[Any]:
+        """Wait for the session, then hold it with this job's progress callback and cancel flag.
+
+        Raises:
+            Cancelled: ``cancel`` was set while the job waited.
+            CpeditError: The app dropped the session meanwhile (:meth:`close`).
+        """
+        with self._turn:
+            check_cancel(cancel, "before it started")
+            session = self.session
+            if self._closed or session is None:
+                raise CpeditError("the calibrated session was replaced: run the queue again (ctrl+r)")
+            session.on_progress, session.cancel = on_progress, cancel
+            try:
+                yield session
+            finally:
+                session.on_progress, session.cancel = None, None
+                if self._closed:
+                    self.session = None
+
+    def select(self, values: TuneSet, *, cancel: threading.Event | None = None) -> Tuned:
+        """Select with ``values`` (no denoiser call, no weight changed).
+
+        Raises:
+            CpeditError: A value the session refuses.
+            Cancelled: ``cancel`` was set.
+        """
+        with self.turn(cancel=cancel) as session:
+            return Tuned(self, values, session.select(per_recipe=per_recipe(values)))
+
+    def _applied(self, session: Any, values: TuneSet, tuned: Tuned | None) -> Tuned:
+        """``tuned`` when it is for ``values`` on this session, else a new selection; pruned in the model."""
+        if tuned is None or tuned.jobs is not self or tuned.values != values:
+            tuned = Tuned(self, values, session.select(per_recipe=per_recipe(values)))
+        if session.applied is not tuned.selection:
+            session.apply(tuned.selection)
+        return tuned
+
+    def sample_pair(
+        self,
+        values: TuneSet,
+        tuned: Tuned | None,
+        prompt: str,
+        *,
+        seed: int,
+        steps: int,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Rendered:
+        """Render ``prompt`` with the base model and with the selection for ``values`` (``tuned`` when it is that).
+
+        Raises:
+            Cancelled: ``cancel`` was set (the session stays as it was).
+        """
+        with self.turn(on_progress=on_progress, cancel=cancel) as session:
+            tuned = self._applied(session, values, tuned)
+            base = session.sample([prompt], seed=seed, steps=steps, edited=False)[0]
+            edited = session.sample([prompt], seed=seed, steps=steps, edited=True)[0]
+        return Rendered(tuned, prompt, seed, base, edited)
+
+    def save(
+        self,
+        values: TuneSet,
+        tuned: Tuned | None,
+        out: Path,
+        *,
+        overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Saved:
+        """Write the selection for ``values`` (``tuned`` when it is that) to ``out``; the recipe copies and the
+        report record those values.
+
+        Raises:
+            CpeditError: What :meth:`cpedit.EditSession.save` raises.
+            Cancelled: ``cancel`` was set; nothing is written.
+        """
+        with self.turn(on_progress=on_progress, cancel=cancel) as session:
+            tuned = self._applied(session, values, tuned)
+            path = session.save(out, overwrite=overwrite)
+        return Saved(Path(path), tuned)
+
+    def render_preview_into(self, saved: Saved, *, cancel: threading.Event | None = None) -> Path:
+        """Render the before/after preview of a saved output into it, from the session (its model is in memory).
+
+        Raises:
+            Cancelled: ``cancel`` was set.
+        """
+        with self.turn(cancel=cancel) as session:
+            self._applied(session, saved.tuned.values, saved.tuned)
+            return cpedit.output.save_preview(saved.path, session.render_preview())
