@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +22,7 @@ from textual.widgets import DataTable, Input
 from tui.app import CpeditApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
+from tui.screens.model import ModelPane
 from tui.state import AppState
 
 NAME = "shapes-striped"
@@ -141,6 +143,36 @@ def test_the_model_screen_refuses_a_folder_it_cannot_edit_with_the_clis_reason(
             assert state.model == "builtin:shapes"
             assert reason in text_of(app, "#model-status")
             assert any(reason in n for n in notices(app, "error"))
+
+    run_async(flow)
+
+
+def test_the_model_screen_refuses_a_hub_model_its_details_say_cannot_be_edited(hub: Any, tmp_path: Path) -> None:
+    """Item 6, for the Hub: a model whose details say cpedit cannot edit it is not chosen either."""
+    hub.seed_repo(
+        "guide/no-text-encoder",
+        {"model_index.json": b'{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}'},
+        card_metadata={"library_name": "diffusers", "pipeline_tag": "text-to-image"},
+    )
+    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    app = CpeditApp(state, image_mode="halfcell")
+
+    async def flow() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            app.query_one(ModelPane).search("guide")
+            table = app.query_one("#model-results", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 2)
+            table.focus()
+            table.move_cursor(row=1)
+            await wait_until(pilot, lambda: "cannot edit" in text_of(app, "#model-details"))
+            assert "no text encoder" in text_of(app, "#model-details")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "not chosen" in text_of(app, "#model-status"))
+            assert state.model == "builtin:shapes" and "no text encoder" in text_of(app, "#model-status")
+            table.move_cursor(row=0)
+            await pilot.press("enter")  # the built-in model is still chosen as before
+            await wait_until(pilot, lambda: "base model: builtin:shapes" in text_of(app, "#model-status"))
 
     run_async(flow)
 

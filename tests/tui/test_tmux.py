@@ -104,7 +104,7 @@ def test_the_main_flow_in_a_real_terminal(terminal: Terminal, tmp_path: Path) ->
     terminal.wait_for("shapes-striped")
     terminal.keys("C-r")
     terminal.wait_for("calibrated 1 concept", timeout=120)
-    assert " done " in terminal.screen()
+    assert " done " in terminal.screen() and "ctrl+s saves to" in terminal.screen()  # what to do next
     terminal.keys("4")
     tune = terminal.wait_for("weights pruned")
     assert "shapes-striped" in tune and "skill ratio" in tune
