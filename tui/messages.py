@@ -16,7 +16,9 @@ from textual.message import Message
 
 from cpedit.errors import Cancelled
 from cpedit.progress import ProgressEvent
+from cpedit.recipes import Recipe
 from tui.session_jobs import Rendered, Saved, Tuned, TuneSet
+from tui.state import PointsView
 
 R = TypeVar("R")
 
@@ -122,10 +124,10 @@ class SaveFinished(Outcome[Saved]):
     """A save's end: the folder written and the selection it holds."""
 
 
-class SweepLoaded(Outcome[Any]):
-    """A sweep folder's points (a :class:`~tui.state.PointsView`), read for the plot."""
+class SweepLoaded(Outcome[PointsView]):
+    """A sweep folder's points, read for the plot."""
 
-    def __init__(self, *, folder: Path, result: Any = None, error: BaseException | None = None) -> None:
+    def __init__(self, *, folder: Path, result: PointsView | None = None, error: BaseException | None = None) -> None:
         super().__init__(result=result, error=error)
         self.folder = folder
 
@@ -182,13 +184,13 @@ class ModelDescribed(Outcome[Any]):
         self.choose = choose
 
 
-class RecipeLoaded(Outcome[Any]):
-    """A recipe reference typed on the Recipes screen, resolved (a :class:`cpedit.Recipe`)."""
+class RecipeLoaded(Outcome[Recipe]):
+    """A recipe reference typed on the Recipes screen, resolved."""
 
-    def __init__(self, *, ref: str, result: Any = None, error: BaseException | None = None) -> None:
+    def __init__(self, *, ref: str, result: Recipe | None = None, error: BaseException | None = None) -> None:
         super().__init__(result=result, error=error)
         self.ref = ref
 
 
-class RecipesResolved(Outcome[list[tuple[str, Any]]]):
+class RecipesResolved(Outcome[list[tuple[str, "Recipe | BaseException"]]]):
     """The ``--recipe`` references given at start, each resolved to a recipe or its error."""

@@ -818,9 +818,9 @@ class AppState:
         Raises:
             CpeditError: No session, or what :meth:`cpedit.EditSession.save` raises.
         """
-        jobs = self.require_jobs()
-        self.finish_save(jobs.save(self.values, self.current_tuned(), self.output_folder(), overwrite=overwrite))
-        return self.output_folder()
+        saved = self.require_jobs().save(self.values, self.current_tuned(), self.output_folder(), overwrite=overwrite)
+        self.finish_save(saved)
+        return saved.path
 
 
 def build_card(saved: Path, *, repo_id: str | None) -> str:
