@@ -65,12 +65,22 @@ def field_owner(widget: object) -> Pane | None:
 
 class MainScreen(Screen[None]):
     """The screen under the tabs: when a dialog closes, the focus goes back to the tab, not into a text field
-    (so the next key is a screen key, such as a digit that switches screens)."""
+    (so the next key is a screen key, such as a digit that switches screens).
+
+    No widget is focused automatically: the app puts the focus on the tab shown (an automatic focus
+    landing late in another tab would switch back to that tab).
+    """
+
+    AUTO_FOCUS = None
 
     def on_screen_resume(self, _event: events.ScreenResume) -> None:
         pane = field_owner(self.focused)
         if pane is not None:
             pane.home().focus()
+        elif self.focused is None:
+            app = self.app
+            if isinstance(app, CpeditApp):
+                app.call_after_refresh(app.focus_tab)
 
 
 class CpeditApp(App[None]):
@@ -182,6 +192,10 @@ class CpeditApp(App[None]):
             return  # another screen was chosen meanwhile
         for pane in self.query_one(f"TabPane#{tab}", TabPane).query(Pane):
             pane.home().focus()
+
+    def focus_tab(self) -> None:
+        """Put the focus where it rests on the screen shown (its keys work at once)."""
+        self._focus_screen(self.query_one("#tabs", TabbedContent).active)
 
     def action_leave_field(self) -> None:
         """Leave a text field for its screen, so that the screen's keys (1-6, p, ctrl+z, ...) work again."""

@@ -263,9 +263,12 @@ def test_a_failed_push_stays_in_the_screens_log_after_its_notification_goes(
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert errors and repo not in hub.repos
         app.clear_notifications()
-        await pilot.pause()
-        shown = " ".join(" ".join(screen_lines(app)).split())  # what is on screen, lines wrapped
-        assert errors[-1] in shown  # the reason, in the screen's log
-        assert f"push to {repo} failed" in shown and "see the message" not in shown
+
+        def on_screen() -> str:
+            return " ".join(" ".join(screen_lines(app)).split())  # what is on screen, wrapped lines joined
+
+        await until(pilot, lambda: f"push to {repo} failed" in on_screen(), what="the failure in the screen's log")
+        shown = on_screen()
+        assert errors[-1] in shown and "see the message" not in shown  # the reason itself, not a pointer
 
     drive(app, script)

@@ -24,6 +24,7 @@ from cpedit.hub import HubError, check_repo_id, whoami
 from cpedit.output import read_output
 from tui.messages import CardBuilt, LoginChecked, PreviewWritten, PushFinished, PushProgressed
 from tui.screens.base import Pane, job_cancel
+from tui.session_jobs import SessionJobs
 from tui.state import Saved, build_card, describe_error, push_output, render_saved_preview
 
 NOT_LOGGED_IN = "not logged in: run `hf auth login` or set HF_TOKEN"
@@ -220,11 +221,11 @@ class PushPane(Pane):
             return  # one is rendering
         button.disabled = True
         button.label = "rendering preview…"
-        self._render_preview(saved)
+        self._render_preview(saved, self.state.jobs, self.state.device)
 
     @work(thread=True, exit_on_error=False, group="render-preview")  # one at a time: refused while one is going
-    def _render_preview(self, saved: Saved) -> None:
-        cancel, jobs, device = job_cancel(), self.state.jobs, self.state.device
+    def _render_preview(self, saved: Saved, jobs: SessionJobs | None, device: str) -> None:
+        cancel = job_cancel()
         self.post_message(
             PreviewWritten.of(lambda: render_saved_preview(saved, jobs=jobs, device=device, cancel=cancel))
         )
