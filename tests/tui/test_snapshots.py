@@ -2,12 +2,19 @@
 
 The app runs on a calibrated session of the built-in model (made once for the module, so the
 Tune, Preview and Push screens have something to show), the dark theme, and half-block images,
-so the pictures are the same on every run. After a deliberate change to how a screen looks,
-review the new pictures and update them with ``pytest tests/tui/test_snapshots.py --snapshot-update``.
+so the pictures are the same on every run. The Preview screen shows two pictures the built-in model rendered once,
+kept in ``tests/tui/data/`` (:func:`fixed_preview`): pixels rendered afresh come from float arithmetic
+whose last bit depends on the CPU's kernels and thread scheduling (one channel of one half-cell
+differed by 1/255 between two runs on the same machine), and the snapshot is about the screen, not
+the model; tests/tui/test_preview_push.py checks that the screen shows what the session renders.
+Render them again with ``CPEDIT_WRITE_PREVIEW_PICTURES=1`` (with ``--snapshot-update``). After a
+deliberate change to how a screen looks, review the new pictures and update them with
+``pytest tests/tui/test_snapshots.py --snapshot-update``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +24,7 @@ import pytest
 from support.tui import calibrated_state, user_config  # noqa: F401 - user_config: autouse
 
 from tui.app import CpeditApp
+from tui.session_jobs import SessionJobs
 
 SIZES = [(80, 24), (120, 40)]
 SCREENS = {"model": "1", "recipes": "2", "queue": "3", "tune": "4", "preview": "5", "push": "6"}
@@ -37,9 +45,36 @@ def saved_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         os.chdir(here)
 
 
+PICTURES = Path(__file__).resolve().parent / "data"
+"""The Preview screen's base and edited pictures (``preview-base.png``, ``preview-edited.png``)."""
+
+
+@pytest.fixture
+def fixed_preview(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Preview screen renders as usual (the session samples both images), then shows the kept pictures.
+
+    With ``CPEDIT_WRITE_PREVIEW_PICTURES=1`` the rendered pictures are kept instead.
+    """
+    from PIL import Image
+
+    sample_pair = SessionJobs.sample_pair
+
+    def sample_kept(self: SessionJobs, *args: Any, **kwargs: Any) -> Any:
+        rendered = sample_pair(self, *args, **kwargs)
+        if os.environ.get("CPEDIT_WRITE_PREVIEW_PICTURES") == "1":
+            PICTURES.mkdir(exist_ok=True)
+            rendered.base.save(PICTURES / "preview-base.png")
+            rendered.edited.save(PICTURES / "preview-edited.png")
+        base, edited = (Image.open(PICTURES / f"preview-{side}.png").convert("RGB") for side in ("base", "edited"))
+        assert base.size == edited.size == rendered.base.size, "render them again (see the module's notes)"
+        return dataclasses.replace(rendered, base=base, edited=edited)
+
+    monkeypatch.setattr(SessionJobs, "sample_pair", sample_kept)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("screen", list(SCREENS))
-def test_screen(screen: str, size: tuple[int, int], saved_state: Any, snap_compare: Any) -> None:
+def test_screen(screen: str, size: tuple[int, int], saved_state: Any, fixed_preview: None, snap_compare: Any) -> None:
     app = CpeditApp(saved_state, image_mode="halfcell")
 
     async def show(pilot: Any) -> None:
