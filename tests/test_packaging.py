@@ -138,3 +138,14 @@ def test_an_installed_wheel_loads_and_runs_the_builtin_model_outside_the_reposit
     assert all(Path(p).resolve().is_relative_to(packaged) for p in result["recipe_files"]), result["recipe_files"]
     assert Path(result["model_path"]).resolve().is_relative_to(resolved_target), result["model_path"]
     assert result["image_shape"] == [1, 32, 32, 3]
+
+
+def test_the_sdist_holds_every_package_and_data_folder_the_wheel_ships() -> None:
+    """A wheel built from the sdist (as pip does from PyPI's source archive) must ship the same packages."""
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    targets = config["tool"]["hatch"]["build"]["targets"]
+    sdist = set(targets["sdist"]["only-include"])
+    shipped = {*targets["wheel"]["packages"], *targets["wheel"]["force-include"]}
+    assert shipped <= sdist, f"the sdist leaves out {sorted(shipped - sdist)}"
