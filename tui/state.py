@@ -165,8 +165,11 @@ def output_name(model: str, names: list[str]) -> str:
     return f"{slug}-no-{'-'.join(names) or 'concepts'}"
 
 
-BENCHMARKS = ("shapes", "classify", "nudity", "attack")
-"""The erasure benchmarks a tune can measure with (``shapes`` works offline on the built-in model)."""
+def erasure_benchmarks() -> tuple[str, ...]:
+    """The erasure benchmarks a tune can measure with, from the registry (``shapes`` works offline)."""
+    from cpedit.eval.registry import benchmark_names
+
+    return benchmark_names("erasure")
 
 
 @dataclass(frozen=True)
@@ -646,8 +649,16 @@ class AppState:
             CpeditError: As :func:`cpedit.tuning.plan_evaluation` and :func:`cpedit.tune`.
             Cancelled: ``cancel`` was set.
         """
+        from cpedit.eval.options import ImageOptions
+        from cpedit.eval.registry import get_benchmark
+        from cpedit.tuning.measure import DEFAULT_IMAGES
+
         plan = cpedit.tuning.plan_evaluation(
-            goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
+            goal.benchmark,
+            get_benchmark(goal.benchmark).options({"images": goal.images}),
+            images=ImageOptions(seed=goal.seed, steps=goal.steps, batch_size=DEFAULT_IMAGES.batch_size),
+            on_progress=on_progress,
+            cancel=cancel,
         )
         return cpedit.tune(
             self.model,
