@@ -209,16 +209,8 @@ class Benchmark(ABC):
         ref = getattr(options, "prompts", None)
         if not isinstance(ref, (str, os.PathLike)):
             return options, {}
-        from cpedit.eval.prompt_sets import load_prompt_set
-
-        loaded = load_prompt_set(
-            ref,
-            limit=getattr(options, "limit", None),
-            category=getattr(options, "category", None),
-            on_progress=on_progress,
-            cancel=cancel,
-        )
-        about = {"prompts": loaded.name, "prompts_revision": loaded.revision, "prompt_count": len(loaded.prompts)}
+        limit, category = getattr(options, "limit", None), getattr(options, "category", None)
+        loaded, about = load_set(ref, limit=limit, category=category, on_progress=on_progress, cancel=cancel)
         return replace(options, prompts=loaded), about
 
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
@@ -275,6 +267,24 @@ class Benchmark(ABC):
     def done(self, run: BenchmarkRun, rendered: RenderedImages) -> ProgressEvent:
         """The event that ends the run."""
         return ProgressEvent(stage="done", message="evaluation done")
+
+
+def load_set(
+    ref: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    category: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Load a prompt set reference: the :class:`~cpedit.eval.prompt_sets.PromptSet`, and what identifies it.
+
+    The second value (``prompts``, ``prompts_revision``, ``prompt_count``) is what a sweep records.
+    """
+    from cpedit.eval.prompt_sets import load_prompt_set
+
+    loaded = load_prompt_set(ref, limit=limit, category=category, on_progress=on_progress, cancel=cancel)
+    return loaded, {"prompts": loaded.name, "prompts_revision": loaded.revision, "prompt_count": len(loaded.prompts)}
 
 
 def protocol(

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase
+from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase, load_set
 from cpedit.eval.clip_score import DEFAULT_CLIP_MODEL
 from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages
 from cpedit.eval.options import ImageOptions
@@ -713,10 +713,7 @@ class ClassifyBenchmark(Benchmark):
         """Load a template file or set once (whole: ``limit`` counts templates per concept)."""
         if not isinstance(options.prompts, (str, os.PathLike)):
             return options, {}
-        from cpedit.eval.prompt_sets import load_prompt_set
-
-        loaded = load_prompt_set(options.prompts, on_progress=on_progress, cancel=cancel)
-        about = {"prompts": loaded.name, "prompts_revision": loaded.revision, "prompt_count": len(loaded.prompts)}
+        loaded, about = load_set(options.prompts, on_progress=on_progress, cancel=cancel)
         return replace(options, prompts=loaded.prompts, prompts_name=loaded.name), about
 
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
