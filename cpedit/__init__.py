@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         RecipeError,
         UnsupportedModelError,
     )
-    from cpedit.models.sampling import SampleSettings
+    from cpedit.models.settings import SampleSettings
     from cpedit.output.record import OutputRecord, Report, read_output, read_report
     from cpedit.progress import ProgressCallback, ProgressEvent
     from cpedit.recipes.format import Recipe, load_recipe, parse_recipe
@@ -53,7 +53,7 @@ _EXPORTS = {
     "Recipe": "cpedit.recipes.format",
     "RecipeError": "cpedit.errors",
     "Report": "cpedit.output.record",
-    "SampleSettings": "cpedit.models.sampling",
+    "SampleSettings": "cpedit.models.settings",
     "Selection": "cpedit.edit.session",
     "UnsupportedModelError": "cpedit.errors",
     "list_recipes": "cpedit.recipes.sources",

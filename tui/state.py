@@ -169,8 +169,11 @@ def output_name(model: str, names: list[str]) -> str:
     return f"{slug}-no-{'-'.join(names) or 'concepts'}"
 
 
-BENCHMARKS = ("shapes", "classify", "nudity", "attack")
-"""The erasure benchmarks a tune can measure with (``shapes`` works offline on the built-in model)."""
+def erasure_benchmarks() -> tuple[str, ...]:
+    """The erasure benchmarks a tune can measure with, from the registry (``shapes`` works offline)."""
+    from cpedit.eval.registry import benchmark_names
+
+    return benchmark_names("erasure")
 
 
 @dataclass(frozen=True)
@@ -355,12 +358,19 @@ def run_tune(
     """Run :func:`cpedit.tune` (blocking: a worker's job); it loads and calibrates its own copy of the model.
 
     Raises:
-        CpeditError: As :func:`cpedit.plan_evaluation` and :func:`cpedit.tune`.
+        CpeditError: As :func:`cpedit.tuning.plan_evaluation` and :func:`cpedit.tune`.
         Cancelled: ``cancel`` was set.
     """
+    from cpedit.eval import ImageOptions, get_benchmark
+    from cpedit.tuning.measure import DEFAULT_IMAGES
+
     goal = job.goal
     plan = cpedit.tuning.plan_evaluation(
-        goal.benchmark, seed=goal.seed, steps=goal.steps, images=goal.images, on_progress=on_progress, cancel=cancel
+        goal.benchmark,
+        get_benchmark(goal.benchmark).options({"images": goal.images}),
+        images=ImageOptions(seed=goal.seed, steps=goal.steps, batch_size=DEFAULT_IMAGES.batch_size),
+        on_progress=on_progress,
+        cancel=cancel,
     )
     return cpedit.tune(
         job.model,

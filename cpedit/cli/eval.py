@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-from pathlib import Path
+from typing import Any
 
 import click
 
-from cpedit.cli.eval_options import images_dir_option, json_option, metric_options, run_metric
+from cpedit.cli.eval_options import clip_model_option, images_dir_option, json_option, metric_options, run_benchmark
 from cpedit.cli.guard import command_guard
-from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.layout import FittedTable
 from cpedit.cli.options import (
     device_option,
     format_option,
@@ -20,8 +18,6 @@ from cpedit.cli.options import (
     seed_option,
     steps_option,
 )
-from cpedit.eval.shapes import ShapesEvaluation, evaluate_shapes, record_result
-from cpedit.output.record import write_json_atomically
 
 
 @click.group("eval")
@@ -29,19 +25,25 @@ def eval_group() -> None:
     """Measure how well an edit erased its concepts and what it preserved."""
 
 
-def _table(result: ShapesEvaluation) -> FittedTable:
-    table = FittedTable(title=f"shapes benchmark: erased {', '.join(result.concepts)} ({result.images} images per set)")
+def shapes_table(result: Any) -> FittedTable:
+    """The shapes benchmark's result: erased accuracy, mean and per-attribute preservation, before/after."""
+    protocol = result.protocol
+    table = FittedTable(
+        title=f"shapes benchmark: erased {', '.join(protocol['concepts'])} ({protocol['images']} images per set)"
+    )
     table.add_column("measure")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
-    rows = [("erased accuracy (lower is better)", result.erased_before, result.erased_after)]
-    rows.append(("preservation, mean (higher is better)", result.preserved_before, result.preserved_after))
-    for name, before in result.preserved_by_attribute.get("before", {}).items():
-        rows.append((f"  preservation: {name}", before, result.preserved_by_attribute["after"][name]))
+    erased, preserved = result.metrics["erased"], result.metrics["preserved"]
+    rows = [("erased accuracy (lower is better)", erased["before"], erased["after"])]
+    rows.append(("preservation, mean (higher is better)", preserved["before"], preserved["after"]))
+    by_attribute = protocol.get("preserved_by_attribute", {})
+    for name, before in by_attribute.get("before", {}).items():
+        rows.append((f"  preservation: {name}", before, by_attribute["after"][name]))
     for label, before, after in rows:
         table.add_row(label, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}")
-    table.caption = f"pruned {100 * result.pruned_fraction:.4f}% of the UNet's weights"
+    table.caption = f"pruned {100 * protocol['pruned_fraction']:.4f}% of the UNet's weights"
     return table
 
 
@@ -91,46 +93,29 @@ def eval_shapes_command(
       cpedit prune --recipe shapes-striped --out shapes-no-stripes
       cpedit eval shapes shapes-no-stripes --images 256 --json striped.json
     """
-    from cpedit.cli.render import ProgressView
-    from cpedit.eval.distributed import is_main_process, rank_device
-
-    console = stderr_console()
-    main = is_main_process()  # under torchrun every rank renders its share; rank 0 writes and prints
-    with ProgressView(console) if main else contextlib.nullcontext() as view:
-        result = evaluate_shapes(
-            edited_dir,
-            images=images,
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            batch_size=image_batch_size,
-            device=rank_device(device),
-            images_dir=images_dir,
-            on_progress=view,
-        )
-    if not main:
-        return
-    record_result(edited_dir, result)
-    if json_file is not None:
-        write_json_atomically(Path(json_file), result.to_json(), what="the result", argument="json_file")
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        stdout_console().print(_table(result))
-        if json_file is not None:
-            console.print(f"Wrote {json_file}")
+    run_benchmark(
+        "shapes",
+        edited_dir,
+        {
+            "images": images,
+            "seed": seed,
+            "json_file": json_file,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "image_batch_size": image_batch_size,
+            "device": device,
+            "images_dir": images_dir,
+            "output_format": output_format,
+        },
+        table=shapes_table,
+    )
 
 
 @eval_group.command("clip-score")
 @metric_options
-@click.option(
-    "--clip-model",
-    default="openai/clip-vit-large-patch14",
-    show_default=True,
-    help="CLIP model: a Hub id or a folder (safetensors).",
-)
+@clip_model_option()
 @command_guard()
-def eval_clip_score_command(edited_dir: str, **options: object) -> None:
+def eval_clip_score_command(edited_dir: str, **options: Any) -> None:
     """CLIP score (100 x max(cos(image, prompt), 0), averaged) of an edit's images.
 
     Images are generated from the prompt set (seeded per prompt) and kept with a
@@ -143,9 +128,7 @@ def eval_clip_score_command(edited_dir: str, **options: object) -> None:
       cpedit eval clip-score out-no-van-gogh --prompts coco-1k.txt --base
       cpedit eval clip-score out --prompts p.csv --limit 100 --json clip.json
     """
-    from cpedit.eval.benchmarks import evaluate_clip_score
-
-    run_metric(evaluate_clip_score, edited_dir, **options)  # type: ignore[arg-type]
+    run_benchmark("clip-score", edited_dir, options)
 
 
 @eval_group.command("fid")
@@ -157,7 +140,7 @@ def eval_clip_score_command(edited_dir: str, **options: object) -> None:
     help="A folder of (real) reference images (default: the base model's images on the same prompts).",
 )
 @command_guard()
-def eval_fid_command(edited_dir: str, **options: object) -> None:
+def eval_fid_command(edited_dir: str, **options: Any) -> None:
     """FID of an edit's images against a reference set (Inception v3 features).
 
     The reference is a folder of real images (--reference; with --base the base model's
@@ -170,9 +153,7 @@ def eval_fid_command(edited_dir: str, **options: object) -> None:
       cpedit eval fid out-no-van-gogh --prompts coco-1k.txt
       cpedit eval fid out --prompts coco-1k.txt --reference coco-val/ --base
     """
-    from cpedit.eval.benchmarks import evaluate_fid
-
-    run_metric(evaluate_fid, edited_dir, **options)  # type: ignore[arg-type]
+    run_benchmark("fid", edited_dir, options)
 
 
 def _register_benchmarks() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import click
 
@@ -10,7 +10,7 @@ from cpedit.cli.eval_options import (
     attack_set_option,
     classifier_model_option,
     metric_options,
-    run_metric,
+    run_benchmark,
     threshold_option,
 )
 from cpedit.cli.guard import command_guard
@@ -28,7 +28,7 @@ from cpedit.cli.guard import command_guard
 )
 @classifier_model_option()
 @command_guard()
-def eval_attack_command(edited_dir: str, attack_set: str | None, **options: object) -> None:
+def eval_attack_command(edited_dir: str, attack_set: str | None, **options: Any) -> None:
     """Attack success rate (ASR) of adversarial prompts against an edit.
 
     Images are generated from an adversarial prompt set (--attack-set, or your own --prompts)
@@ -52,10 +52,8 @@ def eval_attack_command(edited_dir: str, attack_set: str | None, **options: obje
       cpedit eval attack out --prompts hub:OWNER/my-adversarial-set --limit 100
       cpedit eval attack out-no-van-gogh --attack-set unlearndiffatk --prompts van-gogh.csv --concept van-gogh
     """
-    from cpedit.eval.attack import evaluate_attack
-
     if options.get("prompts_file") is None:
         if attack_set is None:
             raise click.UsageError("give --attack-set NAME (a known adversarial set) or --prompts FILE|hub:ID")
         options["prompts_file"] = f"attack:{attack_set.lower()}"
-    run_metric(functools.partial(evaluate_attack, attack_set=attack_set), edited_dir, **options)  # type: ignore[arg-type]
+    run_benchmark("attack", edited_dir, {**options, "attack_set": attack_set})

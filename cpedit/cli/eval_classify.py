@@ -10,8 +10,6 @@ there for other benchmarks (``--category``) are not taken.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from typing import Any
 
 import click
@@ -22,9 +20,10 @@ from cpedit.cli.eval_options import (
     concepts_option,
     family_option,
     metric_options,
+    run_benchmark,
 )
 from cpedit.cli.guard import command_guard
-from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
+from cpedit.cli.layout import FittedTable
 
 SHARED = (
     "edited_dir",
@@ -173,39 +172,6 @@ eval_classify_command.params = [
 ]
 
 
-def run_classify(
-    edited_dir: str,
-    *,
-    prompts_file: str | None,
-    json_file: str | None,
-    output_format: str,
-    image_batch_size: int,
-    **settings: Any,
-) -> None:
+def run_classify(edited_dir: str, **flags: Any) -> None:
     """Run the benchmark with a progress display, keep its result, print the table or the JSON."""
-    from cpedit.cli.render import ProgressView
-    from cpedit.eval.benchmarks import record_metric_result
-    from cpedit.eval.classify import evaluate_classify
-    from cpedit.eval.distributed import is_main_process, rank_device
-    from cpedit.eval.engine import load_prompts
-
-    console = stderr_console()
-    templates = load_prompts(prompts_file) if prompts_file is not None else None
-    # Under torchrun / accelerate launch every rank runs this (the images are split across them);
-    # rank 0 alone shows progress, writes the result and prints it, as the other benchmarks do.
-    main = is_main_process()
-    settings["device"] = rank_device(settings.get("device", "auto"))
-    settings["batch_size"] = image_batch_size
-    with ProgressView(console) if main else contextlib.nullcontext() as view:
-        result = evaluate_classify(
-            edited_dir, prompts=templates, prompts_name=prompts_file, on_progress=view, **settings
-        )
-    record_metric_result(edited_dir, result, json_file=json_file)
-    if not main:
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    stdout_console().print(classify_table(result))
-    if json_file is not None:
-        console.print(f"Wrote {json_file}")
+    run_benchmark("classify", edited_dir, flags, table=classify_table)

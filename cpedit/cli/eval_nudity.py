@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from cpedit.cli.eval_options import metric_options, run_metric, threshold_option
+from cpedit.cli.eval_options import metric_options, run_benchmark, threshold_option
 from cpedit.cli.guard import command_guard
 from cpedit.eval.nudity import DEFAULT_PROMPTS
 
@@ -13,7 +15,7 @@ from cpedit.eval.nudity import DEFAULT_PROMPTS
 @metric_options(default_prompts=DEFAULT_PROMPTS)
 @threshold_option()
 @command_guard()
-def eval_nudity_command(edited_dir: str, **options: object) -> None:
+def eval_nudity_command(edited_dir: str, **options: Any) -> None:
     """Count exposed body parts in an edit's images with NudeNet (the paper's nudity benchmark).
 
     Images are generated from the prompt set (default: I2P from the Hub, each prompt
@@ -31,6 +33,4 @@ def eval_nudity_command(edited_dir: str, **options: object) -> None:
       cpedit eval nudity out --prompts hub:AIML-TUDA/i2p --limit 200 --json nudity.json
       cpedit eval nudity out --prompts my-prompts.csv --threshold 0.6
     """
-    from cpedit.eval.nudity import evaluate_nudity
-
-    run_metric(evaluate_nudity, edited_dir, **options)  # type: ignore[arg-type]
+    run_benchmark("nudity", edited_dir, options)

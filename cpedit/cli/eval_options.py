@@ -2,16 +2,20 @@
 
 Every benchmark built on :mod:`cpedit.eval.engine` takes the same generation options
 (prompts, limit, images per prompt, seed, steps, guidance, size, ``--base``, images folder,
-``--json``, image batch size, device, format) through :func:`metric_options`, and prints its result
-through :func:`run_metric`: progress on stderr, then a before/after table or the JSON. Under
-``torchrun``/``accelerate launch`` every rank runs the benchmark (the image generation is split
-across them, see :mod:`cpedit.eval.distributed`) and only rank 0 shows, writes and prints.
+``--json``, image batch size, device, format) through :func:`metric_options`, and runs through
+:func:`run_benchmark`: one :class:`~cpedit.eval.options.ImageOptions` and the benchmark's typed
+options are built from the flags, the one driver (:func:`cpedit.eval.driver.evaluate`) runs it,
+progress goes to stderr, then a before/after table or the JSON. Under ``torchrun``/``accelerate
+launch`` every rank runs the benchmark (the image generation is split across them, see
+:mod:`cpedit.eval.distributed`) and only rank 0 shows, writes and prints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -169,7 +173,7 @@ def threshold_option() -> Decorator:
 
 def clip_model_option() -> Decorator:
     """``--clip-model``: the CLIP model of the CLIP score."""
-    from cpedit.eval.benchmarks import DEFAULT_CLIP_MODEL
+    from cpedit.eval.clip_score import DEFAULT_CLIP_MODEL
 
     return click.option(
         "--clip-model",
@@ -209,43 +213,93 @@ def metric_options(command=None, *, default_prompts: str | None = None, prompts_
     )(command)
 
 
-def run_metric(
-    evaluate,
-    edited_dir: str,
-    *,
-    prompts_file: str,
-    limit: int | None,
-    category: str | None = None,
-    json_file: str | None,  # type: ignore[no-untyped-def]
-    output_format: str,
-    image_batch_size: int,
-    **settings,
-) -> None:
-    from cpedit.cli.render import ProgressView
-    from cpedit.eval.benchmarks import record_metric_result
-    from cpedit.eval.distributed import is_main_process, rank_device
-    from cpedit.eval.paper import paper_figure
-    from cpedit.eval.prompt_sets import load_prompt_set
+class BenchmarkChoice(click.Choice):
+    """The registered benchmarks (of one role) as a click choice, read from the registry when used.
 
+    So ``--eval``/``--preserve`` offer every benchmark :mod:`cpedit.eval.registry` lists, one
+    registered later included, and listing them imports no benchmark module.
+    """
+
+    def __init__(self, role: str | None = None) -> None:
+        self.role = role
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        """The registered names, now."""
+        from cpedit.eval.registry import benchmark_names
+
+        return benchmark_names(self.role)  # type: ignore[arg-type]
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        """Ignored: the registry is the list."""
+
+
+IMAGE_FLAGS = ("seed", "steps", "guidance_scale", "height", "width", "images_per_prompt", "image_batch_size")
+"""The flags :func:`image_options` reads (a command may have only some of them)."""
+
+
+def image_options(flags: dict[str, Any]) -> Any:
+    """The :class:`~cpedit.eval.options.ImageOptions` of a command's flags, taken out of ``flags`` (built once).
+
+    Flags a command does not have keep the options' defaults; ``--image-batch-size`` is the batch size.
+    """
+    from cpedit.eval.options import ImageOptions
+
+    values = {name: flags.pop(name) for name in IMAGE_FLAGS if name in flags}
+    if "image_batch_size" in values:
+        values["batch_size"] = values.pop("image_batch_size")
+    return ImageOptions(**values)
+
+
+def run_benchmark(
+    name: str,
+    edited_dir: str,
+    flags: dict[str, Any],
+    *,
+    table: Callable[[Any], FittedTable] | None = None,
+) -> None:
+    """Run the registered benchmark ``name`` on ``edited_dir`` from a command's flags, keep and print its result.
+
+    The image flags become one :class:`~cpedit.eval.options.ImageOptions`; the others that name
+    a field of the benchmark's options (``--prompts`` is ``prompts``, and names the set in the
+    protocol) become its typed options. Progress goes to stderr; then ``table(result)`` (default:
+    a before/after table of every metric) or the JSON. Under ``torchrun``/``accelerate launch``
+    every rank runs it (each on its own GPU); rank 0 alone shows progress, writes the result and prints.
+    """
+    from cpedit.cli.render import ProgressView
+    from cpedit.eval.distributed import is_main_process, rank_device
+    from cpedit.eval.driver import evaluate, record_result
+    from cpedit.eval.registry import get_benchmark
+
+    json_file = flags.pop("json_file", None)
+    output_format = flags.pop("output_format", "table")
+    images = image_options(flags)
+    run = {key: flags.pop(key) for key in ("base", "images_dir") if key in flags}
+    device = rank_device(flags.pop("device", "auto"))
+    prompts = flags.pop("prompts_file", None)
+    bench = get_benchmark(name)
+    options = bench.options({**flags, "prompts": prompts, "prompts_name": prompts})
     console = stderr_console()
-    with ProgressView(console) if is_main_process() else contextlib.nullcontext() as view:  # a Hub set downloads
-        prompt_set = load_prompt_set(prompts_file, limit=limit, category=category, on_progress=view)
-    prompts = prompt_set.prompts
-    # Under torchrun / accelerate launch every rank runs this: each on its own GPU, rank 0 alone
-    # shows progress (of its share), writes the result and prints it.
     main = is_main_process()
-    if "device" in settings:
-        settings["device"] = rank_device(settings["device"])
-    settings["batch_size"] = image_batch_size
     with ProgressView(console) if main else contextlib.nullcontext() as view:
-        result = evaluate(edited_dir, prompts=prompts, prompts_name=prompts_file, on_progress=view, **settings)
-    result.protocol.update(prompt_set.protocol_fields())  # a Hub set's id, commit, file and category
-    record_metric_result(edited_dir, result, json_file=json_file)
+        result = evaluate(bench, edited_dir, options, images=images, device=device, on_progress=view, **run)
+    record_result(edited_dir, result, json_file=json_file)
     if not main:
         return
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
         return
+    stdout_console().print((table or metric_table)(result))
+    if json_file is not None:
+        console.print(f"Wrote {json_file}")
+
+
+def metric_table(result: Any) -> FittedTable:
+    """A before/after table of every metric of ``result``, with the paper's figure where there is one."""
+    from cpedit.eval.paper import paper_figure
+
     protocol = result.protocol
     table = FittedTable(
         title=f"{result.benchmark}: {protocol['images']} images ({protocol['prompt_count']} prompts), "
@@ -266,6 +320,4 @@ def run_metric(
         )
     if result.images is not None:
         table.caption = f"{result.images.generated} images generated, {result.images.reused} reused"
-    stdout_console().print(table)
-    if json_file is not None:
-        console.print(f"Wrote {json_file}")
+    return table

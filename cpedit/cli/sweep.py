@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cpedit.cli.eval_options import (
+    BenchmarkChoice,
     attack_set_option,
     category_option,
     classifier_model_option,
@@ -17,6 +18,7 @@ from cpedit.cli.eval_options import (
     clip_model_option,
     concepts_option,
     family_option,
+    image_options,
     images_per_prompt_option,
     limit_option,
     threshold_option,
@@ -36,7 +38,6 @@ from cpedit.cli.options import (
     steps_option,
 )
 from cpedit.recipes.format import Recipe
-from cpedit.tuning.measure import ERASURE_BENCHMARKS, PRESERVATION_BENCHMARKS
 
 
 def _floats(name: str, *, low: float, high: float, low_included: bool = False):  # type: ignore[no-untyped-def]
@@ -80,13 +81,14 @@ def evaluation_options(command):  # type: ignore[no-untyped-def]
         click.option(
             "--eval",
             "benchmark",
-            type=click.Choice(ERASURE_BENCHMARKS),
+            type=BenchmarkChoice("erasure"),
             required=True,
-            help="The erasure benchmark: shapes (built-in model), classify (artists/objects), nudity, attack.",
+            help="The erasure benchmark (the registered ones): shapes (built-in model), classify "
+            "(artists/objects), nudity, attack.",
         ),
         click.option(
             "--preserve",
-            type=click.Choice(PRESERVATION_BENCHMARKS),
+            type=BenchmarkChoice("preservation"),
             default=None,
             help="A preservation measure on --preserve-prompts (needed with nudity and attack).",
         ),
@@ -120,30 +122,44 @@ def evaluation_options(command):  # type: ignore[no-untyped-def]
     )(command)
 
 
+PLAN_FLAGS = (
+    "benchmark",
+    "images",
+    "prompts",
+    "category",
+    "limit",
+    "family",
+    "concepts",
+    "classifier",
+    "classifier_model",
+    "attack_set",
+    "threshold",
+    "preserve",
+    "preserve_prompts",
+    "preserve_limit",
+    "clip_model",
+)
+"""The evaluation flags :func:`_plan` takes out of a command's options (the rest go to sweep/tune)."""
+
+
 def _plan(options: dict[str, Any], view: Any) -> Any:
+    """The evaluation plan of the flags: one ImageOptions, the benchmark's typed options, the preservation's."""
+    from cpedit.eval.registry import get_benchmark
     from cpedit.tuning.measure import plan_evaluation
 
+    images = image_options(options)
+    flags = {name: options.pop(name) for name in PLAN_FLAGS}
+    benchmark, preserve = flags.pop("benchmark"), flags.pop("preserve")
+    preserve_options = None
+    if preserve is not None:
+        preserve_flags = {"prompts": flags["preserve_prompts"], "limit": flags["preserve_limit"]}
+        preserve_options = get_benchmark(preserve).options({**preserve_flags, "clip_model": flags["clip_model"]})
     return plan_evaluation(
-        options.pop("benchmark"),
-        seed=options.pop("seed"),
-        steps=options.pop("steps"),
-        guidance_scale=options.pop("guidance_scale"),
-        batch_size=options.pop("image_batch_size"),
-        images=options.pop("images"),
-        prompts=options.pop("prompts"),
-        category=options.pop("category"),
-        limit=options.pop("limit"),
-        images_per_prompt=options.pop("images_per_prompt"),
-        family=options.pop("family"),
-        concepts=options.pop("concepts"),
-        classifier=options.pop("classifier"),
-        classifier_model=options.pop("classifier_model"),
-        attack_set=options.pop("attack_set"),
-        threshold=options.pop("threshold"),
-        preserve=options.pop("preserve"),
-        preserve_prompts=options.pop("preserve_prompts"),
-        preserve_limit=options.pop("preserve_limit"),
-        clip_model=options.pop("clip_model"),
+        benchmark,
+        get_benchmark(benchmark).options(flags),
+        images=images,
+        preserve=preserve,
+        preserve_options=preserve_options,
         on_progress=view,
     )
 

@@ -1,19 +1,20 @@
 """The evaluation suite: generate images from a prompt set (resumable, cached) and measure them.
 
-``cpedit eval clip-score``, ``fid``, ``nudity``, ``classify`` and ``attack`` run on
-:func:`evaluate_clip_score`, :func:`evaluate_fid`, :func:`evaluate_nudity`,
-:func:`cpedit.eval.classify.evaluate_classify` and :func:`evaluate_attack`; all keep their
-images in a folder with a ``manifest.jsonl`` (see :mod:`cpedit.eval.engine`), read prompt
-sets from files or Hub datasets (:func:`load_prompt_set`), split their images across the
-processes of a ``torchrun`` launch (:mod:`cpedit.eval.distributed`) and keep their result
-in ``EDITED/conceptprune/eval/BENCH.json``.
+Every benchmark (``clip-score``, ``fid``, ``nudity``, ``classify``, ``attack``, ``shapes``) is a
+:class:`Benchmark` in a module of its own, listed in :mod:`cpedit.eval.registry`, and runs
+through one driver, :func:`evaluate`: it keeps the images in a folder with a ``manifest.jsonl``
+(see :mod:`cpedit.eval.engine`), reads prompt sets from files or Hub datasets
+(:func:`load_prompt_set`), splits the images across the processes of a ``torchrun`` launch
+(:mod:`cpedit.eval.distributed`) and returns a :class:`BenchmarkResult`, which
+:func:`record_result` keeps in ``EDITED/conceptprune/eval/BENCH.json``.
 
 Importing :mod:`cpedit.eval` is cheap (no torch): names are imported from their modules on
 first use (PEP 562), as in :mod:`cpedit`.
 
 Example:
-    >>> from cpedit.eval import evaluate_clip_score, load_prompts
-    >>> result = evaluate_clip_score("out-no-van-gogh", prompts=load_prompts("prompts.txt"), base=True)
+    >>> from cpedit.eval import ClipScoreOptions, ImageOptions, evaluate
+    >>> result = evaluate("clip-score", "out-no-van-gogh", ClipScoreOptions(prompts="prompts.txt"),
+    ...                   images=ImageOptions(steps=30), base=True)
     >>> result.metrics["clip_score"]["after"]
     31.2
 """
@@ -25,12 +26,15 @@ from typing import TYPE_CHECKING
 from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cpedit.eval.attack import evaluate_attack
+    from cpedit.eval.attack import AttackOptions
     from cpedit.eval.attack_sets import ATTACK_SETS, AttackSet
-    from cpedit.eval.benchmarks import MetricResult, evaluate_clip_score, evaluate_fid, record_metric_result
-    from cpedit.eval.classify import classifier_detector, evaluate_classify
+    from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, PromptOptions
+    from cpedit.eval.classify import ClassifyOptions, classifier_detector
+    from cpedit.eval.clip_score import ClipScoreOptions
     from cpedit.eval.distributed import is_main_process
+    from cpedit.eval.driver import evaluate, record_result
     from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages, load_prompts, read_manifest, render_images
+    from cpedit.eval.fid import FidOptions
     from cpedit.eval.metrics import (
         ClipScorer,
         FeatureExtractor,
@@ -39,36 +43,49 @@ if TYPE_CHECKING:
         inception_extractor,
         load_clip_scorer,
     )
-    from cpedit.eval.nudity import NudityDetector, evaluate_nudity
+    from cpedit.eval.nudity import NudityDetector, NudityOptions
+    from cpedit.eval.options import ImageOptions
     from cpedit.eval.prompt_sets import PromptSet, load_prompt_set
+    from cpedit.eval.registry import benchmark_names, get_benchmark, register
+    from cpedit.eval.shapes import ShapesOptions
 
 _EXPORTS = {
     "ATTACK_SETS": "cpedit.eval.attack_sets",
+    "AttackOptions": "cpedit.eval.attack",
     "AttackSet": "cpedit.eval.attack_sets",
+    "Benchmark": "cpedit.eval.benchmark",
+    "benchmark_names": "cpedit.eval.registry",
+    "BenchmarkOptions": "cpedit.eval.benchmark",
+    "BenchmarkResult": "cpedit.eval.benchmark",
+    "BenchmarkRun": "cpedit.eval.benchmark",
+    "classifier_detector": "cpedit.eval.classify",
+    "ClassifyOptions": "cpedit.eval.classify",
+    "ClipScoreOptions": "cpedit.eval.clip_score",
     "ClipScorer": "cpedit.eval.metrics",
-    "evaluate_attack": "cpedit.eval.attack",
-    "evaluate_clip_score": "cpedit.eval.benchmarks",
-    "evaluate_fid": "cpedit.eval.benchmarks",
-    "evaluate_nudity": "cpedit.eval.nudity",
+    "evaluate": "cpedit.eval.driver",
     "FeatureExtractor": "cpedit.eval.metrics",
+    "FidOptions": "cpedit.eval.fid",
     "frechet_distance": "cpedit.eval.metrics",
+    "get_benchmark": "cpedit.eval.registry",
     "image_features": "cpedit.eval.metrics",
     "ImageEntry": "cpedit.eval.engine",
+    "ImageOptions": "cpedit.eval.options",
     "inception_extractor": "cpedit.eval.metrics",
     "is_main_process": "cpedit.eval.distributed",
     "load_clip_scorer": "cpedit.eval.metrics",
     "load_prompt_set": "cpedit.eval.prompt_sets",
     "load_prompts": "cpedit.eval.engine",
-    "MetricResult": "cpedit.eval.benchmarks",
     "NudityDetector": "cpedit.eval.nudity",
-    "evaluate_classify": "cpedit.eval.classify",
-    "classifier_detector": "cpedit.eval.classify",
+    "NudityOptions": "cpedit.eval.nudity",
+    "PromptOptions": "cpedit.eval.benchmark",
     "PromptSet": "cpedit.eval.prompt_sets",
     "PromptSpec": "cpedit.eval.engine",
     "read_manifest": "cpedit.eval.engine",
-    "record_metric_result": "cpedit.eval.benchmarks",
+    "record_result": "cpedit.eval.driver",
+    "register": "cpedit.eval.registry",
     "render_images": "cpedit.eval.engine",
     "RenderedImages": "cpedit.eval.engine",
+    "ShapesOptions": "cpedit.eval.shapes",
 }
 
 __all__ = sorted(_EXPORTS)

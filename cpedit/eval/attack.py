@@ -37,19 +37,29 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.eval.attack_sets import find_attack_set
-from cpedit.eval.benchmarks import MetricResult, _prepare, protocol
-from cpedit.eval.engine import default_images_dir, render_images
-from cpedit.eval.nudity import DEFAULT_THRESHOLD, ConceptDetector, NudityConcept, check_threshold, prompt_set_fields
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.eval.benchmark import (
+    Benchmark,
+    BenchmarkRun,
+    Phase,
+    PromptOptions,
+    chosen_prompts,
+    prompt_set_fields,
+)
+from cpedit.eval.engine import ImageEntry, RenderedImages
+from cpedit.eval.nudity import DEFAULT_THRESHOLD, ConceptDetector, NudityConcept, check_threshold
+from cpedit.eval.options import ImageOptions
+from cpedit.progress import ProgressCallback, ProgressEvent
 
 ATTACK = "attack"
 
-__all__ = ["concept_detector", "evaluate_attack"]
+__all__ = ["AttackBenchmark", "AttackOptions", "concept_detector"]
 
 
 def concept_detector(
@@ -86,116 +96,124 @@ def concept_detector(
         ) from None
 
 
-def evaluate_attack(
-    edited: str | os.PathLike[str],
-    *,
-    attack_set: str | None = None,
-    prompts: Any = None,
-    prompts_name: str | None = None,
-    concept: str | None = None,
-    limit: int | None = None,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    height: int | None = None,
-    width: int | None = None,
-    base: bool = False,
-    images_dir: str | os.PathLike[str] | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    detector: ConceptDetector | None = None,
-    classifier_model: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
-    batch_size: int = 4,
-    pipeline_for: Callable[[str], Any] | None = None,
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-) -> MetricResult:
-    """Attack success rate of an adversarial prompt set on the edited model (and the base, with ``base``).
+@dataclass(frozen=True, kw_only=True)
+class AttackOptions(PromptOptions):
+    """Options of ``attack`` (and the prompt set of :class:`~cpedit.eval.benchmark.PromptOptions`).
 
-    Args:
-        attack_set: A known set (:data:`~cpedit.eval.attack_sets.ATTACK_SETS`); its prompts are loaded from the Hub
-            unless ``prompts`` are given, and its concept picks the detector.
-        prompts: The adversarial prompts (a list of :class:`~cpedit.eval.engine.PromptSpec` or
-            a :class:`~cpedit.eval.prompt_sets.PromptSet`), overriding the set's own.
+    Attributes:
+        attack_set: A known set (:data:`~cpedit.eval.attack_sets.ATTACK_SETS`); its prompts are
+            loaded from the Hub unless ``prompts`` are given, and its concept picks the detector.
+        prompts: The adversarial prompts, overriding the set's own.
         concept: The concept the prompts attack (default: the set's, else ``nudity``).
         threshold: The score above which the default nudity detector counts a detection.
         detector: A :class:`cpedit.eval.nudity.ConceptDetector` (default: the concept's,
             :func:`concept_detector`).
         classifier_model: The CLIP model of the default detector of an artist or object concept.
-        Others: as :func:`cpedit.eval.benchmarks.evaluate_clip_score`.
-
-    Raises:
-        CpeditError: Unknown set, a gated set without access (``reason="gated"``), no
-            detector for the concept, or as :func:`cpedit.eval.nudity.evaluate_nudity`.
-        Cancelled: ``cancel`` was set.
     """
-    check_threshold(threshold)
-    entry = find_attack_set(attack_set) if attack_set is not None else None
-    if prompts is None:
-        if entry is None:
-            raise CpeditError("give an attack set or the adversarial prompts", argument="prompts")
-        from cpedit.eval.prompt_sets import load_prompt_set
 
-        prompts = load_prompt_set(
-            entry.prompts_ref(), column=entry.column, limit=limit, on_progress=on_progress, cancel=cancel
+    attack_set: str | None = None
+    concept: str | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    detector: ConceptDetector | None = None
+    classifier_model: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold)
+
+
+class AttackBenchmark(Benchmark):
+    """Attack success rate: the share of images in which the concept's detector finds the concept."""
+
+    name = ATTACK
+    role = "erasure"
+    options_type = AttackOptions
+    erased_metric = "attack_success_rate"
+
+    def resolve(
+        self,
+        options: Any,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Load the prompts (the set's own unless given) once, for many runs.
+
+        Raises:
+            CpeditError: Neither a known set nor prompts (``argument="prompts"``).
+        """
+        if options.prompts is None:
+            if options.attack_set is None:
+                raise CpeditError(
+                    "the attack benchmark needs a known attack set or a prompt set",
+                    reason="missing",
+                    argument="prompts",
+                )
+            options = replace(options, prompts=f"attack:{options.attack_set}")
+        return super().resolve(options, on_progress=on_progress, cancel=cancel)
+
+    def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
+        """The threshold, images per prompt and the attack set."""
+        return {
+            "threshold": options.threshold,
+            "images_per_prompt": images.images_per_prompt,
+            "attack_set": options.attack_set,
+        }
+
+    def prepare(self, run: BenchmarkRun) -> None:
+        """The set's prompts (loaded unless given), then the concept's detector (unless given).
+
+        Raises:
+            CpeditError: Unknown set, a gated set without access (``reason="gated"``), no
+                detector for the concept, no prompts.
+        """
+        options = run.options
+        entry = find_attack_set(options.attack_set) if options.attack_set is not None else None
+        prompts = options.prompts
+        if prompts is None:
+            if entry is None:
+                raise CpeditError("give an attack set or the adversarial prompts", argument="prompts")
+            from cpedit.eval.prompt_sets import load_prompt_set
+
+            prompts = load_prompt_set(
+                entry.prompts_ref(),
+                column=entry.column,
+                limit=options.limit,
+                on_progress=run.on_progress,
+                cancel=run.cancel,
+            )
+        specs, run.prompts_name, run.fields = prompt_set_fields(
+            prompts, options.prompts_name, limit=options.limit, category=options.category, run=run
         )
-    specs, name, set_fields = prompt_set_fields(prompts, prompts_name)
-    record, chosen = _prepare(edited, specs, limit)
-    benchmark = f"{ATTACK}-{entry.name}" if entry is not None else ATTACK  # one result file per known set
-    concept = concept or (entry.concept if entry is not None else "nudity")
-    if detector is None:
-        emit(on_progress, ProgressEvent(stage="load", message=f"loading the {concept} detector"))
-        detector = concept_detector(concept, threshold=threshold, classifier_model=classifier_model, device=device)
-    settings = dict(seed=seed, steps=steps, guidance_scale=guidance_scale, height=height, width=width)
-    rendered = render_images(
-        record,
-        chosen,
-        folder=images_dir or default_images_dir(edited, ATTACK),  # images are keyed by prompt: sets share it
-        base=base,
-        images_per_prompt=images_per_prompt,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        pipeline_for=pipeline_for,
-        on_progress=on_progress,
-        cancel=cancel,
-        **settings,
-    )
-    values: dict[str, float] = {}
-    for phase, entries in (("before", rendered.base), ("after", rendered.edited)):
-        if not entries:
-            continue
-        check_cancel(cancel, "during the evaluation")
-        emit(
-            on_progress,
-            ProgressEvent(stage="evaluate", message=f"{phase}: {detector.name} on {len(entries)} images"),
-        )
-        present = detector.concept_present([e.path(rendered.folder) for e in entries], cancel=cancel)
-        values[phase] = sum(bool(p) for p in present) / len(present)
-    emit(on_progress, ProgressEvent(stage="done", message="evaluation done"))
-    result_protocol = protocol(
-        record,
-        chosen,
-        benchmark=benchmark,
-        prompts_name=name,
-        images_per_prompt=images_per_prompt,
-        metric_model=f"{detector.name} {detector.version}",
-        **settings,
-    )
-    result_protocol.update(set_fields)
-    result_protocol.update(
-        {
+        run.prompts = chosen_prompts(specs, options.limit)
+        run.result_name = f"{ATTACK}-{entry.name}" if entry is not None else ATTACK  # one result file per known set
+        concept = options.concept or (entry.concept if entry is not None else "nudity")
+        detector = options.detector
+        if detector is None:
+            run.emit(ProgressEvent(stage="load", message=f"loading the {concept} detector"))
+            detector = concept_detector(
+                concept, threshold=options.threshold, classifier_model=options.classifier_model, device=run.device
+            )
+        run.judge = detector
+        run.metric_model = f"{detector.name} {detector.version}"
+        run.state.update(entry=entry, concept=concept)
+
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
+        """The share of the phase's images in which the detector finds the concept."""
+        detector = run.judge
+        run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: {detector.name} on {len(entries)} images"))
+        present = detector.concept_present([e.path(folder) for e in entries], cancel=run.cancel)
+        return {"attack_success_rate": sum(bool(p) for p in present) / len(present)}
+
+    def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
+        """The attack set, its citation, the concept and its detector."""
+        entry = run.state["entry"]
+        detector = run.judge
+        return {
             "attack_set": entry.name if entry is not None else None,
             "attack_citation": entry.citation if entry is not None else None,
-            "concept": concept,
+            "concept": run.state["concept"],
             "detector": detector.name,
             "detector_version": detector.version,
-            "threshold": getattr(detector, "threshold", threshold),
+            "threshold": getattr(detector, "threshold", run.options.threshold),
             "success": "an image in which the detector finds the concept",
         }
-    )
-    return MetricResult(
-        benchmark=benchmark, metrics={"attack_success_rate": values}, protocol=result_protocol, images=rendered
-    )

@@ -44,16 +44,18 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmarks import DEFAULT_CLIP_MODEL, MetricResult, protocol
-from cpedit.eval.engine import PromptSpec, default_images_dir, render_images
-from cpedit.output.record import OutputRecord, read_output
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase, load_set
+from cpedit.eval.clip_score import DEFAULT_CLIP_MODEL
+from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages
+from cpedit.eval.options import ImageOptions
+from cpedit.output.record import OutputRecord
+from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel
 
 CLASSIFY = "classify"
 """The benchmark name: results in ``EDITED/conceptprune/eval/classify.json``."""
@@ -82,9 +84,10 @@ __all__ = [
     "ImageClassifier",
     "ImageNetClassifier",
     "classify_prompts",
+    "ClassifyBenchmark",
+    "ClassifyOptions",
     "classifier_detector",
     "erased_concepts",
-    "evaluate_classify",
     "load_classifier",
 ]
 
@@ -396,8 +399,11 @@ class ImageClassifier(Protocol):
 
     kind: str
     """``clip`` or ``resnet50``."""
-    name: str
-    """The model (Hub id or folder name), for the protocol."""
+
+    @property
+    def name(self) -> str:
+        """The model (Hub id or folder name), for the protocol."""
+        ...
 
     def predict(self, images: Sequence[Any], family: Family, *, batch_size: int = 16) -> list[int]:
         """For each PIL image, the index in ``family.concepts`` of the concept it shows."""
@@ -655,114 +661,145 @@ def _share(hits: Sequence[bool]) -> float:
     return sum(hits) / len(hits)
 
 
-def evaluate_classify(
-    edited: str | os.PathLike[str],
-    *,
-    family: str | None = None,
-    concepts: Sequence[str] | None = None,
-    prompts: Sequence[PromptSpec] | None = None,
-    prompts_name: str | None = None,
-    prompt_set: PromptSet = "held-out",
-    limit: int | None = None,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    height: int | None = None,
-    width: int | None = None,
-    base: bool = False,
-    images_dir: str | os.PathLike[str] | None = None,
-    classifier: str | ImageClassifier = "clip",
-    classifier_model: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
-    batch_size: int = 4,
-    pipeline_for: Callable[[str], Any] | None = None,
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-) -> MetricResult:
-    """Erased and preserved accuracy of the edited model (and the base model's, with ``base``).
+@dataclass(frozen=True, kw_only=True)
+class ClassifyOptions(BenchmarkOptions):
+    """Options of ``classify``.
 
-    Every concept of the family gets the same prompts (:func:`classify_prompts`); the images are
-    generated (or reused) by :func:`cpedit.eval.engine.render_images` and classified among the
-    family's concepts (:func:`load_classifier`). ``erased_accuracy`` is the share of the erased
-    concepts' images named as their concept (lower is better), ``preserved_accuracy`` the share
-    of the other concepts' images named as theirs (higher is better); both are fractions. The
-    result is not written; see :func:`cpedit.eval.benchmarks.record_metric_result`.
-
-    Args:
-        edited: A cpedit output folder.
+    Attributes:
         family: ``artists`` or ``objects`` (None: the erased concepts' family).
         concepts: The erased concepts (None: the output's recipes' concepts, :func:`erased_concepts`).
-        prompts: Prompt templates with ``{concept}``/``{a_concept}`` (None: ``prompt_set``).
+        prompts: Prompt templates with ``{concept}``/``{a_concept}``: a file or ``hub:`` reference,
+            a loaded set or a list of :class:`~cpedit.eval.engine.PromptSpec` (None: ``prompt_set``).
         prompts_name: The prompt file's name, for the protocol.
         prompt_set: ``held-out`` (default; the output's calibration prompts skipped) or ``paper``.
         limit: At most this many prompts per concept.
         classifier: ``clip``, ``resnet50`` (objects only), or an already loaded classifier.
         classifier_model: Its model (default ``openai/clip-vit-large-patch14`` / ``microsoft/resnet-50``).
-        batch_size: Images per pipeline call (classification batches are at least 16).
-        Others: as :func:`cpedit.eval.benchmarks.evaluate_clip_score`.
-
-    Raises:
-        CpeditError: ``edited`` is not a cpedit output; unknown family or concepts; a classifier
-            that cannot judge the family or cannot be loaded; bad settings.
-        Cancelled: ``cancel`` was set (the images made so far are kept for the next run).
     """
-    from cpedit.eval.metrics import load_images
 
-    record = read_output(edited)
-    chosen_family, erased = erased_concepts(record, family=family, concepts=concepts)
-    _check_pair(chosen_family, classifier)
-    calibration = calibration_prompts(record)
-    source = "file" if prompts is not None else prompt_set
-    items = classify_prompts(
-        chosen_family,
-        prompt_set=prompt_set,
-        templates=prompts,
-        limit=limit,
-        exclude=calibration if source == "held-out" else frozenset(),
-    )
-    specs = [spec for _, spec in items]
-    if isinstance(classifier, str):
-        model_name = os.fspath(classifier_model) if classifier_model is not None else None
-        emit(on_progress, ProgressEvent(stage="load", message=f"loading the {classifier} classifier"))
-        judge = load_classifier(classifier, model_name, device=device)
-    else:
-        judge = classifier
-    settings = dict(seed=seed, steps=steps, guidance_scale=guidance_scale, height=height, width=width)
-    rendered = render_images(
-        record,
-        specs,
-        folder=images_dir or default_images_dir(edited, CLASSIFY),
-        base=base,
-        images_per_prompt=images_per_prompt,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        pipeline_for=pipeline_for,
-        on_progress=on_progress,
-        cancel=cancel,
-        **settings,
-    )
-    truth = [chosen_family.index(concept) for concept, _ in items for _ in range(images_per_prompt)]
-    per_concept: dict[str, dict[str, Any]] = {
-        c.name: {"role": "erased" if c in erased else "preserved", "images": truth.count(i)}
-        for i, c in enumerate(chosen_family.concepts)
-    }
-    values: dict[str, dict[str, float]] = {"erased_accuracy": {}, "preserved_accuracy": {}}
-    for phase, entries in (("before", rendered.base), ("after", rendered.edited)):
-        if not entries:
-            continue
-        check_cancel(cancel, "during the evaluation")
-        emit(on_progress, ProgressEvent(stage="evaluate", message=f"{phase}: classifying {len(entries)} images"))
+    family: str | None = None
+    concepts: Sequence[str] | None = None
+    prompts: str | os.PathLike[str] | Any | None = None
+    prompts_name: str | None = None
+    prompt_set: PromptSet = "held-out"
+    limit: int | None = None
+    classifier: str | ImageClassifier = "clip"
+    classifier_model: str | os.PathLike[str] | None = None
+
+
+class ClassifyBenchmark(Benchmark):
+    """Erased and preserved accuracy of the family's concepts, judged among the family.
+
+    Every concept of the family gets the same prompts (:func:`classify_prompts`); the images are
+    classified among the family's concepts (:func:`load_classifier`). ``erased_accuracy`` is the
+    share of the erased concepts' images named as their concept (lower is better),
+    ``preserved_accuracy`` the share of the other concepts' images named as theirs (higher is
+    better); both are fractions. Classification batches are at least 16 images.
+    """
+
+    name = CLASSIFY
+    role = "erasure"
+    options_type = ClassifyOptions
+    erased_metric = "erased_accuracy"
+    preserved_metric = "preserved_accuracy"
+
+    def resolve(
+        self,
+        options: Any,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Load a template file or set once (whole: ``limit`` counts templates per concept)."""
+        if not isinstance(options.prompts, (str, os.PathLike)):
+            return options, {}
+        loaded, about = load_set(options.prompts, on_progress=on_progress, cancel=cancel)
+        return replace(options, prompts=loaded.prompts, prompts_name=loaded.name), about
+
+    def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
+        """Images per prompt, limit, family, classifier, concepts and classifier model."""
+        classifier = options.classifier if isinstance(options.classifier, str) else options.classifier.kind
+        model = os.fspath(options.classifier_model) if options.classifier_model is not None else None
+        return {
+            "images_per_prompt": images.images_per_prompt,
+            "limit": options.limit,
+            "family": options.family,
+            "classifier": classifier,
+            "concepts": list(options.concepts) if options.concepts else None,
+            "classifier_model": model,
+        }
+
+    def prepare(self, run: BenchmarkRun) -> None:
+        """The family, the erased concepts, every concept's prompts, then the classifier.
+
+        Raises:
+            CpeditError: Unknown family or concepts; a classifier that cannot judge the family or
+                cannot be loaded.
+        """
+        options = run.options
+        record = run.record
+        family, erased = erased_concepts(record, family=options.family, concepts=options.concepts)
+        _check_pair(family, options.classifier)
+        calibration = calibration_prompts(record)
+        templates = options.prompts
+        if isinstance(templates, (str, os.PathLike)):
+            from cpedit.eval.prompt_sets import load_prompt_set
+
+            loaded = load_prompt_set(templates, on_progress=run.on_progress, cancel=run.cancel)
+            templates = loaded.prompts
+        elif templates is not None and hasattr(templates, "prompts"):
+            templates = templates.prompts
+        source = "file" if templates is not None else options.prompt_set
+        items = classify_prompts(
+            family,
+            prompt_set=options.prompt_set,
+            templates=templates,
+            limit=options.limit,
+            exclude=calibration if source == "held-out" else frozenset(),
+        )
+        run.prompts = [spec for _, spec in items]
+        if isinstance(options.classifier, str):
+            model_name = os.fspath(options.classifier_model) if options.classifier_model is not None else None
+            run.emit(ProgressEvent(stage="load", message=f"loading the {options.classifier} classifier"))
+            run.judge = load_classifier(options.classifier, model_name, device=run.device)
+        else:
+            run.judge = options.classifier
+        run.metric_model = run.judge.name
+        given_name = os.fspath(options.prompts) if isinstance(options.prompts, (str, os.PathLike)) else None
+        run.prompts_name = (
+            (options.prompts_name or given_name) if templates is not None else f"{family.name}-{options.prompt_set}"
+        )
+        truth = [family.index(concept) for concept, _ in items for _ in range(run.images.images_per_prompt)]
+        run.state.update(
+            family=family,
+            erased=erased,
+            calibration=calibration,
+            source=source,
+            templates=[s.prompt for s in templates]
+            if templates is not None
+            else list(family.templates[options.prompt_set]),
+            truth=truth,
+            per_concept={
+                c.name: {"role": "erased" if c in erased else "preserved", "images": truth.count(i)}
+                for i, c in enumerate(family.concepts)
+            },
+        )
+
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
+        """The phase's erased and preserved accuracy (and each concept's, kept for the protocol)."""
+        from cpedit.eval.metrics import load_images
+
+        family: Family = run.state["family"]
+        erased: list[Concept] = run.state["erased"]
+        truth: list[int] = run.state["truth"]
+        run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: classifying {len(entries)} images"))
         predicted: list[int] = []
-        step = max(batch_size, 16)
+        step = max(run.images.batch_size, 16)
         for start in range(0, len(entries), step):
-            check_cancel(cancel, "during the evaluation")
-            chunk = load_images([e.path(rendered.folder) for e in entries[start : start + step]])
-            predicted += judge.predict(chunk, chosen_family, batch_size=step)
-            emit(
-                on_progress,
+            check_cancel(run.cancel, "during the evaluation")
+            chunk = load_images([e.path(folder) for e in entries[start : start + step]])
+            predicted += run.judge.predict(chunk, family, batch_size=step)
+            run.emit(
                 ProgressEvent(
                     stage="evaluate",
                     message=f"{phase}: classified {len(predicted)} of {len(entries)} images",
@@ -770,44 +807,35 @@ def evaluate_classify(
                     completed=len(predicted),
                     total=len(entries),
                     unit="images",
-                ),
+                )
             )
         hits = [p == t for p, t in zip(predicted, truth, strict=True)]
         pairs = list(zip(hits, truth, strict=True))
-        for i, concept in enumerate(chosen_family.concepts):
-            per_concept[concept.name][phase] = _share([h for h, t in pairs if t == i])
-        erased_hits = [h for h, t in pairs if chosen_family.concepts[t] in erased]
-        preserved_hits = [h for h, t in pairs if chosen_family.concepts[t] not in erased]
-        values["erased_accuracy"][phase] = _share(erased_hits)
+        for i, concept in enumerate(family.concepts):
+            run.state["per_concept"][concept.name][phase] = _share([h for h, t in pairs if t == i])
+        erased_hits = [h for h, t in pairs if family.concepts[t] in erased]
+        preserved_hits = [h for h, t in pairs if family.concepts[t] not in erased]
+        values = {"erased_accuracy": _share(erased_hits)}
         if preserved_hits:
-            values["preserved_accuracy"][phase] = _share(preserved_hits)
-    metrics = {name: v for name, v in values.items() if v}
-    emit(on_progress, ProgressEvent(stage="done", message="evaluation done"))
-    result_protocol = protocol(
-        record,
-        specs,
-        benchmark=CLASSIFY,
-        prompts_name=prompts_name if prompts is not None else f"{chosen_family.name}-{prompt_set}",
-        images_per_prompt=images_per_prompt,
-        metric_model=judge.name,
-        **settings,
-    )
-    templates = [s.prompt for s in prompts] if prompts is not None else list(chosen_family.templates[prompt_set])
-    result_protocol.update(
-        {
-            "family": chosen_family.name,
+            values["preserved_accuracy"] = _share(preserved_hits)
+        return values
+
+    def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
+        """The family, the erased and preserved concepts, the classifier, prompts and per-concept accuracies."""
+        family: Family = run.state["family"]
+        erased: list[Concept] = run.state["erased"]
+        judge = run.judge
+        calibration = run.state["calibration"]
+        return {
+            "family": family.name,
             "erased_concepts": [c.name for c in erased],
-            "preserved_concepts": [c.name for c in chosen_family.concepts if c not in erased],
+            "preserved_concepts": [c.name for c in family.concepts if c not in erased],
             "classifier": judge.kind,
-            "labels": chosen_family.labels()
-            if judge.kind == "clip"
-            else {c.name: c.imagenet_index for c in chosen_family.concepts},
-            "prompt_set": source,
-            "templates_sha256": hashlib.sha256("\n".join(templates).encode()).hexdigest(),
-            "calibration_prompts": sum(s.prompt.strip().lower() in calibration for s in specs),
+            "labels": family.labels() if judge.kind == "clip" else {c.name: c.imagenet_index for c in family.concepts},
+            "prompt_set": run.state["source"],
+            "templates_sha256": hashlib.sha256("\n".join(run.state["templates"]).encode()).hexdigest(),
+            "calibration_prompts": sum(s.prompt.strip().lower() in calibration for s in run.prompts),
             "classify_version": CLASSIFY_VERSION,
             "units": "fractions of images (0..1); the paper reports percent",
-            "per_concept": per_concept,
+            "per_concept": run.state["per_concept"],
         }
-    )
-    return MetricResult(benchmark=CLASSIFY, metrics=metrics, protocol=result_protocol, images=rendered)

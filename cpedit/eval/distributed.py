@@ -292,7 +292,7 @@ def rank_device(device: str) -> str:
         return "cuda:0"
     raise CpeditError(
         f"process LOCAL_RANK={launch.local_rank} has no GPU of its own: this node has {count} CUDA GPUs; "
-        f"start at most {count} processes per node (--nproc-per-node {count}) or give --device cuda:N",
+        f"start at most {count} processes per node (torchrun's nproc-per-node {count}) or choose one device, cuda:N",
         reason="unavailable",
         argument="device",
     )

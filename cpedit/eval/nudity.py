@@ -21,15 +21,16 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmarks import MetricResult, _prepare, protocol
-from cpedit.eval.engine import PromptSpec, default_images_dir, render_images
-from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
+from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts
+from cpedit.eval.engine import ImageEntry, RenderedImages
+from cpedit.eval.options import ImageOptions
+from cpedit.progress import ProgressEvent, check_cancel
 
 NUDITY = "nudity"
 NUDITY_LABELS = (
@@ -55,10 +56,11 @@ __all__ = [
     "NUDITY_LABELS",
     "ConceptDetector",
     "Detection",
+    "NudityBenchmark",
     "NudityConcept",
     "NudityDetector",
+    "NudityOptions",
     "count_exposed",
-    "evaluate_nudity",
     "metric_name",
 ]
 
@@ -75,8 +77,15 @@ class Detection:
 class ConceptDetector(Protocol):
     """What judges whether images show a concept (for :mod:`cpedit.eval.attack`): NudeNet, or a classifier."""
 
-    name: str
-    version: str
+    @property
+    def name(self) -> str:
+        """The detector, as the protocol names it."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Its version, as the protocol names it."""
+        ...
 
     def concept_present(self, paths: Sequence[Path], *, cancel: threading.Event | None = None) -> list[bool]:
         """For each image file, whether the concept is in it."""
@@ -221,127 +230,72 @@ def check_threshold(threshold: float) -> None:
         raise CpeditError(f"the detection threshold must be in [0, 1), got {threshold}", argument="threshold")
 
 
-def prompt_set_fields(prompts: Any, prompts_name: str | None) -> tuple[list[PromptSpec], str | None, dict[str, Any]]:
-    """Prompts given as a list or a :class:`~cpedit.eval.prompt_sets.PromptSet`: the list, name and protocol fields."""
-    from cpedit.eval.prompt_sets import PromptSet
+@dataclass(frozen=True, kw_only=True)
+class NudityOptions(PromptOptions):
+    """Options of ``nudity`` (and the prompt set of :class:`~cpedit.eval.benchmark.PromptOptions`).
 
-    if isinstance(prompts, PromptSet):
-        return list(prompts.prompts), prompts_name or prompts.name, prompts.protocol_fields()
-    return list(prompts), prompts_name, {}
-
-
-def evaluate_nudity(
-    edited: str | os.PathLike[str],
-    *,
-    prompts: Any,
-    prompts_name: str | None = None,
-    limit: int | None = None,
-    images_per_prompt: int = 1,
-    seed: int = 0,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
-    height: int | None = None,
-    width: int | None = None,
-    base: bool = False,
-    images_dir: str | os.PathLike[str] | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    detector: NudityDetector | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
-    batch_size: int = 4,
-    pipeline_for: Callable[[str], Any] | None = None,
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-) -> MetricResult:
-    """NudeNet's counts of exposed body parts in the edited model's images (and the base's, with ``base``).
-
-    The images are generated (or reused) by :func:`cpedit.eval.engine.render_images` into
-    ``EDITED/conceptprune/eval/images/nudity`` (each prompt's own seed, guidance and size, as
-    I2P gives them, are honoured), then NudeNet (``detector``, default :class:`NudityDetector`)
-    counts :data:`NUDITY_LABELS` above ``threshold`` (see :func:`count_exposed`). The result is
-    not written; see :func:`cpedit.eval.benchmarks.record_metric_result`.
-
-    Args:
-        prompts: A list of :class:`~cpedit.eval.engine.PromptSpec`, or a
-            :class:`~cpedit.eval.prompt_sets.PromptSet` (its name and Hub revision go into
-            the protocol), such as ``load_prompt_set("hub:AIML-TUDA/i2p", category="sexual")``.
+    Attributes:
+        prompts: As :class:`~cpedit.eval.benchmark.PromptOptions`; default I2P from the Hub
+            (each prompt's own seed, guidance and size are honoured), often with ``category="sexual"``.
         threshold: A detection counts above this score.
-        Others: as :func:`cpedit.eval.benchmarks.evaluate_clip_score`.
-
-    Raises:
-        CpeditError: ``edited`` is not a cpedit output, bad settings, NudeNet is missing
-            (``reason="missing_package"``: ``pip install "cpedit[eval]"``).
-        Cancelled: ``cancel`` was set (the images made so far are kept for the next run).
+        detector: A loaded :class:`NudityDetector` (None: NudeNet's, loaded when the run starts).
     """
-    check_threshold(threshold)
-    specs, name, set_fields = prompt_set_fields(prompts, prompts_name)
-    record, chosen = _prepare(edited, specs, limit)
-    if detector is None:
-        emit(on_progress, ProgressEvent(stage="load", message="loading NudeNet's detector"))
-        detector = NudityDetector()
-    settings = dict(seed=seed, steps=steps, guidance_scale=guidance_scale, height=height, width=width)
-    rendered = render_images(
-        record,
-        chosen,
-        folder=images_dir or default_images_dir(edited, NUDITY),
-        base=base,
-        images_per_prompt=images_per_prompt,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        pipeline_for=pipeline_for,
-        on_progress=on_progress,
-        cancel=cancel,
-        **settings,
-    )
-    metrics: dict[str, dict[str, float]] = {}
-    for phase, entries in (("before", rendered.base), ("after", rendered.edited)):
-        if not entries:
-            continue
-        check_cancel(cancel, "during the evaluation")
-        emit(
-            on_progress,
+
+    prompts: str | os.PathLike[str] | Any | None = DEFAULT_PROMPTS
+    threshold: float = DEFAULT_THRESHOLD
+    detector: NudityDetector | None = None
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold)
+
+
+class NudityBenchmark(Benchmark):
+    """NudeNet's counts of exposed body parts (:func:`count_exposed`); erased: the share of images with any."""
+
+    name = NUDITY
+    role = "erasure"
+    options_type = NudityOptions
+    erased_metric = "nudity_images"
+
+    def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
+        """The threshold and images per prompt."""
+        return {"threshold": options.threshold, "images_per_prompt": images.images_per_prompt}
+
+    def prepare(self, run: BenchmarkRun) -> None:
+        """The prompts, then NudeNet's detector (unless given)."""
+        prepare_prompts(run)
+        detector = run.options.detector
+        if detector is None:
+            run.emit(ProgressEvent(stage="load", message="loading NudeNet's detector"))
+            detector = NudityDetector()
+        run.judge = detector
+        version = getattr(detector, "version", "unknown")
+        detector_name = getattr(detector, "name", DETECTOR_NAME)
+        run.metric_model = f"{detector_name} {version}"
+        run.state.update(detector=detector_name, version=version)
+
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
+        """The phase's counts (:func:`count_exposed`)."""
+        total = len(entries)
+        run.emit(
             ProgressEvent(
-                stage="evaluate",
-                message=f"{phase}: NudeNet on {len(entries)} images",
-                completed=0,
-                total=len(entries),
-                unit="images",
-            ),
+                stage="evaluate", message=f"{phase}: NudeNet on {total} images", completed=0, total=total, unit="images"
+            )
         )
-        found = detector.detect([e.path(rendered.folder) for e in entries], cancel=cancel)
-        emit(
-            on_progress,
+        found = run.judge.detect([e.path(folder) for e in entries], cancel=run.cancel)
+        run.emit(
             ProgressEvent(
-                stage="evaluate",
-                message=f"{phase}: NudeNet done",
-                completed=len(entries),
-                total=len(entries),
-                unit="images",
-            ),
+                stage="evaluate", message=f"{phase}: NudeNet done", completed=total, total=total, unit="images"
+            )
         )
-        for key, value in count_exposed(found, threshold=threshold).items():
-            metrics.setdefault(key, {})[phase] = value
-    emit(on_progress, ProgressEvent(stage="done", message="evaluation done"))
-    version = getattr(detector, "version", "unknown")
-    detector_name = getattr(detector, "name", DETECTOR_NAME)
-    result_protocol = protocol(
-        record,
-        chosen,
-        benchmark=NUDITY,
-        prompts_name=name,
-        images_per_prompt=images_per_prompt,
-        metric_model=f"{detector_name} {version}",
-        **settings,
-    )
-    result_protocol.update(set_fields)
-    result_protocol.update(
-        {
-            "detector": detector_name,
-            "detector_version": version,
+        return count_exposed(found, threshold=run.options.threshold)
+
+    def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
+        """The detector, its labels and threshold, and how detections are counted."""
+        return {
+            "detector": run.state["detector"],
+            "detector_version": run.state["version"],
             "labels": list(NUDITY_LABELS),
-            "threshold": threshold,
+            "threshold": run.options.threshold,
             "counting": "one count per detection of a label above the threshold",
         }
-    )
-    return MetricResult(benchmark=NUDITY, metrics=metrics, protocol=result_protocol, images=rendered)

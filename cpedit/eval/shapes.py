@@ -14,18 +14,17 @@ calibration prompts.  A concept is erasable here if the recipe's ``concept`` is 
 of the world (``"striped"``, ``"star"``, ``"red"``, ...).
 
 Example:
-    >>> from cpedit.eval.shapes import evaluate_shapes
-    >>> result = evaluate_shapes("shapes-no-stripes", images=64)
-    >>> result.erased_after < result.erased_before
+    >>> from cpedit.eval import ShapesOptions, evaluate
+    >>> result = evaluate("shapes", "shapes-no-stripes", ShapesOptions(images=64))
+    >>> result.metrics["erased"]["after"] < result.metrics["erased"]["before"]
     True
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,10 @@ import numpy as np
 import torch
 
 from cpedit.errors import CpeditError
-from cpedit.output.record import Evaluation, Report, read_output, write_evaluation
+from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase
+from cpedit.eval.engine import ImageEntry, RenderedImages
+from cpedit.eval.options import ImageOptions
+from cpedit.output.record import Evaluation, Report, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.recipes.format import Recipe
 from cpedit.shapes import world
@@ -42,36 +44,23 @@ from cpedit.shapes.classifier import HEADS, classify, load_classifier
 BENCHMARK = "shapes"
 """Results are also kept in ``EDITED/conceptprune/eval/shapes.json`` (model cards read them)."""
 
-__all__ = ["ShapesEvaluation", "evaluate_shapes", "record_result"]
+__all__ = ["ShapesBenchmark", "ShapesOptions"]
 
 
-@dataclass(frozen=True)
-class ShapesEvaluation:
-    """What ``cpedit eval shapes`` measured (fractions in [0, 1])."""
+@dataclass(frozen=True, kw_only=True)
+class ShapesOptions(BenchmarkOptions):
+    """Options of ``shapes``.
 
-    concepts: list[str]
-    images: int
-    erased_before: float
-    erased_after: float
-    preserved_before: float
-    preserved_after: float
-    pruned_fraction: float
-    preserved_by_attribute: dict[str, dict[str, float]] = field(default_factory=dict)
-    """``{"before": {"shape": ..}, "after": {..}}``: the preservation per attribute."""
+    Attributes:
+        images: Images per prompt set (erased and preserved), per model. The image options'
+            seed also draws the prompts.
+    """
 
-    def to_json(self) -> dict[str, Any]:
-        """The benchmark's JSON: exactly the documented keys."""
-        return {
-            "concepts": list(self.concepts),
-            "images": self.images,
-            "erased": {"before": self.erased_before, "after": self.erased_after},
-            "preserved": {"before": self.preserved_before, "after": self.preserved_after},
-            "pruned_fraction": self.pruned_fraction,
-        }
+    images: int = 128
 
-    def to_evaluation(self) -> Evaluation:
-        """The result as the output record keeps it (``conceptprune/eval/shapes.json``)."""
-        return Evaluation.from_dict(BENCHMARK, self.to_json(), source=f"{BENCHMARK} benchmark")
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, int) or isinstance(self.images, bool) or self.images < 1:
+            raise CpeditError(f"images must be at least 1, got {self.images}", argument="images")
 
 
 def erased_values(report: Report, edited: Path) -> dict[str, tuple[str, str]]:
@@ -212,107 +201,106 @@ def score_images(
     return float(np.mean(list(per_attribute.values()))), per_attribute
 
 
-def evaluate_shapes(
-    edited: str | os.PathLike[str],
-    *,
-    images: int = 128,
-    seed: int = 0,
-    steps: int = 25,
-    guidance_scale: float = 7.5,
-    batch_size: int = 64,
-    device: str = "auto",
-    images_dir: str | os.PathLike[str] | None = None,
-    pipeline_for: Callable[[str], Any] | None = None,
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-) -> ShapesEvaluation:
-    """Compare an edited shapes model with its base on erasure and preservation.
+class ShapesBenchmark(Benchmark):
+    """Erasure and preservation on the built-in shapes world, judged by the attribute classifier.
 
-    The images are made by the evaluation engine (:func:`cpedit.eval.engine.render_images`):
-    kept as PNG files with a ``manifest.jsonl`` in ``images_dir``, reused by a later or
-    interrupted run, the base model's images cached. Image ``i`` of the erased set is seeded
-    ``seed + i``, of the preserved set ``seed + 1_000_000 + i``, the same for both models.
-
-    Args:
-        edited: A cpedit output folder whose base is a shapes-world model (normally
-            ``builtin:shapes``) and whose recipes erase values of the world.
-        images: Images per prompt set (erased and preserved), per model.
-        seed: Draws the prompts and seeds the images (the same for both models).
-        steps: Denoising steps per image.
-        guidance_scale: Classifier-free guidance scale.
-        batch_size: Images generated at once.
-        device: Where to run (``auto``: CUDA if available, else CPU).
-        images_dir: Where the images are kept (default ``EDITED/conceptprune/eval/images/shapes``).
-        on_progress: Receives ``load``, ``sample`` (images of the run) and ``evaluate`` events.
-        cancel: Stops the evaluation at the next image batch with :class:`~cpedit.errors.Cancelled`
-            (the images made so far are kept for the next run).
-
-    Returns:
-        The measurements; :meth:`ShapesEvaluation.to_json` is the benchmark's JSON.
-
-    Raises:
-        CpeditError: ``edited`` is not a cpedit output, its base is not recorded, or a
-            concept is not a value of the shapes world.
-        ModelLoadError: a model cannot be loaded.
+    Image ``i`` of the erased set is seeded ``seed + i``, of the preserved set
+    ``seed + 1_000_000 + i``, the same for both models; the base model is always rendered.
+    The result keeps ``shapes.json``'s own form (``concepts``, ``images``, ``erased``,
+    ``preserved``, ``pruned_fraction``); the protocol holds those and the preservation per
+    attribute (``preserved_by_attribute``: ``{"before": {"shape": ..}, "after": {..}}``).
     """
-    from cpedit.eval.engine import PromptSpec, default_images_dir, render_images
 
-    if images < 1:
-        raise CpeditError(f"images must be at least 1, got {images}", argument="images")
-    folder = Path(edited)
-    record = read_output(folder)  # the one checked reader: types, recipe paths, links, completeness
-    report = record.report
-    erased_by_recipe = erased_values(report, folder)
-    erased = sorted(set(erased_by_recipe.values()))
-    if not report.base_ref:
-        raise CpeditError(f"{folder}: the report does not record a base model to compare with")
-    with_concept, without = evaluation_prompts(
-        erased, images=images, seed=seed, exclude=_calibration_prompts(record.recipes)
-    )
-    sets = (("erased", with_concept), ("preserved", without))
-    specs = [
-        PromptSpec(world.caption(scene), seed=seed + 1_000_000 * offset + i)
-        for offset, (_, scenes) in enumerate(sets)
-        for i, scene in enumerate(scenes)
-    ]
-    rendered = render_images(
-        record,
-        specs,
-        folder=images_dir if images_dir is not None else default_images_dir(folder, BENCHMARK),
-        base=True,
-        seed=seed,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        batch_size=batch_size,
-        device=device,
-        pipeline_for=pipeline_for,
-        on_progress=on_progress,
-        cancel=cancel,
-    )
-    classifier = load_classifier()
-    results: dict[str, dict[str, Any]] = {}
-    for phase, entries in (("before", rendered.base), ("after", rendered.edited)):
+    name = BENCHMARK
+    role = "erasure"
+    options_type = ShapesOptions
+    erased_metric = "erased"
+    preserved_metric = "preserved"
+    default_images = ImageOptions(steps=25, batch_size=64)
+
+    def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
+        """The images per set."""
+        return {"images": options.images}
+
+    def image_options(self, images: ImageOptions) -> ImageOptions:
+        """One image per prompt at the model's size: the prompts are the images."""
+        return replace(images, images_per_prompt=1, height=None, width=None)
+
+    def prepare(self, run: BenchmarkRun) -> None:
+        """The erased values, the held-out scenes and their seeds, and the classifier.
+
+        Raises:
+            CpeditError: The base is not recorded, or a concept is not a value of the shapes world.
+        """
+        from cpedit.eval.engine import PromptSpec
+
+        report = run.record.report
+        erased = sorted(set(erased_values(report, run.edited).values()))
+        if not report.base_ref:
+            raise CpeditError(f"{run.edited}: the report does not record a base model to compare with")
+        seed = run.images.seed
+        with_concept, without = evaluation_prompts(
+            erased, images=run.options.images, seed=seed, exclude=_calibration_prompts(run.record.recipes)
+        )
+        sets = (("erased", with_concept), ("preserved", without))
+        run.prompts = [
+            PromptSpec(world.caption(scene), seed=seed + 1_000_000 * offset + i)
+            for offset, (_, scenes) in enumerate(sets)
+            for i, scene in enumerate(scenes)
+        ]
+        run.needs_base = True
+        run.judge = load_classifier()
+        run.state.update(erased=erased, sets=sets)
+
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, Any]:
+        """Per set (``erased``, ``preserved``): its score and the preservation per attribute."""
+        images = run.options.images
         measured: dict[str, Any] = {}
-        for offset, (mode, scenes) in enumerate(sets):
-            check_cancel(cancel, "during the evaluation")
-            emit(on_progress, ProgressEvent(stage="evaluate", message=f"{phase}: judging {len(scenes)} {mode} images"))
+        for offset, (mode, scenes) in enumerate(run.state["sets"]):
+            check_cancel(run.cancel, "during the evaluation")
+            run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: judging {len(scenes)} {mode} images"))
             chosen = entries[offset * images : (offset + 1) * images]
-            shown = np.stack([_read_png(entry.path(rendered.folder)) for entry in chosen])
-            measured[mode] = score_images(classifier, shown, scenes, erased, mode=mode)
-        results[phase] = measured
-    total = 4 * images
-    emit(on_progress, ProgressEvent(stage="done", message="evaluation done", completed=total, total=total))
-    totals = report.totals
-    return ShapesEvaluation(
-        concepts=[v for _, v in erased],
-        images=images,
-        erased_before=results["before"]["erased"][0],
-        erased_after=results["after"]["erased"][0],
-        preserved_before=results["before"]["preserved"][0],
-        preserved_after=results["after"]["preserved"][0],
-        pruned_fraction=totals.pruned_weights / totals.unet_weights,
-        preserved_by_attribute={phase: results[phase]["preserved"][1] for phase in ("before", "after")},
-    )
+            shown = np.stack([_read_png(entry.path(folder)) for entry in chosen])
+            measured[mode] = score_images(run.judge, shown, scenes, run.state["erased"], mode=mode)
+        return measured
+
+    def metrics(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """``erased`` and ``preserved``, before and after."""
+        return {
+            mode: {phase: measured[phase][mode][0] for phase in ("before", "after")} for mode in ("erased", "preserved")
+        }
+
+    def protocol(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
+        """The erased values, images per set, pruned fraction, generation and the preservation per attribute."""
+        totals = run.record.report.totals
+        return {
+            "benchmark": BENCHMARK,
+            "concepts": [v for _, v in run.state["erased"]],
+            "images": run.options.images,
+            "pruned_fraction": totals.pruned_weights / totals.unet_weights,
+            "seed": run.images.seed,
+            "steps": run.images.steps,
+            "guidance_scale": run.images.guidance_scale,
+            "preserved_by_attribute": {phase: measured[phase]["preserved"][1] for phase in ("before", "after")},
+        }
+
+    def evaluation(
+        self, run: BenchmarkRun, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]
+    ) -> Evaluation:
+        """``shapes.json``'s own form: exactly the documented keys."""
+        return Evaluation(
+            benchmark=BENCHMARK,
+            concepts=tuple(protocol["concepts"]),
+            images=protocol["images"],
+            erased=dict(metrics["erased"]),
+            preserved=dict(metrics["preserved"]),
+            pruned_fraction=protocol["pruned_fraction"],
+        )
+
+    def done(self, run: BenchmarkRun, rendered: RenderedImages) -> ProgressEvent:
+        """Done, with every image of the run counted."""
+        total = 4 * run.options.images
+        return ProgressEvent(stage="done", message="evaluation done", completed=total, total=total)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -321,8 +309,3 @@ def _read_png(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def record_result(edited: str | os.PathLike[str], evaluation: ShapesEvaluation) -> Path:
-    """Keep the result in ``EDITED/conceptprune/eval/shapes.json`` (read by model cards)."""
-    return write_evaluation(edited, evaluation.to_evaluation())

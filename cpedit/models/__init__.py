@@ -13,7 +13,7 @@ from cpedit._lazy import lazy_exports
 if TYPE_CHECKING:
     from cpedit.models.details import ModelDetails, editability, model_details
     from cpedit.models.loading import check_model_folder
-    from cpedit.models.sampling import SampleSettings
+    from cpedit.models.settings import SampleSettings
     from cpedit.models.support import SupportInfo, describe_support
 
 _EXPORTS = {
@@ -22,7 +22,7 @@ _EXPORTS = {
     "editability": "cpedit.models.details",
     "model_details": "cpedit.models.details",
     "ModelDetails": "cpedit.models.details",
-    "SampleSettings": "cpedit.models.sampling",
+    "SampleSettings": "cpedit.models.settings",
     "SupportInfo": "cpedit.models.support",
 }
 """Public name -> the module that defines it (imported when the name is first used)."""

@@ -1,91 +1,101 @@
 """One measurement of an edit for ``cpedit sweep`` and ``cpedit tune``: erased and preserved, before/after.
 
-A sweep point or a tune step is measured by the evaluation suite's own functions on a saved
-output folder (so its numbers are those of ``cpedit eval BENCH DIR --base`` on that folder):
+A sweep point or a tune step is measured by the evaluation suite's one driver
+(:func:`cpedit.eval.driver.evaluate`) on a saved output folder, so its numbers are those of
+``cpedit eval BENCH DIR --base`` on that folder. What is measured comes from the registry
+(:mod:`cpedit.eval.registry`), not from a table here:
 
-* the *erasure* benchmark gives ``erased`` (lower is better): ``shapes`` its erased accuracy,
-  ``classify`` ``erased_accuracy``, ``nudity`` ``nudity_images`` (the share of images with an
-  exposed part), ``attack`` ``attack_success_rate``;
-* ``preserved`` (higher is better) comes from the same benchmark for ``shapes`` (mean
-  attribute accuracy) and ``classify`` (``preserved_accuracy``), or from a preservation
-  benchmark (``preserve="clip-score"``: the CLIP score on unrelated prompts; ``"fid"``: the FID
+* the *erasure* benchmark (role ``erasure``) gives ``erased`` (lower is better): its
+  :attr:`~cpedit.eval.benchmark.Benchmark.erased_metric` (``shapes``: its erased accuracy,
+  ``classify``: ``erased_accuracy``, ``nudity``: ``nudity_images``, ``attack``: ``attack_success_rate``);
+* ``preserved`` comes from the same benchmark where it measures preservation too (its
+  :attr:`~cpedit.eval.benchmark.Benchmark.preserved_metric`: ``shapes``, ``classify``), or from a
+  preservation benchmark (``clip-score``: the CLIP score on unrelated prompts; ``fid``: the FID
   against the base model's images, where ``drop`` is the FID itself).
 
-``drop`` is the damage: ``preserved.before - preserved.after`` (for FID, the FID after).
+``drop`` is the damage: ``preserved.before - preserved.after`` (without a ``before``, as for the
+FID against the base model's own images, the value after).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.eval.benchmark import BenchmarkOptions
+from cpedit.eval.options import ImageOptions
+from cpedit.eval.registry import benchmark_names, get_benchmark
 from cpedit.progress import ProgressCallback
 
-ERASURE_BENCHMARKS = ("shapes", "classify", "nudity", "attack")
-PRESERVATION_BENCHMARKS = ("clip-score", "fid")
-ERASED_METRIC = {
-    "shapes": "erased",
-    "classify": "erased_accuracy",
-    "nudity": "nudity_images",
-    "attack": "attack_success_rate",
-}
-PRESERVED_METRIC = {"shapes": "preserved", "classify": "preserved_accuracy", "clip-score": "clip_score", "fid": "fid"}
+DEFAULT_IMAGES = ImageOptions(steps=25, batch_size=16)
+"""The image options of a plan when none are given (every point is measured: fewer steps than ``eval``)."""
 
-__all__ = ["ERASURE_BENCHMARKS", "PRESERVATION_BENCHMARKS", "EvaluationPlan", "Measurement", "measure"]
+__all__ = ["DEFAULT_IMAGES", "EvaluationPlan", "Measurement", "measure", "plan_evaluation"]
 
 
 @dataclass(frozen=True)
 class EvaluationPlan:
-    """How every point is measured: the benchmark, its options, and the preservation measure.
+    """How every point is measured: the benchmark, its typed options, and the preservation measure.
 
     Attributes:
-        benchmark: ``shapes``, ``classify``, ``nudity`` or ``attack``.
-        options: Keyword arguments of the benchmark's evaluate function (``images``, ``seed``,
-            ``steps``, ``prompts``, ``attack_set``, ...); prompt sets already loaded.
-        preserve: ``clip-score`` or ``fid`` (needed for ``nudity`` and ``attack``, which measure
-            no preservation themselves), or None.
-        preserve_options: Keyword arguments of the preservation benchmark (``prompts``, ...).
+        benchmark: A registered erasure benchmark (``shapes``, ``classify``, ``nudity``, ``attack``, ...).
+        options: Its typed options (prompt sets already loaded).
+        images: How the images are made.
+        preserve: A registered preservation benchmark (``clip-score``, ``fid``; needed by an erasure
+            benchmark that measures no preservation itself, such as ``nudity``), or None.
+        preserve_options: Its typed options (its prompt set loaded).
         described: The plan as JSON (what ``sweep.json`` records and compares on a rerun).
     """
 
     benchmark: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: BenchmarkOptions
+    images: ImageOptions = DEFAULT_IMAGES
     preserve: str | None = None
-    preserve_options: dict[str, Any] = field(default_factory=dict)
+    preserve_options: BenchmarkOptions | None = None
     described: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.benchmark not in ERASURE_BENCHMARKS:
-            raise CpeditError(
-                f"unknown erasure benchmark {self.benchmark!r}; use one of {', '.join(ERASURE_BENCHMARKS)}",
-                argument="eval",
-            )
-        if self.preserve is not None and self.preserve not in PRESERVATION_BENCHMARKS:
-            raise CpeditError(
-                f"unknown preservation benchmark {self.preserve!r}; use {' or '.join(PRESERVATION_BENCHMARKS)}",
-                argument="preserve",
-            )
-        if self.preserve is None and self.benchmark in ("nudity", "attack"):
-            raise CpeditError(
-                f"the {self.benchmark} benchmark measures no preservation; add a preservation measure: "
-                "clip-score (on a prompt set of unrelated prompts) or fid",
-                argument="preserve",
-            )
+        _check_roles(self.benchmark, self.preserve)
 
     @property
     def erased_metric(self) -> str:
         """The metric that measures erasure (lower is better)."""
-        return ERASED_METRIC[self.benchmark]
+        return str(get_benchmark(self.benchmark).erased_metric)
 
     @property
     def preserved_metric(self) -> str:
         """The metric that measures preservation."""
-        return PRESERVED_METRIC[self.preserve or self.benchmark]
+        return str(get_benchmark(self.preserve or self.benchmark).preserved_metric)
+
+    @property
+    def preserve_images(self) -> ImageOptions:
+        """The preservation benchmark's image options: the plan's, one image per prompt."""
+        return replace(self.images, images_per_prompt=1)
+
+
+def _check_roles(benchmark: str, preserve: str | None) -> None:
+    """Refuse a benchmark that is not an erasure one, a preservation measure that is not one, or a missing one."""
+    erasure = benchmark_names("erasure")
+    if benchmark not in erasure:
+        raise CpeditError(
+            f"unknown erasure benchmark {benchmark!r}; use one of {', '.join(erasure)}", argument="benchmark"
+        )
+    preservation = benchmark_names("preservation")
+    if preserve is not None and preserve not in preservation:
+        raise CpeditError(
+            f"unknown preservation benchmark {preserve!r}; use {' or '.join(preservation)}", argument="preserve"
+        )
+    if preserve is None and get_benchmark(benchmark).preserved_metric is None:
+        raise CpeditError(
+            f"the {benchmark} benchmark measures no preservation; add a preservation measure: "
+            "clip-score (on a prompt set of unrelated prompts) or fid",
+            argument="preserve",
+        )
 
 
 @dataclass(frozen=True)
@@ -96,46 +106,6 @@ class Measurement:
     preserved: dict[str, float]
     drop: float
     metrics: dict[str, dict[str, float]]
-
-
-def _evaluate(
-    benchmark: str,
-    folder: Path,
-    options: dict[str, Any],
-    *,
-    images_root: Path,
-    device: str,
-    pipeline_for: Callable[[str], Any] | None,
-    on_progress: ProgressCallback | None,
-    cancel: threading.Event | None,
-) -> dict[str, dict[str, float]]:
-    common = {
-        "device": device,
-        "images_dir": images_root / benchmark,
-        "pipeline_for": pipeline_for,
-        "on_progress": on_progress,
-        "cancel": cancel,
-    }
-    if benchmark == "shapes":
-        from cpedit.eval.shapes import evaluate_shapes
-
-        result = evaluate_shapes(folder, **options, **common)
-        return {
-            "erased": {"before": result.erased_before, "after": result.erased_after},
-            "preserved": {"before": result.preserved_before, "after": result.preserved_after},
-        }
-    if benchmark == "classify":
-        from cpedit.eval.classify import evaluate_classify as evaluate
-    elif benchmark == "nudity":
-        from cpedit.eval.nudity import evaluate_nudity as evaluate
-    elif benchmark == "attack":
-        from cpedit.eval.attack import evaluate_attack as evaluate
-    elif benchmark == "clip-score":
-        from cpedit.eval.benchmarks import evaluate_clip_score as evaluate
-    else:
-        from cpedit.eval.benchmarks import evaluate_fid as evaluate
-    base = {} if benchmark == "fid" and options.get("reference") is None else {"base": True}
-    return dict(evaluate(folder, **options, **base, **common).metrics)
 
 
 def measure(
@@ -162,134 +132,89 @@ def measure(
         cancel: Stops at the next image batch with :class:`~cpedit.errors.Cancelled`.
 
     Raises:
-        CpeditError: As the benchmarks' evaluate functions.
+        CpeditError: As :func:`cpedit.eval.driver.evaluate`.
     """
+    from cpedit.eval.driver import evaluate
+
     root = Path(images_root)
-    kwargs = dict(images_root=root, device=device, pipeline_for=pipeline_for, on_progress=on_progress, cancel=cancel)
-    metrics = _evaluate(plan.benchmark, Path(folder), plan.options, **kwargs)
+
+    def run(name: str, options: BenchmarkOptions | None, images: ImageOptions) -> dict[str, dict[str, float]]:
+        result = evaluate(
+            name,
+            folder,
+            options,
+            images=images,
+            base=True,
+            images_dir=root / name,
+            device=device,
+            pipeline_for=pipeline_for,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+        return dict(result.metrics)
+
+    metrics = run(plan.benchmark, plan.options, plan.images)
     erased = dict(metrics[plan.erased_metric])
     if plan.preserve is not None:
-        extra = _evaluate(plan.preserve, Path(folder), plan.preserve_options, **kwargs)
-        metrics.update(extra)
+        metrics.update(run(plan.preserve, plan.preserve_options, plan.preserve_images))
     preserved = dict(metrics[plan.preserved_metric])
-    if plan.preserve == "fid" and "before" not in preserved:
-        drop = preserved["after"]  # the FID against the base model's own images: 0 for no change
-    else:
-        drop = preserved["before"] - preserved["after"]
+    drop = preserved["before"] - preserved["after"] if "before" in preserved else preserved["after"]
     return Measurement(erased=erased, preserved=preserved, drop=drop, metrics=metrics)
 
 
 def plan_evaluation(
     benchmark: str,
+    options: BenchmarkOptions | None = None,
     *,
-    seed: int = 0,
-    steps: int = 25,
-    guidance_scale: float = 7.5,
-    batch_size: int = 16,
-    images: int = 64,
-    prompts: str | None = None,
-    category: str | None = None,
-    limit: int | None = None,
-    images_per_prompt: int = 1,
-    family: str | None = None,
-    concepts: Sequence[str] | None = None,
-    classifier: str = "clip",
-    classifier_model: str | None = None,
-    attack_set: str | None = None,
-    threshold: float | None = None,
+    images: ImageOptions | None = None,
     preserve: str | None = None,
-    preserve_prompts: str | None = None,
-    preserve_limit: int | None = None,
-    clip_model: str | None = None,
+    preserve_options: BenchmarkOptions | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> EvaluationPlan:
-    """The :class:`EvaluationPlan` of ``cpedit sweep`` / ``cpedit tune``'s evaluation options.
+    """The :class:`EvaluationPlan` of ``cpedit sweep`` / ``cpedit tune``: typed options, prompt sets loaded once.
 
-    Prompt sets (files or ``hub:`` datasets) are read once here, and the detectors and
-    classifiers loaded once, so every point is measured on the same prompts with the same
-    models. The plan's ``described`` form names them (set, revision, models) for ``sweep.json``.
+    Prompt sets (files or ``hub:`` datasets) are read once here, so every point is measured
+    on the same prompts. The plan's ``described`` form names them (set, revision, models)
+    for ``sweep.json``.
 
     Args:
-        benchmark: ``shapes``, ``classify``, ``nudity`` or ``attack``.
-        seed, steps, guidance_scale, batch_size: Generation settings of every benchmark.
-        images: Images per prompt set (``shapes``).
-        prompts: The prompt set (``nudity``: default I2P; ``attack``: default the set's;
-            ``classify``: templates).
-        category, limit, images_per_prompt: As ``cpedit eval``.
-        family, concepts, classifier, classifier_model: As ``cpedit eval classify``.
-        attack_set: As ``cpedit eval attack --attack-set``.
-        threshold: NudeNet's score threshold (``nudity``, ``attack``).
-        preserve: ``clip-score`` or ``fid``, measured on ``preserve_prompts``.
-        preserve_prompts, preserve_limit: The preservation benchmark's prompt set and limit.
-        clip_model: The CLIP model of ``clip-score``.
+        benchmark: A registered erasure benchmark (:func:`cpedit.eval.registry.benchmark_names`).
+        options: Its typed options (``ShapesOptions(images=64)``, ``NudityOptions(category="sexual")``;
+            None: its defaults).
+        images: How every benchmark's images are made (default :data:`DEFAULT_IMAGES`).
+        preserve: A registered preservation benchmark (``clip-score``, ``fid``), measured on
+            ``preserve_options``' prompts (with one image per prompt).
+        preserve_options: Its typed options, with the prompt set of unrelated prompts.
 
     Raises:
-        CpeditError: An unknown benchmark, a missing prompt set, or as loading the prompts.
+        CpeditError: An unknown benchmark, a benchmark that needs a preservation measure, a
+            missing prompt set, or as loading the prompts.
     """
-    from cpedit.eval.prompt_sets import load_prompt_set
-
-    generation = {"seed": seed, "steps": steps, "guidance_scale": guidance_scale, "batch_size": batch_size}
-    described: dict[str, Any] = {"benchmark": benchmark, **generation}
-    options: dict[str, Any] = dict(generation)
-
-    def prompt_set(ref: str, **kwargs: Any) -> Any:
-        loaded = load_prompt_set(ref, on_progress=on_progress, cancel=cancel, **kwargs)
-        about = {"prompts": loaded.name, "prompts_revision": loaded.revision, "prompt_count": len(loaded.prompts)}
-        return loaded, about
-
-    if benchmark == "shapes":
-        options["images"] = images
-        described["images"] = images
-    elif benchmark == "classify":
-        options.update(images_per_prompt=images_per_prompt, limit=limit, family=family, classifier=classifier)
-        options.update(concepts=list(concepts) if concepts else None, classifier_model=classifier_model)
-        described.update({k: v for k, v in options.items() if k not in generation})
-        if prompts is not None:
-            loaded, about = prompt_set(prompts)
-            options.update(prompts=loaded.prompts, prompts_name=loaded.name)
-            described.update(about)
-    elif benchmark in ("nudity", "attack"):
-        options.update(images_per_prompt=images_per_prompt)
-        if threshold is not None:
-            options["threshold"] = threshold
-        if benchmark == "attack":
-            options["attack_set"] = attack_set
-            ref = prompts if prompts is not None else (f"attack:{attack_set}" if attack_set else None)
-            if ref is None:
-                raise CpeditError(
-                    "the attack benchmark needs a known attack set or a prompt set",
-                    reason="missing",
-                    argument="prompts",
-                )
-        else:
-            from cpedit.eval.nudity import DEFAULT_PROMPTS
-
-            ref = prompts or DEFAULT_PROMPTS
-        loaded, about = prompt_set(ref, limit=limit, category=category)
-        options["prompts"] = loaded
-        described.update(about, threshold=threshold, images_per_prompt=images_per_prompt, attack_set=attack_set)
-    else:
-        raise CpeditError(
-            f"unknown erasure benchmark {benchmark!r}; use one of {', '.join(ERASURE_BENCHMARKS)}", argument="eval"
-        )
-    preserve_options: dict[str, Any] = {}
+    _check_roles(benchmark, preserve)
+    bench = get_benchmark(benchmark)
+    chosen = bench.check_options(options)
+    images = images if images is not None else DEFAULT_IMAGES
+    resolved, about = bench.resolve(chosen, on_progress=on_progress, cancel=cancel)
+    described: dict[str, Any] = {"benchmark": benchmark, **images.generation(), **bench.describe(resolved, images)}
+    described.update(about)
+    resolved_preserve: BenchmarkOptions | None = None
     if preserve is not None:
-        if preserve_prompts is None:
+        keeper = get_benchmark(preserve)
+        wanted = keeper.check_options(preserve_options)
+        if getattr(wanted, "prompts", None) is None:
             raise CpeditError(
                 f"the {preserve} preservation measure needs a prompt set of its own (unrelated prompts, such as "
                 "COCO captions)",
                 argument="preserve_prompts",
             )
-        loaded, about = prompt_set(preserve_prompts, limit=preserve_limit)
-        preserve_options = {**generation, "prompts": loaded.prompts, "prompts_name": loaded.name}
-        if preserve == "clip-score" and clip_model is not None:
-            preserve_options["clip_model"] = clip_model
-        described["preserve"] = {"benchmark": preserve, **about, "clip_model": clip_model}
+        resolved_preserve, kept = keeper.resolve(wanted, on_progress=on_progress, cancel=cancel)
+        described["preserve"] = {"benchmark": preserve, **kept, **keeper.describe(resolved_preserve, images)}
     return EvaluationPlan(
         benchmark=benchmark,
-        options=options,
+        options=resolved,
+        images=images,
         preserve=preserve,
-        preserve_options=preserve_options,
+        preserve_options=resolved_preserve,
         described=described,
     )

@@ -372,12 +372,22 @@ def test_cancel_during_sampling_keeps_the_selection(tiny_sd_path: Path) -> None:
 
 
 def test_cancel_during_evaluation_writes_no_result(tmp_path: Path) -> None:
-    from cpedit.eval.shapes import evaluate_shapes
+    from cpedit.eval.driver import evaluate
+    from cpedit.eval.options import ImageOptions
+    from cpedit.eval.shapes import ShapesOptions
 
     out = cpedit.prune("builtin:shapes", ["shapes-striped"], out=tmp_path / "shapes", device="cpu").output
     cancel = threading.Event()
     with pytest.raises(Cancelled):
-        evaluate_shapes(out, images=4, steps=2, device="cpu", cancel=cancel, on_progress=cancel_at("sample", cancel))
+        evaluate(
+            "shapes",
+            out,
+            ShapesOptions(images=4),
+            images=ImageOptions(steps=2, batch_size=64),
+            device="cpu",
+            cancel=cancel,
+            on_progress=cancel_at("sample", cancel),
+        )
     # no result; the images made before the cancel stay in the images folder for the next run
     assert not (out / "conceptprune" / "eval" / "shapes.json").exists()
     assert read_output(out).evaluations == []

@@ -13,9 +13,11 @@ import cpedit
 from cpedit.cli.eval_attack import eval_attack_command
 from cpedit.errors import CpeditError
 from cpedit.eval import attack_sets
-from cpedit.eval.attack import evaluate_attack
+from cpedit.eval.attack import AttackOptions
 from cpedit.eval.attack_sets import ATTACK_SETS, AttackSet, find_attack_set
+from cpedit.eval.driver import evaluate
 from cpedit.eval.engine import PromptSpec
+from cpedit.eval.options import ImageOptions
 from cpedit.eval.prompt_sets import load_prompt_set
 
 STEPS = 2
@@ -73,13 +75,13 @@ def test_registry() -> None:
 
 def test_open_set_with_a_plugged_detector(fake_sets: dict[str, str], edited: Path, tmp_path: Path) -> None:
     detector = Every2nd()
-    result = evaluate_attack(
+    result = evaluate(
+        "attack",
         edited,
-        attack_set="p4d",
-        steps=STEPS,
+        AttackOptions(attack_set="p4d", detector=detector),
+        images=ImageOptions(steps=STEPS),
         device="cpu",
         base=True,
-        detector=detector,
         images_dir=tmp_path / "images",
     )
     assert result.benchmark == "attack-p4d" and detector.calls == [3, 3]  # one result file per known set
@@ -91,13 +93,12 @@ def test_open_set_with_a_plugged_detector(fake_sets: dict[str, str], edited: Pat
     assert protocol["detector"] == "every-2nd" and protocol["detector_version"] == "0.1"
     assert [e.prompt for e in result.images.edited] == ["x1 nud3 figur", "x2 b34ch", "x3 l4ke"]  # type: ignore[union-attr]
     # Own prompts override the set's (the set still names the concept and the citation).
-    own = evaluate_attack(
+    own = evaluate(
+        "attack",
         edited,
-        attack_set="p4d",
-        prompts=[PromptSpec("only one")],
-        steps=STEPS,
+        AttackOptions(attack_set="p4d", prompts=[PromptSpec("only one")], detector=Every2nd()),
+        images=ImageOptions(steps=STEPS),
         device="cpu",
-        detector=Every2nd(),
         images_dir=tmp_path / "images",
     )
     assert own.metrics["attack_success_rate"] == {"after": 1.0} and own.protocol["prompt_count"] == 1
@@ -146,12 +147,15 @@ def test_a_style_attack_is_judged_by_the_classify_benchmarks_clip(
 ) -> None:
     from cpedit.eval.classify import classifier_detector
 
-    result = evaluate_attack(
+    result = evaluate(
+        "attack",
         edited,
-        prompts=[PromptSpec("a cat in the style of v4n g0gh"), PromptSpec("a starry night, swirls")],
-        concept="van-gogh",
-        classifier_model=tiny_clip,
-        steps=STEPS,
+        AttackOptions(
+            prompts=[PromptSpec("a cat in the style of v4n g0gh"), PromptSpec("a starry night, swirls")],
+            concept="van-gogh",
+            classifier_model=tiny_clip,
+        ),
+        images=ImageOptions(steps=STEPS),
         device="cpu",
         images_dir=tmp_path / "images",
     )
@@ -163,5 +167,6 @@ def test_a_style_attack_is_judged_by_the_classify_benchmarks_clip(
     )
     assert result.metrics["attack_success_rate"] == {"after": sum(present) / 2}
     with pytest.raises(CpeditError, match="no detector is known for the concept 'rembrandt'") as info:
-        evaluate_attack(edited, prompts=[PromptSpec("x")], concept="rembrandt", steps=STEPS, device="cpu")
+        options = AttackOptions(prompts=[PromptSpec("x")], concept="rembrandt")
+        evaluate("attack", edited, options, images=ImageOptions(steps=STEPS), device="cpu")
     assert info.value.argument == "concept"

@@ -16,21 +16,22 @@ from support.paths import REPO_ROOT
 
 import cpedit
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmarks import record_metric_result
 from cpedit.eval.classify import (
     ARTISTS,
     FAMILIES,
     IMAGENET_INDEX,
     OBJECTS,
+    ClassifyOptions,
     ClipClassifier,
     classifier_detector,
     classify_prompts,
     erased_concepts,
-    evaluate_classify,
     load_classifier,
 )
+from cpedit.eval.driver import evaluate, record_result
 from cpedit.eval.engine import PromptSpec
 from cpedit.eval.metrics import load_images
+from cpedit.eval.options import ImageOptions
 from cpedit.output.record import read_evaluations, read_output
 
 STEPS = 2
@@ -191,8 +192,13 @@ def test_unknown_families_and_concepts_are_clear_errors(edited: Path) -> None:
 
 
 def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, tiny_clip: Path) -> None:
-    result = evaluate_classify(
-        edited, limit=1, steps=STEPS, base=True, classifier_model=str(tiny_clip), device="cpu", batch_size=5
+    result = evaluate(
+        "classify",
+        edited,
+        ClassifyOptions(limit=1, classifier_model=str(tiny_clip)),
+        images=ImageOptions(steps=STEPS, batch_size=5),
+        base=True,
+        device="cpu",
     )
     images = result.images
     assert images is not None and len(images.edited) == len(images.base) == 5  # one prompt per artist
@@ -220,7 +226,7 @@ def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, 
     assert protocol["prompts"] == "artists-held-out" and protocol["calibration_prompts"] == 0
     assert protocol["images"] == 5 and protocol["steps"] == STEPS
 
-    record_metric_result(edited, result)
+    record_result(edited, result)
     data = json.loads((edited / "conceptprune" / "eval" / "classify.json").read_text())
     assert set(data) == {"erased_accuracy", "preserved_accuracy", "protocol"}
     assert all(0 <= v <= 1 for k in ("erased_accuracy", "preserved_accuracy") for v in data[k].values())
@@ -229,7 +235,7 @@ def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, 
 
 def test_resnet_on_artists_is_refused_before_anything_runs(edited: Path, no_model_loading: None) -> None:
     with pytest.raises(CpeditError, match="resnet50 classifier knows ImageNet classes, not the artists") as info:
-        evaluate_classify(edited, classifier="resnet50", steps=STEPS)
+        evaluate("classify", edited, ClassifyOptions(classifier="resnet50"), images=ImageOptions(steps=STEPS))
     assert info.value.argument == "classifier"
 
 

@@ -19,7 +19,8 @@ from support.helpers import write_recipe
 import cpedit
 from cpedit.errors import CpeditError
 from cpedit.eval import distributed
-from cpedit.eval.benchmarks import MetricResult, record_metric_result
+from cpedit.eval.benchmark import BenchmarkResult
+from cpedit.eval.driver import record_result
 from cpedit.eval.engine import PromptSpec, read_manifest, render_images
 from cpedit.output.record import evaluation_path, read_output
 
@@ -182,15 +183,17 @@ def test_a_half_set_launch_is_refused_before_loading(
 def test_only_rank_0_records_the_result(
     edited: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_process: None
 ) -> None:
-    result = MetricResult(benchmark="test-metric", metrics={"m": {"after": 1.0}}, protocol={"benchmark": "test-metric"})
+    result = BenchmarkResult(
+        benchmark="test-metric", metrics={"m": {"after": 1.0}}, protocol={"benchmark": "test-metric"}
+    )
     launch = {"WORLD_SIZE": "2", "LOCAL_RANK": "1", "RANK": "1", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}
     for name, value in launch.items():
         monkeypatch.setenv(name, value)
-    path = record_metric_result(edited, result, json_file=tmp_path / "r.json")
+    path = record_result(edited, result, json_file=tmp_path / "r.json")
     assert path == evaluation_path(edited, "test-metric") and not path.exists() and not (tmp_path / "r.json").exists()
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert record_metric_result(edited, result, json_file=tmp_path / "r.json").is_file()
+    assert record_result(edited, result, json_file=tmp_path / "r.json").is_file()
     assert (tmp_path / "r.json").is_file()
     path.unlink()
 

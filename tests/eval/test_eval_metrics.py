@@ -15,8 +15,10 @@ from support.helpers import write_recipe
 
 import cpedit
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmarks import evaluate_clip_score, evaluate_fid, record_metric_result
+from cpedit.eval.clip_score import ClipScoreOptions
+from cpedit.eval.driver import evaluate, record_result
 from cpedit.eval.engine import PromptSpec
+from cpedit.eval.fid import FidOptions
 from cpedit.eval.metrics import (
     fid_of_features,
     frechet_distance,
@@ -25,6 +27,7 @@ from cpedit.eval.metrics import (
     load_clip_scorer,
     statistics,
 )
+from cpedit.eval.options import ImageOptions
 from cpedit.output.record import RecordError, read_evaluations, read_output
 from cpedit.publish.card import build_model_card
 from cpedit.publish.push import folder_files
@@ -131,13 +134,12 @@ def test_an_unloadable_clip_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, tiny_clip: Path, tmp_path: Path) -> None:
-    result = evaluate_clip_score(
+    result = evaluate(
+        "clip-score",
         edited,
-        prompts=PROMPTS,
-        prompts_name="prompts.txt",
-        steps=STEPS,
+        ClipScoreOptions(prompts=PROMPTS, prompts_name="prompts.txt", clip_model=str(tiny_clip)),
+        images=ImageOptions(steps=STEPS),
         base=True,
-        clip_model=str(tiny_clip),
         device="cpu",
     )
     values = result.metrics["clip_score"]
@@ -145,7 +147,7 @@ def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, t
     protocol = result.protocol
     assert protocol["prompt_count"] == 3 and protocol["images"] == 3 and protocol["steps"] == STEPS
     assert protocol["seeds"] == [0, 0, 4] and protocol["metric_model"] == str(tiny_clip)
-    record_metric_result(edited, result, json_file=tmp_path / "clip.json")
+    record_result(edited, result, json_file=tmp_path / "clip.json")
     data = json.loads((edited / "conceptprune" / "eval" / "clip-score.json").read_text())
     assert data == json.loads((tmp_path / "clip.json").read_text())
     assert set(data) == {"clip_score", "protocol"} and set(data["clip_score"]) == {"before", "after"}
@@ -172,8 +174,8 @@ def test_malformed_metric_results_are_named(edited: Path, tmp_path: Path) -> Non
 
 def test_fid_benchmark_with_a_small_feature_network(edited: Path, tmp_path: Path) -> None:
     extractor = SmallFeatures()
-    common = dict(prompts=PROMPTS, steps=STEPS, device="cpu", feature_extractor=extractor)
-    against_base = evaluate_fid(edited, **common)
+    common = dict(images=ImageOptions(steps=STEPS), device="cpu")
+    against_base = evaluate("fid", edited, FidOptions(prompts=PROMPTS, feature_extractor=extractor), **common)
     assert set(against_base.metrics["fid"]) == {"after"}  # the reference is the base model's images
     images = against_base.images
     assert images is not None and len(images.base) == len(images.edited) == 3
@@ -191,13 +193,14 @@ def test_fid_benchmark_with_a_small_feature_network(edited: Path, tmp_path: Path
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).save(reference / f"{i}.png")
-    with_reference = evaluate_fid(edited, reference=reference, base=True, **common)
+    options = FidOptions(prompts=PROMPTS, feature_extractor=extractor, reference=reference)
+    with_reference = evaluate("fid", edited, options, base=True, **common)
     fid = with_reference.metrics["fid"]
     assert set(fid) == {"before", "after"} and with_reference.images.generated == 0  # all reused
     real = image_features(extractor, [Image.open(p) for p in sorted(reference.glob("*.png"))])
     assert fid["after"] == pytest.approx(fid_of_features(features(images.edited), real), rel=1e-9)
     assert fid["before"] == pytest.approx(fid_of_features(features(images.base), real), rel=1e-9)
-    record_metric_result(edited, with_reference)
+    record_result(edited, with_reference)
     card = build_model_card(edited)
     assert "### fid" in card and f"| fid | {fid['before']:.4f} | {fid['after']:.4f} |" in card
 

@@ -16,8 +16,10 @@ import cpedit
 from cpedit.cli.eval_nudity import eval_nudity_command
 from cpedit.errors import Cancelled, CpeditError
 from cpedit.eval import nudity
+from cpedit.eval.driver import evaluate
 from cpedit.eval.engine import PromptSpec
-from cpedit.eval.nudity import NUDITY_LABELS, Detection, NudityDetector, count_exposed, evaluate_nudity
+from cpedit.eval.nudity import NUDITY_LABELS, Detection, NudityDetector, NudityOptions, count_exposed
+from cpedit.eval.options import ImageOptions
 from cpedit.eval.prompt_sets import load_prompt_set
 from cpedit.hub.refs import HubRef
 from cpedit.progress import ProgressEvent
@@ -292,17 +294,20 @@ def test_evaluate_nudity_with_a_fixture_detector(edited: Path, tmp_path: Path) -
         def detect(self, paths, *, cancel=None):  # type: ignore[no-untyped-def]
             return [[Detection("BELLY_EXPOSED", 0.9, (0, 0, 1, 1))] if i % 2 == 0 else [] for i in range(len(paths))]
 
-    result = evaluate_nudity(
+    result = evaluate(
+        "nudity",
         edited,
-        prompts=[PromptSpec("a"), PromptSpec("b"), PromptSpec("c")],
-        steps=STEPS,
+        NudityOptions(
+            prompts=[PromptSpec("a"), PromptSpec("b"), PromptSpec("c")],
+            detector=Fixed(),  # type: ignore[arg-type]
+            threshold=0.3,
+        ),
+        images=ImageOptions(steps=STEPS),
         device="cpu",
         images_dir=tmp_path / "images",
-        detector=Fixed(),  # type: ignore[arg-type]
-        threshold=0.3,
     )
     assert result.metrics["nudity_belly_exposed"] == {"after": 2.0}
     assert result.metrics["nudity_images"] == {"after": pytest.approx(2 / 3)}
     assert result.protocol["detector"] == "fixture" and result.protocol["threshold"] == 0.3
     with pytest.raises(CpeditError, match="threshold"):
-        evaluate_nudity(edited, prompts=[PromptSpec("a")], threshold=1.5, detector=Fixed())  # type: ignore[arg-type]
+        evaluate("nudity", edited, NudityOptions(prompts=[PromptSpec("a")], threshold=1.5, detector=Fixed()))  # type: ignore[arg-type]

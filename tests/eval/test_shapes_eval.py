@@ -122,21 +122,25 @@ def _today(edited: Path, *, images: int, seed: int, steps: int, batch_size: int)
 def test_engine_gives_the_numbers_of_the_direct_computation_and_resumes(
     no_stripes: Path, tmp_path: Path, counted: list[int]
 ) -> None:
-    from cpedit.eval.shapes import evaluate_shapes
+    from cpedit.eval.driver import evaluate
+    from cpedit.eval.options import ImageOptions
+    from cpedit.eval.shapes import ShapesOptions
 
     settings = {"images": 6, "seed": 3, "steps": 4, "batch_size": 4}  # 6 images: batches of 4 and 2 per set
     expected = _today(no_stripes, **settings)
-    result = evaluate_shapes(no_stripes, images_dir=tmp_path / "images", device="cpu", **settings)
+    options, images = ShapesOptions(images=6), ImageOptions(seed=3, steps=4, batch_size=4)
+    result = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", device="cpu")
+    erased, preserved = result.metrics["erased"], result.metrics["preserved"]
     assert {
-        "erased_before": result.erased_before,
-        "erased_after": result.erased_after,
-        "preserved_before": result.preserved_before,
-        "preserved_after": result.preserved_after,
+        "erased_before": erased["before"],
+        "erased_after": erased["after"],
+        "preserved_before": preserved["before"],
+        "preserved_after": preserved["after"],
     } == expected
     assert sum(counted) == 4 * 6
     lines = (tmp_path / "images" / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 24 and {json.loads(line)["model"] for line in lines} == {"edited", "base"}
     # a second run reuses every image: no pipeline call, the same numbers
     counted.clear()
-    again = evaluate_shapes(no_stripes, images_dir=tmp_path / "images", device="cpu", **settings)
-    assert counted == [] and again == result
+    again = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", device="cpu")
+    assert counted == [] and again.to_json() == result.to_json() and again.protocol == result.protocol

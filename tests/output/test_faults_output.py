@@ -227,11 +227,12 @@ def test_kill_9_while_an_evaluation_is_kept_leaves_the_output_complete(
 
     # the next `cpedit eval shapes` keeps its result through the same atomic write and removes the leftover
     # (the benchmark itself takes minutes: it is replaced by a known result; what the CLI writes is real)
-    import cpedit.cli.eval as eval_cli
     from cpedit.cli.main import cli
 
     writes = spy_atomic_writes(monkeypatch)
-    monkeypatch.setattr(eval_cli, "evaluate_shapes", lambda *a, **k: _Fake())
+    import cpedit.eval.driver
+
+    monkeypatch.setattr(cpedit.eval.driver, "evaluate", lambda *a, **k: _fake())
     ran = CliRunner().invoke(cli, ["eval", "shapes", str(out), "--images", "1", "--format", "json"])
     assert ran.exit_code == 0, ran.output
     assert writes == [folder / "shapes.json"]
@@ -258,23 +259,17 @@ def spy_atomic_writes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-class _Fake:
-    """A stand-in ShapesEvaluation result for the CLI's table and JSON output."""
+def _fake() -> object:
+    """A stand-in shapes result for the CLI's table and JSON output."""
+    from cpedit.eval.benchmark import BenchmarkResult
+    from cpedit.output.record import Evaluation
 
-    concepts = ("striped",)
-    images = 4
-    erased_before, erased_after = 0.9, 0.5
-    preserved_before, preserved_after = 0.9, 0.875
-    preserved_by_attribute: dict[str, dict[str, float]] = {}
-    pruned_fraction = 0.001
-
-    def to_json(self) -> dict[str, object]:
-        return dict(EVAL)
-
-    def to_evaluation(self) -> object:
-        from cpedit.output.record import Evaluation
-
-        return Evaluation.from_dict("shapes", dict(EVAL), source="test")
+    return BenchmarkResult(
+        benchmark="shapes",
+        metrics={"erased": {"before": 0.9, "after": 0.5}, "preserved": {"before": 0.9, "after": 0.875}},
+        protocol={"concepts": ["striped"], "images": 4, "pruned_fraction": 0.001, "preserved_by_attribute": {}},
+        evaluation=Evaluation.from_dict("shapes", dict(EVAL), source="test"),
+    )
 
 
 def test_kill_9_while_writing_an_image_leaves_no_half_file(tmp_path: Path) -> None:

@@ -179,7 +179,8 @@ def test_card_strips_control_characters_from_recipes(output: Path) -> None:
 
 
 def test_tampered_outputs_are_cpedit_errors_in_the_library(output: Path) -> None:
-    from cpedit.eval.shapes import evaluate_shapes
+    from cpedit.eval.driver import evaluate
+    from cpedit.eval.shapes import ShapesOptions
     from cpedit.models.sampling import SampleSettings
     from cpedit.output.preview import compare_samples
 
@@ -187,7 +188,7 @@ def test_tampered_outputs_are_cpedit_errors_in_the_library(output: Path) -> None
     with pytest.raises(CpeditError, match=r"concepts\[0\]\.prompt_pairs"):
         compare_samples(str(output), settings=SampleSettings(steps=1), device="cpu")
     with pytest.raises(CpeditError, match=r"concepts\[0\]\.prompt_pairs"):
-        evaluate_shapes(output, images=1, device="cpu")
+        evaluate("shapes", output, ShapesOptions(images=1), device="cpu")
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

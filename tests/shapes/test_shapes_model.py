@@ -107,12 +107,18 @@ def test_prune_without_model_uses_the_builtin_model(tmp_path: Path) -> None:
 def test_model_card_of_a_builtin_edit_names_no_hub_base(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from cpedit.eval.shapes import ShapesEvaluation, record_result
+    from cpedit.eval.benchmark import BenchmarkResult
+    from cpedit.eval.driver import record_result
+    from cpedit.output.record import Evaluation
     from cpedit.publish.card import build_model_card
 
     out = tmp_path / "no-red"
     assert CliRunner().invoke(cli, ["prune", "-r", "shapes-red", "--out", str(out)]).exit_code == 0
-    record_result(out, ShapesEvaluation(["red"], 8, 0.9, 0.1, 0.95, 0.93, 0.001))
+    shapes = {"erased": {"before": 0.9, "after": 0.1}, "preserved": {"before": 0.95, "after": 0.93}}
+    measured = {"concepts": ["red"], "images": 8, **shapes, "pruned_fraction": 0.001}
+    record_result(
+        out, BenchmarkResult("shapes", shapes, {}, evaluation=Evaluation.from_dict("shapes", measured, source=""))
+    )
     card = ModelCard(build_model_card(out, repo_id="alice/shapes-no-red", base_metadata={}))
     assert "base_model" not in card.data.to_dict()
     assert "conceptprune" in card.data.tags and "red" in card.data.tags

@@ -32,7 +32,12 @@ TINY = {"images": "4", "steps": "4", "max_skill_ratio": "0.2", "tolerance": "100
 def sweep_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sweep of shapes-striped: two skill ratios at tau 3, four images of four steps."""
     out = tmp_path_factory.mktemp("sweep")
-    plan = cpedit.tuning.plan_evaluation("shapes", images=4, steps=4, seed=0)
+    from cpedit.eval.options import ImageOptions
+    from cpedit.eval.shapes import ShapesOptions
+
+    plan = cpedit.tuning.plan_evaluation(
+        "shapes", ShapesOptions(images=4), images=ImageOptions(steps=4, seed=0, batch_size=16)
+    )
     cpedit.sweep("builtin:shapes", [NAME], plan=plan, skill_ratios=[0.05, 0.2], timesteps=[3], out=out, device="cpu")
     return out
 

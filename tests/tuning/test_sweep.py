@@ -14,13 +14,17 @@ from click.testing import CliRunner
 import cpedit.edit.session
 from cpedit.cli.main import cli
 from cpedit.errors import Cancelled, CpeditError
+from cpedit.eval.nudity import NudityOptions
+from cpedit.eval.options import ImageOptions
+from cpedit.eval.shapes import ShapesOptions
 from cpedit.output.record import load_positions
 from cpedit.recipes.sources import resolve_recipe
 from cpedit.recipes.writer import with_settings, write_recipe_file
 from cpedit.tuning import pareto_front, plan_evaluation, sweep, tune
 from cpedit.tuning.points import Point, PointSettings
 
-EVAL = {"images": 6, "seed": 3, "steps": 4, "batch_size": 8}
+EVAL = {"options": ShapesOptions(images=6), "images": ImageOptions(seed=3, steps=4, batch_size=8)}
+OTHER_SEED = ImageOptions(seed=4, steps=4, batch_size=8)
 EVAL_ARGS = ["--images", "6", "--seed", "3", "--steps", "4", "--image-batch-size", "8", "--device", "cpu"]
 RATIOS = [0.05, 0.2]
 TAUS = [3, 6]
@@ -130,7 +134,12 @@ def test_interrupted_sweep_resumes_with_the_finished_points(tmp_path: Path, cali
     # another evaluation in the same folder is refused, not mixed in
     with pytest.raises(CpeditError, match="another evaluation") as info:
         sweep(
-            "builtin:shapes", ["shapes-striped"], **{**grid, "plan": plan_evaluation("shapes", **{**EVAL, "seed": 4})}
+            "builtin:shapes",
+            ["shapes-striped"],
+            **{
+                **grid,
+                "plan": plan_evaluation("shapes", **{**EVAL, "images": ImageOptions(seed=4, steps=4, batch_size=8)}),
+            },
         )
     assert info.value.reason == "different_sweep"
 
@@ -179,7 +188,7 @@ def test_bad_grids_and_plans_are_clear_errors(tmp_path: Path) -> None:
     )
     assert bad.exit_code == 2 and "comma-separated list of numbers" in bad.output
     with pytest.raises(CpeditError, match="measures no preservation") as info:
-        plan_evaluation("nudity", prompts=str(_prompts(tmp_path)))
+        plan_evaluation("nudity", NudityOptions(prompts=str(_prompts(tmp_path))))
     assert info.value.argument == "preserve"
     with pytest.raises(CpeditError, match="repeats a value"):
         sweep(

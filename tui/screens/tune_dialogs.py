@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui.state import BENCHMARKS, TuneGoal
+from tui.state import TuneGoal, erasure_benchmarks
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -126,7 +126,11 @@ class TuneGoalScreen(ModalScreen["TuneGoal | None"]):
             with Horizontal(classes="row"):
                 yield Label("benchmark")
                 yield Select(
-                    [(b, b) for b in BENCHMARKS], value=goal.benchmark, allow_blank=False, compact=True, id="benchmark"
+                    [(b, b) for b in erasure_benchmarks()],
+                    value=goal.benchmark,
+                    allow_blank=False,
+                    compact=True,
+                    id="benchmark",
                 )
             for key, (label, _, hint) in NUMBERS.items():
                 with Horizontal(classes="row"):
