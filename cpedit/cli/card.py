@@ -10,6 +10,7 @@ from cpedit.cli.layout import stdout_console
 from cpedit.errors import CpeditError
 from cpedit.hub.repos import check_repo_id
 from cpedit.publish.card import base_card_metadata, build_model_card, read_output
+from cpedit.text import strip_unsafe
 
 
 @click.command("card")
@@ -54,7 +55,7 @@ def card_command(folder: str, out: str | None, repo_id: str | None, base_model: 
         base_model=base_model,
     )
     if out is None:
-        click.echo(card, nl=False)
+        click.echo(strip_unsafe(card, keep_newlines=True), nl=False)  # the card escapes; the terminal is sure
         return
     target = Path(out)
     if target.resolve() == (Path(folder) / "README.md").resolve():

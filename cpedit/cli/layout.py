@@ -14,8 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+
+from cpedit.text import strip_unsafe
 
 SEPARATOR = " · "
 """Between the ``column value`` pairs of a stacked record."""
@@ -23,14 +26,31 @@ INDENT = "  "
 """Before the pairs of a stacked record (its first cell is not indented)."""
 
 
+class SafeConsole(Console):
+    """A console through which no control character of the text it shows reaches the terminal.
+
+    Recipes, results and Hub data are written by others: an ``ESC ] 0 ; ... BEL`` in a protocol
+    value or a model's description would retitle, clear or redraw the terminal. Every text
+    segment is passed through :func:`cpedit.text.strip_unsafe` (newlines and tabs kept) as it is
+    rendered; rich's own control segments (cursor moves of live progress) and the styles it
+    emits are untouched. The CLI's one sink for terminal output: every console is one.
+    """
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and not segment.text.isprintable():
+                segment = Segment(strip_unsafe(segment.text, keep_newlines=True), segment.style)
+            yield segment
+
+
 def stderr_console() -> Console:
     """The console for progress, logs and notes: stderr, without rich's ``file.py:123`` log-path column."""
-    return Console(stderr=True, log_path=False)
+    return SafeConsole(stderr=True, log_path=False)
 
 
 def stdout_console() -> Console:
     """The console for results (tables, summaries) on stdout."""
-    return Console()
+    return SafeConsole()
 
 
 class FittedTable(Table):

@@ -97,7 +97,12 @@ COMMANDS: dict[str, CommandEntry] = {
 
 
 class UserError(click.ClickException):
-    """A :class:`CpeditError` shown as ``Error: ...`` with exit status 1."""
+    """A :class:`CpeditError` shown as ``Error: ...`` with exit status 1, control characters written as escapes."""
+
+    def __init__(self, message: str) -> None:
+        from cpedit.text import escape_unsafe
+
+        super().__init__(escape_unsafe(message))
 
 
 def _wrapped(command: click.Command, *, quiet: bool) -> click.Command:

@@ -22,7 +22,6 @@ then older entries as they were), so one process and N processes leave the same 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -38,6 +37,7 @@ from cpedit.errors import CpeditError
 from cpedit.eval import distributed
 from cpedit.output.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
+from cpedit.text import shown
 
 MANIFEST = "manifest.jsonl"
 RANK_MANIFEST = "manifest.rank-{rank}.jsonl"
@@ -94,31 +94,12 @@ def load_prompts(file: str | os.PathLike[str], *, limit: int | None = None) -> l
             path=str(path),
             argument="prompts",
         )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CpeditError(f"{path}: cannot read the prompts ({exc})", path=str(path), argument="prompts") from None
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if suffix == ".txt":
-        rows = [(n, {"prompt": line.strip()}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if "prompt" not in (reader.fieldnames or []):
-            raise CpeditError(f"{path}: the CSV header has no 'prompt' column", path=str(path), argument="prompts")
-        rows = [(n, row) for n, row in enumerate(reader, 2)]
-    else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise CpeditError(f"{path}:{n}: not JSON ({exc})", path=str(path), argument="prompts") from None
-            if not isinstance(row, dict):
-                raise CpeditError(f"{path}:{n}: expected a JSON object", path=str(path), argument="prompts")
-            rows.append((n, row))
-    specs = [_spec(row, where=f"{path}:{n}", path=path) for n, row in rows]
-    specs = [s for s in specs if s is not None]
+    from cpedit.eval.prompt_files import read_rows
+
+    columns, rows = read_rows(path)  # bounded and streamed: size, lines, rows (file and line named)
+    if suffix == ".csv" and "prompt" not in columns:
+        raise CpeditError(f"{path}: the CSV header has no 'prompt' column", path=str(path), argument="prompts")
+    specs = [s for n, row in rows if (s := _spec(row, where=f"{path}:{n}", path=path)) is not None]
     if limit is not None:
         specs = specs[:limit]
     if not specs:
@@ -134,7 +115,10 @@ def _spec(row: dict[str, Any], *, where: str, path: Path) -> PromptSpec | None:
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         return None
     if not isinstance(prompt, str):
-        raise fail(f"prompt must be text, got {prompt!r}")
+        raise fail(f"prompt must be text, got {shown(prompt)}")
+    from cpedit.eval.prompt_files import check_prompt
+
+    check_prompt(prompt.strip(), where=where, path=path)
     values: dict[str, Any] = {}
     for name, kind in (("seed", int), ("guidance", float), ("height", int), ("width", int)):
         raw = row.get(name)
@@ -147,7 +131,7 @@ def _spec(row: dict[str, Any], *, where: str, path: Path) -> PromptSpec | None:
         except (TypeError, ValueError):
             value = None
         if value is None or (kind is float and not math.isfinite(value)) or (kind is int and value < 0):
-            raise fail(f"{name} must be a {'whole number' if kind is int else 'number'}, got {raw!r}")
+            raise fail(f"{name} must be a {'whole number' if kind is int else 'number'}, got {shown(raw)}")
         values[name] = value
     return PromptSpec(prompt=prompt.strip(), **values)
 

@@ -28,10 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
-import json
 import math
 import os
 import re
@@ -42,6 +39,7 @@ from typing import Any, Literal
 
 from cpedit.errors import CpeditError
 from cpedit.eval.engine import PromptSpec, _spec, load_prompts
+from cpedit.eval.prompt_files import check_parquet, check_prompt_count, read_rows
 from cpedit.hub.download import download_files, list_files, resolve_commit, snapshot_folder
 from cpedit.hub.errors import HubError
 from cpedit.hub.refs import HubRef, is_hub_ref
@@ -188,6 +186,7 @@ def load_prompt_set(
             folder / name, column=column, category=category, shown_as=f"{repo_id}/{name}"
         )
         prompts.extend(specs)
+        check_prompt_count(len(prompts), where=f"{repo_id}/{name}", path=folder / name)  # the shards together
     if limit is not None:
         prompts = prompts[:limit]
     return PromptSet(
@@ -215,38 +214,15 @@ def _rows(path: Path, shown_as: str) -> tuple[list[str], list[tuple[int, dict[st
         _need_pyarrow(shown_as)
         import pyarrow.parquet as pq
 
+        check_parquet(path, shown_as=shown_as)  # its footer's rows and size, before its data is read
         try:
             table = pq.read_table(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise fail(f"cannot read the Parquet file ({exc})") from None
         return list(table.column_names), list(enumerate(table.to_pylist(), 1))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read the prompts ({exc})") from None
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            rows = [(reader.line_num, row) for row in reader]
-        except csv.Error as exc:
-            raise fail(f"not a valid CSV file ({exc})") from None
-        return list(reader.fieldnames or []), rows
-    if suffix != ".jsonl":
+    if suffix not in (".csv", ".jsonl"):
         raise fail("a prompt set file must be .csv, .jsonl or .parquet")
-    rows = []
-    columns: dict[str, None] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise fail(f"line {n} is not JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise fail(f"line {n}: expected a JSON object")
-        columns.update(dict.fromkeys(row))
-        rows.append((n, row))
-    return list(columns), rows
+    return read_rows(path, shown_as=shown_as)  # bounded and streamed: size, lines, rows (file and line named)
 
 
 def _find(columns: list[str], names: tuple[str, ...]) -> str | None:

@@ -40,6 +40,7 @@ from cpedit.errors import CpeditError, OutputExistsError
 from cpedit.hub.pipeline_files import UNSAFE_WEIGHT_SUFFIXES, variant_of
 from cpedit.models.files import allowed_root, check_entry, check_folder_files, load_json_text
 from cpedit.output.record import RECORD_DIR, REPORT_FILE
+from cpedit.ownership import has_markers, remove_folder, set_aside
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
 
@@ -91,8 +92,21 @@ def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path
     return path
 
 
+OUTPUT_MARKERS = (f"{RECORD_DIR}/{REPORT_FILE}", "model_index.json")
+"""The files that prove a folder is a cpedit output (cpedit deletes or replaces only such folders)."""
+
+
 def _is_cpedit_output(path: Path) -> bool:
-    return (path / RECORD_DIR / REPORT_FILE).is_file() and (path / "model_index.json").is_file()
+    return has_markers(path, OUTPUT_MARKERS)
+
+
+def remove_output_folder(path: Path, *, argument: str | None = None) -> bool:
+    """Delete an output folder cpedit wrote (see :func:`cpedit.ownership.remove_folder`); False if absent.
+
+    Raises:
+        NotOursError: ``path`` is not a cpedit output; it is left as it was.
+    """
+    return remove_folder(path, markers=OUTPUT_MARKERS, argument=argument)
 
 
 def _check_protected(resolved: Path, path: Path) -> None:
@@ -182,13 +196,15 @@ def atomic_folder(out: Path, *, overwrite: bool, needed: int | None = None) -> I
 
     Args:
         out: The output folder.
-        overwrite: Replace ``out`` if it exists (it waits as ``.NAME.old-PID-*`` until the new one is in place).
+        overwrite: Replace ``out`` if it exists and is a cpedit output or empty (it waits as
+            ``.NAME.old-PID-*`` until the new one is in place).
         needed: The bytes the block writes, when known: a full disk's message says it.
 
     Raises:
         CpeditError: The disk filled up (``reason="no_space"``, with the space needed and free) or
             the place is not writable (``unwritable``); nothing was written.
         OutputExistsError: ``out`` appeared meanwhile and ``overwrite`` is False.
+        NotOursError: ``out`` is (now) not a cpedit output nor empty, so it is not replaced.
     """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,20 +223,22 @@ def atomic_folder(out: Path, *, overwrite: bool, needed: int | None = None) -> I
                     reason="exists",
                     argument="out",
                 )
-            old = out.parent / temporary_name(out.name, kind="old")
-            out.rename(old)
+            # proven again now: the folder may have been replaced since check_output_target looked
+            old = set_aside(out, markers=OUTPUT_MARKERS, allow_empty=True, argument="out")
             try:
                 tmp.rename(out)
             except BaseException:
-                old.rename(out)  # put the previous output back
+                if old is not None:
+                    old.rename(out)  # put the previous output back
                 raise
             fsync_folder(out.parent)
-            shutil.rmtree(old, ignore_errors=True)
+            if old is not None:
+                remove_folder(old)
         else:
             tmp.rename(out)
             fsync_folder(out.parent)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_folder(tmp)
         if isinstance(exc, OSError) or is_no_space(exc):
             raise _write_error(out, exc, needed=needed) from None
         raise

@@ -523,9 +523,18 @@ def write_json_atomically(path: Path, data: Any, *, what: str = "the JSON file",
     See :func:`cpedit.durable.write_bytes_atomically` (temporary names, cleanup of killed runs' leftovers).
 
     Raises:
-        CpeditError: The disk is full (the message says how much space is needed) or ``path`` is not writable.
+        CpeditError: The disk is full (the message says how much space is needed), ``path`` is not writable,
+            or ``data`` holds NaN or an infinity (``reason="not_finite"``; nothing is written).
     """
-    text = json.dumps(data, indent=2) + "\n"
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"  # NaN/Infinity are not JSON: never written
+    except ValueError:
+        raise CpeditError(
+            f"cannot write {what} {path}: it holds a number that is not finite (NaN or infinity)",
+            path=str(path),
+            reason="not_finite",
+            argument=argument,
+        ) from None
     return write_bytes_atomically(Path(path), text.encode("utf-8"), what=what, argument=argument)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, OutputRecord, Report, read_evaluations, read_output
+from cpedit.publish.markdown import front_matter, md_code, md_fenced, md_link, md_text
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
 __all__ = ["base_card_metadata", "build_model_card", "card_metadata", "read_evaluations", "read_output"]
@@ -141,21 +142,17 @@ def card_metadata(
     return metadata
 
 
-def _md(text: str) -> str:
-    """Plain text made safe for one markdown table cell or line."""
-    return text.replace("|", "\\|").replace("\n", " ").strip()
-
-
 def _metric_rows(add: Any, benchmark: str, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
     """A metric benchmark's results as a before/after table (``-`` where the base was not evaluated),
     with the paper's published figure beside each metric it reported (:mod:`cpedit.eval.paper`)."""
     from cpedit.eval.paper import paper_figure
 
-    parts = [f"{protocol[key]} {label}" for key, label in (("images", "images"), ("steps", "steps")) if key in protocol]
+    counts = (("images", "images"), ("steps", "steps"))
+    parts = [f"{md_text(protocol[key])} {label}" for key, label in counts if key in protocol]
     if "prompts" in protocol:
-        parts.append(f"prompts: {_md(str(protocol['prompts']))}")
+        parts.append(f"prompts: {md_text(protocol['prompts'])}")
     if "metric_model" in protocol:
-        parts.append(f"measured with {_md(str(protocol['metric_model']))}")
+        parts.append(f"measured with {md_text(protocol['metric_model'])}")
     if parts:
         add("; ".join(parts) + ".")
         add("")
@@ -164,7 +161,7 @@ def _metric_rows(add: Any, benchmark: str, metrics: dict[str, dict[str, float]],
     for name, values in metrics.items():
         before = f"{values['before']:.4f}" if "before" in values else "-"
         figure = paper_figure(benchmark, name, protocol)
-        add(f"| {_md(name)} | {before} | {values['after']:.4f} | {_md(figure.describe()) if figure else '-'} |")
+        add(f"| {md_text(name)} | {before} | {values['after']:.4f} | {figure.describe() if figure else '-'} |")
     add("")
 
 
@@ -197,13 +194,13 @@ def build_model_card(
     base_repo = base_model or record.base_repo_id
     base = report.base_model
     local_label = f"cpedit's built-in model `{BUILTIN_MODEL_NAME}`" if record.base_is_builtin else "a local model"
-    base_label = f"[{base_repo}]({_hub_url(base_repo)})" if base_repo else local_label
+    base_label = md_link(base_repo, _hub_url(base_repo)) if base_repo else local_label
     concepts = [r.concept for r in record.recipes]
     totals = report.totals
     lines: list[str] = []
     add = lines.append
 
-    add(f"# {_md(', '.join(concepts))} erased from {base_repo or local_label}")
+    add(f"# {md_text(', '.join(concepts))} erased from {md_text(base_repo) if base_repo else local_label}")
     add("")
     concealed = report.conceal.conceals
     how = (
@@ -212,7 +209,7 @@ def build_model_card(
         else "are set to zero"
     )
     add(
-        f"This is {base_label} with {_md(_join(concepts))} erased by "
+        f"This is {base_label} with {md_text(_join(concepts))} erased by "
         f"[cpedit](https://pypi.org/project/cpedit/) (ConceptPrune): {totals.pruned_weights:,} "
         f"{pruned_what(report)} ({100 * totals.pruned_fraction:.4f}% of the {report.edited_label}'s weights) "
         f"{how}. No training was done and nothing else differs from the base model."
@@ -221,8 +218,8 @@ def build_model_card(
     add("## What was erased and why")
     add("")
     for recipe in record.recipes:
-        why = _md(recipe.description) if recipe.description.strip() else "no description was given in the recipe"
-        add(f"- **{_md(recipe.concept)}** ({recipe.kind}; recipe `{recipe.name}`): {why}")
+        why = md_text(recipe.description) if recipe.description.strip() else "no description was given in the recipe"
+        add(f"- **{md_text(recipe.concept)}** ({md_text(recipe.kind)}; recipe {md_code(recipe.name)}): {why}")
     add("")
     add("## Method")
     add("")
@@ -243,11 +240,9 @@ def build_model_card(
     add("Every recipe as it ran (also in `conceptprune/recipes/`):")
     add("")
     for recipe, concept in zip(record.recipes, report.concepts, strict=True):
-        add(f"### `{concept.recipe}`")
+        add(f"### {md_code(concept.recipe)}")
         add("")
-        add("```yaml")
-        add(recipe.text.rstrip("\n"))
-        add("```")
+        add(md_fenced(recipe.text, info="yaml"))
         add("")
     add("## Settings")
     add("")
@@ -260,13 +255,14 @@ def build_model_card(
         tau = "-" if c.timesteps_note else str(c.timesteps)
         seed = "per pair" if c.pair_seeds is not None else str(c.seed)  # the list is in the recipe above
         add(
-            f"| {_md(c.name)} | {c.target} | {c.stream} | {c.prompt_pairs} | {c.skill_ratio} | {tau} "
+            f"| {md_text(c.name)} | {md_text(c.target)} | {md_text(c.stream)} | {c.prompt_pairs} "
+            f"| {c.skill_ratio} | {tau} "
             f"| {c.select_ratio} | {c.steps} | {c.guidance_scale} | {seed} | {c.batch_size} "
             f"| {c.pruned_weights:,} |"
         )
     if report.compute_device:
         add("")
-        add(f"Calibrated on `{_md(report.compute_device)}` in `{_md(report.compute_dtype)}`.")
+        add(f"Calibrated on {md_code(report.compute_device)} in {md_code(report.compute_dtype)}.")
         add("")
         add(fidelity_note(report.compute_dtype))
     add("")
@@ -281,9 +277,9 @@ def build_model_card(
     if base_repo:
         add(f"- Hub id: {base_label}")
         if base_model is None or base_model == record.base_repo_id:  # the recorded revision is this repo's
-            add(f"- revision: `{base.revision or 'main'}`")
+            add(f"- revision: {md_code(base.revision or 'main')}")
             if base.commit:
-                add(f"- commit: `{base.commit}`")
+                add(f"- commit: {md_code(base.commit)}")
         else:
             add("- given when the card was made (the run loaded the base from a local folder)")
     elif record.base_is_builtin:
@@ -294,26 +290,27 @@ def build_model_card(
     else:
         add("- a local model (no Hub id was recorded)")
     if "license" in metadata:
-        add(f"- license: `{metadata['license']}` (from the base model's card; its terms apply to this model too)")
+        license_ = md_code(metadata["license"])
+        add(f"- license: {license_} (from the base model's card; its terms apply to this model too)")
     add("")
     add("## Library versions")
     add("")
     add("| library | version |")
     add("|---|---|")
     for name, version in report.versions.items():
-        add(f"| {_md(str(name))} | {_md(str(version))} |")
+        add(f"| {md_text(name)} | {md_text(version)} |")
     add("")
     if record.evaluations:
         add("## Evaluation")
         add("")
         for ev in record.evaluations:
-            add(f"### {_md(ev.benchmark)}")
+            add(f"### {md_text(ev.benchmark)}")
             add("")
             if ev.metrics is not None:  # a metric benchmark (`cpedit eval clip-score`, `fid`)
                 _metric_rows(add, ev.benchmark, ev.metrics, ev.protocol or {})
                 continue
             add(
-                f"{ev.images} images; erased concepts: {_md(', '.join(ev.concepts))}; "
+                f"{ev.images} images; erased concepts: {md_text(', '.join(ev.concepts))}; "
                 f"pruned fraction {100 * ev.pruned_fraction:.4f}%."
             )
             add("")
@@ -355,8 +352,7 @@ def build_model_card(
             "attacks that revive a pruned concept from its positions apply; erasure by pruning reduces, but may "
             "not remove, the concept under adversarial prompting."
         )
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n" + "\n".join(lines).rstrip("\n") + "\n"
+    return front_matter(metadata) + "\n" + "\n".join(lines).rstrip("\n") + "\n"
 
 
 FP16_IOU_CPEDIT = "0.995-0.997"
@@ -413,7 +409,7 @@ def _layer_table(add: Any, report: Report) -> None:
     for layer in report.layers:
         out_f, in_f = layer.shape
         add(
-            f"| `{layer.name}` | {out_f}x{in_f} | {layer.pruned:,} "
+            f"| {md_code(layer.name, in_table=True)} | {out_f}x{in_f} | {layer.pruned:,} "
             f"| {100 * layer.pruned / max(layer.weights, 1):.3f}% |"
         )
     ffn = totals.ffn_weights
@@ -444,8 +440,8 @@ def _concealed_totals(add: Any, report: Report) -> None:
     add("")
     add(
         f"**Concealment.** The pruned weights were not set to zero but filled with draws from a normal "
-        f"distribution matching their layer's remaining weights (`{report.conceal.mode}`, scale per "
-        f"`{report.conceal.scale}`), so no exact zeros mark where the concept was cut, and the pruned positions "
+        f"distribution matching their layer's remaining weights ({md_code(report.conceal.mode)}, scale per "
+        f"{md_code(report.conceal.scale)}), so no exact zeros mark where the concept was cut, and the pruned positions "
         "(`conceptprune/pruned.safetensors`) are not published. This resists attacks that revive a pruned "
         'concept from the positions of its weights ("Roots Beneath the Cut", arXiv 2603.06640) **only when '
         "the base model's weights are not public**: anyone holding the base finds every changed weight by "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -67,28 +66,18 @@ def _config(model: str, revision: str | None, recipes: Sequence[Recipe], plan: E
 
 
 def read_sweep(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``folder/sweep.json`` as JSON (None when there is none).
+    """``folder/sweep.json`` as JSON (None when there is none), checked by its one reader
+    (:func:`cpedit.tuning.sweep_file.load_sweep_json`).
 
     Raises:
-        CpeditError: The file is not a sweep file (``reason="malformed"``).
+        CpeditError: The file is not a sweep file, is tampered with or too large (``reason="malformed"``).
     """
+    from cpedit.tuning.sweep_file import load_sweep_json
+
     path = Path(folder) / SWEEP_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or data.get("sweep") != FORMAT or not isinstance(data.get("points"), list):
-            raise ValueError("not a cpedit sweep file")
-        for point in data["points"]:
-            Point.from_dict(point)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CpeditError(
-            f"{path} is not a cpedit sweep file ({exc}); remove it or choose another sweep folder",
-            path=str(path),
-            reason="malformed",
-            argument="out",
-        ) from None
-    return data
+    return load_sweep_json(path, format_version=FORMAT)  # bounded, finite, typed: errors name the field
 
 
 def _write(folder: Path, config: dict[str, Any], grid: dict[str, list[Any]], result: SweepResult) -> None:

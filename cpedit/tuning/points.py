@@ -12,7 +12,6 @@ in-memory pipeline) and restoring the base weights. A point therefore measures w
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -263,9 +262,11 @@ class PointEvaluator:
             return session.pipeline
 
         emit(self.on_progress, ProgressEvent(stage="evaluate", message=f"point {settings.label}"))
+        saved = False
         try:
             session.apply(selection)
             session.save(folder, overwrite=True)
+            saved = True
             measured = measure(
                 folder,
                 self.plan,
@@ -278,8 +279,10 @@ class PointEvaluator:
         finally:
             if session.applied is not None:
                 session.restore()
-            if not self.keep_models:
-                shutil.rmtree(folder, ignore_errors=True)
+            if saved and not self.keep_models:  # what save refused (a user's folder) is never removed
+                from cpedit.output.folder import remove_output_folder
+
+                remove_output_folder(folder, argument="out")
         return Point(
             settings=settings,
             pruned=selection.pruned,

@@ -13,7 +13,8 @@ within the budget, else the least drop.
 
 Writes ``OUT/tune.json`` (the goal, every point measured, the choice), and when the goal is
 met ``OUT/RECIPE.yaml`` (the recipe with the settings found and a comment with the measured
-numbers) and, with ``save``, the pruned model in ``OUT/model``.
+numbers) and, with ``save``, the pruned model in ``OUT/model``. An ``OUT/RECIPE.yaml`` that this
+comment does not mark as a tuned recipe (a user's own) is never replaced: the tune refuses before any work.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.ownership import check_replaceable_file
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan
@@ -34,6 +36,8 @@ from cpedit.tuning.points import Point, PointEvaluator, PointSettings
 
 TUNE_FILE = "tune.json"
 MODEL_DIR = "model"
+TUNED_MARKER = "tuned by cpedit tune"
+"""In the first-line comment of every recipe tune writes: the proof that it may replace that file."""
 
 __all__ = ["TUNE_FILE", "TuneResult", "tune"]
 
@@ -121,6 +125,7 @@ def tune(
 
     Raises:
         CpeditError: Bad goal or search range, or as the measurement.
+        NotOursError: ``out`` holds a file of the tuned recipe's name that tune did not write.
         Cancelled: ``cancel`` was set.
     """
     from cpedit.output.record import write_json_atomically
@@ -138,6 +143,7 @@ def tune(
     loaded = resolve_recipe(recipe)
     taus: list[int | None] = list(dict.fromkeys(timesteps)) if timesteps else [None]
     folder = Path(out)
+    check_replaceable_file(_tuned_recipe_path(loaded, folder), marker=TUNED_MARKER, argument="out")  # before any work
     folder.mkdir(parents=True, exist_ok=True)
     largest = max((t for t in taus if t is not None), default=None)
     evaluator = PointEvaluator(
@@ -259,10 +265,16 @@ def _write_tuned_recipe(
             prune[key] = getattr(settings, key)
     seed = plan.described.get("seed")
     note = (
-        f"{recipe.name}, tuned by cpedit tune ({plan.benchmark}, evaluation seed {seed}): "
+        f"{recipe.name}, {TUNED_MARKER} ({plan.benchmark}, evaluation seed {seed}): "
         f"{plan.erased_metric} {point.erased.get('before', float('nan')):.3f} -> {point.erased['after']:.3f}, "
         f"{plan.preserved_metric} drop {point.drop:.3f}, {point.pruned_percent:.4f}% pruned; "
         f"goal: erased <= {goal['erased_at_most']:g}, drop <= {goal['max_drop']:g}"
     )
     tuned = with_settings(recipe, prune=prune, note=note)
+    check_replaceable_file(_tuned_recipe_path(tuned, folder), marker=TUNED_MARKER, argument="out")
     return write_recipe_file(tuned, folder, overwrite=overwrite)
+
+
+def _tuned_recipe_path(recipe: Recipe, folder: Path) -> Path:
+    """Where :func:`cpedit.recipes.writer.write_recipe_file` puts the tuned ``recipe`` in ``folder``."""
+    return folder / f"{recipe.name}.yaml"
