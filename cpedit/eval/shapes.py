@@ -310,7 +310,7 @@ def evaluate_shapes(
         erased_after=results["after"]["erased"][0],
         preserved_before=results["before"]["preserved"][0],
         preserved_after=results["after"]["preserved"][0],
-        pruned_fraction=totals.pruned_weights / totals.unet_weights,
+        pruned_fraction=totals.pruned_weights / totals.denoiser_weights,
         preserved_by_attribute={phase: results[phase]["preserved"][1] for phase in ("before", "after")},
     )
 

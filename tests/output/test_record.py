@@ -79,6 +79,34 @@ def test_tampered_report_is_refused_naming_file_and_field(
     assert info.value.reason == "malformed"
 
 
+def _rename(data: dict, old: str, new: str) -> None:
+    data[old] = data.pop(new)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda r: _rename(r, "unet_calls", "denoiser_calls"), "unet_calls"),
+        (lambda r: _rename(r["totals"], "unet_weights", "denoiser_weights"), "totals.unet_weights"),
+        (lambda r: _rename(r["concepts"][0], "unet_calls", "denoiser_calls"), "concepts[0].unet_calls"),
+    ],
+)
+def test_report_with_pre_release_field_names_is_refused_naming_the_new_name(
+    shapes_output: Path, tmp_path: Path, edit, field: str
+) -> None:
+    folder = copy_of(shapes_output, tmp_path)
+    path = folder / "conceptprune" / "report.json"
+    data = json.loads(path.read_text())
+    assert "unet_calls" not in data and "denoiser_calls" in data and "denoiser_weights" in data["totals"]
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError) as info:
+        read_report(folder)
+    new = field.rsplit(".", 1)[-1].replace("unet", "denoiser")
+    assert f"report.json: {field} is the pre-release name of {new}" in str(info.value)
+    assert info.value.reason == "malformed"
+
+
 def test_report_that_is_not_json_is_refused(shapes_output: Path, tmp_path: Path) -> None:
     folder = copy_of(shapes_output, tmp_path)
     (folder / "conceptprune" / "report.json").write_text("{nope")
