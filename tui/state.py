@@ -318,6 +318,9 @@ class AppState:
         self.tuning: TuneGoal | None = None
         """The tune in progress (None: none)."""
         self.tune_progress = RunProgress()
+        self._on_progress: ProgressCallback | None = None
+        self._cancel: threading.Event | None = None
+        """Where the session's later work reports and what stops it (:meth:`route_events`), passed per call."""
 
     # --- model and queue ----------------------------------------------------------------
 
@@ -443,7 +446,7 @@ class AppState:
         )
         if on_open is not None:
             on_open(session)
-        session.calibrate(timesteps=self.calibrate_timesteps)
+        session.calibrate(timesteps=self.calibrate_timesteps, on_progress=on_progress, cancel=cancel)
         return session
 
     def apply_event(self, event: ProgressEvent) -> None:
@@ -468,7 +471,7 @@ class AppState:
         """A run ended well: keep the session, tune from each recipe's own settings, select once."""
         self.running = False
         self.session = session
-        session.on_progress = None  # selecting again is instant; later work routes its own events
+        self._on_progress = self._cancel = None  # selecting again is instant; later work routes its own events
         for item in self.queue:
             item.status, item.error = "done", None
         self.tune = {
@@ -509,12 +512,10 @@ class AppState:
     def route_events(self, *, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
         """Send the session's later progress events to ``on_progress`` and let ``cancel`` stop its next slow step.
 
-        The session reports save, sample and preview work through the callback and cancel flag it
-        holds; each screen that starts such work routes them to itself first.
+        The session's select, apply, save, sample and preview calls get them (per call); each screen
+        that starts such work routes them to itself first.
         """
-        if self.session is not None:
-            self.session.on_progress = on_progress
-            self.session.cancel = cancel
+        self._on_progress, self._cancel = on_progress, cancel
 
     # --- tune ---------------------------------------------------------------------------
 
@@ -543,7 +544,9 @@ class AppState:
         if self.session is None:
             raise CpeditError("run the queue first: tuning works on a calibrated session")
         self.selection = self.session.select(
-            per_recipe={name: dataclasses.asdict(values) for name, values in self.tune.items()}
+            per_recipe={name: dataclasses.asdict(values) for name, values in self.tune.items()},
+            on_progress=self._on_progress,
+            cancel=self._cancel,
         )
         return self.selection
 
@@ -551,7 +554,7 @@ class AppState:
         if self.session is None or self.selection is None:
             raise CpeditError("run the queue first: nothing is calibrated yet")
         if self.session.applied is not self.selection:
-            self.session.apply(self.selection)
+            self.session.apply(self.selection, on_progress=self._on_progress, cancel=self._cancel)
         return self.selection
 
     # --- sweep plot and auto-tune -------------------------------------------------------
@@ -712,8 +715,9 @@ class AppState:
         """Render ``prompt`` with the base model and with the tuned selection (blocking; PIL images)."""
         self._applied_selection()
         session = self.session
-        base = session.sample([prompt], seed=seed, steps=steps, edited=False)[0]
-        edited = session.sample([prompt], seed=seed, steps=steps, edited=True)[0]
+        events = {"on_progress": self._on_progress, "cancel": self._cancel}
+        base = session.sample([prompt], seed=seed, steps=steps, edited=False, **events)[0]
+        edited = session.sample([prompt], seed=seed, steps=steps, edited=True, **events)[0]
         return base, edited
 
     def save(self, *, overwrite: bool = False, preview: bool = False) -> Path:
@@ -723,7 +727,8 @@ class AppState:
             CpeditError: No session, or what :meth:`cpedit.EditSession.save` raises.
         """
         selection = self._applied_selection()
-        path = self.session.save(self.output_folder(), overwrite=overwrite, preview=preview)
+        events = {"on_progress": self._on_progress, "cancel": self._cancel}
+        path = self.session.save(self.output_folder(), overwrite=overwrite, preview=preview, **events).path
         self.saved = Path(path)
         self.saved_selection = selection
         self.log.append(f"saved {path} ({selection.pruned:,} weights pruned)")
@@ -735,7 +740,8 @@ class AppState:
             raise CpeditError("save the output first")
         if self.session is not None and self.saved_selection is self.selection:
             self._applied_selection()
-            return cpedit.output.save_preview(self.saved, self.session.render_preview())
+            grid = self.session.render_preview(on_progress=self._on_progress, cancel=self._cancel)
+            return cpedit.output.save_preview(self.saved, grid)
         return cpedit.output.render_preview(self.saved, device=self.device)
 
     def card(self, *, repo_id: str | None) -> str:
