@@ -46,7 +46,7 @@ def main() -> None:
     for mode, scale in VARIANTS:
         label = mode if mode == "zero" else f"{mode}-{scale}"
         session.apply(selection, conceal=mode, conceal_scale=scale, conceal_seed=args.conceal_seed)
-        out = session.save(args.out / label, overwrite=True)
+        out = session.save(args.out / label, overwrite=True).path
         audit = audit_output(out, base="builtin:shapes")
         revival = evaluate_revival(
             audit, images=args.images, seed=args.seed, steps=args.steps, device="cpu", base_scores=base_scores

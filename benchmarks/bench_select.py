@@ -89,7 +89,7 @@ def main() -> None:
         "processor": platform.processor() or platform.machine(),
         "load_or_build_s": built,
         "calibrate_s": calibrate_s,
-        "unet_calls": session.statistics[recipe.name].unet_calls,
+        "unet_calls": session.statistics[recipe.name].denoiser_calls,
         "selections": rows,
         "command": " ".join(["python", "benchmarks/bench_select.py", *sys.argv[1:]]),
     }

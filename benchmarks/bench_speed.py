@@ -159,7 +159,7 @@ def main() -> None:
         cpedit_s=cpedit_s,
         cpedit_calibrate_s=result.report.timings_s["calibrate"],
         cpedit_score_s=result.report.timings_s["score"],
-        cpedit_unet_calls=concept.unet_calls,
+        cpedit_unet_calls=concept.denoiser_calls,
         batch_size=concept.batch_size,
         pruned_weights=result.report.totals.pruned_weights,
     )

@@ -19,7 +19,8 @@ from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpedit.edit.prune import PruneResult, prune
-    from cpedit.edit.session import EditSession, Selection
+    from cpedit.edit.selection import Selection
+    from cpedit.edit.session import EditSession, SaveResult
     from cpedit.errors import (
         Cancelled,
         CpeditError,
@@ -54,7 +55,8 @@ _EXPORTS = {
     "RecipeError": "cpedit.errors",
     "Report": "cpedit.output.record",
     "SampleSettings": "cpedit.models.settings",
-    "Selection": "cpedit.edit.session",
+    "SaveResult": "cpedit.edit.session",
+    "Selection": "cpedit.edit.selection",
     "UnsupportedModelError": "cpedit.errors",
     "list_recipes": "cpedit.recipes.sources",
     "load_recipe": "cpedit.recipes.format",

@@ -2,8 +2,8 @@
 
 A calibrated :class:`cpedit.EditSession` holds one copy of the model, and selecting, pruning,
 sampling and saving all read or change its weights, so two of them must never overlap:
-:class:`SessionJobs` lets one job in at a time, and gives the session that job's own progress
-callback and cancel flag for as long as it runs (a job waiting for its turn that is cancelled
+:class:`SessionJobs` lets one job in at a time; the job passes its own progress callback and
+cancel flag to each session call it makes (a job waiting for its turn that is cancelled
 meanwhile stops before it starts). Nothing here touches the app's state: a job returns what it
 computed, with the tune values it was computed for, and the UI thread decides whether that
 still applies.
@@ -104,10 +104,8 @@ class SessionJobs:
             self._turn.release()
 
     @contextmanager
-    def turn(
-        self, *, on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None
-    ) -> Iterator[Any]:
-        """Wait for the session, then hold it with this job's progress callback and cancel flag.
+    def turn(self, *, cancel: threading.Event | None = None) -> Iterator[Any]:
+        """Wait for the session, then hold it (the job passes its own callback and cancel flag to each call).
 
         Raises:
             Cancelled: ``cancel`` was set while the job waited.
@@ -118,11 +116,9 @@ class SessionJobs:
             session = self.session
             if self._closed or session is None:
                 raise CpeditError("the calibrated session was replaced: run the queue again (ctrl+r)")
-            session.on_progress, session.cancel = on_progress, cancel
             try:
                 yield session
             finally:
-                session.on_progress, session.cancel = None, None
                 if self._closed:
                     self.session = None
 
@@ -134,14 +130,23 @@ class SessionJobs:
             Cancelled: ``cancel`` was set.
         """
         with self.turn(cancel=cancel) as session:
-            return Tuned(self, values, session.select(per_recipe=per_recipe(values)))
+            return Tuned(self, values, session.select(per_recipe=per_recipe(values), cancel=cancel))
 
-    def _applied(self, session: Any, values: TuneSet, tuned: Tuned | None) -> Tuned:
+    def _applied(
+        self,
+        session: Any,
+        values: TuneSet,
+        tuned: Tuned | None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Tuned:
         """``tuned`` when it is for ``values`` on this session, else a new selection; pruned in the model."""
         if tuned is None or tuned.jobs is not self or tuned.values != values:
-            tuned = Tuned(self, values, session.select(per_recipe=per_recipe(values)))
+            selection = session.select(per_recipe=per_recipe(values), on_progress=on_progress, cancel=cancel)
+            tuned = Tuned(self, values, selection)
         if session.applied is not tuned.selection:
-            session.apply(tuned.selection)
+            session.apply(tuned.selection, on_progress=on_progress, cancel=cancel)
         return tuned
 
     def sample_pair(
@@ -160,10 +165,11 @@ class SessionJobs:
         Raises:
             Cancelled: ``cancel`` was set (the session stays as it was).
         """
-        with self.turn(on_progress=on_progress, cancel=cancel) as session:
-            tuned = self._applied(session, values, tuned)
-            base = session.sample([prompt], seed=seed, steps=steps, edited=False)[0]
-            edited = session.sample([prompt], seed=seed, steps=steps, edited=True)[0]
+        calls: dict[str, Any] = {"on_progress": on_progress, "cancel": cancel}
+        with self.turn(cancel=cancel) as session:
+            tuned = self._applied(session, values, tuned, **calls)
+            base = session.sample([prompt], seed=seed, steps=steps, edited=False, **calls)[0]
+            edited = session.sample([prompt], seed=seed, steps=steps, edited=True, **calls)[0]
         return Rendered(tuned, prompt, seed, base, edited)
 
     def save(
@@ -183,10 +189,10 @@ class SessionJobs:
             CpeditError: What :meth:`cpedit.EditSession.save` raises.
             Cancelled: ``cancel`` was set; nothing is written.
         """
-        with self.turn(on_progress=on_progress, cancel=cancel) as session:
-            tuned = self._applied(session, values, tuned)
-            path = session.save(out, overwrite=overwrite)
-        return Saved(Path(path), tuned)
+        with self.turn(cancel=cancel) as session:
+            tuned = self._applied(session, values, tuned, on_progress=on_progress, cancel=cancel)
+            saved = session.save(out, overwrite=overwrite, on_progress=on_progress, cancel=cancel)
+        return Saved(saved.path, tuned)
 
     def render_preview_into(self, saved: Saved, *, cancel: threading.Event | None = None) -> Path:
         """Render the before/after preview of a saved output into it, from the session (its model is in memory).
@@ -195,5 +201,5 @@ class SessionJobs:
             Cancelled: ``cancel`` was set.
         """
         with self.turn(cancel=cancel) as session:
-            self._applied(session, saved.tuned.values, saved.tuned)
-            return cpedit.output.save_preview(saved.path, session.render_preview())
+            self._applied(session, saved.tuned.values, saved.tuned, cancel=cancel)
+            return cpedit.output.save_preview(saved.path, session.render_preview(cancel=cancel))

@@ -317,7 +317,7 @@ def calibrate(
     )
     if on_open is not None:
         on_open(session)
-    session.calibrate(timesteps=plan.calibrate_timesteps)
+    session.calibrate(timesteps=plan.calibrate_timesteps, on_progress=on_progress, cancel=cancel)
     return SessionJobs(session).select(recipe_values(session), cancel=cancel)
 
 

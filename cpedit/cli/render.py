@@ -241,7 +241,7 @@ def concept_table(report: Report) -> FittedTable:
             f"{c.skill_ratio:g}",
             "-" if c.timesteps_note else str(c.timesteps),
             str(c.batch_size),
-            str(c.unet_calls),
+            str(c.denoiser_calls),
             human_bytes(c.accumulator_bytes) if c.accumulator_bytes else "",
             f"{c.calibrate_seconds:.1f}",
             f"{c.pruned_weights:,}",

@@ -12,13 +12,15 @@ from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpedit.edit.prune import PruneResult, prune
-    from cpedit.edit.session import EditSession, Selection
+    from cpedit.edit.selection import Selection
+    from cpedit.edit.session import EditSession, SaveResult
 
 _EXPORTS = {
     "EditSession": "cpedit.edit.session",
     "prune": "cpedit.edit.prune",
     "PruneResult": "cpedit.edit.prune",
-    "Selection": "cpedit.edit.session",
+    "SaveResult": "cpedit.edit.session",
+    "Selection": "cpedit.edit.selection",
 }
 """Public name -> the module that defines it (imported when the name is first used)."""
 

@@ -69,7 +69,7 @@ class ConceptStats:
             Its square root is the paper's ``norm_j``.
             Keyed by :attr:`cpedit.models.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (the text
             encoders' forwards of one pipeline call per prompt).
-        unet_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
+        denoiser_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
         batch_size: Prompts per batch actually used.
         batches: Number of batches run.
         seconds: Wall time of the calibration.
@@ -81,7 +81,7 @@ class ConceptStats:
 
     recipe: Recipe
     sums: dict[str, torch.Tensor]
-    unet_calls: int
+    denoiser_calls: int
     batch_size: int
     batches: int
     seconds: float
@@ -336,7 +336,7 @@ def calibrate(
     return ConceptStats(
         recipe=recipe,
         sums=totals,
-        unet_calls=calls,
+        denoiser_calls=calls,
         batch_size=size,
         batches=batch_number,
         seconds=time.perf_counter() - started,

@@ -1,7 +1,8 @@
 """The one-call entry point: :func:`prune` a pipeline with one or more recipes.
 
-:func:`prune` is a thin composition of an :class:`~cpedit.edit.session.EditSession`: open (validate
-the recipes, load the model), calibrate, select each recipe's own settings, apply, save.
+:func:`prune` is a thin composition of an :class:`~cpedit.edit.session.EditSession`: the one
+preflight (:func:`cpedit.edit.preflight.preflight`: recipes, conceal, preview, output folder, before
+anything loads), open (load the model), calibrate, select each recipe's own settings, apply, save.
 
 Example:
     >>> import cpedit
@@ -26,15 +27,15 @@ from typing import Any
 
 import torch
 
-from cpedit.edit.session import EditSession, _check_recipes
-from cpedit.errors import CpeditError, CpeditWarning
+from cpedit.edit.preflight import preflight
+from cpedit.edit.session import EditSession
+from cpedit.errors import CpeditWarning
 from cpedit.models.sampling import SampleSettings, warn_truncated
-from cpedit.output.folder import check_free_space, check_not_inside, check_output_target, local_output_size, output_size
+from cpedit.output.folder import check_free_space, output_size
 from cpedit.output.record import Report
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
-from cpedit.recipes.conceal import Conceal, make_conceal
+from cpedit.recipes.conceal import Conceal
 from cpedit.recipes.format import Recipe
-from cpedit.recipes.sources import resolve_recipe
 
 
 @dataclass
@@ -140,19 +141,17 @@ def prune(
             has words the model's text encoder does not know (:mod:`cpedit.models.vocabulary`), or no
             weight was pruned (the output equals the base model).
     """
-    loaded = [resolve_recipe(r) for r in recipes]
-    _check_recipes(loaded)
-    if conceal is not None or conceal_scale is not None or conceal_seed is not None:
-        make_conceal(conceal or "zero", scale=conceal_scale, seed=conceal_seed)  # refused before loading
-    if preview:
-        _check_preview(loaded, out=out)
-    if out is not None and isinstance(model, (str, os.PathLike)):
-        check_not_inside(Path(out), model)  # first: the most specific reason to refuse
-    out_path = check_output_target(out, overwrite=overwrite) if out is not None else None
-    if out_path is not None:
-        needed = local_output_size(model)  # a local base: its size is known before anything loads
-        if needed is not None:
-            check_free_space(out_path, needed)
+    checked = preflight(
+        model,
+        recipes,
+        out=out,
+        overwrite=overwrite,
+        preview=preview,
+        conceal=conceal,
+        conceal_scale=conceal_scale,
+        conceal_seed=conceal_seed,
+    )
+    loaded, out_path = checked.recipes, checked.out
     session = EditSession.open(
         model,
         loaded,
@@ -168,8 +167,8 @@ def prune(
     try:
         if out_path is not None and session.source is not None:
             check_free_space(out_path, output_size(session.source.path))  # a Hub download: before calibrating
-        session.calibrate()
-        selection = session.select()
+        session.calibrate(on_progress=on_progress, cancel=cancel)
+        selection = session.select(on_progress=on_progress, cancel=cancel)
         if selection.pruned == 0:
             warnings.warn(
                 CpeditWarning(
@@ -178,15 +177,28 @@ def prune(
                 ),
                 stacklevel=2,
             )
-        session.apply(selection, conceal=conceal, conceal_scale=conceal_scale, conceal_seed=conceal_seed)
+        session.apply(
+            selection,
+            conceal=conceal,
+            conceal_scale=conceal_scale,
+            conceal_seed=conceal_seed,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
         if out_path is not None:
-            session.save(out_path, overwrite=overwrite, preview=preview, preview_settings=preview_settings)
-            report = session.last_report
-            assert report is not None
+            report = session.save(
+                out_path,
+                overwrite=overwrite,
+                preview=preview,
+                preview_settings=preview_settings,
+                on_progress=on_progress,
+                cancel=cancel,
+            ).report
         else:
             report = session.report()
     except BaseException:
-        session.restore()  # a pipeline given in memory is left as it came (a loaded one is dropped anyway)
+        # A pipeline given in memory is left as it came (a loaded one is dropped anyway).
+        session.restore(on_progress=on_progress)
         raise
     emit(on_progress, ProgressEvent(stage="done", message="done"))
     return PruneResult(
@@ -197,16 +209,3 @@ def prune(
         output=out_path,
         session=session,
     )
-
-
-def _check_preview(recipes: list[Recipe], *, out: object) -> None:
-    if out is None:
-        raise CpeditError(
-            "preview needs an output folder (out): the grid is saved in OUT/conceptprune/preview.png",
-            argument="preview",
-        )
-    if not any(recipe.preview_prompts for recipe in recipes):
-        raise CpeditError(
-            "preview: none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one",
-            argument="preview",
-        )

@@ -5,17 +5,47 @@ calibration, the paper scores S_t = |W| * n_t and S_b = |W| * n_b (broadcast ove
 marks per output row the k = floor(skill_ratio * in_features) columns with the largest
 S_t, keeps those where S_t > S_b, counts the marks over the first tau calls and calls a
 weight skilled when its count exceeds select_ratio * tau.
+
+:class:`Selection` is what :meth:`cpedit.edit.session.EditSession.select` returns: those masks
+per layer and per recipe, and their counts.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from cpedit.edit.calibration import BASE, TARGET
 from cpedit.models.ffn import FFNLayer
 from cpedit.recipes.format import PruneSettings
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a selection would prune; making one changes nothing in the model.
+
+    Attributes:
+        masks: Per hooked layer (its :attr:`~cpedit.models.ffn.FFNLayer.key`), a bool CPU tensor shaped
+            like the whole weight (True = pruned): the union over the recipes.
+        concept_masks: The same per recipe name, before the union.
+        settings: The prune settings each recipe was selected with (its own, or the overrides).
+        pruned: Weights pruned in all (the union).
+        fraction: ``pruned`` over the weights of the edited components.
+        per_layer: Pruned weights per layer key (the union).
+        per_concept: Pruned weights per recipe name (each recipe alone).
+        seconds: How long the selection took.
+    """
+
+    masks: dict[str, torch.Tensor]
+    concept_masks: dict[str, dict[str, torch.Tensor]]
+    settings: dict[str, PruneSettings]
+    pruned: int
+    fraction: float
+    per_layer: dict[str, int]
+    per_concept: dict[str, int]
+    seconds: float = 0.0
 
 
 def skilled_weights(weight: torch.Tensor, sums: torch.Tensor, settings: PruneSettings) -> torch.Tensor:

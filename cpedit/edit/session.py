@@ -6,9 +6,10 @@ The pipeline stages of an edit, each in its own module:
     -> load (:mod:`cpedit.models.loading`)
     -> calibrate (:mod:`cpedit.edit.calibration`)
     -> select (:mod:`cpedit.edit.selection`)
-    -> apply / restore (this module)
-    -> save (:mod:`cpedit.output.folder`, :mod:`cpedit.output.record`)
-    -> card / push (:mod:`cpedit.hub`)
+    -> apply / restore (:mod:`cpedit.edit.weights`)
+    -> save (:mod:`cpedit.edit.preflight`, :mod:`cpedit.edit.report`, :mod:`cpedit.output.folder`,
+       :mod:`cpedit.output.record`)
+    -> card / push (:mod:`cpedit.publish`)
 
 :class:`EditSession` holds a loaded pipeline and, after :meth:`EditSession.calibrate`, the
 statistics of every recipe for every denoiser call up to the largest tau. Selecting skilled
@@ -16,6 +17,10 @@ weights from them makes no denoiser call (:meth:`EditSession.select`), so a fron
 a skill-ratio slider and see at once what would be pruned. :meth:`EditSession.apply` zeroes a
 selection in place and keeps only the pruned entries' values, so :meth:`EditSession.restore`
 puts the base weights back bit for bit without a second copy of the model.
+
+Progress and cancel are per call: every slow method takes ``on_progress`` and ``cancel`` for that
+call only (as diffusers' pipelines take ``callback_on_step_end``), so a front end whose jobs run in
+worker threads gives each job its own and never rewires a shared session.
 
 Example:
     >>> import cpedit
@@ -25,7 +30,8 @@ Example:
     ...     print(ratio, session.select(skill_ratio=ratio).pruned)
     >>> session.apply(session.select(skill_ratio=0.1))
     >>> images = session.sample(["a striped red star on a white background"], seed=0, steps=20)
-    >>> session.save("shapes-no-stripes")
+    >>> saved = session.save("shapes-no-stripes")
+    >>> saved.report.totals.pruned_weights
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,83 +55,41 @@ from cpedit.edit.calibration import (
     denoiser_calls,
     is_text_target,
 )
-from cpedit.edit.conceal import fill_values
-from cpedit.edit.selection import layer_mask, union
-from cpedit.errors import CpeditError, RecipeError, UnsupportedModelError
+from cpedit.edit.preflight import check_recipes, preflight
+from cpedit.edit.report import build_report
+from cpedit.edit.selection import Selection, layer_mask, union
+from cpedit.edit.weights import AppliedSelection, apply_selection, base_weight, restore_weights
+from cpedit.errors import CpeditError, UnsupportedModelError
 from cpedit.models.architectures import find_target_layers, spec_for_pipeline
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.models.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
-from cpedit.models.sampling import SampleSettings, generate, image_grid, save_png
+from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set, save_png
 from cpedit.models.support import require_support
 from cpedit.models.vocabulary import warn_unknown_words
-from cpedit.output.folder import (
-    atomic_folder,
-    check_free_space,
-    check_not_inside,
-    check_output_target,
-    copy_pipeline_folder,
-    fill_weights_in_files,
-    output_size,
-)
-from cpedit.output.record import (
-    PREVIEW_FILE,
-    RECORD_DIR,
-    BaseModelInfo,
-    ConceptRecord,
-    LayerRecord,
-    Report,
-    Totals,
-    write_record,
-)
+from cpedit.output.folder import atomic_folder, copy_pipeline_folder, fill_weights_in_files
+from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, Report, write_record
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.conceal import Conceal, make_conceal
-from cpedit.recipes.format import SLUG, PruneSettings, Recipe, parse_recipe, prune_value_problems
-from cpedit.recipes.sources import resolve_recipe
-from cpedit.recipes.writer import dump_recipe, recipe_data
+from cpedit.recipes.format import PruneSettings, Recipe, prune_value_problems
+from cpedit.recipes.writer import recipe_as_used
+
+__all__ = ["OVERRIDABLE", "EditSession", "SaveResult", "Selection"]
 
 OVERRIDABLE = ("skill_ratio", "timesteps", "select_ratio")
 """The prune settings :meth:`EditSession.select` can override."""
 
 
 @dataclass(frozen=True)
-class Selection:
-    """What a selection would prune; making one changes nothing in the model.
+class SaveResult:
+    """What :meth:`EditSession.save` wrote.
 
     Attributes:
-        masks: Per hooked layer (its :attr:`~cpedit.models.ffn.FFNLayer.key`), a bool CPU tensor shaped
-            like the whole weight (True = pruned): the union over the recipes.
-        concept_masks: The same per recipe name, before the union.
-        settings: The prune settings each recipe was selected with (its own, or the overrides).
-        pruned: Weights pruned in all (the union).
-        fraction: ``pruned`` over the weights of the edited components.
-        per_layer: Pruned weights per layer key (the union).
-        per_concept: Pruned weights per recipe name (each recipe alone).
-        seconds: How long the selection took.
+        path: The output folder.
+        report: The run report written to ``OUT/conceptprune/report.json``.
     """
 
-    masks: dict[str, torch.Tensor]
-    concept_masks: dict[str, dict[str, torch.Tensor]]
-    settings: dict[str, PruneSettings]
-    pruned: int
-    fraction: float
-    per_layer: dict[str, int]
-    per_concept: dict[str, int]
-    seconds: float = 0.0
-
-
-@dataclass
-class _Applied:
-    """An applied selection and what restoring it needs: per layer, flat indices and original values.
-
-    ``conceal`` is how its entries were filled (resolved: with its seed); ``fills`` the values
-    written in, per layer (float32 on the CPU; absent for ``zero``), which :meth:`EditSession.save`
-    writes into the files and a temporary swap puts back.
-    """
-
-    selection: Selection
-    saved: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    conceal: Conceal = dataclasses.field(default_factory=Conceal)
-    fills: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    path: Path
+    report: Report
 
 
 class EditSession:
@@ -148,8 +111,6 @@ class EditSession:
         *,
         source: ModelSource | None = None,
         batch_size: int | None = None,
-        on_progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
     ) -> None:
         """Wrap an already loaded pipeline (prefer :meth:`open`, which also loads it).
 
@@ -161,19 +122,17 @@ class EditSession:
             CpeditWarning: A recipe's prompts have words the model's text encoder does not know
                 (:mod:`cpedit.models.vocabulary`): its pruning may not erase its concept.
         """
-        _check_recipes(list(recipes))
+        check_recipes(list(recipes))
         check_batch_size(batch_size)
         self.pipeline = pipeline
         self.recipes: tuple[Recipe, ...] = tuple(recipes)
         self.source = source
         self.batch_size = batch_size
-        self.on_progress = on_progress
-        self.cancel = cancel
         self.timings: dict[str, float] = {}
         self.statistics: dict[str, ConceptStats] = {}
-        self._applied: _Applied | None = None
-        self.last_report: Report | None = None
-        """The report of the last :meth:`save`."""
+        self._applied: AppliedSelection | None = None
+        self._safety_checker: Any = None
+        """The model's safety checker once loaded for :meth:`sample` (pruning loads pipelines without it)."""
         spec = require_support(pipeline)
         self.layers: dict[str, list[FFNLayer]] = {}
         for recipe in self.recipes:  # every recipe, before the first one spends time calibrating
@@ -221,10 +180,10 @@ class EditSession:
                 float16 on CUDA, else float32.
             offload: Model CPU offload (CUDA only): components wait in host memory.
             batch_size: Prompts per calibration batch; None picks the largest that fits.
-            on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` for every step of
-                every later call of the session too (download, load, calibrate, score, ...).
-            cancel: Set it (from another thread) to stop the current slow step with
-                :class:`~cpedit.errors.Cancelled`; nothing is written.
+            on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` for each step of the
+                download and load (the later calls take their own).
+            cancel: Set it (from another thread) to stop the download or load with
+                :class:`~cpedit.errors.Cancelled`.
 
         Raises:
             RecipeError: A recipe is invalid (before loading).
@@ -237,8 +196,7 @@ class EditSession:
             CpeditWarning: A recipe's prompts have words the model does not know (see :meth:`__init__`).
         """
         started = time.perf_counter()
-        loaded = [resolve_recipe(r) for r in recipes]
-        _check_recipes(loaded)
+        loaded = preflight(model, recipes).recipes
         check_batch_size(batch_size)
         in_memory = not isinstance(model, (str, os.PathLike))
         if in_memory and (device != "auto" or dtype is not None or revision is not None or offload):
@@ -263,7 +221,7 @@ class EditSession:
                 on_progress=on_progress,
                 cancel=cancel,
             )
-        session = cls(pipe, loaded, source=source, batch_size=batch_size, on_progress=on_progress, cancel=cancel)
+        session = cls(pipe, loaded, source=source, batch_size=batch_size)
         session.timings["load"] = time.perf_counter() - started
         return session
 
@@ -274,13 +232,21 @@ class EditSession:
         """Per recipe name, the tau its statistics cover (empty before :meth:`calibrate`)."""
         return {name: stats.timesteps for name, stats in self.statistics.items()}
 
-    def calibrate(self, *, timesteps: int | None = None) -> None:
+    def calibrate(
+        self,
+        *,
+        timesteps: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         """Calibrate every recipe once (on the unpruned model) and keep the statistics.
 
         Args:
             timesteps: Calibrate for this many denoiser calls when a recipe asks for fewer, so
                 :meth:`select` can later try any tau up to it (the statistics of the first calls
                 do not depend on how many follow). Ignored by ``text-ffn`` recipes.
+            on_progress: Receives a ``calibrate`` event per batch and denoiser call.
+            cancel: Set it (from another thread) to stop; the session keeps its earlier statistics.
 
         Raises:
             CpeditError: ``timesteps`` exceeds the denoiser calls a recipe's steps make, or a
@@ -310,8 +276,8 @@ class EditSession:
                 self.layers[recipe.name],
                 timesteps=tau,
                 batch_size=self.batch_size,
-                on_progress=self.on_progress,
-                cancel=self.cancel,
+                on_progress=on_progress,
+                cancel=cancel,
             )
         self.statistics = statistics
         self.timings["calibrate"] = sum(s.seconds for s in statistics.values())
@@ -376,6 +342,8 @@ class EditSession:
         timesteps: int | None = None,
         select_ratio: float | None = None,
         per_recipe: Mapping[str, Mapping[str, Any]] | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> Selection:
         """Select the skilled weights from the kept statistics; no denoiser call, no model change.
 
@@ -385,6 +353,8 @@ class EditSession:
             select_ratio: Override every recipe's ``prune.select_ratio``.
             per_recipe: Overrides for single recipes, by name: ``{"van-gogh": {"skill_ratio": 0.02}}``
                 (they win over the overrides for all).
+            on_progress: Receives a ``score`` event per layer.
+            cancel: Set it (from another thread) to stop before the next layer.
 
         Returns:
             A :class:`Selection`; the same masks ``cpedit.prune`` would prune with recipes that
@@ -409,9 +379,9 @@ class EditSession:
             layers = self.layers[recipe.name]
             masks = {}
             for index, layer in enumerate(layers):
-                check_cancel(self.cancel, "while selecting")
+                check_cancel(cancel, "while selecting")
                 emit(
-                    self.on_progress,
+                    on_progress,
                     ProgressEvent(
                         stage="score",
                         message=f"scoring {recipe.name}",
@@ -423,7 +393,7 @@ class EditSession:
                 )
                 masks[layer.key] = self._layer_mask(layer, stats.sums[layer.key], settings).cpu()
             emit(
-                self.on_progress,
+                on_progress,
                 ProgressEvent(
                     stage="score",
                     message=f"scored {recipe.name}",
@@ -451,17 +421,7 @@ class EditSession:
 
     def _layer_mask(self, layer: FFNLayer, sums: torch.Tensor, settings: PruneSettings) -> torch.Tensor:
         """The skilled-weight mask of a layer, scored on its base weights (also while a selection is applied)."""
-        return layer_mask(layer, sums, settings, weight=self._base_weight(layer, device=sums.device))
-
-    def _base_weight(self, layer: FFNLayer, *, device: torch.device) -> torch.Tensor:
-        weight = layer.module.weight.detach()
-        saved = self._applied.saved.get(layer.key) if self._applied is not None else None
-        if saved is None:
-            return weight.to(device)
-        indices, values = saved
-        base = weight.to(device, copy=True)
-        base.view(-1)[indices.to(device)] = values.to(device)
-        return base
+        return layer_mask(layer, sums, settings, weight=base_weight(layer, self._applied, device=sums.device))
 
     # --- apply / restore ------------------------------------------------------------------
 
@@ -505,6 +465,8 @@ class EditSession:
         conceal: str | Conceal | None = None,
         conceal_scale: str | None = None,
         conceal_seed: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Prune the selection's weights in the pipeline, in place (replacing any earlier apply).
 
@@ -518,6 +480,8 @@ class EditSession:
                 :class:`~cpedit.recipes.conceal.Conceal`; None: the recipes' ``prune.conceal``.
             conceal_scale: ``row`` or ``layer`` (``gaussian``); None: the recipes' (default ``row``).
             conceal_seed: Seeds the ``gaussian`` draws; None: a random seed (recorded in the local report).
+            on_progress: Receives the ``restore`` (of an earlier selection) and ``prune`` events.
+            cancel: Set it (from another thread) to stop before anything changes.
 
         Raises:
             CpeditError: The selection has layers this session does not hook, or a bad conceal setting.
@@ -528,8 +492,8 @@ class EditSession:
         if unknown:
             raise CpeditError(f"the selection has layers this session does not edit: {', '.join(unknown[:3])}")
         chosen = self.conceal_for(conceal, scale=conceal_scale, seed=conceal_seed).resolved()
-        check_cancel(self.cancel, "before pruning")
-        self._apply(selection, by_key, conceal=chosen)
+        check_cancel(cancel, "before pruning")
+        self._apply(selection, by_key, conceal=chosen, on_progress=on_progress)
 
     def _apply(
         self,
@@ -538,50 +502,33 @@ class EditSession:
         *,
         conceal: Conceal,
         fills: dict[str, torch.Tensor] | None = None,
+        on_progress: ProgressCallback | None = None,
         quiet: bool = False,
     ) -> None:
         """Prune ``selection`` (after restoring any earlier one); ``quiet``: no events (a temporary swap).
 
         ``fills``: the values to write (a temporary swap puts back the same ones); None: made here.
         """
-        self._restore(quiet=quiet)
+        self._restore(quiet=quiet, on_progress=on_progress)
         if not quiet:
-            emit(self.on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
+            emit(on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
             self.timings["score"] = selection.seconds  # the report's scoring time is the applied selection's
-        saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        made: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for key, mask in selection.masks.items():
-                weight = by_key[key].module.weight
-                flat = weight.view(-1)
-                # Kept on the CPU: with model offload the weight moves between devices between calls.
-                indices = mask.reshape(-1).nonzero().squeeze(1)
-                if indices.numel() == 0:
-                    continue
-                on_device = indices.to(flat.device)
-                saved[key] = (indices, flat[on_device].cpu())
-                if not conceal.conceals:
-                    flat[on_device] = 0
-                    continue
-                values = fills[key] if fills is not None else fill_values(weight, indices, conceal=conceal, name=key)
-                made[key] = values
-                flat[on_device] = values.to(flat.device, flat.dtype)
-        self._applied = _Applied(selection=selection, saved=saved, conceal=conceal, fills=made)
+        self._applied = apply_selection(selection, by_key, conceal=conceal, fills=fills)
 
-    def restore(self) -> None:
-        """Put back the base weights of an applied selection, bit for bit (a no-op when none is applied)."""
-        self._restore(quiet=False)
+    def restore(self, *, on_progress: ProgressCallback | None = None) -> None:
+        """Put back the base weights of an applied selection, bit for bit (a no-op when none is applied).
 
-    def _restore(self, *, quiet: bool) -> None:
+        Args:
+            on_progress: Receives the ``restore`` event.
+        """
+        self._restore(quiet=False, on_progress=on_progress)
+
+    def _restore(self, *, quiet: bool, on_progress: ProgressCallback | None = None) -> None:
         if self._applied is None:
             return
-        by_key = {layer.key: layer for layer in self._all_layers}
         if not quiet:
-            emit(self.on_progress, ProgressEvent(stage="restore", message="restoring the base weights"))
-        with torch.no_grad():
-            for key, (indices, values) in self._applied.saved.items():
-                flat = by_key[key].module.weight.view(-1)  # wherever the weight is now
-                flat[indices.to(flat.device)] = values.to(flat.device)
+            emit(on_progress, ProgressEvent(stage="restore", message="restoring the base weights"))
+        restore_weights(self._applied, {layer.key: layer for layer in self._all_layers})
         self._applied = None
 
     # --- sample ---------------------------------------------------------------------------
@@ -597,6 +544,8 @@ class EditSession:
         width: int | None = None,
         edited: bool = True,
         safety_checker: bool = True,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[Any]:
         """Render one seeded image per prompt from the in-memory pipeline (PIL images).
 
@@ -611,6 +560,8 @@ class EditSession:
                 selection is restored for the rendering and applied again after).
             safety_checker: Filter the images with the model's safety checker, if it has one
                 (calibration leaves it out; it is loaded from the model folder on first use).
+            on_progress: Receives a ``sample`` event per image and denoising step.
+            cancel: Set it (from another thread) to stop before the next image or step.
 
         Raises:
             CpeditError: ``edited`` is True but no selection is applied, or no prompts.
@@ -621,56 +572,58 @@ class EditSession:
         if edited and self._applied is None:
             raise CpeditError("no selection is applied; apply() one first, or sample with edited=False")
         settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
-        pipe = self.pipeline
-        checker = getattr(pipe, "safety_checker", None)
-        self._use_safety_checker(safety_checker)
         applied = None if edited else self.applied
         swapped = None if edited else self._applied
-        try:
-            if applied is not None:
-                self._restore(quiet=True)
-            return self._generate(prompts, settings, label="edited" if edited else "base")
-        finally:  # also after a cancel: the session stays as it was
-            if applied is not None:
-                assert swapped is not None
-                self._apply(
-                    applied,
-                    {layer.key: layer for layer in self._all_layers},
-                    conceal=swapped.conceal,
-                    fills=swapped.fills,
-                    quiet=True,
+        with safety_checker_set(self.pipeline, self._checker_for(safety_checker)):
+            try:
+                if applied is not None:
+                    self._restore(quiet=True)
+                return generate(
+                    self.pipeline,
+                    list(prompts),
+                    settings,
+                    label="edited" if edited else "base",
+                    on_progress=on_progress,
+                    cancel=cancel,
                 )
-            if hasattr(pipe, "safety_checker"):
-                pipe.safety_checker = checker  # the pipeline a later save() writes keeps its own components
+            finally:  # also after a cancel: the session stays as it was
+                if applied is not None:
+                    assert swapped is not None
+                    self._apply(
+                        applied,
+                        {layer.key: layer for layer in self._all_layers},
+                        conceal=swapped.conceal,
+                        fills=swapped.fills,
+                        quiet=True,
+                    )
 
-    def _use_safety_checker(self, wanted: bool) -> None:
-        """Load the model's safety checker on first use (pruning loads the pipeline without it), or put it aside."""
+    def _checker_for(self, wanted: bool) -> Any:
+        """The safety checker to sample with: None when not ``wanted``, else the pipeline's own, else the
+        model's, loaded from its folder on first use (pruning loads the pipeline without it)."""
         pipe = self.pipeline
-        if not hasattr(pipe, "safety_checker"):
-            return
-        if not wanted:
-            if pipe.safety_checker is not None:
-                self._safety_checker = pipe.safety_checker
-                pipe.safety_checker = None
-            return
+        if not wanted or not hasattr(pipe, "safety_checker"):
+            return None
         if pipe.safety_checker is not None:
-            return
-        if getattr(self, "_safety_checker", None) is None and self.source is not None:
+            return pipe.safety_checker
+        if self._safety_checker is None and self.source is not None:
             self._safety_checker = load_safety_checker(self.source, device=execution_device(pipe), dtype=pipe.dtype)
-        if getattr(self, "_safety_checker", None) is not None:
-            pipe.safety_checker = self._safety_checker
-
-    def _generate(self, prompts: Sequence[str], settings: SampleSettings, *, label: str) -> list[Any]:
-        return generate(
-            self.pipeline, list(prompts), settings, label=label, on_progress=self.on_progress, cancel=self.cancel
-        )
+        return self._safety_checker
 
     def preview_prompts(self) -> list[str]:
         """The recipes' preview prompts, in order."""
         return [prompt for recipe in self.recipes for prompt in recipe.preview_prompts]
 
-    def render_preview(self, *, settings: SampleSettings | None = None, prompts: Sequence[str] | None = None) -> Any:
+    def render_preview(
+        self,
+        *,
+        settings: SampleSettings | None = None,
+        prompts: Sequence[str] | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Any:
         """The before/after grid (base left, edited right) of ``prompts`` (default: the recipes' preview prompts).
+
+        ``on_progress`` and ``cancel`` are as :meth:`sample`'s.
 
         Raises:
             CpeditError: No selection is applied, or there are no prompts.
@@ -679,8 +632,11 @@ class EditSession:
         prompts = list(prompts or self.preview_prompts())
         if not prompts:
             raise CpeditError("none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one")
-        edited = self.sample(prompts, **dataclasses.asdict(settings), edited=True)
-        base = self.sample(prompts, **dataclasses.asdict(settings), edited=False)
+        images = [
+            self.sample(prompts, **dataclasses.asdict(settings), edited=edited, on_progress=on_progress, cancel=cancel)
+            for edited in (True, False)  # edited first, as before: the base swap restores it after
+        ]
+        edited, base = images
         return image_grid([base, edited], column_labels=["base", "pruned"], row_labels=prompts)
 
     # --- save -----------------------------------------------------------------------------
@@ -691,8 +647,7 @@ class EditSession:
         Raises:
             CpeditError: No selection is applied.
         """
-        selection = self._require_applied()
-        return self._build_report(selection, skipped_files=())
+        return self._report(skipped_files=())
 
     def save(
         self,
@@ -701,7 +656,9 @@ class EditSession:
         overwrite: bool = False,
         preview: bool = False,
         preview_settings: SampleSettings | None = None,
-    ) -> Path:
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SaveResult:
         """Write the applied selection as a pruned pipeline folder: the same folder ``cpedit prune`` writes.
 
         For a model loaded from a folder or the Hub, the base folder is copied byte for byte except
@@ -709,7 +666,8 @@ class EditSession:
         dtype; a pipeline given in memory is written with ``save_pretrained``. Beside it,
         ``conceptprune/`` records the positions, the recipes (with the settings chosen, when they
         differ from the recipe's own) and the report. Everything is written into a temporary
-        folder that replaces ``out`` only at the end.
+        folder that replaces ``out`` only at the end. The inputs are checked first by the same
+        preflight as :func:`cpedit.prune`'s (:func:`cpedit.edit.preflight.preflight`).
 
         Args:
             out: The output folder.
@@ -717,9 +675,11 @@ class EditSession:
             preview: Also render the before/after grid of the preview prompts (from the in-memory
                 pipeline) into ``conceptprune/preview.png``.
             preview_settings: Steps, guidance, seed and size of the preview.
+            on_progress: Receives the ``save`` events (each file copied) and the preview's ``sample`` events.
+            cancel: Set it (from another thread) to stop; nothing is written.
 
         Returns:
-            The output folder.
+            A :class:`SaveResult`: the output folder and the report written into it.
 
         Raises:
             CpeditError: No selection is applied, ``out`` is a file or the base model folder, or
@@ -730,45 +690,40 @@ class EditSession:
             Cancelled: ``cancel`` was set; nothing is written.
         """
         selection = self._require_applied()
-        if self.source is not None:
-            check_not_inside(Path(out), self.source.path)  # first: the most specific reason to refuse
-        out_path = check_output_target(out, overwrite=overwrite)
-        if preview and not self.preview_prompts():
-            raise CpeditError(
-                "preview: none of the recipes has preview prompts; add `preview: {prompts: [...]}` to one",
-                argument="preview",
-            )
-        needed = output_size(self.source.path) if self.source is not None else _in_memory_size(self.pipeline)
-        check_free_space(out_path, needed)  # before the preview renders and anything is copied
-        check_cancel(self.cancel, "before saving")
+        base = self.source.path if self.source is not None else self.pipeline
+        # Before the preview renders and anything is copied.
+        checked = preflight(base, self.recipes, out=out, overwrite=overwrite, preview=preview)
+        out_path, needed = checked.out, checked.needed
+        assert out_path is not None
+        check_cancel(cancel, "before saving")
         started = time.perf_counter()
-        emit(self.on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
+        emit(on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
         with atomic_folder(out_path, overwrite=overwrite, needed=needed) as tmp:
             skipped: list[str] = []
             if self.source is not None:
-                skipped = copy_pipeline_folder(self.source.path, tmp, on_progress=self.on_progress, cancel=self.cancel)
+                skipped = copy_pipeline_folder(self.source.path, tmp, on_progress=on_progress, cancel=cancel)
                 fills = self._applied.fills if self._applied is not None else {}
                 for component in self._edited_components():
                     layers = [layer for layer in self._all_layers if layer.component == component]
                     masks = {layer.name: selection.masks[layer.key] for layer in layers if layer.key in selection.masks}
                     # The same values as in memory (cast to each file's dtype); zero where nothing was filled in.
                     values = {layer.name: fills[layer.key] for layer in layers if layer.key in fills}
-                    fill_weights_in_files(tmp / component, masks, values=values or None, cancel=self.cancel)
+                    fill_weights_in_files(tmp / component, masks, values=values or None, cancel=cancel)
             else:
                 self.pipeline.save_pretrained(tmp, safe_serialization=True)
-            check_cancel(self.cancel, "while saving")
+            check_cancel(cancel, "while saving")
             self.timings["save"] = time.perf_counter() - started
             self.timings.pop("preview", None)
             if preview:
                 mark = time.perf_counter()
                 (tmp / RECORD_DIR).mkdir(exist_ok=True)
-                save_png(self.render_preview(settings=preview_settings), tmp / RECORD_DIR / PREVIEW_FILE)
+                grid = self.render_preview(settings=preview_settings, on_progress=on_progress, cancel=cancel)
+                save_png(grid, tmp / RECORD_DIR / PREVIEW_FILE)
                 self.timings["preview"] = time.perf_counter() - mark
-            report = self._build_report(selection, skipped_files=tuple(skipped))
+            report = self._report(skipped_files=tuple(skipped))
             write_record(tmp, masks=selection.masks, recipes=self._recipes_as_selected(selection), report=report)
-            check_cancel(self.cancel, "before moving the output into place")
-        self.last_report = report
-        return out_path
+            check_cancel(cancel, "before moving the output into place")
+        return SaveResult(path=out_path, report=report)
 
     def _require_applied(self) -> Selection:
         if self._applied is None:
@@ -785,7 +740,7 @@ class EditSession:
             settings = dataclasses.replace(
                 settings, conceal=conceal.mode, conceal_scale=scale or settings.conceal_scale
             )
-            chosen.append(_recipe_with_settings(recipe, settings))
+            chosen.append(recipe_as_used(recipe, settings))
         return chosen
 
     def _edited_components(self) -> list[str]:
@@ -799,102 +754,22 @@ class EditSession:
             total += sum(p.numel() for p in module.parameters())
         return total
 
-    def _build_report(self, selection: Selection, *, skipped_files: tuple[str, ...]) -> Report:
-        from cpedit.versions import library_versions
-
-        pipe = self.pipeline
-        denoiser = get_denoiser(pipe)
-        source = self.source
-        targets = {layer.key: recipe.prune.target for recipe in self.recipes for layer in self.layers[recipe.name]}
-        ffn_weights = sum(layer.module.weight.numel() for layer in self._all_layers)
-        parameter = next(denoiser.parameters())
-        concepts = []
-        for recipe in self.recipes:
-            stats = self.statistics[recipe.name]
-            settings = selection.settings.get(recipe.name, recipe.prune)
-            text = is_text_target(recipe)
-            concepts.append(
-                ConceptRecord(
-                    name=recipe.name,
-                    concept=recipe.concept,
-                    kind=recipe.kind,
-                    recipe=f"{RECORD_DIR}/recipes/{recipe.name}.yaml",
-                    prompt_pairs=len(recipe.targets),
-                    skill_ratio=settings.skill_ratio,
-                    timesteps=settings.timesteps,
-                    select_ratio=settings.select_ratio,
-                    target=recipe.prune.target,
-                    stream=recipe.prune.stream,
-                    timesteps_note="ignored: text-ffn hooks the text encoders, which run before the first timestep"
-                    if text
-                    else None,
-                    steps=recipe.sampling.steps,
-                    guidance_scale=recipe.sampling.guidance_scale,
-                    seed=recipe.sampling.seed,
-                    pair_seeds=recipe.sampling.pair_seeds,
-                    batch_size=stats.batch_size,
-                    batches=stats.batches,
-                    unet_calls=stats.unet_calls,
-                    calibrate_seconds=round(stats.seconds, 3),
-                    accumulator_bytes=stats.accumulator_bytes,
-                    pruned_weights=selection.per_concept.get(recipe.name, 0),
-                )
-            )
-        timings = dict(self.timings)
-        timings["total"] = sum(timings.get(k, 0.0) for k in ("load", "calibrate", "score", "save", "preview"))
-        return Report(
-            base_model=BaseModelInfo(
-                id=source.ref if source is not None else None,
-                local=source.is_local if source is not None else None,
-                path=str(source.path) if source is not None and source.is_local else None,
-                revision=source.revision if source is not None else None,
-                commit=source.commit if source is not None else None,
-                repo_id=source.repo_id if source is not None else None,
-            ),
-            denoiser_component=self.denoiser_component,
-            denoiser_class=type(denoiser).__name__,
-            pipeline=type(pipe).__name__,
-            edited_components=tuple(self._edited_components()),
-            compute_device=str(execution_device(pipe)),
-            compute_dtype=str(parameter.dtype).removeprefix("torch."),
-            offload=getattr(denoiser, "_hf_hook", None) is not None,
-            concepts=tuple(concepts),
-            layers=tuple(
-                LayerRecord(
-                    name=layer.key,
-                    shape=layer.shape,
-                    pruned=selection.per_layer.get(layer.key, 0),
-                    component=layer.component,
-                    target=targets.get(layer.key, "ffn"),
-                    columns=layer.columns,
-                )
-                for layer in self._all_layers
-            ),
-            totals=Totals(
-                pruned_weights=selection.pruned,
-                ffn_weights=ffn_weights,
-                unet_weights=sum(p.numel() for p in denoiser.parameters()),
-                edited_weights=self.edited_weights,
-                pruned_fraction=selection.fraction,
-                pruned_fraction_of_ffn=selection.pruned / ffn_weights if ffn_weights else 0.0,
-            ),
-            unet_calls=sum(s.unet_calls for s in self.statistics.values()),
-            skipped_files=skipped_files,
-            versions=library_versions(),
-            timings_s=timings,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    def _report(self, *, skipped_files: tuple[str, ...]) -> Report:
+        """The report of the applied selection (:func:`cpedit.edit.report.build_report`)."""
+        selection = self._require_applied()
+        return build_report(
+            pipeline=self.pipeline,
+            source=self.source,
+            recipes=self.recipes,
+            layers=self.layers,
+            statistics=self.statistics,
+            selection=selection,
             conceal=self._applied.conceal if self._applied is not None else Conceal(),
+            denoiser_component=self.denoiser_component,
+            edited_weights=self.edited_weights,
+            timings=self.timings,
+            skipped_files=skipped_files,
         )
-
-
-def _in_memory_size(pipe: Any) -> int:
-    """About the bytes ``save_pretrained`` writes for a pipeline: its modules' parameters and buffers."""
-    total = 0
-    for value in vars(pipe).values():
-        if isinstance(value, torch.nn.Module):
-            for tensor in [*value.parameters(), *value.buffers()]:
-                total += tensor.numel() * tensor.element_size()
-    return total + 2**20
 
 
 def _check_settings(settings: PruneSettings, name: str) -> None:
@@ -904,54 +779,6 @@ def _check_settings(settings: PruneSettings, name: str) -> None:
     )
     if problems:
         raise CpeditError(f"{name}: " + "; ".join(f"{key} {message}" for key, message in problems), argument="select")
-
-
-def _recipe_with_settings(recipe: Recipe, settings: PruneSettings) -> Recipe:
-    """The recipe as it was used, for ``conceptprune/recipes/``: its text verbatim when that is what ran.
-
-    Otherwise (settings chosen in the session, or a :class:`Recipe` changed or built in code) a
-    copy that says so in a comment: the file's own text with its whole ``prune`` section replaced
-    when only the prune settings differ, else YAML written from the recipe object itself.
-    """
-    import yaml
-
-    used = dataclasses.replace(recipe, prune=settings)
-    try:
-        written = parse_recipe(recipe.text, source=recipe.source) if recipe.text.strip() else None
-    except RecipeError:
-        written = None
-    if written is not None and dataclasses.replace(written, text=recipe.text) == used:
-        return recipe
-    prune = {f.name: getattr(settings, f.name) for f in dataclasses.fields(PruneSettings)}
-    if written is not None and dataclasses.replace(written, prune=settings, text=recipe.text) == used:
-        data = yaml.safe_load(recipe.text)
-        data["prune"] = prune
-        was = ", ".join(f"{f.name} {getattr(written.prune, f.name)}" for f in dataclasses.fields(PruneSettings))
-        note = f"Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}"
-    else:
-        data = recipe_data(used)
-        note = f"Written by cpedit from the recipe as it ran (built or changed in code; source: {recipe.source})"
-    return parse_recipe(dump_recipe(data, note=note), source=recipe.source)
-
-
-def _check_recipes(recipes: list[Recipe]) -> None:
-    if not recipes:
-        raise CpeditError(
-            "give at least one recipe (a file or a shipped recipe name; see `cpedit recipes list`)",
-            argument="recipes",
-        )
-    seen: dict[str, str] = {}
-    for recipe in recipes:
-        if not SLUG.match(recipe.name):  # a Recipe built in code skips the file validation; the name is a file name
-            raise CpeditError(
-                f"recipe name {recipe.name!r} is not a slug (lowercase letters, digits, hyphens)", argument="recipes"
-            )
-        if recipe.name in seen:
-            raise CpeditError(
-                f"two recipes are named {recipe.name!r} ({seen[recipe.name]} and {recipe.source}); names must differ",
-                argument="recipes",
-            )
-        seen[recipe.name] = recipe.source
 
 
 def _component_name(pipe: Any) -> str:

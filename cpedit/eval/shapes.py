@@ -277,7 +277,7 @@ class ShapesBenchmark(Benchmark):
             "benchmark": BENCHMARK,
             "concepts": [v for _, v in run.state["erased"]],
             "images": run.options.images,
-            "pruned_fraction": totals.pruned_weights / totals.unet_weights,
+            "pruned_fraction": totals.pruned_weights / totals.denoiser_weights,
             "seed": run.images.seed,
             "steps": run.images.steps,
             "guidance_scale": run.images.guidance_scale,

@@ -10,7 +10,8 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,27 @@ def warn_truncated(pipe: Any, prompts: Sequence[str]) -> None:
             ),
             stacklevel=3,
         )
+
+
+@contextmanager
+def safety_checker_set(pipe: Any, checker: Any) -> Iterator[None]:
+    """Run the block with ``pipe``'s ``safety_checker`` component set to ``checker`` (None: no filter).
+
+    Diffusers has no per-call switch for the checker: a Stable Diffusion pipeline filters its
+    images whenever the component is set. So the component is swapped through the pipeline's
+    public attribute (diffusers' ``__setattr__`` keeps its config in step) and the pipeline's own
+    is put back afterwards, also after an error or a cancel, so a later ``save_pretrained`` writes
+    the components the pipeline came with. A pipeline without that component is left alone.
+    """
+    if not hasattr(pipe, "safety_checker"):
+        yield
+        return
+    own = pipe.safety_checker
+    pipe.safety_checker = checker
+    try:
+        yield
+    finally:
+        pipe.safety_checker = own
 
 
 def generate(

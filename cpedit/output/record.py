@@ -111,7 +111,7 @@ class ConceptRecord:
     """One seed per prompt pair when the recipe gives ``sampling.pair_seeds`` (then ``seed`` was not used)."""
     batch_size: int = 0
     batches: int = 0
-    unet_calls: int = 0
+    denoiser_calls: int = 0
     calibrate_seconds: float = 0.0
     accumulator_bytes: int = 0
     pruned_weights: int = 0
@@ -144,7 +144,7 @@ class Totals:
     Attributes:
         pruned_weights: Weights set to zero.
         ffn_weights: Weights of the hooked layers (the candidates).
-        unet_weights: Weights of the denoiser.
+        denoiser_weights: Weights of the denoiser.
         edited_weights: Weights of the edited components (the denoiser; the text encoders for ``text-ffn``).
         pruned_fraction: ``pruned_weights / edited_weights``.
         pruned_fraction_of_ffn: ``pruned_weights / ffn_weights``.
@@ -152,7 +152,7 @@ class Totals:
 
     pruned_weights: int
     ffn_weights: int
-    unet_weights: int
+    denoiser_weights: int
     edited_weights: int
     pruned_fraction: float
     pruned_fraction_of_ffn: float
@@ -174,7 +174,7 @@ class Report:
         concepts: One record per recipe.
         layers: One record per hooked layer.
         totals: Counts and fractions.
-        unet_calls: Denoiser calls made in all.
+        denoiser_calls: Denoiser calls made in all.
         skipped_files: Files of the base folder not copied into the output.
         versions: Library versions.
         timings_s: Seconds per step (load, calibrate, score, save, total).
@@ -196,7 +196,7 @@ class Report:
     concepts: tuple[ConceptRecord, ...]
     layers: tuple[LayerRecord, ...]
     totals: Totals
-    unet_calls: int
+    denoiser_calls: int
     skipped_files: tuple[str, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -266,7 +266,7 @@ class Report:
                 for layer in self.layers
             ],
             "totals": asdict(self.totals),
-            "unet_calls": self.unet_calls,
+            "denoiser_calls": self.denoiser_calls,
             "skipped_files": list(self.skipped_files),
             "versions": dict(self.versions),
             "timings_s": dict(self.timings_s),
@@ -300,10 +300,13 @@ class Report:
             read.fail("concepts", "records no concept")
         layers = read.items(top.get("layers"), "layers")
         totals = read.mapping(top.get("totals"), "totals")
+        read.renamed(top, _RENAMED_FIELDS, "")
+        read.renamed(totals, _RENAMED_FIELDS, "totals")
         concept_records = []
         for i, concept in enumerate(concepts):
             where = f"concepts[{i}]"
             entry = read.mapping(concept, where)
+            read.renamed(entry, _RENAMED_FIELDS, where)
             recipe = read.value(entry, "recipe", str, where)
             path = Path(recipe)
             if path.is_absolute() or ".." in path.parts or path.parts[:2] != (RECORD_DIR, RECIPES_DIR):
@@ -325,9 +328,9 @@ class Report:
                     columns=columns,
                 )
             )
-        unet_weights = read.value(totals, "unet_weights", int, "totals")
+        denoiser_weights = read.value(totals, "denoiser_weights", int, "totals")
         pruned = read.value(totals, "pruned_weights", int, "totals")
-        edited = read.value(totals, "edited_weights", int, "totals", default=unet_weights)
+        edited = read.value(totals, "edited_weights", int, "totals", default=denoiser_weights)
         ffn = read.value(totals, "ffn_weights", int, "totals", default=0)
         edited_components = read.value(top, "edited_components", list, "", default=[component])
         if not all(isinstance(c, str) and _COMPONENT.match(c) for c in edited_components):
@@ -365,14 +368,14 @@ class Report:
             totals=Totals(
                 pruned_weights=pruned,
                 ffn_weights=ffn,
-                unet_weights=unet_weights,
+                denoiser_weights=denoiser_weights,
                 edited_weights=edited,
                 pruned_fraction=read.value(totals, "pruned_fraction", float, "totals"),
                 pruned_fraction_of_ffn=read.value(
                     totals, "pruned_fraction_of_ffn", float, "totals", default=pruned / ffn if ffn else 0.0
                 ),
             ),
-            unet_calls=read.value(top, "unet_calls", int, "", default=0),
+            denoiser_calls=read.value(top, "denoiser_calls", int, "", default=0),
             skipped_files=tuple(str(s) for s in skipped),
             versions={str(k): str(v) for k, v in versions.items()},
             timings_s={str(k): float(v) for k, v in timings.items() if _is_number(v)},
@@ -387,6 +390,12 @@ def _is_number(value: Any) -> bool:
 
 
 _MISSING = object()
+
+_RENAMED_FIELDS = {"unet_calls": "denoiser_calls", "unet_weights": "denoiser_weights"}
+"""Report fields renamed before the format was frozen (they count FLUX and SD3 transformers too).
+
+Nothing was released with the old names, so the reader refuses them with a clear message
+instead of carrying aliases for ever."""
 
 
 class _Reader:
@@ -436,6 +445,16 @@ class _Reader:
         if isinstance(value, str):
             value = strip_unsafe(value)  # shown in terminals and model cards: no control or bidi characters
         return value
+
+    def renamed(self, data: dict[str, Any], renamed: dict[str, str], where: str) -> None:
+        """Refuse a field under a name only pre-release cpedit wrote (see :data:`_RENAMED_FIELDS`)."""
+        for old, new in renamed.items():
+            if old in data:
+                self.fail(
+                    f"{where}.{old}" if where else old,
+                    f"is the pre-release name of {new} (a development version of cpedit wrote this report); "
+                    "prune again with this version to record the edit",
+                )
 
     def integers(self, data: dict[str, Any], key: str, where: str) -> tuple[int, ...] | None:
         """An optional list of non-negative integers (None when absent or null)."""

@@ -31,7 +31,7 @@ from cpedit.durable import write_bytes_atomically
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.recipes.format import FORMAT_VERSION, PruneSettings, Recipe, SamplingSettings, parse_recipe
 
-__all__ = ["compose_recipe", "dump_recipe", "recipe_data", "with_settings", "write_recipe_file"]
+__all__ = ["compose_recipe", "dump_recipe", "recipe_as_used", "recipe_data", "with_settings", "write_recipe_file"]
 
 
 def recipe_data(recipe: Recipe) -> dict[str, Any]:
@@ -116,6 +116,32 @@ def with_settings(
     if note is None:
         changed = ", ".join(f"{section}.{k} = {v}" for section, vals in changes.items() for k, v in vals.items())
         note = f"A copy of {recipe.source} with {changed or 'no change'}"
+    return parse_recipe(dump_recipe(data, note=note), source=recipe.source)
+
+
+def recipe_as_used(recipe: Recipe, settings: PruneSettings) -> Recipe:
+    """The recipe as an edit used it, for ``conceptprune/recipes/``: its text verbatim when that is what ran.
+
+    Otherwise (settings chosen in an edit session, or a :class:`Recipe` changed or built in code) a
+    copy that says so in a comment: the file's own text with its whole ``prune`` section replaced
+    when only the prune settings differ, else YAML written from the recipe object itself.
+    """
+    used = dataclasses.replace(recipe, prune=settings)
+    try:
+        written = parse_recipe(recipe.text, source=recipe.source) if recipe.text.strip() else None
+    except RecipeError:
+        written = None
+    if written is not None and dataclasses.replace(written, text=recipe.text) == used:
+        return recipe
+    prune = {f.name: getattr(settings, f.name) for f in dataclasses.fields(PruneSettings)}
+    if written is not None and dataclasses.replace(written, prune=settings, text=recipe.text) == used:
+        data = yaml.safe_load(recipe.text)
+        data["prune"] = prune
+        was = ", ".join(f"{f.name} {getattr(written.prune, f.name)}" for f in dataclasses.fields(PruneSettings))
+        note = f"Prune settings chosen in a cpedit edit session; the recipe file ({recipe.source}) had: {was}"
+    else:
+        data = recipe_data(used)
+        note = f"Written by cpedit from the recipe as it ran (built or changed in code; source: {recipe.source})"
     return parse_recipe(dump_recipe(data, note=note), source=recipe.source)
 
 

@@ -215,15 +215,8 @@ class PointEvaluator:
             )
             self._pipeline, self._source = session.pipeline, session.source
         else:
-            session = EditSession(
-                self._pipeline,
-                recipes,
-                source=self._source,
-                batch_size=self.batch_size,
-                on_progress=self.on_progress,
-                cancel=self.cancel,
-            )
-        session.calibrate(timesteps=tau)
+            session = EditSession(self._pipeline, recipes, source=self._source, batch_size=self.batch_size)
+        session.calibrate(timesteps=tau, on_progress=self.on_progress, cancel=self.cancel)
         for name, stats in session.statistics.items():
             self.calibrations.append(
                 {
@@ -247,25 +240,29 @@ class PointEvaluator:
         started = time.perf_counter()
         for other in self._sessions.values():  # one session's selection in the pipeline at a time
             if other.applied is not None:
-                other.restore()
+                other.restore(on_progress=self.on_progress)
         session = self._session(settings.target)
         selection = session.select(
-            skill_ratio=settings.skill_ratio, timesteps=settings.timesteps, select_ratio=settings.select_ratio
+            skill_ratio=settings.skill_ratio,
+            timesteps=settings.timesteps,
+            select_ratio=settings.select_ratio,
+            on_progress=self.on_progress,
+            cancel=self.cancel,
         )
         folder = self.work / "points" / settings.slug
 
         def pipeline_for(model: str) -> Any:
             if model == "edited" and session.applied is not selection:
-                session.apply(selection)
+                session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
             elif model == "base" and session.applied is not None:
-                session.restore()
+                session.restore(on_progress=self.on_progress)
             return session.pipeline
 
         emit(self.on_progress, ProgressEvent(stage="evaluate", message=f"point {settings.label}"))
         saved = False
         try:
-            session.apply(selection)
-            session.save(folder, overwrite=True)
+            session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
+            session.save(folder, overwrite=True, on_progress=self.on_progress, cancel=self.cancel)
             saved = True
             measured = measure(
                 folder,
@@ -278,7 +275,7 @@ class PointEvaluator:
             )
         finally:
             if session.applied is not None:
-                session.restore()
+                session.restore(on_progress=self.on_progress)
             if saved and not self.keep_models:  # what save refused (a user's folder) is never removed
                 from cpedit.output.folder import remove_output_folder
 
@@ -302,16 +299,20 @@ class PointEvaluator:
         """
         for other in self._sessions.values():
             if other.applied is not None:
-                other.restore()
+                other.restore(on_progress=self.on_progress)
         session = self._session(settings.target)
         selection = session.select(
-            skill_ratio=settings.skill_ratio, timesteps=settings.timesteps, select_ratio=settings.select_ratio
+            skill_ratio=settings.skill_ratio,
+            timesteps=settings.timesteps,
+            select_ratio=settings.select_ratio,
+            on_progress=self.on_progress,
+            cancel=self.cancel,
         )
-        session.apply(selection)
+        session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
         try:
-            return session.save(out, overwrite=overwrite)
+            return session.save(out, overwrite=overwrite, on_progress=self.on_progress, cancel=self.cancel).path
         finally:
-            session.restore()
+            session.restore(on_progress=self.on_progress)
 
     def point_folder(self, settings: PointSettings) -> Path:
         """Where a point's output is saved (kept with ``keep_models``)."""

@@ -65,7 +65,7 @@ def outputs(session: EditSession, tmp_path_factory: pytest.TempPathFactory) -> d
     saved = {}
     for label, mode, scale in (("zero", "zero", None), ("row", "gaussian", "row"), ("layer", "gaussian", "layer")):
         session.apply(selection, conceal=mode, conceal_scale=scale, conceal_seed=7)
-        saved[label] = session.save(folder / label)
+        saved[label] = session.save(folder / label).path
     session.restore()
     return saved
 
@@ -155,7 +155,7 @@ def test_saved_files_equal_the_in_memory_weights(session: EditSession, tmp_path:
     selection = session.select()
     session.apply(selection, conceal="gaussian", conceal_scale="layer", conceal_seed=2)
     try:
-        out = session.save(tmp_path / "out")
+        out = session.save(tmp_path / "out").path
         memory = {k: v.detach().clone() for k, v in session.pipeline.unet.state_dict().items()}
     finally:
         session.restore()

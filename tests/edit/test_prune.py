@@ -246,7 +246,7 @@ def test_report_contents(saved: dict) -> None:
         assert layer["pruned"] == int(positions[layer["name"]].sum())
     pruned = sum(int(m.sum()) for m in positions.values())
     assert report["totals"]["pruned_weights"] == pruned > 0
-    assert report["totals"]["unet_weights"] == all_weights
+    assert report["totals"]["denoiser_weights"] == all_weights
     assert report["totals"]["pruned_fraction"] == pytest.approx(pruned / all_weights, rel=1e-12)
 
     assert report["base_model"]["id"] == str(base) and report["base_model"]["local"] is True
@@ -261,8 +261,8 @@ def test_report_contents(saved: dict) -> None:
     for concept in report["concepts"]:
         assert concept["batch_size"] == 6 and concept["batches"] == math.ceil(2 * len(SUBJECTS) / 6)
         assert concept["timesteps"] == TAU
-        assert concept["unet_calls"] == concept["batches"] * TAU
-    assert report["unet_calls"] == sum(c["batches"] * c["timesteps"] for c in report["concepts"])
+        assert concept["denoiser_calls"] == concept["batches"] * TAU
+    assert report["denoiser_calls"] == sum(c["batches"] * c["timesteps"] for c in report["concepts"])
     assert report["skipped_files"] == []
 
     for path in saved["recipes"]:
@@ -313,7 +313,8 @@ def test_calibration_makes_tau_unet_calls_per_batch_and_never_decodes(
         assert unet_batches == [2 * b for b in (6, 2) for _ in range(TAU)]  # tau calls per batch, CFG doubles
         assert decodes == []
         concept = result.report.to_dict()["concepts"][0]
-        assert concept["batches"] == 2 and concept["unet_calls"] == result.report.to_dict()["unet_calls"] == 2 * TAU
+        total_calls = result.report.to_dict()["denoiser_calls"]
+        assert concept["batches"] == 2 and concept["denoiser_calls"] == total_calls == 2 * TAU
         # The hooks do see decoding: an ordinary generation afterwards trips them.
         pipe("a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
         assert "decode" in decodes and "vae.decoder" in decodes
@@ -523,7 +524,7 @@ def test_tau_beyond_the_schedulers_calls_is_an_error(
     assert_nothing_written(outputs)
     # tau equal to the scheduler's calls is fine.
     exact = dataclasses.replace(loaded, prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls))
-    assert cpedit.prune(request.getfixturevalue(fixture), [exact], device="cpu").report.unet_calls == calls
+    assert cpedit.prune(request.getfixturevalue(fixture), [exact], device="cpu").report.denoiser_calls == calls
 
 
 def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_loading: None) -> None:

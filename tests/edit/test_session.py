@@ -224,7 +224,7 @@ def test_save_records_chosen_settings_in_the_recipe_copy(tiny_sd_path: Path, tmp
     session.calibrate()
     selection = session.select(skill_ratio=0.15, timesteps=3, select_ratio=0.3)
     session.apply(selection)
-    out = session.save(tmp_path / "out")
+    out = session.save(tmp_path / "out").path
     record = read_output(out)
     saved = record.recipes[0]
     assert (saved.prune.skill_ratio, saved.prune.timesteps, saved.prune.select_ratio) == (0.15, 3, 0.3)
@@ -256,7 +256,7 @@ def test_preview_renders_from_the_in_memory_pipeline(
     monkeypatch.setattr(cpedit.models.loading, "load_pipeline", refuse)
     session.calibrate()
     session.apply(session.select())
-    out = session.save(tmp_path / "out", preview=True, preview_settings=SampleSettings(steps=2))
+    out = session.save(tmp_path / "out", preview=True, preview_settings=SampleSettings(steps=2)).path
     assert read_output(out).preview is not None
 
 
@@ -356,18 +356,14 @@ def test_cancel_while_zeroing_writes_nothing(
 
 def test_cancel_during_sampling_keeps_the_selection(tiny_sd_path: Path) -> None:
     cancel = threading.Event()
-    session = EditSession.open(
-        tiny_sd_path,
-        [cpedit.parse_recipe(style("k-s"))],
-        device="cpu",
-        cancel=cancel,
-        on_progress=cancel_at("sample", cancel),
-    )
+    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("k-s"))], device="cpu")
     session.calibrate()
     selection = session.select()
     session.apply(selection)
     with pytest.raises(Cancelled):
-        session.sample(["a cat", "a dog"], steps=2, edited=False)
+        session.sample(
+            ["a cat", "a dog"], steps=2, edited=False, on_progress=cancel_at("sample", cancel), cancel=cancel
+        )
     assert session.applied is selection
 
 

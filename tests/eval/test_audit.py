@@ -40,7 +40,7 @@ def outputs(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     saved = {}
     for mode in ("zero", "gaussian"):
         session.apply(selection, conceal=mode, conceal_seed=3)
-        saved[mode] = session.save(folder / mode)
+        saved[mode] = session.save(folder / mode).path
     session.restore()
     return saved
 

@@ -40,7 +40,7 @@ def test_json_has_exactly_the_documented_keys(evaluated: dict, no_stripes: Path)
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in data[key].values())
     report = json.loads((no_stripes / "conceptprune" / "report.json").read_text())
     assert data["pruned_fraction"] == pytest.approx(
-        report["totals"]["pruned_weights"] / report["totals"]["unet_weights"]
+        report["totals"]["pruned_weights"] / report["totals"]["denoiser_weights"]
     )
     assert 0.0 < data["pruned_fraction"] < 0.05
     # also kept with the model, for model cards

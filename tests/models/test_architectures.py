@@ -107,7 +107,7 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
     per_prompt = 1 if architecture in DISTILLED else 2  # CFG stacks [uncond; cond]
     assert sizes == [4 * per_prompt] * TAU  # 2 pairs in one batch, exactly tau calls
     concept = in_memory.report.to_dict()["concepts"][0]
-    assert concept["unet_calls"] == TAU and concept["target"] == "ffn" and concept["stream"] == "image"
+    assert concept["denoiser_calls"] == TAU and concept["target"] == "ffn" and concept["stream"] == "image"
     layers = in_memory.report.to_dict()["layers"]
     assert concept["accumulator_bytes"] == 2 * sum(TAU * 2 * 4 * layer_in(layer) for layer in layers) > 0
 
@@ -155,7 +155,7 @@ def test_text_ffn_counts_every_text_encoder_forward_of_the_call(architecture: st
     forwards_per_batch = 2 if architecture in ENCODES_NEGATIVE else 1
     assert batches == {name: [2] * (2 * forwards_per_batch) for name in encoders}  # 2 batches of one pair
     assert any(bool(mask.any()) for mask in result.masks.values())
-    assert result.report.to_dict()["concepts"][0]["unet_calls"] == 0
+    assert result.report.to_dict()["concepts"][0]["denoiser_calls"] == 0
 
 
 def layer_in(layer: dict) -> int:

@@ -109,7 +109,7 @@ def test_text_ffn_edits_only_the_text_encoder(tiny_sd_path: Path, tmp_path: Path
     assert all(torch.equal(result.masks[k], in_memory.masks[k]) for k in result.masks)
     report = result.report.to_dict()
     concept = report["concepts"][0]
-    assert concept["unet_calls"] == 0 and concept["target"] == "text-ffn"
+    assert concept["denoiser_calls"] == 0 and concept["target"] == "text-ffn"
     assert "ignored" in concept["timesteps_note"]
     assert report["edited_components"] == ["text_encoder"]
     assert all(key.startswith("text_encoder/") for key in result.masks)

@@ -216,7 +216,7 @@ def crash_while_writing(kind: str, target: Path) -> None:
 def test_kill_9_while_an_evaluation_is_kept_leaves_the_output_complete(
     session: cpedit.EditSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = session.save(tmp_path / "OUT")
+    out = session.save(tmp_path / "OUT").path
     crash_while_writing("eval", out)
     folder = out / "conceptprune" / "eval"
     assert not (folder / "shapes.json").exists()
@@ -434,7 +434,7 @@ def test_a_read_only_parent_is_refused_before_the_model_loads(
 def test_missing_parents_are_created_and_a_file_parent_is_refused(
     session: cpedit.EditSession, tmp_path: Path, no_model_loading: None
 ) -> None:
-    out = session.save(tmp_path / "a" / "b" / "OUT")  # like mkdir -p
+    out = session.save(tmp_path / "a" / "b" / "OUT").path  # like mkdir -p
     assert_absent_or_complete(out)
     assert out.exists()
     (tmp_path / "file").write_text("x")

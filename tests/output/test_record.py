@@ -68,15 +68,44 @@ def test_report_round_trips_through_its_json(shapes_output: Path) -> None:
 def test_tampered_report_is_refused_naming_file_and_field(
     shapes_output: Path, tmp_path: Path, edit, field: str
 ) -> None:
-    folder = copy_of(shapes_output, tmp_path)
+    error = read_tampered(shapes_output, tmp_path, edit)
+    assert "report.json" in str(error) and field in str(error)
+    assert error.reason == "malformed"
+
+
+def read_tampered(output: Path, tmp_path: Path, edit) -> RecordError:
+    """The error reading a copy of ``output`` whose ``report.json`` ``edit`` changed (it must fail)."""
+    folder = copy_of(output, tmp_path)
     path = folder / "conceptprune" / "report.json"
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
     with pytest.raises(RecordError) as info:
         read_output(folder)
-    assert "report.json" in str(info.value) and field in str(info.value)
-    assert info.value.reason == "malformed"
+    return info.value
+
+
+def _rename(data: dict, old: str, new: str) -> None:
+    data[old] = data.pop(new)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda r: _rename(r, "unet_calls", "denoiser_calls"), "unet_calls"),
+        (lambda r: _rename(r["totals"], "unet_weights", "denoiser_weights"), "totals.unet_weights"),
+        (lambda r: _rename(r["concepts"][0], "unet_calls", "denoiser_calls"), "concepts[0].unet_calls"),
+    ],
+)
+def test_report_with_pre_release_field_names_is_refused_naming_the_new_name(
+    shapes_output: Path, tmp_path: Path, edit, field: str
+) -> None:
+    written = read_report(shapes_output).to_dict()
+    assert "unet_calls" not in written and "denoiser_calls" in written and "denoiser_weights" in written["totals"]
+    error = read_tampered(shapes_output, tmp_path, edit)
+    new = field.rsplit(".", 1)[-1].replace("unet", "denoiser")
+    assert f"report.json: {field} is the pre-release name of {new}" in str(error)
+    assert error.reason == "malformed"
 
 
 def test_report_that_is_not_json_is_refused(shapes_output: Path, tmp_path: Path) -> None:
