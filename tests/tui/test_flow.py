@@ -36,11 +36,12 @@ async def settle(app: CpeditApp, pilot: Pilot, *, rounds: int = 3) -> None:
         await pilot.pause()
 
 
-async def wait_until(pilot: Pilot, check: Any, *, timeout: float = 600.0) -> None:
+async def wait_until(pilot: Pilot, check: Any, *, timeout: float = 600.0, what: str = "") -> None:
+    """Let the app run until ``check()`` holds (workers finish in threads); ``what`` names it in the failure."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not check():
-        assert loop.time() < deadline, "timed out"
+        assert loop.time() < deadline, f"timed out waiting for {what or check}"
         await pilot.pause(0.05)
 
 
@@ -211,6 +212,7 @@ def test_errors_show_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             await settle(app, pilot)
             assert state.queue[0].status == "failed" and "no-such-model" in (state.queue[0].error or "")
             assert "no-such-model" in text_of(app, "#queue-error")
+            assert "failed" in text_of(app, "#progress-head") and "ETA" not in text_of(app, "#progress-detail")
 
             monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: the search says so
             import huggingface_hub.constants

@@ -151,10 +151,17 @@ def test_preview_renders_base_and_edited_then_the_next_seed(tmp_path: Path, sess
 
 
 async def open_push(app: CpeditApp, pilot: Any) -> PushPane:
-    """Show the Push screen, once it has the focus and knows who is logged in."""
+    """Show the Push screen, once the focus is on it and it knows who is logged in."""
+    # Switch only once the app is up (its first screen has the focus): a switch made while the tabs
+    # are still mounting can be undone by their initial tab.
+    await until(pilot, lambda: app.focused is not None, what="the first screen's focus")
     app.action_show_tab("push")
     pane = app.query_one(PushPane)
-    await until(pilot, lambda: app.focused is pane, what="the pane to take the focus")
+    await until(
+        pilot,
+        lambda: app.focused is not None and (app.focused is pane or pane in app.focused.ancestors),
+        what="the focus on the screen",
+    )
     await until(pilot, lambda: "checking" not in text_of(app, "#push-login"), what="whoami")
     return pane
 

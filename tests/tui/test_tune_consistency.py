@@ -64,11 +64,14 @@ class SelectProbe:
         self.calls = 0
         self.running = 0
         self.finished: list[dict[str, Any]] = []
+        self.from_workers = 0
+        """Calls that ended in a worker thread (each worker posts one result; a call on the UI thread posts none)."""
         self.posted = 0
         self._app = app
 
     def __call__(self, **kwargs: Any) -> Any:
         asked = dict(kwargs.get("per_recipe", {}).get(NAME, {}))
+        in_worker = threading.current_thread() is not threading.main_thread()  # the app's loop runs in the main one
         with self.lock:
             self.calls += 1
             self.running += 1
@@ -81,6 +84,7 @@ class SelectProbe:
             with self.lock:
                 self.running -= 1
                 self.finished.append(asked)
+                self.from_workers += in_worker
 
     def watch_posts(self) -> None:
         """Count the selection results the Tune screen's workers post (every worker posts one at its end)."""
@@ -99,7 +103,7 @@ class SelectProbe:
         """Whether the select for ``values`` finished, nothing is running, and every result was posted."""
         with self.lock:
             done = any(all(asked.get(k) == v for k, v in values.items()) for asked in self.finished)
-            return done and self.running == 0 and self.posted >= len(self.finished)
+            return done and self.running == 0 and self.posted >= self.from_workers
 
 
 def expected(state: Any, **values: Any) -> Any:
@@ -122,7 +126,9 @@ def shows(app: CpeditApp, selection: Any) -> bool:
 
 async def until_all_in(pilot: Pilot, probe: SelectProbe, values: dict[str, Any]) -> None:
     """Wait until every select (held ones too) ended and its result reached the screen."""
-    await wait_until(pilot, lambda: probe.all_in(values))
+    await wait_until(
+        pilot, lambda: probe.all_in(values), what=f"a selection for the values in the fields ({values}) on screen"
+    )
     for _ in range(3):
         await pilot.pause()
 
@@ -233,7 +239,8 @@ def test_a_wrong_value_then_a_right_one_leaves_no_message(state: Any, monkeypatc
 
 
 def test_escape_in_a_field_leaves_every_key_of_the_screen_working(state: Any) -> None:
-    """Item 3: after Escape in a field, ctrl+z, w, t and p work at once (no Tab needed)."""
+    """Item 3: after Escape in a field, ctrl+z, w, t and p work at once (no Tab needed); the screen opens with
+    the focus on itself."""
     app = CpeditApp(state, image_mode="halfcell")
 
     async def flow() -> None:
@@ -258,6 +265,11 @@ def test_escape_in_a_field_leaves_every_key_of_the_screen_working(state: Any) ->
             await pilot.press("p")
             await wait_until(pilot, lambda: app.query_one("#tabs").active == "preview")
             await settle(app, pilot)
+            await pilot.press("4")  # the Tune screen opens with the focus on the screen, not in a field
+            await wait_until(pilot, lambda: app.query_one("#tabs").active == "tune" and app.focused is not None)
+            assert app.focused is app.query_one(TunePane)
+            await pilot.press("tab")  # Tab moves into the fields
+            assert isinstance(app.focused, Input) and app.focused.id.startswith(f"tune-{NAME}-")
 
     run_async(flow)
 
