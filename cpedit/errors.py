@@ -9,6 +9,79 @@ to its option (``out`` -> ``--out``).
 
 from __future__ import annotations
 
+REASONS: dict[str, str] = {
+    "ambiguous": "a name matches more than one thing (a recipe, a column)",
+    "auth": "the Hub refused the token, or a token is needed",
+    "builtin": "the path is the built-in model's own folder",
+    "cancelled": "the cancel flag was set; nothing was written",
+    "conflict": "two settings or inputs contradict each other",
+    "contains_base": "the output folder would contain the base model's folder",
+    "current_folder": "the output is the current folder or one above it",
+    "custom_code": "the model needs its own code (trust_remote_code), which cpedit never runs",
+    "dangling_link": "a symbolic link points at nothing",
+    "different_sweep": "an output folder holds another sweep's points",
+    "distributed_environment": "the torchrun/accelerate environment variables are missing or inconsistent",
+    "distributed_init": "the process group could not start",
+    "empty": "a file, folder or list has nothing in it",
+    "entry": "a repo or folder has no such file",
+    "exists": "the output exists already (overwrite not asked for)",
+    "failed_on_main": "rank 0 failed; the other ranks report its error",
+    "forbidden": "the Hub forbids this operation for this token",
+    "gated": "the Hub repo is gated and access was not granted",
+    "http": "another HTTP error from the Hub",
+    "hub_cache": "the path is the Hub cache",
+    "images_missing": "images a result names are not in the images folder",
+    "incomplete": "a file or folder was not written to the end (interrupted)",
+    "invalid": "a value is out of its range or of the wrong form",
+    "link": "the path itself is a symbolic link",
+    "link_loop": "symbolic links form a loop",
+    "link_outside": "a symbolic link leads out of the folder",
+    "link_to_folder": "a symbolic link stands where a file must be",
+    "local": "a Hub-only option was given for a local model",
+    "malformed": "a file cannot be parsed (JSON, YAML, CSV, UTF-8, safetensors header) or has the wrong structure",
+    "mismatch": "two things that must agree do not (shapes, digests, bases)",
+    "missing": "a required input was not given",
+    "missing_component": "a pipeline component the model index names is not there",
+    "missing_dependency": "an optional package is not installed",
+    "mixed_families": "recipes or models of different families in one run",
+    "needs_cuda": "the option needs a CUDA device",
+    "network": "the Hub cannot be reached",
+    "no_base": "the output does not record its base model",
+    "no_categories": "a prompt set has no category column to filter by",
+    "no_column": "a prompt set has no prompt column",
+    "no_layers": "the model has no layer of the hook target",
+    "no_placeholder": "a template has no placeholder to fill",
+    "no_positions": "the output has no pruned positions",
+    "no_prompts": "nothing to prompt with",
+    "no_safetensors": "weights exist only as pickle files, which cpedit never loads",
+    "no_space": "not enough free disk space",
+    "not_finite": "a number is NaN or infinite",
+    "not_folder": "a folder was expected",
+    "not_found": "no such file, folder, repo or revision",
+    "not_on_hub": "the model does not come from the Hub",
+    "not_ours": "cpedit did not write it, so it will not delete or replace it",
+    "not_output": "the folder is not a cpedit output",
+    "not_pipeline": "not a diffusers text-to-image pipeline",
+    "not_regular": "not a regular file (a device, FIFO or socket)",
+    "offline": "offline mode, and the cache lacks what is needed",
+    "out_of_memory": "the device ran out of memory",
+    "revision": "the repo has no such revision",
+    "suffix": "the file's suffix says a format cpedit does not read",
+    "too_large": "a file or value is over cpedit's bound",
+    "too_long": "a line or prompt is over cpedit's bound",
+    "too_many": "more items than cpedit's bound",
+    "truncated": "a file is shorter than its header says",
+    "unavailable": "the device, model, classifier or recipe cannot be had here",
+    "unknown": "a name cpedit does not know (device, benchmark, attack set, concept, family)",
+    "unreadable": "a file cannot be read (permissions, I/O)",
+    "unsafe": "unsafe content (pickle weights, paths out of a folder)",
+    "unsupported": "a model, pipeline class or family cpedit does not edit",
+    "unwritable": "the output cannot be written (read-only, permissions)",
+    "wrong_type": "a value or object of the wrong type",
+}
+"""Every :attr:`CpeditError.reason`, with what it means: one enumerated set, so front ends can rely on them
+(tests/test_errors.py keeps the code and this table in step)."""
+
 
 class CpeditError(Exception):
     """Base class for errors caused by user input, models or the environment.
@@ -16,7 +89,8 @@ class CpeditError(Exception):
     Attributes:
         path: The file or folder the error is about, when there is one.
         repo_id: The Hub repo the error is about, when there is one.
-        reason: A short machine-readable cause (``exists``, ``not_found``, ``gated``, ...), or None.
+        reason: A short machine-readable cause, one of :data:`REASONS` (``exists``, ``not_found``,
+            ``gated``, ...), or None.
         argument: The library argument at fault (``out``, ``revision``, ``prompts``,
             ``batch_size``, ``device``, ...), so a front end can name its own option for it.
     """
@@ -30,11 +104,22 @@ class CpeditError(Exception):
         reason: str | None = None,
         argument: str | None = None,
     ) -> None:
+        if reason is not None and reason not in REASONS:  # a programming error: add it to REASONS
+            raise ValueError(f"unknown error reason {reason!r}: every reason is one of cpedit.errors.REASONS")
         super().__init__(message)
         self.path = path
         self.repo_id = repo_id
         self.reason = reason
         self.argument = argument
+
+
+_RECIPE_REASONS = {
+    "invalid recipe": "invalid",
+    "recipe not found": "not_found",
+    "recipe not available": "unavailable",
+    "malformed Hub recipe reference": "malformed",
+}
+"""A recipe error's reason by its headline."""
 
 
 class RecipeError(CpeditError):
@@ -56,7 +141,8 @@ class RecipeError(CpeditError):
         lines = [f"{escape_unsafe(path)}: {headline} ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
         for field, message in problems:
             lines.append(f"  - {field}: {message}" if field else f"  - {message}")
-        super().__init__("\n".join(lines), path=path, reason=headline.replace(" ", "_"), argument="recipes")
+        reason = _RECIPE_REASONS.get(headline, "invalid")
+        super().__init__("\n".join(lines), path=path, reason=reason, argument="recipes")
 
 
 class ModelLoadError(CpeditError):

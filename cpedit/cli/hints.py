@@ -19,7 +19,7 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
     ("out", None): "choose another {flag}",
     ("device", "unavailable"): "choose another {flag} (e.g. {flag} cpu)",
     ("offload", "needs_cuda"): "drop {flag}, or add --device cuda on a GPU machine",
-    ("offload", "missing_package"): "install accelerate (pip install accelerate), or drop {flag}",
+    ("offload", "missing_dependency"): "install accelerate (pip install accelerate), or drop {flag}",
     ("revision", "local"): "drop {flag}: it applies to Hub models only",
     ("revision", "revision"): "check {flag} (a branch, tag or commit of the repo)",
     ("prompts", None): "give {flag} TEXT",

@@ -86,7 +86,7 @@ def concept_detector(
     try:
         return classifier_detector(concept, classifier_model=classifier_model, device=device)
     except CpeditError as exc:
-        if exc.reason != "unknown_concept":
+        if exc.reason != "unknown":
             raise
         raise CpeditError(
             f"no detector is known for the concept {concept!r}: nudity (NudeNet), an artist or an Imagenette "

@@ -251,7 +251,7 @@ def _family(name: str) -> Family:
         raise CpeditError(
             f"unknown concept family {name!r}; choose one of {', '.join(FAMILIES)}",
             argument="family",
-            reason="unknown_family",
+            reason="unknown",
         )
     return found
 
@@ -279,7 +279,7 @@ def erased_concepts(
     given = concepts is not None
     names = [c for c in concepts or () if c.strip()] if given else None
     if given and not names:
-        raise CpeditError("no concepts given", argument="concepts", reason="unknown_concept")
+        raise CpeditError("no concepts given", argument="concepts", reason="unknown")
     if names is None:
         names, unknown = [], []
         for item in record.report.concepts:
@@ -295,7 +295,7 @@ def erased_concepts(
                 f"benchmark classifies ({_known()}); name the concepts the edit stands for, or the family to measure",
                 path=str(record.folder),
                 argument="concepts",
-                reason="unknown_concept",
+                reason="unknown",
             )
         if not names:
             raise CpeditError(
@@ -304,7 +304,7 @@ def erased_concepts(
                 f"concepts ({_known(families[0])})",
                 path=str(record.folder),
                 argument="concepts",
-                reason="unknown_concept",
+                reason="unknown",
             )
     found: list[tuple[Family, Concept]] = []
     for name in names:
@@ -313,7 +313,7 @@ def erased_concepts(
             raise CpeditError(
                 f"the concept {name!r} is not one this benchmark classifies; it knows {_known(chosen)}",
                 argument="concepts",
-                reason="unknown_concept",
+                reason="unknown",
             )
         if match not in found:
             found.append(match)
@@ -490,7 +490,7 @@ class ImageNetClassifier:
             raise CpeditError(
                 f"an ImageNet classifier cannot judge the {family.name} family; use the CLIP classifier",
                 argument="classifier",
-                reason="unsupported_family",
+                reason="unsupported",
             )
         return self.logits(images, indices, batch_size=batch_size).argmax(dim=1).tolist()  # type: ignore[arg-type]
 
@@ -504,7 +504,7 @@ def _load_error(kind: str, name: str, detail: str) -> CpeditError:
     return CpeditError(
         f"cannot load the {kind} classifier {name!r} ({detail}); give {what}; offline, a local folder",
         argument="classifier_model",
-        reason="classifier_model",
+        reason="unavailable",
         path=name if name.startswith((".", "/")) or Path(name).exists() else None,
     )
 
@@ -527,7 +527,7 @@ def load_classifier(
         raise CpeditError(
             f"unknown classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}",
             argument="classifier",
-            reason="unknown_classifier",
+            reason="unknown",
         )
     name = os.fspath(model) if model is not None else (DEFAULT_CLIP_MODEL if kind == "clip" else DEFAULT_RESNET_MODEL)
     if name.startswith("~"):
@@ -630,7 +630,7 @@ def classifier_detector(
         raise CpeditError(
             f"the concept {concept!r} is not one this detector classifies; it knows {_known()}",
             argument="concepts",
-            reason="unknown_concept",
+            reason="unknown",
         )
     found_family, found = match
     _check_pair(found_family, classifier)
@@ -644,13 +644,13 @@ def _check_pair(family: Family, classifier: str | ImageClassifier) -> None:
         raise CpeditError(
             f"unknown classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}",
             argument="classifier",
-            reason="unknown_classifier",
+            reason="unknown",
         )
     if kind == "resnet50" and any(c.imagenet_index is None for c in family.concepts):
         raise CpeditError(
             f"the resnet50 classifier knows ImageNet classes, not the {family.name} family; use the clip classifier",
             argument="classifier",
-            reason="unsupported_family",
+            reason="unsupported",
         )
 
 

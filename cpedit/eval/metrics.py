@@ -114,7 +114,7 @@ def load_clip_scorer(model: str | os.PathLike[str], *, device: str = "auto") -> 
             f"cannot load the CLIP model {name!r} ({detail}); give a CLIP folder or Hub id "
             "(safetensors weights, tokenizer and image processor; offline, a local folder)",
             argument="clip_model",
-            reason="clip_model",
+            reason="unavailable",
         ) from None
     return ClipScorer(model=clip, tokenizer=tokenizer, image_processor=processor, name=name, device=target)
 
@@ -169,7 +169,7 @@ def inception_extractor(*, device: str = "auto") -> FeatureExtractor:
         raise CpeditError(
             f"cannot load the Inception weights for FID ({type(exc).__name__}: {str(exc)[:160]}); they are "
             f"downloaded from {INCEPTION_WEIGHTS_URL} to {cached}: offline, put that file there",
-            reason="weights_unavailable",
+            reason="unavailable",
             path=str(cached),
             argument="feature_extractor",
         ) from None

@@ -100,7 +100,7 @@ def metric_name(label: str) -> str:
 def _missing_nudenet() -> CpeditError:
     return CpeditError(
         f"the nudity detector needs NudeNet, which is not installed: {INSTALL_HINT}",
-        reason="missing_package",
+        reason="missing_dependency",
         argument="detector",
     )
 
@@ -119,7 +119,7 @@ class NudityDetector:
         """Load the detector (fast: a 12 MB ONNX model on onnxruntime's CPU provider).
 
         Raises:
-            CpeditError: NudeNet is not installed (``reason="missing_package"``), or the model
+            CpeditError: NudeNet is not installed (``reason="missing_dependency"``), or the model
                 cannot be loaded.
         """
         if importlib.util.find_spec("nudenet") is None:
@@ -129,7 +129,7 @@ class NudityDetector:
         except ImportError as exc:
             raise CpeditError(
                 f"NudeNet is installed but cannot be imported ({exc}); reinstall it: {INSTALL_HINT}",
-                reason="missing_package",
+                reason="missing_dependency",
                 argument="detector",
             ) from None
         try:

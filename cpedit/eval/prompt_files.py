@@ -94,8 +94,8 @@ def numbered_lines(path: str | os.PathLike[str], *, shown_as: str | None = None)
 
     Raises:
         CpeditError: ``argument="prompts"``; the file is too large, not regular or unreadable
-            (:func:`check_size`), a line is too long (``reason="line_too_long"``) or not UTF-8
-            (``not_utf8``); the message names the file and the line.
+            (:func:`check_size`), a line is too long (``reason="too_long"``) or not UTF-8
+            (``malformed``); the message names the file and the line.
     """
     file = Path(path)
     shown = shown_as or str(file)
@@ -114,7 +114,7 @@ def numbered_lines(path: str | os.PathLike[str], *, shown_as: str | None = None)
                         file,
                         f"the line is longer than {format_bytes(MAX_LINE_BYTES)}; "
                         "a prompt file holds one prompt (or one row) a line",
-                        "line_too_long",
+                        "too_long",
                     )
                 read += len(raw)
                 if read > MAX_PROMPT_FILE_BYTES:  # the file grew while it was read
@@ -122,7 +122,7 @@ def numbered_lines(path: str | os.PathLike[str], *, shown_as: str | None = None)
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
-                    raise _refuse(where, file, f"not UTF-8 text ({exc.reason})", "not_utf8") from None
+                    raise _refuse(where, file, f"not UTF-8 text ({exc.reason})", "malformed") from None
                 yield number, line
     except OSError as exc:
         raise _refuse(shown, file, f"cannot read the prompts ({exc.strerror or exc})", "unreadable") from None
@@ -161,7 +161,7 @@ def read_rows(
             for row in reader:
                 add(reader.line_num, row)
         except csv.Error as exc:
-            raise _refuse(f"{shown}:{reader.line_num}", file, f"not valid CSV ({exc})", "not_csv") from None
+            raise _refuse(f"{shown}:{reader.line_num}", file, f"not valid CSV ({exc})", "malformed") from None
         return columns, rows
     if suffix != ".jsonl":
         raise _refuse(shown, file, "a prompt file must be .txt, .csv or .jsonl", "suffix")
@@ -172,9 +172,9 @@ def read_rows(
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise _refuse(f"{shown}:{number}", file, f"not JSON ({exc})", "not_json") from None
+            raise _refuse(f"{shown}:{number}", file, f"not JSON ({exc})", "malformed") from None
         if not isinstance(row, dict):
-            raise _refuse(f"{shown}:{number}", file, "expected a JSON object", "not_object")
+            raise _refuse(f"{shown}:{number}", file, "expected a JSON object", "malformed")
         columns_seen.update(dict.fromkeys(row))
         add(number, row)
     return list(columns_seen), rows
@@ -187,7 +187,7 @@ def check_prompt(prompt: str, *, where: str, path: Path) -> None:
             f"{where}: the prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are accepted "
             "(the text encoder reads only the first 77 tokens)",
             path=str(path),
-            reason="prompt_too_long",
+            reason="too_long",
             argument="prompts",
         )
 
@@ -199,7 +199,7 @@ def check_prompt_count(count: int, *, where: str, path: Path) -> None:
             f"{where}: more than {MAX_PROMPTS:,} prompts, the most cpedit reads from one prompt set; "
             "split it, or choose fewer prompts",
             path=str(path),
-            reason="too_many_prompts",
+            reason="too_many",
             argument="prompts",
         )
 

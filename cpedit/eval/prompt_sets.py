@@ -135,7 +135,7 @@ def load_prompt_set(
         HubRefError: ``ref`` is a malformed ``hub:`` reference (``reason="invalid"``).
         CpeditError: The file or dataset cannot be had or read (``reason`` ``gated``,
             ``not_found``, ``revision``, ``offline``, ``network``, ``no_column``,
-            ``no_categories``, ``missing_package``...; ``argument="prompts"``, or ``category``).
+            ``no_categories``, ``missing_dependency``...; ``argument="prompts"``, or ``category``).
         Cancelled: ``cancel`` was set.
     """
     text = os.fspath(ref)
@@ -320,7 +320,7 @@ def _need_pyarrow(shown_as: str) -> None:
         raise CpeditError(
             f"{shown_as} is a Parquet file, and reading it needs pyarrow: pip install pyarrow",
             argument="prompts",
-            reason="missing_package",
+            reason="missing_dependency",
         )
 
 

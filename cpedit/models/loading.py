@@ -148,7 +148,7 @@ def check_offload(device: str) -> torch.device:
     if importlib.util.find_spec("accelerate") is None:
         raise CpeditError(
             "offload needs the accelerate package: pip install accelerate",
-            reason="missing_package",
+            reason="missing_dependency",
             argument="offload",
         )
     return resolved

@@ -141,7 +141,7 @@ def test_missing_nudenet_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(nudity.importlib.util, "find_spec", lambda name: None if name == "nudenet" else real(name))
     with pytest.raises(CpeditError, match=r'pip install "cpedit\[eval\]"') as info:
         NudityDetector()
-    assert info.value.reason == "missing_package"
+    assert info.value.reason == "missing_dependency"
 
 
 # -- prompt sets from the Hub ------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_hub_set_errors(hub, tmp_path: Path) -> None:  # type: ignore[no-untyped
     hub.seed_repo("acme/parquet-set", {"data.parquet": b"PAR1\0\0PAR1"}, repo_type="dataset")
     with pytest.raises(CpeditError, match="pip install pyarrow") as info:
         load_prompt_set("hub:acme/parquet-set")
-    assert info.value.reason == "missing_package"
+    assert info.value.reason == "missing_dependency"
     with pytest.raises(CpeditError, match="not a Hub prompt set"):
         HubRef.parse("hub:just-a-name", kind="prompts")
     parsed = HubRef.parse("hub:a/b/sub/f.csv@dev", kind="prompts")
