@@ -87,3 +87,14 @@ def test_the_readme_links_every_docs_page_and_stays_short() -> None:
     linked = {target.partition("#")[0] for target in LINK.findall(prose(readme))}
     assert {f"docs/{page.name}" for page in PAGES[1:]} <= linked
     assert len(readme.splitlines()) < 400, "README.md is a newcomer's page: reference goes into docs/"
+
+
+def test_the_python_api_lists_every_error_reason() -> None:
+    from cpedit.errors import REASONS
+
+    page = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|$", page, flags=re.M))
+    missing = sorted(set(REASONS) - set(rows))
+    assert not missing, f"docs/python-api.md's table of error reasons lacks: {', '.join(missing)}"
+    unknown = sorted(set(rows) - set(REASONS))
+    assert not unknown, f"docs/python-api.md lists reasons cpedit.errors.REASONS does not have: {', '.join(unknown)}"
