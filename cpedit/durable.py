@@ -126,12 +126,12 @@ def fsync_folder(path: Path) -> None:
 def fsync_tree(root: Path) -> None:
     """Flush every file of a folder tree, then each folder (deepest first), to the disk."""
     folders = []
-    for folder, _dirs, names in os.walk(root):
+    for walked, _dirs, names in os.walk(root):
         for name in names:
-            path = Path(folder) / name
+            path = Path(walked) / name
             if not path.is_symlink():
                 fsync_file(path)
-        folders.append(Path(folder))
+        folders.append(Path(walked))
     for folder in reversed(folders):
         fsync_folder(folder)
 

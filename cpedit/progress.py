@@ -17,9 +17,21 @@ from typing import Literal
 from cpedit.errors import Cancelled
 
 Stage = Literal[
-    "download", "load", "calibrate", "score", "prune", "restore", "save", "sample", "evaluate", "upload", "done"
+    "download",
+    "load",
+    "calibrate",
+    "score",
+    "prune",
+    "restore",
+    "save",
+    "sample",
+    "evaluate",
+    "upload",
+    "sweep",
+    "tune",
+    "done",
 ]
-Unit = Literal["calls", "batches", "layers", "files", "bytes", "images"]
+Unit = Literal["calls", "batches", "layers", "files", "bytes", "images", "points"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +43,8 @@ class ProgressEvent:
             ``calibrate``, ``score`` (selecting skilled weights), ``prune`` (zeroing them in
             memory), ``restore`` (putting the base weights back), ``save`` (writing the output
             folder), ``sample`` (rendering images), ``evaluate``, ``upload`` (publishing to
-            the Hub) or ``done``.
+            the Hub), ``sweep`` and ``tune`` (measuring a grid's or an auto-tune's settings
+            points) or ``done``.
         message: A short human-readable line.
         concept: The recipe name being calibrated or scored, when there is one (for
             ``sample``: the label of the images being rendered, such as ``base``).
@@ -48,8 +61,8 @@ class ProgressEvent:
             to :attr:`total` instead), and a step that counts ends with ``completed == total``.
         total: Work of this step in all, in :attr:`unit`.
         unit: What :attr:`completed` and :attr:`total` count: ``calls`` (denoiser calls),
-            ``batches`` (text-encoder batches of ``text-ffn``), ``layers``, ``files``, ``bytes``
-            or ``images``.
+            ``batches`` (text-encoder batches of ``text-ffn``), ``layers``, ``files``, ``bytes``,
+            ``images`` or ``points`` (settings points of a sweep or an auto-tune).
         file: The file being downloaded, uploaded or written, relative to its folder or repo.
         file_index: 1-based index of :attr:`file`.
         files: Number of files of this step.

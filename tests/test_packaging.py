@@ -54,6 +54,7 @@ def test_the_wheel_ships_the_library_and_its_data_and_no_development_files(wheel
     }
     assert shipped_recipes and shipped_recipes <= names, sorted(shipped_recipes - names)
     assert "cpedit/shapes/world.py" in names and "cpedit/shapes/classifier.py" in names
+    assert "cpedit/py.typed" in names  # PEP 561: type checkers read cpedit's annotations
     name, version = wheel.name.split("-")[:2]
     top_level = {n.split("/", 1)[0] for n in names}
     assert top_level == {"cpedit", "tui", f"{name}-{version}.dist-info"}, top_level  # tui: `cpedit tui`

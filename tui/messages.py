@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from textual.message import Message
 
@@ -19,6 +19,10 @@ from cpedit.progress import ProgressEvent
 from cpedit.recipes import Recipe
 from tui.session_jobs import Rendered, Saved, Tuned, TuneSet
 from tui.state import PointsView
+
+if TYPE_CHECKING:
+    # typing.Self is Python 3.11+; the annotation is never evaluated (postponed), so 3.10 needs no import.
+    from typing_extensions import Self
 
 R = TypeVar("R")
 

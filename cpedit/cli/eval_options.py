@@ -184,7 +184,9 @@ def clip_model_option() -> Decorator:
     )
 
 
-def metric_options(command=None, *, default_prompts: str | None = None, prompts_required: bool = True):  # type: ignore[no-untyped-def]
+def metric_options(
+    command: Callable[..., Any] | None = None, *, default_prompts: str | None = None, prompts_required: bool = True
+) -> Callable[..., Any]:
     """The options the image benchmarks share (generation, images, result).
 
     Use as ``@metric_options``, or ``@metric_options(default_prompts="hub:AIML-TUDA/i2p")`` for
@@ -224,7 +226,7 @@ class BenchmarkChoice(click.Choice):
         self.role = role
         super().__init__((), case_sensitive=True)
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         """The registered names, now."""
         from cpedit.eval.registry import benchmark_names

@@ -120,14 +120,14 @@ def _wrapped(command: click.Command, *, quiet: bool) -> click.Command:
         group.commands = {name: _wrapped(sub, quiet=quiet) for name, sub in command.commands.items()}
         lookup = command.get_command  # the original's: a group may add its subcommands lazily
 
-        def get_command(ctx: click.Context, name: str) -> click.Command | None:
-            known = group.commands.get(name)
+        def get_command(ctx: click.Context, cmd_name: str) -> click.Command | None:
+            known = group.commands.get(cmd_name)
             if known is not None:
                 return known
-            sub = lookup(ctx, name)
+            sub = lookup(ctx, cmd_name)
             if sub is None:
                 return None
-            group.commands[name] = wrapped = _wrapped(sub, quiet=quiet)
+            group.commands[cmd_name] = wrapped = _wrapped(sub, quiet=quiet)
             return wrapped
 
         group.get_command = get_command  # type: ignore[method-assign]

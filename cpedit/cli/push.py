@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -16,7 +18,7 @@ from cpedit.publish.card import read_output
 from cpedit.publish.push import push_model, withheld_files
 
 
-def hub_commit_options(func):  # type: ignore[no-untyped-def]
+def hub_commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--repo``, ``--private``, ``--branch``, ``--message``, ``--create-pr`` and ``--format``."""
     for decorator in reversed(
         [

@@ -189,13 +189,26 @@ class ProgressView:
         completed = _shown_completed(event)
         detail = _detail(event)
         task = self._tasks.get(key)
+        # rich annotates add_task's and reset's ``completed`` as int, but stores and draws a float
+        # (Task.completed, update(completed=float)): the share of the batch in flight is fractional.
         if task is None:
             self._tasks[key] = self.progress.add_task(
-                "", total=event.total, completed=completed, label=label, detail=detail, unit=event.unit or ""
+                "",
+                total=event.total,
+                completed=completed,  # type: ignore[arg-type]  # float, as above
+                label=label,
+                detail=detail,
+                unit=event.unit or "",
             )
         elif completed < self._completed[key]:  # the same step again (the next sweep point)
-            fields = {"label": label, "detail": detail, "unit": event.unit or ""}  # reset replaces the fields
-            self.progress.reset(task, total=event.total, completed=completed, **fields)
+            self.progress.reset(  # reset replaces the fields
+                task,
+                total=event.total,
+                completed=completed,  # type: ignore[arg-type]  # float, as above
+                label=label,
+                detail=detail,
+                unit=event.unit or "",
+            )
         else:
             self.progress.update(task, total=event.total, completed=completed, detail=detail)
         self._completed[key] = completed

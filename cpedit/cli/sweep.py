@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ from cpedit.cli.options import (
 from cpedit.recipes.format import Recipe
 
 
-def _floats(name: str, *, low: float, high: float, low_included: bool = False):  # type: ignore[no-untyped-def]
+def _floats(
+    name: str, *, low: float, high: float, low_included: bool = False
+) -> Callable[[click.Context, click.Parameter, str | None], list[float] | None]:
     """A click callback parsing a comma-separated list of numbers in (low, high] ([low, high])."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
@@ -75,7 +77,7 @@ def _words(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()] or None
 
 
-def evaluation_options(command):  # type: ignore[no-untyped-def]
+def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say how every point is measured (shared by sweep and tune)."""
     return apply(
         click.option(

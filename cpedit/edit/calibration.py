@@ -145,7 +145,10 @@ def is_text_target(recipe: Recipe) -> bool:
 
 def native_size(pipe: Any) -> tuple[int, int]:
     """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
-    sample_size = getattr(pipe, "default_sample_size", None) or get_denoiser(pipe).config.sample_size
+    sample_size = getattr(pipe, "default_sample_size", None)
+    if not sample_size:
+        config: Any = get_denoiser(pipe).config  # diffusers' FrozenDict, read by attribute
+        sample_size = config.sample_size
     h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
 
@@ -254,7 +257,8 @@ def calibrate(
     device = execution_device(pipe)
     spec = spec_for_pipeline(pipe)
     call_kwargs = dict(spec.call_kwargs) if spec is not None else {}
-    height, width = (settings.height, settings.width) if settings.height else native_size(pipe)
+    # a recipe gives both height and width or neither (the native size)
+    height, width = (settings.height, settings.width) if settings.height and settings.width else native_size(pipe)
 
     # Each target travels with its base: a pair always shares a batch (and so the exact
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.

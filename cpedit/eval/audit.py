@@ -576,7 +576,7 @@ def evaluate_revival(
                 for name, weight in audit.revived.items():
                     component, _, module_name = name.rpartition("/")
                     owner = getattr(pipe, component) if component else denoiser
-                    target = owner.get_submodule(module_name).weight
+                    target = owner.get_submodule(module_name).get_parameter("weight")
                     target.copy_(weight.reshape(target.shape).to(target.device, target.dtype))
             measure(pipe, "revived", 2)
         del pipe

@@ -250,7 +250,7 @@ def main_first(compute: Callable[[], _T]) -> _T:
     succeeded, payload = received[0]
     if not succeeded:
         raise payload
-    return payload  # type: ignore[no-any-return]
+    return payload
 
 
 def _portable(exc: BaseException) -> CpeditError:

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from cpedit.errors import CpeditError
 from cpedit.eval import distributed
@@ -218,6 +218,17 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _JobSettings(TypedDict):
+    """What decides an image (with the model's identity, it is hashed into the image's key)."""
+
+    prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    height: int | None
+    width: int | None
+
+
 def image_jobs(
     prompts: Sequence[PromptSpec],
     *,
@@ -235,7 +246,7 @@ def image_jobs(
     for spec in prompts:
         first = spec.seed if spec.seed is not None else seed
         for j in range(images_per_prompt):
-            settings = {
+            settings: _JobSettings = {
                 "prompt": spec.prompt,
                 "seed": first + j,
                 "steps": steps,
@@ -522,16 +533,21 @@ def render_images(
         raise CpeditError("images per prompt and batch size must be at least 1", argument="images_per_prompt")
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "seed": seed,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "height": height,
-        "width": width,
-        "images_per_prompt": images_per_prompt,
-    }
     models: list[Model] = ["edited", "base"] if base else ["edited"]
-    jobs = {m: image_jobs(prompts, identity=model_identity(record, m), model=m, **settings) for m in models}
+    jobs = {
+        m: image_jobs(
+            prompts,
+            identity=model_identity(record, m),
+            model=m,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            images_per_prompt=images_per_prompt,
+        )
+        for m in models
+    }
     launch = distributed.setup()
     rank, size = (launch.rank, launch.world_size) if launch is not None else (0, 1)
     have = read_manifest(root)

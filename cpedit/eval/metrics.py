@@ -105,7 +105,8 @@ def load_clip_scorer(model: str | os.PathLike[str], *, device: str = "auto") -> 
     name = os.fspath(model)
     target = resolve_device(device)
     try:
-        clip = CLIPModel.from_pretrained(name, use_safetensors=True).to(target).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which types it as unbound
+        clip = CLIPModel.from_pretrained(name, use_safetensors=True).to(target).eval()  # type: ignore[arg-type]
         tokenizer = AutoTokenizer.from_pretrained(name)
         processor = CLIPImageProcessor.from_pretrained(name)
     except (OSError, ValueError) as exc:

@@ -346,7 +346,7 @@ def _event_bar_base() -> type:
     """huggingface_hub's tqdm class, made silent and reporting to a :class:`_DownloadMonitor` (built lazily)."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
-    class EventBar(hf_tqdm):  # type: ignore[misc, valid-type]
+    class EventBar(hf_tqdm):
         """A progress bar that never displays; its updates go to the class's ``_cpedit_monitor`` (None: ignored).
 
         snapshot_download makes three: the files count (``unit`` not bytes), the network
@@ -370,7 +370,7 @@ def _event_bar_base() -> type:
             super().__init__(*args, **kwargs)
 
         @property
-        def total(self) -> float | None:  # type: ignore[override]
+        def total(self) -> float | None:
             return self._total
 
         @total.setter

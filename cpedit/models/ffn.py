@@ -105,4 +105,6 @@ def execution_device(pipe: object) -> torch.device:
     denoiser = get_denoiser(pipe)
     if getattr(denoiser, "_hf_hook", None) is not None and hasattr(pipe, "_execution_device"):
         return torch.device(pipe._execution_device)
-    return denoiser.device
+    device = denoiser.device  # diffusers' ModelMixin.device (nn.Module types attributes as Tensor | Module)
+    assert isinstance(device, torch.device)
+    return device

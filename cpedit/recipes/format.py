@@ -347,6 +347,7 @@ def _validate(data: dict[str, Any], problems: _Problems, *, source: str, text: s
     if problems.items:
         return None
     assert prune is not None and sampling is not None and targets is not None and bases is not None
+    assert isinstance(name, str) and concept is not None  # required: a missing or bad one is a problem above
     # Text from a stranger reaches terminals and model cards: control and bidi characters go.
     return Recipe(
         name=name,

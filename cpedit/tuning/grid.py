@@ -161,7 +161,7 @@ def sweep(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     config = _config(str(model), revision, loaded, plan)
-    grid = {
+    grid: dict[str, list[Any]] = {
         "skill_ratio": list(skill_ratios),
         "timesteps": list(timesteps),
         "select_ratio": list(select_ratios),

@@ -20,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Select, Static
 from textual_image.widget import HalfcellImage, Image
 
+from cpedit.progress import ProgressEvent
 from tui.messages import PreviewRendered, RenderProgressed
 from tui.screens.base import Pane, job_cancel
 from tui.session_jobs import Rendered, SessionJobs, Tuned, TuneSet
@@ -202,7 +203,10 @@ class PreviewPane(Pane):
         denoising step.
         """
         cancel = job_cancel()
-        on_progress = lambda event: self.post_message(RenderProgressed(event))  # noqa: E731
+
+        def on_progress(event: ProgressEvent) -> None:
+            self.post_message(RenderProgressed(event))
+
         self.post_message(
             PreviewRendered.of(
                 lambda: jobs.sample_pair(

@@ -22,6 +22,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBa
 from cpedit.errors import CpeditError
 from cpedit.hub import HubError, check_repo_id, whoami
 from cpedit.output import read_output
+from cpedit.progress import ProgressEvent
 from tui.messages import CardBuilt, LoginChecked, PreviewWritten, PushFinished, PushProgressed
 from tui.screens.base import Pane, job_cancel
 from tui.session_jobs import SessionJobs
@@ -277,7 +278,10 @@ class PushPane(Pane):
     def _push(self, saved: Path, repo_id: str, private: bool, branch: str | None, create_pr: bool) -> None:
         """Publish in a thread; upload events come back as messages; ctrl+x sets this push's cancel flag."""
         cancel = job_cancel()
-        on_progress = lambda event: self.post_message(PushProgressed(event))  # noqa: E731
+
+        def on_progress(event: ProgressEvent) -> None:
+            self.post_message(PushProgressed(event))
+
         self.post_message(
             PushFinished.of(
                 lambda: push_output(

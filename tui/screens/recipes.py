@@ -37,7 +37,7 @@ from cpedit.recipes.format import Recipe, read_recipe_text
 from tui.messages import RecipeLoaded, RecipesResolved
 from tui.screens.base import Pane
 from tui.screens.recipe_form import NewRecipeScreen
-from tui.screens.settings_form import QueuedSettingsScreen
+from tui.screens.settings_form import QueuedSettingsScreen, SettingsChanges
 
 HUB_GROUP = "recipe-hub"
 """Worker group of a reference typed on this screen (one at a time: a new one replaces the old)."""
@@ -584,7 +584,7 @@ class RecipesPane(Pane):
         text = clean(text).expandtabs(4)
         marked = problem_lines(text, shown.error.problems) if shown.error else {}
         syntax = Syntax("", "yaml", theme="ansi_dark" if palette.dark else "ansi_light", background_color="default")
-        lines = syntax.highlight(text).split("\n", allow_blank=True)
+        lines = list(syntax.highlight(text).split("\n", allow_blank=True))
         if lines and not lines[-1].plain:
             lines = lines[:-1]
         width = len(str(len(lines)))
@@ -653,7 +653,7 @@ class RecipesPane(Pane):
             self.show_error("highlight a queued recipe (in the tree or the queue list) to edit its copy")
             return
 
-        def done(changed: dict | None) -> None:
+        def done(changed: SettingsChanges | None) -> None:
             if changed:
                 self.app.notify(f"{name}: settings changed", timeout=3)
             self.cpedit_app.refresh_panes()

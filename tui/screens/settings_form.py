@@ -8,7 +8,7 @@ applies them with :meth:`tui.state.AppState.edit_queued` and closes with the cha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -60,7 +60,14 @@ def format_number(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-class QueuedSettingsScreen(ModalScreen["dict | None"]):
+class SettingsChanges(TypedDict):
+    """The settings the dialog changes, by section (the keyword arguments of ``with_settings``)."""
+
+    prune: dict[str, Any]
+    sampling: dict[str, Any]
+
+
+class QueuedSettingsScreen(ModalScreen["SettingsChanges | None"]):
     """The prune (skill_ratio, timesteps, select_ratio, target) and sampling (steps, guidance_scale, seed) of a copy.
 
     Args:
@@ -141,7 +148,7 @@ class QueuedSettingsScreen(ModalScreen["dict | None"]):
 
     # --- values and validation ----------------------------------------------------------
 
-    def changes(self) -> dict[str, dict[str, Any]]:
+    def changes(self) -> SettingsChanges:
         """The settings that differ from the queued copy: ``{"prune": {...}, "sampling": {...}}``."""
         recipe = self.recipe
         prune: dict[str, Any] = {}

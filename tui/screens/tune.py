@@ -27,6 +27,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, OptionList, Static
 
 from cpedit.errors import CpeditError
+from cpedit.progress import ProgressEvent
 from tui.messages import (
     PointMeasured,
     SaveFinished,
@@ -374,12 +375,19 @@ class TunePane(Pane):
     @work(thread=True, exit_on_error=False, group="tune")  # one at a time: refused while one is going
     def _tune_worker(self, job: TuneJob) -> None:
         cancel = job_cancel()
+
+        def on_point(point: Any) -> None:
+            self.post_message(PointMeasured(point.to_dict()))
+
+        def on_progress(event: ProgressEvent) -> None:
+            self.post_message(TuneProgressed(event))
+
         self.post_message(
             TuneFinished.of(
                 lambda: run_tune(
                     job,
-                    on_point=lambda point: self.post_message(PointMeasured(point.to_dict())),
-                    on_progress=lambda event: self.post_message(TuneProgressed(event)),
+                    on_point=on_point,
+                    on_progress=on_progress,
                     cancel=cancel,
                 )
             )
@@ -456,7 +464,10 @@ class TunePane(Pane):
     @work(thread=True, exit_on_error=False, group="save")  # one at a time: refused while one is going
     def _save_worker(self, jobs: SessionJobs, values: TuneSet, tuned: Tuned | None, out: Path, overwrite: bool) -> None:
         cancel = job_cancel()
-        on_progress = lambda event: self.post_message(SaveProgressed(event))  # noqa: E731
+
+        def on_progress(event: ProgressEvent) -> None:
+            self.post_message(SaveProgressed(event))
+
         self.post_message(
             SaveFinished.of(
                 lambda: jobs.save(values, tuned, out, overwrite=overwrite, on_progress=on_progress, cancel=cancel)
