@@ -20,7 +20,7 @@ from textual.keys import format_key
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
-from tui.screens.base import CANCELLABLE, Pane
+from tui.screens.base import CANCELLABLE, AppShell, Pane
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.model import ModelPane
@@ -349,3 +349,8 @@ def run_app(
         calibrate_timesteps=calibrate_timesteps,
     )
     CpeditApp(state, image_mode=image_mode, initial_recipes=recipes).run()
+
+
+def _screens_see_the_app(app: CpeditApp) -> AppShell:
+    """The type checker's proof that the app is what its screens expect (:class:`tui.screens.base.AppShell`)."""
+    return app

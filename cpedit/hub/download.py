@@ -35,7 +35,7 @@ from typing import Any
 
 from cpedit.errors import CpeditError
 from cpedit.hub.errors import HubError, hub_error, repo_label
-from cpedit.hub.refs import RepoType
+from cpedit.hub.kinds import RepoType
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
 __all__ = ["download_files", "fetch_file", "list_files", "resolve_commit", "snapshot_folder"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from cpedit.errors import CpeditError
 
 if TYPE_CHECKING:
-    from cpedit.hub.refs import RepoType
+    from cpedit.hub.kinds import RepoType
 
 LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 

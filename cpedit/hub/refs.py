@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
 from cpedit.errors import CpeditError
+from cpedit.hub.kinds import RepoType
 from cpedit.text import is_unsafe_char, shown
 
 HUB_PREFIX = "hub:"
@@ -32,8 +33,6 @@ HUB_PREFIX = "hub:"
 MAX_REF_CHARS = 1024
 """The longest reference accepted, in characters."""
 
-RepoType = Literal["model", "dataset"]
-"""The kinds of Hub repo cpedit reads: models (pipelines, recipes) and datasets (prompt sets)."""
 RefKind = Literal["recipe", "prompts"]
 """What a reference names: a recipe file (in a model repo) or a prompt set (a dataset repo or one file of it)."""
 

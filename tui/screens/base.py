@@ -4,16 +4,14 @@ and the cancel flag of the job a worker runs."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
+from tui.session_jobs import Tuned
 from tui.state import AppState, describe_error
-
-if TYPE_CHECKING:
-    from tui.app import CpeditApp
 
 CANCELLABLE = frozenset({"run", "tune", "save", "preview", "render-preview", "push"})
 """Worker groups of the slow jobs ctrl+x cancels (each through its own worker's cancel flag)."""
@@ -23,6 +21,26 @@ def job_cancel() -> threading.Event:
     """The cancel flag of the job this worker runs (its worker's own: set by ctrl+x, or when a newer job of its
     kind replaces it); pass it to the library as ``cancel=``."""
     return get_current_worker().cancelled_event
+
+
+class AppShell(Protocol):
+    """What a screen needs of the app (implemented by :class:`tui.app.CpeditApp`).
+
+    Screens sit below the app: they name this protocol, not the app's class, so that the app
+    imports its screens and no screen imports the app.
+    """
+
+    state: AppState
+    image_mode: str
+
+    def refresh_panes(self) -> None:
+        """Re-render every screen from the state."""
+
+    def take(self, tuned: Tuned) -> None:
+        """Show a selection a job computed, if it is still for the values in the Tune screen's fields."""
+
+    def action_show_tab(self, tab: str) -> None:
+        """Switch to a screen's tab."""
 
 
 class Pane(Vertical):
@@ -36,9 +54,9 @@ class Pane(Vertical):
     """A selector of the widget to focus when the screen opens (default: the screen itself)."""
 
     @property
-    def cpedit_app(self) -> CpeditApp:
-        """The app (typed)."""
-        return self.app  # type: ignore[return-value]
+    def cpedit_app(self) -> AppShell:
+        """The app, as the screens see it."""
+        return cast(AppShell, self.app)  # textual types it as an App; cpedit's app is an AppShell
 
     @property
     def state(self) -> AppState:

@@ -293,7 +293,7 @@ class TunePane(Pane):
             self.show_error(self._fix_first())
             return
         self.cpedit_app.action_show_tab("preview")
-        self.cpedit_app.query_one(PreviewPane).action_render()
+        self.app.query_one(PreviewPane).action_render()
 
     def _fix_first(self) -> str:
         return f"fix the values first: {next(iter(self._problems.values()))} (ctrl+z puts the recipe values back)"
