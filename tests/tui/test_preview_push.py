@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from support.hub_emulator import HubEmulator
@@ -18,10 +18,13 @@ from support.tui import screen_lines
 
 import cpedit
 from tui.app import CpeditApp
+from tui.screens.base import Pane
 from tui.screens.preview import RUN_FIRST, PreviewPane, summary_rows
 from tui.screens.push import NOT_LOGGED_IN, SAVE_FIRST, PushPane
 from tui.session_jobs import SessionJobs, recipe_values
 from tui.state import AppState, build_card, calibrate
+
+PaneT = TypeVar("PaneT", bound=Pane)
 
 RECIPE = "shapes-striped"
 TOKEN = "hf_tui-push-secret-never-shown"
@@ -68,6 +71,23 @@ async def until(pilot: Any, condition: Callable[[], bool], *, timeout: float = 6
         await pilot.pause(0.05)
 
 
+async def show_screen(app: CpeditApp, pilot: Any, tab: str, kind: type[PaneT]) -> PaneT:
+    """Switch to ``tab`` once the app is up, and return its screen once the focus is on it (or inside it).
+
+    A switch made while the tabs are still mounting can be undone by their initial tab, so the
+    switch waits for the first screen's focus.
+    """
+    await until(pilot, lambda: app.focused is not None, what="the first screen's focus")
+    app.action_show_tab(tab)
+    pane = app.query_one(kind)
+    await until(
+        pilot,
+        lambda: app.focused is not None and (app.focused is pane or pane in app.focused.ancestors),
+        what=f"the focus on the {tab} screen",
+    )
+    return pane
+
+
 def text_of(app: CpeditApp, selector: str) -> str:
     """The plain text a Static shows."""
     return str(app.query_one(selector).render())
@@ -85,9 +105,7 @@ def test_preview_before_a_run_says_to_run_the_queue(tmp_path: Path) -> None:
     app = CpeditApp(AppState(out=str(tmp_path / "out")), image_mode="halfcell")
 
     async def script(pilot: Any) -> None:
-        app.action_show_tab("preview")
-        await pilot.pause()
-        pane = app.query_one(PreviewPane)
+        pane = await show_screen(app, pilot, "preview", PreviewPane)
         assert pane.has_class("-empty") and "ctrl+r" in RUN_FIRST
         assert RUN_FIRST in text_of(app, "#preview-hint")
         await pilot.press("r")  # refused, with a message, and the app stays usable
@@ -104,9 +122,7 @@ def test_preview_renders_base_and_edited_then_the_next_seed(tmp_path: Path, sess
 
     async def script(pilot: Any) -> None:
         app.refresh_panes()
-        app.action_show_tab("preview")
-        await pilot.pause()
-        pane = app.query_one(PreviewPane)
+        pane = await show_screen(app, pilot, "preview", PreviewPane)
         base, edited = app.query_one("#preview-base"), app.query_one("#preview-edited")
         assert not pane.has_class("-empty") and app.focused is pane
         assert type(base).__name__ == "HalfcellImage"
@@ -152,16 +168,7 @@ def test_preview_renders_base_and_edited_then_the_next_seed(tmp_path: Path, sess
 
 async def open_push(app: CpeditApp, pilot: Any) -> PushPane:
     """Show the Push screen, once the focus is on it and it knows who is logged in."""
-    # Switch only once the app is up (its first screen has the focus): a switch made while the tabs
-    # are still mounting can be undone by their initial tab.
-    await until(pilot, lambda: app.focused is not None, what="the first screen's focus")
-    app.action_show_tab("push")
-    pane = app.query_one(PushPane)
-    await until(
-        pilot,
-        lambda: app.focused is not None and (app.focused is pane or pane in app.focused.ancestors),
-        what="the focus on the screen",
-    )
+    pane = await show_screen(app, pilot, "push", PushPane)
     await until(pilot, lambda: "checking" not in text_of(app, "#push-login"), what="whoami")
     return pane
 
@@ -190,9 +197,7 @@ def test_push_refuses_an_invalid_repo_id_as_typed(tmp_path: Path, session: Any, 
     app = CpeditApp(state, image_mode="halfcell")
 
     async def script(pilot: Any) -> None:
-        app.action_show_tab("push")
-        pane = app.query_one(PushPane)
-        await until(pilot, lambda: app.focused is pane, what="the pane to take the focus")
+        pane = await show_screen(app, pilot, "push", PushPane)
         app.query_one("#push-repo").value = "no-slash"  # (typing is covered by the flow test: keys into a
         await pilot.pause()  # second app of one process can be lost, so these tests set values)
         check = text_of(app, "#push-repo-check")
