@@ -18,6 +18,7 @@ from test_flow import settle, text_of, wait_until
 from textual.widgets import Input
 
 import cpedit
+import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
 from tui.app import CpeditApp
 from tui.screens.tune import TunePane
@@ -81,7 +82,7 @@ def test_ctrl_x_cancels_its_job_even_when_another_job_starts_before_it_checks(
             raise Cancelled("tune: evaluation cancelled")
         raise CpeditError("the tune went on after ctrl+x")
 
-    monkeypatch.setattr(cpedit, "plan_evaluation", plan_evaluation)
+    monkeypatch.setattr(cpedit.tuning, "plan_evaluation", plan_evaluation)
     state = AppState(out=str(tmp_path / "out"), device="cpu")
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[NAME])
 

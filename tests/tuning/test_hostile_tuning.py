@@ -10,12 +10,14 @@ import pytest
 
 import cpedit.tuning.search as search
 from cpedit.errors import CpeditError
+from cpedit.eval.options import ImageOptions
+from cpedit.eval.shapes import ShapesOptions
 from cpedit.ownership import NotOursError
 from cpedit.recipes.sources import resolve_recipe
 from cpedit.tuning import plan_evaluation, sweep, tune
 from cpedit.tuning.points import Point, PointSettings
 
-EVAL = {"images": 2, "seed": 3, "steps": 2, "batch_size": 8}
+EVAL = {"options": ShapesOptions(images=2), "images": ImageOptions(seed=3, steps=2, batch_size=8)}
 
 
 def test_a_users_file_under_points_survives_the_sweep(tmp_path: Path) -> None:
