@@ -136,7 +136,7 @@ class LocalModel:
 
 def describe_local_model(folder: str) -> LocalModel:
     """Say whether cpedit can edit a local folder, checked as a run checks it before loading
-    (:func:`cpedit.check_model_folder`: the reason is the one ``cpedit prune`` gives). No weights are read."""
+    (:func:`cpedit.models.check_model_folder`: the reason is the one ``cpedit prune`` gives). No weights are read."""
     root = Path(folder).expanduser()
     try:
         support = cpedit.models.check_model_folder(folder)
