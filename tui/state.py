@@ -11,7 +11,6 @@ without a UI), and nothing imports torch before a run starts: cpedit's public AP
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -29,7 +28,7 @@ import cpedit.recipes
 import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
 from cpedit.progress import ProgressCallback, ProgressEvent
-from cpedit.recipes.format import Recipe
+from cpedit.recipes import Recipe
 from tui.session_jobs import (
     Saved,
     SessionJobs,
@@ -142,9 +141,8 @@ def describe_local_model(folder: str) -> LocalModel:
         support = cpedit.models.check_model_folder(folder)
     except CpeditError as exc:
         return LocalModel(folder, None, False, str(exc), 0)
-    index = json.loads((root / "model_index.json").read_text(encoding="utf-8"))
     size = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.is_file() and not p.is_symlink())
-    return LocalModel(folder, str(index.get("_class_name")), True, support.how, size)
+    return LocalModel(folder, support.pipeline_class, True, support.how, size)
 
 
 def memory_in_use(device: str) -> int | None:

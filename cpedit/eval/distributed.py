@@ -254,7 +254,12 @@ def main_first(compute: Callable[[], _T]) -> _T:
 
 
 def _portable(exc: BaseException) -> CpeditError:
-    """``exc`` as an error the other ranks can unpickle and raise: itself when it survives pickling, else a copy."""
+    """``exc`` as an error the other ranks can unpickle and raise: itself when it survives pickling, else a copy.
+
+    Pickle here is between the ranks of one launch (``broadcast_object_list`` pickles): our own
+    processes, never data from a file or the network. The round trip only checks that this
+    rank's exception can be rebuilt on the others.
+    """
     if isinstance(exc, CpeditError):
         try:
             pickle.loads(pickle.dumps(exc))

@@ -188,6 +188,8 @@ def _pipeline_files_in_cache(repo_id: str, snapshot: Path, commit: str) -> list[
 
     if not (snapshot / "model_index.json").is_file():
         return "model_index.json is missing"
+    if (snapshot / "model_index.json").stat().st_size > 1 << 20:  # a few hundred bytes when genuine
+        return "its model_index.json is too large to be a pipeline's"
     try:
         index = json.loads((snapshot / "model_index.json").read_text(encoding="utf-8"))
         tree = get_cached_repo_tree(repo_id, revision=commit)

@@ -26,7 +26,7 @@ from cpedit.hub.cache import infer_hub_snapshot
 from cpedit.hub.download import download_files, fetch_file, list_files, resolve_commit
 from cpedit.hub.errors import HubError
 from cpedit.hub.pipeline_files import components_without_safetensors, pipeline_files
-from cpedit.models.files import check_folder_files, check_safetensors, load_json_text
+from cpedit.models.files import check_folder_files, check_safetensors, read_model_index
 from cpedit.models.support import SupportInfo, describe_support, text_to_image_refusal
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
@@ -244,12 +244,7 @@ def check_pipeline_folder(folder: Path, *, ref: str) -> None:
     """
     check_folder_files(folder)
     index_file = folder / "model_index.json"
-    try:
-        index = load_json_text(index_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{ref}: cannot read model_index.json ({exc})", path=str(index_file)) from None
-    if not isinstance(index, dict):
-        raise ModelLoadError(f"{ref}: model_index.json is not a JSON object", path=str(index_file))
+    index = read_model_index(index_file, shown_as=ref)
     name = index.get("_class_name")
     if not isinstance(name, str) or not _is_diffusers_pipeline(name):
         raise ModelLoadError(
@@ -325,7 +320,7 @@ def check_model_folder(folder: str | os.PathLike[str]) -> SupportInfo:
     if not Path(ref).expanduser().exists():
         raise ModelLoadError(f"{ref}: no such folder", path=ref)
     source = resolve_source(ref)
-    index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
+    index = read_model_index(source.path / "model_index.json", shown_as=ref)
     return describe_support(str(index.get("_class_name")))
 
 
@@ -398,10 +393,7 @@ def _download(
                 reason="not_pipeline",
             ) from None
         raise _load_error(exc) from None
-    try:
-        index = load_json_text(index_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{repo_id}: its model_index.json cannot be read ({exc})", repo_id=repo_id) from None
+    index = read_model_index(index_file, shown_as=repo_id, repo_id=repo_id)
     refusal = text_to_image_refusal(index)
     if refusal is not None:
         raise ModelLoadError(f"{repo_id}: {refusal}", repo_id=repo_id, reason="not_pipeline")
@@ -507,12 +499,7 @@ def load_pipeline(
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {}
-    try:
-        index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{source.ref}: cannot read model_index.json ({exc})") from None
-    if not isinstance(index, dict):
-        raise ModelLoadError(f"{source.ref}: model_index.json is not a JSON object")
+    index = read_model_index(source.path / "model_index.json", shown_as=source.ref)
     if "safety_checker" in index and not safety_checker:
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
@@ -604,10 +591,10 @@ def load_safety_checker(source: ModelSource, *, device: torch.device, dtype: tor
     import importlib
 
     try:
-        index = load_json_text((source.path / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        index = read_model_index(source.path / "model_index.json", shown_as=source.ref)
+    except ModelLoadError:
         return None
-    entry = index.get("safety_checker") if isinstance(index, dict) else None
+    entry = index.get("safety_checker")
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
         return None
     library, class_name = entry

@@ -68,12 +68,14 @@ class SupportInfo:
             ``StableDiffusionXLImg2ImgPipeline``), or ``unknown``.
         how: One line on what cpedit does with it (denoiser, FFN layers, guidance, streams).
         missing: When unsupported, what is missing, in words; else None.
+        pipeline_class: The pipeline class described (``model_index.json``'s ``_class_name``).
     """
 
     supported: bool
     architecture: str
     how: str
     missing: str | None = None
+    pipeline_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def describe_support(pipeline_class: str, denoiser: Any = None) -> SupportInfo:
             architecture=family[0].name if family else "unknown",
             how="",
             missing=f"{why}; supported pipelines: {supported}",
+            pipeline_class=pipeline_class,
         )
     streams = "image stream by default, text stream with prune.stream" if len(spec.streams) > 1 else "one stream"
     guidance = "classifier-free guidance (both halves)" if spec.guidance == "cfg" else "distilled guidance, no CFG"
@@ -160,9 +163,10 @@ def describe_support(pipeline_class: str, denoiser: Any = None) -> SupportInfo:
                     f"its {type(denoiser).__name__} has no feed-forward (diffusers FeedForward) blocks, so there "
                     "are no skilled neurons to prune; ConceptPrune needs a denoiser with transformer blocks"
                 ),
+                pipeline_class=pipeline_class,
             )
         how += f"; {len(layers)} FFN layers"
-    return SupportInfo(supported=True, architecture=spec.name, how=how)
+    return SupportInfo(supported=True, architecture=spec.name, how=how, pipeline_class=pipeline_class)
 
 
 def editability(

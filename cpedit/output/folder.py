@@ -38,7 +38,7 @@ from cpedit.durable import (
 )
 from cpedit.errors import CpeditError, OutputExistsError
 from cpedit.hub.pipeline_files import UNSAFE_WEIGHT_SUFFIXES, variant_of
-from cpedit.models.files import allowed_root, check_entry, check_folder_files, load_json_text
+from cpedit.models.files import allowed_root, check_entry, check_folder_files, read_model_index
 from cpedit.output.record import RECORD_DIR, REPORT_FILE
 from cpedit.ownership import has_markers, remove_folder, set_aside
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -258,7 +258,7 @@ def _write_error(out: Path, exc: BaseException, *, needed: int | None = None) ->
 
 def _copy_plan(source: Path) -> tuple[list[str], list[str]]:
     """``(files to copy, files skipped)`` of a pipeline folder, relative to it (see :func:`copy_pipeline_folder`)."""
-    index = load_json_text((source / "model_index.json").read_text(encoding="utf-8"))
+    index = read_model_index(source / "model_index.json", shown_as=str(source))
     components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
     skipped: list[str] = []
     plan: list[str] = []  # the files to copy: decided first, so progress has its total and the space is known

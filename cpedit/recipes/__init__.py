@@ -12,7 +12,15 @@ from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpedit.recipes.conceal import Conceal
-    from cpedit.recipes.format import PruneSettings, Recipe, SamplingSettings, load_recipe, parse_recipe
+    from cpedit.recipes.format import (
+        KINDS,
+        PruneSettings,
+        Recipe,
+        SamplingSettings,
+        load_recipe,
+        parse_recipe,
+        read_recipe_text,
+    )
     from cpedit.recipes.hub import load_hub_recipe
     from cpedit.recipes.sources import RecipeEntry, builtin_recipes_dir, list_recipes, resolve_recipe, user_recipes_dir
     from cpedit.recipes.targets import STREAMS, TARGETS
@@ -22,11 +30,13 @@ _EXPORTS = {
     "builtin_recipes_dir": "cpedit.recipes.sources",
     "compose_recipe": "cpedit.recipes.writer",
     "Conceal": "cpedit.recipes.conceal",
+    "KINDS": "cpedit.recipes.format",
     "list_recipes": "cpedit.recipes.sources",
     "load_hub_recipe": "cpedit.recipes.hub",
     "load_recipe": "cpedit.recipes.format",
     "parse_recipe": "cpedit.recipes.format",
     "PruneSettings": "cpedit.recipes.format",
+    "read_recipe_text": "cpedit.recipes.format",
     "Recipe": "cpedit.recipes.format",
     "RecipeEntry": "cpedit.recipes.sources",
     "resolve_recipe": "cpedit.recipes.sources",

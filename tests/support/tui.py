@@ -44,6 +44,16 @@ def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return config
 
 
+async def until(pilot: Any, condition: Callable[[], bool], *, timeout: float = 600.0, what: str = "") -> None:
+    """Let the app run until ``condition()`` holds (workers finish in threads)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.05)
+
+
 def screen_lines(app: Any) -> list[str]:
     """The text on the app's screen now, one string per terminal row (what a user reads)."""
     import io

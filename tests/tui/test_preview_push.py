@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 from support.hub_emulator import HubEmulator
-from support.tui import screen_lines
+from support.tui import screen_lines, until
 
 import cpedit
 from tui.app import CpeditApp
@@ -59,16 +59,6 @@ def drive(
             await script(pilot)
 
     asyncio.run(main())
-
-
-async def until(pilot: Any, condition: Callable[[], bool], *, timeout: float = 600.0, what: str = "") -> None:
-    """Let the app run until ``condition()`` holds (workers finish in threads)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.05)
 
 
 async def show_screen(app: CpeditApp, pilot: Any, tab: str, kind: type[PaneT]) -> PaneT:

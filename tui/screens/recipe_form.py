@@ -21,7 +21,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 import cpedit
 import cpedit.recipes
 from cpedit.errors import RecipeError
-from cpedit.recipes.format import KINDS, Recipe
+from cpedit.recipes import KINDS, Recipe
 
 FIELDS = ("name", "concept", "kind", "target", "base", "subjects", "description")
 """The form's fields, in order (each has a widget ``#ID`` and a problem line ``#ID-problem``)."""

@@ -33,7 +33,7 @@ import cpedit
 import cpedit.recipes
 import cpedit.text
 from cpedit.errors import CpeditError, RecipeError
-from cpedit.recipes.format import Recipe, read_recipe_text
+from cpedit.recipes import Recipe, read_recipe_text
 from tui.messages import RecipeLoaded, RecipesResolved
 from tui.screens.base import Pane
 from tui.screens.recipe_form import NewRecipeScreen

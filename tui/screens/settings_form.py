@@ -20,7 +20,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 import cpedit
 import cpedit.recipes
 from cpedit.errors import CpeditError, RecipeError
-from cpedit.recipes.format import TARGETS, Recipe
+from cpedit.recipes import TARGETS, Recipe
 
 if TYPE_CHECKING:
     from tui.state import AppState
