@@ -30,8 +30,6 @@ from cpedit.errors import Cancelled, CpeditError
 from cpedit.output.folder import weight_fills, write_pipeline_folder
 from cpedit.output.weights_files import TensorFill, write_filled_file
 
-SUBJECTS = ("red star on a white background", "blue circle on a black background")
-
 
 def old_way(source: Path, out: Path, edits: dict[str, dict[str, TensorFill]]) -> None:
     """Today's save before this change: copy everything, then rewrite each edited file whole."""
@@ -181,16 +179,7 @@ def test_only_the_changed_tensors_differ_even_in_an_unusual_layout(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def session(variants_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> cpedit.EditSession:
-    recipe = helpers.write_recipe(
-        tmp_path_factory.mktemp("save-once-recipe"),
-        name="tiny-striped",
-        concept="striped",
-        subjects=SUBJECTS,
-        target="a striped {subject}",
-        base="a {subject}",
-        tau=2,
-        skill_ratio=0.2,
-    )
+    recipe = helpers.write_recipe(tmp_path_factory.mktemp("recipe"), name="save-once", tau=2, steps=4, skill_ratio=0.2)
     opened = cpedit.EditSession.open(variants_folder, [recipe], device="cpu")
     opened.calibrate()
     return opened
