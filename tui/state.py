@@ -16,12 +16,13 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import cpedit
+import cpedit.edit
 import cpedit.models
 import cpedit.output
 import cpedit.recipes
@@ -131,18 +132,25 @@ class LocalModel:
     editable: bool
     reason: str
     safetensors_bytes: int
+    memory: str | None = None
+    """The memory estimate's line (:meth:`cpedit.edit.MemoryEstimate.describe`): what ``cpedit prune`` reports."""
 
 
-def describe_local_model(folder: str) -> LocalModel:
+def describe_local_model(folder: str, *, recipes: Sequence[Recipe] = (), device: str = "auto") -> LocalModel:
     """Say whether cpedit can edit a local folder, checked as a run checks it before loading
-    (:func:`cpedit.models.check_model_folder`: the reason is the one ``cpedit prune`` gives). No weights are read."""
+    (:func:`cpedit.models.check_model_folder`: the reason is the one ``cpedit prune`` gives), and the memory a
+    run of ``recipes`` on ``device`` needs (:func:`cpedit.edit.estimate_memory`). No weights are read."""
     root = Path(folder).expanduser()
     try:
         support = cpedit.models.check_model_folder(folder)
     except CpeditError as exc:
         return LocalModel(folder, None, False, str(exc), 0)
     size = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.is_file() and not p.is_symlink())
-    return LocalModel(folder, support.pipeline_class, True, support.how, size)
+    try:
+        memory = cpedit.edit.estimate_memory(root, recipes, device=device).describe()
+    except CpeditError as exc:
+        memory = f"memory: unknown ({exc})"
+    return LocalModel(folder, support.pipeline_class, True, support.how, size, memory)
 
 
 def memory_in_use(device: str) -> int | None:

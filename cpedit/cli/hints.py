@@ -28,6 +28,10 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
     ("preserve_prompts", None): "give {flag} FILE|hub:ID",
     ("preserve", None): "add {flag} clip-score --preserve-prompts FILE|hub:ID, or {flag} fid",
     ("image_batch_size", "out_of_memory"): "use a smaller {flag}",
+    ("memory_check", "out_of_memory"): (
+        "use --dtype float16 (or bfloat16), --offload on a GPU, or a smaller --batch-size; "
+        "or pass --no-memory-check to go ahead anyway"
+    ),
     ("clip_model", None): "give {flag} ID|FOLDER",
 }
 """(argument, reason) -> the hint, with ``{flag}`` for the command's option; reason None matches any."""

@@ -62,6 +62,14 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     default=None,
     help="Seed of the gaussian draws (default: random; recorded in the local report, never published).",
 )
+@click.option(
+    "--memory-check/--no-memory-check",
+    default=True,
+    show_default=True,
+    help="Before the model loads, estimate the memory the run needs (weights at --dtype, statistics, "
+    "activations at --batch-size) against the free memory, print it, and refuse a run that will not fit. "
+    "--no-memory-check prints the estimate and goes ahead anyway.",
+)
 @format_option(help="How to print the result: tables, or the report as JSON on stdout.")
 @command_guard()
 def prune_command(
@@ -79,6 +87,7 @@ def prune_command(
     conceal: str | None,
     conceal_scale: str | None,
     conceal_seed: int | None,
+    memory_check: bool,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
@@ -122,6 +131,7 @@ def prune_command(
             conceal=conceal,
             conceal_scale=conceal_scale,
             conceal_seed=conceal_seed,
+            memory_check=memory_check,
         )
     report = result.report
     if output_format == "json":

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cpedit.edit.memory import MemoryEstimate, estimate_memory
     from cpedit.edit.prune import PruneResult, prune
     from cpedit.edit.selection import Selection
     from cpedit.edit.session import EditSession, SaveResult
 
 _EXPORTS = {
     "EditSession": "cpedit.edit.session",
+    "MemoryEstimate": "cpedit.edit.memory",
+    "estimate_memory": "cpedit.edit.memory",
     "prune": "cpedit.edit.prune",
     "PruneResult": "cpedit.edit.prune",
     "SaveResult": "cpedit.edit.session",

@@ -13,7 +13,7 @@ where it helps; a public base such as SD-1.5 is not).
 
 This module decides the values (the setting itself is :class:`cpedit.recipes.conceal.Conceal`);
 :meth:`cpedit.edit.session.EditSession.apply` puts them in the pipeline and
-:func:`cpedit.output.folder.fill_weights_in_files` writes the same values into the files.
+:func:`cpedit.output.folder.write_pipeline_folder` writes the same values into the files.
 """
 
 from __future__ import annotations

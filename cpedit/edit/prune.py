@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
+from cpedit.edit.memory import estimate_memory, refuse_if_it_cannot_fit
 from cpedit.edit.preflight import preflight
 from cpedit.edit.session import EditSession
 from cpedit.errors import CpeditWarning
+from cpedit.models.loading import ModelSource
 from cpedit.models.sampling import SampleSettings, warn_truncated
 from cpedit.output.folder import check_free_space, output_size
 from cpedit.output.record import Report
@@ -81,6 +83,7 @@ def prune(
     conceal: str | Conceal | None = None,
     conceal_scale: str | None = None,
     conceal_seed: int | None = None,
+    memory_check: bool = True,
 ) -> PruneResult:
     """Erase the recipes' concepts from a pipeline by pruning skilled weights.
 
@@ -117,6 +120,9 @@ def prune(
             Checked before the model loads.
         conceal_scale: ``row`` or ``layer``: where ``gaussian`` measures its spread; None: the recipes'.
         conceal_seed: Seeds the ``gaussian`` draws; None: a random seed, recorded in the local report.
+        memory_check: Before the model loads (once its files are here), estimate the memory the run
+            needs (:func:`cpedit.edit.memory.estimate_memory`; reported as a ``load`` event) and
+            refuse a run that will not fit; False reports the estimate and goes ahead anyway.
 
     Returns:
         A :class:`PruneResult`.
@@ -129,6 +135,8 @@ def prune(
         UnsupportedModelError: The pipeline class is not supported (the message names what
             is missing), or it has no layers of a recipe's target.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
+        CpeditError: ``reason="out_of_memory"``: the estimate says the run will not fit in the
+            device's or the host's free memory (the message gives the numbers and what to change).
         CpeditError: ``reason="no_space"``: the output's disk has less space free than the output
             needs (checked before loading a local base, after downloading a Hub one, again before
             saving), or it filled up while saving (nothing is left behind); ``unwritable``: the
@@ -152,6 +160,13 @@ def prune(
         conceal_seed=conceal_seed,
     )
     loaded, out_path = checked.recipes, checked.out
+
+    def estimate(source: ModelSource) -> None:
+        found = estimate_memory(source.path, loaded, device=device, dtype=dtype, offload=offload, batch_size=batch_size)
+        emit(on_progress, ProgressEvent(stage="load", message=found.describe()))
+        if memory_check:
+            refuse_if_it_cannot_fit(found)
+
     session = EditSession.open(
         model,
         loaded,
@@ -162,6 +177,7 @@ def prune(
         batch_size=batch_size,
         on_progress=on_progress,
         cancel=cancel,
+        before_load=estimate,
     )
     warn_truncated(session.pipeline, [p for recipe in loaded for pair in recipe.pairs() for p in pair])
     try:

@@ -40,7 +40,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,9 @@ from cpedit.models.loading import ModelSource, check_offload, load_safety_checke
 from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set, save_png
 from cpedit.models.support import require_support
 from cpedit.models.vocabulary import warn_unknown_words
-from cpedit.output.folder import atomic_folder, copy_pipeline_folder, fill_weights_in_files
+from cpedit.output.folder import atomic_folder, weight_fills, write_pipeline_folder
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, Report, write_record
+from cpedit.output.weights_files import TensorFill
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.conceal import Conceal, make_conceal
 from cpedit.recipes.format import PruneSettings, Recipe, prune_value_problems
@@ -164,6 +165,7 @@ class EditSession:
         batch_size: int | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        before_load: Callable[[ModelSource], None] | None = None,
     ) -> EditSession:
         """Validate the recipes, then load the model (downloading it if needed) for editing.
 
@@ -184,6 +186,8 @@ class EditSession:
                 download and load (the later calls take their own).
             cancel: Set it (from another thread) to stop the download or load with
                 :class:`~cpedit.errors.Cancelled`.
+            before_load: Called with the model's source once its files are here, before it loads
+                (see :func:`cpedit.models.loading.open_pipeline`); not called for a pipeline given in memory.
 
         Raises:
             RecipeError: A recipe is invalid (before loading).
@@ -220,6 +224,7 @@ class EditSession:
                 offload=offload,
                 on_progress=on_progress,
                 cancel=cancel,
+                before_load=before_load,
             )
         session = cls(pipe, loaded, source=source, batch_size=batch_size)
         session.timings["load"] = time.perf_counter() - started
@@ -662,8 +667,9 @@ class EditSession:
         """Write the applied selection as a pruned pipeline folder: the same folder ``cpedit prune`` writes.
 
         For a model loaded from a folder or the Hub, the base folder is copied byte for byte except
-        the edited components' safetensors files, whose pruned weights are zeroed in their own
-        dtype; a pipeline given in memory is written with ``save_pretrained``. Beside it,
+        the pruned weights of the edited components' safetensors files, which are filled in their
+        own dtype; each byte is written once, and one weight at a time is held in memory; a
+        pipeline given in memory is written with ``save_pretrained``. Beside it,
         ``conceptprune/`` records the positions, the recipes (with the settings chosen, when they
         differ from the recipe's own) and the report. Everything is written into a temporary
         folder that replaces ``out`` only at the end. The inputs are checked first by the same
@@ -701,14 +707,12 @@ class EditSession:
         with atomic_folder(out_path, overwrite=overwrite, needed=needed) as tmp:
             skipped: list[str] = []
             if self.source is not None:
-                skipped = copy_pipeline_folder(self.source.path, tmp, on_progress=on_progress, cancel=cancel)
-                fills = self._applied.fills if self._applied is not None else {}
-                for component in self._edited_components():
-                    layers = [layer for layer in self._all_layers if layer.component == component]
-                    masks = {layer.name: selection.masks[layer.key] for layer in layers if layer.key in selection.masks}
-                    # The same values as in memory (cast to each file's dtype); zero where nothing was filled in.
-                    values = {layer.name: fills[layer.key] for layer in layers if layer.key in fills}
-                    fill_weights_in_files(tmp / component, masks, values=values or None, cancel=cancel)
+                written = write_pipeline_folder(
+                    self.source.path, tmp, edits=self._weight_edits(selection), on_progress=on_progress, cancel=cancel
+                )
+                skipped = written.skipped
+                for file, reason in written.rewritten_whole.items():
+                    emit(on_progress, ProgressEvent(stage="save", message=f"rewrote {file} whole: {reason}", file=file))
             else:
                 self.pipeline.save_pretrained(tmp, safe_serialization=True)
             check_cancel(cancel, "while saving")
@@ -724,6 +728,18 @@ class EditSession:
             write_record(tmp, masks=selection.masks, recipes=self._recipes_as_selected(selection), report=report)
             check_cancel(cancel, "before moving the output into place")
         return SaveResult(path=out_path, report=report)
+
+    def _weight_edits(self, selection: Selection) -> dict[str, dict[str, TensorFill]]:
+        """Per edited component folder, what the save fills into its weight files."""
+        fills = self._applied.fills if self._applied is not None else {}
+        edits = {}
+        for component in self._edited_components():
+            layers = [layer for layer in self._all_layers if layer.component == component]
+            masks = {layer.name: selection.masks[layer.key] for layer in layers if layer.key in selection.masks}
+            # The same values as in memory (cast to each file's dtype); zero where nothing was filled in.
+            values = {layer.name: fills[layer.key] for layer in layers if layer.key in fills}
+            edits[component] = weight_fills(masks, values)
+        return edits
 
     def _require_applied(self) -> Selection:
         if self._applied is None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,42 +116,139 @@ SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 """The largest safetensors header accepted (the format's own limit)."""
 
 
+SAFETENSORS_ITEMSIZES: dict[str, int] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+"""Bytes per element of the safetensors dtypes whose size cpedit checks (others are framed by their offsets only)."""
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a safetensors header.
+
+    Attributes:
+        name: The tensor's name.
+        dtype: Its safetensors dtype (``F32``, ``F16``, ``BF16``, ...); the bytes are little-endian.
+        shape: Its shape.
+        start: Where its bytes begin in the file (absolute, header included).
+        end: Where they end (exclusive).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A safetensors file's framing, read without its tensors (see :func:`read_safetensors_header`).
+
+    Attributes:
+        size: The file's size in bytes.
+        data_start: Where the tensor data begins (8 + the header's length).
+        tensors: The tensors by name, in the order of their bytes.
+        metadata: The ``__metadata__`` strings (None when there are none).
+    """
+
+    size: int
+    data_start: int
+    tensors: dict[str, TensorEntry]
+    metadata: dict[str, str] | None
+
+
+class SafetensorsProblem(ValueError):
+    """What is wrong with a safetensors file's framing (the message says it, without the file's name)."""
+
+
+def read_safetensors_header(path: Path) -> SafetensorsHeader:
+    """Read and check a safetensors file's header: the one reader of it in cpedit (the tensors are never read).
+
+    Checked: the 8-byte length (bounded by :data:`SAFETENSORS_MAX_HEADER`), a JSON object whose
+    entries have a dtype string, a shape of non-negative integers and ``data_offsets`` that are
+    in order, do not overlap, match the dtype's size and lie inside the file; ``__metadata__``
+    maps strings to strings.
+
+    Raises:
+        SafetensorsProblem: The framing is wrong (truncated, malformed); the message says how.
+        OSError: The file cannot be read.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise SafetensorsProblem(f"it is {size} bytes, too short for a safetensors header")
+        length = int.from_bytes(head, "little")
+        if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
+            raise SafetensorsProblem(f"its header claims {length:,} bytes but the file is {size:,} bytes (truncated?)")
+        try:
+            header = load_json_text(handle.read(length).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SafetensorsProblem(f"its header cannot be read ({exc})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsProblem("its header is not a JSON object")
+    data_start = 8 + length
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise SafetensorsProblem("its __metadata__ is not a map of strings")
+    entries = [_tensor_entry(name, entry, data_start) for name, entry in header.items() if name != "__metadata__"]
+    entries.sort(key=lambda entry: (entry.start, entry.end))
+    end = data_start
+    for entry in entries:
+        if entry.start < end:
+            raise SafetensorsProblem(f"tensor {entry.name!r} overlaps another tensor's bytes")
+        end = entry.end
+    if end > size:
+        raise SafetensorsProblem(
+            f"it holds {size - data_start:,} bytes of tensor data but its header needs {end - data_start:,} (truncated)"
+        )
+    return SafetensorsHeader(
+        size=size, data_start=data_start, tensors={entry.name: entry for entry in entries}, metadata=metadata
+    )
+
+
+def _tensor_entry(name: str, entry: object, data_start: int) -> TensorEntry:
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        and offsets[0] <= offsets[1]
+    ):
+        raise SafetensorsProblem(f"tensor {name!r} has malformed data_offsets")
+    assert isinstance(entry, dict)
+    dtype, shape = entry.get("dtype"), entry.get("shape")
+    if not isinstance(dtype, str) or not (
+        isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise SafetensorsProblem(f"tensor {name!r} has a malformed dtype or shape")
+    itemsize = SAFETENSORS_ITEMSIZES.get(dtype)
+    if itemsize is not None and math.prod(shape) * itemsize != offsets[1] - offsets[0]:
+        raise SafetensorsProblem(
+            f"tensor {name!r} is {offsets[1] - offsets[0]:,} bytes but its dtype and shape make "
+            f"{math.prod(shape) * itemsize:,}"
+        )
+    return TensorEntry(
+        name=name, dtype=dtype, shape=tuple(shape), start=data_start + offsets[0], end=data_start + offsets[1]
+    )
+
+
 def safetensors_problem(path: Path) -> str | None:
     """What is wrong with a safetensors file's framing, or None: the header parses and the data is all there.
 
-    Reads the 8-byte length and the JSON header only (never the tensors): a file cut short by
+    Reads the header only (:func:`read_safetensors_header`, never the tensors): a file cut short by
     an interrupted download or copy, or one that is not safetensors at all, is caught here.
     """
     try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return f"it is {size} bytes, too short for a safetensors header"
-            length = int.from_bytes(head, "little")
-            if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
-                return f"its header claims {length:,} bytes but the file is {size:,} bytes (truncated?)"
-            header = load_json_text(handle.read(length).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        read_safetensors_header(path)
+    except SafetensorsProblem as exc:
+        return str(exc)
+    except OSError as exc:
         return f"its header cannot be read ({exc})"
-    if not isinstance(header, dict):
-        return "its header is not a JSON object"
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-            and offsets[0] <= offsets[1]
-        ):
-            return f"tensor {name!r} has malformed data_offsets"
-        end = max(end, offsets[1])
-    data = size - 8 - length
-    if end > data:
-        return f"it holds {data:,} bytes of tensor data but its header needs {end:,} (truncated)"
     return None
 
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -536,6 +536,7 @@ def open_pipeline(
     offload: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    before_load: Callable[[ModelSource], None] | None = None,
 ) -> tuple[ModelSource, Any]:
     """Resolve, download if needed, and load a pipeline in one call.
 
@@ -550,6 +551,8 @@ def open_pipeline(
             :func:`resolve_source`) and a ``load`` event before and after the load.
         cancel: Checked before and after the load, and during the download (see
             :func:`resolve_source`).
+        before_load: Called with the resolved source once its files are here, before anything
+            loads (e.g. to estimate the memory the run needs and refuse it); what it raises stops the call.
 
     Returns:
         The model's source and the loaded pipeline (on the device, progress bars off).
@@ -563,6 +566,8 @@ def open_pipeline(
     compute_dtype = resolve_dtype(dtype, compute_device)
     check_cancel(cancel, "before loading the model")
     source = resolve_source(model, revision=revision, on_progress=on_progress, cancel=cancel)
+    if before_load is not None:
+        before_load(source)
     dtype_name = str(compute_dtype).removeprefix("torch.")
     emit(on_progress, ProgressEvent(stage="load", message=f"loading {source.ref} ({dtype_name} on {compute_device})"))
     started = time.perf_counter()

@@ -1,10 +1,11 @@
 """Writing a pruned pipeline: a standard diffusers folder, atomically.
 
 The output is a copy of the base pipeline folder in which only the pruned weights differ:
-the edited components' safetensors files are rewritten with the skilled weights set to zero
-(in the file's own dtype, whatever dtype calibration ran in), everything else is copied byte
-for byte. Beside it, ``conceptprune/`` records what was done (its format, writer and reader
-are :mod:`cpedit.output.record`).
+in the edited components' safetensors files the skilled weights are set to zero (or to the
+concealing fill; in the file's own dtype, whatever dtype calibration ran in), everything else is
+copied byte for byte. Each output byte is written once (:mod:`cpedit.output.weights_files`).
+Beside it, ``conceptprune/`` records what was done (its format, writer and reader are
+:mod:`cpedit.output.record`).
 
 Everything is written into a hidden temporary folder next to the target and renamed
 into place at the end, so an interrupted run never leaves a folder that looks complete.
@@ -15,16 +16,14 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from cpedit.durable import (
     format_bytes,
@@ -38,8 +37,9 @@ from cpedit.durable import (
 )
 from cpedit.errors import CpeditError, OutputExistsError
 from cpedit.hub.pipeline_files import UNSAFE_WEIGHT_SUFFIXES, variant_of
-from cpedit.models.files import allowed_root, check_entry, check_folder_files, read_model_index
+from cpedit.models.files import allowed_root, check_entry, check_folder_files, read_model_index, read_safetensors_header
 from cpedit.output.record import RECORD_DIR, REPORT_FILE
+from cpedit.output.weights_files import TensorFill, copy_file, write_filled_file
 from cpedit.ownership import has_markers, remove_folder, set_aside
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
@@ -289,15 +289,13 @@ def _copy_plan(source: Path) -> tuple[list[str], list[str]]:
 def output_size(source: str | os.PathLike[str]) -> int:
     """The bytes an output written from the pipeline folder ``source`` takes while it is written.
 
-    The files :func:`copy_pipeline_folder` copies, plus the largest safetensors file among them
-    (an edited component's file is rewritten through a temporary copy beside it), plus 1 MiB for
-    ``conceptprune/`` (the pruned positions: 4 bytes per pruned weight, a small share of them).
+    The files :func:`write_pipeline_folder` writes (each once: an edited file is patched in place,
+    never rewritten through a temporary copy), plus 1 MiB for ``conceptprune/`` (the pruned
+    positions: 4 bytes per pruned weight, a small share of them).
     """
     source = Path(source)
     plan, _ = _copy_plan(source)
-    sizes = {relative: (source / relative).stat().st_size for relative in plan}
-    largest = max((size for relative, size in sizes.items() if relative.endswith(".safetensors")), default=0)
-    return sum(sizes.values()) + largest + 2**20
+    return sum((source / relative).stat().st_size for relative in plan) + 2**20
 
 
 def local_output_size(model: object) -> int | None:
@@ -340,6 +338,47 @@ def check_free_space(out: str | os.PathLike[str], needed: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class WrittenFolder:
+    """What :func:`write_pipeline_folder` wrote.
+
+    Attributes:
+        skipped: The base folder's files left out (relative to it; see :func:`copy_pipeline_folder`).
+        bytes_written: The data bytes written (a reflinked file counts 0): about the output's size.
+        rewritten_whole: Files that could not be patched in place and were rewritten whole, with why.
+    """
+
+    skipped: list[str]
+    bytes_written: int
+    rewritten_whole: dict[str, str]
+
+
+def weight_fills(
+    masks: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, TensorFill]:
+    """Per weight (``NAME.weight``), what a save writes: the masked entries set to zero, or to given values.
+
+    Args:
+        masks: Per layer name, a bool mask shaped like ``NAME.weight``; layers with nothing masked are left out.
+        values: Per layer name, one value per masked entry in row-major order (the order of
+            ``mask.flatten().nonzero()``); a layer without values is zeroed.
+
+    Raises:
+        CpeditError: A layer's values do not match its mask.
+    """
+    values = values or {}
+    fills = {}
+    for name, mask in masks.items():
+        value = values.get(name)
+        if value is not None and int(value.numel()) != int(mask.sum()):
+            raise CpeditError(
+                f"{name}: {int(value.numel())} fill values for {int(mask.sum())} masked weights", argument="values"
+            )
+        if bool(mask.any()):
+            fills[f"{name}.weight"] = TensorFill(mask=mask, values=value)
+    return fills
+
+
 def copy_pipeline_folder(
     source: Path,
     destination: Path,
@@ -347,37 +386,61 @@ def copy_pipeline_folder(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> list[str]:
-    """Copy a diffusers pipeline folder, resolving links (Hub cache snapshots are links to blobs).
+    """Copy a diffusers pipeline folder unchanged (:func:`write_pipeline_folder` without edits); the skipped paths."""
+    return write_pipeline_folder(source, destination, on_progress=on_progress, cancel=cancel).skipped
 
-    Copied: ``model_index.json``, the component folders it lists, and other top-level
-    files that are not weights (README, license). Skipped, and returned: top-level weight
-    files (e.g. a single-file ``v1-5-pruned.safetensors`` checkpoint, which would ship the
-    unpruned model) and non-safetensors weight files anywhere (a ``use_safetensors=False``
-    load could pick them up). Hidden entries are not copied.
+
+def write_pipeline_folder(
+    source: Path,
+    destination: Path,
+    *,
+    edits: Mapping[str, Mapping[str, TensorFill]] | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> WrittenFolder:
+    """Write a diffusers pipeline folder, with pruned weights filled in, each byte once.
+
+    Copied (resolving links: Hub cache snapshots are links to blobs): ``model_index.json``, the
+    component folders it lists, and other top-level files that are not weights (README, license),
+    the cheapest correct way (:func:`cpedit.output.weights_files.copy_file`). Skipped, and
+    returned: top-level weight files (e.g. a single-file ``v1-5-pruned.safetensors`` checkpoint,
+    which would ship the unpruned model) and non-safetensors weight files anywhere (a
+    ``use_safetensors=False`` load could pick them up). Hidden entries are not copied.
+
+    Every safetensors file directly in an edited component's folder (every shard and every variant,
+    e.g. ``*.fp16.safetensors``) is written with its masked weights filled in, in its own dtype
+    (:func:`cpedit.output.weights_files.write_filled_file`): only those tensors' bytes are
+    produced in memory; the rest is copied.
 
     Args:
         source: The base pipeline folder.
         destination: The (temporary) output folder.
-        on_progress: Receives a ``save`` event per copied file (``file``, ``file_index``, ``files``).
-        cancel: Checked before every file.
-
-    Returns:
-        The skipped paths, relative to ``source``.
+        edits: Per component folder (``unet``), per weight (``NAME.weight``), what to fill
+            (:func:`weight_fills`).
+        on_progress: Receives a ``save`` event per file (``file``, ``file_index``, ``files``).
+        cancel: Checked before every file and between chunks of a large one.
 
     Raises:
         Cancelled: ``cancel`` was set (the caller's temporary folder is then removed).
+        CpeditError: An edited weight is not in the component's files (in each variant), its shape
+            differs, or a file is not valid safetensors.
     """
+    edits = edits or {}
     check_folder_files(source)  # no link out of the folder, to a folder, nowhere or in a loop; no FIFOs
     root = allowed_root(source)
     plan, skipped = _copy_plan(source)
     destination.mkdir(parents=True, exist_ok=True)
+    found: dict[str, dict[str, set[str]]] = {component: {} for component in edits}  # per component, per variant
+    written, whole = 0, {}
     for index_, relative in enumerate(plan, 1):
         check_cancel(cancel, "while copying the pipeline")
+        component = Path(relative).parent.as_posix()
+        fills = edits.get(component) if relative.endswith(".safetensors") else None
         emit(
             on_progress,
             ProgressEvent(
                 stage="save",
-                message=f"copying {relative}",
+                message=f"{'writing' if fills else 'copying'} {relative}",
                 file=relative,
                 file_index=index_,
                 files=len(plan),
@@ -389,90 +452,42 @@ def copy_pipeline_folder(
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         check_entry(source / relative, root=root, shown_as=f"{source}/{relative}")  # again, just before the copy
-        shutil.copy2(source / relative, target)  # follows links: a Hub snapshot's files are links to blobs
+        if fills is None:
+            written += copy_file(source / relative, target, cancel=cancel)
+            continue
+        size, reason = write_filled_file(source / relative, target, fills, cancel=cancel)
+        written += size
+        if reason is not None:
+            whole[relative] = reason
+        present = read_safetensors_header(target).tensors.keys() & fills.keys()
+        found[component].setdefault(variant_of(Path(relative).name), set()).update(present)
+    for component, fills in edits.items():
+        _check_all_found(destination / component, fills, found[component])
     emit(
         on_progress,
         ProgressEvent(
             stage="save",
-            message=f"copied {len(plan)} files",
+            message=f"wrote {len(plan)} files ({format_bytes(written)})",
             files=len(plan),
             completed=len(plan),
             total=len(plan),
             unit="files",
         ),
     )
-    return sorted(skipped)
+    return WrittenFolder(skipped=sorted(skipped), bytes_written=written, rewritten_whole=whole)
 
 
-def fill_weights_in_files(
-    folder: Path,
-    masks: dict[str, torch.Tensor],
-    *,
-    values: dict[str, torch.Tensor] | None = None,
-    cancel: threading.Event | None = None,
-) -> list[str]:
-    """Set the masked weights inside every safetensors file of a component folder: to zero, or to given values.
-
-    Each file is rewritten with the same tensor names, dtypes and metadata; only the masked values
-    change. Every variant (e.g. ``*.fp16.safetensors``) is rewritten. With ``values``, a layer's
-    masked entries get its values instead of zeros (cast to each file's dtype), so every variant
-    holds what the in-memory model holds.
-
-    Args:
-        folder: The component folder (e.g. ``OUT/unet``).
-        masks: Per layer name, a bool mask shaped like ``name + ".weight"``.
-        values: Per layer name, one value per masked entry in row-major order (the order of
-            ``mask.flatten().nonzero()``); a layer without values is zeroed.
-        cancel: Checked before every file (a file is rewritten through a temporary copy and a
-            rename, so it is never half-written).
-
-    Returns:
-        The rewritten files (relative to ``folder``).
-
-    Raises:
-        CpeditError: A masked weight was not found in the files, its shape differs, or its
-            values do not match its mask.
-    """
-    values = values or {}
-    for name, mask in masks.items():
-        if name in values and int(values[name].numel()) != int(mask.sum()):
-            raise CpeditError(
-                f"{name}: {int(values[name].numel())} fill values for {int(mask.sum())} masked weights",
-                argument="values",
-            )
-    keys = {f"{name}.weight": mask for name, mask in masks.items() if bool(mask.any())}
-    fills = {f"{name}.weight": value for name, value in values.items()}
-    files = sorted(folder.glob("*.safetensors"))
-    rewritten: list[str] = []
-    found_by_variant: dict[str, set[str]] = {}
-    for file in files:
-        with safe_open(file, framework="pt") as handle:
-            present = set(handle.keys()) & keys.keys()
-            metadata = handle.metadata()
-        found_by_variant.setdefault(variant_of(file.name), set()).update(present)
-        if not present:
-            continue
-        check_cancel(cancel, "while zeroing the pruned weights")
-        tensors = load_file(file)
-        for key in present:
-            tensor, mask = tensors[key], keys[key]
-            if tuple(tensor.shape) != tuple(mask.shape):
-                raise CpeditError(f"{file.name}: {key} has shape {tuple(tensor.shape)}, expected {tuple(mask.shape)}")
-            fill = fills.get(key)
-            tensor[mask.to(tensor.device)] = 0 if fill is None else fill.to(tensor.device, tensor.dtype)
-        partial = file.with_name(file.name + ".partial")
-        save_file(tensors, partial, metadata=metadata)
-        shutil.copymode(file, partial)
-        partial.replace(file)
-        rewritten.append(file.name)
+def _check_all_found(folder: Path, fills: Mapping[str, TensorFill], found_by_variant: dict[str, set[str]]) -> None:
+    """Every filled weight was in the component's files, in each variant of them."""
     for variant, found in found_by_variant.items():
-        missing = keys.keys() - found
+        missing = fills.keys() - found
         if missing:
             label = f"{variant} variant" if variant else "safetensors files"
             raise CpeditError(
                 f"{folder}: weight {sorted(missing)[0]} ({len(missing)} in all) not found in its {label}; "
-                "the folder does not match the loaded model"
+                "the folder does not match the loaded model",
+                path=str(folder),
+                reason="mismatch",
             )
-    if keys and not found_by_variant:
-        raise CpeditError(f"{folder} holds no safetensors weights to prune")
-    return rewritten
+    if fills and not found_by_variant:
+        raise CpeditError(f"{folder} holds no safetensors weights to prune", path=str(folder), reason="missing")

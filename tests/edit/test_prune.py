@@ -356,10 +356,10 @@ def test_interrupted_calibration_writes_nothing(
     ("function", "exc"),
     [
         ("write_record", RuntimeError("disk full")),
-        ("fill_weights_in_files", RuntimeError("disk full")),
+        ("write_pipeline_folder", RuntimeError("disk full")),
         ("write_record", KeyboardInterrupt()),
     ],
-    ids=["write_record", "fill_weights_in_files", "ctrl-c"],
+    ids=["write_record", "write_pipeline_folder", "ctrl-c"],
 )
 def test_failure_while_saving_writes_nothing(
     tiny_sd_path: Path, recipe: Path, outputs: Path, monkeypatch: pytest.MonkeyPatch, function: str, exc: BaseException

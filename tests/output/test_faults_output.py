@@ -338,17 +338,17 @@ def test_a_disk_that_fills_up_while_saving_leaves_nothing_behind(
 ) -> None:
     out = tmp_path / "OUT"
     copies = 0
-    original = shutil.copy2
+    original = cpedit.output.folder.copy_file
 
-    def copy_until_full(source: object, target: object, **kwargs: object) -> object:
+    def copy_until_full(source: Path, target: Path, **kwargs: object) -> int:
         nonlocal copies
         copies += 1
         if copies == 3:
-            Path(str(target)).write_bytes(b"half a file")
+            target.write_bytes(b"half a file")
             raise OSError(errno.ENOSPC, "No space left on device", str(target))
         return original(source, target, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(shutil, "copy2", copy_until_full)
+    monkeypatch.setattr(cpedit.output.folder, "copy_file", copy_until_full)
     with pytest.raises(CpeditError) as caught:
         session.save(out)
     assert caught.value.reason == "no_space" and caught.value.path == str(out) and caught.value.argument == "out"
@@ -367,7 +367,7 @@ def test_a_full_disk_reported_by_safetensors_is_recognised(
     def full(*args: object, **kwargs: object) -> None:
         raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space" })')
 
-    monkeypatch.setattr(cpedit.output.folder, "save_file", full)
+    monkeypatch.setattr(cpedit.output.folder, "write_filled_file", full)
     with pytest.raises(CpeditError, match="no space left on the device to write the output folder"):
         session.save(tmp_path / "OUT")
     assert list(tmp_path.iterdir()) == []

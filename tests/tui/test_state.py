@@ -11,6 +11,8 @@ import yaml
 from support.tui import calibrated_state, user_config  # noqa: F401 - user_config: autouse
 
 import cpedit
+import cpedit.durable
+import cpedit.edit
 import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError, RecipeError
 from cpedit.progress import ProgressEvent
@@ -114,9 +116,12 @@ def test_progress_estimates_the_time_left() -> None:
 
 
 def test_local_folders_are_described_without_loading(tiny_sd_path: Path, tmp_path: Path) -> None:
-    described = describe_local_model(str(tiny_sd_path))
+    described = describe_local_model(str(tiny_sd_path), device="cpu")
     assert described.editable and described.pipeline_class == "StableDiffusionPipeline"
     assert described.safetensors_bytes > 0
+    estimate = cpedit.edit.estimate_memory(tiny_sd_path, [], device="cpu")  # the same line cpedit prune reports
+    assert described.memory is not None and described.memory.startswith("memory: ")
+    assert f"weights {cpedit.durable.format_bytes(estimate.weights)} in float32" in described.memory
     assert not describe_local_model(str(tmp_path)).editable
     assert output_name("CompVis/stable-diffusion-v1-4", ["van-gogh"]) == "stable-diffusion-v1-4-no-van-gogh"
     assert output_name("builtin:shapes", ["a", "b"]) == "shapes-no-a-b"
@@ -211,3 +216,13 @@ def test_a_sweep_folder_loads_and_its_points_apply_to_the_calibrated_concepts(tm
     with pytest.raises(CpeditError, match="not calibrated"):
         state.apply_point(state.points_view.points[0])
     assert state.tune_folder("shapes-striped") == tmp_path / "out2-tune" / "shapes-striped"
+
+
+def test_the_model_screen_shows_the_memory_estimate_escaped() -> None:
+    from tui.screens.model import local_markup
+    from tui.state import LocalModel
+
+    line = "memory: will not fit (host: needs about 5.34 GB, 1 MB free; [b]x[/b])"
+    text = local_markup(LocalModel("/m", "StableDiffusionPipeline", True, "ok", 10, line))
+    assert "memory: will not fit (host: needs about 5.34 GB, 1 MB free; \\[b]x\\[/b])" in text
+    assert "memory:" not in local_markup(LocalModel("/m", "StableDiffusionPipeline", True, "ok", 10))

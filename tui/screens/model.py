@@ -67,7 +67,8 @@ def local_markup(model: LocalModel) -> str:
     if model.editable:
         text += (
             f"\npipeline: {escape(model.pipeline_class or '?')} · weights: {format_bytes(model.safetensors_bytes)}\n"
-            "enter chooses it"
+            + (f"{escape(model.memory)}\n" if model.memory else "")
+            + "enter chooses it"
         )
     return text
 
@@ -169,13 +170,18 @@ class ModelPane(Pane):
     def _describe(self, model: str, *, choose: bool = False) -> None:
         """Describe a Hub model or a local folder in a worker (``choose``: then choose it if cpedit can edit it)."""
         self._described = model
-        self._describe_worker(model, choose)
+        # read here, on the UI thread: the worker gets its own copies (the memory estimate is for the queue)
+        recipes = tuple(item.recipe for item in self.state.queue)
+        self._describe_worker(model, choose, recipes, self.state.device)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
-    def _describe_worker(self, model: str, choose: bool) -> None:
+    def _describe_worker(self, model: str, choose: bool, recipes: tuple[Any, ...], device: str) -> None:
         from cpedit.models import model_details
 
-        describe = (lambda: describe_local_model(model)) if looks_like_path(model) else (lambda: model_details(model))
+        def local() -> Any:
+            return describe_local_model(model, recipes=recipes, device=device)
+
+        describe = local if looks_like_path(model) else (lambda: model_details(model))
         self.post_message(ModelDescribed.of(describe, model=model, choose=choose))
 
     def on_model_described(self, message: ModelDescribed) -> None:
