@@ -114,26 +114,28 @@ SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 """The largest safetensors header accepted (the format's own limit)."""
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """What is wrong with a safetensors file's framing, or None: the header parses and the data is all there.
+class _Framing(ValueError):
+    """What is wrong with a safetensors file's framing."""
 
-    Reads the 8-byte length and the JSON header only (never the tensors): a file cut short by
-    an interrupted download or copy, or one that is not safetensors at all, is caught here.
-    """
+
+def _framing(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file whose framing holds; :class:`_Framing` saying what is wrong otherwise."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
             head = handle.read(8)
             if len(head) < 8:
-                return f"it is {size} bytes, too short for a safetensors header"
+                raise _Framing(f"it is {size} bytes, too short for a safetensors header")
             length = int.from_bytes(head, "little")
             if length > SAFETENSORS_MAX_HEADER or 8 + length > size:
-                return f"its header claims {length:,} bytes but the file is {size:,} bytes (truncated?)"
+                raise _Framing(f"its header claims {length:,} bytes but the file is {size:,} bytes (truncated?)")
             header = load_json_text(handle.read(length).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return f"its header cannot be read ({exc})"
+    except _Framing:
+        raise
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
+        raise _Framing(f"its header cannot be read ({exc})") from None
     if not isinstance(header, dict):
-        return "its header is not a JSON object"
+        raise _Framing("its header is not a JSON object")
     end = 0
     for name, entry in header.items():
         if name == "__metadata__":
@@ -145,27 +147,44 @@ def safetensors_problem(path: Path) -> str | None:
             and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
             and offsets[0] <= offsets[1]
         ):
-            return f"tensor {name!r} has malformed data_offsets"
+            raise _Framing(f"tensor {name!r} has malformed data_offsets")
         end = max(end, offsets[1])
     data = size - 8 - length
     if end > data:
-        return f"it holds {data:,} bytes of tensor data but its header needs {end:,} (truncated)"
+        raise _Framing(f"it holds {data:,} bytes of tensor data but its header needs {end:,} (truncated)")
+    return header
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's framing, or None: the header parses and the data is all there.
+
+    Reads the 8-byte length and the JSON header only (never the tensors): a file cut short by
+    an interrupted download or copy, or one that is not safetensors at all, is caught here.
+    """
+    try:
+        _framing(path)
+    except _Framing as exc:
+        return str(exc)
     return None
 
 
-def check_safetensors(path: Path, *, shown_as: str | None = None) -> None:
+def check_safetensors(path: Path, *, shown_as: str | None = None) -> dict[str, Any]:
     """Refuse a safetensors file that is truncated or malformed (see :func:`safetensors_problem`).
+
+    Returns:
+        Its JSON header (tensor entries by name, and ``__metadata__``), its framing checked.
 
     Raises:
         UnsafeFileError: With ``reason="truncated"``, naming the file.
     """
-    problem = safetensors_problem(path)
-    if problem is not None:
+    try:
+        return _framing(path)
+    except _Framing as problem:
         raise UnsafeFileError(
             f"{shown_as or path} is not a complete safetensors file: {problem}; download or write it again",
             path=str(path),
             reason="truncated",
-        )
+        ) from None
 
 
 def load_json_text(text: str) -> Any:
