@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
@@ -126,6 +127,13 @@ def push_command(
         return
     stdout = stdout_console()
     stdout.print(f"Uploaded {len(result.files)} files in one commit ({result.commit[:10]}).", highlight=False)
+    if result.not_output:
+        stdout.print(
+            f"Not uploaded, not part of the output: {escape(', '.join(result.not_output))} (an evaluation's images, or "
+            "folders no component of the pipeline names).",
+            highlight=False,
+            soft_wrap=True,
+        )
     for path in withheld:
         stdout.print(
             f"Left out {path}: this edit is concealed ({record.report.conceal.mode} fill), so the pruned "

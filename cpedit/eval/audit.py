@@ -40,7 +40,8 @@ from safetensors import safe_open
 
 from cpedit.errors import CpeditError
 from cpedit.hub.pipeline_files import variant_of
-from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, LayerRecord, load_positions, read_output
+from cpedit.output.positions import read_positions
+from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, LayerRecord, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.conceal import Conceal
 
@@ -359,7 +360,8 @@ def audit_output(
         An :class:`AuditResult` (with the revived weights when ``attack``).
 
     Raises:
-        RecordError: ``folder`` is not a complete cpedit output.
+        RecordError: ``folder`` is not a complete cpedit output, or its positions file is not one cpedit
+            wrote for these layers (see :func:`cpedit.output.positions.read_positions`).
         AuditError: No positions file and no base to find the edited entries with, or the
             weights do not match the report.
         ModelLoadError: The base cannot be found.
@@ -379,7 +381,7 @@ def audit_output(
         base_weights = read_layer_weights(base_folder(base, cancel=cancel), layers)
     positions_file = path / RECORD_DIR / POSITIONS_FILE
     if positions_file.is_file():
-        masks = load_positions(positions_file)
+        masks = read_positions(positions_file, layers=layers)  # their shapes checked against the weights above
         source = "record"
     elif base_weights is not None:
         masks = {name: weights[name] != base_weights[name] for name in weights}

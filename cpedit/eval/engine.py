@@ -26,26 +26,30 @@ import hashlib
 import json
 import math
 import os
-import re
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, CpeditWarning
 from cpedit.eval import distributed
-from cpedit.output.record import EVAL_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
+from cpedit.eval.manifest import (
+    MANIFEST,
+    RANK_MANIFEST,
+    ImageEntry,
+    ImageJob,
+    Model,
+    append_manifest,
+    check_images_folder,
+    read_images_folder,
+    read_manifest,
+    write_canonical_manifest,
+)
+from cpedit.output.record import EVAL_DIR, IMAGES_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.text import shown
-
-MANIFEST = "manifest.jsonl"
-RANK_MANIFEST = "manifest.rank-{rank}.jsonl"
-"""Where rank ``R`` of a multi-process run lists its images until rank 0 merges them into :data:`MANIFEST`."""
-_RANK_MANIFEST = re.compile(r"^manifest\.rank-(\d+)\.jsonl$")
-IMAGES_DIR = "images"
-"""Images of benchmark ``BENCH`` are kept in ``EDITED/conceptprune/eval/images/BENCH`` by default."""
-Model = Literal["edited", "base"]
 
 __all__ = [
     "ImageEntry",
@@ -136,40 +140,6 @@ def _spec(row: dict[str, Any], *, where: str, path: Path) -> PromptSpec | None:
     return PromptSpec(prompt=prompt.strip(), **values)
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """One image to have: its prompt, seed and settings, and the key that names it in the manifest."""
-
-    prompt: str
-    seed: int
-    guidance: float
-    height: int | None
-    width: int | None
-    steps: int
-    model: Model
-    key: str
-
-    @property
-    def file(self) -> str:
-        """Where the image lives, relative to the images folder."""
-        return f"{self.model}/{self.key[:24]}.png"
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One image of the folder (a manifest line whose file exists)."""
-
-    prompt: str
-    seed: int
-    file: str
-    model: Model
-    key: str
-
-    def path(self, folder: Path) -> Path:
-        """The image file."""
-        return folder / self.file
-
-
 @dataclass
 class RenderedImages:
     """The images of a run: per model, in the order of the prompt set (prompt, then seed)."""
@@ -193,13 +163,21 @@ def model_identity(record: OutputRecord, model: Model) -> dict[str, Any]:
     The edited model: its base, the digest of its pruned positions (``conceptprune/pruned.safetensors``)
     and how they were filled, so two edits share images only when they are the same edit (two
     outputs made in the same second with the same count do not); the report's creation time
-    too, where no positions file is kept. The base model: its id and revision.
+    too, where no positions file is kept. The base model: its id and revision, and for a local
+    folder its content (:func:`cpedit.eval.base_content.local_base_content`), so a folder replaced by
+    other weights is not taken for the old one.
+
+    Raises:
+        CpeditError: A local base no longer matches the output (``reason="mismatch"``) or is gone.
     """
     report = record.report
     base = report.base_model
     base_identity = {"model": base.repo_id or base.id, "revision": base.commit or base.revision}
     if model == "base":
-        return base_identity
+        from cpedit.eval.base_content import local_base_content
+
+        content = local_base_content(record)  # a local folder can be replaced: its content names it
+        return base_identity if content is None else {**base_identity, "content": content}
     positions = Path(record.folder) / RECORD_DIR / POSITIONS_FILE
     identity: dict[str, Any] = {"model": "edited", "base": base_identity, "pruned": report.totals.pruned_weights}
     identity["conceal"] = report.conceal.to_dict()
@@ -257,123 +235,6 @@ def image_jobs(
             key = hashlib.sha256(json.dumps({**identity, **settings}, sort_keys=True).encode()).hexdigest()
             jobs.append(ImageJob(model=model, key=key, **settings))
     return jobs
-
-
-def _rank_manifests(root: Path) -> list[Path]:
-    """The rank manifests in ``root`` (of a running or crashed multi-process run), in rank order."""
-    found = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return []
-    for name in names:
-        match = _RANK_MANIFEST.match(name)
-        path = root / name
-        if match and path.is_file() and not path.is_symlink():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def _manifest_lines(root: Path) -> list[tuple[ImageEntry, str]]:
-    """The valid entries of ``manifest.jsonl`` and then of the rank manifests, in file order, with their lines."""
-    lines: list[tuple[ImageEntry, str]] = []
-    manifest = root / MANIFEST
-    for path in ([manifest] if manifest.is_file() else []) + _rank_manifests(root):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            try:
-                data = json.loads(line)
-                entry = ImageEntry(
-                    prompt=data["prompt"], seed=data["seed"], file=data["file"], model=data["model"], key=data["key"]
-                )
-            except (ValueError, KeyError, TypeError):
-                continue
-            relative = Path(entry.file)
-            if relative.is_absolute() or ".." in relative.parts or entry.model not in ("edited", "base"):
-                continue
-            image = root / relative
-            if image.is_file() and not image.is_symlink():
-                lines.append((entry, line))
-    return lines
-
-
-def read_manifest(folder: str | os.PathLike[str]) -> dict[str, ImageEntry]:
-    """The images listed in ``folder/manifest.jsonl`` (and its rank manifests) whose file exists, by key.
-
-    A line that does not parse (the last one of a killed run) or names a file outside the
-    folder is skipped: its image is generated again. The rank manifests
-    (``manifest.rank-R.jsonl``) of a multi-process run that crashed before merging them count
-    too, so the next run, with any number of processes, reuses their images.
-    """
-    return {entry.key: entry for entry, _ in _manifest_lines(Path(folder))}
-
-
-def _manifest_line(job: ImageJob) -> str:
-    return json.dumps(
-        {
-            "prompt": job.prompt,
-            "seed": job.seed,
-            "file": job.file,
-            "model": job.model,
-            "key": job.key,
-            "steps": job.steps,
-            "guidance": job.guidance,
-            "height": job.height,
-            "width": job.width,
-        }
-    )
-
-
-def _append_manifest(folder: Path, job: ImageJob, *, name: str = MANIFEST) -> None:
-    path = folder / name
-    with open(path, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        start = b""
-        if handle.tell() > 0:  # a killed run's last line may lack its newline: never glue onto it
-            handle.seek(-1, os.SEEK_END)
-            start = b"" if handle.read(1) == b"\n" else b"\n"
-        handle.write(start + (_manifest_line(job) + "\n").encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _write_canonical_manifest(root: Path, order: Sequence[ImageJob]) -> None:
-    """Rewrite ``manifest.jsonl`` (atomically) with the rank manifests merged in, in canonical order.
-
-    The order is ``order``'s images that exist (this run's jobs), then the other valid entries in
-    their previous order (the first of duplicate keys); unparsable lines and lines of missing
-    files are dropped. Then the merged rank manifests are removed. Whoever ran the jobs, and
-    with how many processes, the manifest comes out the same, byte for byte. Nothing is
-    written when the manifest is already so.
-    """
-    from cpedit.durable import write_bytes_atomically
-
-    rank_files = _rank_manifests(root)
-    lines = _manifest_lines(root)
-    present = {entry.key for entry, _ in lines}
-    seen: set[str] = set()
-    out: list[str] = []
-    for job in order:
-        if job.key in present and job.key not in seen:
-            seen.add(job.key)
-            out.append(_manifest_line(job))
-    for entry, line in lines:
-        if entry.key not in seen:
-            seen.add(entry.key)
-            out.append(line)
-    data = "".join(line + "\n" for line in out).encode("utf-8")
-    manifest = root / MANIFEST
-    try:
-        current = manifest.read_bytes() if manifest.is_file() else None
-    except OSError:
-        current = None
-    if current != data:
-        write_bytes_atomically(manifest, data, what="the image manifest")
-    for path in rank_files:  # merged: its lines are in manifest.jsonl now
-        path.unlink(missing_ok=True)
 
 
 def _batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[ImageJob]]:
@@ -508,7 +369,7 @@ def render_images(
     rank 0 merges these into ``manifest.jsonl`` and every rank returns all the images. The
     images and the manifest are the same, byte for byte, as one process makes (same device and
     thread settings assumed). In any case the manifest ends in canonical order (see
-    :func:`_write_canonical_manifest`).
+    :func:`cpedit.eval.manifest.write_canonical_manifest`).
 
     Raises:
         CpeditError: Bad settings, no base model recorded (with ``base``), out of memory, a
@@ -532,6 +393,7 @@ def render_images(
     if images_per_prompt < 1 or batch_size < 1:
         raise CpeditError("images per prompt and batch size must be at least 1", argument="images_per_prompt")
     root = Path(folder)
+    check_images_folder(root)  # before anything is loaded or rendered: no links, a manifest file, model folders
     root.mkdir(parents=True, exist_ok=True)
     models: list[Model] = ["edited", "base"] if base else ["edited"]
     jobs = {
@@ -550,7 +412,10 @@ def render_images(
     }
     launch = distributed.setup()
     rank, size = (launch.rank, launch.world_size) if launch is not None else (0, 1)
-    have = read_manifest(root)
+    cached = read_images_folder(root)
+    have = cached.entries
+    if cached.damaged and rank == 0:
+        _say_damaged(root, cached.damaged, on_progress)
     distributed.barrier()  # every rank has seen the same folder before any of them writes to it
     missing = {m: [j for j in jobs[m] if j.key not in have] for m in models}
     reused = sum(len(jobs[m]) - len(missing[m]) for m in models)
@@ -599,7 +464,7 @@ def render_images(
                 for job, image in zip(batch, images, strict=True):
                     (root / job.file).parent.mkdir(parents=True, exist_ok=True)
                     save_png(image, root / job.file, what="an evaluation image")
-                    _append_manifest(root, job, name=manifest_name)
+                    append_manifest(root, job, name=manifest_name)
                 done += len(batch)
         if launch is None:
             _ready(on_progress, model, total=total, reused=total - len(missing[model]))
@@ -619,7 +484,7 @@ def render_images(
             )
     distributed.barrier()  # every rank's images and rank manifest are written
     if rank == 0:
-        _write_canonical_manifest(root, [job for m in models for job in jobs[m]])
+        write_canonical_manifest(root, [job for m in models for job in jobs[m]])
     distributed.barrier()  # the merged manifest is in place
     have = read_manifest(root)
     absent = [job for m in models for job in jobs[m] if job.key not in have]
@@ -642,6 +507,16 @@ def render_images(
     result.edited = [have[j.key] for j in jobs["edited"]]
     result.base = [have[j.key] for j in jobs.get("base", [])]
     return result
+
+
+def _say_damaged(root: Path, damaged: list[str], on_progress: ProgressCallback | None) -> None:
+    """Warn (and tell the progress listener) that cached images are cut short and are rendered again."""
+    message = (
+        f"{root}: {len(damaged)} cached image(s) are cut short or not PNG files (such as {damaged[0]}); "
+        "rendering them again"
+    )
+    warnings.warn(CpeditWarning(message), stacklevel=3)
+    emit(on_progress, ProgressEvent(stage="sample", message=message, unit="images"))
 
 
 def _ready(on_progress: ProgressCallback | None, model: Model, *, total: int, reused: int) -> None:

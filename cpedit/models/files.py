@@ -252,19 +252,23 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def check_safetensors(path: Path, *, shown_as: str | None = None) -> None:
-    """Refuse a safetensors file that is truncated or malformed (see :func:`safetensors_problem`).
+def check_safetensors(path: Path, *, shown_as: str | None = None) -> SafetensorsHeader:
+    """Refuse a safetensors file that is truncated or malformed (see :func:`read_safetensors_header`).
+
+    Returns:
+        Its header (tensor entries by name, and the metadata), its framing checked.
 
     Raises:
         UnsafeFileError: With ``reason="truncated"``, naming the file.
     """
-    problem = safetensors_problem(path)
-    if problem is not None:
+    try:
+        return read_safetensors_header(path)
+    except (SafetensorsProblem, OSError) as problem:
         raise UnsafeFileError(
             f"{shown_as or path} is not a complete safetensors file: {problem}; download or write it again",
             path=str(path),
             reason="truncated",
-        )
+        ) from None
 
 
 def load_json_text(text: str) -> Any:

@@ -11,7 +11,8 @@ A cpedit output folder is a standard diffusers pipeline plus ``conceptprune/``:
 
 :func:`write_record` writes the record into a (temporary) output folder; :func:`read_output`
 checks a folder and reads everything back as an :class:`OutputRecord`; evaluations are written
-with :func:`write_evaluation`. Nothing else in cpedit reads or writes these files by hand.
+with :func:`write_evaluation`; the positions are read back by :func:`cpedit.output.positions.read_positions`
+only. Nothing else in cpedit reads or writes these files by hand.
 This module does not import torch at import time (``cpedit card`` reads records without it).
 """
 
@@ -45,6 +46,8 @@ PREVIEW_FILE = "preview.png"
 """``conceptprune/preview.png``: the before/after grid of the recipes' preview prompts."""
 EVAL_DIR = "eval"
 """``conceptprune/eval/<benchmark>.json``: evaluation results, one file per benchmark."""
+IMAGES_DIR = "images"
+"""``conceptprune/eval/images/BENCH``: where evaluations keep their images by default (a cache, not published)."""
 POSITIONS_FORMAT = "cpedit-pruned-positions/1"
 REPORT_VERSION = 1
 MAX_REPORT_BYTES = 64 * 2**20
@@ -502,28 +505,6 @@ def save_positions(path: Path, masks: dict[str, torch.Tensor], *, denoiser: str)
     shapes = {name: list(mask.shape) for name, mask in masks.items()}
     save_file(tensors, path, metadata={"format": POSITIONS_FORMAT, "denoiser": denoiser, "shapes": json.dumps(shapes)})
     path.chmod(0o644)  # safetensors creates files private; this one is meant to be shared
-
-
-def load_positions(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a ``pruned.safetensors`` file back into dense bool masks (per layer).
-
-    Raises:
-        RecordError: The file is not a cpedit positions file.
-    """
-    import torch
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != POSITIONS_FORMAT:
-            raise RecordError(f"{path} is not a cpedit pruned-positions file", path=str(path), reason="malformed")
-        shapes = json.loads(metadata["shapes"])
-        masks = {}
-        for name, shape in shapes.items():
-            mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
-            mask[handle.get_tensor(name).long()] = True
-            masks[name] = mask.view(shape[0], shape[1])
-    return masks
 
 
 def write_record(folder: Path, *, masks: dict[str, torch.Tensor], recipes: Sequence[Recipe], report: Report) -> None:

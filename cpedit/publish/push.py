@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cpedit.hub.errors import HubError, hub_errors, repo_url
 from cpedit.hub.repos import check_repo_id, whoami
 from cpedit.hub.retries import RetryLog, hub_retry_events
 from cpedit.models.files import check_safetensors
+from cpedit.output.contents import output_contents
 from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, REPORT_FILE, OutputRecord, Report
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.publish.card import base_card_metadata, build_model_card, read_output
@@ -40,6 +41,8 @@ class PushResult:
         commit: The commit id.
         pr_url: The pull request's address, when ``create_pr`` was set.
         files: The paths uploaded, in the repo.
+        not_output: What lies in the folder but is not part of the output, so was not uploaded
+            (an evaluation's images folder, a top-level folder no component names; folders end with ``/``).
     """
 
     repo_id: str
@@ -48,6 +51,7 @@ class PushResult:
     commit: str
     pr_url: str | None
     files: list[str]
+    not_output: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -58,25 +62,17 @@ class PushResult:
             "commit": self.commit,
             "pr_url": self.pr_url,
             "files": self.files,
+            "not_output": self.not_output,
         }
 
 
 def folder_files(folder: Path) -> list[str]:
-    """The files of an output folder to publish (relative POSIX paths).
+    """The files of an output folder to publish (relative POSIX paths): the output's own.
 
-    Left out: hidden entries, README.md and the evaluation images (``conceptprune/eval/images/``).
+    Left out: hidden entries, README.md, and what is not part of the output (evaluation images
+    folders, top-level folders no component names; see :func:`cpedit.output.contents.output_contents`).
     """
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.is_symlink() or not path.is_file():
-            continue  # links are refused by read_output; never followed here
-        if relative.as_posix() == "README.md":
-            continue  # replaced by the generated card
-        if relative.parts[:3] == (RECORD_DIR, "eval", "images"):
-            continue  # `cpedit eval` images (a cache; the results in conceptprune/eval/*.json are published)
-        files.append(relative.as_posix())
-    return files
+    return output_contents(folder).files
 
 
 def withheld_files(record: OutputRecord) -> list[str]:
@@ -243,7 +239,9 @@ def push_model(
     preview grid (``conceptprune/preview.png``) goes with it when present. Files are uploaded
     as they are, except ``conceptprune/report.json``, published without the local path of a
     local base model (see :func:`shareable_report`); a concealed edit's pruned positions are
-    left out (see :func:`withheld_files`).
+    left out (see :func:`withheld_files`), and so is what lies in the folder but is not part of the
+    output (an evaluation's images folder such as ``OUT/nudity-images``, a folder no component
+    names: :attr:`PushResult.not_output` lists them).
 
     Args:
         folder: The cpedit output folder.
@@ -284,7 +282,8 @@ def push_model(
     operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
     report_path = f"{RECORD_DIR}/{REPORT_FILE}"
     withheld = set(withheld_files(record))
-    files = [path for path in folder_files(record.folder) if path not in withheld]
+    contents = output_contents(record.folder)
+    files = [path for path in contents.files if path not in withheld]
     for path in files:  # verified before anything is uploaded: a truncated copy is never published
         if path.endswith(".safetensors"):
             try:
@@ -298,7 +297,7 @@ def push_model(
             operations.append(CommitOperationAdd(path, shareable_report(record.report)))
         else:
             operations.append(CommitOperationAdd(path, str(record.folder / path)))
-    return _commit(
+    result = _commit(
         repo_id,
         operations,
         private=private,
@@ -308,6 +307,7 @@ def push_model(
         on_progress=on_progress,
         cancel=cancel,
     )
+    return replace(result, not_output=contents.not_output)
 
 
 def push_recipes(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from support.helpers import SUBJECTS, load_fresh, recipe_text, write_recipe
-from support.masks import MIN_IOU, assert_masks_match, iou
+from support.masks import MIN_IOU, assert_masks_match, iou, output_positions
 from support.naive_reference import ffn_output_linears, naive_masks_for_recipe, naive_skilled_masks
 
 import cpedit
@@ -197,7 +197,6 @@ def test_cli_output_weights_match_naive_reference(tiny_sd_path: Path, tmp_path: 
     from safetensors.torch import load_file
 
     from cpedit.cli.main import cli
-    from cpedit.output.record import load_positions
 
     settings = dict(name="cli-fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
     out = tmp_path / "out"
@@ -220,7 +219,7 @@ def test_cli_output_weights_match_naive_reference(tiny_sd_path: Path, tmp_path: 
     expected = naive_masks(tiny_sd_path, settings)
     saved = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert_masks_match({name: saved[f"{name}.weight"] == 0 for name in expected}, expected)
-    assert_masks_match(load_positions(out / "conceptprune" / "pruned.safetensors"), expected)
+    assert_masks_match(output_positions(out), expected)
 
 
 def test_stochastic_scheduler_matches_naive_reference(tiny_sd_path: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import support.helpers as helpers
 import torch
 from safetensors.torch import load_file
 from support.helpers import SUBJECTS, load_fresh
+from support.masks import output_positions
 
 import cpedit
 import cpedit.edit.prune
@@ -29,7 +30,6 @@ from cpedit.errors import (
     RecipeError,
     UnsupportedModelError,
 )
-from cpedit.output.record import load_positions
 from cpedit.recipes.format import PruneSettings
 
 STEPS, TAU, SKILL_RATIO = 6, 4, 0.05
@@ -193,7 +193,7 @@ def test_duplicate_recipe_names_are_rejected(recipe: Path, tmp_path: Path, no_mo
 
 def test_only_ffn_output_weights_change(saved: dict) -> None:
     out, base = saved["out"], saved["base"]
-    positions = load_positions(out / "conceptprune" / "pruned.safetensors")
+    positions = output_positions(out)
     for layer, mask in saved["result"].masks.items():
         assert torch.equal(positions[layer], mask), layer
     pruned, original = load_file(out / UNET_FILE), load_file(base / UNET_FILE)
@@ -235,7 +235,7 @@ def test_report_contents(saved: dict) -> None:
 
     out, base = saved["out"], saved["base"]
     report = json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))
-    positions = load_positions(out / "conceptprune" / "pruned.safetensors")
+    positions = output_positions(out)
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", use_safetensors=True)
     all_weights = sum(p.numel() for p in unet.parameters())
     modules = dict(unet.named_modules())
@@ -324,7 +324,7 @@ def test_calibration_makes_tau_unet_calls_per_batch_and_never_decodes(
     # An in-memory pipeline is written with save_pretrained; the record is the same.
     out = outputs / "from-memory"
     assert result.output == out and result.report.to_dict()["base_model"]["id"] is None
-    positions = load_positions(out / "conceptprune" / "pruned.safetensors")
+    positions = output_positions(out)
     weights = load_file(out / UNET_FILE)
     for layer, mask in result.masks.items():
         assert torch.equal(positions[layer], mask)

@@ -117,6 +117,20 @@ def test_without_positions_the_base_finds_the_edited_entries(outputs: dict[str, 
     assert with_base.positions == "base" and with_base.pruned == recorded.pruned
 
 
+def test_a_tampered_positions_file_is_cpedits_own_error_in_the_audit(outputs: dict[str, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(outputs["zero"], copy)
+    raw = bytearray((copy / POSITIONS).read_bytes())
+    raw[-4:] = (2**31 - 1).to_bytes(4, "little")  # the last position of the last layer: far out of its range
+    (copy / POSITIONS).write_bytes(bytes(raw))
+    with pytest.raises(cpedit.output.record.RecordError, match="is outside the layer") as info:
+        audit_output(copy, attack=False)
+    assert info.value.path == str(copy / POSITIONS)
+    result = invoke("audit", copy)
+    assert result.exit_code != 0 and "is not a valid cpedit positions file" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_audit_cli_table_and_json(outputs: dict[str, Path]) -> None:
     table = ok(invoke("audit", outputs["zero"], "--base-model", cpedit_base(outputs["zero"]))).stdout
     assert "exact zeros" in table and "recovered" in table and "(100.0%)" in table and "total" in table

@@ -358,6 +358,33 @@ def test_push_to_a_branch_and_as_a_pull_request(
     assert not repo.private  # --private applies when the repo is created
 
 
+def test_push_publishes_only_the_output_not_an_images_folder_inside_it(
+    pruned: dict, tmp_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(pruned["result"])
+    hub.add_token(SECRET, "alice")
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    out = tmp_path / "out"
+    shutil.copytree(pruned["out"], out)
+    images = out / "nudity-images"  # as `cpedit eval nudity OUT --images-dir OUT/nudity-images` leaves it
+    (images / "edited").mkdir(parents=True)
+    (images / "edited" / "a.png").write_bytes(b"png")
+    (images / "manifest.jsonl").write_text("{}\n")
+    (out / "notes[bold]").mkdir()  # a folder no component names (markup in its name is shown as it is)
+    (out / "notes[bold]" / "todo.txt").write_text("private")
+    (out / "unet" / "samples").mkdir()
+    (out / "unet" / "samples" / "manifest.jsonl").write_text("")  # an images folder anywhere in it
+    result = ok(invoke("push", out, "--repo", "alice/only-the-output"))
+    repo = hub.repos["alice/only-the-output"]
+    published = set(repo.commits[repo.refs["main"]].files)
+    assert "unet/diffusion_pytorch_model.safetensors" in published and "conceptprune/report.json" in published
+    assert not [p for p in published if p.startswith(("nudity-images", "notes", "unet/samples"))]
+    said = " ".join(result.stdout.split())
+    assert "Not uploaded, not part of the output: notes[bold]/, nudity-images/, unet/samples/" in said
+    data = json.loads(ok(invoke("push", out, "--repo", "alice/only-the-output", "--format", "json")).stdout)
+    assert data["not_output"] == ["notes[bold]/", "nudity-images/", "unet/samples/"]
+
+
 def test_push_refuses_what_is_not_a_cpedit_output(
     pruned: dict, tiny_sd_path: Path, tmp_path: Path, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,14 +19,13 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 from support.helpers import load_fresh, recipe_text, write_recipe
-from support.masks import MIN_IOU, assert_masks_match, iou
+from support.masks import MIN_IOU, assert_masks_match, iou, output_positions
 from support.naive_reference import naive_masks_for_recipe
 
 import cpedit
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.models.loading import resolve_dtype
-from cpedit.output.record import load_positions
 
 TARGET_SUFFIX = {
     "ffn": ".ff.net.2",
@@ -129,7 +128,7 @@ def test_text_ffn_edits_only_the_text_encoder(tiny_sd_path: Path, tmp_path: Path
             assert bool(masks[key].any()) and torch.equal(after[key] == 0, masks[key]), key
         else:
             assert torch.equal(after[key], tensor), key
-    positions = load_positions(out / "conceptprune" / "pruned.safetensors")
+    positions = output_positions(out)
     assert set(positions) == set(result.masks)
 
 
@@ -225,7 +224,7 @@ def test_cli_text_ffn_summary_and_compare_restore_the_base_text_encoder(
     report = json.loads((out / "conceptprune" / "report.json").read_text(encoding="utf-8"))
     assert report["concepts"][0]["target"] == "text-ffn" and report["edited_components"] == ["text_encoder"]
 
-    masks = load_positions(out / "conceptprune" / "pruned.safetensors")
+    masks = output_positions(out)
     key = next(k for k, m in masks.items() if bool(m.any()))
     weight = key.removeprefix("text_encoder/") + ".weight"
     seen: list[tuple[str, int]] = []

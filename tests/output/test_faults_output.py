@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import support.helpers as helpers
 from click.testing import CliRunner
+from support.masks import output_positions
 from support.paths import REPO_ROOT
 
 import cpedit
 from cpedit import read_output
 from cpedit.errors import CpeditError
 from cpedit.models.files import check_safetensors
-from cpedit.output.record import load_positions
 
 SUBJECTS = ("red star on a white background", "blue circle on a black background")
 REPO = REPO_ROOT
@@ -82,7 +82,7 @@ def assert_absent_or_complete(out: Path) -> None:
     from safetensors.torch import load_file
 
     weights = load_file(out / record.report.denoiser_component / "diffusion_pytorch_model.safetensors")
-    positions = load_positions(out / "conceptprune" / "pruned.safetensors")
+    positions = output_positions(out)
     assert positions
     for name, mask in positions.items():
         assert bool(mask.any()) and bool((weights[f"{name}.weight"][mask] == 0).all()), name

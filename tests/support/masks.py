@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 MIN_IOU = 0.99
@@ -30,3 +32,11 @@ def assert_masks_match(got: dict[str, torch.Tensor], expected: dict[str, torch.T
         assert got[name].dtype == torch.bool and got[name].shape == mask.shape, name
         score = iou(got[name].cpu(), mask)
         assert score >= MIN_IOU, f"{name}: IoU {score:.4f} (cpedit {int(got[name].sum())}, naive {int(mask.sum())})"
+
+
+def output_positions(out: Path) -> dict[str, torch.Tensor]:
+    """An output's pruned positions as masks, through cpedit's one reader (checked against its report)."""
+    from cpedit.output.positions import read_positions
+    from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, read_report
+
+    return read_positions(out / RECORD_DIR / POSITIONS_FILE, layers=read_report(out).layers)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from support.masks import output_positions
 
 import cpedit.edit.session
 from cpedit.cli.main import cli
@@ -17,7 +18,6 @@ from cpedit.errors import Cancelled, CpeditError
 from cpedit.eval.nudity import NudityOptions
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.shapes import ShapesOptions
-from cpedit.output.record import load_positions
 from cpedit.recipes.sources import resolve_recipe
 from cpedit.recipes.writer import with_settings, write_recipe_file
 from cpedit.tuning import pareto_front, plan_evaluation, sweep, tune
@@ -103,8 +103,8 @@ def test_a_point_equals_prune_then_eval(swept: dict, tmp_path: Path) -> None:
     assert report["totals"]["pruned_weights"] == point["pruned"]
     # the kept point model is the same pruned model
     kept = swept["out"] / "points" / PointSettings(0.2, 6).slug
-    kept_masks = load_positions(kept / "conceptprune" / "pruned.safetensors")
-    pruned_masks = load_positions(out / "conceptprune" / "pruned.safetensors")
+    kept_masks = output_positions(kept)
+    pruned_masks = output_positions(out)
     assert kept_masks.keys() == pruned_masks.keys()
     assert all(torch.equal(kept_masks[k], pruned_masks[k]) for k in kept_masks)
 
