@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cpedit import strict_json
 from cpedit.errors import CpeditError
 from cpedit.text import shown
 
@@ -58,6 +59,9 @@ __all__ = [
     "read_manifest",
     "write_canonical_manifest",
 ]
+
+MAX_LINE_DEPTH = 4
+"""A manifest line is one flat object; deeper nesting is not a line cpedit wrote."""
 
 
 @dataclass(frozen=True)
@@ -187,10 +191,6 @@ def _entry(data: Any) -> ImageEntry:
     return ImageEntry(prompt=prompt, seed=seed, file=file, model=model, key=key)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def image_problem(path: Path) -> str | None:
     """Why a cached image cannot be used (missing, a link, not a PNG, cut short), or None. Reads 20 bytes."""
     try:
@@ -251,13 +251,9 @@ def read_images_folder(folder: str | os.PathLike[str]) -> ImagesFolder:
             if not line.strip():
                 continue
             try:
-                entry = _entry(json.loads(line, parse_constant=_no_constant))
-            except RecursionError:
-                raise _folder_error(
-                    path, f"line {number} is nested too deeply; not a cpedit image manifest line"
-                ) from None
-            except ValueError as exc:
-                if line.startswith(_LINE_START) and isinstance(exc, json.JSONDecodeError):
+                entry = _entry(strict_json.loads(line, max_depth=MAX_LINE_DEPTH))
+            except ValueError as exc:  # strict_json.JsonProblem, or a field _entry refuses
+                if isinstance(exc, strict_json.JsonProblem) and exc.syntax and line.startswith(_LINE_START):
                     continue  # cut short by a killed run: its image is rendered again
                 raise _folder_error(
                     path,

@@ -13,12 +13,12 @@ is one :class:`~cpedit.output.record.RecordError` naming the file and the tensor
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from cpedit import strict_json
 from cpedit.output.record import POSITIONS_FORMAT, LayerRecord, RecordError
 from cpedit.text import shown
 
@@ -43,28 +43,11 @@ class _Bad(ValueError):
         self.reason = reason
 
 
-def _no_constant(name: str) -> Any:
-    raise _Bad("", f"{name} is not a number JSON allows")
-
-
 def _json(raw: bytes | str, where: str) -> Any:
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
-    except RecursionError:
-        raise _Bad(where, f"nested deeper than {MAX_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, _Bad):
-            raise
-        raise _Bad(where, f"not JSON ({exc})") from None
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            raise _Bad(where, f"nested deeper than {MAX_DEPTH} levels")
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, level + 1) for child in children)
-    return data
+        return strict_json.loads(raw, max_depth=MAX_DEPTH)
+    except strict_json.JsonProblem as exc:
+        raise _Bad(where, str(exc)) from None
 
 
 def _whole(value: Any) -> bool:

@@ -8,13 +8,13 @@ the field, never a traceback, and never a value that is written back as invalid 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+from cpedit import strict_json
 from cpedit.errors import CpeditError
 
 MAX_SWEEP_BYTES = 16 * 2**20
@@ -30,22 +30,6 @@ class _Malformed(ValueError):
 
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}" if where else message)
-
-
-def _no_constant(name: str) -> Any:
-    raise _Malformed("", f"{name} is not a number JSON allows")
-
-
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if level > MAX_DEPTH:
-            break
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 def _number(value: Any, where: str, *, whole: bool = False, optional: bool = False) -> None:
@@ -105,9 +89,7 @@ def load_sweep_json(path: Path, *, format_version: int) -> dict[str, Any]:
             raw = handle.read(MAX_SWEEP_BYTES + 1)
         if len(raw) > MAX_SWEEP_BYTES:
             raise _Malformed("", f"larger than {MAX_SWEEP_BYTES // 2**20} MiB")
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-        if _depth(data) > MAX_DEPTH:
-            raise _Malformed("", f"nested deeper than {MAX_DEPTH} levels")
+        data = strict_json.loads(raw, max_depth=MAX_DEPTH)
         data = _mapping(data, "")
         if data.get("sweep") != format_version:
             raise _Malformed("sweep", f"not a cpedit sweep file of format {format_version}")
@@ -119,10 +101,8 @@ def load_sweep_json(path: Path, *, format_version: int) -> dict[str, Any]:
         calibrations = data.get("calibrations", [])
         if not isinstance(calibrations, list) or not all(isinstance(c, dict) for c in calibrations):
             raise _Malformed("calibrations", "expected a list of objects")
-    except (ValueError, RecursionError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (ValueError, OSError) as exc:  # strict_json.JsonProblem is a ValueError
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        if isinstance(exc, RecursionError):
-            detail = f"nested deeper than {MAX_DEPTH} levels"
         raise CpeditError(
             f"{path} is not a cpedit sweep file ({detail}); remove it or choose another sweep folder",
             path=str(path),
