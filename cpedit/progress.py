@@ -24,6 +24,7 @@ Stage = Literal[
     "prune",
     "restore",
     "save",
+    "export",
     "sample",
     "evaluate",
     "upload",
@@ -42,7 +43,8 @@ class ProgressEvent:
         stage: What is running: ``download`` (fetching a model from the Hub), ``load``,
             ``calibrate``, ``score`` (selecting skilled weights), ``prune`` (zeroing them in
             memory), ``restore`` (putting the base weights back), ``save`` (writing the output
-            folder), ``sample`` (rendering images), ``evaluate``, ``upload`` (publishing to
+            folder), ``export`` (writing it as one single-file checkpoint), ``sample`` (rendering
+            images), ``evaluate``, ``upload`` (publishing to
             the Hub), ``sweep`` and ``tune`` (measuring a grid's or an auto-tune's settings
             points) or ``done``.
         message: A short human-readable line.

@@ -50,6 +50,11 @@ COMMANDS: dict[str, CommandEntry] = {
         "Measure how well an edit erased its concepts and what it preserved.",
         loads_models=True,
     ),
+    "export": CommandEntry(
+        "cpedit.cli.export",
+        "export_command",
+        "Export DIR, a `cpedit prune` output, as one single-file checkpoint for ComfyUI, A1111 and Forge.",
+    ),
     "models": CommandEntry(
         "cpedit.cli.models", "models_group", "Search the Hub for models cpedit can edit, and inspect one."
     ),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
+from cpedit.cli.export import SINGLE_FILE_DTYPES
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import (
@@ -15,8 +19,21 @@ from cpedit.cli.options import (
 )
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.edit.prune import prune
+from cpedit.errors import CpeditError
+from cpedit.export.single_file import check_single_file_target, export_single_file
 from cpedit.models.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
+
+
+@contextmanager
+def _about_single_file() -> Iterator[None]:
+    """Errors of the single-file export name --single-file (the library calls it ``out``, as --out is here)."""
+    try:
+        yield
+    except CpeditError as exc:
+        if exc.argument == "out":
+            exc.argument = "single_file"
+        raise
 
 
 @click.command("prune")
@@ -70,6 +87,21 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     "activations at --batch-size) against the free memory, print it, and refuse a run that will not fit. "
     "--no-memory-check prints the estimate and goes ahead anyway.",
 )
+@click.option(
+    "--single-file",
+    "single_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="OUT.safetensors",
+    help="Also write the result as one single-file checkpoint (the original layout ComfyUI, A1111 and Forge "
+    "load; see `cpedit export`). Checked before the model loads.",
+)
+@click.option(
+    "--single-file-dtype",
+    type=click.Choice(SINGLE_FILE_DTYPES),
+    default=None,
+    help="The dtype of --single-file's weights. Default: as saved in --out.",
+)
 @format_option(help="How to print the result: tables, or the report as JSON on stdout.")
 @command_guard()
 def prune_command(
@@ -88,6 +120,8 @@ def prune_command(
     conceal_scale: str | None,
     conceal_seed: int | None,
     memory_check: bool,
+    single_file: str | None,
+    single_file_dtype: str | None,
     output_format: str,
 ) -> None:
     """Erase concepts from MODEL (a Hub id or a local pipeline folder) and save the result.
@@ -112,7 +146,11 @@ def prune_command(
       cpedit prune ./my-sd15 -r recipes/nudity/nudity.yaml -r monet --out safe --device cuda:1
       cpedit prune ./my-sd15 -r my-recipe.yaml --out edited --dtype bfloat16 --batch-size 8
       cpedit prune CompVis/stable-diffusion-v1-4 -r hub:acme/recipes/van-gogh.yaml --out out --preview
+      cpedit prune ./my-sd15 -r van-gogh --out edited --single-file edited.safetensors
     """
+    if single_file is not None:
+        with _about_single_file():
+            check_single_file_target(single_file, overwrite=overwrite)  # before the model loads
     console = stderr_console()
     with ProgressView(console) as view:
         result = prune(
@@ -133,6 +171,12 @@ def prune_command(
             conceal_seed=conceal_seed,
             memory_check=memory_check,
         )
+        exported = None
+        if single_file is not None:
+            with _about_single_file():
+                exported = export_single_file(
+                    out, single_file, dtype=single_file_dtype, overwrite=overwrite, on_progress=view
+                )
     report = result.report
     if output_format == "json":
         click.echo(report.to_json(), nl=False)
@@ -159,3 +203,5 @@ def prune_command(
         )
     if preview:
         stdout.print(f"Preview: [bold]{result.output}/conceptprune/preview.png[/]")
+    if exported is not None:
+        stdout.print(f"Single file: [bold]{exported.path}[/] ({exported.family})", highlight=False)

@@ -283,10 +283,38 @@ MAX_MODEL_INDEX_BYTES = 1 << 20
 """model_index.json is a few hundred bytes; a larger one is refused unread (a hostile folder)."""
 
 
+def read_json_object(file: Path, *, shown_as: str, **fields: Any) -> dict[str, Any]:
+    """Read a small JSON object file of a model folder (``model_index.json``, a component's ``config.json``).
+
+    Bounded in size (:data:`MAX_MODEL_INDEX_BYTES`) and nesting, and it must be a JSON object.
+
+    Args:
+        file: The file.
+        shown_as: How messages name the model or component (the reference the user gave).
+        fields: Extra fields for the error (``repo_id=...``).
+
+    Raises:
+        ModelLoadError: The file cannot be read, is too large, is not JSON, or not an object;
+            the message names the model and the file.
+    """
+    fields.setdefault("path", str(file))
+    try:
+        with open(file, "rb") as handle:
+            raw = handle.read(MAX_MODEL_INDEX_BYTES + 1)
+        if len(raw) > MAX_MODEL_INDEX_BYTES:
+            raise ValueError(f"it is larger than {MAX_MODEL_INDEX_BYTES:,} bytes")
+        data = load_json_text(raw.decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{shown_as}: cannot read {file.name} ({exc})", **fields) from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{shown_as}: {file.name} is not a JSON object", **fields)
+    return data
+
+
 def read_model_index(index_file: Path, *, shown_as: str, **fields: Any) -> dict[str, Any]:
     """Read a pipeline's ``model_index.json``: the one reader for it (local folders, Hub snapshots).
 
-    Bounded in size and nesting, and it must be a JSON object.
+    Bounded in size and nesting, and it must be a JSON object (:func:`read_json_object`).
 
     Args:
         index_file: The file.
@@ -297,15 +325,4 @@ def read_model_index(index_file: Path, *, shown_as: str, **fields: Any) -> dict[
         ModelLoadError: The file cannot be read, is too large, is not JSON, or not an object;
             the message names the model and the file.
     """
-    fields.setdefault("path", str(index_file))
-    try:
-        with open(index_file, "rb") as handle:
-            raw = handle.read(MAX_MODEL_INDEX_BYTES + 1)
-        if len(raw) > MAX_MODEL_INDEX_BYTES:
-            raise ValueError(f"it is larger than {MAX_MODEL_INDEX_BYTES:,} bytes")
-        index = load_json_text(raw.decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{shown_as}: cannot read model_index.json ({exc})", **fields) from None
-    if not isinstance(index, dict):
-        raise ModelLoadError(f"{shown_as}: model_index.json is not a JSON object", **fields)
-    return index
+    return read_json_object(index_file, shown_as=shown_as, **fields)
