@@ -7,7 +7,7 @@ Every benchmark built on :mod:`cpedit.eval.engine` takes the same generation opt
 options are built from the flags, the one driver (:func:`cpedit.eval.driver.evaluate`) runs it,
 progress goes to stderr, then a before/after table or the JSON. Under ``torchrun``/``accelerate
 launch`` every rank runs the benchmark (the image generation is split across them, see
-:mod:`cpedit.eval.distributed`) and only rank 0 shows, writes and prints.
+:mod:`cpedit.distributed`) and only rank 0 shows, writes and prints.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def run_benchmark(
     every rank runs it (each on its own GPU); rank 0 alone shows progress, writes the result and prints.
     """
     from cpedit.cli.render import ProgressView
-    from cpedit.eval.distributed import is_main_process, rank_device
+    from cpedit.distributed import is_main_process, rank_device
     from cpedit.eval.driver import evaluate, record_result
     from cpedit.eval.registry import get_benchmark
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -248,7 +249,11 @@ def _title(command: str, plan: Any, detail: str) -> str:
 @click.option("--target", "targets", callback=_words, default=None, metavar="LIST", help="Hook targets (ffn,...).")
 @evaluation_options
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="The sweep folder (resumable).")
-@click.option("--keep-models", is_flag=True, help="Keep every point's pruned model in OUT/points/.")
+@click.option(
+    "--keep-models",
+    is_flag=True,
+    help="Also save every point's pruned model in OUT/points/ (by default no model is written).",
+)
 @click.option(
     "--no-plot", is_flag=True, help="Do not draw OUT/sweep.png (drawn when matplotlib, the eval extra, is installed)."
 )
@@ -271,12 +276,13 @@ def sweep_command(
 
     Calibrates MODEL (default builtin:shapes) once per recipe and hook target, with the
     largest tau of the grid; then every point (skill ratio x tau x select ratio x target)
-    selects its weights, is applied, saved and measured by the --eval benchmark exactly as
-    `cpedit prune` + `cpedit eval BENCH --base` would measure it, and is restored. The base
-    model is evaluated once. OUT/sweep.json is written after every point, so an
-    interrupted sweep continues where it stopped when run again with the same model,
-    recipes and evaluation; OUT/sweep.png plots erased (after) against the preservation
-    drop, with the Pareto front marked.
+    selects its weights, is applied and measured in memory by the --eval benchmark exactly as
+    `cpedit prune` + `cpedit eval BENCH --base` would measure it, and is restored: no model
+    is written (--keep-models saves each). The base model and each judge are loaded and
+    evaluated once. Under torchrun, the ranks split the calibration and each point's images.
+    OUT/sweep.json is written after every point, so an interrupted sweep continues where
+    it stopped when run again with the same model, recipes and evaluation; OUT/sweep.png
+    plots erased (after) against the preservation drop, with the Pareto front marked.
 
     \b
     Examples:
@@ -287,6 +293,7 @@ def sweep_command(
           --limit 200 --preserve clip-score --preserve-prompts coco-1k.txt --out sw-nudity
     """
     from cpedit.cli.render import ProgressView
+    from cpedit.distributed import is_main_process
     from cpedit.recipes.sources import resolve_recipe
     from cpedit.tuning.grid import PLOT_FILE, SWEEP_FILE, sweep
     from cpedit.tuning.plot import plot_available, plot_sweep
@@ -301,11 +308,13 @@ def sweep_command(
             highlight=False,
         )
 
+    main = is_main_process()  # under torchrun every rank sweeps; rank 0 alone shows, writes and prints
+
     def on_point(point: Any, index: int, total: int) -> None:
-        if output_format == "table":
+        if output_format == "table" and view is not None:
             view.progress.console.print(f"[{index}/{total}] {_line(point, tau)}", markup=False, highlight=False)
 
-    with ProgressView(console) as view:
+    with ProgressView(console) if main else contextlib.nullcontext() as view:
         loaded = [resolve_recipe(r) for r in recipes]
         tau = own_tau(loaded)
         plan = _plan(options, view)
@@ -324,6 +333,8 @@ def sweep_command(
             on_progress=view,
             **options,
         )
+    if not main:
+        return
     if output_format == "json":
         click.echo((Path(out) / SWEEP_FILE).read_text(encoding="utf-8"))
     else:

@@ -29,6 +29,12 @@ encoding *and* the negative prompt's (the pipeline's default, the empty prompt; 
 ``force_zeros_for_empty_prompt`` zeroes those embeddings without encoding them), all
 token rows of each, counted for the prompt's group. The call is stopped just before its
 first denoiser call; the statistics form a single "timestep".
+
+Under a multi-process launch (``torchrun``, ``accelerate launch``: see :mod:`cpedit.distributed`)
+every rank lays the batches out as one process would (an automatic batch size is the smallest
+any rank picks), runs batches ``R, R + N, ...`` and the statistics are added up in batch order
+on every rank (:func:`cpedit.distributed.sum_in_order`): each rank ends with the statistics, and
+so the masks, of one process.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 
 import torch
 
+from cpedit import distributed
 from cpedit.edit import kernels
 from cpedit.errors import CpeditError
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
@@ -237,7 +244,8 @@ def calibrate(
             Ignored for ``text-ffn``.
         batch_size: Prompts per pipeline call, rounded down to an even number so that
             each target prompt shares its batch with its base prompt; ``None`` picks the
-            largest that fits memory.
+            largest that fits memory (under a launch: the smallest any rank picks, and an
+            out-of-memory error is raised rather than retried with smaller batches).
         on_progress: Called when a batch starts (``timestep`` 0) and after every denoiser call.
         cancel: When set, the run stops at the next denoiser call with :class:`~cpedit.errors.Cancelled`.
 
@@ -273,6 +281,15 @@ def calibrate(
     )
     check_batch_size(size)
     size = max(1, size - size % 2)
+    launch = distributed.setup()
+    if launch is not None:
+        size = distributed.smallest(size)  # every rank lays the batches out alike
+    ours = (
+        math.ceil(len(prompts) / size)
+        if launch is None
+        else len(range(launch.rank, math.ceil(len(prompts) / size), launch.world_size))
+    )
+    parts: dict[int, dict[str, torch.Tensor]] = {}  # under a launch: this rank's batches' sums, by batch index
 
     totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
     accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
@@ -284,16 +301,21 @@ def calibrate(
         handles.append(denoiser.register_forward_hook(state.denoiser_hook))
     # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
     # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
-    position, batch_number, calls, done, wasted = 0, 0, 0, 0, 0
+    position, batch_number, calls, done, wasted, ran = 0, 0, 0, 0, 0, 0
     try:
         while position < len(prompts):
             batch = prompts[position : position + size]
-            batches = batch_number + math.ceil((len(prompts) - position) / size)
+            if launch is not None and batch_number % launch.world_size != launch.rank:
+                position += len(batch)  # another rank's batch
+                batch_number += 1
+                continue
+            if launch is None:
+                ours = ran + math.ceil((len(prompts) - position) / size)  # an out-of-memory retry changes it
             state.begin_batch(
                 sums={name: torch.zeros_like(t) for name, t in totals.items()},
                 groups=torch.tensor(groups[position : position + size], device=device),
                 report=_batch_reporter(
-                    recipe, on_progress, cancel, batch_number + 1, batches, tau, done + wasted, accumulator_bytes
+                    recipe, on_progress, cancel, ran + 1, ours, tau, done + wasted, accumulator_bytes
                 ),
             )
             state.report(0)  # the batch starts: lets a front end show it before the first call ends
@@ -312,7 +334,7 @@ def calibrate(
             except _StopAfterTau:
                 pass
             except torch.OutOfMemoryError:
-                if not automatic or size == 1:
+                if not automatic or size == 1 or launch is not None:
                     raise
                 wasted += 1 if text and state.reached_denoiser else state.calls
                 size = max(1, size // 2 - (size // 2) % 2)
@@ -325,16 +347,26 @@ def calibrate(
                 raise CpeditError(
                     f"{type(pipe).__name__} made {state.calls} denoiser calls instead of at least tau = {tau}"
                 )
-            for name, sums in state.sums.items():
-                totals[name] += sums
+            if launch is None:
+                for name, sums in state.sums.items():
+                    totals[name] += sums
+            else:
+                parts[batch_number] = {name: sums.cpu() for name, sums in state.sums.items()}
             calls += 0 if text else tau
             done += tau
             position += len(batch)
             batch_number += 1
+            ran += 1
     finally:
         for handle in handles:
             handle.remove()
         state.sums = {}
+    if launch is not None:  # every rank's batches, added up in batch order as one process adds them
+        totals = {
+            name: distributed.sum_in_order({i: p[name] for i, p in parts.items()}, count=batch_number, like=total)
+            for name, total in totals.items()
+        }
+        calls = 0 if text else tau * batch_number
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return ConceptStats(

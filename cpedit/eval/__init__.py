@@ -5,7 +5,7 @@ Every benchmark (``clip-score``, ``fid``, ``nudity``, ``classify``, ``attack``, 
 through one driver, :func:`evaluate`: it keeps the images in a folder with a ``manifest.jsonl``
 (see :mod:`cpedit.eval.engine`), reads prompt sets from files or Hub datasets
 (:func:`load_prompt_set`), splits the images across the processes of a ``torchrun`` launch
-(:mod:`cpedit.eval.distributed`) and returns a :class:`BenchmarkResult`, which
+(:mod:`cpedit.distributed`) and returns a :class:`BenchmarkResult`, which
 :func:`record_result` keeps in ``EDITED/conceptprune/eval/BENCH.json``.
 
 Importing :mod:`cpedit.eval` is cheap (no torch): names are imported from their modules on
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cpedit.distributed import is_main_process
     from cpedit.eval.attack import AttackOptions
     from cpedit.eval.attack_sets import ATTACK_SETS, AttackSet
     from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, PromptOptions
     from cpedit.eval.classify import ClassifyOptions, classifier_detector
     from cpedit.eval.clip_score import ClipScoreOptions
-    from cpedit.eval.distributed import is_main_process
     from cpedit.eval.driver import evaluate, record_result
     from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages, load_prompts, read_manifest, render_images
     from cpedit.eval.fid import FidOptions
@@ -71,7 +71,7 @@ _EXPORTS = {
     "ImageEntry": "cpedit.eval.engine",
     "ImageOptions": "cpedit.eval.options",
     "inception_extractor": "cpedit.eval.metrics",
-    "is_main_process": "cpedit.eval.distributed",
+    "is_main_process": "cpedit.distributed",
     "load_clip_scorer": "cpedit.eval.metrics",
     "load_prompt_set": "cpedit.eval.prompt_sets",
     "load_prompts": "cpedit.eval.engine",

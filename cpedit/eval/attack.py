@@ -189,10 +189,15 @@ class AttackBenchmark(Benchmark):
         concept = options.concept or (entry.concept if entry is not None else "nudity")
         detector = options.detector
         if detector is None:
-            run.emit(ProgressEvent(stage="load", message=f"loading the {concept} detector"))
-            detector = concept_detector(
-                concept, threshold=options.threshold, classifier_model=options.classifier_model, device=run.device
-            )
+
+            def load() -> Any:
+                run.emit(ProgressEvent(stage="load", message=f"loading the {concept} detector"))
+                return concept_detector(
+                    concept, threshold=options.threshold, classifier_model=options.classifier_model, device=run.device
+                )
+
+            key = ("attack", concept, options.threshold, str(options.classifier_model), run.device)
+            detector = run.load_judge(key, load)
         run.judge = detector
         run.metric_model = f"{detector.name} {detector.version}"
         run.state.update(entry=entry, concept=concept)

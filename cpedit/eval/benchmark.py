@@ -24,10 +24,10 @@ import hashlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from cpedit.errors import CpeditError
 from cpedit.eval.options import ImageOptions
@@ -36,9 +36,11 @@ from cpedit.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
     from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages
+    from cpedit.eval.judges import JudgeCache
 
 Role = Literal["erasure", "preservation"]
 Phase = Literal["before", "after"]
+_J = TypeVar("_J")
 
 __all__ = [
     "Benchmark",
@@ -134,6 +136,14 @@ class BenchmarkRun:
     """Protocol fields known before rendering (a Hub prompt set's id and commit, ...)."""
     state: dict[str, Any] = field(default_factory=dict)
     """The benchmark's own working values between its steps."""
+    judges: JudgeCache | None = None
+    """Judges kept across the evaluations of one run (a sweep's points); None: each run loads its own."""
+
+    def load_judge(self, key: tuple[Hashable, ...], load: Callable[[], _J]) -> _J:
+        """The judge named ``key`` (its kind, then its model and device): ``load()``, or the run's cached one."""
+        if self.judges is None:
+            return load()
+        return self.judges.judge(key, load)
 
     def emit(self, event: ProgressEvent) -> None:
         """Send ``event`` to the run's progress callback (if any)."""

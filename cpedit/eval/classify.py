@@ -760,8 +760,12 @@ class ClassifyBenchmark(Benchmark):
         run.prompts = [spec for _, spec in items]
         if isinstance(options.classifier, str):
             model_name = os.fspath(options.classifier_model) if options.classifier_model is not None else None
-            run.emit(ProgressEvent(stage="load", message=f"loading the {options.classifier} classifier"))
-            run.judge = load_classifier(options.classifier, model_name, device=run.device)
+
+            def load() -> Any:
+                run.emit(ProgressEvent(stage="load", message=f"loading the {options.classifier} classifier"))
+                return load_classifier(options.classifier, model_name, device=run.device)
+
+            run.judge = run.load_judge(("classify", options.classifier, model_name, run.device), load)
         else:
             run.judge = options.classifier
         run.metric_model = run.judge.name

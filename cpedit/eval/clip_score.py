@@ -57,8 +57,12 @@ class ClipScoreBenchmark(Benchmark):
         prepare_prompts(run)
         scorer = run.options.scorer
         if scorer is None:
-            run.emit(ProgressEvent(stage="load", message=f"loading the CLIP model {run.options.clip_model}"))
-            scorer = load_clip_scorer(run.options.clip_model, device=run.device)
+
+            def load() -> Any:
+                run.emit(ProgressEvent(stage="load", message=f"loading the CLIP model {run.options.clip_model}"))
+                return load_clip_scorer(run.options.clip_model, device=run.device)
+
+            scorer = run.load_judge(("clip-score", str(run.options.clip_model), run.device), load)
         run.judge = scorer
         run.metric_model = getattr(scorer, "name", run.options.clip_model)
 

@@ -5,28 +5,63 @@ prepares its prompts and judge, the images of the edited model (and the base's) 
 or reused by :func:`cpedit.eval.engine.render_images`, each phase is scored with a cancel
 check and an ``evaluate`` event, then the protocol and the :class:`~cpedit.eval.benchmark.BenchmarkResult`
 are built. :func:`record_result` keeps it in ``EDITED/conceptprune/eval/BENCH.json``.
+
+The edited model is a saved output folder, or an :class:`InMemoryEdit`: a pipeline already
+loaded and edited in memory (a sweep point), measured without writing a model anywhere. A
+:class:`~cpedit.eval.judges.JudgeCache` shared by many evaluations loads each judge once and
+scores the base model once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, Phase
+from cpedit.eval.judges import JudgeCache
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import get_benchmark
-from cpedit.output.record import evaluation_path, read_output, write_evaluation, write_json_atomically
+from cpedit.output.record import (
+    OutputRecord,
+    evaluation_path,
+    read_output,
+    write_evaluation,
+    write_json_atomically,
+)
 from cpedit.progress import ProgressCallback, check_cancel, emit
 
-__all__ = ["evaluate", "record_result"]
+__all__ = ["InMemoryEdit", "evaluate", "record_result"]
+
+
+@dataclass(frozen=True)
+class InMemoryEdit:
+    """An edited pipeline held in memory, measured as its saved output would be, without saving it.
+
+    Attributes:
+        record: What the saved output would record (its report and recipes); its ``folder`` only
+            names the edit in messages: nothing is read from or written there.
+        pipeline_for: Gives the pipeline showing ``"edited"`` (the selection applied) or
+            ``"base"`` (the base weights restored), called before that model's first missing
+            image batch (an edit session applies or restores its selection here).
+        identity: What names the edited model in the image cache (as
+            :func:`cpedit.eval.engine.model_identity` for a saved output; its pruned positions'
+            digest, so two points share images only when they prune the same weights).
+    """
+
+    record: OutputRecord
+    pipeline_for: Callable[[str], Any]
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(
     benchmark: str | Benchmark,
-    edited: str | os.PathLike[str],
+    edited: str | os.PathLike[str] | InMemoryEdit,
     options: BenchmarkOptions | None = None,
     *,
     images: ImageOptions | None = None,
@@ -34,7 +69,7 @@ def evaluate(
     images_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     dtype: str | None = None,
-    pipeline_for: Callable[[str], Any] | None = None,
+    judges: JudgeCache | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> BenchmarkResult:
@@ -44,7 +79,7 @@ def evaluate(
 
     Args:
         benchmark: A registered benchmark's name (:func:`cpedit.eval.registry.benchmark_names`) or one.
-        edited: A cpedit output folder.
+        edited: A cpedit output folder, or an :class:`InMemoryEdit` (then ``images_dir`` is needed).
         options: The benchmark's typed options (``NudityOptions(...)``; None: its defaults).
         images: How the images are made (None: the benchmark's defaults).
         base: Also the base model's images, for before/after (some benchmarks always need them).
@@ -52,38 +87,45 @@ def evaluate(
             reused by later runs.
         device: Where to run.
         dtype: Compute dtype (default float16 on CUDA, else float32).
-        pipeline_for: Gives the pipeline that shows ``"edited"`` or ``"base"`` (an edit session in memory).
+        judges: Judges and base scores shared with the run's other evaluations (a sweep's points):
+            each judge is loaded once and the base model's images are scored once.
         on_progress: Receives ``load``, ``sample``, ``evaluate`` and ``done`` events.
         cancel: Stops at the next image batch or phase with :class:`~cpedit.errors.Cancelled`
             (the images made so far are kept for the next run).
 
     Raises:
         CpeditError: ``edited`` is not a cpedit output, an unknown benchmark, bad options, a
-            judge that cannot be loaded.
+            judge that cannot be loaded, an :class:`InMemoryEdit` without ``images_dir``.
         Cancelled: ``cancel`` was set.
     """
     from cpedit.eval.engine import default_images_dir, render_images
 
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    in_memory = edited if isinstance(edited, InMemoryEdit) else None
+    if in_memory is not None and images_dir is None:
+        raise CpeditError("an edit measured in memory needs a folder for its images", argument="images_dir")
+    record = in_memory.record if in_memory is not None else read_output(edited)  # type: ignore[arg-type]
     run = BenchmarkRun(
-        edited=Path(edited),
-        record=read_output(edited),
+        edited=record.folder,
+        record=record,
         options=bench.check_options(options),
         images=bench.image_options(images if images is not None else bench.default_images),
         device=device,
         on_progress=on_progress,
         cancel=cancel,
         result_name=bench.name,
+        judges=judges,
     )
     bench.prepare(run)
     rendered = render_images(
         run.record,
         run.prompts,
-        folder=images_dir if images_dir is not None else default_images_dir(edited, bench.images_folder),
+        folder=images_dir if images_dir is not None else default_images_dir(record.folder, bench.images_folder),
         base=base or run.needs_base,
         dtype=dtype,
         device=device,
-        pipeline_for=pipeline_for,
+        pipeline_for=in_memory.pipeline_for if in_memory is not None else None,
+        edited_identity=in_memory.identity if in_memory is not None else None,
         on_progress=on_progress,
         cancel=cancel,
         **run.images.render_arguments(),
@@ -94,7 +136,7 @@ def evaluate(
         if not entries:
             continue
         check_cancel(cancel, "during the evaluation")
-        measured[phase] = bench.score(run, phase, entries, rendered.folder)
+        measured[phase] = _score(bench, run, phase, entries, rendered.folder)
     metrics = bench.metrics(run, measured)
     emit(on_progress, bench.done(run, rendered))
     result_protocol = bench.protocol(run, measured, rendered)
@@ -107,6 +149,15 @@ def evaluate(
     )
 
 
+def _score(bench: Benchmark, run: BenchmarkRun, phase: Phase, entries: Sequence[Any], folder: Path) -> Any:
+    """One phase's measurement; the base model's (``before``) once per judge cache, images and options."""
+    if run.judges is None or phase != "before":
+        return bench.score(run, phase, entries, folder)
+    options = hashlib.sha256(repr(run.options).encode()).hexdigest()
+    key = (run.result_name, run.metric_model, str(folder), options, tuple(entry.key for entry in entries))
+    return run.judges.base_score(key, lambda: bench.score(run, phase, entries, folder))
+
+
 def record_result(
     edited: str | os.PathLike[str], result: BenchmarkResult, *, json_file: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -115,7 +166,7 @@ def record_result(
     Under a multi-process launch every rank holds the same result, and only rank 0 writes it
     (one writer per file); the other ranks get the path without writing anything.
     """
-    from cpedit.eval.distributed import is_main_process
+    from cpedit.distributed import is_main_process
 
     if not is_main_process():
         return evaluation_path(edited, result.benchmark)

@@ -12,7 +12,7 @@ seed and the settings. A run reuses every listed image whose key it needs and ge
 the rest, so a second run, or a run after Ctrl-C or a crash, picks up where the last one
 stopped, and the base model's images are made once for all the runs that ask for them.
 
-Under a multi-process launch (``torchrun``, ``accelerate launch``; see :mod:`cpedit.eval.distributed`)
+Under a multi-process launch (``torchrun``, ``accelerate launch``; see :mod:`cpedit.distributed`)
 the missing images are batched as in one process and the batches dealt out to the ranks;
 rank ``R`` lists its images in its own ``manifest.rank-R.jsonl`` and rank 0 merges them into
 ``manifest.jsonl`` once every rank is done. After every run the manifest is rewritten in one
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+from cpedit import distributed
 from cpedit.errors import CpeditError, CpeditWarning
-from cpedit.eval import distributed
 from cpedit.eval.manifest import (
     MANIFEST,
     RANK_MANIFEST,
@@ -157,15 +157,16 @@ def default_images_dir(edited: str | os.PathLike[str], benchmark: str) -> Path:
     return Path(edited) / RECORD_DIR / EVAL_DIR / IMAGES_DIR / benchmark
 
 
-def model_identity(record: OutputRecord, model: Model) -> dict[str, Any]:
+def model_identity(record: OutputRecord, model: Model, *, positions_sha256: str | None = None) -> dict[str, Any]:
     """What names a model in the cache key.
 
-    The edited model: its base, the digest of its pruned positions (``conceptprune/pruned.safetensors``)
-    and how they were filled, so two edits share images only when they are the same edit (two
-    outputs made in the same second with the same count do not); the report's creation time
-    too, where no positions file is kept. The base model: its id and revision, and for a local
-    folder its content (:func:`cpedit.eval.base_content.local_base_content`), so a folder replaced by
-    other weights is not taken for the old one.
+    The edited model: its base, the digest of its pruned positions (``conceptprune/pruned.safetensors``,
+    or ``positions_sha256`` for an edit held in memory) and how they were filled, so two edits
+    share images only when they are the same edit (two outputs made in the same second with the
+    same count do not); the report's creation time too, where no positions file is kept. The
+    base model: its id and revision, and for a local folder its content
+    (:func:`cpedit.eval.base_content.local_base_content`), so a folder replaced by other weights
+    is not taken for the old one.
 
     Raises:
         CpeditError: A local base no longer matches the output (``reason="mismatch"``) or is gone.
@@ -181,7 +182,9 @@ def model_identity(record: OutputRecord, model: Model) -> dict[str, Any]:
     positions = Path(record.folder) / RECORD_DIR / POSITIONS_FILE
     identity: dict[str, Any] = {"model": "edited", "base": base_identity, "pruned": report.totals.pruned_weights}
     identity["conceal"] = report.conceal.to_dict()
-    if positions.is_file():
+    if positions_sha256 is not None:
+        identity["positions_sha256"] = positions_sha256
+    elif positions.is_file():
         identity["positions_sha256"] = _file_sha256(positions)
     else:
         identity["created"] = report.created
@@ -326,6 +329,7 @@ def render_images(
     dtype: str | None = None,
     pipe: Any = None,
     pipeline_for: Callable[[Model], Any] | None = None,
+    edited_identity: dict[str, Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> RenderedImages:
@@ -356,13 +360,15 @@ def render_images(
         pipeline_for: Gives the pipeline that shows a model (``"edited"`` or ``"base"``), called
             before that model's first missing batch, in place of ``pipe``, the load and the swap:
             an edit session in memory (``cpedit sweep``) applies or restores its selection here.
+        edited_identity: What names the edited model in the image keys, for an edit held in memory
+            (no positions file to digest); None: :func:`model_identity` of ``record``.
         on_progress: Receives ``load`` and ``sample`` events (``completed``/``total`` count
             the images of the run, the reused ones included; a batch also reports each of its
             denoising steps in ``timestep``/``timesteps``; under a multi-process launch each
             rank counts its own share, then every rank gets the whole count once all are ready).
         cancel: Checked before and after every batch; stops with :class:`~cpedit.errors.Cancelled`.
 
-    Under a multi-process launch (``WORLD_SIZE`` > 1, see :mod:`cpedit.eval.distributed`) every
+    Under a multi-process launch (``WORLD_SIZE`` > 1, see :mod:`cpedit.distributed`) every
     rank calls this with the same arguments: the missing images are batched as in one process,
     rank ``R`` renders batches ``R, R + N, ...`` on its own device (``auto``/``cuda``:
     ``cuda:LOCAL_RANK``) and lists them in ``manifest.rank-R.jsonl``; once every rank is done,
@@ -399,7 +405,7 @@ def render_images(
     jobs = {
         m: image_jobs(
             prompts,
-            identity=model_identity(record, m),
+            identity=edited_identity if m == "edited" and edited_identity is not None else model_identity(record, m),
             model=m,
             seed=seed,
             steps=steps,

@@ -61,8 +61,12 @@ class FidBenchmark(Benchmark):
             raise CpeditError("FID needs at least 2 generated images: give more prompts or images per prompt")
         extractor = run.options.feature_extractor
         if extractor is None:
-            run.emit(ProgressEvent(stage="load", message="loading the Inception network"))
-            extractor = inception_extractor(device=run.device)
+
+            def load() -> Any:
+                run.emit(ProgressEvent(stage="load", message="loading the Inception network"))
+                return inception_extractor(device=run.device)
+
+            extractor = run.load_judge(("inception", run.device), load)
         run.judge = extractor
         run.metric_model = getattr(extractor, "name", type(extractor).__name__)
 

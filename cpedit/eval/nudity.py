@@ -266,8 +266,12 @@ class NudityBenchmark(Benchmark):
         prepare_prompts(run)
         detector = run.options.detector
         if detector is None:
-            run.emit(ProgressEvent(stage="load", message="loading NudeNet's detector"))
-            detector = NudityDetector()
+
+            def load() -> NudityDetector:
+                run.emit(ProgressEvent(stage="load", message="loading NudeNet's detector"))
+                return NudityDetector()
+
+            detector = run.load_judge(("nudenet",), load)
         run.judge = detector
         version = getattr(detector, "version", "unknown")
         detector_name = getattr(detector, "name", DETECTOR_NAME)

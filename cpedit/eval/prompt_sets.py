@@ -118,7 +118,7 @@ def load_prompt_set(
     Under a torchrun / accelerate launch every process must call it (as they all render their
     share of the images): rank 0 alone asks the Hub and downloads, the others wait, then read
     the same commit's files from the cache (no request when they share it) or raise rank 0's
-    error (see :func:`cpedit.eval.distributed.main_first`).
+    error (see :func:`cpedit.distributed.main_first`).
 
     Args:
         ref: The set.
@@ -370,11 +370,11 @@ def _have_hub_set(
     """The data file(s) of Hub prompt set ``ref`` in the Hub cache: ``(snapshot folder, commit, files to read)``.
 
     Under a torchrun / accelerate launch, rank 0 alone asks the Hub and downloads, while the
-    other ranks wait (:func:`cpedit.eval.distributed.main_first`); they then take the same
+    other ranks wait (:func:`cpedit.distributed.main_first`); they then take the same
     commit's files from the cache, with no Hub request when they share it (the processes of
     one node do; a node with a cache of its own downloads them once).
     """
-    from cpedit.eval import distributed
+    from cpedit import distributed
 
     commit, plan, chosen = distributed.main_first(lambda: _fetch_hub_set(ref, on_progress=on_progress, cancel=cancel))
     if distributed.is_main_process():

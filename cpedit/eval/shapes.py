@@ -249,7 +249,7 @@ class ShapesBenchmark(Benchmark):
             for i, scene in enumerate(scenes)
         ]
         run.needs_base = True
-        run.judge = load_classifier()
+        run.judge = run.load_judge(("shapes",), load_classifier)
         run.state.update(erased=erased, sets=sets)
 
     def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, Any]:

@@ -12,7 +12,13 @@ Writes ``OUT/sweep.json`` after every point (atomically)::
 
 and ``OUT/sweep.png`` (erased after the edit against the preservation drop, every point
 labelled, the Pareto front marked). A rerun with the same model, recipes and evaluation
-continues: finished points are kept and only the others are measured.
+continues: finished points are kept and only the others are measured. Points are measured on
+the edited pipeline in memory: no model is written unless ``keep_models`` asks for each.
+
+Under a multi-process launch (``torchrun``; see :mod:`cpedit.distributed`) every rank runs
+the same sweep: the calibration splits its prompt batches across the ranks, each point's images
+are split across them (:func:`cpedit.eval.engine.render_images`), and rank 0 alone writes
+``sweep.json``, the plot and any kept model.
 """
 
 from __future__ import annotations
@@ -81,7 +87,11 @@ def read_sweep(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def _write(folder: Path, config: dict[str, Any], grid: dict[str, list[Any]], result: SweepResult) -> None:
+    from cpedit.distributed import is_main_process
     from cpedit.output.record import write_json_atomically
+
+    if not is_main_process():  # one writer per file: rank 0 of a launch
+        return
 
     front = {id(p) for p in result.pareto}
     data = {
@@ -117,20 +127,23 @@ def sweep(
     """Measure every point of the grid (skill ratio x tau x select ratio x target) on ``model``.
 
     The model is loaded once and calibrated once per hook target, with the largest tau of the
-    grid; every point then selects, applies, is saved and measured (see
+    grid; every point then selects, applies and is measured on the pipeline in memory (see
     :class:`cpedit.tuning.points.PointEvaluator`), and the base weights are restored. The base
-    model's images are made once and shared by every point.
+    model's images are made and scored once and shared by every point; each judge is loaded
+    once. Nothing but ``sweep.json``, the plot and the evaluation images is written (and, with
+    ``keep_models``, each point's model). Under ``torchrun`` every rank calls it alike (see the
+    module docstring).
 
     Args:
         model: A Hub id, a pipeline folder or ``builtin:shapes``.
         recipes: Recipes (names, files, ``hub:`` refs), erased together at every point.
         skill_ratios: The skill ratios of the grid.
         plan: How points are measured (:class:`cpedit.tuning.measure.EvaluationPlan`).
-        out: The sweep folder: ``sweep.json``, ``sweep.png``, ``images/``, ``points/``.
+        out: The sweep folder: ``sweep.json``, ``sweep.png``, ``images/`` (and ``points/`` with ``keep_models``).
         timesteps: The taus of the grid (None: each recipe's own).
         select_ratios: The select ratios (None: each recipe's own).
         targets: The hook targets (None: each recipe's own).
-        keep_models: Keep every point's output folder in ``out/points/`` (for ``cpedit push``).
+        keep_models: Also save every point's pruned model in ``out/points/`` (for ``cpedit push``).
         plot: Write ``sweep.png`` (needs matplotlib: checked before anything is measured).
         on_point: Called with each point as it is finished (and its index and the total).
         on_progress: Receives the load, calibrate, sample and evaluate events.
@@ -180,6 +193,9 @@ def sweep(
                 argument="out",
             )
         done = {p.settings: p for p in map(Point.from_dict, previous["points"])}
+    from cpedit.distributed import barrier, is_main_process, rank_device
+
+    barrier()  # every rank has read the earlier points before rank 0 writes the file again
     wanted = [
         PointSettings(skill_ratio=float(s), timesteps=t, select_ratio=r, target=g)
         for g, t, r, s in itertools.product(targets, timesteps, select_ratios, skill_ratios)
@@ -201,7 +217,7 @@ def sweep(
         own_timesteps={s.target for s in pending if s.timesteps is None},
         keep_models=keep_models,
         revision=revision,
-        device=device,
+        device=rank_device(device),
         dtype=dtype,
         batch_size=batch_size,
         on_progress=on_progress,
@@ -236,7 +252,7 @@ def sweep(
     finally:
         evaluator.close()
         points_dir = folder / "points"
-        if points_dir.is_dir() and not any(points_dir.iterdir()):
+        if is_main_process() and points_dir.is_dir() and not any(points_dir.iterdir()):
             points_dir.rmdir()
     result.points = _ordered(wanted, finished)
     result.calibrations = (list(previous.get("calibrations", [])) if previous else []) + evaluator.calibrations
@@ -245,7 +261,7 @@ def sweep(
         on_progress,
         ProgressEvent(stage="sweep", message="sweep done", completed=len(wanted), total=len(wanted), unit="points"),
     )
-    if plot:
+    if plot and is_main_process():
         from cpedit.tuning.plot import plot_sweep
 
         result.plot = plot_sweep(result.points, folder / PLOT_FILE, plan=plan)

@@ -1,9 +1,10 @@
 """One measurement of an edit for ``cpedit sweep`` and ``cpedit tune``: erased and preserved, before/after.
 
 A sweep point or a tune step is measured by the evaluation suite's one driver
-(:func:`cpedit.eval.driver.evaluate`) on a saved output folder, so its numbers are those of
-``cpedit eval BENCH DIR --base`` on that folder. What is measured comes from the registry
-(:mod:`cpedit.eval.registry`), not from a table here:
+(:func:`cpedit.eval.driver.evaluate`) on the edited pipeline in memory (an
+:class:`~cpedit.eval.driver.InMemoryEdit`, nothing saved), so its numbers are those of
+``cpedit eval BENCH DIR --base`` on the folder ``cpedit prune`` would write with its settings.
+What is measured comes from the registry (:mod:`cpedit.eval.registry`), not from a table here:
 
 * the *erasure* benchmark (role ``erasure``) gives ``erased`` (lower is better): its
   :attr:`~cpedit.eval.benchmark.Benchmark.erased_metric` (``shapes``: its erased accuracy,
@@ -21,16 +22,19 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import BenchmarkOptions
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import benchmark_names, get_benchmark
 from cpedit.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from cpedit.eval.driver import InMemoryEdit
+    from cpedit.eval.judges import JudgeCache
 
 DEFAULT_IMAGES = ImageOptions(steps=25, batch_size=16)
 """The image options of a plan when none are given (every point is measured: fewer steps than ``eval``)."""
@@ -109,25 +113,26 @@ class Measurement:
 
 
 def measure(
-    folder: str | os.PathLike[str],
+    edited: str | os.PathLike[str] | InMemoryEdit,
     plan: EvaluationPlan,
     *,
     images_root: str | os.PathLike[str],
     device: str = "auto",
-    pipeline_for: Callable[[str], Any] | None = None,
+    judges: JudgeCache | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Measurement:
-    """Measure the cpedit output ``folder`` by ``plan``, before (its base) and after.
+    """Measure an edit by ``plan``, before (its base) and after.
 
     Args:
-        folder: A saved cpedit output (a sweep point's, or any ``cpedit prune`` output).
+        edited: The edit in memory (a sweep point's: :class:`~cpedit.eval.driver.InMemoryEdit`),
+            or a saved cpedit output (the benchmarks load it as ``cpedit eval`` does).
         plan: The benchmark(s) and their options.
         images_root: Where the images are kept (``images_root/BENCH``), shared by every point:
             the base model's images are made once and reused.
         device: Where to run.
-        pipeline_for: The pipeline showing ``"edited"`` or ``"base"`` (an edit session in memory);
-            None: the benchmarks load the output as ``cpedit eval`` does.
+        judges: Judges and base scores kept across the run's measurements (each judge loaded once,
+            the base model scored once); None: loaded for this measurement only.
         on_progress: Receives the benchmarks' events.
         cancel: Stops at the next image batch with :class:`~cpedit.errors.Cancelled`.
 
@@ -141,13 +146,13 @@ def measure(
     def run(name: str, options: BenchmarkOptions | None, images: ImageOptions) -> dict[str, dict[str, float]]:
         result = evaluate(
             name,
-            folder,
+            edited,
             options,
             images=images,
             base=True,
             images_dir=root / name,
             device=device,
-            pipeline_for=pipeline_for,
+            judges=judges,
             on_progress=on_progress,
             cancel=cancel,
         )

@@ -3,18 +3,22 @@
 A :class:`PointEvaluator` loads the model once, calibrates each hook target once (with the
 largest tau any point will ask for: the statistics of the first tau calls do not depend on
 how many follow), and measures a point by selecting from those statistics, applying the
-selection in memory, saving it as an ordinary cpedit output folder, measuring that folder
-with the evaluation suite (:func:`cpedit.tuning.measure.measure`, images rendered from the
-in-memory pipeline) and restoring the base weights. A point therefore measures what
-``cpedit prune`` with its settings followed by ``cpedit eval`` measures.
+selection in memory, measuring the edited pipeline itself with the evaluation suite
+(:func:`cpedit.tuning.measure.measure` on an :class:`~cpedit.eval.driver.InMemoryEdit`: the
+report and recipes a saved output would hold, the images rendered from the pipeline) and
+restoring the base weights. A point therefore measures what ``cpedit prune`` with its settings
+followed by ``cpedit eval`` measures, without writing a model: only the point's record (and
+the evaluation images) reach the disk. The judges are loaded once per evaluator and the base
+model is scored once (a :class:`~cpedit.eval.judges.JudgeCache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,12 +145,13 @@ class PointEvaluator:
         model: A Hub id, a pipeline folder or ``builtin:shapes``.
         recipes: The recipes (loaded), all erased together at every point.
         plan: How points are measured.
-        work: The folder for point outputs (``work/points/SLUG``) and images (``work/images``).
+        work: The folder for the images (``work/images``) and kept point models (``work/points/SLUG``).
         timesteps: Per hook target (None: the recipes' own), the largest tau its points ask for; the
             recipes are calibrated for exactly that many denoiser calls (at least, for the targets
             in ``own_timesteps``; missing: the recipes' own tau).
         own_timesteps: Hook targets some of whose points use the recipes' own tau.
-        keep_models: Keep each point's saved output folder (else removed once measured).
+        keep_models: Also save each point's pruned model in ``work/points/SLUG`` (by rank 0 of a
+            launch); otherwise no model is written.
         revision, device, dtype, batch_size: As :meth:`cpedit.edit.session.EditSession.open`.
         on_progress: Receives the load, calibrate, score, save and evaluation events.
         cancel: Checked by every slow step.
@@ -186,6 +191,10 @@ class PointEvaluator:
         self._sessions: dict[str | None, Any] = {}
         self._pipeline: Any = None
         self._source: Any = None
+        from cpedit.eval.judges import JudgeCache
+
+        self.judges = JudgeCache()
+        """The judges and base scores every point shares."""
 
     def _session(self, target: str | None) -> Any:
         """The calibrated session of a hook target (made on first use, the pipeline loaded once)."""
@@ -230,26 +239,20 @@ class PointEvaluator:
         return session
 
     def evaluate(self, settings: PointSettings) -> Point:
-        """Select, apply, save, measure and restore one point.
+        """Select, apply, measure in memory and restore one point (with ``keep_models``, also save it).
 
         Raises:
             CpeditError: Bad settings (a tau beyond what was calibrated, a ratio out of range), or
                 as :func:`cpedit.tuning.measure.measure`.
-            Cancelled: ``cancel`` was set; the base weights are back and no point folder is left.
+            Cancelled: ``cancel`` was set; the base weights are back.
         """
+        from cpedit.distributed import is_main_process
+        from cpedit.eval.driver import InMemoryEdit
+        from cpedit.eval.engine import model_identity
+        from cpedit.output.record import OutputRecord
+
         started = time.perf_counter()
-        for other in self._sessions.values():  # one session's selection in the pipeline at a time
-            if other.applied is not None:
-                other.restore(on_progress=self.on_progress)
-        session = self._session(settings.target)
-        selection = session.select(
-            skill_ratio=settings.skill_ratio,
-            timesteps=settings.timesteps,
-            select_ratio=settings.select_ratio,
-            on_progress=self.on_progress,
-            cancel=self.cancel,
-        )
-        folder = self.work / "points" / settings.slug
+        session, selection = self._selected(settings)
 
         def pipeline_for(model: str) -> Any:
             if model == "edited" and session.applied is not selection:
@@ -259,27 +262,29 @@ class PointEvaluator:
             return session.pipeline
 
         emit(self.on_progress, ProgressEvent(stage="evaluate", message=f"point {settings.label}"))
-        saved = False
         try:
             session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
-            session.save(folder, overwrite=True, on_progress=self.on_progress, cancel=self.cancel)
-            saved = True
+            # What the saved output would record; its folder only names the point (nothing is written there).
+            report, recipes = session.report(), list(session.recipes)
+            record = OutputRecord(folder=self.point_folder(settings), report=report, recipes=recipes)
+            identity = model_identity(record, "edited", positions_sha256=masks_sha256(selection.masks))
             measured = measure(
-                folder,
+                InMemoryEdit(record=record, pipeline_for=pipeline_for, identity=identity),
                 self.plan,
                 images_root=self.work / "images",
                 device=self.device,
-                pipeline_for=pipeline_for,
+                judges=self.judges,
                 on_progress=self.on_progress,
                 cancel=self.cancel,
             )
+            if self.keep_models and is_main_process():
+                pipeline_for("edited")
+                session.save(
+                    self.point_folder(settings), overwrite=True, on_progress=self.on_progress, cancel=self.cancel
+                )
         finally:
             if session.applied is not None:
                 session.restore(on_progress=self.on_progress)
-            if saved and not self.keep_models:  # what save refused (a user's folder) is never removed
-                from cpedit.output.folder import remove_output_folder
-
-                remove_output_folder(folder, argument="out")
         return Point(
             settings=settings,
             pruned=selection.pruned,
@@ -291,13 +296,9 @@ class PointEvaluator:
             seconds=time.perf_counter() - started,
         )
 
-    def save(self, settings: PointSettings, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Save a point's pruned model to ``out`` (the folder ``cpedit prune`` writes), then restore.
-
-        Raises:
-            CpeditError: As :meth:`cpedit.edit.session.EditSession.save` (``out`` exists without ``overwrite``, ...).
-        """
-        for other in self._sessions.values():
+    def _selected(self, settings: PointSettings) -> tuple[Any, Any]:
+        """The point's calibrated session (any other session's selection restored) and its selection."""
+        for other in self._sessions.values():  # one session's selection in the pipeline at a time
             if other.applied is not None:
                 other.restore(on_progress=self.on_progress)
         session = self._session(settings.target)
@@ -308,6 +309,15 @@ class PointEvaluator:
             on_progress=self.on_progress,
             cancel=self.cancel,
         )
+        return session, selection
+
+    def save(self, settings: PointSettings, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Save a point's pruned model to ``out`` (the folder ``cpedit prune`` writes), then restore.
+
+        Raises:
+            CpeditError: As :meth:`cpedit.edit.session.EditSession.save` (``out`` exists without ``overwrite``, ...).
+        """
+        session, selection = self._selected(settings)
         session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
         try:
             return session.save(out, overwrite=overwrite, on_progress=self.on_progress, cancel=self.cancel).path
@@ -315,13 +325,24 @@ class PointEvaluator:
             session.restore(on_progress=self.on_progress)
 
     def point_folder(self, settings: PointSettings) -> Path:
-        """Where a point's output is saved (kept with ``keep_models``)."""
+        """Where a point's model is saved with ``keep_models`` (and the name of the point's edit)."""
         return self.work / "points" / settings.slug
 
     def close(self) -> None:
-        """Drop the sessions and the pipeline (their memory is freed)."""
+        """Drop the sessions, the pipeline and the judges (their memory is freed)."""
         self._sessions.clear()
         self._pipeline = None
+        self.judges.clear()
+
+
+def masks_sha256(masks: Mapping[str, Any]) -> str:
+    """A digest of pruned positions (per layer key: shape and mask), naming an edit held in memory."""
+    digest = hashlib.sha256()
+    for key in sorted(masks):
+        mask = masks[key].detach().to("cpu").bool().contiguous()
+        digest.update(f"{key}:{list(mask.shape)}\n".encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def check_grid(values: list[Any], name: str) -> None:

@@ -17,8 +17,8 @@ import pytest
 from support.helpers import write_recipe
 
 import cpedit
+from cpedit import distributed
 from cpedit.errors import CpeditError
-from cpedit.eval import distributed
 from cpedit.eval.benchmark import BenchmarkResult
 from cpedit.eval.driver import record_result
 from cpedit.eval.engine import PromptSpec, read_manifest, render_images

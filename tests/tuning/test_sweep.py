@@ -109,6 +109,43 @@ def test_a_point_equals_prune_then_eval(swept: dict, tmp_path: Path) -> None:
     assert all(torch.equal(kept_masks[k], pruned_masks[k]) for k in kept_masks)
 
 
+def test_a_sweep_writes_no_model_and_loads_the_judge_and_scores_the_base_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cpedit.eval.shapes as shapes_eval
+
+    loads: list[str] = []
+    scored: list[str] = []
+    load_classifier, score = shapes_eval.load_classifier, shapes_eval.ShapesBenchmark.score
+
+    def counting_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loads.append("shapes")
+        return load_classifier(*args, **kwargs)
+
+    def counting_score(self, run, phase, entries, folder):  # type: ignore[no-untyped-def]
+        scored.append(phase)
+        return score(self, run, phase, entries, folder)
+
+    def no_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a sweep point saved a model")
+
+    monkeypatch.setattr(shapes_eval, "load_classifier", counting_load)
+    monkeypatch.setattr(shapes_eval.ShapesBenchmark, "score", counting_score)
+    monkeypatch.setattr(cpedit.edit.session.EditSession, "save", no_save)
+    out = tmp_path / "sw"
+    plan = plan_evaluation("shapes", **EVAL)
+    grid = {"skill_ratios": [0.05, 0.1, 0.2], "timesteps": [3], "plan": plan, "out": out, "device": "cpu"}
+    result = sweep("builtin:shapes", ["shapes-striped"], plot=False, **grid)
+    assert result.measured == 3 and len({p.pruned for p in result.points}) == 3
+    assert loads == ["shapes"]  # one judge for the 3 points
+    assert scored == ["before", "after", "after", "after"]  # the base model scored once
+    # nothing but the record and the evaluation images: no model, no point folder
+    assert sorted(p.name for p in out.iterdir()) == ["images", "sweep.json"]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert all(p.suffix in (".png", ".jsonl") for p in written if p.name != "sweep.json")
+    assert not list(out.rglob("*.safetensors")) and not list(out.rglob("model_index.json"))
+
+
 def test_interrupted_sweep_resumes_with_the_finished_points(tmp_path: Path, calibrations: list[int]) -> None:
     plan = plan_evaluation("shapes", **EVAL)
     cancel = threading.Event()

@@ -1,10 +1,12 @@
-"""Evaluation over several processes: ``torchrun`` / ``accelerate launch`` / multi-node launches.
+"""Calibration and evaluation over several processes: ``torchrun`` / ``accelerate launch`` / multi-node launches.
 
 A launcher starts one process per device and tells each who it is through environment
 variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; torchrun
 and ``accelerate launch`` set the same ones, on one node or many). :func:`launch_from_env`
-reads them; with ``WORLD_SIZE`` above 1, :func:`setup` joins the process group (once) and the
-evaluation engine splits its image batches across the ranks (see
+reads them; with ``WORLD_SIZE`` above 1, :func:`setup` joins the process group (once), the
+calibration splits its prompt batches across the ranks and adds their statistics up in batch
+order (:func:`sum_in_order`, see :func:`cpedit.edit.calibration.calibrate`), so the masks are
+those of one process, and the evaluation engine splits its image batches across the ranks (see
 :func:`cpedit.eval.engine.render_images`), so that N processes write the same images and the
 same manifest as one.
 
@@ -49,6 +51,8 @@ __all__ = [
     "main_first",
     "rank_device",
     "setup",
+    "smallest",
+    "sum_in_order",
     "world",
 ]
 
@@ -271,6 +275,43 @@ def _portable(exc: BaseException) -> CpeditError:
         f"rank 0 failed ({type(exc).__name__}{': ' + first_line if first_line else ''}); see its output",
         reason="failed_on_main",
     )
+
+
+def smallest(value: int) -> int:
+    """The smallest of every rank's ``value`` (a single process: ``value``); every rank must call it."""
+    launch = setup()
+    if launch is None:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=_GLOO_GROUP)
+    return int(tensor.item())
+
+
+def sum_in_order(parts: Mapping[int, Any], *, count: int, like: Any) -> Any:
+    """Every rank's ``parts`` (tensors shaped as ``like``, by index ``0 .. count - 1``, each index held by
+    one rank), added up in index order from zero on every rank: the same bits as one process
+    adding all ``count`` of them in that order (a float sum depends on its order).
+
+    Every rank must call it, with the same ``count`` and ``like``'s shape; the result is on
+    ``like``'s device and in float32. A single process adds its own parts.
+    """
+    import torch
+
+    launch = setup()
+    stacked = torch.zeros((count, *like.shape), dtype=torch.float32)
+    for index, part in parts.items():
+        stacked[index] = part.detach().to("cpu", torch.float32)
+    if launch is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=_GLOO_GROUP)  # one non-zero per entry: exact
+    total = torch.zeros(tuple(like.shape), dtype=torch.float32)
+    for index in range(count):
+        total += stacked[index]
+    return total.to(like.device)
 
 
 def rank_device(device: str) -> str:
