@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from cpedit import distributed
 from cpedit.edit.memory import estimate_memory, refuse_if_it_cannot_fit
 from cpedit.edit.preflight import preflight
 from cpedit.edit.session import EditSession
@@ -202,14 +203,21 @@ def prune(
             cancel=cancel,
         )
         if out_path is not None:
-            report = session.save(
-                out_path,
-                overwrite=overwrite,
-                preview=preview,
-                preview_settings=preview_settings,
-                on_progress=on_progress,
-                cancel=cancel,
-            ).report
+            target = out_path
+
+            def save() -> Report:
+                return session.save(
+                    target,
+                    overwrite=overwrite,
+                    preview=preview,
+                    preview_settings=preview_settings,
+                    on_progress=on_progress,
+                    cancel=cancel,
+                ).report
+
+            # Under a multi-process launch every rank calibrated its share and holds the same edit:
+            # rank 0 alone writes the folder, the others wait for it and return its report.
+            report = distributed.main_first(save)
         else:
             report = session.report()
     except BaseException:

@@ -83,3 +83,31 @@ def test_without_a_launch_the_helpers_are_one_process(monkeypatch: pytest.Monkey
     for index in range(3):
         expected += parts[index]
     assert torch.equal(distributed.sum_in_order(parts, count=3, like=like), expected)
+
+
+PRUNE_SCRIPT = """
+import sys
+import cpedit
+
+model, recipe, out = sys.argv[1:4]
+result = cpedit.prune(model, [recipe], out=out, device="cpu", batch_size=2)
+print("pruned", result.report.totals.pruned_weights)
+"""
+
+
+def test_prune_under_two_processes_writes_one_output_equal_to_one_process(tiny_sd_path: Path, tmp_path: Path) -> None:
+    """Every rank calibrates its share; rank 0 alone writes the folder, and it is one process's, byte for byte."""
+    recipe = write_recipe(tmp_path, name="dist-style", subjects=("cat", "dog", "car"), tau=3, steps=4)
+    script = tmp_path / "prune.py"
+    script.write_text(PRUNE_SCRIPT)
+    _run([sys.executable, str(script), str(tiny_sd_path), str(recipe), str(tmp_path / "one")])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _run([*launcher, str(script), str(tiny_sd_path), str(recipe), str(tmp_path / "two")])
+
+    def weights(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.safetensors"))}
+
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert one and one.keys() == two.keys()
+    assert all(one[name] == two[name] for name in one)  # the pruned weights and the positions file
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == ["two"]  # no second folder
