@@ -14,6 +14,7 @@ REASONS: dict[str, str] = {
     "auth": "the Hub refused the token, or a token is needed",
     "builtin": "the path is the built-in model's own folder",
     "cancelled": "the cancel flag was set; nothing was written",
+    "concealed": "the edit is concealed: its fill cannot be rebuilt from what it records",
     "conflict": "two settings or inputs contradict each other",
     "contains_base": "the output folder would contain the base model's folder",
     "current_folder": "the output is the current folder or one above it",

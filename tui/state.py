@@ -839,11 +839,14 @@ class AppState:
         return saved.path
 
 
-def build_card(saved: Path, *, repo_id: str | None) -> str:
-    """The model card a push of the saved output publishes (may ask the Hub for the base model's license)."""
+def build_card(saved: Path, *, repo_id: str | None, edit_only: bool = False) -> str:
+    """The model card a push of the saved output publishes (may ask the Hub for the base model's license).
+
+    ``edit_only``: the card of the edit published without its weights.
+    """
     from cpedit.publish import build_model_card
 
-    return build_model_card(saved, repo_id=repo_id)
+    return build_model_card(saved, repo_id=repo_id, edit_only=edit_only)
 
 
 def push_output(
@@ -853,13 +856,17 @@ def push_output(
     private: bool = False,
     branch: str | None = None,
     create_pr: bool = False,
+    edit_only: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Any:
-    """Publish a saved output (blocking: a worker's job); returns :class:`cpedit.hub.PushResult`."""
-    from cpedit.publish import push_model
+    """Publish a saved output (blocking: a worker's job); returns :class:`cpedit.hub.PushResult`.
 
-    return push_model(
+    ``edit_only`` publishes the edit without its weights (:func:`cpedit.publish.push.push_edit`).
+    """
+    from cpedit.publish import push_edit, push_model
+
+    return (push_edit if edit_only else push_model)(
         saved,
         repo_id=repo_id,
         private=private,

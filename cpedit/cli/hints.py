@@ -33,6 +33,7 @@ SPECIFIC: dict[tuple[str, str | None], str] = {
         "or pass --no-memory-check to go ahead anyway"
     ),
     ("clip_model", None): "give {flag} ID|FOLDER",
+    ("base", None): "give {flag} MODEL (the Hub id or folder the edit was made on; its report names it)",
 }
 """(argument, reason) -> the hint, with ``{flag}`` for the command's option; reason None matches any."""
 

@@ -33,6 +33,11 @@ class CommandEntry(NamedTuple):
 
 
 COMMANDS: dict[str, CommandEntry] = {
+    "apply": CommandEntry(
+        "cpedit.cli.apply",
+        "apply_command",
+        "Rebuild an edited model from REPO_OR_DIR (an edit from `cpedit push --edit-only`) and its base.",
+    ),
     "audit": CommandEntry(
         "cpedit.cli.audit",
         "audit_command",

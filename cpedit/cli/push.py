@@ -12,11 +12,11 @@ from rich.markup import escape
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import device_option, format_option, preview_steps_option
-from cpedit.cli.render import TransferView
+from cpedit.cli.render import ProgressView, TransferView
 from cpedit.hub.repos import check_repo_id, whoami
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR
 from cpedit.publish.card import read_output
-from cpedit.publish.push import push_model, withheld_files
+from cpedit.publish.push import check_edit_publishable, push_edit, push_model, withheld_files
 
 
 def hub_commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,6 +57,12 @@ def hub_commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @preview_steps_option()
 @device_option()
+@click.option(
+    "--edit-only",
+    is_flag=True,
+    help="Publish the edit, not the weights: the card, report, pruned positions and recipes (a few MB). "
+    "`cpedit apply REPO --out DIR` rebuilds the model from it and the base.",
+)
 @command_guard()
 def push_command(
     folder: str,
@@ -70,6 +76,7 @@ def push_command(
     preview: bool,
     preview_steps: int,
     device: str,
+    edit_only: bool,
 ) -> None:
     """Publish DIR (a `cpedit prune` output) to the Hub in one commit, with a generated model card.
 
@@ -78,50 +85,43 @@ def push_command(
     says so and publishes without it; --preview renders it first (loading the base and the
     pruned model). The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects the Hub.
 
+    With --edit-only, only the edit is published (no weights, no preview): the card (which says the
+    base model and revision and how to apply the edit), conceptprune/report.json,
+    conceptprune/pruned.safetensors and the recipes as they ran; `cpedit apply` rebuilds DIR from it
+    and the base. A concealed edit cannot be published this way.
+
     \b
     Examples:
       cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh
       cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh --preview --device cuda
       cpedit push my-edit --repo alice/my-edit --base-model CompVis/stable-diffusion-v1-4
       cpedit push sd14-no-van-gogh --repo acme/sd14-safe --private --create-pr -m "Erase Van Gogh"
+      cpedit push sd14-no-van-gogh --repo alice/sd14-no-van-gogh-edit --edit-only
     """
     check_repo_id(repo_id)
     if base_model is not None:
         check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)  # a bad folder is refused before any preview or Hub call
+    if edit_only:
+        check_edit_publishable(record)
     console = stderr_console()
     with TransferView(console) as view:
-        if record.preview is None:
-            if preview:
-                from cpedit.cli.libraries import quiet_libraries
-                from cpedit.models.sampling import SampleSettings  # torch: only when rendering
-                from cpedit.output.preview import render_preview
-
-                whoami()  # not logged in: say so before spending minutes on the preview
-                quiet_libraries()
-                written = render_preview(
-                    folder, settings=SampleSettings(steps=preview_steps), device=device, on_progress=view
-                )
-                view.progress.console.log(f"rendered {written}")
-            else:
-                view.progress.console.print(
-                    f"Note: {folder} has no {RECORD_DIR}/{PREVIEW_FILE}, so the card will show no before/after "
-                    "images; pushing without it. To render one first: add --preview to this command (or run "
-                    f"`cpedit sample {folder} --compare --save-preview`).",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        result = push_model(
-            folder,
-            repo_id=repo_id,
-            private=private,
-            branch=branch,
-            message=message,
-            create_pr=create_pr,
-            base_model=base_model,
-            on_progress=view,
-        )
-    withheld = withheld_files(record)
+        options: dict[str, Any] = {
+            "repo_id": repo_id,
+            "private": private,
+            "branch": branch,
+            "message": message,
+            "create_pr": create_pr,
+            "base_model": base_model,
+            "on_progress": view,
+        }
+        if edit_only:
+            result = push_edit(folder, **options)
+        else:
+            if record.preview is None:
+                _render_or_note_preview(folder, view, render=preview, steps=preview_steps, device=device)
+            result = push_model(folder, **options)
+    withheld = [] if edit_only else withheld_files(record)
     if output_format == "json":
         click.echo(json.dumps({**result.to_json(), "left_out": withheld}, indent=2))
         return
@@ -131,6 +131,12 @@ def push_command(
         stdout.print(
             f"Not uploaded, not part of the output: {escape(', '.join(result.not_output))} (an evaluation's images, or "
             "folders no component of the pipeline names).",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if edit_only:
+        stdout.print(
+            f"Published the edit only (no weights): `cpedit apply {repo_id} --out DIR` rebuilds the model.",
             highlight=False,
             soft_wrap=True,
         )
@@ -144,3 +150,24 @@ def push_command(
     if result.pr_url:
         stdout.print(f"Pull request: {result.pr_url}", highlight=False, soft_wrap=True)
     stdout.print(result.url, highlight=False, soft_wrap=True)
+
+
+def _render_or_note_preview(folder: str, view: ProgressView, *, render: bool, steps: int, device: str) -> None:
+    """For a folder without a preview grid: render it (``--preview``), or say the card will have none."""
+    if render:
+        from cpedit.cli.libraries import quiet_libraries
+        from cpedit.models.sampling import SampleSettings  # torch: only when rendering
+        from cpedit.output.preview import render_preview
+
+        whoami()  # not logged in: say so before spending minutes on the preview
+        quiet_libraries()
+        written = render_preview(folder, settings=SampleSettings(steps=steps), device=device, on_progress=view)
+        view.progress.console.log(f"rendered {written}")
+        return
+    view.progress.console.print(
+        f"Note: {folder} has no {RECORD_DIR}/{PREVIEW_FILE}, so the card will show no before/after "
+        "images; pushing without it. To render one first: add --preview to this command (or run "
+        f"`cpedit sample {folder} --compare --save-preview`).",
+        highlight=False,
+        soft_wrap=True,
+    )

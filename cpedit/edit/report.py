@@ -38,6 +38,7 @@ def build_report(
     edited_weights: int,
     timings: Mapping[str, float],
     skipped_files: tuple[str, ...] = (),
+    base_weights_digest: str | None = None,
 ) -> Report:
     """The :class:`~cpedit.output.record.Report` of an applied selection.
 
@@ -53,6 +54,8 @@ def build_report(
         edited_weights: Weights of the edited components (what the pruned fraction is of).
         timings: Seconds per step (``load``, ``calibrate``, ``score``, ``save``, ``preview``).
         skipped_files: Files of the base folder not copied into the output.
+        base_weights_digest: The digest of the pruned weights as the base folder holds them
+            (:attr:`cpedit.output.folder.WrittenFolder.base_weights_digest`), when the edit was saved.
     """
     from cpedit.versions import library_versions
 
@@ -103,6 +106,7 @@ def build_report(
             revision=source.revision if source is not None else None,
             commit=source.commit if source is not None else None,
             repo_id=source.repo_id if source is not None else None,
+            weights_digest=base_weights_digest,
         ),
         denoiser_component=denoiser_component,
         denoiser_class=type(denoiser).__name__,

@@ -706,11 +706,12 @@ class EditSession:
         emit(on_progress, ProgressEvent(stage="save", message=f"writing {out_path}"))
         with atomic_folder(out_path, overwrite=overwrite, needed=needed) as tmp:
             skipped: list[str] = []
+            digest: str | None = None
             if self.source is not None:
                 written = write_pipeline_folder(
                     self.source.path, tmp, edits=self._weight_edits(selection), on_progress=on_progress, cancel=cancel
                 )
-                skipped = written.skipped
+                skipped, digest = written.skipped, written.base_weights_digest
                 for file, reason in written.rewritten_whole.items():
                     emit(on_progress, ProgressEvent(stage="save", message=f"rewrote {file} whole: {reason}", file=file))
             else:
@@ -724,7 +725,7 @@ class EditSession:
                 grid = self.render_preview(settings=preview_settings, on_progress=on_progress, cancel=cancel)
                 save_png(grid, tmp / RECORD_DIR / PREVIEW_FILE)
                 self.timings["preview"] = time.perf_counter() - mark
-            report = self._report(skipped_files=tuple(skipped))
+            report = self._report(skipped_files=tuple(skipped), base_weights_digest=digest)
             write_record(tmp, masks=selection.masks, recipes=self._recipes_as_selected(selection), report=report)
             check_cancel(cancel, "before moving the output into place")
         return SaveResult(path=out_path, report=report)
@@ -770,7 +771,7 @@ class EditSession:
             total += sum(p.numel() for p in module.parameters())
         return total
 
-    def _report(self, *, skipped_files: tuple[str, ...]) -> Report:
+    def _report(self, *, skipped_files: tuple[str, ...], base_weights_digest: str | None = None) -> Report:
         """The report of the applied selection (:func:`cpedit.edit.report.build_report`)."""
         selection = self._require_applied()
         return build_report(
@@ -785,6 +786,7 @@ class EditSession:
             edited_weights=self.edited_weights,
             timings=self.timings,
             skipped_files=skipped_files,
+            base_weights_digest=base_weights_digest,
         )
 
 

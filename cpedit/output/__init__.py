@@ -13,11 +13,21 @@ from cpedit._lazy import lazy_exports
 if TYPE_CHECKING:
     from cpedit.output.folder import check_output_target
     from cpedit.output.preview import render_preview, save_preview
-    from cpedit.output.record import OutputRecord, Report, read_evaluations, read_output, read_report
+    from cpedit.output.record import (
+        EditRecord,
+        OutputRecord,
+        Report,
+        read_edit,
+        read_evaluations,
+        read_output,
+        read_report,
+    )
 
 _EXPORTS = {
     "check_output_target": "cpedit.output.folder",
+    "EditRecord": "cpedit.output.record",
     "OutputRecord": "cpedit.output.record",
+    "read_edit": "cpedit.output.record",
     "read_evaluations": "cpedit.output.record",
     "read_output": "cpedit.output.record",
     "read_report": "cpedit.output.record",

@@ -15,6 +15,7 @@ Copying and zeroing check the run's cancel event between files.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 import threading
@@ -39,7 +40,7 @@ from cpedit.errors import CpeditError, OutputExistsError
 from cpedit.hub.pipeline_files import UNSAFE_WEIGHT_SUFFIXES, variant_of
 from cpedit.models.files import allowed_root, check_entry, check_folder_files, read_model_index, read_safetensors_header
 from cpedit.output.record import RECORD_DIR, REPORT_FILE
-from cpedit.output.weights_files import TensorFill, copy_file, write_filled_file
+from cpedit.output.weights_files import TensorFill, copy_file, tensor_digests, write_filled_file
 from cpedit.ownership import has_markers, remove_folder, set_aside
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
@@ -346,11 +347,73 @@ class WrittenFolder:
         skipped: The base folder's files left out (relative to it; see :func:`copy_pipeline_folder`).
         bytes_written: The data bytes written (a reflinked file counts 0): about the output's size.
         rewritten_whole: Files that could not be patched in place and were rewritten whole, with why.
+        base_weights_digest: :func:`combined_digest` of the pruned weights' bytes in the base
+            folder's files (None when nothing was pruned).
     """
 
     skipped: list[str]
     bytes_written: int
     rewritten_whole: dict[str, str]
+    base_weights_digest: str | None = None
+
+
+DIGEST_PREFIX = "sha256:"
+"""How a recorded base weights digest starts (the algorithm)."""
+
+
+def combined_digest(per_file: Mapping[str, Mapping[str, str]]) -> str | None:
+    """One digest of the pruned weights of a base folder: ``sha256:`` and 64 hex digits; None if there are none.
+
+    Args:
+        per_file: Per safetensors file (relative to the folder, POSIX), per pruned tensor, the
+            :func:`~cpedit.output.weights_files.tensor_digest` of its bytes there.
+
+    The SHA-256 of the lines ``FILE<TAB>TENSOR<TAB>DIGEST``, sorted: a base whose pruned weights
+    differ in any byte, in any file (each variant, each shard), or that holds them in other files,
+    has another digest.
+    """
+    lines = sorted(
+        f"{file}\t{name}\t{digest}\n" for file, tensors in per_file.items() for name, digest in tensors.items()
+    )
+    if not lines:
+        return None
+    return DIGEST_PREFIX + hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+def _edited_files(
+    plan: list[str], edits: Mapping[str, Mapping[str, TensorFill]]
+) -> dict[str, Mapping[str, TensorFill]]:
+    """The files of ``plan`` that a save fills in (safetensors files directly in an edited component's folder)."""
+    return {
+        relative: edits[Path(relative).parent.as_posix()]
+        for relative in plan
+        if relative.endswith(".safetensors") and Path(relative).parent.as_posix() in edits
+    }
+
+
+def base_weights_digest(
+    source: Path,
+    edits: Mapping[str, Mapping[str, TensorFill]],
+    *,
+    cancel: threading.Event | None = None,
+) -> str | None:
+    """:func:`combined_digest` of the weights ``edits`` would fill, as the pipeline folder ``source`` holds them.
+
+    What :func:`write_pipeline_folder` records as :attr:`WrittenFolder.base_weights_digest`,
+    computed without writing anything (only the pruned tensors are read, one at a time), to tell
+    whether a base folder is the one an edit was made on.
+
+    Raises:
+        CpeditError: A file is not valid safetensors, or links out of the folder.
+        Cancelled: ``cancel`` was set.
+    """
+    check_folder_files(source)
+    plan, _ = _copy_plan(source)
+    per_file = {
+        relative: tensor_digests(source / relative, sorted(fills), cancel=cancel)
+        for relative, fills in _edited_files(plan, edits).items()
+    }
+    return combined_digest(per_file)
 
 
 def weight_fills(
@@ -431,11 +494,13 @@ def write_pipeline_folder(
     plan, skipped = _copy_plan(source)
     destination.mkdir(parents=True, exist_ok=True)
     found: dict[str, dict[str, set[str]]] = {component: {} for component in edits}  # per component, per variant
+    edited = _edited_files(plan, edits)
+    digests: dict[str, dict[str, str]] = {}
     written, whole = 0, {}
     for index_, relative in enumerate(plan, 1):
         check_cancel(cancel, "while copying the pipeline")
         component = Path(relative).parent.as_posix()
-        fills = edits.get(component) if relative.endswith(".safetensors") else None
+        fills = edited.get(relative)
         emit(
             on_progress,
             ProgressEvent(
@@ -455,7 +520,9 @@ def write_pipeline_folder(
         if fills is None:
             written += copy_file(source / relative, target, cancel=cancel)
             continue
-        size, reason = write_filled_file(source / relative, target, fills, cancel=cancel)
+        size, reason = write_filled_file(
+            source / relative, target, fills, base_digests=digests.setdefault(relative, {}), cancel=cancel
+        )
         written += size
         if reason is not None:
             whole[relative] = reason
@@ -474,7 +541,12 @@ def write_pipeline_folder(
             unit="files",
         ),
     )
-    return WrittenFolder(skipped=sorted(skipped), bytes_written=written, rewritten_whole=whole)
+    return WrittenFolder(
+        skipped=sorted(skipped),
+        bytes_written=written,
+        rewritten_whole=whole,
+        base_weights_digest=combined_digest(digests),
+    )
 
 
 def _check_all_found(folder: Path, fills: Mapping[str, TensorFill], found_by_variant: dict[str, set[str]]) -> None:

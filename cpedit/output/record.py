@@ -22,7 +22,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ REPORT_VERSION = 1
 MAX_REPORT_BYTES = 64 * 2**20
 """``report.json`` and evaluation files larger than this are refused unread."""
 _COMPONENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""What a recorded weights digest must look like."""
 """What a component name in a report must look like (it names a folder of the output)."""
 
 
@@ -78,6 +81,10 @@ class BaseModelInfo:
         commit: The Hub commit of the files used, when known.
         repo_id: The Hub id of the base, also when it was loaded from a local Hub cache
             snapshot (``.../models--NS--NAME/snapshots/COMMIT``); None when unknown.
+        weights_digest: ``sha256:HEX``, one digest of the pruned weights' bytes in the base
+            folder's files (:func:`cpedit.output.folder.combined_digest`): what tells that a base is
+            the one the edit was made on (``cpedit apply``). None for a pipeline saved from memory
+            and for reports written before it was recorded.
     """
 
     id: str | None = None
@@ -86,6 +93,7 @@ class BaseModelInfo:
     revision: str | None = None
     commit: str | None = None
     repo_id: str | None = None
+    weights_digest: str | None = None
 
 
 _OMITTED_WHEN_NONE = ("timesteps_note", "pair_seeds")
@@ -358,6 +366,7 @@ class Report:
                 revision=read.value(base, "revision", str, "base_model", default=None),
                 commit=read.value(base, "commit", str, "base_model", default=None),
                 repo_id=read.value(base, "repo_id", str, "base_model", default=None),
+                weights_digest=read.digest(base, "weights_digest", "base_model"),
             ),
             denoiser_component=component,
             denoiser_class=read.value(denoiser, "class", str, "denoiser", default=""),
@@ -449,6 +458,13 @@ class _Reader:
             value = strip_unsafe(value)  # shown in terminals and model cards: no control or bidi characters
         return value
 
+    def digest(self, data: dict[str, Any], key: str, where: str) -> str | None:
+        """An optional ``sha256:HEX`` digest (None when absent or null)."""
+        value = self.value(data, key, str, where, default=None)
+        if value is not None and not _DIGEST.match(value):
+            self.fail(f"{where}.{key}", f"must be sha256: and 64 lowercase hex digits, got {shown(value)}")
+        return value
+
     def renamed(self, data: dict[str, Any], renamed: dict[str, str], where: str) -> None:
         """Refuse a field under a name only pre-release cpedit wrote (see :data:`_RENAMED_FIELDS`)."""
         for old, new in renamed.items():
@@ -507,11 +523,32 @@ def save_positions(path: Path, masks: dict[str, torch.Tensor], *, denoiser: str)
     path.chmod(0o644)  # safetensors creates files private; this one is meant to be shared
 
 
-def write_record(folder: Path, *, masks: dict[str, torch.Tensor], recipes: Sequence[Recipe], report: Report) -> None:
-    """Write ``conceptprune/`` (positions, the recipes as they ran, report) into an output folder."""
+def write_record(
+    folder: Path,
+    *,
+    masks: dict[str, torch.Tensor],
+    recipes: Sequence[Recipe],
+    report: Report,
+    positions_file: Path | None = None,
+) -> None:
+    """Write ``conceptprune/`` (positions, the recipes as they ran, report) into an output folder.
+
+    Args:
+        folder: The (temporary) output folder.
+        masks: Per layer, the pruned positions (a bool mask shaped like the weight).
+        recipes: The recipes as they ran.
+        report: The run report.
+        positions_file: A positions file already checked to hold exactly ``masks`` (an edit's own,
+            see :func:`cpedit.publish.apply.apply_edit`): copied as it is instead of written again,
+            since safetensors orders a file's metadata differently from one write to the next.
+    """
     record = folder / RECORD_DIR
     (record / RECIPES_DIR).mkdir(parents=True, exist_ok=True)
-    save_positions(record / POSITIONS_FILE, masks, denoiser=report.denoiser_component)
+    if positions_file is not None:
+        shutil.copyfile(positions_file, record / POSITIONS_FILE)
+        (record / POSITIONS_FILE).chmod(0o644)
+    else:
+        save_positions(record / POSITIONS_FILE, masks, denoiser=report.denoiser_component)
     for recipe in recipes:
         (record / RECIPES_DIR / f"{recipe.name}.yaml").write_text(recipe.text, encoding="utf-8")
     (record / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
@@ -791,6 +828,19 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
     if not (path / RECORD_DIR / POSITIONS_FILE).is_file() and not report.conceal.conceals:
         # A concealed edit is published without its positions (they would give the edit away).
         raise incomplete(f"{RECORD_DIR}/{POSITIONS_FILE} is missing")
+    recipes = _read_recipes(path, report, incomplete)
+    preview = path / RECORD_DIR / PREVIEW_FILE
+    return OutputRecord(
+        folder=path,
+        report=report,
+        recipes=recipes,
+        evaluations=read_evaluations(path),
+        preview=preview if preview.is_file() else None,
+    )
+
+
+def _read_recipes(path: Path, report: Report, incomplete: Callable[[str], RecordError]) -> list[Recipe]:
+    """The recipes a report names (``conceptprune/recipes/NAME.yaml``), read and checked."""
     recipes = []
     for concept in report.concepts:
         try:
@@ -801,13 +851,58 @@ def read_output(folder: str | os.PathLike[str]) -> OutputRecord:
             recipes.append(parse_recipe(text, source=concept.recipe))
         except RecipeError as exc:
             raise RecordError(
-                f"{folder}: its recorded recipe is invalid:\n{exc}", path=str(path / concept.recipe)
+                f"{path}: its recorded recipe is invalid:\n{exc}", path=str(path / concept.recipe)
             ) from None
-    preview = path / RECORD_DIR / PREVIEW_FILE
-    return OutputRecord(
-        folder=path,
-        report=report,
-        recipes=recipes,
-        evaluations=read_evaluations(path),
-        preview=preview if preview.is_file() else None,
-    )
+    return recipes
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """An edit without the weights (what ``cpedit push --edit-only`` publishes), checked by :func:`read_edit`.
+
+    Attributes:
+        folder: The folder holding ``conceptprune/`` (an output folder, or an edit's files alone).
+        report: The run report.
+        recipes: The recipes as they ran, in the report's order.
+        positions: ``conceptprune/pruned.safetensors`` (read with
+            :func:`cpedit.output.positions.read_positions`); None for a concealed edit as published (its positions stay with whoever made it).
+    """
+
+    folder: Path
+    report: Report
+    recipes: list[Recipe]
+    positions: Path | None
+
+
+def read_edit(folder: str | os.PathLike[str]) -> EditRecord:
+    """Check that ``folder`` holds an edit's record (report, recipes, positions) and read it.
+
+    ``folder`` is a cpedit output or an edit published without its weights: only ``conceptprune/``
+    is read (no link out of the folder, no special file). The positions are not loaded here
+    (:func:`cpedit.output.positions.read_positions` does, with torch).
+
+    Raises:
+        RecordError: It is not a cpedit record (``not_output``), the report or a recipe does not
+            parse (``malformed``), or a file is missing (``incomplete``; the positions only for an
+            edit that is not concealed).
+    """
+    path = Path(folder)
+
+    def incomplete(message: str) -> RecordError:
+        return RecordError(f"{folder} is not a complete cpedit edit: {message}", path=str(folder), reason="incomplete")
+
+    if not path.is_dir():
+        raise RecordError(f"{folder} is not a folder", path=str(folder), reason="not_output")
+    record = path / RECORD_DIR
+    if record.is_dir():
+        try:
+            check_folder_files(record, root=path.resolve())
+        except UnsafeFileError as exc:
+            raise RecordError(f"{folder} is not a plain cpedit edit: {exc}", path=exc.path, reason="unsafe") from None
+    report = read_report(path)
+    positions: Path | None = record / POSITIONS_FILE
+    if positions is not None and (positions.is_symlink() or not positions.is_file()):
+        if not report.conceal.conceals:
+            raise incomplete(f"{RECORD_DIR}/{POSITIONS_FILE} is missing")
+        positions = None  # a concealed edit's positions are never published
+    return EditRecord(folder=path, report=report, recipes=_read_recipes(path, report, incomplete), positions=positions)

@@ -16,6 +16,7 @@ rewritten whole the old way (load, fill, save), and the reason is returned.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import sys
@@ -132,6 +133,7 @@ def write_filled_file(
     target: Path,
     fills: Mapping[str, TensorFill],
     *,
+    base_digests: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[int, str | None]:
     """Write the safetensors file ``source`` to the new file ``target`` with ``fills`` applied to the tensors it holds.
@@ -144,6 +146,8 @@ def write_filled_file(
         source: The base file.
         target: The output file (must not exist).
         fills: Per tensor name (``NAME.weight``), what to write; names not in the file are ignored.
+        base_digests: When given, receives per changed tensor the SHA-256 of its bytes in
+            ``source`` (:func:`tensor_digest`), from the bytes read to fill it (no second read).
         cancel: Checked between chunks and tensors.
 
     Returns:
@@ -164,6 +168,8 @@ def write_filled_file(
             )
     reason = _why_not_patched(present)
     if reason is not None:
+        if base_digests is not None:
+            base_digests.update(tensor_digests(source, [e.name for e in present], cancel=cancel))
         written = copy_file(source, target, cancel=cancel)
         return written + _rewrite_whole(target, {e.name: fills[e.name] for e in present}), reason
     written, position = 0, 0
@@ -171,7 +177,10 @@ def write_filled_file(
         for entry in present:
             written += copy_range(src.fileno(), dst.fileno(), position, entry.start - position, cancel=cancel)
             check_cancel(cancel, "while writing the pruned weights")
-            written += write_at(dst.fileno(), _filled_bytes(src.fileno(), entry, fills[entry.name]), entry.start)
+            data = _read_entry(src.fileno(), entry)
+            if base_digests is not None:
+                base_digests[entry.name] = tensor_digest(data)
+            written += write_at(dst.fileno(), _fill(data, entry, fills[entry.name]), entry.start)
             position = entry.end
         written += copy_range(src.fileno(), dst.fileno(), position, header.size - position, cancel=cancel)
     shutil.copymode(source, target)
@@ -203,8 +212,34 @@ def _why_not_patched(present: list[TensorEntry]) -> str | None:
     return None
 
 
-def _filled_bytes(src: int, entry: TensorEntry, fill: TensorFill) -> bytearray:
-    """``entry``'s bytes from ``src`` with ``fill`` applied (in the tensor's dtype, little-endian)."""
+def tensor_digest(data: bytes | bytearray | memoryview) -> str:
+    """The SHA-256 (hex) of one tensor's bytes as a safetensors file stores them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def tensor_digests(path: Path, names: list[str], *, cancel: threading.Event | None = None) -> dict[str, str]:
+    """Per tensor of ``names`` that the safetensors file ``path`` holds, :func:`tensor_digest` of its bytes.
+
+    One tensor is in memory at a time; the header is read by the one validated reader.
+
+    Raises:
+        CpeditError: ``path`` is not a valid safetensors file (``reason="malformed"``).
+        Cancelled: ``cancel`` was set (checked between tensors).
+    """
+    header = _header(path)
+    digests = {}
+    with open(path, "rb") as handle:
+        for name in names:
+            entry = header.tensors.get(name)
+            if entry is None:
+                continue
+            check_cancel(cancel, "while reading the base weights")
+            digests[name] = tensor_digest(_read_entry(handle.fileno(), entry))
+    return digests
+
+
+def _read_entry(src: int, entry: TensorEntry) -> bytearray:
+    """``entry``'s bytes from the open file ``src``."""
     buffer = bytearray(entry.end - entry.start)
     done = 0
     while done < len(buffer):
@@ -212,6 +247,11 @@ def _filled_bytes(src: int, entry: TensorEntry, fill: TensorFill) -> bytearray:
         if read <= 0:
             raise OSError(errno.EIO, "the file became shorter while it was read")
         done += read
+    return buffer
+
+
+def _fill(buffer: bytearray, entry: TensorEntry, fill: TensorFill) -> bytearray:
+    """``buffer`` (``entry``'s bytes) with ``fill`` applied in place (in the tensor's dtype, little-endian)."""
     if not buffer:
         return buffer
     tensor = torch.frombuffer(buffer, dtype=TORCH_DTYPES[entry.dtype]).view(entry.shape)

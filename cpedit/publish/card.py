@@ -30,6 +30,10 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
 __all__ = ["base_card_metadata", "build_model_card", "card_metadata", "read_evaluations", "read_output"]
 BASE_MODEL_RELATION = "finetune"
 BASE_TAGS = ("conceptprune", "concept-erasure", "cpedit")
+EDIT_RELATION = "adapter"
+"""``base_model_relation`` of an edit published without its weights (see :func:`card_metadata`)."""
+EDIT_TAG = "cpedit-edit"
+"""The tag of an edit published without its weights."""
 PAPER = (
     "Chavhan, Li, Hospedales, *ConceptPrune: Concept Editing in Diffusion Models via Skilled Neuron "
     "Pruning*, ICLR 2025, [arXiv:2405.19237](https://arxiv.org/abs/2405.19237)"
@@ -116,14 +120,23 @@ def base_card_metadata(record: OutputRecord, *, base_model: str | None = None) -
 
 
 def card_metadata(
-    record: OutputRecord, *, base_metadata: dict[str, Any] | None = None, base_model: str | None = None
+    record: OutputRecord,
+    *,
+    base_metadata: dict[str, Any] | None = None,
+    base_model: str | None = None,
+    edit_only: bool = False,
 ) -> dict[str, Any]:
-    """The YAML metadata of the card (``base_model`` overrides the recorded base Hub id)."""
+    """The YAML metadata of the card (``base_model`` overrides the recorded base Hub id).
+
+    An edit published alone (``edit_only``) is no diffusers model: it has no ``library_name`` nor
+    ``pipeline_tag``, its relation to the base is ``adapter`` (it is used on top of the base, as an
+    adapter is) and it is tagged ``cpedit-edit``.
+    """
     metadata: dict[str, Any] = {}
     repo_id = base_model or record.base_repo_id
     if repo_id is not None:
         metadata["base_model"] = repo_id
-        metadata["base_model_relation"] = BASE_MODEL_RELATION
+        metadata["base_model_relation"] = EDIT_RELATION if edit_only else BASE_MODEL_RELATION
     license_ = (base_metadata or {}).get("license")
     if isinstance(license_, str) and license_:
         metadata["license"] = license_
@@ -131,9 +144,10 @@ def card_metadata(
             value = (base_metadata or {}).get(key)
             if license_ == "other" and isinstance(value, str):
                 metadata[key] = value
-    metadata["library_name"] = "diffusers"
-    metadata["pipeline_tag"] = "text-to-image"
-    tags = list(BASE_TAGS)
+    if not edit_only:
+        metadata["library_name"] = "diffusers"
+        metadata["pipeline_tag"] = "text-to-image"
+    tags = [*BASE_TAGS, EDIT_TAG] if edit_only else list(BASE_TAGS)
     for recipe in record.recipes:
         for tag in (slugify(recipe.concept), recipe.name):
             if tag and tag not in tags:
@@ -172,6 +186,7 @@ def build_model_card(
     base_metadata: dict[str, Any] | None = None,
     record: OutputRecord | None = None,
     base_model: str | None = None,
+    edit_only: bool = False,
 ) -> str:
     """The model card (README.md text: YAML metadata and markdown) of a cpedit output.
 
@@ -184,13 +199,16 @@ def build_model_card(
         record: The folder already read with :func:`read_output` (read here otherwise).
         base_model: The base model's Hub id, when the run did not record one (a base loaded
             from a local folder that is not a Hub cache snapshot); it wins over the recorded one.
+        edit_only: The card of the edit published without its weights (``cpedit push --edit-only``):
+            it says which base (id and revision) it applies to and how, and shows no preview grid
+            (which is not published with it).
 
     Raises:
         CpeditError: ``folder`` is not a complete cpedit output, or an evaluation file is malformed.
     """
     record = record or read_output(folder)
     report = record.report
-    metadata = card_metadata(record, base_metadata=base_metadata, base_model=base_model)
+    metadata = card_metadata(record, base_metadata=base_metadata, base_model=base_model, edit_only=edit_only)
     base_repo = base_model or record.base_repo_id
     base = report.base_model
     local_label = f"cpedit's built-in model `{BUILTIN_MODEL_NAME}`" if record.base_is_builtin else "a local model"
@@ -200,8 +218,19 @@ def build_model_card(
     lines: list[str] = []
     add = lines.append
 
-    add(f"# {md_text(', '.join(concepts))} erased from {md_text(base_repo) if base_repo else local_label}")
+    title = f"{md_text(', '.join(concepts))} erased from {md_text(base_repo) if base_repo else local_label}"
+    add(f"# {title} (edit only)" if edit_only else f"# {title}")
     add("")
+    if edit_only:
+        revision = base.commit or base.revision or "main"
+        on = f"{base_label} at revision {md_code(revision)}" if base_repo else base_label
+        add(
+            f"This repo holds an **edit** of {on}, not its weights: the pruned positions "
+            f"(`{RECORD_DIR}/pruned.safetensors`), the recipes as they ran and the run report, which names the "
+            "base model, its revision and a digest of the base weights the edit changes. Applied to that base, it "
+            "rebuilds the edited model exactly (see Use below); any other base is refused."
+        )
+        add("")
     concealed = report.conceal.conceals
     how = (
         "are replaced by random draws that match their layer's own weights (concealment, see below)"
@@ -319,7 +348,7 @@ def build_model_card(
             add(f"| erased concepts | {ev.erased['before']:.4f} | {ev.erased['after']:.4f} |")
             add(f"| preserved concepts | {ev.preserved['before']:.4f} | {ev.preserved['after']:.4f} |")
             add("")
-    if record.preview is not None:
+    if record.preview is not None and not edit_only:
         add("## Before / after")
         add("")
         add("The base model (left) and this model (right) on the same prompts, with the same seeds:")
@@ -331,10 +360,27 @@ def build_model_card(
     prompt = next((p for r in record.recipes for p in r.preview_prompts), None) or (
         record.recipes[0].targets[0] if record.recipes[0].targets else "a photo of a cat"
     )
+    model = repo_id or "NAMESPACE/NAME"
+    if edit_only:
+        add("Rebuild the edited model (a diffusers folder) from this edit and its base, then load it:")
+        add("")
+        add("```bash")
+        add("pip install cpedit")
+        pull = "" if base_repo or record.base_is_builtin else " --base BASE_FOLDER"
+        add(f"cpedit apply {model}{pull} --out edited-model")
+        add("```")
+        add("")
+        add(
+            "`cpedit apply` pulls the base model at the recorded revision (or uses the one given with `--base`, "
+            "a Hub id or a folder), checks that its weights are the ones the edit was made on, and writes the same "
+            "folder `cpedit prune` wrote, byte for byte."
+        )
+        add("")
+        model = "edited-model"
     add("```python")
     add("from diffusers import DiffusionPipeline")
     add("")
-    add(f'pipe = DiffusionPipeline.from_pretrained("{repo_id or "NAMESPACE/NAME"}", use_safetensors=True)')
+    add(f'pipe = DiffusionPipeline.from_pretrained("{model}", use_safetensors=True)')
     add('# pipe = pipe.to("cuda")')
     add(f"image = pipe({json.dumps(prompt)}).images[0]")
     add('image.save("sample.png")')

@@ -1,4 +1,4 @@
-"""Publishing to the Hub: a pruned pipeline with its model card, or recipes.
+"""Publishing to the Hub: a pruned pipeline with its model card, its edit alone (no weights), or recipes.
 
 Each publish is one commit: the repo is created if needed, every LFS file is uploaded first
 (``upload`` events before and after each file, in bytes; the cancel event is checked between
@@ -220,6 +220,22 @@ def push_failure(exc: HubError, *, repo_id: str, stage: str, files: int, retries
     return HubError(message, reason=exc.reason or "http", repo_id=repo_id)
 
 
+def _check_complete(folder: Path, files: list[str]) -> None:
+    """Verify the safetensors files among ``files`` before anything is uploaded: a truncated copy is never published.
+
+    Raises:
+        UnsafeFileError: One is truncated or malformed; nothing was uploaded.
+    """
+    for path in files:
+        if path.endswith(".safetensors"):
+            try:
+                check_safetensors(folder / path, shown_as=f"{folder}/{path}")
+            except UnsafeFileError as exc:
+                raise UnsafeFileError(
+                    f"{exc}; nothing was uploaded", path=exc.path, reason=exc.reason, argument="folder"
+                ) from None
+
+
 def push_model(
     folder: str | os.PathLike[str],
     *,
@@ -284,14 +300,7 @@ def push_model(
     withheld = set(withheld_files(record))
     contents = output_contents(record.folder)
     files = [path for path in contents.files if path not in withheld]
-    for path in files:  # verified before anything is uploaded: a truncated copy is never published
-        if path.endswith(".safetensors"):
-            try:
-                check_safetensors(record.folder / path, shown_as=f"{folder}/{path}")
-            except UnsafeFileError as exc:
-                raise UnsafeFileError(
-                    f"{exc}; nothing was uploaded", path=exc.path, reason=exc.reason, argument="folder"
-                ) from None
+    _check_complete(record.folder, files)
     for path in files:
         if path == report_path:
             operations.append(CommitOperationAdd(path, shareable_report(record.report)))
@@ -308,6 +317,105 @@ def push_model(
         cancel=cancel,
     )
     return replace(result, not_output=contents.not_output)
+
+
+def edit_files(record: OutputRecord) -> list[str]:
+    """The files :func:`push_edit` publishes besides the card (relative POSIX paths).
+
+    The report, the pruned positions and the recipes as they ran: what
+    :func:`cpedit.publish.apply.apply_edit` needs, with the base, to rebuild the output.
+    """
+    return [
+        f"{RECORD_DIR}/{REPORT_FILE}",
+        f"{RECORD_DIR}/{POSITIONS_FILE}",
+        *(concept.recipe for concept in record.report.concepts),
+    ]
+
+
+def check_edit_publishable(record: OutputRecord) -> None:
+    """Refuse an output whose edit alone could not be applied (before any Hub call).
+
+    Raises:
+        CpeditError: It is concealed (``reason="concealed"``: its positions stay local and its fill
+            cannot be rebuilt), or it records no digest of its base's pruned weights (``no_base``).
+    """
+    report = record.report
+    if report.conceal.conceals:
+        raise CpeditError(
+            f"{record.folder} is a concealed edit ({report.conceal.mode} fill): its pruned positions stay local and "
+            "its fill cannot be rebuilt from a published record, so it is published with its weights only",
+            path=str(record.folder),
+            reason="concealed",
+        )
+    if report.base_model.weights_digest is None:
+        raise CpeditError(
+            f"{record.folder} does not record a digest of its base's pruned weights (an older cpedit, or a pipeline "
+            "saved from memory wrote it), so nobody could check a base against the edit; prune it again to publish "
+            "the edit alone",
+            path=str(record.folder),
+            reason="no_base",
+        )
+
+
+def push_edit(
+    folder: str | os.PathLike[str],
+    *,
+    repo_id: str,
+    private: bool = False,
+    branch: str | None = None,
+    message: str | None = None,
+    create_pr: bool = False,
+    base_model: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> PushResult:
+    """Publish the edit of a cpedit output, not its weights: a small repo that rebuilds it on its base.
+
+    Uploaded in one commit: a model card saying what was erased from which base (id and revision)
+    and how to apply it, ``conceptprune/report.json`` (as :func:`shareable_report`: it names the
+    base, its commit and the digest of its pruned weights), ``conceptprune/pruned.safetensors`` and
+    the recipes as they ran (:func:`edit_files`). No weights: a few MB instead of several GB.
+    :func:`cpedit.publish.apply.apply_edit` rebuilds the output from it and the base.
+
+    Args: as :func:`push_model` (``message`` defaults to "Upload edit (cpedit)").
+
+    Raises:
+        CpeditError: The folder is not a complete cpedit output, ``repo_id`` is malformed, or the
+            edit cannot be published alone (:func:`check_edit_publishable`); nothing is uploaded.
+        HubError: Not logged in, no write access, or the Hub cannot be reached.
+        Cancelled: ``cancel`` was set.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    check_repo_id(repo_id)
+    record = read_output(folder)
+    check_edit_publishable(record)
+    card = build_model_card(
+        record.folder,
+        repo_id=repo_id,
+        base_metadata=base_card_metadata(record, base_model=base_model),
+        record=record,
+        base_model=base_model,
+        edit_only=True,
+    )
+    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
+    files = edit_files(record)
+    _check_complete(record.folder, files)
+    for path in files:
+        if path == f"{RECORD_DIR}/{REPORT_FILE}":
+            operations.append(CommitOperationAdd(path, shareable_report(record.report)))
+        else:
+            operations.append(CommitOperationAdd(path, str(record.folder / path)))
+    return _commit(
+        repo_id,
+        operations,
+        private=private,
+        branch=branch,
+        message=message or "Upload edit (cpedit)",
+        create_pr=create_pr,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
 
 
 def push_recipes(

@@ -279,3 +279,45 @@ def test_a_failed_push_stays_in_the_screens_log_after_its_notification_goes(
         assert errors[-1] in shown and "see the message" not in shown  # the reason itself, not a pointer
 
     drive(app, script)
+
+
+def test_push_offers_the_edit_only_and_publishes_no_weights(
+    tmp_path: Path, session: Any, hub: HubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.hub_emulator import folder_files
+
+    from cpedit.publish import apply_edit
+
+    hub.add_token(TOKEN, "alice")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    state = calibrated_state(tmp_path, session, save=True)
+    saved = state.saved
+    assert saved is not None
+    app = CpeditApp(state, image_mode="halfcell")
+    repo = "alice/shapes-no-striped-edit"
+
+    async def script(pilot: Any) -> None:
+        pane = await open_push(app, pilot)
+        assert app.query_one("#push-preview-row").display  # weights: the missing preview is offered
+        app.query_one("#push-what").value = "edit"
+        await pilot.pause()
+        assert pane.edit_only and not app.query_one("#push-preview-row").display  # an edit alone has no preview
+        app.query_one("#push-repo").value = repo
+        markdown = app.query_one("#push-card")
+        await until(pilot, lambda: "(edit only)" in markdown.source and repo in markdown.source, what="the card")
+        await pilot.press("ctrl+u")
+        await until(pilot, lambda: not pane.pushing, what="the push")
+        assert pane.result is not None, [n.message for n in app._notifications]
+        assert hub.file_bytes(repo, "README.md").decode() == build_card(saved, repo_id=repo, edit_only=True)
+
+    drive(app, script)
+    files = set(hub.repos[repo].commits[hub.repos[repo].refs["main"]].files)
+    assert files == {
+        ".gitattributes",
+        "README.md",
+        "conceptprune/report.json",
+        "conceptprune/pruned.safetensors",
+        f"conceptprune/recipes/{RECIPE}.yaml",
+    }
+    applied = apply_edit(repo, out=tmp_path / "applied")  # the built-in base: applied without naming it
+    assert folder_files(applied.path) == folder_files(saved)

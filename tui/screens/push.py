@@ -1,5 +1,8 @@
 """The Push screen: publish the saved output to the Hub, with its generated model card.
 
+What is published is chosen on the screen: the weights (the whole edited model), or the edit only
+(its record, a few MB, which ``cpedit apply`` turns back into the model on its base).
+
 Who you are logged in as is asked once in a thread worker (the token is never read or shown here:
 huggingface_hub finds it). The repo id is checked as you type, the card is rebuilt for it in a worker
 (the base model's license may come from the Hub), and the push streams ``upload`` events into a
@@ -17,7 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, RichLog, Static, Switch
+from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, RichLog, Select, Static, Switch
 
 from cpedit.errors import CpeditError
 from cpedit.hub import HubError, check_repo_id, whoami
@@ -31,6 +34,8 @@ from tui.state import Saved, build_card, describe_error, push_output, render_sav
 NOT_LOGGED_IN = "not logged in: run `hf auth login` or set HF_TOKEN"
 SAVE_FIRST = "save the output first (ctrl+s): the push publishes the saved folder"
 NO_PREVIEW = "no before/after preview in this output yet (the card shows none)"
+PUBLISH_CHOICES = [("weights (the whole model)", "weights"), ("edit only (a few MB; applied to the base)", "edit")]
+"""What a push publishes: the edited model's weights, or the edit alone (``cpedit apply`` rebuilds the model)."""
 
 
 def login_line(result: str | None, error: BaseException | None) -> tuple[str, str]:
@@ -89,7 +94,7 @@ class PushPane(Pane):
         self.result: Any | None = None
         """The last :class:`cpedit.publish.PushResult`."""
         self._card_request = 0
-        self._card_key: tuple[str, int, str | None] | None = None
+        self._card_key: tuple[str, int, str | None, bool] | None = None
         self._pushed_to = ""
 
     # --- layout -------------------------------------------------------------------------
@@ -101,6 +106,9 @@ class PushPane(Pane):
             with Horizontal(id="push-preview-row"):
                 yield Button("Render preview (v)", id="push-render-preview", compact=True)
                 yield Static(NO_PREVIEW, id="push-preview-note", classes="muted")
+            with Horizontal(classes="push-row"):
+                yield Label("publish", classes="field-label")
+                yield Select(PUBLISH_CHOICES, value="weights", allow_blank=False, id="push-what", compact=True)
             with Horizontal(classes="push-row"):
                 yield Label("repo id", classes="field-label")
                 yield Input(placeholder="NAMESPACE/NAME", id="push-repo", compact=True)
@@ -141,13 +149,24 @@ class PushPane(Pane):
         """The repo id as typed (stripped)."""
         return self.query_one("#push-repo", Input).value.strip()
 
+    @property
+    def edit_only(self) -> bool:
+        """Whether the push publishes the edit alone (no weights)."""
+        return self.query_one("#push-what", Select).value == "edit"
+
     def refresh_state(self) -> None:
-        """Saved or not, preview or not, and the card for the repo id typed."""
+        """Saved or not, preview or not (an edit alone publishes none), and the card for the repo id typed."""
         saved = self.state.saved
         self.query_one("#push-saved", Static).update(f"output: {saved}" if saved else SAVE_FIRST)
         self.query_one("#push-saved").set_class(saved is None, "warning")
-        self.query_one("#push-preview-row").display = preview_missing(saved)
+        self.query_one("#push-preview-row").display = not self.edit_only and preview_missing(saved)
         self._refresh_card()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        """Weights or edit only: the card (and the preview offer) follow."""
+        if event.select.id == "push-what":
+            event.stop()
+            self.refresh_state()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Check the repo id on every change; a valid one gets its card."""
@@ -173,17 +192,20 @@ class PushPane(Pane):
             return
         ok, _ = repo_check(self.repo_id)
         repo_id = self.repo_id if ok else None
-        key = (str(saved), id(self.state.last_save), repo_id)  # a save over the same folder is new too
+        edit_only = self.edit_only
+        key = (str(saved), id(self.state.last_save), repo_id, edit_only)  # a save over the same folder is new too
         if key == self._card_key and not force:
             return
         self._card_key = key
         self._card_request += 1
-        self._build_card(self._card_request, saved, repo_id)
+        self._build_card(self._card_request, saved, repo_id, edit_only)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="card")
-    def _build_card(self, request: int, saved: Path, repo_id: str | None) -> None:
+    def _build_card(self, request: int, saved: Path, repo_id: str | None, edit_only: bool) -> None:
         """Generate the model card (reads the output folder; may ask the Hub for the base model's license)."""
-        self.post_message(CardBuilt.of(lambda: build_card(saved, repo_id=repo_id), request=request))
+        self.post_message(
+            CardBuilt.of(lambda: build_card(saved, repo_id=repo_id, edit_only=edit_only), request=request)
+        )
 
     # --- actions ------------------------------------------------------------------------
 
@@ -263,6 +285,7 @@ class PushPane(Pane):
             self.query_one("#push-private", Switch).value,
             branch,
             self.query_one("#push-pr", Checkbox).value,
+            self.edit_only,
         )
 
     def _push_problem(self) -> str | None:
@@ -275,7 +298,9 @@ class PushPane(Pane):
         return None if ok else text
 
     @work(thread=True, exit_on_error=False, group="push")  # one at a time: refused while one is going
-    def _push(self, saved: Path, repo_id: str, private: bool, branch: str | None, create_pr: bool) -> None:
+    def _push(
+        self, saved: Path, repo_id: str, private: bool, branch: str | None, create_pr: bool, edit_only: bool
+    ) -> None:
         """Publish in a thread; upload events come back as messages; ctrl+x sets this push's cancel flag."""
         cancel = job_cancel()
 
@@ -290,6 +315,7 @@ class PushPane(Pane):
                     private=private,
                     branch=branch,
                     create_pr=create_pr,
+                    edit_only=edit_only,
                     on_progress=on_progress,
                     cancel=cancel,
                 )
