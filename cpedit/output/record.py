@@ -865,7 +865,8 @@ class EditRecord:
         report: The run report.
         recipes: The recipes as they ran, in the report's order.
         positions: ``conceptprune/pruned.safetensors`` (read with
-            :func:`cpedit.output.positions.read_positions`); None for a concealed edit as published (its positions stay with whoever made it).
+            :func:`cpedit.output.positions.read_positions`); None for a concealed edit as published
+            (its positions stay with whoever made it).
     """
 
     folder: Path
