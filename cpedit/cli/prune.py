@@ -15,6 +15,7 @@ from cpedit.cli.options import (
 )
 from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.edit.prune import prune
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
@@ -25,7 +26,7 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically)."
 )
-@compute_options
+@compute_options(offload=True)
 @calibration_batch_option()
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
@@ -36,12 +37,6 @@ from cpedit.shapes.model import BUILTIN_MODEL_NAME
     "(the model card shows it; `cpedit push` uploads it).",
 )
 @preview_steps_option()
-@click.option(
-    "--offload",
-    is_flag=True,
-    help="Model CPU offload: keep components in host memory and move each to the GPU only while it runs "
-    "(large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
-)
 @click.option(
     "--conceal",
     type=click.Choice(["zero", "gaussian"]),
@@ -68,14 +63,11 @@ def prune_command(
     model: str,
     recipes: tuple[str, ...],
     out: str,
-    device: str,
-    dtype: str | None,
-    revision: str | None,
+    compute: ComputeOptions,
     batch_size: int | None,
     overwrite: bool,
     preview: bool,
     preview_steps: int,
-    offload: bool,
     conceal: str | None,
     conceal_scale: str | None,
     conceal_seed: int | None,
@@ -110,12 +102,9 @@ def prune_command(
             model,
             list(recipes),
             out=out,
-            revision=revision,
-            device=device,
-            dtype=dtype,
+            compute=compute,
             batch_size=batch_size,
             overwrite=overwrite,
-            offload=offload,
             on_progress=view,
             preview=preview,
             preview_settings=SampleSettings(steps=preview_steps),

@@ -10,9 +10,10 @@ import click
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
-from cpedit.cli.options import device_option, format_option, preview_steps_option
+from cpedit.cli.options import compute_options, format_option, preview_steps_option
 from cpedit.cli.render import TransferView
 from cpedit.hub.repos import check_repo_id, whoami
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR
 from cpedit.publish.card import read_output
 from cpedit.publish.push import push_model, withheld_files
@@ -55,7 +56,7 @@ def hub_commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "when DIR has none; without it, DIR is pushed as it is.",
 )
 @preview_steps_option()
-@device_option()
+@compute_options(dtype=False, revision=False)
 @command_guard()
 def push_command(
     folder: str,
@@ -68,7 +69,7 @@ def push_command(
     base_model: str | None,
     preview: bool,
     preview_steps: int,
-    device: str,
+    compute: ComputeOptions,
 ) -> None:
     """Publish DIR (a `cpedit prune` output) to the Hub in one commit, with a generated model card.
 
@@ -99,7 +100,7 @@ def push_command(
                 whoami()  # not logged in: say so before spending minutes on the preview
                 quiet_libraries()
                 written = render_preview(
-                    folder, settings=SampleSettings(steps=preview_steps), device=device, on_progress=view
+                    folder, settings=SampleSettings(steps=preview_steps), compute=compute, on_progress=view
                 )
                 view.progress.console.log(f"rendered {written}")
             else:

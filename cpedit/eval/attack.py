@@ -191,7 +191,10 @@ class AttackBenchmark(Benchmark):
         if detector is None:
             run.emit(ProgressEvent(stage="load", message=f"loading the {concept} detector"))
             detector = concept_detector(
-                concept, threshold=options.threshold, classifier_model=options.classifier_model, device=run.device
+                concept,
+                threshold=options.threshold,
+                classifier_model=options.classifier_model,
+                device=run.compute.device,
             )
         run.judge = detector
         run.metric_model = f"{detector.name} {detector.version}"

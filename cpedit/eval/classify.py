@@ -761,7 +761,7 @@ class ClassifyBenchmark(Benchmark):
         if isinstance(options.classifier, str):
             model_name = os.fspath(options.classifier_model) if options.classifier_model is not None else None
             run.emit(ProgressEvent(stage="load", message=f"loading the {options.classifier} classifier"))
-            run.judge = load_classifier(options.classifier, model_name, device=run.device)
+            run.judge = load_classifier(options.classifier, model_name, device=run.compute.device)
         else:
             run.judge = options.classifier
         run.metric_model = run.judge.name

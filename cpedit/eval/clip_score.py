@@ -58,7 +58,7 @@ class ClipScoreBenchmark(Benchmark):
         scorer = run.options.scorer
         if scorer is None:
             run.emit(ProgressEvent(stage="load", message=f"loading the CLIP model {run.options.clip_model}"))
-            scorer = load_clip_scorer(run.options.clip_model, device=run.device)
+            scorer = load_clip_scorer(run.options.clip_model, device=run.compute.device)
         run.judge = scorer
         run.metric_model = getattr(scorer, "name", run.options.clip_model)
 

@@ -18,6 +18,7 @@ from typing import Any
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, Phase
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import get_benchmark
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import evaluation_path, read_output, write_evaluation, write_json_atomically
 from cpedit.progress import ProgressCallback, check_cancel, emit
 
@@ -32,8 +33,7 @@ def evaluate(
     images: ImageOptions | None = None,
     base: bool = False,
     images_dir: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -50,8 +50,8 @@ def evaluate(
         base: Also the base model's images, for before/after (some benchmarks always need them).
         images_dir: Where the images are kept (default ``EDITED/conceptprune/eval/images/BENCH``);
             reused by later runs.
-        device: Where to run.
-        dtype: Compute dtype (default float16 on CUDA, else float32).
+        compute: The device (of the models and the judge) and dtype (of the models); see
+            :func:`cpedit.eval.engine.render_images` for what does not apply to an output folder.
         pipeline_for: Gives the pipeline that shows ``"edited"`` or ``"base"`` (an edit session in memory).
         on_progress: Receives ``load``, ``sample``, ``evaluate`` and ``done`` events.
         cancel: Stops at the next image batch or phase with :class:`~cpedit.errors.Cancelled`
@@ -70,7 +70,7 @@ def evaluate(
         record=read_output(edited),
         options=bench.check_options(options),
         images=bench.image_options(images if images is not None else bench.default_images),
-        device=device,
+        compute=compute,
         on_progress=on_progress,
         cancel=cancel,
         result_name=bench.name,
@@ -81,8 +81,7 @@ def evaluate(
         run.prompts,
         folder=images_dir if images_dir is not None else default_images_dir(edited, bench.images_folder),
         base=base or run.needs_base,
-        dtype=dtype,
-        device=device,
+        compute=compute,
         pipeline_for=pipeline_for,
         on_progress=on_progress,
         cancel=cancel,

@@ -62,7 +62,7 @@ class FidBenchmark(Benchmark):
         extractor = run.options.feature_extractor
         if extractor is None:
             run.emit(ProgressEvent(stage="load", message="loading the Inception network"))
-            extractor = inception_extractor(device=run.device)
+            extractor = inception_extractor(device=run.compute.device)
         run.judge = extractor
         run.metric_model = getattr(extractor, "name", type(extractor).__name__)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan
@@ -104,9 +105,7 @@ def sweep(
     timesteps: Sequence[int | None] = (None,),
     select_ratios: Sequence[float | None] = (None,),
     targets: Sequence[str | None] = (None,),
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     keep_models: bool = False,
     plot: bool = True,
@@ -130,6 +129,9 @@ def sweep(
         timesteps: The taus of the grid (None: each recipe's own).
         select_ratios: The select ratios (None: each recipe's own).
         targets: The hook targets (None: each recipe's own).
+        compute: Where and how the model loads (device, dtype, offload, Hub revision: recorded in
+            ``sweep.json``); the evaluation's judges run on its device too.
+        batch_size: Prompts per calibration batch; None picks the largest that fits.
         keep_models: Keep every point's output folder in ``out/points/`` (for ``cpedit push``).
         plot: Write ``sweep.png`` (needs matplotlib: checked before anything is measured).
         on_point: Called with each point as it is finished (and its index and the total).
@@ -160,7 +162,7 @@ def sweep(
         raise CpeditError("give at least one recipe", argument="recipe")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    config = _config(str(model), revision, loaded, plan)
+    config = _config(str(model), compute.revision, loaded, plan)
     grid: dict[str, list[Any]] = {
         "skill_ratio": list(skill_ratios),
         "timesteps": list(timesteps),
@@ -200,9 +202,7 @@ def sweep(
         timesteps=taus,
         own_timesteps={s.target for s in pending if s.timesteps is None},
         keep_models=keep_models,
-        revision=revision,
-        device=device,
-        dtype=dtype,
+        compute=compute,
         batch_size=batch_size,
         on_progress=on_progress,
         cancel=cancel,

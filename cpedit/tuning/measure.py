@@ -30,6 +30,7 @@ from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import BenchmarkOptions
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import benchmark_names, get_benchmark
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback
 
 DEFAULT_IMAGES = ImageOptions(steps=25, batch_size=16)
@@ -113,7 +114,7 @@ def measure(
     plan: EvaluationPlan,
     *,
     images_root: str | os.PathLike[str],
-    device: str = "auto",
+    compute: ComputeOptions = ComputeOptions(),
     pipeline_for: Callable[[str], Any] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -125,7 +126,8 @@ def measure(
         plan: The benchmark(s) and their options.
         images_root: Where the images are kept (``images_root/BENCH``), shared by every point:
             the base model's images are made once and reused.
-        device: Where to run.
+        compute: Where the judges run (its device) and, without ``pipeline_for``, how the output
+            loads (as :func:`cpedit.eval.driver.evaluate`).
         pipeline_for: The pipeline showing ``"edited"`` or ``"base"`` (an edit session in memory);
             None: the benchmarks load the output as ``cpedit eval`` does.
         on_progress: Receives the benchmarks' events.
@@ -146,7 +148,7 @@ def measure(
             images=images,
             base=True,
             images_dir=root / name,
-            device=device,
+            compute=compute,
             pipeline_for=pipeline_for,
             on_progress=on_progress,
             cancel=cancel,
