@@ -22,6 +22,7 @@ import torch
 
 from cpedit.edit.session import EditSession
 from cpedit.eval.audit import audit_output, evaluate_revival
+from cpedit.models.compute import ComputeOptions
 
 VARIANTS = (("zero", "row"), ("gaussian", "row"), ("gaussian", "layer"))
 
@@ -38,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
-    session = EditSession.open("builtin:shapes", [args.recipe], device="cpu")
+    session = EditSession.open("builtin:shapes", [args.recipe], compute=ComputeOptions(device="cpu"))
     session.calibrate()
     selection = session.select()
     rows = []
@@ -49,7 +50,12 @@ def main() -> None:
         out = session.save(args.out / label, overwrite=True).path
         audit = audit_output(out, base="builtin:shapes")
         revival = evaluate_revival(
-            audit, images=args.images, seed=args.seed, steps=args.steps, device="cpu", base_scores=base_scores
+            audit,
+            images=args.images,
+            seed=args.seed,
+            steps=args.steps,
+            compute=ComputeOptions(device="cpu"),
+            base_scores=base_scores,
         )
         base_scores = (revival.erased["base"], revival.preserved["base"])
         row = {

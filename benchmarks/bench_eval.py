@@ -39,6 +39,7 @@ import cpedit
 from cpedit.eval import engine as engine_module
 from cpedit.eval.engine import PromptSpec, _batches, image_jobs, model_identity, render_batch, render_images
 from cpedit.models import loading
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import read_output
 
 PROMPTS = [
@@ -52,7 +53,9 @@ PROMPTS = [
 
 def _edited(model: str, work: Path, device: str) -> Path:
     if model == "builtin":
-        return cpedit.prune("builtin:shapes", ["shapes-striped"], out=work / "edited", device=device).output
+        return cpedit.prune(
+            "builtin:shapes", ["shapes-striped"], out=work / "edited", compute=ComputeOptions(device=device)
+        ).output
     from devtools.builders import build_random_sd_pipeline
 
     base = build_random_sd_pipeline(work / "sd15", size="sd15")
@@ -62,7 +65,7 @@ def _edited(model: str, work: Path, device: str) -> Path:
         "prompts:\n  subjects: [cat, dog]\n  target: 'a {subject} in the style of x'\n  base: 'a {subject}'\n"
         "prune: {skill_ratio: 0.01, timesteps: 2}\nsampling: {steps: 4, seed: 0}\n"
     )
-    return cpedit.prune(base, [recipe], out=work / "edited", device=device).output
+    return cpedit.prune(base, [recipe], out=work / "edited", compute=ComputeOptions(device=device)).output
 
 
 def main() -> None:
@@ -79,7 +82,7 @@ def main() -> None:
     try:
         edited = _edited(args.model, work, args.device)
         record = read_output(edited)
-        _, pipe = loading.open_pipeline(edited, device=args.device)
+        _, pipe = loading.open_pipeline(edited, compute=ComputeOptions(device=args.device))
         pipe.set_progress_bar_config(disable=True)
         prompts = [PromptSpec(PROMPTS[i % len(PROMPTS)], seed=i) for i in range(args.images)]
         settings = dict(seed=0, steps=args.steps, guidance_scale=7.5, height=None, width=None, images_per_prompt=1)

@@ -59,7 +59,7 @@ def main(base: Path, out: Path) -> dict[str, object]:
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     io_before = proc_io()
     started = time.perf_counter()
-    result = cpedit.prune(base, [recipe], out=out, device="cpu", batch_size=2)
+    result = cpedit.prune(base, [recipe], out=out, compute=cpedit.ComputeOptions(device="cpu"), batch_size=2)
     total = time.perf_counter() - started
     io_after = proc_io()
     pipeline_bytes = sum(

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 import cpedit
+from cpedit.models.compute import ComputeOptions
 from cpedit.recipes.sources import resolve_recipe
 
 
@@ -44,7 +45,9 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.model == "builtin":
-        session = cpedit.EditSession.open("builtin:shapes", ["shapes-striped"], device=args.device)
+        session = cpedit.EditSession.open(
+            "builtin:shapes", ["shapes-striped"], compute=ComputeOptions(device=args.device)
+        )
     else:
         from devtools.builders import build_random_sd_components
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cpedit.models.compute import ComputeOptions
+
 GOALS = {"cpedit --help": 0.3, "cpedit recipes list": 0.5}
 
 
@@ -45,7 +47,7 @@ def make_output(folder: Path) -> Path:
     import cpedit
 
     out = folder / "shapes-striped"
-    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, device="cpu")
+    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, compute=ComputeOptions(device="cpu"))
     return out
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.shapes import ShapesOptions
+from cpedit.models.compute import ComputeOptions
 from cpedit.tuning import plan_evaluation, sweep
 
 RATIOS = (0.05, 0.1, 0.2)
@@ -64,7 +65,7 @@ def run_sweep(out: Path, *, images: int, steps: int, batch: int, keep: bool, dev
         timesteps=[6],
         plan=plan,
         out=out,
-        device=device,
+        compute=ComputeOptions(device=device),
         keep_models=keep,
         plot=False,
     )
@@ -85,7 +86,7 @@ def bare_generation(*, images: int, steps: int, batch: int, device: str, rounds:
     from cpedit.models import loading
     from cpedit.shapes import world
 
-    _, pipe = loading.open_pipeline("builtin:shapes", device=device)
+    _, pipe = loading.open_pipeline("builtin:shapes", compute=ComputeOptions(device=device))
     pipe.set_progress_bar_config(disable=True)
     with_concept, without = evaluation_prompts([("texture", "striped")], images=images, seed=0, exclude=set())
     prompts = [world.caption(scene) for scene in (*with_concept, *without)]

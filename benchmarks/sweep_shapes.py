@@ -22,6 +22,7 @@ import torch
 
 from cpedit.edit.session import EditSession
 from cpedit.eval.shapes import evaluation_prompts, generate_images, score_images
+from cpedit.models.compute import ComputeOptions
 from cpedit.recipes.sources import resolve_recipe
 from cpedit.recipes.targets import TARGETS
 from cpedit.shapes.classifier import load_classifier
@@ -79,7 +80,7 @@ def main() -> None:
         with_concept, without = evaluation_prompts(erased, images=args.images, seed=args.seed, exclude=excluded)
         sets = [("erased", with_concept), ("preserved", without)]
         # One calibration for the largest tau; every point re-selects from its statistics.
-        session = EditSession.open("builtin:shapes", [recipe], device="cpu")
+        session = EditSession.open("builtin:shapes", [recipe], compute=ComputeOptions(device="cpu"))
         session.calibrate(timesteps=max(taus))
         pipe = session.pipeline
         unet_weights = sum(p.numel() for p in pipe.unet.parameters())

@@ -2,8 +2,9 @@
 
 A training-free implementation of ConceptPrune (Chavhan, Li, Hospedales, ICLR 2025). The names
 here are the core API: :func:`prune` (one call), :class:`EditSession` (calibrate once, then select,
-apply, sample, save and restore), recipes, the run report and its reader, progress events, errors,
-and :func:`sweep` / :func:`tune`. Each layer's own API lives in its package: :mod:`cpedit.recipes`,
+apply, sample, save and restore), how they load models (:class:`ComputeOptions`), recipes, the run
+report and its reader, progress events, errors, and :func:`sweep` / :func:`tune`. Each layer's own
+API lives in its package: :mod:`cpedit.recipes`,
 :mod:`cpedit.models`, :mod:`cpedit.edit`, :mod:`cpedit.output`, :mod:`cpedit.hub`,
 :mod:`cpedit.publish`, :mod:`cpedit.eval`, :mod:`cpedit.tuning` (see docs/python-api.md).
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         RecipeError,
         UnsupportedModelError,
     )
+    from cpedit.models.compute import ComputeOptions
     from cpedit.models.settings import SampleSettings
     from cpedit.output.record import OutputRecord, Report, read_output, read_report
     from cpedit.progress import ProgressCallback, ProgressEvent
@@ -42,6 +44,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cancelled": "cpedit.errors",
+    "ComputeOptions": "cpedit.models.compute",
     "CpeditError": "cpedit.errors",
     "CpeditWarning": "cpedit.errors",
     "EditSession": "cpedit.edit.session",

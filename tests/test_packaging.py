@@ -93,12 +93,13 @@ _CHECK_INSTALLED = textwrap.dedent(
             result[name] = "imported"
 
     from cpedit.recipes.sources import builtin_recipe_files
+    from cpedit.models.compute import ComputeOptions
     from cpedit.models.loading import open_pipeline
 
     recipes = builtin_recipe_files()
     result["recipes"] = sorted(recipes)
     result["recipe_files"] = sorted(str(p) for p in recipes.values())
-    source, pipe = open_pipeline("builtin:shapes", device="cpu")
+    source, pipe = open_pipeline("builtin:shapes", compute=ComputeOptions(device="cpu"))
     result["model_path"] = str(source.path)
     images = pipe("a red circle on a white background", num_inference_steps=2, output_type="np").images
     result["image_shape"] = list(images.shape)

@@ -20,6 +20,7 @@ from textual.keys import format_key
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
+from cpedit.models.compute import ComputeOptions
 from tui.screens.base import CANCELLABLE, AppShell, Pane
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
@@ -87,7 +88,7 @@ class CpeditApp(App[None]):
     """Edit a diffusion model interactively: the whole cpedit job in one terminal app.
 
     Args:
-        state: What to edit (model, output folder, device, recipe folders).
+        state: What to edit (model, output folder, compute options, recipe folders).
         image_mode: ``auto`` or ``halfcell`` (stable output for tests and snapshots).
         initial_recipes: Recipe references to queue at start (files, shipped names, ``hub:`` refs).
     """
@@ -332,7 +333,7 @@ def run_app(
     model: str | None = None,
     recipes: Iterable[str] = (),
     out: str | None = None,
-    device: str = "auto",
+    compute: ComputeOptions = ComputeOptions(),
     recipe_folders: Iterable[str] = (),
     calibrate_timesteps: int | None = None,
     image_mode: ImageMode = "auto",
@@ -344,7 +345,7 @@ def run_app(
     state = AppState(
         model=model or "builtin:shapes",
         out=out,
-        device=device,
+        compute=compute,
         recipe_folders=tuple(recipe_folders),
         calibrate_timesteps=calibrate_timesteps,
     )

@@ -28,6 +28,7 @@ import cpedit.output
 import cpedit.recipes
 import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent
 from cpedit.recipes import Recipe
 from tui.session_jobs import (
@@ -136,10 +137,12 @@ class LocalModel:
     """The memory estimate's line (:meth:`cpedit.edit.MemoryEstimate.describe`): what ``cpedit prune`` reports."""
 
 
-def describe_local_model(folder: str, *, recipes: Sequence[Recipe] = (), device: str = "auto") -> LocalModel:
+def describe_local_model(
+    folder: str, *, recipes: Sequence[Recipe] = (), compute: ComputeOptions = ComputeOptions()
+) -> LocalModel:
     """Say whether cpedit can edit a local folder, checked as a run checks it before loading
     (:func:`cpedit.models.check_model_folder`: the reason is the one ``cpedit prune`` gives), and the memory a
-    run of ``recipes`` on ``device`` needs (:func:`cpedit.edit.estimate_memory`). No weights are read."""
+    run of ``recipes`` with ``compute`` needs (:func:`cpedit.edit.estimate_memory`). No weights are read."""
     root = Path(folder).expanduser()
     try:
         support = cpedit.models.check_model_folder(folder)
@@ -147,7 +150,7 @@ def describe_local_model(folder: str, *, recipes: Sequence[Recipe] = (), device:
         return LocalModel(folder, None, False, str(exc), 0)
     size = sum(p.stat().st_size for p in root.rglob("*.safetensors") if p.is_file() and not p.is_symlink())
     try:
-        memory = cpedit.edit.estimate_memory(root, recipes, device=device).describe()
+        memory = cpedit.edit.estimate_memory(root, recipes, compute=compute).describe()
     except CpeditError as exc:
         memory = f"memory: unknown ({exc})"
     return LocalModel(folder, support.pipeline_class, True, support.how, size, memory)
@@ -296,7 +299,7 @@ class RunPlan:
 
     model: str
     recipes: tuple[Recipe, ...]
-    device: str
+    compute: ComputeOptions
     calibrate_timesteps: int | None
 
 
@@ -319,7 +322,7 @@ def calibrate(
         CpeditError: Whatever :meth:`cpedit.EditSession.open` or ``calibrate`` raises.
     """
     session = cpedit.EditSession.open(
-        plan.model, list(plan.recipes), device=plan.device, on_progress=on_progress, cancel=cancel
+        plan.model, list(plan.recipes), compute=plan.compute, on_progress=on_progress, cancel=cancel
     )
     if on_open is not None:
         on_open(session)
@@ -351,7 +354,7 @@ class TuneJob:
     model: str
     recipe: Recipe
     folder: Path
-    device: str
+    compute: ComputeOptions
 
 
 def run_tune(
@@ -388,7 +391,7 @@ def run_tune(
         timesteps=list(goal.timesteps) or None,
         max_skill_ratio=goal.max_skill_ratio,
         tolerance=goal.tolerance,
-        device=job.device,
+        compute=job.compute,
         on_point=on_point,
         on_progress=on_progress,
         cancel=cancel,
@@ -396,13 +399,13 @@ def run_tune(
 
 
 def render_saved_preview(
-    saved: Saved, *, jobs: SessionJobs | None, device: str, cancel: threading.Event | None = None
+    saved: Saved, *, jobs: SessionJobs | None, compute: ComputeOptions, cancel: threading.Event | None = None
 ) -> Path:
     """Render a saved output's before/after preview into it (blocking: a worker's job): from the session
     when ``jobs`` is the one it was saved from (the model is in memory), else from the folder."""
     if jobs is not None and saved.tuned.jobs is jobs:
         return jobs.render_preview_into(saved, cancel=cancel)
-    return cpedit.output.render_preview(saved.path, device=device, cancel=cancel)
+    return cpedit.output.render_preview(saved.path, compute=compute, cancel=cancel)
 
 
 class AppState:
@@ -413,7 +416,7 @@ class AppState:
     Args:
         model: A Hub id, a local folder or ``builtin:shapes``.
         out: The output folder (default: :func:`output_name` in the working folder).
-        device: Where the run computes (``auto``, ``cpu``, ``cuda:N``, ...).
+        compute: Where and how runs load the model (device, dtype, offload, revision).
         recipe_folders: Extra recipe folders the Recipes screen lists (the shipped ones and the
             user folder are always listed).
         calibrate_timesteps: Calibrate for this many denoiser calls so Tune can try any tau up to
@@ -425,13 +428,13 @@ class AppState:
         *,
         model: str = BUILTIN_MODEL,
         out: str | None = None,
-        device: str = "auto",
+        compute: ComputeOptions = ComputeOptions(),
         recipe_folders: tuple[str, ...] = (),
         calibrate_timesteps: int | None = None,
     ) -> None:
         self.model = model
         self.out = out
-        self.device = device
+        self.compute = compute
         self.recipe_folders = recipe_folders
         self.calibrate_timesteps = calibrate_timesteps
         self.queue: list[QueueItem] = []
@@ -582,14 +585,14 @@ class AppState:
         for item in self.queue:
             item.status, item.error = "queued", None
         self.running = True
-        self.progress = RunProgress(concepts=len(self.queue), device=self.device)
+        self.progress = RunProgress(concepts=len(self.queue), device=self.compute.device)
         self.progress.update(
             ProgressEvent(
                 stage="load", message=f"starting: {self.model}, then calibrating {len(self.queue)} concept(s)"
             )
         )
         self.log.append(f"run: {', '.join(item.name for item in self.queue)} on {self.model}")
-        return RunPlan(self.model, tuple(self.recipes()), self.device, self.calibrate_timesteps)
+        return RunPlan(self.model, tuple(self.recipes()), self.compute, self.calibrate_timesteps)
 
     def apply_event(self, event: ProgressEvent) -> None:
         """Take in a progress event of a run: statuses, progress and log."""
@@ -752,14 +755,14 @@ class AppState:
             raise CpeditError("a tune is already going (ctrl+x cancels it)")
         recipe = self.item(goal.recipe).recipe
         self.tuning = goal
-        self.tune_progress = RunProgress(device=self.device)
+        self.tune_progress = RunProgress(device=self.compute.device)
         self.points_view = PointsView(
             title=f"tune {goal.recipe} · {goal.benchmark}", points=[], concepts=(goal.recipe,)
         )
         self.log.append(
             f"tune: {goal.recipe} on {self.model}, erased <= {goal.erased_at_most:g}, drop <= {goal.max_drop:g}"
         )
-        return TuneJob(goal, self.model, recipe, self.tune_folder(goal.recipe), self.device)
+        return TuneJob(goal, self.model, recipe, self.tune_folder(goal.recipe), self.compute)
 
     def add_tune_point(self, data: dict[str, Any]) -> None:
         """Show a point the tune in progress measured (its ``to_dict`` form)."""

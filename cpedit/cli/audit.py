@@ -8,7 +8,8 @@ import click
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
-from cpedit.cli.options import device_option, format_option, images_option, seed_option, steps_option
+from cpedit.cli.options import compute_options, format_option, images_option, seed_option, steps_option
+from cpedit.models.compute import ComputeOptions
 
 
 def _table(result: object) -> FittedTable:
@@ -72,7 +73,7 @@ def _table(result: object) -> FittedTable:
 @images_option(default=32, why="Default 32: --eval measures three models (base, edited, attacked), each twice.")
 @seed_option(help="Seed of the images (--eval); it also draws the prompts.")
 @steps_option(default=25)
-@device_option()
+@compute_options(dtype=False, revision=False)
 @format_option(help="Print tables, or the result as JSON on stdout.")
 @command_guard()
 def audit_command(
@@ -83,7 +84,7 @@ def audit_command(
     images: int,
     seed: int,
     steps: int,
-    device: str,
+    compute: ComputeOptions,
     output_format: str,
 ) -> None:
     """Show what an attacker without the base model learns from DIR, a `cpedit prune` output.
@@ -113,7 +114,7 @@ def audit_command(
         revival = None
         if benchmark == "shapes":
             revival = evaluate_revival(
-                result, base=base, images=images, seed=seed, steps=steps, device=device, on_progress=view
+                result, base=base, images=images, seed=seed, steps=steps, compute=compute, on_progress=view
             )
     if output_format == "json":
         data = result.to_json()

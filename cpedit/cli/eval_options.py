@@ -23,6 +23,7 @@ from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import (
     Decorator,
     apply,
+    compute_from,
     device_option,
     format_option,
     guidance_option,
@@ -270,6 +271,8 @@ def run_benchmark(
     a before/after table of every metric) or the JSON. Under ``torchrun``/``accelerate launch``
     every rank runs it (each on its own GPU); rank 0 alone shows progress, writes the result and prints.
     """
+    from dataclasses import replace
+
     from cpedit.cli.render import ProgressView
     from cpedit.distributed import is_main_process, rank_device
     from cpedit.eval.driver import evaluate, record_result
@@ -279,14 +282,15 @@ def run_benchmark(
     output_format = flags.pop("output_format", "table")
     images = image_options(flags)
     run = {key: flags.pop(key) for key in ("base", "images_dir") if key in flags}
-    device = rank_device(flags.pop("device", "auto"))
+    compute = compute_from(flags)
+    compute = replace(compute, device=rank_device(compute.device))
     prompts = flags.pop("prompts_file", None)
     bench = get_benchmark(name)
     options = bench.options({**flags, "prompts": prompts, "prompts_name": prompts})
     console = stderr_console()
     main = is_main_process()
     with ProgressView(console) if main else contextlib.nullcontext() as view:
-        result = evaluate(bench, edited_dir, options, images=images, device=device, on_progress=view, **run)
+        result = evaluate(bench, edited_dir, options, images=images, compute=compute, on_progress=view, **run)
     record_result(edited_dir, result, json_file=json_file)
     if not main:
         return

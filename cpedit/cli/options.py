@@ -3,7 +3,8 @@
 The vocabulary (``tests/test_cli_options.py`` checks it over every command):
 
 - ``--recipe/-r``, ``--out/-o``, ``--prompt/-p``: the same short flags everywhere.
-- ``--device``, ``--dtype``, ``--revision``: where and how a model is computed and which Hub revision.
+- ``--device``, ``--dtype``, ``--offload``, ``--revision``: where and how a model is computed and which
+  Hub revision; :func:`compute_options` turns them into one :class:`~cpedit.models.compute.ComputeOptions`.
 - ``--batch-size``: calibration prompts per batch (``prune``, ``sweep``, ``tune``);
   ``--image-batch-size``: images per pipeline call (``eval``, ``sweep``, ``tune``).
 - ``--images``: images per prompt set of the shapes benchmark; its default depends on how many
@@ -13,16 +14,21 @@ The vocabulary (``tests/test_cli_options.py`` checks it over every command):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
-"""The compute dtypes (:data:`cpedit.models.loading.DTYPES`' keys; names here, so no torch is imported)."""
-DTYPE_ALIASES = ("fp32", "fp16", "bf16")
-"""Their short names (:data:`cpedit.models.loading.DTYPE_ALIASES`)."""
-DEVICES = "auto|cpu|cuda[:N]|mps"
+from cpedit.cli.hints import SPECIFIC, flag_for
+from cpedit.errors import CpeditError
+from cpedit.models.compute import DEVICES, DTYPE_NAMES, ComputeOptions
+from cpedit.models.compute import DTYPE_ALIASES as _ALIASES
+
+DTYPE_ALIASES = tuple(_ALIASES)
+"""The dtypes' short names (:data:`cpedit.models.compute.DTYPE_ALIASES`), as ``--dtype`` offers them."""
+COMPUTE_FLAGS = ("device", "dtype", "offload", "revision")
+"""The parameters :func:`compute_options` takes out of a command's options, in ComputeOptions' field names."""
 
 RECIPE_HELP = (
     "A recipe: a file, a shipped recipe name (see `cpedit recipes list`) or a Hub recipe "
@@ -43,24 +49,69 @@ def apply(*decorators: Decorator) -> Decorator:
     return decorate
 
 
+def compute_options(*, dtype: bool = True, revision: bool = True, offload: bool = False) -> Decorator:
+    """``--device``, and ``--dtype``, ``--revision`` and ``--offload`` where asked: one ``compute`` argument.
+
+    The command's body gets one :class:`~cpedit.models.compute.ComputeOptions` as ``compute``
+    (built once, here, before the body runs) instead of the flags; a value it refuses is a usage
+    error that names the flag (exit 2), before anything loads.
+    """
+    flags: list[Decorator] = [device_option()]
+    if dtype:
+        flags.append(
+            click.option(
+                "--dtype",
+                type=click.Choice([*DTYPE_NAMES, *DTYPE_ALIASES]),
+                default=None,
+                help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 "
+                "elsewhere. bfloat16 suits FLUX and SD3.",
+            )
+        )
+    if revision:
+        flags.append(revision_option())
+    if offload:
+        flags.append(
+            click.option(
+                "--offload",
+                is_flag=True,
+                help="Model CPU offload: keep components in host memory and move each to the GPU only while it "
+                "runs (large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
+            )
+        )
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def with_compute(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, compute=compute_from(kwargs), **kwargs)
+
+        return apply(*flags)(with_compute)
+
+    return decorate
+
+
 def device_option() -> Decorator:
-    """``--device`` (default ``auto``)."""
+    """``--device`` (default ``auto``) alone: for commands that gather their flags in a dict and
+    build the options with :func:`compute_from` (the ``eval`` commands); others use :func:`compute_options`."""
     return click.option("--device", default="auto", show_default=True, metavar=DEVICES, help="Where to compute.")
 
 
-def compute_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--device``, ``--dtype`` and ``--revision``."""
-    return apply(
-        device_option(),
-        click.option(
-            "--dtype",
-            type=click.Choice([*DTYPE_NAMES, *DTYPE_ALIASES]),
-            default=None,
-            help="Compute dtype (bf16, fp16, fp32 are short names). Default: float16 on CUDA, float32 elsewhere. "
-            "bfloat16 suits FLUX and SD3.",
-        ),
-        revision_option(),
-    )(func)
+def compute_from(flags: dict[str, Any]) -> ComputeOptions:
+    """The :class:`~cpedit.models.compute.ComputeOptions` of a command's compute flags, taken out of ``flags``.
+
+    Flags the command does not have keep the options' defaults.
+
+    Raises:
+        click.BadParameter: A value the options refuse; it names the running command's flag.
+    """
+    values = {name: flags.pop(name) for name in COMPUTE_FLAGS if name in flags}
+    try:
+        return ComputeOptions(**values)
+    except CpeditError as exc:
+        ctx = click.get_current_context(silent=True)
+        flag = flag_for(ctx.command, exc.argument) if ctx is not None and exc.argument else None
+        template = SPECIFIC.get((exc.argument or "", exc.reason)) if flag else None
+        hint = f"\nhint: {template.format(flag=flag)}" if template else ""
+        raise click.BadParameter(f"{exc}{hint}", ctx=ctx, param_hint=f"'{flag}'" if flag else None) from None
 
 
 def revision_option() -> Decorator:

@@ -21,6 +21,7 @@ from cpedit.cli.render import ProgressView, concept_table, layer_table
 from cpedit.edit.prune import prune
 from cpedit.errors import CpeditError
 from cpedit.export.single_file import check_single_file_target, export_single_file
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
@@ -42,7 +43,7 @@ def _about_single_file() -> Iterator[None]:
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (written atomically)."
 )
-@compute_options
+@compute_options(offload=True)
 @calibration_batch_option()
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option(
@@ -53,12 +54,6 @@ def _about_single_file() -> Iterator[None]:
     "(the model card shows it; `cpedit push` uploads it).",
 )
 @preview_steps_option()
-@click.option(
-    "--offload",
-    is_flag=True,
-    help="Model CPU offload: keep components in host memory and move each to the GPU only while it runs "
-    "(large models such as FLUX on a 24 GB GPU, with --dtype bf16). CUDA only.",
-)
 @click.option(
     "--conceal",
     type=click.Choice(["zero", "gaussian"]),
@@ -108,14 +103,11 @@ def prune_command(
     model: str,
     recipes: tuple[str, ...],
     out: str,
-    device: str,
-    dtype: str | None,
-    revision: str | None,
+    compute: ComputeOptions,
     batch_size: int | None,
     overwrite: bool,
     preview: bool,
     preview_steps: int,
-    offload: bool,
     conceal: str | None,
     conceal_scale: str | None,
     conceal_seed: int | None,
@@ -157,12 +149,9 @@ def prune_command(
             model,
             list(recipes),
             out=out,
-            revision=revision,
-            device=device,
-            dtype=dtype,
+            compute=compute,
             batch_size=batch_size,
             overwrite=overwrite,
-            offload=offload,
             on_progress=view,
             preview=preview,
             preview_settings=SampleSettings(steps=preview_steps),

@@ -11,9 +11,10 @@ from rich.markup import escape
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
-from cpedit.cli.options import device_option, format_option, preview_steps_option
+from cpedit.cli.options import compute_options, format_option, preview_steps_option
 from cpedit.cli.render import ProgressView, TransferView
 from cpedit.hub.repos import check_repo_id, whoami
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR
 from cpedit.publish.card import read_output
 from cpedit.publish.push import check_edit_publishable, push_edit, push_model, withheld_files
@@ -56,7 +57,7 @@ def hub_commit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "when DIR has none; without it, DIR is pushed as it is.",
 )
 @preview_steps_option()
-@device_option()
+@compute_options(dtype=False, revision=False)
 @click.option(
     "--edit-only",
     is_flag=True,
@@ -75,7 +76,7 @@ def push_command(
     base_model: str | None,
     preview: bool,
     preview_steps: int,
-    device: str,
+    compute: ComputeOptions,
     edit_only: bool,
 ) -> None:
     """Publish DIR (a `cpedit prune` output) to the Hub in one commit, with a generated model card.
@@ -119,7 +120,7 @@ def push_command(
             result = push_edit(folder, **options)
         else:
             if record.preview is None:
-                _render_or_note_preview(folder, view, render=preview, steps=preview_steps, device=device)
+                _render_or_note_preview(folder, view, render=preview, steps=preview_steps, compute=compute)
             result = push_model(folder, **options)
     withheld = [] if edit_only else withheld_files(record)
     if output_format == "json":
@@ -152,7 +153,9 @@ def push_command(
     stdout.print(result.url, highlight=False, soft_wrap=True)
 
 
-def _render_or_note_preview(folder: str, view: ProgressView, *, render: bool, steps: int, device: str) -> None:
+def _render_or_note_preview(
+    folder: str, view: ProgressView, *, render: bool, steps: int, compute: ComputeOptions
+) -> None:
     """For a folder without a preview grid: render it (``--preview``), or say the card will have none."""
     if render:
         from cpedit.cli.libraries import quiet_libraries
@@ -161,7 +164,7 @@ def _render_or_note_preview(folder: str, view: ProgressView, *, render: bool, st
 
         whoami()  # not logged in: say so before spending minutes on the preview
         quiet_libraries()
-        written = render_preview(folder, settings=SampleSettings(steps=steps), device=device, on_progress=view)
+        written = render_preview(folder, settings=SampleSettings(steps=steps), compute=compute, on_progress=view)
         view.progress.console.log(f"rendered {written}")
         return
     view.progress.console.print(

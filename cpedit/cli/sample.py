@@ -9,6 +9,7 @@ from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import compute_options, guidance_option, seed_option, size_options, steps_option
 from cpedit.cli.render import ProgressView
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings, render_samples, save_png
 from cpedit.output.preview import compare_samples
 from cpedit.output.preview import save_preview as save_preview_file
@@ -44,7 +45,7 @@ from cpedit.output.preview import save_preview as save_preview_file
     help="Do not load the model's safety checker (it blacks out images it flags), e.g. to inspect "
     "what a nudity erasure really renders.",
 )
-@compute_options
+@compute_options()
 @command_guard()
 def sample_command(
     model: str,
@@ -58,9 +59,7 @@ def sample_command(
     height: int | None,
     width: int | None,
     no_safety_checker: bool,
-    device: str,
-    dtype: str | None,
-    revision: str | None,
+    compute: ComputeOptions,
 ) -> None:
     """Render seeded images from MODEL_OR_DIR into one grid.
 
@@ -79,14 +78,13 @@ def sample_command(
     settings = SampleSettings(steps=steps, guidance_scale=guidance_scale, seed=seed, height=height, width=width)
     with ProgressView(stderr_console()) as show:
         if compare:
-            if revision is not None:
+            if compute.revision is not None:
                 raise CpeditError("--revision does not apply with --compare: the base revision comes from the report")
             grid = compare_samples(
                 model,
                 settings=settings,
                 prompts=list(prompts) or None,
-                device=device,
-                dtype=dtype,
+                compute=compute,
                 safety_checker=not no_safety_checker,
                 on_progress=show,
             )
@@ -97,9 +95,7 @@ def sample_command(
                 model,
                 prompts=list(prompts),
                 settings=settings,
-                revision=revision,
-                device=device,
-                dtype=dtype,
+                compute=compute,
                 safety_checker=not no_safety_checker,
                 on_progress=show,
             )

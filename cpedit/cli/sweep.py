@@ -121,7 +121,7 @@ def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
         guidance_option(),
         image_batch_option(default=16, why="Default 16: between the shapes model's 64 and full-size models' 4."),
         calibration_batch_option(),
-        compute_options,
+        compute_options(),
     )(command)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cpedit.cli.options import device_option, recipe_option
+from cpedit.cli.options import compute_options, recipe_option
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 
 GRAPHICS = ("auto", "halfcell")
 """How the app draws previews (``--graphics``)."""
@@ -22,7 +23,7 @@ GRAPHICS = ("auto", "halfcell")
     type=click.Path(exists=True),
     help="Also list the recipes in this folder on the Recipes screen. Repeatable.",
 )
-@device_option()
+@compute_options(dtype=False, revision=False)
 @click.option(
     "--timesteps",
     "calibrate_timesteps",
@@ -46,7 +47,7 @@ def tui_command(
     recipes: tuple[str, ...],
     out: str | None,
     recipe_folders: tuple[str, ...],
-    device: str,
+    compute: ComputeOptions,
     calibrate_timesteps: int | None,
     image_mode: str,
     old_image_mode: str | None,
@@ -76,7 +77,7 @@ def tui_command(
         model=model,
         recipes=recipes,
         out=out,
-        device=device,
+        compute=compute,
         recipe_folders=recipe_folders,
         calibrate_timesteps=calibrate_timesteps,
         image_mode=image_mode,

@@ -26,6 +26,7 @@ import torch
 from cpedit.durable import format_bytes
 from cpedit.errors import CpeditError
 from cpedit.hub.pipeline_files import variant_of
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.files import SafetensorsProblem, load_json_text, read_safetensors_header
 from cpedit.models.loading import resolve_device, resolve_dtype
 from cpedit.recipes.format import Recipe
@@ -122,9 +123,7 @@ def estimate_memory(
     folder: str | os.PathLike[str],
     recipes: Sequence[Recipe],
     *,
-    device: str = "auto",
-    dtype: str | None = None,
-    offload: bool = False,
+    compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
 ) -> MemoryEstimate:
     """Estimate what editing the pipeline in ``folder`` with ``recipes`` needs, against the memory free now.
@@ -132,17 +131,17 @@ def estimate_memory(
     Args:
         folder: A local diffusers pipeline folder (a Hub snapshot included).
         recipes: The recipes (their tau, size and guidance set the statistics and activations).
-        device: As for :meth:`cpedit.EditSession.open`.
-        dtype: The compute dtype (None: float16 on CUDA, else float32).
-        offload: Model CPU offload.
+        compute: The device, dtype (None: float16 on CUDA, else float32) and offload the run uses
+            (as for :meth:`cpedit.EditSession.open`).
         batch_size: Prompts per calibration batch; None counts one prompt (the automatic batch
             size picks what fits, down to one).
 
     Raises:
         CpeditError: Bad device or dtype; a component file cannot be read (``malformed``).
     """
-    compute = resolve_device(device)
-    compute_dtype = resolve_dtype(dtype, compute)
+    offload = compute.offload
+    device = resolve_device(compute.device)
+    compute_dtype = resolve_dtype(compute.dtype, device)
     root = Path(folder)
     index = _json(root / "model_index.json")
     sizes: dict[str, int] = {}
@@ -165,23 +164,23 @@ def estimate_memory(
     )
     working = statistics + activations
     sides: tuple[MemorySide, ...]
-    if compute.type == "cuda":
-        device_free = int(torch.cuda.mem_get_info(compute)[0])
+    if device.type == "cuda":
+        device_free = int(torch.cuda.mem_get_info(device)[0])
         device_need = (largest if offload else weights) + working
         sides = (
-            MemorySide(name=str(compute), need=device_need, free=device_free),
+            MemorySide(name=str(device), need=device_need, free=device_free),
             MemorySide(name="host", need=weights if offload else largest, free=available_host_memory()),
         )
     else:
         sides = (
             MemorySide(
-                name="host" if compute.type == "cpu" else str(compute),
+                name="host" if device.type == "cpu" else str(device),
                 need=weights + working,
                 free=available_host_memory(),
             ),
         )
     estimate = MemoryEstimate(
-        device=str(compute),
+        device=str(device),
         dtype=str(compute_dtype).removeprefix("torch."),
         offload=offload,
         batch_size=batch,
@@ -192,7 +191,7 @@ def estimate_memory(
         sides=sides,
         advice=(),
     )
-    return dataclasses.replace(estimate, advice=_advice(estimate, compute, compute_dtype))
+    return dataclasses.replace(estimate, advice=_advice(estimate, device, compute_dtype))
 
 
 def refuse_if_it_cannot_fit(estimate: MemoryEstimate) -> None:

@@ -32,6 +32,7 @@ from cpedit.edit.memory import estimate_memory, refuse_if_it_cannot_fit
 from cpedit.edit.preflight import preflight
 from cpedit.edit.session import EditSession
 from cpedit.errors import CpeditWarning
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.loading import ModelSource
 from cpedit.models.sampling import SampleSettings, warn_truncated
 from cpedit.output.folder import check_free_space, output_size
@@ -71,12 +72,9 @@ def prune(
     recipes: Sequence[str | os.PathLike[str] | Recipe],
     *,
     out: str | os.PathLike[str] | None = None,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     overwrite: bool = False,
-    offload: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     preview: bool = False,
@@ -95,18 +93,16 @@ def prune(
 
     Args:
         model: A Hub id, a local diffusers pipeline folder, ``builtin:shapes``, or an already
-            loaded pipeline (then ``device``/``dtype``/``revision`` are not used and the output
+            loaded pipeline (then ``compute`` keeps its defaults and the output
             is written with ``save_pretrained``).
         recipes: Recipe files, names of shipped recipes, ``hub:`` references or :class:`Recipe` objects.
         out: Where to write the pruned pipeline folder; None keeps it in memory only.
-        revision: Hub branch, tag or commit.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
+        compute: Where and how the model loads (:class:`~cpedit.models.compute.ComputeOptions`):
+            device, dtype, Hub revision, and model CPU offload (components wait in host memory and
+            move to the GPU one at a time, so large models such as FLUX calibrate on a small GPU;
+            CUDA only, refused elsewhere).
         batch_size: Prompts per calibration batch; None picks the largest that fits.
         overwrite: Replace ``out`` if it exists.
-        offload: Model CPU offload (``enable_model_cpu_offload``): components wait in host
-            memory and move to the GPU one at a time, so large models (FLUX) calibrate on a
-            small GPU. CUDA only; refused elsewhere.
         on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` per step.
         cancel: Set it (from another thread) to stop at the next check (every download chunk,
             denoiser call, scored layer, copied file); nothing is written.
@@ -129,7 +125,7 @@ def prune(
         A :class:`PruneResult`.
 
     Raises:
-        CpeditError: Bad arguments (batch size, device, dtype; ``out`` would replace the
+        CpeditError: Bad arguments (batch size, a device not available here; ``out`` would replace the
             base model), or a recipe's tau exceeds the scheduler's denoiser calls.
         RecipeError: A recipe is invalid (raised before loading the model).
         ModelLoadError: The model cannot be found or loaded.
@@ -163,7 +159,7 @@ def prune(
     loaded, out_path = checked.recipes, checked.out
 
     def estimate(source: ModelSource) -> None:
-        found = estimate_memory(source.path, loaded, device=device, dtype=dtype, offload=offload, batch_size=batch_size)
+        found = estimate_memory(source.path, loaded, compute=compute, batch_size=batch_size)
         emit(on_progress, ProgressEvent(stage="load", message=found.describe()))
         if memory_check:
             refuse_if_it_cannot_fit(found)
@@ -171,10 +167,7 @@ def prune(
     session = EditSession.open(
         model,
         loaded,
-        revision=revision,
-        device=device,
-        dtype=dtype,
-        offload=offload,
+        compute=compute,
         batch_size=batch_size,
         on_progress=on_progress,
         cancel=cancel,

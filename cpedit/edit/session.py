@@ -24,7 +24,8 @@ worker threads gives each job its own and never rewires a shared session.
 
 Example:
     >>> import cpedit
-    >>> session = cpedit.EditSession.open("builtin:shapes", ["shapes-striped"], device="cpu")
+    >>> compute = cpedit.ComputeOptions(device="cpu")
+    >>> session = cpedit.EditSession.open("builtin:shapes", ["shapes-striped"], compute=compute)
     >>> session.calibrate()
     >>> for ratio in (0.05, 0.1, 0.2):
     ...     print(ratio, session.select(skill_ratio=ratio).pruned)
@@ -61,6 +62,7 @@ from cpedit.edit.selection import Selection, layer_mask, union
 from cpedit.edit.weights import AppliedSelection, apply_selection, base_weight, restore_weights
 from cpedit.errors import CpeditError, UnsupportedModelError
 from cpedit.models.architectures import find_target_layers, spec_for_pipeline
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.models.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
 from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set, save_png
@@ -158,10 +160,7 @@ class EditSession:
         model: str | os.PathLike[str] | Any,
         recipes: Sequence[str | os.PathLike[str] | Recipe],
         *,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str | None = None,
-        offload: bool = False,
+        compute: ComputeOptions = ComputeOptions(),
         batch_size: int | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
@@ -174,13 +173,11 @@ class EditSession:
 
         Args:
             model: A Hub id, a local diffusers pipeline folder, ``builtin:shapes``, or an already
-                loaded pipeline (then ``revision``, ``device``, ``dtype`` and ``offload`` do not apply).
+                loaded pipeline (then ``compute`` keeps its defaults: move the pipeline yourself).
             recipes: Recipe files, names of shipped recipes, ``hub:`` references or :class:`Recipe` objects.
-            revision: Hub branch, tag or commit.
-            device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-            dtype: ``float32``, ``float16`` or ``bfloat16`` (short: fp32, fp16, bf16); default
-                float16 on CUDA, else float32.
-            offload: Model CPU offload (CUDA only): components wait in host memory.
+            compute: Where and how the model loads: device, dtype, model CPU offload (CUDA only:
+                components wait in host memory) and Hub revision
+                (:class:`~cpedit.models.compute.ComputeOptions`).
             batch_size: Prompts per calibration batch; None picks the largest that fits.
             on_progress: Receives a :class:`~cpedit.progress.ProgressEvent` for each step of the
                 download and load (the later calls take their own).
@@ -191,7 +188,8 @@ class EditSession:
 
         Raises:
             RecipeError: A recipe is invalid (before loading).
-            CpeditError: Bad arguments (batch size, device, dtype, offload without CUDA, duplicate names).
+            CpeditError: Bad arguments (batch size, compute options for a loaded pipeline, a device
+                not available here, offload without CUDA or accelerate, duplicate names).
             ModelLoadError: The model cannot be found, downloaded or loaded.
             UnsupportedModelError: cpedit cannot edit the pipeline, or it has no layers of a recipe's target.
             Cancelled: ``cancel`` was set.
@@ -203,13 +201,13 @@ class EditSession:
         loaded = preflight(model, recipes).recipes
         check_batch_size(batch_size)
         in_memory = not isinstance(model, (str, os.PathLike))
-        if in_memory and (device != "auto" or dtype is not None or revision is not None or offload):
+        if in_memory and compute != ComputeOptions():
             raise CpeditError(
                 "device, dtype, revision and offload apply when cpedit loads the model; move the pipeline yourself",
                 argument="model",
             )
-        if offload:
-            check_offload(device)
+        if compute.offload:
+            check_offload(compute.device)
         name = type(model).__name__ if in_memory else os.fspath(model)
         emit(on_progress, ProgressEvent(stage="load", message=f"loading {name}"))
         source: ModelSource | None = None
@@ -218,10 +216,7 @@ class EditSession:
         else:
             source, pipe = open_pipeline(
                 model,
-                revision=revision,
-                device=device,
-                dtype=dtype,
-                offload=offload,
+                compute=compute,
                 on_progress=on_progress,
                 cancel=cancel,
                 before_load=before_load,

@@ -193,10 +193,13 @@ class AttackBenchmark(Benchmark):
             def load() -> Any:
                 run.emit(ProgressEvent(stage="load", message=f"loading the {concept} detector"))
                 return concept_detector(
-                    concept, threshold=options.threshold, classifier_model=options.classifier_model, device=run.device
+                    concept,
+                    threshold=options.threshold,
+                    classifier_model=options.classifier_model,
+                    device=run.compute.device,
                 )
 
-            key = ("attack", concept, options.threshold, str(options.classifier_model), run.device)
+            key = ("attack", concept, options.threshold, str(options.classifier_model), run.compute.device)
             detector = run.load_judge(key, load)
         run.judge = detector
         run.metric_model = f"{detector.name} {detector.version}"

@@ -40,6 +40,7 @@ from safetensors import safe_open
 
 from cpedit.errors import CpeditError
 from cpedit.hub.pipeline_files import variant_of
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.positions import read_positions
 from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, LayerRecord, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -482,7 +483,7 @@ def evaluate_revival(
     steps: int = 25,
     guidance_scale: float = 7.5,
     batch_size: int = 64,
-    device: str = "auto",
+    compute: ComputeOptions = ComputeOptions(),
     base_scores: tuple[float, float] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -501,7 +502,8 @@ def evaluate_revival(
         steps: Denoising steps per image.
         guidance_scale: Classifier-free guidance scale.
         batch_size: Images generated at once.
-        device: Where to run.
+        compute: The device and dtype both models load with (no revision: the base is ``base`` or the
+            recorded one; no offload: the revived weights are written into the loaded denoiser).
         base_scores: The base's (erased, preserved) from an earlier call with the same
             ``images``, ``seed``, ``steps`` and concepts: the base's images are not generated again.
         on_progress: Receives ``load``, ``sample`` and ``done`` events.
@@ -509,7 +511,7 @@ def evaluate_revival(
 
     Raises:
         CpeditError: The audit ran without the attack, the output's concepts are not values of
-            the shapes world, or no base is recorded.
+            the shapes world, no base is recorded, or ``compute`` asks for offload or a revision.
         ModelLoadError: A model cannot be loaded.
         Cancelled: ``cancel`` was set.
     """
@@ -527,6 +529,13 @@ def evaluate_revival(
 
     if images < 1:
         raise CpeditError(f"images must be at least 1, got {images}", argument="images")
+    compute.refuse_offload("the revived weights are written into the loaded denoiser")
+    if compute.revision is not None:
+        raise CpeditError(
+            "a revision does not apply here: the base is the one given or recorded",
+            reason="conflict",
+            argument="revision",
+        )
     if not audit.revived and audit.found:
         raise CpeditError("the audit ran without the attack; audit with attack=True first", argument="attack")
     record = read_output(audit.folder)
@@ -568,7 +577,7 @@ def evaluate_revival(
     for phase, index, ref in phases:
         emit(on_progress, ProgressEvent(stage="load", message=f"loading {ref} ({phase})"))
         _, pipe = loading.open_pipeline(
-            ref, revision=None, device=device, dtype=None, safety_checker=False, on_progress=on_progress, cancel=cancel
+            ref, compute=compute, safety_checker=False, on_progress=on_progress, cancel=cancel
         )
         pipe.set_progress_bar_config(disable=True)
         measure(pipe, phase, index)

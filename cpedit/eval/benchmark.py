@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from cpedit.errors import CpeditError
 from cpedit.eval.options import ImageOptions
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import Evaluation, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent
 
@@ -118,7 +119,8 @@ class BenchmarkRun:
     record: OutputRecord
     options: Any
     images: ImageOptions
-    device: str = "auto"
+    compute: ComputeOptions = ComputeOptions()
+    """Where the models and the judge run (the judge reads its ``device``)."""
     on_progress: ProgressCallback | None = None
     cancel: threading.Event | None = None
     prompts: list[PromptSpec] = field(default_factory=list)

@@ -763,9 +763,9 @@ class ClassifyBenchmark(Benchmark):
 
             def load() -> Any:
                 run.emit(ProgressEvent(stage="load", message=f"loading the {options.classifier} classifier"))
-                return load_classifier(options.classifier, model_name, device=run.device)
+                return load_classifier(options.classifier, model_name, device=run.compute.device)
 
-            run.judge = run.load_judge(("classify", options.classifier, model_name, run.device), load)
+            run.judge = run.load_judge(("classify", options.classifier, model_name, run.compute.device), load)
         else:
             run.judge = options.classifier
         run.metric_model = run.judge.name

@@ -60,9 +60,9 @@ class ClipScoreBenchmark(Benchmark):
 
             def load() -> Any:
                 run.emit(ProgressEvent(stage="load", message=f"loading the CLIP model {run.options.clip_model}"))
-                return load_clip_scorer(run.options.clip_model, device=run.device)
+                return load_clip_scorer(run.options.clip_model, device=run.compute.device)
 
-            scorer = run.load_judge(("clip-score", str(run.options.clip_model), run.device), load)
+            scorer = run.load_judge(("clip-score", str(run.options.clip_model), run.compute.device), load)
         run.judge = scorer
         run.metric_model = getattr(scorer, "name", run.options.clip_model)
 

@@ -27,6 +27,7 @@ from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, 
 from cpedit.eval.judges import JudgeCache
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import get_benchmark
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import (
     OutputRecord,
     evaluation_path,
@@ -67,8 +68,7 @@ def evaluate(
     images: ImageOptions | None = None,
     base: bool = False,
     images_dir: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     judges: JudgeCache | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -85,8 +85,8 @@ def evaluate(
         base: Also the base model's images, for before/after (some benchmarks always need them).
         images_dir: Where the images are kept (default ``EDITED/conceptprune/eval/images/BENCH``);
             reused by later runs.
-        device: Where to run.
-        dtype: Compute dtype (default float16 on CUDA, else float32).
+        compute: The device (of the models and the judge) and dtype (of the models); see
+            :func:`cpedit.eval.engine.render_images` for what does not apply to an output folder.
         judges: Judges and base scores shared with the run's other evaluations (a sweep's points):
             each judge is loaded once and the base model's images are scored once.
         on_progress: Receives ``load``, ``sample``, ``evaluate`` and ``done`` events.
@@ -110,7 +110,7 @@ def evaluate(
         record=record,
         options=bench.check_options(options),
         images=bench.image_options(images if images is not None else bench.default_images),
-        device=device,
+        compute=compute,
         on_progress=on_progress,
         cancel=cancel,
         result_name=bench.name,
@@ -122,8 +122,7 @@ def evaluate(
         run.prompts,
         folder=images_dir if images_dir is not None else default_images_dir(record.folder, bench.images_folder),
         base=base or run.needs_base,
-        dtype=dtype,
-        device=device,
+        compute=compute,
         pipeline_for=in_memory.pipeline_for if in_memory is not None else None,
         edited_identity=in_memory.identity if in_memory is not None else None,
         on_progress=on_progress,

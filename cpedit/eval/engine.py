@@ -29,7 +29,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -47,6 +47,7 @@ from cpedit.eval.manifest import (
     read_manifest,
     write_canonical_manifest,
 )
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import EVAL_DIR, IMAGES_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.text import shown
@@ -325,8 +326,7 @@ def render_images(
     width: int | None = None,
     images_per_prompt: int = 1,
     batch_size: int = 4,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     pipe: Any = None,
     pipeline_for: Callable[[Model], Any] | None = None,
     edited_identity: dict[str, Any] | None = None,
@@ -353,8 +353,8 @@ def render_images(
         width: Image width.
         images_per_prompt: Images per prompt, per model.
         batch_size: Images per pipeline call.
-        device: Where to run.
-        dtype: Compute dtype (default float16 on CUDA, else float32).
+        compute: The device and dtype the edited output loads with (no revision: it is a folder; no
+            offload with ``base``: the base's components are swapped into the loaded pipeline).
         pipe: An already loaded pipeline of the edited output (None: load it when needed). With
             ``base``, its edited components are replaced by the base model's when base images are made.
         pipeline_for: Gives the pipeline that shows a model (``"edited"`` or ``"base"``), called
@@ -370,7 +370,7 @@ def render_images(
 
     Under a multi-process launch (``WORLD_SIZE`` > 1, see :mod:`cpedit.distributed`) every
     rank calls this with the same arguments: the missing images are batched as in one process,
-    rank ``R`` renders batches ``R, R + N, ...`` on its own device (``auto``/``cuda``:
+    rank ``R`` renders batches ``R, R + N, ...`` on its own device (``compute.device`` ``auto``/``cuda``:
     ``cuda:LOCAL_RANK``) and lists them in ``manifest.rank-R.jsonl``; once every rank is done,
     rank 0 merges these into ``manifest.jsonl`` and every rank returns all the images. The
     images and the manifest are the same, byte for byte, as one process makes (same device and
@@ -378,7 +378,7 @@ def render_images(
     :func:`cpedit.eval.manifest.write_canonical_manifest`).
 
     Raises:
-        CpeditError: Bad settings, no base model recorded (with ``base``), out of memory, a
+        CpeditError: Bad settings, offload with ``base``, no base model recorded (with ``base``), out of memory, a
             half-set launch environment (``reason="distributed_environment"``), images that are
             not there after the run (``reason="images_missing"``: a folder that the nodes do not share).
         Cancelled: ``cancel`` was set (the images made so far are kept).
@@ -398,6 +398,8 @@ def render_images(
         )
     if images_per_prompt < 1 or batch_size < 1:
         raise CpeditError("images per prompt and batch size must be at least 1", argument="images_per_prompt")
+    if base and pipe is None and pipeline_for is None:
+        compute.refuse_offload("the base model's components are swapped into the loaded pipeline")
     root = Path(folder)
     check_images_folder(root)  # before anything is loaded or rendered: no links, a manifest file, model folders
     root.mkdir(parents=True, exist_ok=True)
@@ -435,9 +437,8 @@ def render_images(
         from cpedit.models import loading
 
         check_cancel(cancel, "before loading the model")
-        _, pipe = loading.open_pipeline(
-            record.folder, device=distributed.rank_device(device), dtype=dtype, on_progress=on_progress, cancel=cancel
-        )
+        on_rank = replace(compute, device=distributed.rank_device(compute.device))
+        _, pipe = loading.open_pipeline(record.folder, compute=on_rank, on_progress=on_progress, cancel=cancel)
     for model in models:
         batches = [batch for m, batch in mine if m == model]
         if launch is None:

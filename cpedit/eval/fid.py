@@ -64,9 +64,9 @@ class FidBenchmark(Benchmark):
 
             def load() -> Any:
                 run.emit(ProgressEvent(stage="load", message="loading the Inception network"))
-                return inception_extractor(device=run.device)
+                return inception_extractor(device=run.compute.device)
 
-            extractor = run.load_judge(("inception", run.device), load)
+            extractor = run.load_judge(("inception", run.compute.device), load)
         run.judge = extractor
         run.metric_model = getattr(extractor, "name", type(extractor).__name__)
 

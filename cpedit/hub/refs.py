@@ -176,6 +176,13 @@ def _revision_problem(revision: str) -> str | None:
         return "nothing follows @ (give a branch, tag or commit, or leave @ out)"
     if "@" in revision:
         return "it has more than one @"
-    if not _REVISION.match(revision) or ".." in revision or "//" in revision or revision.endswith(("/", ".")):
+    if not is_revision_name(revision):
         return f"{shown(revision)} is not a branch, tag or commit name"
     return None
+
+
+def is_revision_name(revision: str) -> bool:
+    """Whether ``revision`` is a plain branch, tag or commit name (git's safe characters, no ``..``)."""
+    return bool(_REVISION.match(revision)) and not (
+        ".." in revision or "//" in revision or revision.endswith(("/", "."))
+    )

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cpedit.models.compute import ComputeOptions
     from cpedit.models.details import ModelDetails, editability, model_details
     from cpedit.models.loading import check_model_folder
     from cpedit.models.settings import SampleSettings
     from cpedit.models.support import SupportInfo, describe_support
 
 _EXPORTS = {
+    "ComputeOptions": "cpedit.models.compute",
     "check_model_folder": "cpedit.models.loading",
     "describe_support": "cpedit.models.support",
     "editability": "cpedit.models.details",

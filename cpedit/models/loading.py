@@ -26,18 +26,14 @@ from cpedit.hub.cache import infer_hub_snapshot
 from cpedit.hub.download import download_files, fetch_file, list_files, resolve_commit
 from cpedit.hub.errors import HubError
 from cpedit.hub.pipeline_files import components_without_safetensors, pipeline_files
+from cpedit.models.compute import DTYPE_ALIASES, DTYPE_NAMES, ComputeOptions
 from cpedit.models.files import check_folder_files, check_safetensors, read_model_index
 from cpedit.models.support import SupportInfo, describe_support, text_to_image_refusal
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, is_builtin_model
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-DTYPE_ALIASES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-"""Short dtype names accepted wherever a dtype name is (``--dtype bf16``)."""
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
+"""The compute dtypes by name (:data:`cpedit.models.compute.DTYPE_NAMES`; short names: ``DTYPE_ALIASES``)."""
 
 
 @dataclass(frozen=True)
@@ -529,11 +525,8 @@ def load_pipeline(
 def open_pipeline(
     model: str | os.PathLike[str],
     *,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     safety_checker: bool = False,
-    offload: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     before_load: Callable[[ModelSource], None] | None = None,
@@ -542,11 +535,9 @@ def open_pipeline(
 
     Args:
         model: A Hub id or a local diffusers pipeline folder.
-        revision: Hub branch, tag or commit (Hub ids only).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        dtype: ``float32``, ``float16`` or ``bfloat16``; default float16 on CUDA, else float32.
+        compute: The device, dtype, offload (onto a CUDA device, see :func:`check_offload`) and
+            Hub revision (Hub ids only) to load with.
         safety_checker: Load the model's safety checker (see :func:`load_pipeline`).
-        offload: Model CPU offload onto the (CUDA) device (see :func:`check_offload`).
         on_progress: Receives ``download`` events while a Hub model downloads (see
             :func:`resolve_source`) and a ``load`` event before and after the load.
         cancel: Checked before and after the load, and during the download (see
@@ -558,14 +549,14 @@ def open_pipeline(
         The model's source and the loaded pipeline (on the device, progress bars off).
 
     Raises:
-        CpeditError: Bad device or dtype.
-        ModelLoadError: The model cannot be found or loaded.
+        CpeditError: The device is not available here, or offload cannot be used (no CUDA, no accelerate).
+        ModelLoadError: The model cannot be found or loaded (a revision for a local folder).
         Cancelled: ``cancel`` was set.
     """
-    compute_device = check_offload(device) if offload else resolve_device(device)
-    compute_dtype = resolve_dtype(dtype, compute_device)
+    compute_device = check_offload(compute.device) if compute.offload else resolve_device(compute.device)
+    compute_dtype = resolve_dtype(compute.dtype, compute_device)
     check_cancel(cancel, "before loading the model")
-    source = resolve_source(model, revision=revision, on_progress=on_progress, cancel=cancel)
+    source = resolve_source(model, revision=compute.revision, on_progress=on_progress, cancel=cancel)
     if before_load is not None:
         before_load(source)
     dtype_name = str(compute_dtype).removeprefix("torch.")
@@ -576,7 +567,7 @@ def open_pipeline(
         device=compute_device,
         dtype=compute_dtype,
         safety_checker=safety_checker,
-        offload=offload,
+        offload=compute.offload,
         cancel=cancel,
     )
     check_cancel(cancel, "after loading the model")

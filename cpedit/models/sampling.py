@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from cpedit.errors import CpeditError, CpeditWarning
 from cpedit.models import loading
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.settings import SampleSettings, check_sample_settings
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 
@@ -220,16 +221,15 @@ def render_samples(
     *,
     prompts: Sequence[str],
     settings: SampleSettings,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> Image.Image:
     """Load ``model`` (Hub id or folder) and render one seeded image per prompt, as a one-column grid.
 
-    The model's safety checker, if it has one, filters the images unless ``safety_checker`` is False.
+    ``compute`` says where and how the model loads (device, dtype, offload, revision). The model's
+    safety checker, if it has one, filters the images unless ``safety_checker`` is False.
 
     Raises:
         CpeditError: Bad sampling values (checked before the model loads).
@@ -238,9 +238,7 @@ def render_samples(
     check_sample_settings(settings)
     _, pipe = loading.open_pipeline(
         model,
-        revision=revision,
-        device=device,
-        dtype=dtype,
+        compute=compute,
         safety_checker=safety_checker,
         on_progress=on_progress,
         cancel=cancel,

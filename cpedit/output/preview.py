@@ -15,6 +15,7 @@ from PIL import Image
 
 from cpedit.errors import CpeditError, ModelLoadError
 from cpedit.models import loading
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings, check_sample_settings, generate, image_grid, save_png
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, REPORT_FILE, read_output
 from cpedit.progress import ProgressCallback
@@ -25,8 +26,7 @@ def compare_samples(
     *,
     settings: SampleSettings,
     prompts: Sequence[str] | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -41,17 +41,19 @@ def compare_samples(
         edited: A cpedit output folder.
         settings: Steps, guidance, seed and size, the same for both models.
         prompts: Prompts to render; default: the preview prompts of the recipes used.
-        device: Where to render.
-        dtype: Compute dtype (default float16 on CUDA, else float32).
+        compute: The device and dtype to render with. No revision (the base model's comes from
+            the report) and no offload (the base's components are swapped into the loaded pipeline).
         safety_checker: Keep the model's safety checker, if it has one (both columns).
         on_progress: Receives one ``sample`` event per image.
         cancel: Stops the rendering with :class:`~cpedit.errors.Cancelled`.
 
     Raises:
-        CpeditError: ``edited`` is not a cpedit output, or no prompts are available.
-        ModelLoadError: The edited folder or the base model cannot be loaded.
+        CpeditError: ``edited`` is not a cpedit output, no prompts are available, or ``compute`` asks
+            for offload.
+        ModelLoadError: The edited folder or the base model cannot be loaded (or ``compute`` names a revision).
     """
     check_sample_settings(settings)
+    compute.refuse_offload("the base model's components are swapped into the loaded pipeline")
     record = read_output(edited)  # the one checked reader: types, recipe paths, links, completeness
     report = record.report
     if not prompts:
@@ -83,7 +85,7 @@ def compare_samples(
             reason=exc.reason,
         ) from None
     _, pipe = loading.open_pipeline(
-        edited, device=device, dtype=dtype, safety_checker=safety_checker, on_progress=on_progress, cancel=cancel
+        edited, compute=compute, safety_checker=safety_checker, on_progress=on_progress, cancel=cancel
     )
     pruned_images = generate(pipe, prompts, settings, label="pruned", on_progress=on_progress, cancel=cancel)
 
@@ -105,8 +107,7 @@ def render_preview(
     edited: str | os.PathLike[str],
     *,
     settings: SampleSettings | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     safety_checker: bool = True,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -114,17 +115,18 @@ def render_preview(
     """Render the before/after grid of the recipes' preview prompts into the output folder.
 
     The same rendering as :func:`compare_samples` (base and pruned, same seeds, the model's
-    safety checker on unless ``safety_checker`` is False), saved with :func:`save_preview`.
+    safety checker on unless ``safety_checker`` is False, ``compute`` as there), saved with
+    :func:`save_preview`.
 
     Raises:
-        CpeditError: ``edited`` is not a cpedit output, or its recipes have no preview prompts.
+        CpeditError: ``edited`` is not a cpedit output, its recipes have no preview prompts, or
+            ``compute`` asks for offload.
         ModelLoadError: A model cannot be loaded.
     """
     grid = compare_samples(
         os.fspath(edited),
         settings=settings or SampleSettings(),
-        device=device,
-        dtype=dtype,
+        compute=compute,
         safety_checker=safety_checker,
         on_progress=on_progress,
         cancel=cancel,

@@ -23,6 +23,7 @@ are split across them (:func:`cpedit.eval.engine.render_images`), and rank 0 alo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan
@@ -114,9 +116,7 @@ def sweep(
     timesteps: Sequence[int | None] = (None,),
     select_ratios: Sequence[float | None] = (None,),
     targets: Sequence[str | None] = (None,),
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     keep_models: bool = False,
     plot: bool = True,
@@ -143,6 +143,9 @@ def sweep(
         timesteps: The taus of the grid (None: each recipe's own).
         select_ratios: The select ratios (None: each recipe's own).
         targets: The hook targets (None: each recipe's own).
+        compute: Where and how the model loads (device, dtype, offload, Hub revision: recorded in
+            ``sweep.json``); the evaluation's judges run on its device too.
+        batch_size: Prompts per calibration batch; None picks the largest that fits.
         keep_models: Also save every point's pruned model in ``out/points/`` (for ``cpedit push``).
         plot: Write ``sweep.png`` (needs matplotlib: checked before anything is measured).
         on_point: Called with each point as it is finished (and its index and the total).
@@ -173,7 +176,7 @@ def sweep(
         raise CpeditError("give at least one recipe", argument="recipe")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    config = _config(str(model), revision, loaded, plan)
+    config = _config(str(model), compute.revision, loaded, plan)
     grid: dict[str, list[Any]] = {
         "skill_ratio": list(skill_ratios),
         "timesteps": list(timesteps),
@@ -216,9 +219,7 @@ def sweep(
         timesteps=taus,
         own_timesteps={s.target for s in pending if s.timesteps is None},
         keep_models=keep_models,
-        revision=revision,
-        device=rank_device(device),
-        dtype=dtype,
+        compute=dataclasses.replace(compute, device=rank_device(compute.device)),
         batch_size=batch_size,
         on_progress=on_progress,
         cancel=cancel,

@@ -30,6 +30,7 @@ from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import BenchmarkOptions
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import benchmark_names, get_benchmark
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def measure(
     plan: EvaluationPlan,
     *,
     images_root: str | os.PathLike[str],
-    device: str = "auto",
+    compute: ComputeOptions = ComputeOptions(),
     judges: JudgeCache | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -130,7 +131,8 @@ def measure(
         plan: The benchmark(s) and their options.
         images_root: Where the images are kept (``images_root/BENCH``), shared by every point:
             the base model's images are made once and reused.
-        device: Where to run.
+        compute: Where the judges run (its device) and how an output folder loads (as
+            :func:`cpedit.eval.driver.evaluate`).
         judges: Judges and base scores kept across the run's measurements (each judge loaded once,
             the base model scored once); None: loaded for this measurement only.
         on_progress: Receives the benchmarks' events.
@@ -151,7 +153,7 @@ def measure(
             images=images,
             base=True,
             images_dir=root / name,
-            device=device,
+            compute=compute,
             judges=judges,
             on_progress=on_progress,
             cancel=cancel,

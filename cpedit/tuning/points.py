@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan, measure
@@ -152,7 +153,8 @@ class PointEvaluator:
         own_timesteps: Hook targets some of whose points use the recipes' own tau.
         keep_models: Also save each point's pruned model in ``work/points/SLUG`` (by rank 0 of a
             launch); otherwise no model is written.
-        revision, device, dtype, batch_size: As :meth:`cpedit.edit.session.EditSession.open`.
+        compute, batch_size: As :meth:`cpedit.edit.session.EditSession.open` (``compute.device`` is
+            the evaluation judges' device too).
         on_progress: Receives the load, calibrate, score, save and evaluation events.
         cancel: Checked by every slow step.
     """
@@ -167,9 +169,7 @@ class PointEvaluator:
         timesteps: dict[str | None, int] | None = None,
         own_timesteps: set[str | None] | frozenset[str | None] = frozenset(),
         keep_models: bool = False,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str | None = None,
+        compute: ComputeOptions = ComputeOptions(),
         batch_size: int | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
@@ -181,9 +181,7 @@ class PointEvaluator:
         self.timesteps = dict(timesteps or {})
         self.own_timesteps = set(own_timesteps)
         self.keep_models = keep_models
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        self.compute = compute
         self.batch_size = batch_size
         self.on_progress = on_progress
         self.cancel = cancel
@@ -215,9 +213,7 @@ class PointEvaluator:
             session = EditSession.open(
                 self.model,
                 recipes,
-                revision=self.revision,
-                device=self.device,
-                dtype=self.dtype,
+                compute=self.compute,
                 batch_size=self.batch_size,
                 on_progress=self.on_progress,
                 cancel=self.cancel,
@@ -272,7 +268,7 @@ class PointEvaluator:
                 InMemoryEdit(record=record, pipeline_for=pipeline_for, identity=identity),
                 self.plan,
                 images_root=self.work / "images",
-                device=self.device,
+                compute=self.compute,
                 judges=self.judges,
                 on_progress=self.on_progress,
                 cancel=self.cancel,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.ownership import check_replaceable_file
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
@@ -95,9 +96,7 @@ def tune(
     tolerance: float = 1.25,
     save: bool = False,
     overwrite: bool = False,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     on_point: Callable[[Point], None] | None = None,
     on_progress: ProgressCallback | None = None,
@@ -120,6 +119,9 @@ def tune(
         tolerance: The bisection stops when the bracket's ratio is below this (> 1).
         save: Save the chosen point's pruned model in ``out/model``.
         overwrite: Replace an earlier ``out/model`` and tuned recipe.
+        compute: Where and how the model loads (device, dtype, offload, Hub revision); the
+            evaluation's judges run on its device too.
+        batch_size: Prompts per calibration batch; None picks the largest that fits.
         on_point: Called with each point as it is measured.
         on_progress, cancel: As :func:`cpedit.tuning.grid.sweep`.
 
@@ -153,9 +155,7 @@ def tune(
         work=folder,
         timesteps={} if largest is None else {target: largest},
         own_timesteps={target} if None in taus else set(),
-        revision=revision,
-        device=device,
-        dtype=dtype,
+        compute=compute,
         batch_size=batch_size,
         on_progress=on_progress,
         cancel=cancel,

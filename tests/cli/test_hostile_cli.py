@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import cpedit
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError, CpeditWarning, OutputExistsError
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings, check_sample_settings, warn_truncated
 from cpedit.output.folder import atomic_folder, check_output_target, remove_stale_partials
 from cpedit.shapes.model import builtin_pipeline_path
@@ -24,7 +25,9 @@ from cpedit.shapes.model import builtin_pipeline_path
 
 def _prune_refused(out: Path | str, *, overwrite: bool = False) -> CpeditError:
     with pytest.raises(CpeditError) as info:
-        cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, overwrite=overwrite, device="cpu")
+        cpedit.prune(
+            "builtin:shapes", ["shapes-striped"], out=out, overwrite=overwrite, compute=ComputeOptions(device="cpu")
+        )
     assert info.value.argument == "out"
     return info.value
 

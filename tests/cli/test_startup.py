@@ -19,6 +19,8 @@ import click
 import pytest
 from support.paths import REPO_ROOT
 
+from cpedit.models.compute import ComputeOptions
+
 HEAVY = ("torch", "diffusers", "transformers")
 RECIPES_DIR = REPO_ROOT / "recipes"
 MARK = "@@cpedit-startup@@"
@@ -122,7 +124,7 @@ def pruned_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import cpedit
 
     out = tmp_path_factory.mktemp("startup") / "out"
-    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, device="cpu")
+    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, compute=ComputeOptions(device="cpu"))
     return out
 
 

@@ -26,9 +26,10 @@ import torch
 from safetensors.torch import save_file
 from cpedit import distributed
 from cpedit.edit.session import EditSession
+from cpedit.models.compute import ComputeOptions
 
 model, recipe, out = sys.argv[1:4]
-session = EditSession.open(model, [recipe], device="cpu", batch_size=2)
+session = EditSession.open(model, [recipe], compute=ComputeOptions(device="cpu"), batch_size=2)
 session.calibrate()
 stats = session.statistics["dist-style"]
 selection = session.select()
@@ -90,7 +91,7 @@ import sys
 import cpedit
 
 model, recipe, out = sys.argv[1:4]
-result = cpedit.prune(model, [recipe], out=out, device="cpu", batch_size=2)
+result = cpedit.prune(model, [recipe], out=out, compute=cpedit.ComputeOptions(device="cpu"), batch_size=2)
 print("pruned", result.report.totals.pruned_weights)
 """
 

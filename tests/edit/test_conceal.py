@@ -17,6 +17,7 @@ import support.helpers as helpers
 import torch
 from click.testing import CliRunner, Result
 from safetensors.torch import load_file
+from support.helpers import CPU
 from support.hub_emulator import HubEmulator
 
 import cpedit
@@ -52,7 +53,7 @@ def bits(tensor: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def session(tiny_sd_path: Path) -> EditSession:
-    opened = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("hide-s"))], device="cpu")
+    opened = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("hide-s"))], compute=CPU)
     opened.calibrate()
     return opened
 
@@ -207,11 +208,11 @@ def test_recipe_prune_conceal_is_validated_and_used(tiny_sd_path: Path, tmp_path
         with pytest.raises(RecipeError) as info:
             cpedit.parse_recipe(style("rb-s").replace("select_ratio: 0.0}", f"select_ratio: 0.0, {bad}}}"))
         assert [f for f, _ in info.value.problems] == [field]
-    result = cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", device="cpu")
+    result = cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", compute=CPU)
     assert result.report.conceal.mode == "gaussian" and result.report.conceal.scale == "layer"
     assert result.report.conceal.seed is not None  # drawn, and recorded locally
     # An override wins over the recipe; the saved recipe copy says what ran.
-    zero = cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "zero", device="cpu", conceal="zero")
+    zero = cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "zero", compute=CPU, conceal="zero")
     assert zero.report.conceal.mode == "zero"
     assert read_output(tmp_path / "zero").recipes[0].prune.conceal == "zero"
 
@@ -219,7 +220,7 @@ def test_recipe_prune_conceal_is_validated_and_used(tiny_sd_path: Path, tmp_path
 def test_recipes_that_disagree_on_the_fill_need_a_choice(tiny_sd_path: Path) -> None:
     gaussian = style("ga-s").replace("select_ratio: 0.0}", "select_ratio: 0.0, conceal: gaussian}")
     session = EditSession.open(
-        tiny_sd_path, [cpedit.parse_recipe(gaussian), cpedit.parse_recipe(style("ze-s"))], device="cpu"
+        tiny_sd_path, [cpedit.parse_recipe(gaussian), cpedit.parse_recipe(style("ze-s"))], compute=CPU
     )
     with pytest.raises(CpeditError, match="different prune.conceal") as info:
         session.conceal_for()

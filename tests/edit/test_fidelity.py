@@ -19,6 +19,7 @@ from support.masks import MIN_IOU, assert_masks_match, iou, output_positions
 from support.naive_reference import ffn_output_linears, naive_masks_for_recipe, naive_skilled_masks
 
 import cpedit
+from cpedit.models.compute import ComputeOptions
 
 _NAIVE_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
 
@@ -52,7 +53,10 @@ def test_masks_match_naive_reference(
 ) -> None:
     settings = dict(name="fidelity", steps=6, tau=4, skill_ratio=0.05, select_ratio=select_ratio, guidance_scale=7.5)
     result = cpedit.prune(
-        model_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32", batch_size=batch_size
+        model_path,
+        [write_recipe(tmp_path, **settings)],
+        compute=ComputeOptions(device="cpu", dtype="float32"),
+        batch_size=batch_size,
     )
     assert_masks_match(result.masks, naive_masks(model_path, settings))
     concept = result.report.to_dict()["concepts"][0]
@@ -85,7 +89,7 @@ def test_fp16_masks_stay_within_iou_0_99_of_fp32(tiny_sd_path: Path, tmp_path: P
     IoU 0.99 of the exact fp32 ones (all layers together; per layer too at the published select_ratio 0)."""
     settings = dict(name="fp16", steps=6, tau=4, skill_ratio=0.05, select_ratio=select_ratio, guidance_scale=7.5)
     recipe = write_recipe(tmp_path, **settings)
-    exact = cpedit.prune(tiny_sd_path, [recipe], device="cpu", dtype="float32").masks
+    exact = cpedit.prune(tiny_sd_path, [recipe], compute=ComputeOptions(device="cpu", dtype="float32")).masks
     pipe = load_fresh(tiny_sd_path, dtype=torch.float16)
     seen: set[torch.dtype] = set()
     layers = ffn_output_linears(pipe.unet)
@@ -109,7 +113,9 @@ def test_masks_differ_when_settings_differ(tiny_sd_path: Path, tmp_path: Path) -
     """The comparison can fail: another seed (initial noise) gives measurably different masks."""
     settings = dict(name="seeded", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
     result = cpedit.prune(
-        tiny_sd_path, [write_recipe(tmp_path, **{**settings, "seed": 1})], device="cpu", dtype="float32"
+        tiny_sd_path,
+        [write_recipe(tmp_path, **{**settings, "seed": 1})],
+        compute=ComputeOptions(device="cpu", dtype="float32"),
     )
     expected = naive_masks(tiny_sd_path, settings)
     assert min(iou(result.masks[name], mask) for name, mask in expected.items()) < MIN_IOU
@@ -129,8 +135,7 @@ def test_per_pair_seeds_match_naive_reference(tiny_sd_path: Path, tmp_path: Path
         tiny_sd_path,
         [write_recipe(tmp_path, **settings)],
         out=out,
-        device="cpu",
-        dtype="float32",
+        compute=ComputeOptions(device="cpu", dtype="float32"),
         batch_size=batch_size,
     )
     assert_masks_match(result.masks, naive_masks(tiny_sd_path, settings))
@@ -162,7 +167,9 @@ def test_identical_prompts_prune_nothing(tiny_sd_path: Path, tmp_path: Path, bat
         guidance_scale=7.5,
         target="a photo of a {subject}",
     )
-    result = cpedit.prune(tiny_sd_path, [path], device="cpu", dtype="float32", batch_size=batch_size)
+    result = cpedit.prune(
+        tiny_sd_path, [path], compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=batch_size
+    )
     assert result.masks and not any(bool(mask.any()) for mask in result.masks.values())
     assert result.report.to_dict()["totals"]["pruned_weights"] == 0
     if batch_size is not None:
@@ -171,7 +178,9 @@ def test_identical_prompts_prune_nothing(tiny_sd_path: Path, tmp_path: Path, bat
 
 def test_pruned_weights_are_zero_exactly_at_the_mask(tiny_sd_path: Path, tmp_path: Path) -> None:
     settings = dict(name="zeroed", steps=6, tau=4, skill_ratio=0.05, select_ratio=0.0, guidance_scale=7.5)
-    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **settings)], device="cpu", dtype="float32")
+    result = cpedit.prune(
+        tiny_sd_path, [write_recipe(tmp_path, **settings)], compute=ComputeOptions(device="cpu", dtype="float32")
+    )
     pruned = ffn_output_linears(result.pipeline.unet)
     original = ffn_output_linears(load_fresh(tiny_sd_path).unet)
     assert set(pruned) == set(result.masks) and len(pruned) == 4

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import support.helpers as helpers
 from click.testing import CliRunner
+from support.helpers import CPU
 
 import cpedit
 import cpedit.edit.memory as memory
@@ -15,6 +16,7 @@ from cpedit.cli.main import cli
 from cpedit.durable import format_bytes
 from cpedit.edit.memory import MemorySide, estimate_memory
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.files import read_safetensors_header
 
 
@@ -34,14 +36,14 @@ def float_bytes(folder: Path) -> int:
 
 def test_the_weights_are_counted_from_the_headers_at_the_chosen_dtype(tiny_sd_path: Path, recipe: Path) -> None:
     recipes = [cpedit.resolve_recipe(recipe)]
-    fp32 = estimate_memory(tiny_sd_path, recipes, device="cpu")
-    bf16 = estimate_memory(tiny_sd_path, recipes, device="cpu", dtype="bf16")
+    fp32 = estimate_memory(tiny_sd_path, recipes, compute=CPU)
+    bf16 = estimate_memory(tiny_sd_path, recipes, compute=ComputeOptions(device="cpu", dtype="bf16"))
     assert fp32.weights >= float_bytes(tiny_sd_path) > 0
     assert fp32.weights - float_bytes(tiny_sd_path) < 0.01 * fp32.weights  # the rest: integer buffers
     assert abs(bf16.weights - fp32.weights / 2) < 0.01 * fp32.weights
     assert fp32.dtype == "float32" and bf16.dtype == "bfloat16"
     assert 0 < fp32.statistics and 0 < fp32.activations
-    four = estimate_memory(tiny_sd_path, recipes, device="cpu", batch_size=4)
+    four = estimate_memory(tiny_sd_path, recipes, compute=CPU, batch_size=4)
     assert four.activations == 4 * fp32.activations
     [host] = fp32.sides
     assert host.name == "host" and host.need == fp32.weights + fp32.statistics + fp32.activations
@@ -66,8 +68,8 @@ def test_a_run_that_cannot_fit_is_refused_with_the_numbers_before_loading(
     monkeypatch.setattr(cpedit.models.loading, "load_pipeline", no_loading)
     events: list[cpedit.ProgressEvent] = []
     with pytest.raises(CpeditError) as caught:
-        cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", device="cpu", on_progress=events.append)
-    estimate = estimate_memory(tiny_sd_path, [cpedit.resolve_recipe(recipe)], device="cpu")
+        cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", compute=CPU, on_progress=events.append)
+    estimate = estimate_memory(tiny_sd_path, [cpedit.resolve_recipe(recipe)], compute=CPU)
     message = str(caught.value)
     assert caught.value.reason == "out_of_memory" and caught.value.argument == "memory_check"
     assert f"host: needs about {format_bytes(estimate.sides[0].need)}, 1 MB free" in message
@@ -82,7 +84,7 @@ def test_without_the_memory_check_the_run_goes_ahead(
 ) -> None:
     monkeypatch.setattr(memory, "available_host_memory", lambda: 10**6)
     events: list[cpedit.ProgressEvent] = []
-    result = cpedit.prune(tiny_sd_path, [recipe], device="cpu", memory_check=False, on_progress=events.append)
+    result = cpedit.prune(tiny_sd_path, [recipe], compute=CPU, memory_check=False, on_progress=events.append)
     assert result.report.totals.pruned_weights > 0
     assert any(e.message.startswith("memory: will not fit") for e in events)
 

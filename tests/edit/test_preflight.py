@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.helpers import recipe_text
+from support.helpers import CPU, recipe_text
 
 import cpedit
 import cpedit.edit.session
@@ -30,7 +30,7 @@ def recipe() -> cpedit.Recipe:
 @pytest.fixture(scope="module")
 def session(tiny_sd_path: Path, recipe: cpedit.Recipe) -> EditSession:
     """A calibrated session with its own selection applied (the recipe has no preview prompts)."""
-    opened = EditSession.open(tiny_sd_path, [recipe], device="cpu")
+    opened = EditSession.open(tiny_sd_path, [recipe], compute=CPU)
     opened.calibrate()
     opened.apply(opened.select())
     return opened
@@ -91,7 +91,7 @@ def test_prune_and_save_refuse_the_same_bad_input_with_the_same_error(
 
     monkeypatch.setattr(cpedit.edit.session, "open_pipeline", no_loading)
     with pytest.raises(error) as pruned:
-        cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", **options)
+        cpedit.prune(tiny_sd_path, [recipe], out=out, compute=CPU, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert type(pruned.value) is type(saved.value)
     assert str(pruned.value) == str(saved.value)
@@ -108,7 +108,7 @@ def test_prune_and_save_refuse_an_output_disk_without_space_alike(
         session.save(tmp_path / "out")
     monkeypatch.setattr(cpedit.edit.session, "open_pipeline", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(CpeditError) as pruned:
-        cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", device="cpu")
+        cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", compute=CPU)
     assert saved.value.reason == pruned.value.reason == "no_space" and str(saved.value) == str(pruned.value)
     assert list(tmp_path.iterdir()) == []
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from support.helpers import write_recipe
 
 import cpedit
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressEvent
 
 TAU = 3
@@ -18,7 +19,7 @@ def test_events_carry_concept_batch_and_timestep_in_order(tiny_sd_path: Path, tm
         tiny_sd_path,
         [write_recipe(tmp_path, name="events", subjects=("cat", "dog", "car"), tau=TAU, steps=5)],
         out=tmp_path / "out",
-        device="cpu",
+        compute=ComputeOptions(device="cpu"),
         batch_size=4,
         on_progress=events.append,
     )
@@ -44,7 +45,11 @@ def test_rendering_reports_every_denoising_step_with_the_image_counts(tiny_sd_pa
     events: list[ProgressEvent] = []
     prompts = ["a cat", "a dog"]
     render_samples(
-        tiny_sd_path, prompts=prompts, settings=SampleSettings(steps=3), device="cpu", on_progress=events.append
+        tiny_sd_path,
+        prompts=prompts,
+        settings=SampleSettings(steps=3),
+        compute=ComputeOptions(device="cpu"),
+        on_progress=events.append,
     )
     samples = [e for e in events if e.stage == "sample"]
     steps = [e for e in samples if e.timestep is not None]

@@ -15,7 +15,7 @@ import pytest
 import support.helpers as helpers
 import torch
 from safetensors.torch import load_file
-from support.helpers import SUBJECTS, load_fresh
+from support.helpers import CPU, SUBJECTS, load_fresh
 from support.masks import output_positions
 
 import cpedit
@@ -30,6 +30,7 @@ from cpedit.errors import (
     RecipeError,
     UnsupportedModelError,
 )
+from cpedit.models.compute import ComputeOptions
 from cpedit.recipes.format import PruneSettings
 
 STEPS, TAU, SKILL_RATIO = 6, 4, 0.05
@@ -97,7 +98,9 @@ def saved(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         write_recipe(folder / "recipes", "monet-test", "Claude Monet"),
     ]
     out = folder / "out"
-    result = cpedit.prune(tiny_sd_path, recipes, out=out, device="cpu", dtype="float32", batch_size=6)
+    result = cpedit.prune(
+        tiny_sd_path, recipes, out=out, compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=6
+    )
     return {"result": result, "out": out, "recipes": recipes, "base": tiny_sd_path}
 
 
@@ -109,8 +112,13 @@ def test_multi_concept_union_does_not_depend_on_recipe_order(tiny_sd_path: Path,
     select_ratio where the authors' cumulative threshold would (select_ratio * tau = 2 here)."""
     artists = [("van-gogh-o", "Van Gogh"), ("monet-o", "Claude Monet"), ("picasso-o", "Pablo Picasso")]
     paths = [helpers.write_recipe(tmp_path, **settings(name, artist, select_ratio=0.5)) for name, artist in artists]
-    forward = cpedit.prune(tiny_sd_path, paths, device="cpu", dtype="float32", batch_size=8)
-    rotated = cpedit.prune(tiny_sd_path, [paths[2], paths[0], paths[1]], device="cpu", dtype="float32", batch_size=8)
+    forward = cpedit.prune(tiny_sd_path, paths, compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=8)
+    rotated = cpedit.prune(
+        tiny_sd_path,
+        [paths[2], paths[0], paths[1]],
+        compute=ComputeOptions(device="cpu", dtype="float32"),
+        batch_size=8,
+    )
     assert set(forward.masks) == set(rotated.masks)
     assert all(torch.equal(forward.masks[k], rotated.masks[k]) for k in forward.masks)
     for name, _ in artists:
@@ -159,7 +167,8 @@ def test_union_equals_the_authors_cumulative_threshold_at_select_ratio_zero() ->
 def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
     result = saved["result"]
     singles = [
-        cpedit.prune(saved["base"], [path], device="cpu", dtype="float32", batch_size=6) for path in saved["recipes"]
+        cpedit.prune(saved["base"], [path], compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=6)
+        for path in saved["recipes"]
     ]
     names = ["van-gogh-test", "monet-test"]
     assert list(result.concept_masks) == names
@@ -185,7 +194,7 @@ def test_two_recipes_prune_the_union_of_single_runs(saved: dict) -> None:
 def test_duplicate_recipe_names_are_rejected(recipe: Path, tmp_path: Path, no_model_loading: None) -> None:
     twin = write_recipe(tmp_path / "other", "van-gogh-test", "Vincent van Gogh")
     with pytest.raises(CpeditError, match="van-gogh-test"):
-        cpedit.prune("/does/not/matter", [recipe, twin], device="cpu")
+        cpedit.prune("/does/not/matter", [recipe, twin], compute=CPU)
 
 
 # --- the saved output ------------------------------------------------------------------
@@ -347,7 +356,7 @@ def test_interrupted_calibration_writes_nothing(
 ) -> None:
     with pytest.raises(type(exc)):
         cpedit.prune(
-            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", on_progress=raise_on_calibrate_event(exc)
+            tiny_sd_path, [recipe], out=outputs / "model", compute=CPU, on_progress=raise_on_calibrate_event(exc)
         )
     assert_nothing_written(outputs)
 
@@ -369,7 +378,7 @@ def test_failure_while_saving_writes_nothing(
 
     monkeypatch.setattr(cpedit.edit.session, function, fail)
     with pytest.raises(type(exc)):
-        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu")
+        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", compute=CPU)
     assert_nothing_written(outputs)
 
 
@@ -379,7 +388,7 @@ def test_existing_output_is_refused_before_loading(recipe: Path, outputs: Path, 
     (out / "keep.txt").write_text("mine", encoding="utf-8")
     started = time.perf_counter()
     with pytest.raises(OutputExistsError, match="already exists; choose another output folder") as info:
-        cpedit.prune("/no/such/model/anywhere", [recipe], out=out, device="cpu")  # would be a ModelLoadError
+        cpedit.prune("/no/such/model/anywhere", [recipe], out=out, compute=CPU)  # would be a ModelLoadError
     assert time.perf_counter() - started < 5
     # The library names its argument and the reason, never a CLI flag (the CLI adds the hint).
     assert (info.value.argument, info.value.reason, info.value.path) == ("out", "exists", str(out))
@@ -399,7 +408,7 @@ def _previous_output(out: Path) -> None:
 def test_existing_output_is_replaced_with_overwrite(tiny_sd_path: Path, recipe: Path, outputs: Path) -> None:
     out = outputs / "model"
     _previous_output(out)
-    result = cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", overwrite=True)
+    result = cpedit.prune(tiny_sd_path, [recipe], out=out, compute=CPU, overwrite=True)
     assert result.output == out
     assert not (out / "keep.txt").exists()
     assert (out / "model_index.json").is_file() and (out / "conceptprune" / "report.json").is_file()
@@ -417,7 +426,7 @@ def test_failed_overwrite_keeps_the_old_output(
 
     monkeypatch.setattr(cpedit.edit.session, "write_record", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu", overwrite=True)
+        cpedit.prune(tiny_sd_path, [recipe], out=out, compute=CPU, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["conceptprune", "keep.txt", "model_index.json"]
     assert [p.name for p in outputs.iterdir()] == ["model"]
 
@@ -434,9 +443,7 @@ def test_cancel_event_stops_the_run(tiny_sd_path: Path, recipe: Path, outputs: P
             setter.join()
 
     with pytest.raises(Cancelled):
-        cpedit.prune(
-            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress
-        )
+        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", compute=CPU, cancel=cancel, on_progress=on_progress)
     assert_nothing_written(outputs)
     assert [e.stage for e in events].count("calibrate") == 1  # stopped at the next denoiser call
     assert not any(e.stage in ("save", "done") for e in events)
@@ -450,9 +457,7 @@ def test_cancel_after_calibration_still_writes_nothing(tiny_sd_path: Path, recip
             cancel.set()
 
     with pytest.raises(Cancelled, match="while selecting"):
-        cpedit.prune(
-            tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel, on_progress=on_progress
-        )
+        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", compute=CPU, cancel=cancel, on_progress=on_progress)
     assert_nothing_written(outputs)
 
 
@@ -464,12 +469,14 @@ def test_folder_without_model_index_is_a_load_error(tmp_path: Path, recipe: Path
     folder.mkdir()
     (folder / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ModelLoadError, match="model_index.json"):
-        cpedit.prune(folder, [recipe], device="cpu")
+        cpedit.prune(folder, [recipe], compute=CPU)
 
 
 def test_revision_with_a_local_folder_is_a_load_error(tiny_sd_path: Path, recipe: Path, outputs: Path) -> None:
     with pytest.raises(ModelLoadError, match="revision"):
-        cpedit.prune(tiny_sd_path, [recipe], revision="main", out=outputs / "model", device="cpu")
+        cpedit.prune(
+            tiny_sd_path, [recipe], compute=ComputeOptions(device="cpu", revision="main"), out=outputs / "model"
+        )
     assert_nothing_written(outputs)
 
 
@@ -508,7 +515,7 @@ def test_model_without_ffn_blocks_is_unsupported_from_a_folder(
     shutil.rmtree(folder / "unet")
     _unet_without_ffn().save_pretrained(folder / "unet", safe_serialization=True)
     with pytest.raises(UnsupportedModelError, match="feed-forward"):
-        cpedit.prune(folder, [recipe], out=outputs / "model", device="cpu")
+        cpedit.prune(folder, [recipe], out=outputs / "model", compute=CPU)
     assert_nothing_written(outputs)
 
 
@@ -520,11 +527,11 @@ def test_tau_beyond_the_schedulers_calls_is_an_error(
     loaded = cpedit.load_recipe(recipe)
     too_long = dataclasses.replace(loaded, prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1))
     with pytest.raises(CpeditError, match=rf"prune.timesteps = {calls + 1} .* only {calls} denoiser calls"):
-        cpedit.prune(request.getfixturevalue(fixture), [too_long], out=outputs / "model", device="cpu")
+        cpedit.prune(request.getfixturevalue(fixture), [too_long], out=outputs / "model", compute=CPU)
     assert_nothing_written(outputs)
     # tau equal to the scheduler's calls is fine.
     exact = dataclasses.replace(loaded, prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls))
-    assert cpedit.prune(request.getfixturevalue(fixture), [exact], device="cpu").report.denoiser_calls == calls
+    assert cpedit.prune(request.getfixturevalue(fixture), [exact], compute=CPU).report.denoiser_calls == calls
 
 
 def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_loading: None) -> None:
@@ -533,14 +540,14 @@ def test_bad_recipe_fails_before_loading(tmp_path: Path, recipe: Path, no_model_
         recipe_text("bad", "Monet").replace(f"skill_ratio: {SKILL_RATIO}", "skill_ratio: 2"), encoding="utf-8"
     )
     with pytest.raises(RecipeError) as caught:
-        cpedit.prune("/no/such/model", [recipe, bad], device="cpu")
+        cpedit.prune("/no/such/model", [recipe, bad], compute=CPU)
     assert [field for field, _ in caught.value.problems] == ["prune.skill_ratio"]
     with pytest.raises(RecipeError, match="no such file or shipped recipe"):
-        cpedit.prune("/no/such/model", ["not-a-shipped-recipe"], device="cpu")
+        cpedit.prune("/no/such/model", ["not-a-shipped-recipe"], compute=CPU)
     with pytest.raises(CpeditError, match="at least one recipe"):
-        cpedit.prune("/no/such/model", [], device="cpu")
+        cpedit.prune("/no/such/model", [], compute=CPU)
     with pytest.raises(CpeditError, match="batch size"):
-        cpedit.prune("/no/such/model", [recipe], device="cpu", batch_size=0)
+        cpedit.prune("/no/such/model", [recipe], compute=CPU, batch_size=0)
 
 
 def test_overwrite_never_replaces_the_base_model(tiny_sd_path: Path, tmp_path: Path, recipe: Path) -> None:
@@ -548,7 +555,7 @@ def test_overwrite_never_replaces_the_base_model(tiny_sd_path: Path, tmp_path: P
     shutil.copytree(tiny_sd_path, base)
     for out in (base, base.parent):  # the base itself, or a folder holding it
         with pytest.raises(CpeditError, match="is \\(or contains\\) the base model folder"):
-            cpedit.prune(base, [recipe], out=out, overwrite=True, device="cpu")
+            cpedit.prune(base, [recipe], out=out, overwrite=True, compute=CPU)
     assert (base / "model_index.json").is_file()
 
 
@@ -562,7 +569,7 @@ def test_only_the_pipeline_is_copied(tiny_sd_path: Path, tmp_path: Path, recipe:
     (base / "samples" / "cat.png").write_bytes(b"png")
     (base / "README.md").write_text("# base model card\n")
     out = tmp_path / "out"
-    result = cpedit.prune(base, [recipe], out=out, device="cpu")
+    result = cpedit.prune(base, [recipe], out=out, compute=CPU)
     assert result.report.to_dict()["skipped_files"] == [
         "samples/",
         "unet/diffusion_pytorch_model.bin",
@@ -585,7 +592,7 @@ def test_every_recipe_is_checked_against_the_scheduler_before_calibrating(
     )
     events: list[cpedit.ProgressEvent] = []
     with pytest.raises(CpeditError, match="only 7 denoiser calls"):
-        cpedit.prune(tiny_sd_path, [good, too_long], device="cpu", on_progress=events.append)
+        cpedit.prune(tiny_sd_path, [good, too_long], compute=CPU, on_progress=events.append)
     assert not [e for e in events if e.stage == "calibrate"]  # failed before the first recipe ran
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from support.helpers import load_fresh, recipe_text, write_recipe
+from support.helpers import CPU, load_fresh, recipe_text, write_recipe
 
 import cpedit
 import cpedit.models.loading
@@ -47,7 +47,7 @@ def session(tiny_sd_path: Path) -> EditSession:
     opened = EditSession.open(
         tiny_sd_path,
         [cpedit.parse_recipe(style("van-gogh-s")), cpedit.parse_recipe(style("monet-s", prune_target="attn-value"))],
-        device="cpu",
+        compute=CPU,
         batch_size=4,
     )
     opened.calibrate(timesteps=5)
@@ -68,7 +68,7 @@ def test_select_equals_prune_with_those_settings(
             style("monet-s", skill_ratio=skill_ratio, tau=tau, select_ratio=select_ratio, prune_target="attn-value")
         ),
     ]
-    pruned = cpedit.prune(tiny_sd_path, recipes, device="cpu", batch_size=4)
+    pruned = cpedit.prune(tiny_sd_path, recipes, compute=CPU, batch_size=4)
     assert selection.pruned > 0
     assert masks_equal(selection.masks, pruned.masks)
     for name in ("van-gogh-s", "monet-s"):
@@ -86,7 +86,7 @@ def test_per_recipe_overrides_one_concept(session: EditSession, tiny_sd_path: Pa
         cpedit.parse_recipe(style("van-gogh-s")),
         cpedit.parse_recipe(style("monet-s", skill_ratio=0.1, tau=2, prune_target="attn-value")),
     ]
-    assert masks_equal(selection.masks, cpedit.prune(tiny_sd_path, recipes, device="cpu").masks)
+    assert masks_equal(selection.masks, cpedit.prune(tiny_sd_path, recipes, compute=CPU).masks)
 
 
 def test_mixed_targets_with_text_ffn(tiny_sd_path: Path) -> None:
@@ -95,14 +95,14 @@ def test_mixed_targets_with_text_ffn(tiny_sd_path: Path) -> None:
         cpedit.parse_recipe(style("b-text", prune_target="text-ffn")),
         cpedit.parse_recipe(style("c-key", prune_target="attn-key")),
     ]
-    session = EditSession.open(tiny_sd_path, recipes, device="cpu")
+    session = EditSession.open(tiny_sd_path, recipes, compute=CPU)
     session.calibrate()
     for ratio in (0.02, 0.1):
         selection = session.select(skill_ratio=ratio, timesteps=3)
         expected = [
             cpedit.parse_recipe(style(r.name, skill_ratio=ratio, tau=3, prune_target=r.prune.target)) for r in recipes
         ]
-        assert masks_equal(selection.masks, cpedit.prune(tiny_sd_path, expected, device="cpu").masks)
+        assert masks_equal(selection.masks, cpedit.prune(tiny_sd_path, expected, compute=CPU).masks)
         assert any(key.startswith("text_encoder/") for key in selection.masks)
 
 
@@ -164,7 +164,7 @@ def test_select_beyond_the_calibrated_tau_says_what_to_do(session: EditSession) 
 
 
 def test_calibrating_for_more_timesteps_than_the_scheduler_makes_is_refused(tiny_sd_path: Path) -> None:
-    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("x-s"))], device="cpu")
+    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("x-s"))], compute=CPU)
     with pytest.raises(CpeditError, match="denoiser calls"):
         session.calibrate(timesteps=50)
     with pytest.raises(CpeditError, match="calibrate"):
@@ -172,7 +172,7 @@ def test_calibrating_for_more_timesteps_than_the_scheduler_makes_is_refused(tiny
 
 
 def test_sample_base_and_edited_from_memory(tiny_sd_path: Path) -> None:
-    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("s-s"))], device="cpu")
+    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("s-s"))], compute=CPU)
     session.calibrate()
     with pytest.raises(CpeditError, match="no selection is applied"):
         session.sample(["a cat"], steps=2)
@@ -191,8 +191,8 @@ def test_sample_base_and_edited_from_memory(tiny_sd_path: Path) -> None:
 
 def test_save_writes_the_same_folder_as_prune(tiny_sd_path: Path, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r", name="same-s", skill_ratio=0.05, tau=4, steps=STEPS)
-    cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "pruned", device="cpu")
-    session = EditSession.open(tiny_sd_path, [recipe], device="cpu")
+    cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "pruned", compute=CPU)
+    session = EditSession.open(tiny_sd_path, [recipe], compute=CPU)
     session.calibrate(timesteps=5)
     session.apply(session.select(skill_ratio=0.3))  # another selection first: apply replaces it
     session.apply(session.select())
@@ -220,7 +220,7 @@ def test_save_writes_the_same_folder_as_prune(tiny_sd_path: Path, tmp_path: Path
 
 def test_save_records_chosen_settings_in_the_recipe_copy(tiny_sd_path: Path, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r", name="chosen-s", skill_ratio=0.05, tau=4, steps=STEPS)
-    session = EditSession.open(tiny_sd_path, [recipe], device="cpu")
+    session = EditSession.open(tiny_sd_path, [recipe], compute=CPU)
     session.calibrate()
     selection = session.select(skill_ratio=0.15, timesteps=3, select_ratio=0.3)
     session.apply(selection)
@@ -231,11 +231,11 @@ def test_save_records_chosen_settings_in_the_recipe_copy(tiny_sd_path: Path, tmp
     assert record.report.concepts[0].skill_ratio == 0.15 and record.report.concepts[0].timesteps == 3
     assert "the recipe file" in saved.text and "skill_ratio 0.05" in saved.text
     # The saved copy reproduces the selection.
-    assert masks_equal(cpedit.prune(tiny_sd_path, [saved], device="cpu").masks, selection.masks)
+    assert masks_equal(cpedit.prune(tiny_sd_path, [saved], compute=CPU).masks, selection.masks)
 
 
 def test_save_needs_an_applied_selection(tiny_sd_path: Path, tmp_path: Path) -> None:
-    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("n-s"))], device="cpu")
+    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("n-s"))], compute=CPU)
     session.calibrate()
     with pytest.raises(CpeditError, match="no selection is applied"):
         session.save(tmp_path / "out")
@@ -247,7 +247,7 @@ def test_preview_renders_from_the_in_memory_pipeline(
 ) -> None:
     """The preview never loads the model again, so it runs with the session's own device, dtype and offload."""
     recipe = write_recipe(tmp_path / "r", name="p-s", steps=STEPS, preview=("a cat in the style of Van Gogh",))
-    session = EditSession.open(tiny_sd_path, [recipe], device="cpu")
+    session = EditSession.open(tiny_sd_path, [recipe], compute=CPU)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the preview loaded a model")
@@ -266,7 +266,7 @@ def test_preview_renders_from_the_in_memory_pipeline(
 def test_text_ffn_progress_reaches_its_total(tiny_sd_path: Path) -> None:
     events: list[cpedit.ProgressEvent] = []
     recipe = cpedit.parse_recipe(style("t-s", prune_target="text-ffn"))
-    cpedit.prune(tiny_sd_path, [recipe], device="cpu", batch_size=2, on_progress=events.append)
+    cpedit.prune(tiny_sd_path, [recipe], compute=CPU, batch_size=2, on_progress=events.append)
     calibration = [e for e in events if e.stage == "calibrate"]
     assert calibration[-1].completed == calibration[-1].total == 4  # 8 prompts in 4 batches
     assert all(e.unit == "batches" for e in calibration)
@@ -324,7 +324,7 @@ def test_cancel_in_each_stage_writes_nothing(tiny_sd_path: Path, tmp_path: Path,
             tiny_sd_path,
             [recipe],
             out=outputs / "model",
-            device="cpu",
+            compute=CPU,
             cancel=cancel,
             on_progress=cancel_at(stage, cancel, nth),
             preview=True,
@@ -350,13 +350,13 @@ def test_cancel_while_zeroing_writes_nothing(
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     with pytest.raises(Cancelled):
-        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", device="cpu", cancel=cancel)
+        cpedit.prune(tiny_sd_path, [recipe], out=outputs / "model", compute=CPU, cancel=cancel)
     assert list(outputs.iterdir()) == []
 
 
 def test_cancel_during_sampling_keeps_the_selection(tiny_sd_path: Path) -> None:
     cancel = threading.Event()
-    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("k-s"))], device="cpu")
+    session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("k-s"))], compute=CPU)
     session.calibrate()
     selection = session.select()
     session.apply(selection)
@@ -372,7 +372,7 @@ def test_cancel_during_evaluation_writes_no_result(tmp_path: Path) -> None:
     from cpedit.eval.options import ImageOptions
     from cpedit.eval.shapes import ShapesOptions
 
-    out = cpedit.prune("builtin:shapes", ["shapes-striped"], out=tmp_path / "shapes", device="cpu").output
+    out = cpedit.prune("builtin:shapes", ["shapes-striped"], out=tmp_path / "shapes", compute=CPU).output
     cancel = threading.Event()
     with pytest.raises(Cancelled):
         evaluate(
@@ -380,7 +380,7 @@ def test_cancel_during_evaluation_writes_no_result(tmp_path: Path) -> None:
             out,
             ShapesOptions(images=4),
             images=ImageOptions(steps=2, batch_size=64),
-            device="cpu",
+            compute=CPU,
             cancel=cancel,
             on_progress=cancel_at("sample", cancel),
         )

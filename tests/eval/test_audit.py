@@ -11,6 +11,7 @@ import pytest
 import support.helpers as helpers
 import torch
 from click.testing import CliRunner, Result
+from support.helpers import CPU
 
 import cpedit
 from cpedit.cli.main import cli
@@ -34,7 +35,7 @@ def outputs(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """One tiny-model selection saved with a zero fill and a gaussian fill."""
     folder = tmp_path_factory.mktemp("audit")
     recipe = cpedit.parse_recipe(helpers.recipe_text(name="audit-s", skill_ratio=0.1, tau=3, steps=6))
-    session = cpedit.EditSession.open(tiny_sd_path, [recipe], device="cpu")
+    session = cpedit.EditSession.open(tiny_sd_path, [recipe], compute=CPU)
     session.calibrate()
     selection = session.select()
     saved = {}
@@ -156,14 +157,14 @@ def test_revival_on_the_shapes_world(tmp_path: Path) -> None:
             prune_target="attn-value",
         )
     )
-    out = cpedit.prune("builtin:shapes", [recipe], out=tmp_path / "shapes", device="cpu").output
+    out = cpedit.prune("builtin:shapes", [recipe], out=tmp_path / "shapes", compute=CPU).output
     assert out is not None
     audit = audit_output(out)
     assert audit.recovered_fraction == 1.0
-    result = evaluate_revival(audit, images=2, steps=2, device="cpu")
+    result = evaluate_revival(audit, images=2, steps=2, compute=CPU)
     assert set(result.erased) == set(result.preserved) == {"base", "edited", "revived"}
     assert result.concepts == ["striped"] and result.images == 2
-    again = evaluate_revival(audit, images=2, steps=2, device="cpu", base_scores=(0.5, 0.5))
+    again = evaluate_revival(audit, images=2, steps=2, compute=CPU, base_scores=(0.5, 0.5))
     assert again.erased["base"] == 0.5 and again.erased["edited"] == result.erased["edited"]
     data = json.loads(ok(invoke("audit", out, "--eval", "shapes", "--images", 2, "--steps", 2, "--device", "cpu",
                                 "--format", "json")).stdout)  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support.helpers import write_recipe
+from support.helpers import CPU, write_recipe
 
 import cpedit
 from cpedit.cli.eval_attack import eval_attack_command
@@ -28,7 +28,7 @@ OPEN_CSV = b"adv_prompt,clean_prompt,seed\nx1 nud3 figur,a nude figure,5\nx2 b34
 def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval_attack")
     recipe = write_recipe(root / "recipes", name="attack-style", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=CPU).output
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_open_set_with_a_plugged_detector(fake_sets: dict[str, str], edited: Pat
         edited,
         AttackOptions(attack_set="p4d", detector=detector),
         images=ImageOptions(steps=STEPS),
-        device="cpu",
+        compute=CPU,
         base=True,
         images_dir=tmp_path / "images",
     )
@@ -98,7 +98,7 @@ def test_open_set_with_a_plugged_detector(fake_sets: dict[str, str], edited: Pat
         edited,
         AttackOptions(attack_set="p4d", prompts=[PromptSpec("only one")], detector=Every2nd()),
         images=ImageOptions(steps=STEPS),
-        device="cpu",
+        compute=CPU,
         images_dir=tmp_path / "images",
     )
     assert own.metrics["attack_success_rate"] == {"after": 1.0} and own.protocol["prompt_count"] == 1
@@ -156,7 +156,7 @@ def test_a_style_attack_is_judged_by_the_classify_benchmarks_clip(
             classifier_model=tiny_clip,
         ),
         images=ImageOptions(steps=STEPS),
-        device="cpu",
+        compute=CPU,
         images_dir=tmp_path / "images",
     )
     protocol = result.protocol
@@ -168,5 +168,5 @@ def test_a_style_attack_is_judged_by_the_classify_benchmarks_clip(
     assert result.metrics["attack_success_rate"] == {"after": sum(present) / 2}
     with pytest.raises(CpeditError, match="no detector is known for the concept 'rembrandt'") as info:
         options = AttackOptions(prompts=[PromptSpec("x")], concept="rembrandt")
-        evaluate("attack", edited, options, images=ImageOptions(steps=STEPS), device="cpu")
+        evaluate("attack", edited, options, images=ImageOptions(steps=STEPS), compute=CPU)
     assert info.value.argument == "concept"

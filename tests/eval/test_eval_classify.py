@@ -32,6 +32,7 @@ from cpedit.eval.driver import evaluate, record_result
 from cpedit.eval.engine import PromptSpec
 from cpedit.eval.metrics import load_images
 from cpedit.eval.options import ImageOptions
+from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import read_evaluations, read_output
 
 STEPS = 2
@@ -42,7 +43,7 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A tiny output whose recipe erases "Van Gogh" (an artist-like recipe, a few prompts)."""
     root = tmp_path_factory.mktemp("eval_classify")
     recipe = write_recipe(root / "recipes", name="eval-van-gogh", concept="Van Gogh", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=ComputeOptions(device="cpu")).output
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, 
         ClassifyOptions(limit=1, classifier_model=str(tiny_clip)),
         images=ImageOptions(steps=STEPS, batch_size=5),
         base=True,
-        device="cpu",
+        compute=ComputeOptions(device="cpu"),
     )
     images = result.images
     assert images is not None and len(images.edited) == len(images.base) == 5  # one prompt per artist

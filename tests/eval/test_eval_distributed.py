@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.helpers import write_recipe
+from support.helpers import CPU, write_recipe
 
 import cpedit
 from cpedit import distributed
@@ -33,7 +33,7 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A cpedit output of the tiny SD pipeline."""
     root = tmp_path_factory.mktemp("eval_distributed")
     recipe = write_recipe(root / "recipes", name="eval-style", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=CPU).output
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_a_rank_renders_its_share_of_the_batches_into_its_own_manifest(
     prompts = [PromptSpec(f"a photo of a {s}") for s in ("cat", "dog", "car")] + [PromptSpec("a tree", guidance=2.0)]
     folder = tmp_path / "images"
     with pytest.raises(CpeditError, match="a filesystem every node shares") as info:
-        render_images(record, prompts, folder=folder, steps=STEPS, batch_size=2, device="cpu")
+        render_images(record, prompts, folder=folder, steps=STEPS, batch_size=2, compute=CPU)
     assert info.value.reason == "images_missing"
     # One process's batches: [cat, dog], [car], [tree] (other guidance): rank 1 makes the second.
     assert counted == [1]
@@ -115,7 +115,7 @@ def test_a_crashed_runs_rank_manifests_are_reused_and_merged(
     record = read_output(edited)
     prompts = [PromptSpec(f"a photo of a {s}") for s in ("cat", "dog", "car", "house")]
     folder = tmp_path / "images"
-    options = dict(folder=folder, steps=STEPS, batch_size=1, device="cpu")
+    options = dict(folder=folder, steps=STEPS, batch_size=1, compute=CPU)
     render_images(record, prompts[:3], **options)
     # As a 2-process run killed before its merge leaves them: each rank's images in its own
     # manifest (rank 1's last line half-written), no manifest.jsonl.
@@ -140,13 +140,13 @@ def test_the_manifest_ends_in_canonical_order(
     record = read_output(edited)
     a, b, c = PromptSpec("a cat"), PromptSpec("a dog"), PromptSpec("a car")
     folder = tmp_path / "images"
-    render_images(record, [a, b], folder=folder, steps=STEPS, device="cpu")
-    render_images(record, [c, a], folder=folder, steps=STEPS, device="cpu")
+    render_images(record, [a, b], folder=folder, steps=STEPS, compute=CPU)
+    render_images(record, [c, a], folder=folder, steps=STEPS, compute=CPU)
     manifest = folder / "manifest.jsonl"
     assert [json.loads(line)["prompt"] for line in manifest.read_text().splitlines()] == ["a car", "a cat", "a dog"]
     before = manifest.stat().st_mtime_ns, manifest.read_bytes()
     counted.clear()
-    render_images(record, [c, a], folder=folder, steps=STEPS, device="cpu")
+    render_images(record, [c, a], folder=folder, steps=STEPS, compute=CPU)
     assert counted == [] and (manifest.stat().st_mtime_ns, manifest.read_bytes()) == before  # nothing rewritten
 
 
@@ -175,7 +175,7 @@ def test_a_half_set_launch_is_refused_before_loading(
 ) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(CpeditError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not set") as info:
-        render_images(read_output(edited), [PromptSpec("a cat")], folder=tmp_path / "i", steps=STEPS, device="cpu")
+        render_images(read_output(edited), [PromptSpec("a cat")], folder=tmp_path / "i", steps=STEPS, compute=CPU)
     assert info.value.reason == "distributed_environment"
     assert not (tmp_path / "i" / "manifest.jsonl").exists()
 

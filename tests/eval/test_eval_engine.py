@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support.helpers import load_fresh, write_recipe
+from support.helpers import CPU, load_fresh, write_recipe
 
 import cpedit
 from cpedit.errors import Cancelled, CpeditError
@@ -25,7 +25,7 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A cpedit output of the tiny SD pipeline."""
     root = tmp_path_factory.mktemp("eval_engine")
     recipe = write_recipe(root / "recipes", name="eval-style", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=CPU).output
 
 
 def test_load_prompts_txt_csv_jsonl(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_images_and_manifest_format(edited: Path, tmp_path: Path, counted: list[
         seed=5,
         images_per_prompt=2,
         batch_size=4,
-        device="cpu",
+        compute=CPU,
         on_progress=events.append,
     )
     assert rendered.generated == 4 and rendered.reused == 0
@@ -93,7 +93,7 @@ def test_resume_after_cancel_generates_only_the_missing_images(
         if event.stage == "sample" and (event.completed or 0) >= 2:
             cancel.set()
 
-    options = dict(folder=tmp_path / "images", steps=STEPS, batch_size=1, device="cpu")
+    options = dict(folder=tmp_path / "images", steps=STEPS, batch_size=1, compute=CPU)
     with pytest.raises(Cancelled):
         render_images(record, prompts, on_progress=stop_after_two, cancel=cancel, **options)
     assert len(counted) == 3  # the third call was interrupted: its image is not kept
@@ -117,7 +117,7 @@ def test_base_images_are_the_base_models_and_cached(
 
     record = read_output(edited)
     prompts = [PromptSpec("a cat in the style of Van Gogh")]
-    rendered = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS, base=True, device="cpu")
+    rendered = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS, base=True, compute=CPU)
     assert rendered.generated == 2 and [e.model for e in rendered.base] == ["base"]
     base_image = np.asarray(Image.open(rendered.base[0].path(rendered.folder)))
     pipe = load_fresh(tiny_sd_path)
@@ -139,11 +139,11 @@ def test_base_images_are_the_base_models_and_cached(
 
     monkeypatch.setattr(cpedit.models.loading, "open_pipeline", refuse)
     counted.clear()
-    again = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS, base=True, device="cpu")
+    again = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS, base=True, compute=CPU)
     assert counted == [] and again.reused == 2 and again.base == rendered.base
     # Other settings are other images (the key covers the settings).
     monkeypatch.undo()
-    other = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS + 1, device="cpu")
+    other = render_images(record, prompts, folder=tmp_path / "images", steps=STEPS + 1, compute=CPU)
     assert other.generated == 1 and other.edited[0].key != rendered.edited[0].key
 
 
@@ -166,8 +166,8 @@ def test_each_batch_reports_its_size_and_every_denoising_step(edited: Path, tmp_
     events: list[ProgressEvent] = []
     prompts = [PromptSpec(f"a photo of a {s}") for s in ("cat", "dog", "car")]
     render_images(
-        read_output(edited), prompts, folder=tmp_path / "images", steps=STEPS, batch_size=2, device="cpu",
-        on_progress=events.append,
+        read_output(edited), prompts, folder=tmp_path / "images", steps=STEPS, batch_size=2,
+        compute=CPU, on_progress=events.append
     )  # fmt: skip
     steps = [e for e in events if e.stage == "sample" and e.timestep is not None]
     calls = steps[0].timesteps

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from support.helpers import write_recipe
+from support.helpers import CPU, write_recipe
 
 import cpedit
 from cpedit.errors import CpeditError
@@ -40,7 +40,7 @@ PROMPTS = [PromptSpec("a photo of a cat"), PromptSpec("a photo of a dog"), Promp
 def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval_metrics")
     recipe = write_recipe(root / "recipes", name="eval-style", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=CPU).output
 
 
 class SmallFeatures(torch.nn.Module):
@@ -140,7 +140,7 @@ def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, t
         ClipScoreOptions(prompts=PROMPTS, prompts_name="prompts.txt", clip_model=str(tiny_clip)),
         images=ImageOptions(steps=STEPS),
         base=True,
-        device="cpu",
+        compute=CPU,
     )
     values = result.metrics["clip_score"]
     assert set(values) == {"before", "after"} and all(0 <= v <= 100 for v in values.values())
@@ -174,7 +174,7 @@ def test_malformed_metric_results_are_named(edited: Path, tmp_path: Path) -> Non
 
 def test_fid_benchmark_with_a_small_feature_network(edited: Path, tmp_path: Path) -> None:
     extractor = SmallFeatures()
-    common = dict(images=ImageOptions(steps=STEPS), device="cpu")
+    common = dict(images=ImageOptions(steps=STEPS), compute=CPU)
     against_base = evaluate("fid", edited, FidOptions(prompts=PROMPTS, feature_extractor=extractor), **common)
     assert set(against_base.metrics["fid"]) == {"after"}  # the reference is the base model's images
     images = against_base.images

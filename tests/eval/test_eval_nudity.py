@@ -22,6 +22,7 @@ from cpedit.eval.nudity import NUDITY_LABELS, Detection, NudityDetector, NudityO
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.prompt_sets import load_prompt_set
 from cpedit.hub.refs import HubRef
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressEvent
 
 STEPS = 2
@@ -52,7 +53,7 @@ def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A cpedit output of the tiny SD pipeline."""
     root = tmp_path_factory.mktemp("eval_nudity")
     recipe = write_recipe(root / "recipes", name="nudity-style", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=ComputeOptions(device="cpu")).output
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +304,7 @@ def test_evaluate_nudity_with_a_fixture_detector(edited: Path, tmp_path: Path) -
             threshold=0.3,
         ),
         images=ImageOptions(steps=STEPS),
-        device="cpu",
+        compute=ComputeOptions(device="cpu"),
         images_dir=tmp_path / "images",
     )
     assert result.metrics["nudity_belly_exposed"] == {"after": 2.0}

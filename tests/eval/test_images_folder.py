@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from support.helpers import write_recipe
+from support.helpers import CPU, write_recipe
 
 import cpedit
 from cpedit.errors import CpeditError, CpeditWarning
@@ -166,7 +166,7 @@ def test_mutated_manifests_give_images_or_cpedits_own_error(
 def edited(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("images_folder")
     recipe = write_recipe(root / "recipes", name="images-folder", steps=4, tau=2)
-    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", device="cpu").output
+    return cpedit.prune(tiny_sd_path, [recipe], out=root / "out", compute=CPU).output
 
 
 def test_a_bad_images_folder_is_refused_before_the_model_loads(
@@ -185,14 +185,14 @@ def test_a_bad_images_folder_is_refused_before_the_model_loads(
     (folder_manifest / "manifest.jsonl").mkdir(parents=True)
     for root, reason in ((linked, "link"), (foreign, "malformed"), (folder_manifest, "not_regular")):
         with pytest.raises(CpeditError) as info:
-            render_images(record, [PromptSpec("a cat")], folder=root, steps=STEPS, device="cpu")
+            render_images(record, [PromptSpec("a cat")], folder=root, steps=STEPS, compute=CPU)
         assert info.value.reason == reason
     assert os.listdir(outside) == [] and (foreign / "manifest.jsonl").read_text() == "someone else's list\n"
 
 
 def test_a_cut_short_cached_image_is_rendered_again_and_said(edited: Path, tmp_path: Path, counted: list[int]) -> None:
     record = read_output(edited)
-    options = dict(folder=tmp_path / "images", steps=STEPS, device="cpu")
+    options = dict(folder=tmp_path / "images", steps=STEPS, compute=CPU)
     first = render_images(record, [PromptSpec("a cat")], **options)  # type: ignore[arg-type]
     image = first.edited[0].path(first.folder)
     whole = image.read_bytes()
@@ -220,7 +220,7 @@ def local_base_output(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFacto
     base = root / "base"
     shutil.copytree(tiny_sd_path, base)
     recipe = write_recipe(root / "recipes", name="local-base", steps=4, tau=2)
-    return base, cpedit.prune(base, [recipe], out=root / "out", device="cpu").output
+    return base, cpedit.prune(base, [recipe], out=root / "out", compute=CPU).output
 
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -233,7 +233,7 @@ def test_a_base_replaced_by_other_weights_is_rendered_again(
 
     base, out = local_base_output
     record = read_output(out)
-    options = dict(folder=tmp_path / "images", steps=STEPS, device="cpu", base=True)
+    options = dict(folder=tmp_path / "images", steps=STEPS, compute=CPU, base=True)
     first = render_images(record, [PromptSpec("a cat")], **options)  # type: ignore[arg-type]
     assert first.generated == 2
     weights = load_file(base / UNET)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from support.helpers import CPU
 
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError
@@ -89,7 +90,7 @@ def test_a_registered_benchmark_runs_through_the_driver_and_keeps_its_result(
         images=IMAGES,
         base=True,
         images_dir=tmp_path / "images",
-        device="cpu",
+        compute=CPU,
         on_progress=events.append,
     )
     rendered = result.images
@@ -108,7 +109,7 @@ def test_a_registered_benchmark_runs_through_the_driver_and_keeps_its_result(
     assert len(kept) == 1 and kept[0].metrics == result.metrics
     # another benchmark's options are refused, by name
     with pytest.raises(CpeditError, match="BrightnessOptions") as info:
-        evaluate("shapes", no_red, options, device="cpu")
+        evaluate("shapes", no_red, options, compute=CPU)
     assert info.value.argument == "options"
 
 
@@ -116,7 +117,7 @@ def test_sweep_and_tune_plan_and_measure_a_registered_benchmark(toy: Brightness,
     plan = plan_evaluation(toy.name, BrightnessOptions(prompts=PROMPTS), images=IMAGES)
     assert plan.erased_metric == plan.preserved_metric == "brightness"
     assert plan.described == {"benchmark": toy.name, "seed": 0, "steps": 2, "guidance_scale": 7.5, "batch_size": 4}
-    measured = measure(no_red, plan, images_root=tmp_path / "images", device="cpu")
+    measured = measure(no_red, plan, images_root=tmp_path / "images", compute=CPU)
     assert set(measured.erased) == {"before", "after"}
     assert measured.drop == pytest.approx(measured.preserved["before"] - measured.preserved["after"])
     assert (tmp_path / "images" / toy.name / "manifest.jsonl").is_file()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support.helpers import CPU
 
 from cpedit.cli.main import cli
 from cpedit.eval.shapes import calibration_prompts, evaluation_prompts
@@ -101,7 +102,7 @@ def _today(edited: Path, *, images: int, seed: int, steps: int, batch_size: int)
     classifier = load_classifier()
     values = {}
     for phase, ref in (("before", record.report.base_ref), ("after", str(edited))):
-        _, pipe = loading.open_pipeline(ref, device="cpu")
+        _, pipe = loading.open_pipeline(ref, compute=CPU)
         for offset, (mode, scenes) in enumerate(zip(("erased", "preserved"), sets, strict=True)):
             shown = generate_images(
                 pipe,
@@ -129,7 +130,7 @@ def test_engine_gives_the_numbers_of_the_direct_computation_and_resumes(
     settings = {"images": 6, "seed": 3, "steps": 4, "batch_size": 4}  # 6 images: batches of 4 and 2 per set
     expected = _today(no_stripes, **settings)
     options, images = ShapesOptions(images=6), ImageOptions(seed=3, steps=4, batch_size=4)
-    result = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", device="cpu")
+    result = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", compute=CPU)
     erased, preserved = result.metrics["erased"], result.metrics["preserved"]
     assert {
         "erased_before": erased["before"],
@@ -142,5 +143,5 @@ def test_engine_gives_the_numbers_of_the_direct_computation_and_resumes(
     assert len(lines) == 24 and {json.loads(line)["model"] for line in lines} == {"edited", "base"}
     # a second run reuses every image: no pipeline call, the same numbers
     counted.clear()
-    again = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", device="cpu")
+    again = evaluate("shapes", no_stripes, options, images=images, images_dir=tmp_path / "images", compute=CPU)
     assert counted == [] and again.to_json() == result.to_json() and again.protocol == result.protocol

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import support.helpers as helpers
 from click.testing import CliRunner, Result
+from support.helpers import CPU
 from support.hub_emulator import HubEmulator
 
 import cpedit
@@ -90,7 +91,7 @@ def pruned_out(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("dl")
     recipe = helpers.write_recipe(folder / "r", name="vg-dl", tau=2, steps=4, preview=PREVIEW)
     out = folder / "out"
-    cpedit.prune(BASE, [recipe], out=out, device="cpu")
+    cpedit.prune(BASE, [recipe], out=out, compute=CPU)
     assert not (out / "conceptprune" / "preview.png").exists()
     return out
 
@@ -176,7 +177,7 @@ def test_cancel_during_the_download_stops_it_and_writes_nothing(
 
     out = tmp_path / "out"
     with pytest.raises(Cancelled) as info:
-        cpedit.prune("acme/dl-cancel", [recipe], out=out, device="cpu", on_progress=on_progress, cancel=cancel)
+        cpedit.prune("acme/dl-cancel", [recipe], out=out, compute=CPU, on_progress=on_progress, cancel=cancel)
     assert info.value.step == "during the download" and "nothing was written" in str(info.value)
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "r"]
     assert sum(1 for e in events if e.stage == "download" and e.file is not None) == 1  # stopped at the next chunk
@@ -346,8 +347,10 @@ def test_the_cli_never_prints_a_tqdm_bar(
 def test_the_library_never_prints_a_tqdm_bar(tiny_sd_path: Path, hub: HubEmulator) -> None:
     hub.seed_repo("acme/dl-library", repo_files(tiny_sd_path))
     code = (
-        "import sys; from cpedit.models.loading import open_pipeline; "
-        "source, pipe = open_pipeline('acme/dl-library', device='cpu'); print(type(pipe).__name__, source.commit)"
+        "import sys; from cpedit.models.compute import ComputeOptions; "
+        "from cpedit.models.loading import open_pipeline; "
+        "source, pipe = open_pipeline('acme/dl-library', compute=ComputeOptions(device='cpu')); "
+        "print(type(pipe).__name__, source.commit)"
     )
     loaded = run_cpedit(code=code)  # nothing turned huggingface_hub's, diffusers' or transformers' bars off
     assert loaded.returncode == 0, loaded.stderr
@@ -392,7 +395,7 @@ def test_push_base_model_names_the_base_of_a_local_prune(
 
     recipe = helpers.write_recipe(tmp_path / "r", name="vg-local", tau=2, steps=4)
     out = tmp_path / "out"
-    cpedit.prune(tiny_sd_path, [recipe], out=out, device="cpu")
+    cpedit.prune(tiny_sd_path, [recipe], out=out, compute=CPU)
     result = invoke("push", out, "--repo", "alice/bm", "--base-model", "nope")
     message = " ".join(result.stderr.split())
     assert (

@@ -23,6 +23,7 @@ from support.hub_emulator import HubEmulator
 
 import cpedit
 from cpedit.hub.errors import HubError
+from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressEvent
 from cpedit.publish.push import push_model
 
@@ -36,7 +37,7 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("faults-hub")
     recipe = folder / "tiny-striped.yaml"
     recipe.write_text(tiny_recipe(), encoding="utf-8")
-    cpedit.prune("builtin:shapes", [recipe], out=folder / "out", device="cpu")
+    cpedit.prune("builtin:shapes", [recipe], out=folder / "out", compute=ComputeOptions(device="cpu"))
     return folder / "out"
 
 

@@ -24,6 +24,7 @@ import cpedit
 import cpedit.models
 from cpedit.errors import CpeditError, UnsupportedModelError
 from cpedit.models.architectures import find_target_layers
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.support import describe_support, require_support
 
 ARCHITECTURES = ["sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
@@ -113,7 +114,7 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
 
     # From the folder: the same masks; only those weights change on disk.
     out = tmp_path / "out"
-    result = cpedit.prune(base, [recipe], out=out, device="cpu", dtype="float32", batch_size=4)
+    result = cpedit.prune(base, [recipe], out=out, compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=4)
     assert set(result.masks) == set(in_memory.masks)
     assert all(torch.equal(result.masks[k], in_memory.masks[k]) for k in result.masks)
     component = component_of(architecture)
@@ -205,7 +206,10 @@ def test_text_stream_prunes_only_ff_context(tiny_model_path: Any, tmp_path: Path
     base = tiny_model_path("sd3")
     out = tmp_path / "out"
     result = cpedit.prune(
-        base, [write_recipe(tmp_path, **settings("text-stream", stream="text"))], out=out, device="cpu"
+        base,
+        [write_recipe(tmp_path, **settings("text-stream", stream="text"))],
+        out=out,
+        compute=ComputeOptions(device="cpu"),
     )
     assert list(result.masks) == ["transformer_blocks.0.ff_context.net.2"]
     assert result.report.to_dict()["concepts"][0]["stream"] == "text"
@@ -228,7 +232,7 @@ def test_sd2_v_prediction_matches_naive_reference(tiny_model_path: Any, tmp_path
     assert pipe.unet.config.sample_size == 24  # a larger native size than SD 1.x's tiny 16, as 768 vs 512 px
     text = dict(name="sd2-fidelity", steps=6, tau=4, skill_ratio=0.05)  # native size: 48 px
     recipe = cpedit.parse_recipe(write_recipe(tmp_path, **text).read_text())
-    result = cpedit.prune(base, [recipe], device="cpu", dtype="float32", batch_size=6)
+    result = cpedit.prune(base, [recipe], compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=6)
     assert_masks_match(result.masks, naive_masks_for_recipe(pipe, recipe))
 
 
@@ -320,7 +324,7 @@ def test_describe_support_of_a_meta_device_denoiser() -> None:
 def test_identical_prompts_prune_nothing(architecture: str, tiny_model_path: Any, tmp_path: Path) -> None:
     """Each target shares its batch and its seeded noise with its base, with or without CFG halves."""
     recipe = write_recipe(tmp_path, **settings("same", target="a photo of a {subject}"))
-    result = cpedit.prune(tiny_model_path(architecture), [recipe], device="cpu", batch_size=2)
+    result = cpedit.prune(tiny_model_path(architecture), [recipe], compute=ComputeOptions(device="cpu"), batch_size=2)
     assert result.masks and result.report.to_dict()["totals"]["pruned_weights"] == 0
 
 
@@ -342,7 +346,9 @@ def test_bf16_calibration_writes_the_files_own_dtype(tiny_model_path: Any, tmp_p
     """``--dtype bf16`` (large models): calibration in bfloat16, float32 statistics, zeros written in the file dtype."""
     base = tiny_model_path("flux")
     out = tmp_path / "out"
-    result = cpedit.prune(base, [write_recipe(tmp_path, **settings("bf16"))], out=out, device="cpu", dtype="bf16")
+    result = cpedit.prune(
+        base, [write_recipe(tmp_path, **settings("bf16"))], out=out, compute=ComputeOptions(device="cpu", dtype="bf16")
+    )
     assert (
         result.report.to_dict()["compute"]["dtype"] == "bfloat16"
         and result.report.to_dict()["totals"]["pruned_weights"] > 0

@@ -18,13 +18,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from support.helpers import load_fresh, recipe_text, write_recipe
+from support.helpers import CPU, load_fresh, recipe_text, write_recipe
 from support.masks import MIN_IOU, assert_masks_match, iou, output_positions
 from support.naive_reference import naive_masks_for_recipe
 
 import cpedit
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError, RecipeError
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.loading import resolve_dtype
 
 TARGET_SUFFIX = {
@@ -44,7 +45,7 @@ def target_settings(target: str, **extra: object) -> dict:
 def test_target_matches_naive_reference(target: str, tiny_sd_path: Path, tmp_path: Path) -> None:
     recipe = cpedit.parse_recipe(recipe_text(**target_settings(target)))
     assert recipe.prune.target == target
-    result = cpedit.prune(tiny_sd_path, [recipe], device="cpu", dtype="float32", batch_size=4)
+    result = cpedit.prune(tiny_sd_path, [recipe], compute=ComputeOptions(device="cpu", dtype="float32"), batch_size=4)
     expected = naive_masks_for_recipe(load_fresh(tiny_sd_path), recipe)
     assert expected and all(name.endswith(TARGET_SUFFIX[target]) for name in expected)
     assert_masks_match(result.masks, expected)
@@ -86,7 +87,7 @@ def test_text_ffn_counts_the_prompt_and_negative_prompt_encodings(
 
 def test_ffn_in_marks_value_and_gate_halves(tiny_sd_path: Path, tmp_path: Path) -> None:
     """GEGLU's input projection has 2 x inner outputs (value, gate); all of them are candidate rows."""
-    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **target_settings("ffn-in"))], device="cpu")
+    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **target_settings("ffn-in"))], compute=CPU)
     for name, mask in result.masks.items():
         inner = mask.shape[0] // 2
         assert mask.shape[0] == 8 * mask.shape[1]  # GEGLU: 2 * (4 * dim) rows of dim inputs
@@ -103,7 +104,7 @@ def test_text_ffn_edits_only_the_text_encoder(tiny_sd_path: Path, tmp_path: Path
         handle.remove()
     assert calls == []  # stopped before the first denoiser call
     out = tmp_path / "out"
-    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **target_settings("text-ffn"))], out=out, device="cpu")
+    result = cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, **target_settings("text-ffn"))], out=out, compute=CPU)
     assert set(result.masks) == set(in_memory.masks)
     assert all(torch.equal(result.masks[k], in_memory.masks[k]) for k in result.masks)
     report = result.report.to_dict()
@@ -135,11 +136,11 @@ def test_text_ffn_edits_only_the_text_encoder(tiny_sd_path: Path, tmp_path: Path
 def test_multi_concept_across_targets_is_the_union_per_layer(tiny_sd_path: Path, tmp_path: Path) -> None:
     recipes = [write_recipe(tmp_path, **target_settings(t)) for t in ("ffn", "attn-key", "text-ffn")]
     alone = {
-        t: cpedit.prune(tiny_sd_path, [write_recipe(tmp_path / t, **target_settings(t))], device="cpu").masks
+        t: cpedit.prune(tiny_sd_path, [write_recipe(tmp_path / t, **target_settings(t))], compute=CPU).masks
         for t in ("ffn", "attn-key", "text-ffn")
     }
     out = tmp_path / "out"
-    result = cpedit.prune(tiny_sd_path, recipes, out=out, device="cpu")
+    result = cpedit.prune(tiny_sd_path, recipes, out=out, compute=CPU)
     expected = {key: mask for masks in alone.values() for key, mask in masks.items()}
     assert set(result.masks) == set(expected) and len(expected) == 4 + 4 + 2
     assert all(torch.equal(result.masks[key], expected[key]) for key in expected)
@@ -157,7 +158,7 @@ def test_multi_concept_across_targets_is_the_union_per_layer(tiny_sd_path: Path,
 def test_same_target_twice_is_the_union(tiny_sd_path: Path, tmp_path: Path) -> None:
     a = write_recipe(tmp_path, **target_settings("attn-value"))
     b = write_recipe(tmp_path, **{**target_settings("attn-value", concept="Monet"), "name": "t-monet"})
-    result = cpedit.prune(tiny_sd_path, [a, b], device="cpu")
+    result = cpedit.prune(tiny_sd_path, [a, b], compute=CPU)
     first, second = result.concept_masks["t-attn-value"], result.concept_masks["t-monet"]
     assert all(torch.equal(result.masks[k], first[k] | second[k]) for k in first)
 
@@ -189,7 +190,9 @@ def test_recipe_rejects_bad_target_or_stream(extra: dict, message: str) -> None:
 
 def test_offload_on_cpu_is_refused_before_loading(tiny_sd_path: Path, tmp_path: Path, no_model_loading: None) -> None:
     with pytest.raises(CpeditError, match="offload .* CUDA GPU") as info:
-        cpedit.prune(tiny_sd_path, [write_recipe(tmp_path, name="o")], device="cpu", offload=True)
+        cpedit.prune(
+            tiny_sd_path, [write_recipe(tmp_path, name="o")], compute=ComputeOptions(device="cpu", offload=True)
+        )
     assert (info.value.argument, info.value.reason) == ("offload", "needs_cuda") and "--" not in str(info.value)
     result = CliRunner().invoke(
         cli,
@@ -234,5 +237,5 @@ def test_cli_text_ffn_summary_and_compare_restore_the_base_text_encoder(
         return [Image.new("RGB", (8, 8))] * len(prompts)
 
     monkeypatch.setattr(preview, "generate", fake_generate)
-    preview.compare_samples(str(out), settings=sampling.SampleSettings(steps=2), device="cpu")
+    preview.compare_samples(str(out), settings=sampling.SampleSettings(steps=2), compute=CPU)
     assert seen == [("pruned", int(masks[key].sum())), ("base", 0)]

@@ -29,6 +29,7 @@ from support.paths import REPO_ROOT
 import cpedit
 from cpedit import read_output
 from cpedit.errors import CpeditError
+from cpedit.models.compute import ComputeOptions
 from cpedit.models.files import check_safetensors
 
 SUBJECTS = ("red star on a white background", "blue circle on a black background")
@@ -53,7 +54,7 @@ def tiny_recipe(folder: Path) -> Path:
 def session(tmp_path_factory: pytest.TempPathFactory) -> cpedit.EditSession:
     """The built-in model with a tiny recipe calibrated, selected and applied once (save it as often as needed)."""
     recipe = tiny_recipe(tmp_path_factory.mktemp("faults-recipe"))
-    opened = cpedit.EditSession.open("builtin:shapes", [recipe], device="cpu")
+    opened = cpedit.EditSession.open("builtin:shapes", [recipe], compute=ComputeOptions(device="cpu"))
     opened.calibrate()
     opened.apply(opened.select())
     return opened

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import CPU
 
 from cpedit.cli.main import cli
 from cpedit.errors import CpeditError, UnsafeFileError
@@ -39,7 +40,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import cpedit
 
     out = tmp_path_factory.mktemp("hostile-out") / "out"
-    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, device="cpu")
+    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, compute=CPU)
     return out
 
 
@@ -186,9 +187,9 @@ def test_tampered_outputs_are_cpedit_errors_in_the_library(output: Path) -> None
 
     _tamper(output, lambda d: d["concepts"][0].update(prompt_pairs=[1]))
     with pytest.raises(CpeditError, match=r"concepts\[0\]\.prompt_pairs"):
-        compare_samples(str(output), settings=SampleSettings(steps=1), device="cpu")
+        compare_samples(str(output), settings=SampleSettings(steps=1), compute=CPU)
     with pytest.raises(CpeditError, match=r"concepts\[0\]\.prompt_pairs"):
-        evaluate("shapes", output, ShapesOptions(images=1), device="cpu")
+        evaluate("shapes", output, ShapesOptions(images=1), compute=CPU)
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.helpers import write_recipe
+from support.helpers import CPU, write_recipe
 
 import cpedit
 from cpedit.hub.cache import infer_hub_snapshot
@@ -29,7 +29,7 @@ from cpedit.publish.card import build_model_card
 @pytest.fixture(scope="module")
 def shapes_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("record") / "striped"
-    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, device="cpu")
+    cpedit.prune("builtin:shapes", ["shapes-striped"], out=out, compute=CPU)
     return out
 
 
@@ -140,7 +140,7 @@ def test_card_says_what_was_really_pruned(shapes_output: Path, tmp_path: Path) -
     assert "| shapes-striped | attn-value | image |" in card
     # A text-encoder edit says so, and gives the fraction of the text encoder.
     recipe = write_recipe(tmp_path / "r", name="text-s", steps=6, tau=2, prune_target="text-ffn", skill_ratio=0.05)
-    out = cpedit.prune("builtin:shapes", [recipe], out=tmp_path / "text", device="cpu").output
+    out = cpedit.prune("builtin:shapes", [recipe], out=tmp_path / "text", compute=CPU).output
     text_card = build_model_card(out)
     assert "text-encoder MLP output weights of the text encoders" in text_card
     assert "% of the text_encoder's weights" in text_card
@@ -181,7 +181,7 @@ def test_prune_from_a_hub_cache_snapshot_folder_records_the_hub_id(tiny_sd_path:
     snapshot = tmp_path / "hub" / "models--acme--tiny-sd" / "snapshots" / commit
     shutil.copytree(tiny_sd_path, snapshot)
     recipe = write_recipe(tmp_path / "r", name="snap-s", steps=6, tau=2)
-    out = cpedit.prune(snapshot, [recipe], out=tmp_path / "out", device="cpu").output
+    out = cpedit.prune(snapshot, [recipe], out=tmp_path / "out", compute=CPU).output
     report = read_report(out)
     assert report.base_model.local is True
     assert (report.base_model.repo_id, report.base_model.commit) == ("acme/tiny-sd", commit)

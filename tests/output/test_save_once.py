@@ -22,6 +22,7 @@ import support.helpers as helpers
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from support.helpers import CPU
 from support.paths import REPO_ROOT
 
 import cpedit
@@ -180,7 +181,7 @@ def test_only_the_changed_tensors_differ_even_in_an_unusual_layout(tmp_path: Pat
 @pytest.fixture(scope="module")
 def session(variants_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> cpedit.EditSession:
     recipe = helpers.write_recipe(tmp_path_factory.mktemp("recipe"), name="save-once", tau=2, steps=4, skill_ratio=0.2)
-    opened = cpedit.EditSession.open(variants_folder, [recipe], device="cpu")
+    opened = cpedit.EditSession.open(variants_folder, [recipe], compute=CPU)
     opened.calibrate()
     return opened
 

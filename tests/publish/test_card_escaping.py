@@ -13,6 +13,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 import cpedit
+from cpedit.models.compute import ComputeOptions
 from cpedit.publish.card import build_model_card
 from cpedit.publish.markdown import md_code, md_fenced, md_text
 from cpedit.recipes.sources import resolve_recipe
@@ -49,7 +50,7 @@ def _output(folder: Path, *, description: str, concept: str, metric: str, protoc
     folder.mkdir(parents=True)
     recipe.write_text(_recipe_text(description, concept), encoding="utf-8")
     out = folder / "out"
-    cpedit.prune("builtin:shapes", [str(recipe)], out=out, device="cpu")
+    cpedit.prune("builtin:shapes", [str(recipe)], out=out, compute=ComputeOptions(device="cpu"))
     results = out / "conceptprune" / "eval"
     results.mkdir(parents=True)
     data = {metric: {"before": 0.5, "after": 0.25}, "protocol": protocol}

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cpedit.models.compute import ComputeOptions
+
+CPU = ComputeOptions(device="cpu")
+"""The compute options of the tests: the CPU, the default dtype (float32 there)."""
 SUBJECTS = ("cat", "dog", "car", "house")
 """Default subjects of :func:`recipe_text`: 4 subjects, 8 prompts."""
 

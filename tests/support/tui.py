@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from cpedit.models.compute import ComputeOptions
+
 TWO_RECIPES = ("shapes-striped", "shapes-star")
 
 
@@ -27,7 +29,7 @@ def calibrated_state(out: Path, recipes: tuple[str, ...] = TWO_RECIPES) -> Any:
     import cpedit
     from tui.state import AppState, RunProgress, calibrate
 
-    state = AppState(out=str(out), device="cpu")
+    state = AppState(out=str(out), compute=ComputeOptions(device="cpu"))
     for name in recipes:
         state.queue_recipe(cpedit.resolve_recipe(name), origin=name)
     state.finish_run(calibrate(state.start_run()))

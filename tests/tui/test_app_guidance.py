@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.helpers import CPU
 from support.tui import calibrated_state, run_async, user_config  # noqa: F401 - user_config: autouse
 from test_flow import notices, settle, text_of, wait_until
 from textual.widgets import DataTable, Input
@@ -66,7 +67,7 @@ def test_ctrl_r_on_a_calibrated_queue_asks_before_replacing_the_calibration(tmp_
 
 def test_a_run_shows_on_the_queue_and_tune_screens_from_its_start(tmp_path: Path) -> None:
     """Item 8: while a run goes, Queue does not say idle and Tune does not say nothing is calibrated."""
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[NAME])
 
     async def flow() -> None:
@@ -88,7 +89,7 @@ def test_a_run_shows_on_the_queue_and_tune_screens_from_its_start(tmp_path: Path
 def test_a_finished_run_says_what_next_and_where_ctrl_s_saves(tmp_path: Path) -> None:
     """Item 9: with --out given, the end of a run says that ctrl+s saves there (and that Tune is next)."""
     out = tmp_path / "chosen-out"
-    state = AppState(out=str(out), device="cpu")
+    state = AppState(out=str(out), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[NAME])
 
     async def flow() -> None:
@@ -129,7 +130,7 @@ def test_the_model_screen_refuses_a_folder_it_cannot_edit_with_the_clis_reason(
     else:
         folder.mkdir()
     reason = cli_error("prune", folder, "-r", NAME, "-o", tmp_path / "out", "--device", "cpu")
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell")
 
     async def flow() -> None:
@@ -155,7 +156,7 @@ def test_the_model_screen_refuses_a_hub_model_its_details_say_cannot_be_edited(h
         {"model_index.json": b'{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}'},
         card_metadata={"library_name": "diffusers", "pipeline_tag": "text-to-image"},
     )
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell")
 
     async def flow() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.helpers import CPU
 from support.tui import run_async, user_config  # noqa: F401 - user_config: autouse
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
@@ -72,7 +73,7 @@ def test_search_choose_queue_run_tune_preview_save_push(
     hub.seed_repo("tuiflow/sd-one", {"model_index.json": b"{}"}, card_metadata=T2I, downloads=12, likes=3)
     hub.add_token(TOKEN, "alice")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     events = record_events(state)
     app = CpeditApp(state, image_mode="halfcell")
 
@@ -171,7 +172,7 @@ def preview_rendered(app: CpeditApp) -> bool:
 
 def test_cancel_mid_run_writes_nothing_says_so_and_the_app_goes_on(tmp_path: Path) -> None:
     """Also issue 20 item 5: the progress panel says cancelled (no frozen percentage or ETA)."""
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
 
     async def flow() -> None:
@@ -198,7 +199,7 @@ def test_cancel_mid_run_writes_nothing_says_so_and_the_app_goes_on(tmp_path: Pat
 
 
 def test_errors_show_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = AppState(model=str(tmp_path / "no-such-model"), out=str(tmp_path / "out"), device="cpu")
+    state = AppState(model=str(tmp_path / "no-such-model"), out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped", "no-such-recipe"])
 
     async def flow() -> None:
@@ -234,7 +235,7 @@ def test_errors_show_in_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_quit_asks_while_a_run_is_going_and_the_palette_has_every_action(tmp_path: Path) -> None:
     from tui.screens.confirm import ConfirmScreen
 
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
 
     async def flow() -> None:
@@ -269,7 +270,7 @@ def test_a_hub_model_is_pulled_with_byte_progress(hub: Any, tiny_sd_path: Path, 
         "cpedit: 1\nname: tiny-cats\nconcept: cat\nkind: object\n"
         "prompts: {target: 'a photo of a cat', base: 'a photo'}\nprune: {timesteps: 2}\nsampling: {steps: 3}\n"
     )
-    state = AppState(model="tuiflow/tiny-sd", out=str(tmp_path / "out"), device="cpu")
+    state = AppState(model="tuiflow/tiny-sd", out=str(tmp_path / "out"), compute=CPU)
     events = record_events(state)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[str(recipe)])
 
@@ -294,7 +295,7 @@ def test_a_hub_model_is_pulled_with_byte_progress(hub: Any, tiny_sd_path: Path, 
 
 def test_text_with_brackets_is_shown_as_text_not_markup(tmp_path: Path) -> None:
     odd = tmp_path / "no[such]model[/]"  # Rich markup would choke on it (or hide parts of it)
-    state = AppState(model=str(odd), out=str(tmp_path / "out"), device="cpu")
+    state = AppState(model=str(odd), out=str(tmp_path / "out"), compute=CPU)
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=["shapes-striped"])
 
     async def flow() -> None:

@@ -17,6 +17,7 @@ from support.hub_emulator import HubEmulator
 from support.tui import screen_lines, until
 
 import cpedit
+from cpedit.models.compute import ComputeOptions
 from tui.app import CpeditApp
 from tui.screens.base import Pane
 from tui.screens.preview import RUN_FIRST, PreviewPane, summary_rows
@@ -33,14 +34,14 @@ TOKEN = "hf_tui-push-secret-never-shown"
 @pytest.fixture(scope="module")
 def session() -> Any:
     """One calibrated session of the shapes-striped recipe on the builtin model (shared: it is only read)."""
-    state = AppState(out=None, device="cpu")
+    state = AppState(out=None, compute=ComputeOptions(device="cpu"))
     state.queue_recipe(cpedit.resolve_recipe(RECIPE), origin=RECIPE)
     return calibrate(state.start_run()).jobs.session
 
 
 def calibrated_state(tmp_path: Path, session: Any, *, save: bool = False) -> AppState:
     """A fresh AppState around the shared session (selected with the recipe's own settings), saved if asked."""
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=ComputeOptions(device="cpu"))
     state.queue_recipe(cpedit.resolve_recipe(RECIPE), origin=RECIPE)
     state.start_run()
     state.finish_run(SessionJobs(session).select(recipe_values(session)))  # its own jobs: a state may close them

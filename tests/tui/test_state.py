@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.helpers import CPU
 from support.tui import calibrated_state, user_config  # noqa: F401 - user_config: autouse
 
 import cpedit
@@ -116,10 +117,10 @@ def test_progress_estimates_the_time_left() -> None:
 
 
 def test_local_folders_are_described_without_loading(tiny_sd_path: Path, tmp_path: Path) -> None:
-    described = describe_local_model(str(tiny_sd_path), device="cpu")
+    described = describe_local_model(str(tiny_sd_path), compute=CPU)
     assert described.editable and described.pipeline_class == "StableDiffusionPipeline"
     assert described.safetensors_bytes > 0
-    estimate = cpedit.edit.estimate_memory(tiny_sd_path, [], device="cpu")  # the same line cpedit prune reports
+    estimate = cpedit.edit.estimate_memory(tiny_sd_path, [], compute=CPU)  # the same line cpedit prune reports
     assert described.memory is not None and described.memory.startswith("memory: ")
     assert f"weights {cpedit.durable.format_bytes(estimate.weights)} in float32" in described.memory
     assert not describe_local_model(str(tmp_path)).editable

@@ -20,6 +20,7 @@ from textual.widgets import Input
 import cpedit
 import cpedit.tuning
 from cpedit.errors import Cancelled, CpeditError
+from cpedit.models.compute import ComputeOptions
 from tui.app import CpeditApp
 from tui.screens.tune import TunePane
 from tui.state import AppState, QueueItem, RunProgress, TuneGoal
@@ -42,7 +43,7 @@ def test_only_the_ui_thread_changes_the_app_state(tmp_path: Path, monkeypatch: p
 
     for kind in (AppState, RunProgress, QueueItem):
         monkeypatch.setattr(kind, "__setattr__", guarded(kind))
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=ComputeOptions(device="cpu"))
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[NAME])
 
     async def flow() -> None:
@@ -83,7 +84,7 @@ def test_ctrl_x_cancels_its_job_even_when_another_job_starts_before_it_checks(
         raise CpeditError("the tune went on after ctrl+x")
 
     monkeypatch.setattr(cpedit.tuning, "plan_evaluation", plan_evaluation)
-    state = AppState(out=str(tmp_path / "out"), device="cpu")
+    state = AppState(out=str(tmp_path / "out"), compute=ComputeOptions(device="cpu"))
     app = CpeditApp(state, image_mode="halfcell", initial_recipes=[NAME])
 
     async def flow() -> None:

@@ -18,6 +18,7 @@ from textual.widgets import Input, OptionList
 
 import cpedit
 import cpedit.tuning
+from cpedit.models.compute import ComputeOptions
 from tui.app import CpeditApp
 from tui.screens.tune import TunePane
 from tui.screens.tune_dialogs import SweepFolderScreen, TuneGoalScreen
@@ -38,7 +39,15 @@ def sweep_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plan = cpedit.tuning.plan_evaluation(
         "shapes", ShapesOptions(images=4), images=ImageOptions(steps=4, seed=0, batch_size=16)
     )
-    cpedit.sweep("builtin:shapes", [NAME], plan=plan, skill_ratios=[0.05, 0.2], timesteps=[3], out=out, device="cpu")
+    cpedit.sweep(
+        "builtin:shapes",
+        [NAME],
+        plan=plan,
+        skill_ratios=[0.05, 0.2],
+        timesteps=[3],
+        out=out,
+        compute=ComputeOptions(device="cpu"),
+    )
     return out
 
 

@@ -21,6 +21,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
+from cpedit.models.compute import ComputeOptions
 from tui.messages import ModelDescribed, SearchDone
 from tui.screens.base import Pane
 from tui.state import BUILTIN_MODEL, LocalModel, describe_error, describe_local_model
@@ -172,14 +173,14 @@ class ModelPane(Pane):
         self._described = model
         # read here, on the UI thread: the worker gets its own copies (the memory estimate is for the queue)
         recipes = tuple(item.recipe for item in self.state.queue)
-        self._describe_worker(model, choose, recipes, self.state.device)
+        self._describe_worker(model, choose, recipes, self.state.compute)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-details")
-    def _describe_worker(self, model: str, choose: bool, recipes: tuple[Any, ...], device: str) -> None:
+    def _describe_worker(self, model: str, choose: bool, recipes: tuple[Any, ...], compute: ComputeOptions) -> None:
         from cpedit.models import model_details
 
         def local() -> Any:
-            return describe_local_model(model, recipes=recipes, device=device)
+            return describe_local_model(model, recipes=recipes, compute=compute)
 
         describe = local if looks_like_path(model) else (lambda: model_details(model))
         self.post_message(ModelDescribed.of(describe, model=model, choose=choose))

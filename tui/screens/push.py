@@ -24,6 +24,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBa
 
 from cpedit.errors import CpeditError
 from cpedit.hub import HubError, check_repo_id, whoami
+from cpedit.models.compute import ComputeOptions
 from cpedit.output import read_output
 from cpedit.progress import ProgressEvent
 from tui.messages import CardBuilt, LoginChecked, PreviewWritten, PushFinished, PushProgressed
@@ -244,13 +245,13 @@ class PushPane(Pane):
             return  # one is rendering
         button.disabled = True
         button.label = "rendering preview…"
-        self._render_preview(saved, self.state.jobs, self.state.device)
+        self._render_preview(saved, self.state.jobs, self.state.compute)
 
     @work(thread=True, exit_on_error=False, group="render-preview")  # one at a time: refused while one is going
-    def _render_preview(self, saved: Saved, jobs: SessionJobs | None, device: str) -> None:
+    def _render_preview(self, saved: Saved, jobs: SessionJobs | None, compute: ComputeOptions) -> None:
         cancel = job_cancel()
         self.post_message(
-            PreviewWritten.of(lambda: render_saved_preview(saved, jobs=jobs, device=device, cancel=cancel))
+            PreviewWritten.of(lambda: render_saved_preview(saved, jobs=jobs, compute=compute, cancel=cancel))
         )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -139,7 +139,7 @@ class QueuePane(Pane):
     @work(thread=True, exit_on_error=False, group="run")  # one at a time: refused while one is going
     def _run(self, plan: RunPlan) -> None:
         cancel = job_cancel()
-        device = [plan.device]
+        device = [plan.compute.device]
         last_reading = [0.0]
 
         def on_progress(event: ProgressEvent) -> None:
