@@ -53,6 +53,7 @@ __all__ = [
     "describe_method",
     "paired_change",
     "wilson",
+    "with_interval",
 ]
 
 
@@ -247,6 +248,36 @@ class Sample:
             return None
         statistic: Kind = "total" if self.kind == "total" else "mean"
         return paired_change(before.values, self.values, self.groups, statistic=statistic)
+
+
+def with_interval(
+    value: float | None,
+    interval: Estimate | Mapping[str, Any] | None,
+    *,
+    digits: int = 2,
+    sign: bool = False,
+    scale: float = 1.0,
+) -> str:
+    """``0.68 (0.60-0.75)``: a value with its interval as tables, cards and the app show it.
+
+    ``interval`` is an :class:`Estimate` or a result file's form (None: the value alone; a
+    None value: ``-``); ``sign`` shows the value's sign (a change); ``scale`` multiplies all
+    three (100: percent).
+    """
+    if value is None:
+        return "-"
+    if interval is None:
+        return f"{scale * value:+.{digits}f}" if sign else f"{scale * value:.{digits}f}"
+    found = interval if isinstance(interval, Estimate) else Estimate.from_dict(interval)
+    shown = Estimate(scale * value, scale * found.low, scale * found.high, found.method, found.n)
+    return shown.text(digits, sign=sign)
+
+
+INTERVAL_NOTE = (
+    "Each value with its 95% interval: Wilson's for shares of images, a bootstrap over prompts for means "
+    "and counts, and the change after - before paired on the same prompts and seeds"
+)
+"""One sentence that says what the intervals are (cards, tables' captions)."""
 
 
 def describe_method(*, none: Mapping[str, str] | None = None) -> dict[str, Any]:
