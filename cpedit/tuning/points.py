@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.eval.intervals import Estimate
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan, measure
@@ -79,7 +80,11 @@ class PointSettings:
 
 @dataclass(frozen=True)
 class Point:
-    """A measured point: its settings, what it pruned, erased and preserved before/after, the drop."""
+    """A measured point: its settings, what it pruned, erased and preserved before/after, the drop.
+
+    ``intervals`` holds the 95% intervals of ``erased`` (after) and ``drop`` where the benchmarks
+    give them; ``images`` the images per model the erasure benchmark scored.
+    """
 
     settings: PointSettings
     pruned: int
@@ -89,6 +94,20 @@ class Point:
     drop: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    intervals: dict[str, Estimate] = field(default_factory=dict)
+    images: int = 0
+
+    def upper(self, what: str) -> float:
+        """The interval's upper bound of ``erased`` (after) or ``drop`` (the value itself without one)."""
+        value = self.erased["after"] if what == "erased" else self.drop
+        found = self.intervals.get(what)
+        return value if found is None else max(found.high, value)
+
+    def lower(self, what: str) -> float:
+        """The interval's lower bound of ``erased`` (after) or ``drop`` (the value itself without one)."""
+        value = self.erased["after"] if what == "erased" else self.drop
+        found = self.intervals.get(what)
+        return value if found is None else min(found.low, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The point as ``sweep.json`` keeps it."""
@@ -101,6 +120,8 @@ class Point:
             "drop": self.drop,
             "metrics": {name: dict(values) for name, values in self.metrics.items()},
             "seconds": round(self.seconds, 3),
+            "intervals": {name: e.to_dict() for name, e in self.intervals.items()},
+            "images": self.images,
         }
 
     @classmethod
@@ -115,6 +136,8 @@ class Point:
             drop=float(data["drop"]),
             metrics={n: {k: float(v) for k, v in vs.items()} for n, vs in data.get("metrics", {}).items()},
             seconds=float(data.get("seconds", 0.0)),
+            intervals={name: Estimate.from_dict(e) for name, e in data.get("intervals", {}).items()},
+            images=int(data.get("images", 0)),
         )
 
 
@@ -229,8 +252,8 @@ class PointEvaluator:
         self._sessions[target] = session
         return session
 
-    def evaluate(self, settings: PointSettings) -> Point:
-        """Select, apply, save, measure and restore one point.
+    def evaluate(self, settings: PointSettings, *, plan: EvaluationPlan | None = None) -> Point:
+        """Select, apply, save, measure and restore one point (by ``plan``, default the evaluator's).
 
         Raises:
             CpeditError: Bad settings (a tau beyond what was calibrated, a ratio out of range), or
@@ -266,7 +289,7 @@ class PointEvaluator:
             saved = True
             measured = measure(
                 folder,
-                self.plan,
+                plan or self.plan,
                 images_root=self.work / "images",
                 device=self.device,
                 pipeline_for=pipeline_for,
@@ -289,6 +312,8 @@ class PointEvaluator:
             drop=measured.drop,
             metrics=measured.metrics,
             seconds=time.perf_counter() - started,
+            intervals=measured.intervals,
+            images=measured.images,
         )
 
     def save(self, settings: PointSettings, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
