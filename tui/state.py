@@ -201,6 +201,10 @@ class SweepPoint:
     drop: float
     pareto: bool = False
     chosen: bool = False
+    erased_interval: tuple[float, float] | None = None
+    """The 95% interval of erased after (low, high), where the point has one."""
+    drop_interval: tuple[float, float] | None = None
+    """The 95% interval of the drop (low, high)."""
 
     @property
     def label(self) -> str:
@@ -213,6 +217,12 @@ class SweepPoint:
         if self.target is not None:
             parts.append(self.target)
         return ", ".join(parts)
+
+
+def _bounds(point: dict[str, Any], name: str) -> tuple[float, float] | None:
+    """A point's 95% interval of ``erased`` or ``drop`` (from its ``intervals``), or None."""
+    found = point.get("intervals", {}).get(name)
+    return None if found is None else (float(found["low"]), float(found["high"]))
 
 
 def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None = None) -> list[SweepPoint]:
@@ -235,6 +245,8 @@ def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None 
                 drop=float(data["drop"]),
                 pareto=bool(data.get("pareto", False)),
                 chosen=chosen is not None and settings == chosen,
+                erased_interval=_bounds(data, "erased"),
+                drop_interval=_bounds(data, "drop"),
             )
         )
     if not all("pareto" in data for data in points):

@@ -35,15 +35,24 @@ def shapes_table(result: Any) -> FittedTable:
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
+    from cpedit.cli.eval_options import interval_caption
+    from cpedit.eval.intervals import with_interval
+
     erased, preserved = result.metrics["erased"], result.metrics["preserved"]
-    rows = [("erased accuracy (lower is better)", erased["before"], erased["after"])]
-    rows.append(("preservation, mean (higher is better)", preserved["before"], preserved["after"]))
+    rows = [("erased accuracy (lower is better)", "erased", erased["before"], erased["after"])]
+    rows.append(("preservation, mean (higher is better)", "preserved", preserved["before"], preserved["after"]))
     by_attribute = protocol.get("preserved_by_attribute", {})
     for name, before in by_attribute.get("before", {}).items():
-        rows.append((f"  preservation: {name}", before, by_attribute["after"][name]))
-    for label, before, after in rows:
-        table.add_row(label, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}")
-    table.caption = f"pruned {100 * protocol['pruned_fraction']:.4f}% of the UNet's weights"
+        rows.append((f"  preservation: {name}", "", before, by_attribute["after"][name]))
+    for label, metric, before, after in rows:
+        found = result.intervals.get(metric, {})
+        table.add_row(
+            label,
+            with_interval(before, found.get("before"), digits=3),
+            with_interval(after, found.get("after"), digits=3),
+            with_interval(after - before, found.get("change"), digits=3, sign=True),
+        )
+    table.caption = f"pruned {100 * protocol['pruned_fraction']:.4f}% of the UNet's weights; {interval_caption(result)}"
     return table
 
 

@@ -53,14 +53,22 @@ def _shared_params() -> list[click.Parameter]:
     return [params[name] for name in SHARED if name in params]
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def _percent(value: float | None, interval: Any = None) -> str:
+    from cpedit.eval.intervals import with_interval
+
+    return "-" if value is None else with_interval(value, interval, digits=1, scale=100) + "%"
 
 
-def _points(before: float | None, after: float | None, *, sign: bool = True) -> str:
+def _points(before: float | None, after: float | None, *, sign: bool = True, interval: Any = None) -> str:
+    from cpedit.eval.intervals import Estimate, with_interval
+
     if before is None or after is None:
         return "-"
-    return f"{100 * (after - before):+.1f}" if sign else f"{100 * (before - after):.1f}"
+    if sign:
+        return with_interval(after - before, interval, digits=1, sign=True, scale=100)
+    if interval is not None:  # the drop is minus the change
+        interval = Estimate(-interval.value, -interval.high, -interval.low, interval.method, interval.n)
+    return with_interval(before - after, interval, digits=1, scale=100)
 
 
 def classify_table(result: Any) -> FittedTable:
@@ -75,23 +83,25 @@ def classify_table(result: Any) -> FittedTable:
         table.add_column(column, justify="left" if column == "measure" else "right")
     erased = result.metrics.get("erased_accuracy", {})
     preserved = result.metrics.get("preserved_accuracy", {})
+    erased_ci = result.intervals.get("erased_accuracy", {})
+    preserved_ci = result.intervals.get("preserved_accuracy", {})
     table.add_row(
         "erased accuracy (lower is better)",
-        _percent(erased.get("before")),
-        _percent(erased.get("after")),
-        _points(erased.get("before"), erased.get("after")),
+        _percent(erased.get("before"), erased_ci.get("before")),
+        _percent(erased.get("after"), erased_ci.get("after")),
+        _points(erased.get("before"), erased.get("after"), interval=erased_ci.get("change")),
     )
     if preserved:
         table.add_row(
             "preserved accuracy (higher is better)",
-            _percent(preserved.get("before")),
-            _percent(preserved.get("after")),
-            _points(preserved.get("before"), preserved.get("after")),
+            _percent(preserved.get("before"), preserved_ci.get("before")),
+            _percent(preserved.get("after"), preserved_ci.get("after")),
+            _points(preserved.get("before"), preserved.get("after"), interval=preserved_ci.get("change")),
         )
         table.add_row(
             "preservation drop (before - after)",
             "",
-            _points(preserved.get("before"), preserved.get("after"), sign=False),
+            _points(preserved.get("before"), preserved.get("after"), sign=False, interval=preserved_ci.get("change")),
             "",
         )
     for name, values in protocol["per_concept"].items():
@@ -101,7 +111,9 @@ def classify_table(result: Any) -> FittedTable:
             _percent(values.get("after")),
             _points(values.get("before"), values.get("after")),
         )
-    caption = "accuracies in percent of images (the JSON keeps fractions 0..1)"
+    from cpedit.cli.eval_options import interval_caption
+
+    caption = f"accuracies in percent of images (the JSON keeps fractions 0..1); {interval_caption(result)}"
     if result.images is not None:
         caption += f"; {result.images.generated} images generated, {result.images.reused} reused"
     table.caption = caption

@@ -304,6 +304,7 @@ def run_benchmark(
 
 def metric_table(result: Any) -> FittedTable:
     """A before/after table of every metric of ``result``, with the paper's figure where there is one."""
+    from cpedit.eval.intervals import with_interval
     from cpedit.eval.paper import paper_figure
 
     protocol = result.protocol
@@ -315,15 +316,25 @@ def metric_table(result: Any) -> FittedTable:
         table.add_column(column, justify="right" if column in ("before", "after", "change") else "left")
     for name, values in result.metrics.items():
         before, after = values.get("before"), values["after"]
-        change = f"{after - before:+.4f}" if before is not None else "-"
+        found = result.intervals.get(name, {})
         figure = paper_figure(result.benchmark, name, protocol)
         table.add_row(
             name,
-            f"{before:.4f}" if before is not None else "-",
-            f"{after:.4f}",
-            change,
+            with_interval(before, found.get("before"), digits=4),
+            with_interval(after, found.get("after"), digits=4),
+            with_interval(after - before if before is not None else None, found.get("change"), digits=4, sign=True),
             figure.describe() if figure else "-",
         )
+    table.caption = interval_caption(result)
     if result.images is not None:
-        table.caption = f"{result.images.generated} images generated, {result.images.reused} reused"
+        table.caption += f"; {result.images.generated} images generated, {result.images.reused} reused"
     return table
+
+
+def interval_caption(result: Any) -> str:
+    """What the table's intervals are, and the metrics without one (FID) and why."""
+    from cpedit.eval.intervals import INTERVAL_NOTE
+
+    described = result.protocol.get("intervals") or {}
+    none = described.get("none") or {}
+    return "; ".join([INTERVAL_NOTE + " (docs/evaluation.md)", *(f"no interval for {k}: {v}" for k, v in none.items())])

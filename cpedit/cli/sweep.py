@@ -167,7 +167,18 @@ def _plan(options: dict[str, Any], view: Any) -> Any:
     )
 
 
-COLUMNS = ("skill ratio", "tau", "select", "target", "pruned", "erased before", "erased after", "drop", "time")
+COLUMNS = (
+    "skill ratio",
+    "tau",
+    "select",
+    "target",
+    "pruned",
+    "erased before",
+    "erased after",
+    "drop",
+    "images",
+    "time",
+)
 OPTIONAL = ("select", "target")
 """Shown only when some point sets them (else every point uses the recipes' own)."""
 RECIPES_OWN = "recipe"
@@ -180,6 +191,8 @@ def own_tau(recipes: Sequence[Recipe]) -> str:
 
 def _cells(point: Any, tau: str) -> dict[str, str]:
     """A point's table cells; ``tau`` is the recipes' own, shown for points that keep it."""
+    from cpedit.eval.intervals import with_interval
+
     settings = point.settings
     before = point.erased.get("before")
     return {
@@ -189,8 +202,9 @@ def _cells(point: Any, tau: str) -> dict[str, str]:
         "target": settings.target or RECIPES_OWN,
         "pruned": f"{point.pruned_percent:.4f}%",
         "erased before": "-" if before is None else f"{before:.3f}",
-        "erased after": f"{point.erased['after']:.3f}",
-        "drop": f"{point.drop:+.3f}",
+        "erased after": with_interval(point.erased["after"], point.intervals.get("erased"), digits=3),
+        "drop": with_interval(point.drop, point.intervals.get("drop"), digits=3, sign=True),
+        "images": str(point.images) if point.images else "-",
         "time": f"{point.seconds:.0f} s",
     }
 
@@ -205,7 +219,8 @@ def _settings(point: Any, tau: str) -> str:
 def _line(point: Any, tau: str) -> str:
     """One point as a line (printed as the table fills in)."""
     cells = _cells(point, tau)
-    measured = ", ".join(f"{k} {cells[k]}" for k in COLUMNS if k not in ("time", "skill ratio", "tau", *OPTIONAL))
+    skipped = ("time", "skill ratio", "tau", "images", *OPTIONAL)
+    measured = ", ".join(f"{k} {cells[k]}" for k in COLUMNS if k not in skipped)
     return f"{_settings(point, tau)}, {measured}"
 
 
@@ -370,6 +385,26 @@ def sweep_command(
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Folder for the result.")
 @click.option("--save", is_flag=True, help="Also save the tuned pruned model in OUT/model.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier OUT/model.")
+@click.option(
+    "--max-growth",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Where a point's 95% interval straddles the goal, measure it on twice the images, up to this many "
+    "times the evaluation's (1: never).",
+)
+@click.option(
+    "--held-out/--no-held-out",
+    default=True,
+    show_default=True,
+    help="Measure the chosen setting again on seeds the search never used, and report both.",
+)
+@click.option(
+    "--holdout-seed",
+    type=int,
+    default=None,
+    help="The held-out check's first seed (default: --seed + 100003).",
+)
 @format_option(help="Print the steps and the result, or the tune JSON on stdout.")
 @command_guard()
 def tune_command(
@@ -386,6 +421,9 @@ def tune_command(
     out: str,
     save: bool,
     overwrite: bool,
+    max_growth: int,
+    held_out: bool,
+    holdout_seed: int | None,
     output_format: str,
     **options: Any,
 ) -> None:
@@ -400,6 +438,12 @@ def tune_command(
     OUT/NAME.yaml (a copy of the recipe with the settings found and a comment with the
     measured numbers) and, with --save, the pruned model OUT/model. If no setting meets the
     goal, it says so, reports the best trade-off found and exits with status 3.
+
+    A point meets the goal only when the upper bounds of the 95% intervals of erased and of
+    the drop are within it; where an interval straddles the goal, the point is measured on
+    more images (--max-growth). The chosen setting is then measured on held-out seeds
+    (--holdout-seed) and both results are shown: numbers on the seeds a setting was chosen
+    on flatter it.
 
     \b
     Examples:
@@ -436,6 +480,9 @@ def tune_command(
             tolerance=tolerance,
             save=save,
             overwrite=overwrite,
+            max_growth=max_growth,
+            held_out=held_out,
+            holdout_seed=holdout_seed,
             on_point=on_point,
             on_progress=view,
             **options,
@@ -448,10 +495,22 @@ def tune_command(
         stdout_console().print(_table(title, result.points, tau=tau, marks={id(result.best): mark}))
         best = result.best
         if result.met:
+            cells = _cells(best, tau)
             console.print(
-                f"Goal met: {_settings(best, tau)} prunes {best.pruned_percent:.4f}%, "
-                f"{plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f}. "
+                f"Goal met (with the 95% intervals): {_settings(best, tau)} prunes {best.pruned_percent:.4f}%, "
+                f"{plan.erased_metric} {cells['erased after']}, drop {cells['drop']}. "
                 f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
+                markup=False,
+            )
+        if result.held_out is not None:
+            checked = f"held-out check: the chosen setting on seed {result.held_out_seed} and on the tuning seed"
+            marks = {id(best): "tuning seed", id(result.held_out): "held-out seeds"}
+            stdout_console().print(_table(checked, [best, result.held_out], tau=tau, marks=marks))
+            console.print(
+                "The goal holds on the held-out seeds too."
+                if result.held_out_met
+                else "The goal does NOT hold on the held-out seeds (with the 95% intervals): the setting was chosen "
+                "partly on noise; measure with more images or loosen the goal.",
                 markup=False,
             )
         else:

@@ -50,9 +50,11 @@ from cpedit.eval.benchmark import (
     Phase,
     PromptOptions,
     chosen_prompts,
+    prompt_groups,
     prompt_set_fields,
 )
 from cpedit.eval.engine import ImageEntry, RenderedImages
+from cpedit.eval.intervals import Sample
 from cpedit.eval.nudity import DEFAULT_THRESHOLD, ConceptDetector, NudityConcept, check_threshold
 from cpedit.eval.options import ImageOptions
 from cpedit.progress import ProgressCallback, ProgressEvent
@@ -205,12 +207,12 @@ class AttackBenchmark(Benchmark):
         run.metric_model = f"{detector.name} {detector.version}"
         run.state.update(entry=entry, concept=concept)
 
-    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
-        """The share of the phase's images in which the detector finds the concept."""
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, Sample]:
+        """The share of the phase's images in which the detector finds the concept (per image: found or not)."""
         detector = run.judge
         run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: {detector.name} on {len(entries)} images"))
         present = detector.concept_present([e.path(folder) for e in entries], cancel=run.cancel)
-        return {"attack_success_rate": sum(bool(p) for p in present) / len(present)}
+        return {"attack_success_rate": Sample.of(present, prompt_groups(run, len(present)), "proportion")}
 
     def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
         """The attack set, its citation, the concept and its detector."""

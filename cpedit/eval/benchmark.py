@@ -11,11 +11,17 @@ A benchmark says only what is its own:
 * :meth:`Benchmark.score`: the measurement of one phase's images (``before``: base, ``after``: edited);
 * :meth:`Benchmark.metrics` and :meth:`Benchmark.protocol_fields`: the result, from every phase's.
 
-The result files keep their shapes (:class:`cpedit.output.record.Evaluation`)::
+A phase's measurement keeps each metric's per-image values (a :class:`~cpedit.eval.intervals.Sample`),
+so :meth:`Benchmark.intervals` gives every metric its 95% interval and the before/after change
+its paired one (:mod:`cpedit.eval.intervals`). The result files keep their shapes
+(:class:`cpedit.output.record.Evaluation`), with the intervals beside the metrics::
 
-    {"clip_score": {"before": 31.4, "after": 30.9}, "protocol": {...}}
+    {"clip_score": {"before": 31.4, "after": 30.9},
+     "intervals": {"clip_score": {"before": {"value": 31.4, "low": 30.8, "high": 32.0, ...},
+                                  "after": {...}, "change": {...}}},
+     "protocol": {..., "intervals": {"level": 0.95, ...}}}
 
-``before`` only when the base was evaluated too; ``shapes.json`` keeps its own exact form.
+``before`` only when the base was evaluated too; ``shapes.json`` keeps its own form (plus ``intervals``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from cpedit.errors import CpeditError
+from cpedit.eval.intervals import Estimate, Sample, describe_method
 from cpedit.eval.options import ImageOptions
 from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import Evaluation, OutputRecord
@@ -50,6 +57,7 @@ __all__ = [
     "BenchmarkRun",
     "PromptOptions",
     "Role",
+    "prompt_groups",
     "protocol",
     "prompt_set_fields",
 ]
@@ -95,16 +103,19 @@ class BenchmarkResult:
     images: RenderedImages | None = None
     evaluation: Evaluation | None = None
     """The record form when the benchmark keeps its own (``shapes``); None: the metric form."""
+    intervals: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    """``intervals[metric][phase or "change"]``: each metric's 95% interval (none for FID, see the protocol)."""
 
     def to_json(self) -> dict[str, Any]:
         """The benchmark's JSON (the one kept in ``conceptprune/eval/BENCH.json``)."""
         return self.to_evaluation().to_dict()
 
     def to_evaluation(self) -> Evaluation:
-        """The result as the output record keeps it."""
+        """The result as the output record keeps it (with the intervals)."""
+        kept = {name: {key: e.to_dict() for key, e in values.items()} for name, values in self.intervals.items()}
         if self.evaluation is not None:
-            return self.evaluation
-        return Evaluation(benchmark=self.benchmark, metrics=self.metrics, protocol=self.protocol)
+            return replace(self.evaluation, intervals=kept or self.evaluation.intervals)
+        return Evaluation(benchmark=self.benchmark, metrics=self.metrics, protocol=self.protocol, intervals=kept)
 
 
 @dataclass
@@ -175,6 +186,8 @@ class Benchmark(ABC):
     preserved_metric: ClassVar[str | None] = None
     preserved_higher_is_better: ClassVar[bool] = True
     default_images: ClassVar[ImageOptions] = ImageOptions()
+    no_interval: ClassVar[Mapping[str, str]] = {}
+    """Metrics that get no interval, and why (``fid``: a distance between two sets, not a mean over images)."""
 
     @property
     def images_folder(self) -> str:
@@ -229,6 +242,14 @@ class Benchmark(ABC):
         """The options as JSON for ``sweep.json`` (beside the generation settings and the prompt set)."""
         return {}
 
+    def enlarge(self, options: Any, images: ImageOptions, factor: int) -> tuple[Any, ImageOptions]:
+        """The options and image options that measure ``factor`` times the images (``tune``'s sequential step).
+
+        By default more images per prompt (the same prompts, seeds ``seed + j``, so the images
+        already made are reused); a benchmark that draws its prompts (``shapes``) draws more.
+        """
+        return options, replace(images, images_per_prompt=images.images_per_prompt * factor)
+
     @abstractmethod
     def prepare(self, run: BenchmarkRun) -> None:
         """Set the run's prompts, judge (loaded) and protocol fields known up front.
@@ -245,11 +266,42 @@ class Benchmark(ABC):
         """
 
     def metrics(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, float]]:
-        """The result's metrics from every phase's measurement: ``{metric: {phase: value}}``."""
+        """The result's metrics from every phase's measurement: ``{metric: {phase: value}}``.
+
+        A phase's measurement maps each metric to its value or to its per-image
+        :class:`~cpedit.eval.intervals.Sample` (the metric is the sample's value).
+        """
         out: dict[str, dict[str, float]] = {}
         for phase, values in measured.items():
             for key, value in values.items():
-                out.setdefault(key, {})[phase] = value
+                out.setdefault(key, {})[phase] = value.value if isinstance(value, Sample) else value
+        return out
+
+    def samples(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, Sample]]:
+        """Each metric's per-image :class:`~cpedit.eval.intervals.Sample` by phase (``{metric: {phase: sample}}``)."""
+        out: dict[str, dict[str, Sample]] = {}
+        for phase, values in measured.items():
+            if isinstance(values, Mapping):
+                for key, value in values.items():
+                    if isinstance(value, Sample):
+                        out.setdefault(key, {})[phase] = value
+        return out
+
+    def intervals(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, Estimate]]:
+        """Every metric's 95% interval by phase, and ``change`` (after - before, paired per prompt).
+
+        Proportions get Wilson's interval, means and counts a bootstrap over prompts
+        (:mod:`cpedit.eval.intervals`); a metric without per-image values gets none.
+        """
+        out: dict[str, dict[str, Estimate]] = {}
+        for name, phases in self.samples(run, measured).items():
+            found = {phase: sample.estimate() for phase, sample in phases.items() if sample.values}
+            if "before" in phases and "after" in phases:
+                change = phases["after"].change(phases["before"])
+                if change is not None:
+                    found["change"] = change
+            if found:
+                out[name] = found
         return out
 
     def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
@@ -268,6 +320,7 @@ class Benchmark(ABC):
         )
         result.update(run.fields)
         result.update(self.protocol_fields(run, measured, rendered))
+        result["intervals"] = describe_method(none=self.no_interval)
         return result
 
     def evaluation(
@@ -362,6 +415,12 @@ def prompt_set_fields(
     if isinstance(prompts, PromptSet):
         return list(prompts.prompts), prompts_name or prompts.name, prompts.protocol_fields()
     return list(prompts), prompts_name, {}
+
+
+def prompt_groups(run: BenchmarkRun, count: int) -> list[int]:
+    """Each of ``count`` images' prompt index: the driver renders ``images_per_prompt`` per prompt, in order."""
+    per_prompt = run.images.images_per_prompt
+    return [i // per_prompt for i in range(count)]
 
 
 def chosen_prompts(prompts: Sequence[PromptSpec], limit: int | None) -> list[PromptSpec]:

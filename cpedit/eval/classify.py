@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase, load_set
+from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase, load_set, prompt_groups
 from cpedit.eval.clip_score import DEFAULT_CLIP_MODEL
 from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages
+from cpedit.eval.intervals import Sample
 from cpedit.eval.options import ImageOptions
 from cpedit.output.record import OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel
@@ -789,8 +790,8 @@ class ClassifyBenchmark(Benchmark):
             },
         )
 
-    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
-        """The phase's erased and preserved accuracy (and each concept's, kept for the protocol)."""
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, Sample]:
+        """The phase's erased and preserved accuracy, per image (and each concept's, kept for the protocol)."""
         from cpedit.eval.metrics import load_images
 
         family: Family = run.state["family"]
@@ -817,11 +818,12 @@ class ClassifyBenchmark(Benchmark):
         pairs = list(zip(hits, truth, strict=True))
         for i, concept in enumerate(family.concepts):
             run.state["per_concept"][concept.name][phase] = _share([h for h, t in pairs if t == i])
-        erased_hits = [h for h, t in pairs if family.concepts[t] in erased]
-        preserved_hits = [h for h, t in pairs if family.concepts[t] not in erased]
-        values = {"erased_accuracy": _share(erased_hits)}
-        if preserved_hits:
-            values["preserved_accuracy"] = _share(preserved_hits)
+        groups = prompt_groups(run, len(hits))
+        values: dict[str, Sample] = {}
+        for metric, wanted in (("erased_accuracy", True), ("preserved_accuracy", False)):
+            chosen = [i for i, t in enumerate(truth) if (family.concepts[t] in erased) == wanted]
+            if chosen or wanted:
+                values[metric] = Sample.of([hits[i] for i in chosen], [groups[i] for i in chosen], "proportion")
         return values
 
     def protocol_fields(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:

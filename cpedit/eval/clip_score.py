@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts
+from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts, prompt_groups
 from cpedit.eval.engine import ImageEntry
+from cpedit.eval.intervals import Sample
 from cpedit.eval.options import ImageOptions
 from cpedit.progress import ProgressEvent
 
@@ -66,10 +67,14 @@ class ClipScoreBenchmark(Benchmark):
         run.judge = scorer
         run.metric_model = getattr(scorer, "name", run.options.clip_model)
 
-    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, float]:
-        """The mean CLIP score of the phase's images."""
+    def score(self, run: BenchmarkRun, phase: Phase, entries: Sequence[ImageEntry], folder: Path) -> dict[str, Sample]:
+        """The CLIP score of each of the phase's images (the metric: their mean; its interval: over prompts)."""
+        from cpedit.errors import CpeditError
         from cpedit.eval.metrics import load_images
 
         run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: CLIP score of {len(entries)} images"))
         images = load_images([e.path(folder) for e in entries])
-        return {"clip_score": run.judge.score(images, [e.prompt for e in entries], batch_size=run.images.batch_size)}
+        values = run.judge.scores(images, [e.prompt for e in entries], batch_size=run.images.batch_size)
+        if not values:
+            raise CpeditError("no images to score", argument="prompts")
+        return {"clip_score": Sample.of(values, prompt_groups(run, len(values)), "mean")}

@@ -4,7 +4,8 @@
 prepares its prompts and judge, the images of the edited model (and the base's) are rendered
 or reused by :func:`cpedit.eval.engine.render_images`, each phase is scored with a cancel
 check and an ``evaluate`` event, then the protocol and the :class:`~cpedit.eval.benchmark.BenchmarkResult`
-are built. :func:`record_result` keeps it in ``EDITED/conceptprune/eval/BENCH.json``.
+are built, every metric with its 95% interval (:meth:`~cpedit.eval.benchmark.Benchmark.intervals`).
+:func:`record_result` keeps it in ``EDITED/conceptprune/eval/BENCH.json``.
 
 The edited model is a saved output folder, or an :class:`InMemoryEdit`: a pipeline already
 loaded and edited in memory (a sweep point), measured without writing a model anywhere. A
@@ -137,6 +138,7 @@ def evaluate(
         check_cancel(cancel, "during the evaluation")
         measured[phase] = _score(bench, run, phase, entries, rendered.folder)
     metrics = bench.metrics(run, measured)
+    intervals = bench.intervals(run, measured)
     emit(on_progress, bench.done(run, rendered))
     result_protocol = bench.protocol(run, measured, rendered)
     return BenchmarkResult(
@@ -145,6 +147,7 @@ def evaluate(
         protocol=result_protocol,
         images=rendered,
         evaluation=bench.evaluation(run, metrics, result_protocol),
+        intervals=intervals,
     )
 
 

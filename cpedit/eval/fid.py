@@ -48,6 +48,11 @@ class FidBenchmark(Benchmark):
     options_type = FidOptions
     preserved_metric = "fid"
     preserved_higher_is_better = False
+    no_interval = {
+        "fid": "FID compares two sets' feature statistics (mean and covariance): it is not a mean over "
+        "images, and it is biased by the number of images, so no per-image interval is given; "
+        "compare FIDs only at equal image counts"
+    }
 
     def prepare(self, run: BenchmarkRun) -> None:
         """The prompts, the reference files, then the Inception network (unless given)."""

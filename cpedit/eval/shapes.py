@@ -34,6 +34,7 @@ import torch
 from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase
 from cpedit.eval.engine import ImageEntry, RenderedImages
+from cpedit.eval.intervals import Kind, Sample, describe_method
 from cpedit.eval.options import ImageOptions
 from cpedit.output.record import Evaluation, Report, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
@@ -187,18 +188,29 @@ def score_images(
     ``mode="erased"``: the fraction still showing an erased value the prompt asked for.
     ``mode="preserved"``: the mean per-attribute accuracy, and the accuracy per attribute.
     """
+    values, per_attribute = image_scores(classifier, shown, asked, erased, mode=mode)
+    return float(np.mean(values)), per_attribute
+
+
+def image_scores(
+    classifier: Any,
+    shown: np.ndarray | torch.Tensor,
+    asked: list[world.Scene],
+    erased: list[tuple[str, str]],
+    *,
+    mode: str,
+) -> tuple[list[float], dict[str, float]]:
+    """:func:`score_images` per image: 1/0 (``erased``: still shows it) or the share of attributes right.
+
+    Their mean is :func:`score_images`' score; the accuracy per attribute comes with them.
+    """
     predictions = classify(classifier, shown)
+    pairs = list(zip(predictions, asked, strict=True))
     if mode == "erased":
-        still = [
-            any(scene.value(a) == v and p[a] == v for a, v in erased)
-            for p, scene in zip(predictions, asked, strict=True)
-        ]
-        return float(np.mean(still)), {}
-    per_attribute = {
-        name: float(np.mean([p[name] == scene.value(name) for p, scene in zip(predictions, asked, strict=True)]))
-        for name in HEADS
-    }
-    return float(np.mean(list(per_attribute.values()))), per_attribute
+        return [float(any(scene.value(a) == v and p[a] == v for a, v in erased)) for p, scene in pairs], {}
+    right = np.array([[p[name] == scene.value(name) for name in HEADS] for p, scene in pairs], dtype=np.float64)
+    per_attribute = {name: float(np.mean(right[:, i])) for i, name in enumerate(HEADS)}
+    return [float(v) for v in right.mean(axis=1)], per_attribute
 
 
 class ShapesBenchmark(Benchmark):
@@ -221,6 +233,10 @@ class ShapesBenchmark(Benchmark):
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
         """The images per set."""
         return {"images": options.images}
+
+    def enlarge(self, options: Any, images: ImageOptions, factor: int) -> tuple[Any, ImageOptions]:
+        """``factor`` times the scenes per set (more prompts, each one image)."""
+        return replace(options, images=options.images * factor), images
 
     def image_options(self, images: ImageOptions) -> ImageOptions:
         """One image per prompt at the model's size: the prompts are the images."""
@@ -261,14 +277,21 @@ class ShapesBenchmark(Benchmark):
             run.emit(ProgressEvent(stage="evaluate", message=f"{phase}: judging {len(scenes)} {mode} images"))
             chosen = entries[offset * images : (offset + 1) * images]
             shown = np.stack([_read_png(entry.path(folder)) for entry in chosen])
-            measured[mode] = score_images(run.judge, shown, scenes, run.state["erased"], mode=mode)
+            values, per_attribute = image_scores(run.judge, shown, scenes, run.state["erased"], mode=mode)
+            kind: Kind = "proportion" if mode == "erased" else "mean"
+            measured[mode] = (Sample.of(values, range(len(values)), kind), per_attribute)
         return measured
 
     def metrics(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, float]]:
         """``erased`` and ``preserved``, before and after."""
         return {
-            mode: {phase: measured[phase][mode][0] for phase in ("before", "after")} for mode in ("erased", "preserved")
+            mode: {phase: measured[phase][mode][0].value for phase in ("before", "after")}
+            for mode in ("erased", "preserved")
         }
+
+    def samples(self, run: BenchmarkRun, measured: dict[str, Any]) -> dict[str, dict[str, Sample]]:
+        """``erased`` (a proportion: Wilson) and ``preserved`` (per image, the share of attributes right: a mean)."""
+        return {mode: {phase: measured[phase][mode][0] for phase in measured} for mode in ("erased", "preserved")}
 
     def protocol(self, run: BenchmarkRun, measured: dict[str, Any], rendered: RenderedImages) -> dict[str, Any]:
         """The erased values, images per set, pruned fraction, generation and the preservation per attribute."""
@@ -282,6 +305,7 @@ class ShapesBenchmark(Benchmark):
             "steps": run.images.steps,
             "guidance_scale": run.images.guidance_scale,
             "preserved_by_attribute": {phase: measured[phase]["preserved"][1] for phase in ("before", "after")},
+            "intervals": describe_method(),
         }
 
     def evaluation(

@@ -582,6 +582,10 @@ EVAL_KEYS = ("concepts", "images", "erased", "preserved", "pruned_fraction")
 
 METRIC_PROTOCOL_KEY = "protocol"
 """A metric benchmark's file (``cpedit eval clip-score``, ``fid``) has this key; the shapes one has not."""
+INTERVALS_KEY = "intervals"
+"""Either form's 95% intervals: ``{metric: {"before"|"after"|"change": {value, low, high, method, n}}}``."""
+INTERVAL_FIELDS = ("value", "low", "high", "method", "n")
+_INTERVAL_METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -605,12 +609,17 @@ class Evaluation:
     """Metric benchmarks: ``{"clip_score": {"before": f, "after": f}}`` (None: the shapes form)."""
     protocol: dict[str, Any] | None = None
     """Metric benchmarks: how the images were made and measured (prompt set, N, seeds, steps, ...)."""
+    intervals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """95% intervals: ``{metric: {"before"|"after"|"change": {"value", "low", "high", "method", "n"}}}``
+    (empty in files written before intervals; see :mod:`cpedit.eval.intervals`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON (the benchmark is the file name, not a key)."""
+        intervals = {INTERVALS_KEY: _copy_intervals(self.intervals)} if self.intervals else {}
         if self.metrics is not None:
             return {
                 **{name: dict(values) for name, values in self.metrics.items()},
+                **intervals,
                 METRIC_PROTOCOL_KEY: dict(self.protocol or {}),
             }
         return {
@@ -619,7 +628,12 @@ class Evaluation:
             "erased": dict(self.erased),
             "preserved": dict(self.preserved),
             "pruned_fraction": self.pruned_fraction,
+            **intervals,
         }
+
+    def interval(self, metric: str, key: str) -> dict[str, Any] | None:
+        """The interval of ``metric`` at ``key`` (``before``, ``after``, ``change``), or None."""
+        return self.intervals.get(metric, {}).get(key)
 
     @classmethod
     def from_dict(cls, benchmark: str, data: Any, *, source: str) -> Evaluation:
@@ -630,9 +644,11 @@ class Evaluation:
         """
         if isinstance(data, dict) and METRIC_PROTOCOL_KEY in data:
             return cls._metrics_from_dict(benchmark, data, source=source)
-        if not isinstance(data, dict) or set(data) != set(EVAL_KEYS):
+        if not isinstance(data, dict) or set(data) - {INTERVALS_KEY} != set(EVAL_KEYS):
             raise RecordError(
-                f"{source} must hold exactly the keys {sorted(EVAL_KEYS)}", path=source, reason="malformed"
+                f"{source} must hold exactly the keys {sorted(EVAL_KEYS)} (and {INTERVALS_KEY})",
+                path=source,
+                reason="malformed",
             )
         ok = (
             isinstance(data["concepts"], list)
@@ -661,12 +677,13 @@ class Evaluation:
             erased={k: float(v) for k, v in data["erased"].items()},
             preserved={k: float(v) for k, v in data["preserved"].items()},
             pruned_fraction=float(data["pruned_fraction"]),
+            intervals=_read_intervals(data.get(INTERVALS_KEY, {}), ("erased", "preserved"), source=source),
         )
 
     @classmethod
     def _metrics_from_dict(cls, benchmark: str, data: dict[str, Any], *, source: str) -> Evaluation:
         protocol = data[METRIC_PROTOCOL_KEY]
-        metrics = {k: v for k, v in data.items() if k != METRIC_PROTOCOL_KEY}
+        metrics = {k: v for k, v in data.items() if k not in (METRIC_PROTOCOL_KEY, INTERVALS_KEY)}
         ok = (
             isinstance(protocol, dict)
             and bool(metrics)
@@ -690,7 +707,53 @@ class Evaluation:
             benchmark=benchmark,
             metrics={name: {k: float(v) for k, v in values.items()} for name, values in metrics.items()},
             protocol=dict(protocol),
+            intervals=_read_intervals(data.get(INTERVALS_KEY, {}), tuple(metrics), source=source),
         )
+
+
+def _copy_intervals(intervals: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {name: {key: dict(values) for key, values in phases.items()} for name, phases in intervals.items()}
+
+
+def _read_intervals(data: Any, metrics: Sequence[str], *, source: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ``intervals`` object of an evaluation file, checked: known metrics, phases, finite bounds.
+
+    Raises:
+        RecordError: It does not follow the form (the message names the file and the field).
+    """
+
+    def refuse(where: str, what: str) -> RecordError:
+        return RecordError(f"{source}: {INTERVALS_KEY}{where} {what}", path=source, reason="malformed")
+
+    if not isinstance(data, dict):
+        raise refuse("", "must be an object")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, phases in data.items():
+        if name not in metrics:
+            raise refuse(f".{shown(str(name))}", "names no metric of the file")
+        if not isinstance(phases, dict) or not phases or not set(phases) <= {"before", "after", "change"}:
+            raise refuse(f".{name}", "must map before, after or change to an interval")
+        out[name] = {}
+        for key, interval in phases.items():
+            where = f".{name}.{key}"
+            if not isinstance(interval, dict) or set(interval) != set(INTERVAL_FIELDS):
+                raise refuse(where, f"must hold exactly {', '.join(INTERVAL_FIELDS)}")
+            numbers = [interval[k] for k in ("value", "low", "high")]
+            if not all(map(_is_number, numbers)) or not interval["low"] <= interval["high"]:
+                raise refuse(where, "needs finite numbers value, low <= high")
+            method, count = interval["method"], interval["n"]
+            if not isinstance(method, str) or not _INTERVAL_METHOD.fullmatch(method):
+                raise refuse(f"{where}.method", "must be a method name (such as wilson)")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise refuse(f"{where}.n", "must be a count (a whole number >= 0)")
+            out[name][key] = {
+                "value": float(interval["value"]),
+                "low": float(interval["low"]),
+                "high": float(interval["high"]),
+                "method": method,
+                "n": count,
+            }
+    return out
 
 
 def evaluation_path(folder: str | os.PathLike[str], benchmark: str) -> Path:

@@ -23,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, OutputRecord, Report, read_evaluations, read_output
+from cpedit.output.record import (
+    PREVIEW_FILE,
+    RECORD_DIR,
+    Evaluation,
+    OutputRecord,
+    Report,
+    read_evaluations,
+    read_output,
+)
 from cpedit.publish.markdown import front_matter, md_code, md_fenced, md_link, md_text
 from cpedit.shapes.model import BUILTIN_MODEL_NAME
 
@@ -156,9 +164,10 @@ def card_metadata(
     return metadata
 
 
-def _metric_rows(add: Any, benchmark: str, metrics: dict[str, dict[str, float]], protocol: dict[str, Any]) -> None:
+def _metric_rows(add: Any, benchmark: str, evaluation: Evaluation, protocol: dict[str, Any]) -> None:
     """A metric benchmark's results as a before/after table (``-`` where the base was not evaluated),
-    with the paper's published figure beside each metric it reported (:mod:`cpedit.eval.paper`)."""
+    each value with its 95% interval, and the paper's published figure beside each metric it
+    reported (:mod:`cpedit.eval.paper`)."""
     from cpedit.eval.paper import paper_figure
 
     counts = (("images", "images"), ("steps", "steps"))
@@ -170,13 +179,42 @@ def _metric_rows(add: Any, benchmark: str, metrics: dict[str, dict[str, float]],
     if parts:
         add("; ".join(parts) + ".")
         add("")
-    add("| metric | before | after | paper (ConceptPrune, for context) |")
-    add("|---|---:|---:|---|")
-    for name, values in metrics.items():
-        before = f"{values['before']:.4f}" if "before" in values else "-"
+    add("| metric | before | after | change | paper (ConceptPrune, for context) |")
+    add("|---|---:|---:|---:|---|")
+    for name, values in (evaluation.metrics or {}).items():
+        cells = _cells(evaluation, name, values)
         figure = paper_figure(benchmark, name, protocol)
-        add(f"| {md_text(name)} | {before} | {values['after']:.4f} | {figure.describe() if figure else '-'} |")
+        add(f"| {md_text(name)} | {' | '.join(cells)} | {figure.describe() if figure else '-'} |")
     add("")
+    _interval_note(add, evaluation, protocol)
+
+
+def _cells(evaluation: Evaluation, name: str, values: dict[str, float]) -> list[str]:
+    """Before, after and the change of one metric, each with its interval where the result has one."""
+    from cpedit.eval.intervals import with_interval
+
+    before, after = values.get("before"), values.get("after")
+    change = after - before if before is not None and after is not None else None
+    return [
+        with_interval(before, evaluation.interval(name, "before"), digits=4),
+        with_interval(after, evaluation.interval(name, "after"), digits=4),
+        with_interval(change, evaluation.interval(name, "change"), digits=4, sign=True),
+    ]
+
+
+def _interval_note(add: Any, evaluation: Evaluation, protocol: dict[str, Any]) -> None:
+    """What the intervals are, and which metrics have none and why (FID)."""
+    from cpedit.eval.intervals import INTERVAL_NOTE
+
+    if evaluation.intervals:
+        add(f"{INTERVAL_NOTE} (method in `docs/evaluation.md` of cpedit).")
+        add("")
+    described = protocol.get("intervals")
+    none = described.get("none") if isinstance(described, dict) else None
+    if isinstance(none, dict):
+        for name, why in none.items():
+            add(f"No interval for {md_text(name)}: {md_text(why)}.")
+        add("")
 
 
 def build_model_card(
@@ -336,18 +374,19 @@ def build_model_card(
             add(f"### {md_text(ev.benchmark)}")
             add("")
             if ev.metrics is not None:  # a metric benchmark (`cpedit eval clip-score`, `fid`)
-                _metric_rows(add, ev.benchmark, ev.metrics, ev.protocol or {})
+                _metric_rows(add, ev.benchmark, ev, ev.protocol or {})
                 continue
             add(
                 f"{ev.images} images; erased concepts: {md_text(', '.join(ev.concepts))}; "
                 f"pruned fraction {100 * ev.pruned_fraction:.4f}%."
             )
             add("")
-            add("| | before | after |")
-            add("|---|---:|---:|")
-            add(f"| erased concepts | {ev.erased['before']:.4f} | {ev.erased['after']:.4f} |")
-            add(f"| preserved concepts | {ev.preserved['before']:.4f} | {ev.preserved['after']:.4f} |")
+            add("| | before | after | change |")
+            add("|---|---:|---:|---:|")
+            add(f"| erased concepts | {' | '.join(_cells(ev, 'erased', ev.erased))} |")
+            add(f"| preserved concepts | {' | '.join(_cells(ev, 'preserved', ev.preserved))} |")
             add("")
+            _interval_note(add, ev, {})
     if record.preview is not None and not edit_only:
         add("## Before / after")
         add("")

@@ -16,6 +16,11 @@ What is measured comes from the registry (:mod:`cpedit.eval.registry`), not from
 
 ``drop`` is the damage: ``preserved.before - preserved.after`` (without a ``before``, as for the
 FID against the base model's own images, the value after).
+
+Each measurement keeps the 95% intervals of erased (after) and of the drop (the paired change,
+:mod:`cpedit.eval.intervals`), which ``tune`` decides on; :meth:`EvaluationPlan.enlarged` is the
+same plan on more images (``tune`` measures more only where an interval straddles its goal) and
+:meth:`EvaluationPlan.reseeded` on other seeds (its held-out check).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import BenchmarkOptions
+from cpedit.eval.intervals import Estimate
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import benchmark_names, get_benchmark
 from cpedit.models.compute import ComputeOptions
@@ -82,6 +88,18 @@ class EvaluationPlan:
         """The preservation benchmark's image options: the plan's, one image per prompt."""
         return replace(self.images, images_per_prompt=1)
 
+    def enlarged(self, factor: int) -> EvaluationPlan:
+        """The plan with ``factor`` times the erasure benchmark's images (see :meth:`Benchmark.enlarge`).
+
+        The images already made stay valid: they are a part of the larger sample, reused.
+        """
+        options, images = get_benchmark(self.benchmark).enlarge(self.options, self.images, factor)
+        return replace(self, options=options, images=images)
+
+    def reseeded(self, seed: int) -> EvaluationPlan:
+        """The plan with another first seed (a held-out check: images the plan's seed never made)."""
+        return replace(self, images=replace(self.images, seed=seed))
+
 
 def _check_roles(benchmark: str, preserve: str | None) -> None:
     """Refuse a benchmark that is not an erasure one, a preservation measure that is not one, or a missing one."""
@@ -111,6 +129,10 @@ class Measurement:
     preserved: dict[str, float]
     drop: float
     metrics: dict[str, dict[str, float]]
+    intervals: dict[str, Estimate] = field(default_factory=dict)
+    """``erased`` (after) and ``drop``: their 95% intervals, where the benchmarks give them."""
+    images: int = 0
+    """Images per model the erasure benchmark scored."""
 
 
 def measure(
@@ -145,6 +167,9 @@ def measure(
 
     root = Path(images_root)
 
+    found: dict[str, dict[str, Estimate]] = {}
+    counted: list[int] = []
+
     def run(name: str, options: BenchmarkOptions | None, images: ImageOptions) -> dict[str, dict[str, float]]:
         result = evaluate(
             name,
@@ -158,6 +183,8 @@ def measure(
             on_progress=on_progress,
             cancel=cancel,
         )
+        found.update(result.intervals)
+        counted.append(int(result.protocol.get("images", 0)))
         return dict(result.metrics)
 
     metrics = run(plan.benchmark, plan.options, plan.images)
@@ -166,7 +193,18 @@ def measure(
         metrics.update(run(plan.preserve, plan.preserve_options, plan.preserve_images))
     preserved = dict(metrics[plan.preserved_metric])
     drop = preserved["before"] - preserved["after"] if "before" in preserved else preserved["after"]
-    return Measurement(erased=erased, preserved=preserved, drop=drop, metrics=metrics)
+    intervals: dict[str, Estimate] = {}
+    if "after" in found.get(plan.erased_metric, {}):
+        intervals["erased"] = found[plan.erased_metric]["after"]
+    kept = found.get(plan.preserved_metric, {})
+    if "before" in preserved and "change" in kept:  # the drop is minus the paired change
+        change = kept["change"]
+        intervals["drop"] = Estimate(drop, -change.high, -change.low, change.method, change.n)
+    elif "before" not in preserved and "after" in kept:
+        intervals["drop"] = kept["after"]
+    return Measurement(
+        erased=erased, preserved=preserved, drop=drop, metrics=metrics, intervals=intervals, images=counted[0]
+    )
 
 
 def plan_evaluation(

@@ -1,7 +1,8 @@
 """``sweep.png``: the trade-off of a sweep, drawn with matplotlib (the ``eval`` extra).
 
 Erased after the edit (lower is better) against the preservation drop (lower is better):
-every point labelled with its settings, the base model as a reference mark, the Pareto front
+every point labelled with its settings and drawn with its 95% intervals as error bars (both
+axes, where the benchmarks give them), the base model as a reference mark, the Pareto front
 joined by a line and ringed. Written atomically; matplotlib runs headless (Agg).
 """
 
@@ -40,6 +41,12 @@ def check_plot_available() -> None:
         raise CpeditError(MISSING, reason="missing_dependency", argument="plot")
 
 
+def error_bars(points: Sequence[Point], what: str) -> tuple[list[float], list[float]]:
+    """The distances below and above each point's value to its 95% interval's bounds (0 without one)."""
+    value = (lambda p: p.erased["after"]) if what == "erased" else (lambda p: p.drop)
+    return [value(p) - p.lower(what) for p in points], [p.upper(what) - value(p) for p in points]
+
+
 def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: EvaluationPlan) -> Path:
     """Draw the sweep's points into ``path`` (PNG) and return it.
 
@@ -66,6 +73,20 @@ def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: E
         xs = [p.drop for p in points]
         ys = [p.erased["after"] for p in points]
         axes.scatter(xs, ys, s=28, color="#4c72b0", zorder=3, label="settings")
+        xerr, yerr = error_bars(points, "drop"), error_bars(points, "erased")
+        if any(any(row) for row in (*xerr, *yerr)):
+            axes.errorbar(
+                xs,
+                ys,
+                xerr=xerr,
+                yerr=yerr,
+                fmt="none",
+                ecolor="#4c72b0",
+                alpha=0.45,
+                capsize=2,
+                zorder=2,
+                label="95% interval",
+            )
         for point in points:
             axes.annotate(
                 f"{point.settings.label} ({point.pruned_percent:.3g}%)",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cpedit.errors import CpeditError
+from cpedit.eval.intervals import Estimate
 from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes.format import Recipe
@@ -84,7 +85,11 @@ class PointSettings:
 
 @dataclass(frozen=True)
 class Point:
-    """A measured point: its settings, what it pruned, erased and preserved before/after, the drop."""
+    """A measured point: its settings, what it pruned, erased and preserved before/after, the drop.
+
+    ``intervals`` holds the 95% intervals of ``erased`` (after) and ``drop`` where the benchmarks
+    give them; ``images`` the images per model the erasure benchmark scored.
+    """
 
     settings: PointSettings
     pruned: int
@@ -94,6 +99,20 @@ class Point:
     drop: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    intervals: dict[str, Estimate] = field(default_factory=dict)
+    images: int = 0
+
+    def upper(self, what: str) -> float:
+        """The interval's upper bound of ``erased`` (after) or ``drop`` (the value itself without one)."""
+        value = self.erased["after"] if what == "erased" else self.drop
+        found = self.intervals.get(what)
+        return value if found is None else max(found.high, value)
+
+    def lower(self, what: str) -> float:
+        """The interval's lower bound of ``erased`` (after) or ``drop`` (the value itself without one)."""
+        value = self.erased["after"] if what == "erased" else self.drop
+        found = self.intervals.get(what)
+        return value if found is None else min(found.low, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The point as ``sweep.json`` keeps it."""
@@ -106,6 +125,8 @@ class Point:
             "drop": self.drop,
             "metrics": {name: dict(values) for name, values in self.metrics.items()},
             "seconds": round(self.seconds, 3),
+            "intervals": {name: e.to_dict() for name, e in self.intervals.items()},
+            "images": self.images,
         }
 
     @classmethod
@@ -120,6 +141,8 @@ class Point:
             drop=float(data["drop"]),
             metrics={n: {k: float(v) for k, v in vs.items()} for n, vs in data.get("metrics", {}).items()},
             seconds=float(data.get("seconds", 0.0)),
+            intervals={name: Estimate.from_dict(e) for name, e in data.get("intervals", {}).items()},
+            images=int(data.get("images", 0)),
         )
 
 
@@ -234,8 +257,9 @@ class PointEvaluator:
         self._sessions[target] = session
         return session
 
-    def evaluate(self, settings: PointSettings) -> Point:
-        """Select, apply, measure in memory and restore one point (with ``keep_models``, also save it).
+    def evaluate(self, settings: PointSettings, *, plan: EvaluationPlan | None = None) -> Point:
+        """Select, apply, measure in memory and restore one point (by ``plan``, default the evaluator's;
+        with ``keep_models``, also save it).
 
         Raises:
             CpeditError: Bad settings (a tau beyond what was calibrated, a ratio out of range), or
@@ -266,7 +290,7 @@ class PointEvaluator:
             identity = model_identity(record, "edited", positions_sha256=masks_sha256(selection.masks))
             measured = measure(
                 InMemoryEdit(record=record, pipeline_for=pipeline_for, identity=identity),
-                self.plan,
+                plan or self.plan,
                 images_root=self.work / "images",
                 compute=self.compute,
                 judges=self.judges,
@@ -290,6 +314,8 @@ class PointEvaluator:
             drop=measured.drop,
             metrics=measured.metrics,
             seconds=time.perf_counter() - started,
+            intervals=measured.intervals,
+            images=measured.images,
         )
 
     def _selected(self, settings: PointSettings) -> tuple[Any, Any]:

@@ -11,6 +11,13 @@ finds the largest skill ratio whose drop is within the budget (the drop grows wi
 too), and the search says so and reports the best trade-off it measured: the least erased
 within the budget, else the least drop.
 
+The goal is judged with the uncertainty: a point meets it only when the upper bounds of the
+95% intervals of erased (after) and of the drop are within it (:mod:`cpedit.eval.intervals`).
+Where an interval straddles the goal (the point might meet it or not), the point is measured
+again on twice the images, up to ``max_growth`` times the plan's; a point clearly on one side
+costs the plan's images only. The chosen point is then measured once more on held-out seeds
+(``holdout_seed``: images the search never saw), and both measurements are reported.
+
 Writes ``OUT/tune.json`` (the goal, every point measured, the choice), and when the goal is
 met ``OUT/RECIPE.yaml`` (the recipe with the settings found and a comment with the measured
 numbers) and, with ``save``, the pruned model in ``OUT/model``. An ``OUT/RECIPE.yaml`` that this
@@ -37,6 +44,8 @@ from cpedit.tuning.points import Point, PointEvaluator, PointSettings
 
 TUNE_FILE = "tune.json"
 MODEL_DIR = "model"
+HELD_OUT_OFFSET = 100_003
+"""The held-out check's first seed, by default: the plan's seed plus this (no image of the search)."""
 TUNED_MARKER = "tuned by cpedit tune"
 """In the first-line comment of every recipe tune writes: the proof that it may replace that file."""
 
@@ -55,6 +64,10 @@ class TuneResult:
         goal: ``{"erased_at_most", "max_drop"}``.
         recipe_file: The tuned recipe (when met).
         model: The saved pruned model (when met and asked for).
+        held_out: ``chosen`` measured again on held-out seeds (None: not met, or not asked for).
+        held_out_met: Whether the goal holds there too, with the uncertainty (None: no check).
+        held_out_seed: The held-out check's first seed.
+        images: Images per model measured at each point, in order (more where an interval straddled the goal).
     """
 
     met: bool
@@ -66,15 +79,26 @@ class TuneResult:
     recipe_file: Path | None = None
     model: Path | None = None
     file: Path | None = None
+    held_out: Point | None = None
+    held_out_met: bool | None = None
+    held_out_seed: int | None = None
+    images: list[int] = field(default_factory=list)
 
 
-def _meets(point: Point, erased_at_most: float, max_drop: float) -> bool:
-    return point.erased["after"] <= erased_at_most and point.drop <= max_drop
+def meets_goal(point: Point, erased_at_most: float, max_drop: float) -> bool:
+    """Whether the goal holds with the uncertainty: the intervals' upper bounds of erased and the drop within it."""
+    return point.upper("erased") <= erased_at_most and point.upper("drop") <= max_drop
+
+
+def undecided(point: Point, erased_at_most: float, max_drop: float) -> bool:
+    """Whether an interval straddles the goal: the point might meet it or not (more images would tell)."""
+    clearly_fails = point.lower("erased") > erased_at_most or point.lower("drop") > max_drop
+    return not clearly_fails and not meets_goal(point, erased_at_most, max_drop)
 
 
 def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
-    """The least erased point within the drop budget, else the point with the least drop."""
-    within = [p for p in points if p.drop <= max_drop]
+    """The least erased point within the drop budget (its interval's upper bound), else the least drop."""
+    within = [p for p in points if p.upper("drop") <= max_drop]
     if within:
         return min(within, key=lambda p: (p.erased["after"], p.pruned))
     return min(points, key=lambda p: (p.drop, p.erased["after"]))
@@ -96,6 +120,9 @@ def tune(
     tolerance: float = 1.25,
     save: bool = False,
     overwrite: bool = False,
+    max_growth: int = 4,
+    held_out: bool = True,
+    holdout_seed: int | None = None,
     compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     on_point: Callable[[Point], None] | None = None,
@@ -119,6 +146,10 @@ def tune(
         tolerance: The bisection stops when the bracket's ratio is below this (> 1).
         save: Save the chosen point's pruned model in ``out/model``.
         overwrite: Replace an earlier ``out/model`` and tuned recipe.
+        max_growth: Where a point's interval straddles the goal, measure it again on twice the
+            images, up to this many times the plan's (1: never).
+        held_out: Measure the chosen point again on held-out seeds and report both.
+        holdout_seed: The held-out check's first seed (default: the plan's plus :data:`HELD_OUT_OFFSET`).
         compute: Where and how the model loads (device, dtype, offload, Hub revision); the
             evaluation's judges run on its device too.
         batch_size: Prompts per calibration batch; None picks the largest that fits.
@@ -142,6 +173,9 @@ def tune(
         raise CpeditError(f"tolerance must be above 1, got {tolerance:g}", argument="tolerance")
     if max_drop < 0 or erased_at_most < 0:
         raise CpeditError("the goal's erased-at-most and max-drop must not be negative", argument="max_drop")
+    if not isinstance(max_growth, int) or isinstance(max_growth, bool) or max_growth < 1:
+        raise CpeditError(f"max_growth must be a whole number >= 1, got {max_growth!r}", argument="max_growth")
+    held_seed = plan.images.seed + HELD_OUT_OFFSET if holdout_seed is None else holdout_seed
     loaded = resolve_recipe(recipe)
     taus: list[int | None] = list(dict.fromkeys(timesteps)) if timesteps else [None]
     folder = Path(out)
@@ -161,28 +195,38 @@ def tune(
         cancel=cancel,
     )
     measured: dict[PointSettings, Point] = {}
+    growth: dict[PointSettings, int] = {}
 
     def measure(skill_ratio: float, tau: int | None) -> Point:
         settings = PointSettings(skill_ratio=skill_ratio, timesteps=tau, select_ratio=select_ratio, target=target)
         if settings not in measured:
             check_cancel(cancel, "between tune steps")
             emit(on_progress, ProgressEvent(stage="tune", message=f"measuring {settings.label}", unit="points"))
-            measured[settings] = evaluator.evaluate(settings)
+            point, factor = evaluator.evaluate(settings), 1
+            while factor * 2 <= max_growth and undecided(point, erased_at_most, max_drop):
+                factor *= 2  # the interval straddles the goal: more images decide it
+                check_cancel(cancel, "between tune steps")
+                emit(
+                    on_progress,
+                    ProgressEvent(stage="tune", message=f"measuring {settings.label} on {factor}x the images"),
+                )
+                point = evaluator.evaluate(settings, plan=plan.enlarged(factor))
+            measured[settings], growth[settings] = point, factor
             if on_point is not None:
-                on_point(measured[settings])
+                on_point(point)
         return measured[settings]
 
     def erases(point: Point) -> bool:
-        return point.erased["after"] <= erased_at_most
+        return point.upper("erased") <= erased_at_most
 
     def _bisect_budget(measure: Callable[[float, int | None], Point], at_tau: list[Point], tau: int | None) -> None:
         """Bisect between the largest ratio within the drop budget and the next one beyond it."""
-        beyond = [p.settings.skill_ratio for p in at_tau if p.drop > max_drop]
+        beyond = [p.settings.skill_ratio for p in at_tau if p.upper("drop") > max_drop]
         if not beyond:
             return  # every ratio measured is within the budget: the most pruning measured is the best
-        within = [p.settings.skill_ratio for p in at_tau if p.drop <= max_drop]
+        within = [p.settings.skill_ratio for p in at_tau if p.upper("drop") <= max_drop]
         if not within:  # only too much damage measured: start from the least pruning of the range
-            if measure(min_skill_ratio, tau).drop > max_drop:
+            if measure(min_skill_ratio, tau).upper("drop") > max_drop:
                 return
             within = [min_skill_ratio]
         low_ratio = max(within)
@@ -192,7 +236,7 @@ def tune(
         high_ratio = min(above)
         while high_ratio / low_ratio > tolerance:
             middle = math.sqrt(low_ratio * high_ratio)
-            if measure(middle, tau).drop <= max_drop:
+            if measure(middle, tau).upper("drop") <= max_drop:
                 low_ratio = middle
             else:
                 high_ratio = middle
@@ -214,10 +258,10 @@ def tune(
                     low_ratio = middle
             measure(high_ratio, tau)
             measure(high_ratio / math.sqrt(tolerance), tau)  # local refinement, just below the bracket
-        if not any(_meets(p, erased_at_most, max_drop) for p in measured.values()):
+        if not any(meets_goal(p, erased_at_most, max_drop) for p in measured.values()):
             for tau in taus:  # the goal is out of reach: find the most erasure within the drop budget instead
                 _bisect_budget(measure, [p for p in measured.values() if p.settings.timesteps == tau], tau)
-        meeting = [p for p in measured.values() if _meets(p, erased_at_most, max_drop)]
+        meeting = [p for p in measured.values() if meets_goal(p, erased_at_most, max_drop)]
         chosen = min(meeting, key=lambda p: (p.pruned, p.drop)) if meeting else None
         points = list(measured.values())
         if not points:
@@ -229,7 +273,15 @@ def tune(
             points=points,
             goal={"erased_at_most": erased_at_most, "max_drop": max_drop},
             calibrations=list(evaluator.calibrations),
+            images=[p.images for p in points],
         )
+        if chosen is not None and held_out:
+            check_cancel(cancel, "between tune steps")
+            emit(on_progress, ProgressEvent(stage="tune", message=f"held-out check of {chosen.settings.label}"))
+            held_plan = plan.enlarged(growth[chosen.settings]).reseeded(held_seed)
+            result.held_out = evaluator.evaluate(chosen.settings, plan=held_plan)
+            result.held_out_met = meets_goal(result.held_out, erased_at_most, max_drop)
+            result.held_out_seed = held_seed
         if chosen is not None:
             result.recipe_file = _write_tuned_recipe(loaded, chosen, plan, result.goal, folder, overwrite=True)
             if save:
@@ -243,7 +295,12 @@ def tune(
         "goal": result.goal,
         "evaluation": plan.described,
         "met": result.met,
+        "rule": "a point meets the goal when the 95% intervals' upper bounds of erased (after) and drop are within it",
+        "max_growth": max_growth,
         "chosen": None if chosen is None else chosen.to_dict(),
+        "held_out": None
+        if result.held_out is None
+        else {"seed": result.held_out_seed, "met": result.held_out_met, "point": result.held_out.to_dict()},
         "best": result.best.to_dict(),
         "points": [p.to_dict() for p in points],
         "calibrations": result.calibrations,
@@ -266,8 +323,9 @@ def _write_tuned_recipe(
     seed = plan.described.get("seed")
     note = (
         f"{recipe.name}, {TUNED_MARKER} ({plan.benchmark}, evaluation seed {seed}): "
-        f"{plan.erased_metric} {point.erased.get('before', float('nan')):.3f} -> {point.erased['after']:.3f}, "
-        f"{plan.preserved_metric} drop {point.drop:.3f}, {point.pruned_percent:.4f}% pruned; "
+        f"{plan.erased_metric} {point.erased.get('before', float('nan')):.3f} -> {point.erased['after']:.3f} "
+        f"(95% up to {point.upper('erased'):.3f}), {plan.preserved_metric} drop {point.drop:.3f} "
+        f"(up to {point.upper('drop'):.3f}), {point.pruned_percent:.4f}% pruned; "
         f"goal: erased <= {goal['erased_at_most']:g}, drop <= {goal['max_drop']:g}"
     )
     tuned = with_settings(recipe, prune=prune, note=note)

@@ -69,6 +69,17 @@ def _check_point(point: Any, where: str) -> None:
             raise _Malformed(f"{where}.{key}", "has no 'after'")
     for name, values in _mapping(point.get("metrics", {}), f"{where}.metrics").items():
         _numbers(values, f"{where}.metrics.{name}")
+    _number(point.get("images", 0), f"{where}.images", whole=True)
+    for name, interval in _mapping(point.get("intervals", {}), f"{where}.intervals").items():
+        at = f"{where}.intervals.{name}"
+        if name not in ("erased", "drop"):
+            raise _Malformed(at, "expected erased or drop")
+        interval = _mapping(interval, at)
+        for key in ("value", "low", "high"):
+            _number(interval.get(key), f"{at}.{key}")
+        _number(interval.get("n"), f"{at}.n", whole=True)
+        if not isinstance(interval.get("method"), str) or len(interval["method"]) > 40:
+            raise _Malformed(f"{at}.method", "expected a method name")
 
 
 def load_sweep_json(path: Path, *, format_version: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from cpedit.eval.classify import (
 )
 from cpedit.eval.driver import evaluate, record_result
 from cpedit.eval.engine import PromptSpec
+from cpedit.eval.intervals import wilson
 from cpedit.eval.metrics import load_images
 from cpedit.eval.options import ImageOptions
 from cpedit.models.compute import ComputeOptions
@@ -229,8 +230,14 @@ def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, 
 
     record_result(edited, result)
     data = json.loads((edited / "conceptprune" / "eval" / "classify.json").read_text())
-    assert set(data) == {"erased_accuracy", "preserved_accuracy", "protocol"}
+    assert set(data) == {"erased_accuracy", "preserved_accuracy", "intervals", "protocol"}
     assert all(0 <= v <= 1 for k in ("erased_accuracy", "preserved_accuracy") for v in data[k].values())
+    # shares of images: Wilson intervals over the images counted (1 erased, 4 preserved), the change paired
+    for name, n in (("erased_accuracy", 1), ("preserved_accuracy", 4)):
+        for phase in ("before", "after"):
+            hits = round(data[name][phase] * n)
+            assert data["intervals"][name][phase] == wilson(hits, n).to_dict()
+        assert data["intervals"][name]["change"]["method"] == "paired-bootstrap-prompts"
     assert [e.metrics for e in read_evaluations(edited) if e.benchmark == "classify"] == [result.metrics]
 
 

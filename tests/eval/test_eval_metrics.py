@@ -19,6 +19,7 @@ from cpedit.eval.clip_score import ClipScoreOptions
 from cpedit.eval.driver import evaluate, record_result
 from cpedit.eval.engine import PromptSpec
 from cpedit.eval.fid import FidOptions
+from cpedit.eval.intervals import Estimate, with_interval
 from cpedit.eval.metrics import (
     fid_of_features,
     frechet_distance,
@@ -150,12 +151,28 @@ def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, t
     record_result(edited, result, json_file=tmp_path / "clip.json")
     data = json.loads((edited / "conceptprune" / "eval" / "clip-score.json").read_text())
     assert data == json.loads((tmp_path / "clip.json").read_text())
-    assert set(data) == {"clip_score", "protocol"} and set(data["clip_score"]) == {"before", "after"}
+    assert set(data) == {"clip_score", "intervals", "protocol"} and set(data["clip_score"]) == {"before", "after"}
+    # every phase and the paired change carry a 95% interval, bootstrapped over the 3 prompts
+    intervals = data["intervals"]["clip_score"]
+    assert set(intervals) == {"before", "after", "change"}
+    for phase in ("before", "after"):
+        assert intervals[phase]["value"] == values[phase] and intervals[phase]["n"] == 3
+        assert intervals[phase]["low"] <= values[phase] <= intervals[phase]["high"]
+        assert intervals[phase]["method"] == "bootstrap-prompts"
+    assert intervals["change"]["method"] == "paired-bootstrap-prompts"
+    assert intervals["change"]["value"] == pytest.approx(values["after"] - values["before"])
+    assert data["protocol"]["intervals"]["bootstrap_seed"] == 0 and data["protocol"]["intervals"]["level"] == 0.95
     assert [e.benchmark for e in read_evaluations(edited)] == ["clip-score"]
-    assert read_output(edited).evaluations[0].metrics == result.metrics  # complete output, images folder included
+    kept = read_output(edited).evaluations[0]  # complete output, images folder included
+    assert kept.metrics == result.metrics and kept.intervals == data["intervals"]
+    assert Estimate.from_dict(kept.intervals["clip_score"]["after"]) == result.intervals["clip_score"]["after"]
     card = build_model_card(edited)
-    assert "### clip-score" in card and "| metric | before | after | paper (ConceptPrune, for context) |" in card
-    assert f"| clip_score | {values['before']:.4f} | {values['after']:.4f} | 27.93 (MS-COCO captions) |" in card
+    assert (
+        "### clip-score" in card and "| metric | before | after | change | paper (ConceptPrune, for context) |" in card
+    )
+    shown = [with_interval(values[p], intervals[p], digits=4) for p in ("before", "after")]
+    assert f"| clip_score | {shown[0]} | {shown[1]} | " in card and "| 27.93 (MS-COCO captions) |" in card
+    assert "95% interval" in card
     published = folder_files(edited)
     assert "conceptprune/eval/clip-score.json" in published
     assert not [f for f in published if f.startswith("conceptprune/eval/images/")]  # the images stay local
@@ -166,7 +183,18 @@ def test_malformed_metric_results_are_named(edited: Path, tmp_path: Path) -> Non
 
     folder = Path(shutil.copytree(edited, tmp_path / "copy"))
     path = folder / "conceptprune" / "eval" / "bad.json"
-    for data in ({"protocol": {}}, {"clip_score": {"before": 1.0}, "protocol": {}}, {"fid": 3, "protocol": {}}):
+    interval = {"value": 1.0, "low": 0.5, "high": 1.5, "method": "wilson", "n": 3}
+    for data in (
+        {"protocol": {}},
+        {"clip_score": {"before": 1.0}, "protocol": {}},
+        {"fid": 3, "protocol": {}},
+        {"fid": {"after": 1.0}, "intervals": {"clip": {"after": interval}}, "protocol": {}},  # no such metric
+        {"fid": {"after": 1.0}, "intervals": {"fid": {"after": {**interval, "low": 2.0}}}, "protocol": {}},
+        {"fid": {"after": 1.0}, "intervals": {"fid": {"after": {**interval, "high": float("nan")}}}, "protocol": {}},
+        {"fid": {"after": 1.0}, "intervals": {"fid": {"during": interval}}, "protocol": {}},
+        {"fid": {"after": 1.0}, "intervals": {"fid": {"after": {**interval, "n": True}}}, "protocol": {}},
+        {"fid": {"after": 1.0}, "intervals": {"fid": {"after": {**interval, "method": "<b>x</b>"}}}, "protocol": {}},
+    ):
         path.write_text(json.dumps(data))
         with pytest.raises(RecordError, match="eval/bad.json"):
             read_evaluations(folder)
@@ -203,6 +231,12 @@ def test_fid_benchmark_with_a_small_feature_network(edited: Path, tmp_path: Path
     record_result(edited, with_reference)
     card = build_model_card(edited)
     assert "### fid" in card and f"| fid | {fid['before']:.4f} | {fid['after']:.4f} |" in card
+    # FID has no per-image interval: the result and the card say why
+    assert (
+        with_reference.intervals == {}
+        and "not a mean over images" in with_reference.protocol["intervals"]["none"]["fid"]
+    )
+    assert "No interval for fid: FID compares two sets" in card
 
 
 def test_cli_clip_score_json_and_card(edited: Path, tiny_clip: Path, tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from cpedit.errors import Cancelled, CpeditError
 from cpedit.eval import nudity
 from cpedit.eval.driver import evaluate
 from cpedit.eval.engine import PromptSpec
-from cpedit.eval.nudity import NUDITY_LABELS, Detection, NudityDetector, NudityOptions, count_exposed
+from cpedit.eval.intervals import wilson
+from cpedit.eval.nudity import (
+    NUDITY_LABELS,
+    Detection,
+    NudityDetector,
+    NudityOptions,
+    count_exposed,
+    exposed_samples,
+)
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.prompt_sets import load_prompt_set
 from cpedit.hub.refs import HubRef
@@ -112,6 +120,13 @@ def test_labels_threshold_and_counting(
     assert set(values) == {"nudity_total", "nudity_images", *(f"nudity_{label.lower()}" for label in NUDITY_LABELS)}
     stricter = count_exposed(found, threshold=0.8)
     assert stricter["nudity_total"] == 1 and stricter["nudity_images"] == pytest.approx(1 / 3)
+    # per image, for the intervals: the share with any is a proportion (Wilson), the counts totals (bootstrap)
+    samples = exposed_samples(found, groups=[0, 0, 1])
+    assert samples["nudity_images"].values == (1.0, 0.0, 1.0) and samples["nudity_images"].kind == "proportion"
+    assert samples["nudity_total"].values == (2.0, 0.0, 3.0) and samples["nudity_total"].kind == "total"
+    assert {name: s.value for name, s in samples.items()} == values
+    assert samples["nudity_images"].estimate() == wilson(2, 3)
+    assert samples["nudity_total"].estimate().n == 2  # two prompts
 
 
 def test_real_detector_on_images(detector: NudityDetector, tmp_path: Path) -> None:

@@ -34,11 +34,21 @@ def evaluated(no_stripes: Path) -> dict:
 
 def test_json_has_exactly_the_documented_keys(evaluated: dict, no_stripes: Path) -> None:
     data = evaluated["json"]
-    assert set(data) == {"concepts", "images", "erased", "preserved", "pruned_fraction"}
+    assert set(data) == {"concepts", "images", "erased", "preserved", "pruned_fraction", "intervals"}
     assert data["concepts"] == ["striped"] and data["images"] == 64
     for key in ("erased", "preserved"):
         assert set(data[key]) == {"before", "after"}
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in data[key].values())
+        # each with its 95% interval over the 64 images (one per prompt), and the paired change
+        intervals = data["intervals"][key]
+        assert set(intervals) == {"before", "after", "change"}
+        for phase in ("before", "after"):
+            assert intervals[phase]["value"] == pytest.approx(data[key][phase]) and intervals[phase]["n"] == 64
+            assert 0 <= intervals[phase]["low"] <= data[key][phase] <= intervals[phase]["high"] <= 1
+        assert intervals["change"]["value"] == pytest.approx(data[key]["after"] - data[key]["before"])
+    assert data["intervals"]["erased"]["after"]["method"] == "wilson"
+    assert data["intervals"]["preserved"]["after"]["method"] == "bootstrap-prompts"
+    assert "95% interval" in evaluated["output"] and "(" in evaluated["output"]
     report = json.loads((no_stripes / "conceptprune" / "report.json").read_text())
     assert data["pruned_fraction"] == pytest.approx(
         report["totals"]["pruned_weights"] / report["totals"]["denoiser_weights"]

@@ -173,6 +173,20 @@ def test_sweep_points_keep_or_compute_the_pareto_front_as_the_library_does() -> 
     assert [p.chosen for p in chosen] == [False, True, False]
 
 
+def test_sweep_points_carry_their_intervals_into_the_list() -> None:
+    from tui.state import sweep_points
+    from tui.widgets.sweep_plot import point_line
+
+    interval = {"value": 0.1, "low": 0.05, "high": 0.18, "method": "wilson", "n": 64}
+    drop = {"value": 0.02, "low": -0.01, "high": 0.04, "method": "paired-bootstrap-prompts", "n": 64}
+    with_ci, plain = sweep_points(
+        [{**sweep_point(0.05, 0.1, 0.02), "intervals": {"erased": interval, "drop": drop}}, sweep_point(0.1, 0.2, 0.05)]
+    )
+    assert with_ci.erased_interval == (0.05, 0.18) and with_ci.drop_interval == (-0.01, 0.04)
+    assert plain.erased_interval is None and plain.drop_interval is None  # a sweep from before intervals
+    assert "erased 95% 0.050-0.180" in point_line(with_ci).plain and "95%" not in point_line(plain).plain
+
+
 def test_a_point_sets_its_settings_and_keeps_the_recipes_own_where_it_kept_them() -> None:
     from tui.state import TuneValues, point_values, sweep_points
 

@@ -16,11 +16,15 @@ CHOSEN_MARK = "◆"
 
 
 def point_line(point: SweepPoint) -> Text:
-    """One list row: a mark (◆ the tune's pick, ★ on the Pareto front), settings, pruned %, erased after, drop."""
+    """One list row: a mark (◆ the tune's pick, ★ on the Pareto front), settings, pruned %, erased after
+    (with its 95% interval where the point has one), drop."""
     mark = CHOSEN_MARK if point.chosen else PARETO_MARK if point.pareto else " "
     line = Text(f"{mark} ", style="bold yellow" if point.pareto or point.chosen else "")
     line.append(f"{point.label:<15}", style="bold" if point.pareto else "")
     line.append(f" {point.pruned_percent:6.3f}% {point.erased_after:6.3f} {point.drop:+6.3f}")
+    if point.erased_interval is not None:
+        low, high = point.erased_interval
+        line.append(f"  erased 95% {low:.3f}-{high:.3f}", style="dim")
     return line
 
 
@@ -69,6 +73,11 @@ class SweepPlot(Vertical):
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
+        for point in points:  # the 95% intervals as error bars, under the marks
+            if point.erased_interval is not None:
+                plt.plot([point.drop, point.drop], list(point.erased_interval), color="gray", marker="│")
+            if point.drop_interval is not None:
+                plt.plot(list(point.drop_interval), [point.erased_after, point.erased_after], color="gray", marker="─")
         for series, marker, color in (
             ([p for p in points if not p.pareto and not p.chosen], "•", "blue"),
             ([p for p in points if p.pareto and not p.chosen], PARETO_MARK, "yellow"),
