@@ -722,30 +722,30 @@ def _read_intervals(data: Any, metrics: Sequence[str], *, source: str) -> dict[s
         RecordError: It does not follow the form (the message names the file and the field).
     """
 
-    def refuse(where: str, what: str) -> RecordError:
+    def malformed(where: str, what: str) -> RecordError:
         return RecordError(f"{source}: {INTERVALS_KEY}{where} {what}", path=source, reason="malformed")
 
     if not isinstance(data, dict):
-        raise refuse("", "must be an object")
+        raise malformed("", "must be an object")
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, phases in data.items():
         if name not in metrics:
-            raise refuse(f".{shown(str(name))}", "names no metric of the file")
+            raise malformed(f".{shown(str(name))}", "names no metric of the file")
         if not isinstance(phases, dict) or not phases or not set(phases) <= {"before", "after", "change"}:
-            raise refuse(f".{name}", "must map before, after or change to an interval")
+            raise malformed(f".{name}", "must map before, after or change to an interval")
         out[name] = {}
         for key, interval in phases.items():
             where = f".{name}.{key}"
             if not isinstance(interval, dict) or set(interval) != set(INTERVAL_FIELDS):
-                raise refuse(where, f"must hold exactly {', '.join(INTERVAL_FIELDS)}")
+                raise malformed(where, f"must hold exactly {', '.join(INTERVAL_FIELDS)}")
             numbers = [interval[k] for k in ("value", "low", "high")]
             if not all(map(_is_number, numbers)) or not interval["low"] <= interval["high"]:
-                raise refuse(where, "needs finite numbers value, low <= high")
+                raise malformed(where, "needs finite numbers value, low <= high")
             method, count = interval["method"], interval["n"]
             if not isinstance(method, str) or not _INTERVAL_METHOD.fullmatch(method):
-                raise refuse(f"{where}.method", "must be a method name (such as wilson)")
+                raise malformed(f"{where}.method", "must be a method name (such as wilson)")
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise refuse(f"{where}.n", "must be a count (a whole number >= 0)")
+                raise malformed(f"{where}.n", "must be a count (a whole number >= 0)")
             out[name][key] = {
                 "value": float(interval["value"]),
                 "low": float(interval["low"]),
