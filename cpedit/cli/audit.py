@@ -68,9 +68,13 @@ def _table(result: object) -> FittedTable:
     "benchmark",
     type=click.Choice(["shapes"]),
     default=None,
-    help="Also measure how much of the erased concept the attack brings back (shapes-world models only).",
+    help="Also measure how much of the erased concept the attack brings back, and how much of the zero "
+    "fill's erasure a concealing fill keeps (shapes-world models only).",
 )
-@images_option(default=32, why="Default 32: --eval measures three models (base, edited, attacked), each twice.")
+@images_option(
+    default=32,
+    why="Default 32: --eval measures the base, the edit, the attacked edit (a concealed one also with zeros).",
+)
 @seed_option(help="Seed of the images (--eval); it also draws the prompts.")
 @steps_option(default=25)
 @compute_options(dtype=False, revision=False)
@@ -95,7 +99,9 @@ def audit_command(
     Cut" (arXiv 2603.06640): it takes the exact zeros for the pruned positions, fills them
     by SoftImpute (rank 50), keeps the signs of the largest 60% and sets them to their
     row's largest magnitude. The audit counts the pruned positions it recovers; with
-    --eval shapes (the built-in model) it also measures the erased concept after the attack.
+    --eval shapes (the built-in model) it also measures the erased concept after the attack
+    and, for a concealed edit, with zeros in place of its fill: how much of the erasure the
+    fill keeps.
 
     A `--conceal gaussian` edit leaves no zeros to find; it only helps when the base
     weights are not public (anyone holding the base finds the edit by comparing).
@@ -125,13 +131,24 @@ def audit_command(
     stdout = stdout_console()
     stdout.print(_table(result))
     if revival is not None:
-        table = FittedTable(title=f"location attack on the shapes world ({revival.images} images per set)")
+        table = FittedTable(title=f"erasure on the shapes world ({revival.images} images per set)")
         table.add_column("measure")
-        for name in ("base", "edited", "after attack"):
+        for name in ("base", "edited", "zeros instead of the fill", "after attack"):
             table.add_column(name, justify="right")
-        table.add_row(
-            "erased accuracy (lower: erased)", *(f"{revival.erased[k]:.3f}" for k in ("base", "edited", "revived"))
+        for label, scores, key in (
+            ("erased accuracy (lower: erased)", revival.erased, "erased"),
+            ("preservation", revival.preserved, "preserved"),
+        ):
+            unfilled = revival.without_fill.get(key)
+            table.add_row(
+                label,
+                f"{scores['base']:.3f}",
+                f"{scores['edited']:.3f}",
+                "-" if unfilled is None else f"{unfilled:.3f}",
+                f"{scores['revived']:.3f}",
+            )
+        table.caption = (
+            f"the fill keeps {revival.fill_kept:.2f} of the zero fill's erasure; "
+            f"revival: {revival.revival:.2f} of the erasure undone by the attack"
         )
-        table.add_row("preservation", *(f"{revival.preserved[k]:.3f}" for k in ("base", "edited", "revived")))
-        table.caption = f"revival: {revival.revival:.2f} of the erasure undone by the attack"
         stdout.print(table)

@@ -56,6 +56,7 @@ from cpedit.edit.calibration import (
     denoiser_calls,
     is_text_target,
 )
+from cpedit.edit.conceal import concept_difference
 from cpedit.edit.preflight import check_recipes, preflight
 from cpedit.edit.report import build_report
 from cpedit.edit.selection import Selection, layer_mask, union
@@ -435,6 +436,10 @@ class EditSession:
         """How the applied selection's entries were filled (with the seed used), or None."""
         return self._applied.conceal if self._applied is not None else None
 
+    def applied_fills(self) -> dict[str, torch.Tensor]:
+        """The values written into the applied selection's entries, per layer key (copies; empty for zeros or none)."""
+        return {key: values.clone() for key, values in self._applied.fills.items()} if self._applied is not None else {}
+
     def conceal_for(
         self, conceal: str | Conceal | None = None, *, scale: str | None = None, seed: int | None = None
     ) -> Conceal:
@@ -513,7 +518,27 @@ class EditSession:
         if not quiet:
             emit(on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
             self.timings["score"] = selection.seconds  # the report's scoring time is the applied selection's
-        self._applied = apply_selection(selection, by_key, conceal=conceal, fills=fills)
+        differences = self._concept_differences(selection) if conceal.conceals and fills is None else None
+        self._applied = apply_selection(selection, by_key, conceal=conceal, fills=fills, differences=differences)
+
+    def _concept_differences(self, selection: Selection) -> dict[str, torch.Tensor]:
+        """Per edited layer, the concepts' :func:`~cpedit.edit.conceal.concept_difference` over the calls each
+        recipe selected with (from the calibration statistics; a layer no statistics cover has none)."""
+        found: dict[str, torch.Tensor] = {}
+        for key in selection.masks:
+            layer = next(layer for layer in self._all_layers if layer.key == key)
+            sums = []
+            for recipe in self.recipes:
+                stats = self.statistics.get(recipe.name)
+                if stats is None or key not in stats.sums:
+                    continue
+                calls = stats.sums[key].shape[0]
+                settings = selection.settings.get(recipe.name)
+                tau = settings.timesteps if settings is not None else calls
+                sums.append(stats.sums[key][: max(1, min(tau, calls))])
+            if sums:
+                found[key] = concept_difference(sums, in_features=layer.shape[1], columns=layer.columns)
+        return found
 
     def restore(self, *, on_progress: ProgressCallback | None = None) -> None:
         """Put back the base weights of an applied selection, bit for bit (a no-op when none is applied).

@@ -45,6 +45,7 @@ def apply_selection(
     *,
     conceal: Conceal,
     fills: Mapping[str, torch.Tensor] | None = None,
+    differences: Mapping[str, torch.Tensor] | None = None,
 ) -> AppliedSelection:
     """Fill ``selection``'s entries in the weights of ``layers`` (by key), in place.
 
@@ -53,6 +54,9 @@ def apply_selection(
         layers: The hooked layers by key.
         conceal: How to fill (resolved): zeros, or draws made here unless ``fills`` gives them.
         fills: The values to write per layer key (a temporary swap puts back the same ones).
+        differences: Per layer key, the concept's :func:`~cpedit.edit.conceal.concept_difference`:
+            the fill made here is the candidate that gives back the least of the concept (a layer
+            without one gets the plain draw).
 
     Returns:
         What :func:`restore_weights` needs to undo it.
@@ -72,7 +76,11 @@ def apply_selection(
             if not conceal.conceals:
                 flat[on_device] = 0
                 continue
-            values = fills[key] if fills is not None else fill_values(weight, indices, conceal=conceal, name=key)
+            if fills is not None:
+                values = fills[key]
+            else:
+                difference = differences.get(key) if differences is not None else None
+                values = fill_values(weight, indices, conceal=conceal, name=key, difference=difference)
             made[key] = values
             flat[on_device] = values.to(flat.device, flat.dtype)
     return AppliedSelection(selection=selection, saved=saved, conceal=conceal, fills=made)

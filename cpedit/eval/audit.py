@@ -268,6 +268,8 @@ class AuditResult:
             or ``base`` (the entries that differ from the base).
         layers: Per edited layer.
         revived: Per layer, the weights after the location attack (not in the JSON).
+        masks: Per layer, the edited positions (bool, shaped like the weight; not in the JSON):
+            :func:`evaluate_revival` zeroes them to measure the erasure without the fill.
     """
 
     folder: Path
@@ -275,6 +277,7 @@ class AuditResult:
     positions: str
     layers: tuple[LayerAudit, ...]
     revived: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def pruned(self) -> int:
@@ -397,6 +400,7 @@ def audit_output(
         )
     audited: list[LayerAudit] = []
     revived: dict[str, torch.Tensor] = {}
+    edited: dict[str, torch.Tensor] = {}
     for index, layer in enumerate(layers):
         check_cancel(cancel, "during the audit")
         emit(
@@ -411,6 +415,7 @@ def audit_output(
         )
         weight = weights[layer.name].to(torch.float32)
         mask = masks.get(layer.name, torch.zeros(weight.shape, dtype=torch.bool)).reshape(weight.shape)
+        edited[layer.name] = mask
         zeros = int((weight == 0).sum())
         found = recovered = 0
         if attack:
@@ -438,7 +443,12 @@ def audit_output(
         ProgressEvent(stage="evaluate", message="audit done", completed=len(layers), total=len(layers), unit="layers"),
     )
     return AuditResult(
-        folder=path, conceal=record.report.conceal, positions=source, layers=tuple(audited), revived=revived
+        folder=path,
+        conceal=record.report.conceal,
+        positions=source,
+        layers=tuple(audited),
+        revived=revived,
+        masks=edited,
     )
 
 
@@ -450,12 +460,33 @@ class RevivalEvaluation:
     """Erasure and preservation of the base, the edited and the attacked (revived) model, on the shapes world.
 
     Fractions in [0, 1]; erased: lower is better for the edit; preserved: higher is better.
+
+    Attributes:
+        concepts: The erased values of the world.
+        images: Images per prompt set, per model.
+        erased: Erased accuracy of ``base``, ``edited`` and ``revived``.
+        preserved: Preservation of the same.
+        without_fill: ``erased`` and ``preserved`` of the edited output with its edited entries
+            set to zero (the paper's fill) instead of its concealing fill; for a zero-filled
+            output, the edited model's own.
     """
 
     concepts: list[str]
     images: int
     erased: dict[str, float]
     preserved: dict[str, float]
+    without_fill: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fill_kept(self) -> float:
+        """How much of the zero fill's erasure the output's fill keeps: (base - edited) / (base - zero fill).
+
+        1: as erased as with zeros; below 1: the fill gave some of the concept back; above 1: it
+        erased more. 1 for a zero-filled output; 0 when zeros erase nothing.
+        """
+        zero = self.without_fill.get("erased", self.erased["edited"])
+        gap = self.erased["base"] - zero
+        return (self.erased["base"] - self.erased["edited"]) / gap if gap > 0 else 0.0
 
     @property
     def revival(self) -> float:
@@ -471,6 +502,8 @@ class RevivalEvaluation:
             "erased": dict(self.erased),
             "preserved": dict(self.preserved),
             "revival": self.revival,
+            "without_fill": dict(self.without_fill),
+            "fill_kept": self.fill_kept,
         }
 
 
@@ -492,7 +525,9 @@ def evaluate_revival(
 
     The base (default: the one the output records), the edited output and the edited output with
     the audit's revived weights generate images from the same held-out prompts and seeds as
-    ``cpedit eval shapes``, judged by the shipped classifier.
+    ``cpedit eval shapes``, judged by the shipped classifier. For a concealed output, the edited
+    output with its edited entries set to zero does too: the erasure with and without the fill
+    (:attr:`RevivalEvaluation.fill_kept`).
 
     Args:
         audit: An audit of a shapes-world output, with the attack.
@@ -523,7 +558,6 @@ def evaluate_revival(
         score_images,
     )
     from cpedit.models import loading
-    from cpedit.models.ffn import get_denoiser
     from cpedit.shapes import world
     from cpedit.shapes.classifier import load_classifier
 
@@ -547,9 +581,11 @@ def evaluate_revival(
         erased, images=images, seed=seed, exclude=_calibration_prompts(record.recipes)
     )
     classifier = load_classifier()
-    total = 6 * images
+    concealed = audit.conceal.conceals
+    total = (8 if concealed else 6) * images
     erased_scores: dict[str, float] = {}
     preserved_scores: dict[str, float] = {}
+    unfilled: dict[str, float] = {}
 
     def measure(pipe: Any, phase: str, index: int) -> None:
         for offset, (mode, scenes) in enumerate((("erased", with_concept), ("preserved", without))):
@@ -568,7 +604,10 @@ def evaluate_revival(
                 cancel=cancel,
             )
             score, _ = score_images(classifier, shown, scenes, erased, mode=mode)
-            (erased_scores if mode == "erased" else preserved_scores)[phase] = score
+            if phase == "zero":
+                unfilled[mode] = score
+            else:
+                (erased_scores if mode == "erased" else preserved_scores)[phase] = score
 
     phases = [("base", 0, base_ref), ("edited", 1, str(audit.folder))]
     if base_scores is not None:
@@ -582,16 +621,40 @@ def evaluate_revival(
         pipe.set_progress_bar_config(disable=True)
         measure(pipe, phase, index)
         if phase == "edited":
-            denoiser = get_denoiser(pipe)
+            if concealed:  # the same output with the paper's zeros in place of its fill, then its fill back
+                filled = {}
+                with torch.no_grad():
+                    for name, mask in audit.masks.items():
+                        target = _layer_weight(pipe, name)
+                        where = mask.reshape(target.shape).to(target.device)
+                        filled[name] = (where, target[where].clone())
+                        target[where] = 0
+                measure(pipe, "zero", 2)
+                with torch.no_grad():
+                    for name, (where, values) in filled.items():
+                        _layer_weight(pipe, name)[where] = values
             with torch.no_grad():
                 for name, weight in audit.revived.items():
-                    component, _, module_name = name.rpartition("/")
-                    owner = getattr(pipe, component) if component else denoiser
-                    target = owner.get_submodule(module_name).get_parameter("weight")
+                    target = _layer_weight(pipe, name)
                     target.copy_(weight.reshape(target.shape).to(target.device, target.dtype))
-            measure(pipe, "revived", 2)
+            measure(pipe, "revived", 3 if concealed else 2)
         del pipe
     emit(on_progress, ProgressEvent(stage="done", message="revival measured", completed=total, total=total))
+    if not concealed:
+        unfilled = {"erased": erased_scores["edited"], "preserved": preserved_scores["edited"]}
     return RevivalEvaluation(
-        concepts=[v for _, v in erased], images=images, erased=erased_scores, preserved=preserved_scores
+        concepts=[v for _, v in erased],
+        images=images,
+        erased=erased_scores,
+        preserved=preserved_scores,
+        without_fill=unfilled,
     )
+
+
+def _layer_weight(pipe: Any, name: str) -> torch.nn.Parameter:
+    """The weight of an edited layer of a loaded pipeline, by its record name (``component/name`` off the denoiser)."""
+    from cpedit.models.ffn import get_denoiser
+
+    component, _, module_name = name.rpartition("/")
+    owner = getattr(pipe, component) if component else get_denoiser(pipe)
+    return owner.get_submodule(module_name).get_parameter("weight")

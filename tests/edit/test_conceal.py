@@ -22,7 +22,14 @@ from support.hub_emulator import HubEmulator
 
 import cpedit
 from cpedit.cli.main import cli
-from cpedit.edit.conceal import fill_values, layer_seed
+from cpedit.edit.conceal import (
+    FILL_CANDIDATES,
+    candidate_fills,
+    concept_difference,
+    fill_values,
+    layer_seed,
+    restored_share,
+)
 from cpedit.edit.session import EditSession
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.eval.audit import ks_statistic
@@ -113,6 +120,55 @@ def test_gaussian_fill_is_seeded_per_layer_and_reproducible() -> None:
         fill_values(weight, indices, conceal=Conceal("gaussian"), name="x")
 
 
+def test_restored_share_and_concept_difference_on_known_cases() -> None:
+    # Per call and column: target - base, clamped at zero, summed over calls and recipes; offset by the hooked columns.
+    sums = torch.tensor([[[3.0, 1.0, 2.0], [1.0, 2.0, 2.0]], [[1.0, 0.0, 5.0], [0.0, 0.0, 1.0]]])
+    assert torch.equal(concept_difference([sums], in_features=3), torch.tensor([3.0, 0.0, 4.0]))
+    assert torch.equal(concept_difference([sums, sums[:1]], in_features=3), torch.tensor([5.0, 0.0, 4.0]))
+    assert torch.equal(concept_difference([sums], in_features=5, columns=(2, 5)), torch.tensor([0, 0, 3.0, 0, 4.0]))
+    base = torch.tensor([0.5, -1.0, 2.0, 7.0])
+    indices = torch.tensor([0, 2, 3, 4])  # a 2x3 layer: columns 0, 2, 0, 1
+    difference = torch.tensor([1.0, 0.0, 2.0])
+    assert restored_share(base, base, indices, difference=difference, columns=3) == 1.0  # the base values: all back
+    assert restored_share(-base, base, indices, difference=difference, columns=3) == -1.0
+    assert restored_share(torch.zeros(4), base, indices, difference=difference, columns=3) == 0.0
+    # By hand, fill (1, 1, 1, 1): (0.5*1 - 1*2 + 2*1 + 7*0) / (0.25*1 + 1*2 + 4*1 + 49*0) = 0.5 / 6.25.
+    assert restored_share(torch.ones(4), base, indices, difference=difference, columns=3) == pytest.approx(0.5 / 6.25)
+    assert restored_share(base, base, indices, difference=torch.zeros(3), columns=3) == 0.0
+
+
+def test_chosen_fill_is_a_candidate_never_worse_than_the_plain_draw_and_reproducible() -> None:
+    weight, indices = synthetic_layer()
+    generator = torch.Generator().manual_seed(1)
+    difference = torch.rand(256, generator=generator) * (torch.rand(256, generator=generator) < 0.2)
+    pruned = weight.view(-1)[indices]
+    kept = torch.ones(weight.numel(), dtype=torch.bool)
+    kept[indices] = False
+    plain_shares, chosen_shares = [], []
+    for seed in range(12):
+        conceal = Conceal("gaussian", "row", seed=seed)
+        plain = fill_values(weight, indices, conceal=conceal, name="l")
+        chosen = fill_values(weight, indices, conceal=conceal, name="l", difference=difference)
+        # The same seed and statistics give the same fill, bit for bit.
+        assert torch.equal(
+            chosen, fill_values(weight.clone(), indices, conceal=conceal, name="l", difference=difference)
+        )
+        assert torch.equal(
+            plain, fill_values(weight, indices, conceal=conceal, name="l", difference=difference, candidates=1)
+        )
+        drawn = candidate_fills(weight, indices, conceal=conceal, name="l")
+        assert len(drawn) == FILL_CANDIDATES and torch.equal(drawn[0], plain)
+        shares = [restored_share(fill, pruned, indices, difference=difference, columns=256) for fill in drawn]
+        share = restored_share(chosen, pruned, indices, difference=difference, columns=256)
+        assert share == min(shares) and share <= shares[0]  # the best candidate; never worse than the plain draw
+        assert ks_statistic(chosen, weight.view(-1)[kept]) < 0.05  # still a draw from the layer's distribution
+        assert not bool((chosen == 0).any())
+        plain_shares.append(shares[0])
+        chosen_shares.append(share)
+    spread = torch.tensor(plain_shares).std()
+    assert sum(chosen_shares) / 12 < sum(plain_shares) / 12 - spread  # clearly less of the concept comes back
+
+
 def test_conceal_settings_are_checked() -> None:
     assert make_conceal("gaussian", scale="layer", seed=3) == Conceal("gaussian", "layer", 3)
     assert Conceal("gaussian").resolved().seed is not None
@@ -150,6 +206,42 @@ def test_apply_gaussian_fills_and_restore_is_bit_exact(session: EditSession) -> 
     finally:
         session.restore()
     assert all(torch.equal(base[k], bits(v)) for k, v in unet.state_dict().items())
+
+
+def test_session_fill_is_the_chosen_candidate_and_the_recorded_seed_gives_it_again(
+    session: EditSession, tmp_path: Path
+) -> None:
+    selection = session.select()
+    session.apply(selection, conceal="gaussian", conceal_seed=13)
+    try:
+        out = session.save(tmp_path / "out").path
+        fills = session.applied_fills()
+    finally:
+        session.restore()
+    seed = read_report(out).conceal.seed
+    assert seed == 13 and fills
+    stats = session.statistics["hide-s"]
+    tau = selection.settings["hide-s"].timesteps
+    unet = session.pipeline.unet
+    for key, fill in fills.items():
+        weight = unet.get_submodule(key).weight
+        indices = selection.masks[key].reshape(-1).nonzero().squeeze(1)
+        difference = concept_difference([stats.sums[key][:tau]], in_features=weight.shape[1])
+        conceal = Conceal("gaussian", "row", seed)
+        assert torch.equal(fill, fill_values(weight, indices, conceal=conceal, name=key, difference=difference))
+        plain = fill_values(weight, indices, conceal=conceal, name=key)
+        base = weight.detach().view(-1)[indices]
+        share = restored_share(fill, base, indices, difference=difference, columns=weight.shape[1])
+        assert share <= restored_share(plain, base, indices, difference=difference, columns=weight.shape[1])
+    # A second session with the recorded seed writes the same files, bit for bit.
+    assert session.source is not None
+    again = EditSession.open(session.source.path, list(session.recipes), compute=CPU)
+    again.calibrate()
+    again.apply(again.select(), conceal="gaussian", conceal_seed=seed)
+    second = again.save(tmp_path / "again").path
+    first_files = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    second_files = load_file(second / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(bits(first_files[k]), bits(second_files[k])) for k in first_files)
 
 
 def test_saved_files_equal_the_in_memory_weights(session: EditSession, tmp_path: Path) -> None:

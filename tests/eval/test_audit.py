@@ -15,7 +15,15 @@ from support.helpers import CPU
 
 import cpedit
 from cpedit.cli.main import cli
-from cpedit.eval.audit import AuditError, audit_output, evaluate_revival, ks_statistic, location_attack, soft_impute
+from cpedit.eval.audit import (
+    AuditError,
+    RevivalEvaluation,
+    audit_output,
+    evaluate_revival,
+    ks_statistic,
+    location_attack,
+    soft_impute,
+)
 from cpedit.output.record import POSITIONS_FILE, RECORD_DIR
 
 POSITIONS = f"{RECORD_DIR}/{POSITIONS_FILE}"
@@ -142,11 +150,11 @@ def test_audit_cli_table_and_json(outputs: dict[str, Path]) -> None:
     assert "location attack" in invoke("audit", "--help").stdout
 
 
-def test_revival_on_the_shapes_world(tmp_path: Path) -> None:
-    """The attack on a zero-filled shapes edit, measured end to end (few images: it checks the wiring)."""
-    recipe = cpedit.parse_recipe(
+def stripes_recipe(name: str) -> cpedit.Recipe:
+    """A small ``striped`` recipe of the shapes world (two pairs, tau 2, 4 steps) on the value projections."""
+    return cpedit.parse_recipe(
         helpers.recipe_text(
-            name="stripes-s",
+            name=name,
             concept="striped",
             subjects=("red star on a white background", "blue circle on a black background"),
             target="a striped {subject}",
@@ -157,6 +165,11 @@ def test_revival_on_the_shapes_world(tmp_path: Path) -> None:
             prune_target="attn-value",
         )
     )
+
+
+def test_revival_on_the_shapes_world(tmp_path: Path) -> None:
+    """The attack on a zero-filled shapes edit, measured end to end (few images: it checks the wiring)."""
+    recipe = stripes_recipe("stripes-s")
     out = cpedit.prune("builtin:shapes", [recipe], out=tmp_path / "shapes", compute=CPU).output
     assert out is not None
     audit = audit_output(out)
@@ -169,3 +182,42 @@ def test_revival_on_the_shapes_world(tmp_path: Path) -> None:
     data = json.loads(ok(invoke("audit", out, "--eval", "shapes", "--images", 2, "--steps", 2, "--device", "cpu",
                                 "--format", "json")).stdout)  # fmt: skip
     assert data["eval"]["shapes"]["erased"] == result.erased
+    # A zero fill is its own "without the fill".
+    assert result.without_fill == {"erased": result.erased["edited"], "preserved": result.preserved["edited"]}
+    assert data["eval"]["shapes"]["without_fill"] == result.without_fill
+
+
+def test_fill_kept_is_the_share_of_the_zero_fills_erasure() -> None:
+    def made(edited: float, zero: float) -> RevivalEvaluation:
+        return RevivalEvaluation(
+            concepts=["striped"],
+            images=8,
+            erased={"base": 0.9, "edited": edited, "revived": edited},
+            preserved={"base": 0.9, "edited": 0.9, "revived": 0.9},
+            without_fill={"erased": zero, "preserved": 0.9},
+        )
+
+    assert made(0.5, 0.5).fill_kept == 1.0
+    assert made(0.7, 0.5).fill_kept == pytest.approx(0.5)  # the fill gave half of the erasure back
+    assert made(0.3, 0.5).fill_kept == pytest.approx(1.5)  # it erased more than zeros
+    assert made(0.7, 0.95).fill_kept == 0.0  # zeros erased nothing
+    assert made(0.7, 0.5).to_json()["fill_kept"] == pytest.approx(0.5)
+
+
+def test_audit_reports_the_erasure_with_and_without_a_concealing_fill(tmp_path: Path) -> None:
+    recipe = stripes_recipe("stripes-g")
+    out = cpedit.prune(
+        "builtin:shapes", [recipe], out=tmp_path / "g", compute=CPU, conceal="gaussian", conceal_seed=5
+    ).output
+    assert out is not None
+    audit = audit_output(out)
+    assert audit.recovered == 0 and set(audit.masks) == {layer.name for layer in audit.layers}
+    result = evaluate_revival(audit, images=4, steps=2, compute=CPU)
+    assert set(result.without_fill) == {"erased", "preserved"}
+    gap = result.erased["base"] - result.without_fill["erased"]
+    expected = (result.erased["base"] - result.erased["edited"]) / gap if gap > 0 else 0.0
+    assert result.fill_kept == pytest.approx(expected)
+    # The zero-filled copy is measured, then the fill is put back: the attacked model is the edit itself.
+    assert result.erased["revived"] == result.erased["edited"]
+    table = ok(invoke("audit", out, "--eval", "shapes", "--images", 4, "--steps", 2, "--device", "cpu")).stdout
+    assert "zeros instead of the fill" in table and f"the fill keeps {result.fill_kept:.2f}" in table
