@@ -43,7 +43,7 @@ class Synthetic:
     def __init__(self, *args, **kwargs):
         self.calibrations = []
 
-    def evaluate(self, settings):
+    def evaluate(self, settings, *, plan=None):
         s = settings.skill_ratio
         erased = {"before": 1.0, "after": max(0.0, 1 - 2 * s)}
         return Point(settings, int(s * 1e6), 100 * s, erased, {"before": 1.0, "after": 0.7 + 0.2 * s}, 0.3 - 0.2 * s)

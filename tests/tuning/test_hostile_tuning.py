@@ -21,6 +21,20 @@ EVAL = {"options": ShapesOptions(images=2), "images": ImageOptions(seed=3, steps
 
 
 def test_a_users_file_under_points_survives_the_sweep(tmp_path: Path) -> None:
+    """Points are measured in memory: a sweep writes nothing under ``points/`` and a user's folder there stays."""
+    out = tmp_path / "sw"
+    blocked = out / "points" / PointSettings(0.2, 2).slug
+    blocked.mkdir(parents=True)
+    (blocked / "notes.txt").write_text("mine")
+    plan = plan_evaluation("shapes", **EVAL)
+    result = sweep("builtin:shapes", ["shapes-striped"], skill_ratios=[0.05, 0.2], timesteps=[2], plan=plan, out=out)
+    assert [p.settings.skill_ratio for p in result.points] == [0.05, 0.2]
+    assert (blocked / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "points").iterdir()) == [blocked.name]
+
+
+def test_a_users_file_under_points_survives_a_sweep_that_keeps_models(tmp_path: Path) -> None:
+    """With ``keep_models`` a point is saved: a user's folder in its place is refused, never deleted."""
     out = tmp_path / "sw"
     blocked = out / "points" / PointSettings(0.2, 2).slug
     blocked.mkdir(parents=True)
@@ -34,11 +48,11 @@ def test_a_users_file_under_points_survives_the_sweep(tmp_path: Path) -> None:
             timesteps=[2],
             plan=plan,
             out=out,
+            keep_models=True,
             plot=False,
         )
     assert info.value.path == str(blocked)
     assert (blocked / "notes.txt").read_text() == "mine"  # refused by the save, and not deleted by the cleanup
-    assert sorted(p.name for p in (out / "points").iterdir()) == [blocked.name]  # the measured point was removed
     data = json.loads((out / "sweep.json").read_text())
     assert [p["settings"]["skill_ratio"] for p in data["points"]] == [0.05]  # the finished point is kept
 
@@ -51,7 +65,7 @@ class _Meets:
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.calibrations: list[dict] = []
 
-    def evaluate(self, settings: PointSettings) -> Point:
+    def evaluate(self, settings: PointSettings, *, plan: object = None) -> Point:
         for action in self.during:
             action()
         return Point(settings, 10, 0.1, {"before": 1.0, "after": 0.0}, {"before": 1.0, "after": 1.0}, 0.0)
