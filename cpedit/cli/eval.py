@@ -31,7 +31,7 @@ def shapes_table(result: Any) -> FittedTable:
     table = FittedTable(
         title=f"shapes benchmark: erased {', '.join(protocol['concepts'])} ({protocol['images']} images per set)"
     )
-    table.add_column("measure")
+    table.add_column("measure", no_wrap=True)  # the numbers wrap (value over interval), the names stay whole
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("change", justify="right")
@@ -52,7 +52,7 @@ def shapes_table(result: Any) -> FittedTable:
             with_interval(after, found.get("after"), digits=3),
             with_interval(after - before, found.get("change"), digits=3, sign=True),
         )
-    table.caption = f"pruned {100 * protocol['pruned_fraction']:.4f}% of the UNet's weights; {interval_caption(result)}"
+    table.caption = f"pruned {100 * protocol['pruned_fraction']:.4f}% of the UNet's weights. {interval_caption(result)}"
     return table
 
 

@@ -158,7 +158,7 @@ def test_sample_shows_counts_and_an_eta_at_80_columns(pruned: dict, work: Path) 
 def test_eval_shapes_at_80_columns(pruned: dict, work: Path) -> None:
     process = ran(run_cli("eval", "shapes", pruned["out"], *EVAL, cwd=work))
     for measure in ("erased accuracy", "preservation: background", "before", "after", "change"):
-        assert measure in process.stdout
+        assert measure in process.stdout, process.stdout
     for model in ("edited", "base"):  # 2 images per set, 2 sets, per model
         assert re.search(rf"sample {model} +━+ 4/4 +\d+:\d\d:\d\d ETA ", process.stderr), process.stderr
 
