@@ -600,7 +600,7 @@ def test_in_memory_pipeline_refuses_loading_options(tiny_sd_path: Path, recipe: 
     pipe = load_fresh(tiny_sd_path)
     for option in ({"device": "cpu"}, {"dtype": "float16"}, {"revision": "main"}):
         with pytest.raises(CpeditError, match="apply when cpedit loads the model"):
-            cpedit.prune(pipe, [recipe], **option)
+            cpedit.prune(pipe, [recipe], compute=ComputeOptions(**option))
 
 
 def test_recipe_built_in_code_needs_a_slug_name(tiny_sd_path: Path, recipe: Path, no_model_loading: None) -> None:

@@ -134,7 +134,7 @@ def test_a_sweep_writes_no_model_and_loads_the_judge_and_scores_the_base_once(
     monkeypatch.setattr(cpedit.edit.session.EditSession, "save", no_save)
     out = tmp_path / "sw"
     plan = plan_evaluation("shapes", **EVAL)
-    grid = {"skill_ratios": [0.05, 0.1, 0.2], "timesteps": [3], "plan": plan, "out": out, "device": "cpu"}
+    grid = {"skill_ratios": [0.05, 0.1, 0.2], "timesteps": [3], "plan": plan, "out": out, "compute": CPU}
     result = sweep("builtin:shapes", ["shapes-striped"], plot=False, **grid)
     assert result.measured == 3 and len({p.pruned for p in result.points}) == 3
     assert loads == ["shapes"]  # one judge for the 3 points
@@ -155,7 +155,7 @@ def test_interrupted_sweep_resumes_with_the_finished_points(tmp_path: Path, cali
         seen.append(point)
         cancel.set()
 
-    grid = {"skill_ratios": RATIOS, "timesteps": TAUS, "plan": plan, "out": tmp_path, "device": "cpu"}
+    grid = {"skill_ratios": RATIOS, "timesteps": TAUS, "plan": plan, "out": tmp_path, "compute": CPU}
     with pytest.raises(Cancelled):
         sweep("builtin:shapes", ["shapes-striped"], on_point=stop_after_first, cancel=cancel, **grid)
     kept = json.loads((tmp_path / "sweep.json").read_text())
@@ -191,7 +191,7 @@ def test_tune_meets_a_reachable_goal_and_fails_an_unreachable_one(swept: dict, t
     common = {
         "plan": plan,
         "timesteps": [6],
-        "device": "cpu",
+        "compute": CPU,
         "max_skill_ratio": 0.2,
         "tolerance": 2.0,
         "max_growth": 1,
