@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from support.helpers import CPU
 from support.masks import output_positions
 
 import cpedit.edit.session
