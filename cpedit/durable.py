@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cpedit.errors import CpeditError
@@ -188,6 +189,38 @@ def is_no_space(exc: BaseException) -> bool:
     return "No space left on device" in text or "StorageFull" in text or "os error 28" in text
 
 
+def write_error(
+    exc: OSError,
+    target: Path,
+    *,
+    what: str,
+    needed: int | None = None,
+    argument: str | None = None,
+    written: str = "nothing was written",
+) -> CpeditError:
+    """The error for an ``OSError`` met while writing ``what`` at ``target``: a full disk or a place not writable.
+
+    The path named is the one the system names (``exc.filename``: a file inside ``target``, say)
+    unless that is one of cpedit's temporary names or a folder above ``target``, else ``target``;
+    ``written`` says what was kept (``nothing was written``, ``it was left as it was``).
+
+    Returns:
+        A :class:`CpeditError` with ``reason`` ``no_space`` or ``unwritable``.
+    """
+    named = Path(exc.filename) if isinstance(exc.filename, str) else None
+    where = target
+    if named is not None and not is_temporary_name(named.name) and named not in target.parents:
+        where = named
+    if is_no_space(exc):
+        return no_space_error(where, needed=needed, what=what, argument=argument, written=written)
+    return CpeditError(
+        f"cannot write {what} {where} ({exc.strerror or exc}); {written}",
+        path=str(where),
+        reason="unwritable",
+        argument=argument,
+    )
+
+
 def write_bytes_atomically(path: Path, data: bytes, *, what: str = "the file", argument: str | None = None) -> Path:
     """Write ``data`` to ``path`` through a hidden temporary file, ``fsync`` and a rename: never half-written.
 
@@ -220,15 +253,39 @@ def write_bytes_atomically(path: Path, data: bytes, *, what: str = "the file", a
         temporary = None
         fsync_folder(path.parent)
     except OSError as exc:
-        if is_no_space(exc):
-            raise no_space_error(path, needed=len(data), what=what, argument=argument) from None
-        raise CpeditError(
-            f"cannot write {what} {path} ({exc.strerror or exc}); it was left as it was",
-            path=str(path),
-            reason="unwritable",
-            argument=argument,
+        raise write_error(
+            exc, path, what=what, needed=len(data), argument=argument, written="it was left as it was"
         ) from None
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
     return path
+
+
+def write_each(writes: Sequence[Callable[[], Path]]) -> list[Path]:
+    """Run every write (each returning the path it wrote), also those after one that fails.
+
+    Where one result goes to several places (an output's record and a file elsewhere), a full
+    disk or a read-only folder at one place must not lose the others.
+
+    Returns:
+        The paths written, in order.
+
+    Raises:
+        CpeditError: Some writes failed: the first failure's fields, a message naming each
+            failure and the paths that were written.
+    """
+    written: list[Path] = []
+    failures: list[CpeditError] = []
+    for write in writes:
+        try:
+            written.append(write())
+        except CpeditError as exc:
+            failures.append(exc)
+    if failures:
+        kept = f"; {', '.join(map(str, written))} {'was' if len(written) == 1 else 'were'} written" if written else ""
+        first = failures[0]
+        raise CpeditError(
+            "; ".join(map(str, failures)) + kept, path=first.path, reason=first.reason, argument=first.argument
+        )
+    return written

@@ -287,14 +287,13 @@ def run_benchmark(
     main = is_main_process()
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate(bench, edited_dir, options, images=images, device=device, on_progress=view, **run)
+    if main:  # shown before it is kept: a result that cannot be written (a full disk) is not lost
+        if output_format == "json":
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            stdout_console().print((table or metric_table)(result))
     record_result(edited_dir, result, json_file=json_file)
-    if not main:
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    stdout_console().print((table or metric_table)(result))
-    if json_file is not None:
+    if main and output_format != "json" and json_file is not None:
         console.print(f"Wrote {json_file}")
 
 

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cpedit.durable import write_each, write_error
+from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, Phase
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import get_benchmark
-from cpedit.output.record import evaluation_path, read_output, write_evaluation, write_json_atomically
+from cpedit.output.record import evaluation_path, output_identity, read_output, write_evaluation, write_json_atomically
 from cpedit.progress import ProgressCallback, check_cancel, emit
 
 __all__ = ["evaluate", "record_result"]
@@ -65,6 +67,7 @@ def evaluate(
     from cpedit.eval.engine import default_images_dir, render_images
 
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    identity = output_identity(edited)
     run = BenchmarkRun(
         edited=Path(edited),
         record=read_output(edited),
@@ -76,18 +79,28 @@ def evaluate(
         result_name=bench.name,
     )
     bench.prepare(run)
-    rendered = render_images(
-        run.record,
-        run.prompts,
-        folder=images_dir if images_dir is not None else default_images_dir(edited, bench.images_folder),
-        base=base or run.needs_base,
-        dtype=dtype,
-        device=device,
-        pipeline_for=pipeline_for,
-        on_progress=on_progress,
-        cancel=cancel,
-        **run.images.render_arguments(),
-    )
+    folder = Path(images_dir) if images_dir is not None else default_images_dir(edited, bench.images_folder)
+    try:
+        rendered = render_images(
+            run.record,
+            run.prompts,
+            folder=folder,
+            base=base or run.needs_base,
+            dtype=dtype,
+            device=device,
+            pipeline_for=pipeline_for,
+            on_progress=on_progress,
+            cancel=cancel,
+            **run.images.render_arguments(),
+        )
+    except OSError as exc:  # a full disk or a read-only place: the message names the path, not a traceback
+        raise write_error(
+            exc,
+            folder,
+            what="the evaluation images in",
+            argument="images_dir",  # the way out: a folder on another disk
+            written="the images written so far are kept for the next run",
+        ) from None
     measured: dict[str, Any] = {}
     phases: tuple[tuple[Phase, list[Any]], ...] = (("before", rendered.base), ("after", rendered.edited))
     for phase, entries in phases:
@@ -96,6 +109,7 @@ def evaluate(
         check_cancel(cancel, "during the evaluation")
         measured[phase] = bench.score(run, phase, entries, rendered.folder)
     metrics = bench.metrics(run, measured)
+    _check_still_there(Path(edited), identity)
     emit(on_progress, bench.done(run, rendered))
     result_protocol = bench.protocol(run, measured, rendered)
     return BenchmarkResult(
@@ -107,10 +121,24 @@ def evaluate(
     )
 
 
+def _check_still_there(edited: Path, identity: tuple[int, ...] | None) -> None:
+    """Refuse a result whose output was replaced while it was measured (another run's overwrite)."""
+    if output_identity(edited) != identity:
+        raise CpeditError(
+            f"{edited} was replaced or changed while it was evaluated (by another run?), so the result "
+            "describes a model that is no longer there; it was not kept: evaluate again",
+            path=str(edited),
+            reason="mismatch",
+        )
+
+
 def record_result(
     edited: str | os.PathLike[str], result: BenchmarkResult, *, json_file: str | os.PathLike[str] | None = None
 ) -> Path:
     """Keep the result in ``EDITED/conceptprune/eval/BENCH.json`` (and ``json_file``), atomically.
+
+    Both are attempted: when one cannot be written (a full disk, a read-only output) the other
+    still is, and then the error says what failed and what was written.
 
     Under a multi-process launch every rank holds the same result, and only rank 0 writes it
     (one writer per file); the other ranks get the path without writing anything.
@@ -119,7 +147,8 @@ def record_result(
 
     if not is_main_process():
         return evaluation_path(edited, result.benchmark)
-    path = write_evaluation(edited, result.to_evaluation())
+    writes = [lambda: write_evaluation(edited, result.to_evaluation())]
     if json_file is not None:
-        write_json_atomically(Path(json_file), result.to_json(), what="the result", argument="json_file")
-    return path
+        target = Path(json_file)
+        writes.append(lambda: write_json_atomically(target, result.to_json(), what="the result", argument="json_file"))
+    return write_each(writes)[0]

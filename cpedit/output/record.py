@@ -675,6 +675,21 @@ class Evaluation:
         )
 
 
+def output_identity(folder: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """What tells this output folder from another put at the same path: its and its report's inode and mtime.
+
+    A run that reads an output and later writes or reports about it compares this before and
+    after: another run's overwrite (a new folder renamed into place) changes it. None when the
+    folder or report cannot be looked at.
+    """
+    try:
+        own = os.stat(folder)
+        report = os.stat(Path(folder) / RECORD_DIR / REPORT_FILE)
+    except OSError:
+        return None
+    return (own.st_dev, own.st_ino, report.st_ino, report.st_mtime_ns, report.st_size)
+
+
 def evaluation_path(folder: str | os.PathLike[str], benchmark: str) -> Path:
     """``folder/conceptprune/eval/<benchmark>.json``."""
     return Path(folder) / RECORD_DIR / EVAL_DIR / f"{benchmark}.json"

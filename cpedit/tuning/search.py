@@ -71,6 +71,19 @@ def _meets(point: Point, erased_at_most: float, max_drop: float) -> bool:
     return point.erased["after"] <= erased_at_most and point.drop <= max_drop
 
 
+def _check_base_misses(point: Point, erased_at_most: float) -> None:
+    """Refuse a goal the unedited base model already meets: any pruning would "meet" it, so nothing is tuned."""
+    before = point.erased.get("before")
+    if before is not None and before <= erased_at_most:
+        raise CpeditError(
+            f"the base model already meets the goal before any pruning (erased {before:.3f}, the goal is at most "
+            f"{erased_at_most:g}), so there is nothing to tune: set a lower goal, or check that the evaluation "
+            "measures the recipe's concept",
+            reason="invalid",
+            argument="erased_at_most",
+        )
+
+
 def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
     """The least erased point within the drop budget, else the point with the least drop."""
     within = [p for p in points if p.drop <= max_drop]
@@ -170,6 +183,7 @@ def tune(
             measured[settings] = evaluator.evaluate(settings)
             if on_point is not None:
                 on_point(measured[settings])
+            _check_base_misses(measured[settings], erased_at_most)
         return measured[settings]
 
     def erases(point: Point) -> bool:

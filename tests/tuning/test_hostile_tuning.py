@@ -100,3 +100,20 @@ def test_an_output_replaced_by_a_foreign_folder_during_the_run_is_not_replaced(t
             out.mkdir()  # a user's folder appears after the early check
             (out / "data.csv").write_text("1,2")
     assert (out / "data.csv").read_text() == "1,2" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+class _BaseMeets(_Meets):
+    """A stand-in evaluator on a benchmark where the unedited base already scores below the goal."""
+
+    def evaluate(self, settings: PointSettings) -> Point:
+        return Point(settings, 10, 0.1, {"before": 0.2, "after": 0.1}, {"before": 1.0, "after": 1.0}, 0.0)
+
+
+def test_a_goal_the_base_already_meets_is_said_not_met_by_pruning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "PointEvaluator", _BaseMeets)
+    with pytest.raises(CpeditError, match="base model already meets the goal before any pruning") as info:
+        _tune(tmp_path)
+    assert info.value.argument == "erased_at_most" and "erased 0.200" in str(info.value)
+    assert not (tmp_path / "shapes-striped.yaml").exists()  # no tuned recipe claims the goal was met
