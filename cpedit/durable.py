@@ -38,6 +38,40 @@ def temporary_name(name: str, *, kind: str = "partial") -> str:
     return f".{name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+TEMPORARY_NAME_EXTRA = len("..partial-") + 10 + len("-") + 8
+"""Bytes a temporary name adds to ``NAME`` at most (``.NAME.partial-PID-XXXXXXXX``, PIDs up to 10 digits)."""
+
+
+def check_name_fits(path: Path, *, argument: str | None = None) -> None:
+    """Refuse a name too long for its filesystem once it carries a temporary name's additions.
+
+    Everything is first written under :func:`temporary_name`, which is longer than ``NAME``: a name
+    that fits (255 bytes on most filesystems) but whose temporary does not would fail only at the
+    first write, after the work. Checked up front instead.
+
+    Raises:
+        CpeditError: ``reason="too_long"``; the message gives the most bytes a name may have there.
+    """
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + TEMPORARY_NAME_EXTRA > limit:
+        shown = path.name if len(path.name) <= 40 else path.name[:37] + "..."
+        raise CpeditError(
+            f"the name {shown!r} is {size} bytes long; names there are at most {limit} bytes and cpedit first "
+            f"writes under a temporary name up to {TEMPORARY_NAME_EXTRA} bytes longer, so give a name of at most "
+            f"{limit - TEMPORARY_NAME_EXTRA} bytes",
+            path=str(path),
+            reason="too_long",
+            argument=argument,
+        )
+
+
 def is_temporary_name(name: str) -> bool:
     """Whether ``name`` is one of cpedit's temporary names (``.NAME.partial-PID-XXXXXXXX``, ``.NAME.old-...``).
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from cpedit.cli.guard import keep_on_interrupt
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import (
     Decorator,
@@ -276,6 +277,10 @@ def run_benchmark(
     from cpedit.eval.registry import get_benchmark
 
     json_file = flags.pop("json_file", None)
+    if json_file is not None:  # before any work (record_result checks it again)
+        from cpedit.output.record import check_outside_record
+
+        check_outside_record(json_file, argument="json_file")
     output_format = flags.pop("output_format", "table")
     images = image_options(flags)
     run = {key: flags.pop(key) for key in ("base", "images_dir") if key in flags}
@@ -284,6 +289,7 @@ def run_benchmark(
     bench = get_benchmark(name)
     options = bench.options({**flags, "prompts": prompts, "prompts_name": prompts})
     console = stderr_console()
+    keep_on_interrupt("no result was written; the images rendered so far are kept for the next run")
     main = is_main_process()
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate(bench, edited_dir, options, images=images, device=device, on_progress=view, **run)

@@ -23,7 +23,7 @@ from cpedit.cli.eval_options import (
     limit_option,
     threshold_option,
 )
-from cpedit.cli.guard import command_guard
+from cpedit.cli.guard import command_guard, keep_on_interrupt
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import (
     apply,
@@ -292,6 +292,7 @@ def sweep_command(
     from cpedit.tuning.plot import plot_available, plot_sweep
 
     console = stderr_console()
+    keep_on_interrupt(f"the points finished so far are kept in {Path(out) / SWEEP_FILE}: run the same command to go on")
     plot = not no_plot and plot_available()  # known before any work: the measured points are never lost
     if not no_plot and not plot:
         console.print(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts
+from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts, public_model_name
 from cpedit.eval.engine import ImageEntry
 from cpedit.eval.options import ImageOptions
 from cpedit.progress import ProgressEvent
@@ -48,7 +48,7 @@ class ClipScoreBenchmark(Benchmark):
 
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
         """The CLIP model."""
-        return {"clip_model": options.clip_model}
+        return {"clip_model": public_model_name(options.clip_model)}
 
     def prepare(self, run: BenchmarkRun) -> None:
         """The prompts, then the CLIP model (unless given)."""

@@ -20,7 +20,14 @@ from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, Phase
 from cpedit.eval.options import ImageOptions
 from cpedit.eval.registry import get_benchmark
-from cpedit.output.record import evaluation_path, output_identity, read_output, write_evaluation, write_json_atomically
+from cpedit.output.record import (
+    check_outside_record,
+    evaluation_path,
+    output_identity,
+    read_output,
+    write_evaluation,
+    write_json_atomically,
+)
 from cpedit.progress import ProgressCallback, check_cancel, emit
 
 __all__ = ["evaluate", "record_result"]
@@ -147,6 +154,8 @@ def record_result(
 
     if not is_main_process():
         return evaluation_path(edited, result.benchmark)
+    if json_file is not None:
+        check_outside_record(json_file, argument="json_file")
     writes = [lambda: write_evaluation(edited, result.to_evaluation())]
     if json_file is not None:
         target = Path(json_file)

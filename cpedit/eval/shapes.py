@@ -316,7 +316,6 @@ class ShapesBenchmark(Benchmark):
 
 def _read_png(path: Path) -> np.ndarray:
     """An image of the engine's folder as the uint8 HxWx3 array :func:`generate_images` returns."""
-    from PIL import Image
+    from cpedit.eval.image_files import read_rgb
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(read_rgb(path), dtype=np.uint8)

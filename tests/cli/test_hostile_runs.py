@@ -201,3 +201,152 @@ def test_eval_refuses_a_result_when_the_output_was_replaced_meanwhile(pruned: Pa
             images_dir=tmp_path / "images", on_progress=overwrite_meanwhile,
         )  # fmt: skip
     assert replaced and info.value.reason == "mismatch"
+
+
+# --- Low items: odd inputs refused with what they are ---------------------------------------
+
+
+def test_a_device_as_recipe_is_not_a_regular_file_not_missing(tmp_path: Path) -> None:
+    process = run_cli("prune", "builtin:shapes", "-r", "/dev/zero", "--out", "z", cwd=tmp_path, prelude=NO_LOADING)
+    text = _failed_cleanly(process)
+    assert "not a regular file" in text and "not found" not in text
+
+
+def test_an_output_name_whose_temporary_would_be_too_long_is_refused_before_loading(tmp_path: Path) -> None:
+    name = "n" * 240  # fits 255 bytes, but .NAME.partial-PID-XXXXXXXX does not
+    process = run_cli(
+        "prune", "builtin:shapes", "-r", "shapes-striped", "--out", name, cwd=tmp_path, prelude=NO_LOADING
+    )
+    text = _failed_cleanly(process)
+    assert "240 bytes long" in text and "at most 226 bytes" in text and "--out" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("revision", ["../../../tmp", "refs/../../x", "main\x1b]0;x\x07"])
+def test_a_hub_revision_that_could_leave_the_cache_is_refused_unasked(
+    revision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cpedit.hub.download import resolve_commit, snapshot_folder
+    from cpedit.models.loading import resolve_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for call in (
+        lambda: resolve_source("alice/model", revision=revision),
+        lambda: resolve_commit("alice/prompts", repo_type="dataset", revision=revision),
+        lambda: snapshot_folder("alice/model", commit=revision),
+    ):
+        with pytest.raises(CpeditError, match="is not a branch, tag or commit name") as info:
+            call()
+        assert info.value.argument == "revision" and info.value.reason == "invalid"
+        assert "\x1b" not in str(info.value)
+
+
+@pytest.mark.parametrize("folder", ["../x", "a/../../x", "a//b", "a\\b", "a/\x1b[2Jb"])
+def test_recipes_push_refuses_a_path_in_repo_outside_the_repo(folder: str, tmp_path: Path) -> None:
+    from support.paths import REPO_ROOT
+
+    recipe = REPO_ROOT / "recipes" / "shapes" / "shapes-striped.yaml"
+    process = run_cli("recipes", "push", recipe, "--repo", "alice/recipes", "--path-in-repo", folder, cwd=tmp_path)
+    text = _failed_cleanly(process)
+    assert "the path in the repo" in text and "hint: see --path-in-repo" in text and "\x1b" not in text
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cpedit.eval.image_files import MAX_IMAGE_PIXELS, read_rgb
+    from cpedit.eval.metrics import load_images
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)  # a few kB on disk, 243 MB once decoded as RGB
+    assert bomb.stat().st_size < 100_000 and 9000 * 9000 > MAX_IMAGE_PIXELS
+    for read in (read_rgb, lambda path: load_images([path])):
+        with pytest.raises(CpeditError, match="9000 x 9000 pixels") as info:
+            read(bomb)
+        assert info.value.reason == "too_large" and info.value.path == str(bomb)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (8, 8), "red").save(small)
+    assert read_rgb(small).getpixel((0, 0)) == (255, 0, 0)
+    (tmp_path / "cut.png").write_bytes(small.read_bytes()[:40])
+    with pytest.raises(CpeditError, match="not a readable image") as info:
+        read_rgb(tmp_path / "cut.png")
+    assert info.value.reason == "malformed"
+
+
+def test_a_local_judge_model_is_published_by_name_not_path(tmp_path: Path) -> None:
+    from cpedit.eval.benchmark import public_model_name
+    from cpedit.eval.clip_score import ClipScoreBenchmark, ClipScoreOptions
+
+    local = tmp_path / "alice-secret-project" / "clip"
+    local.mkdir(parents=True)
+    assert public_model_name(local) == "local:clip"
+    assert public_model_name("/home/alice/models/clip/") == "local:clip"
+    assert public_model_name("openai/clip-vit-large-patch14") == "openai/clip-vit-large-patch14"
+    described = ClipScoreBenchmark().describe(ClipScoreOptions(clip_model=str(local)), ImageOptions())
+    assert described == {"clip_model": "local:clip"} and "alice" not in json.dumps(described)
+
+
+KILLED_AT_SECOND_POINT = """
+import os, signal
+import cpedit.tuning.grid as grid
+from cpedit.tuning.points import Point
+
+
+class KilledAtSecond:
+    \"""Measures the first point, then the run gets SIGTERM (as from `kill` or a scheduler).\"""
+
+    def __init__(self, *args, **kwargs):
+        self.calibrations = []
+        self.measured = 0
+
+    def evaluate(self, settings):
+        self.measured += 1
+        if self.measured == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time; time.sleep(10)
+        return Point(settings, 10, 0.1, {"before": 1.0, "after": 0.5}, {"before": 1.0, "after": 0.9}, 0.1)
+
+    def close(self):
+        pass
+
+
+grid.PointEvaluator = KilledAtSecond
+"""
+
+
+def test_sigterm_says_the_finished_points_are_kept(tmp_path: Path) -> None:
+    args = ["sweep", "--recipe", "shapes-striped", "--eval", "shapes", "--skill-ratio", "0.05,0.2", "--out", "sw"]
+    process = run_cli(*args, cwd=tmp_path, prelude=KILLED_AT_SECOND_POINT)
+    assert process.returncode == 130, process.stderr
+    assert "nothing was written" not in process.stderr
+    assert f"the points finished so far are kept in {Path('sw') / 'sweep.json'}" in process.stderr
+    data = json.loads((tmp_path / "sw" / "sweep.json").read_text(encoding="utf-8"))
+    assert [p["settings"]["skill_ratio"] for p in data["points"]] == [0.05]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["card", "{out}", "--out", "{out}/conceptprune/report.json"],
+        ["card", "{out}", "--out", "{out}/conceptprune/eval/card.md"],
+        ["eval", "shapes", "{out}", "--json", "{out}/conceptprune/report.json"],
+    ],
+)
+def test_results_and_cards_are_not_written_into_an_outputs_record(
+    args: list[str], pruned: Path, tmp_path: Path
+) -> None:
+    out = _copy(pruned, tmp_path)
+    report = (out / "conceptprune" / "report.json").read_bytes()
+    process = run_cli(*[a.format(out=out) for a in args], cwd=tmp_path, prelude=NO_LOADING)
+    text = _failed_cleanly(process)
+    assert "is inside the record of the cpedit output" in text and "hint:" in text
+    assert (out / "conceptprune" / "report.json").read_bytes() == report
+    assert not (out / "conceptprune" / "eval" / "card.md").exists()
+
+
+@pytest.mark.parametrize(
+    "ref", ["hub:a/b\x1b]0;pwned\x07/r.yaml", "hub:../../x/r.yaml", "hub:a--b/c/r.yaml", "hub:-a/b/r.yaml"]
+)
+def test_hub_refs_with_invalid_repo_ids_are_explained_without_escapes(ref: str, tmp_path: Path) -> None:
+    text = _failed_cleanly(run_cli("recipes", "show", ref, cwd=tmp_path))
+    assert "malformed Hub recipe reference" in text and "\x1b" not in text and "\x07" not in text

@@ -211,3 +211,19 @@ def test_a_sweep_folder_loads_and_its_points_apply_to_the_calibrated_concepts(tm
     with pytest.raises(CpeditError, match="not calibrated"):
         state.apply_point(state.points_view.points[0])
     assert state.tune_folder("shapes-striped") == tmp_path / "out2-tune" / "shapes-striped"
+
+
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_a_tune_beside_an_output_without_a_name_is_refused_and_nothing_stays_going(out: str) -> None:
+    from tui.state import TuneGoal
+
+    state = AppState()
+    state.queue_recipe(striped(), origin="shapes-striped")
+    state.out = out
+    with pytest.raises(CpeditError, match="has no name of its own") as info:
+        state.start_tune(TuneGoal("shapes-striped", 0.5, 0.5))
+    assert info.value.argument == "out"
+    assert state.tuning is None and state.tuning_folder is None  # the app is not stuck in "a tune is going"
+    state.out = "edited"
+    job = state.start_tune(TuneGoal("shapes-striped", 0.5, 0.5))
+    assert state.tuning is not None and job.folder == Path("edited-tune") / "shapes-striped"
