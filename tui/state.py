@@ -783,6 +783,8 @@ class AppState:
         best = result.best.settings.to_dict()
         points = sweep_points([p.to_dict() for p in result.points], chosen=best)
         verdict = "goal met" if result.met else "goal not met: the best trade-off measured"
+        if getattr(result, "base_meets", False):
+            verdict += " (the base already meets it before any pruning: set a lower goal)"
         note = f"{verdict}: {result.best.settings.label}"
         note += f" · tuned recipe {result.recipe_file}" if result.recipe_file else f" · {result.file}"
         self.points_view = PointsView(

@@ -444,6 +444,13 @@ def tune_command(
                 f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
                 markup=False,
             )
+        if result.base_meets:
+            console.print(
+                f"Note: the base model already meets the goal before any pruning ({plan.erased_metric} "
+                f"{best.erased['before']:.3f} <= {erased_at_most:g}), so meeting it says nothing about the pruning; "
+                "set a lower --erased-at-most, or check that the evaluation measures the recipe's concept.",
+                markup=False,
+            )
         else:
             console.print(
                 f"No setting met the goal (erased <= {erased_at_most:g}, drop <= {max_drop:g}). Best trade-off: "

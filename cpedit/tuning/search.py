@@ -54,6 +54,8 @@ class TuneResult:
         goal: ``{"erased_at_most", "max_drop"}``.
         recipe_file: The tuned recipe (when met).
         model: The saved pruned model (when met and asked for).
+        base_meets: The unedited base already meets the erasure goal (its ``before`` value), so
+            meeting it says nothing about the pruning: front ends say so.
     """
 
     met: bool
@@ -62,6 +64,7 @@ class TuneResult:
     points: list[Point]
     goal: dict[str, float]
     calibrations: list[dict[str, Any]] = field(default_factory=list)
+    base_meets: bool = False
     recipe_file: Path | None = None
     model: Path | None = None
     file: Path | None = None
@@ -71,17 +74,9 @@ def _meets(point: Point, erased_at_most: float, max_drop: float) -> bool:
     return point.erased["after"] <= erased_at_most and point.drop <= max_drop
 
 
-def _check_base_misses(point: Point, erased_at_most: float) -> None:
-    """Refuse a goal the unedited base model already meets: any pruning would "meet" it, so nothing is tuned."""
-    before = point.erased.get("before")
-    if before is not None and before <= erased_at_most:
-        raise CpeditError(
-            f"the base model already meets the goal before any pruning (erased {before:.3f}, the goal is at most "
-            f"{erased_at_most:g}), so there is nothing to tune: set a lower goal, or check that the evaluation "
-            "measures the recipe's concept",
-            reason="invalid",
-            argument="erased_at_most",
-        )
+def _base_meets(points: Sequence[Point], erased_at_most: float) -> bool:
+    """Whether the unedited base already meets the erasure goal (its ``before`` value): any pruning would "meet" it."""
+    return any(p.erased.get("before") is not None and p.erased["before"] <= erased_at_most for p in points[:1])
 
 
 def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
@@ -183,7 +178,6 @@ def tune(
             measured[settings] = evaluator.evaluate(settings)
             if on_point is not None:
                 on_point(measured[settings])
-            _check_base_misses(measured[settings], erased_at_most)
         return measured[settings]
 
     def erases(point: Point) -> bool:
@@ -243,6 +237,7 @@ def tune(
             points=points,
             goal={"erased_at_most": erased_at_most, "max_drop": max_drop},
             calibrations=list(evaluator.calibrations),
+            base_meets=_base_meets(points, erased_at_most),
         )
         if chosen is not None:
             result.recipe_file = _write_tuned_recipe(loaded, chosen, plan, result.goal, folder, overwrite=True)
@@ -257,6 +252,7 @@ def tune(
         "goal": result.goal,
         "evaluation": plan.described,
         "met": result.met,
+        "base_meets": result.base_meets,
         "chosen": None if chosen is None else chosen.to_dict(),
         "best": result.best.to_dict(),
         "points": [p.to_dict() for p in points],

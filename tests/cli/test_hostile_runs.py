@@ -350,3 +350,32 @@ def test_results_and_cards_are_not_written_into_an_outputs_record(
 def test_hub_refs_with_invalid_repo_ids_are_explained_without_escapes(ref: str, tmp_path: Path) -> None:
     text = _failed_cleanly(run_cli("recipes", "show", ref, cwd=tmp_path))
     assert "malformed Hub recipe reference" in text and "\x1b" not in text and "\x07" not in text
+
+
+BASE_MEETS = """
+import cpedit.tuning.search as search
+from cpedit.tuning.points import Point
+
+
+class BaseMeets:
+    def __init__(self, *args, **kwargs):
+        self.calibrations = []
+
+    def evaluate(self, settings):
+        return Point(settings, 10, 0.1, {"before": 0.2, "after": 0.1}, {"before": 1.0, "after": 1.0}, 0.0)
+
+    def close(self):
+        pass
+
+
+search.PointEvaluator = BaseMeets
+"""
+
+
+def test_tune_says_when_the_base_already_meets_the_goal(tmp_path: Path) -> None:
+    args = ["tune", "--recipe", "shapes-striped", "--eval", "shapes", "--erased-at-most", "0.5", "--max-drop", "0.5"]
+    process = run_cli(*args, "--out", "t", cwd=tmp_path, prelude=BASE_MEETS)
+    assert process.returncode == 0, process.stderr
+    said = " ".join(process.stderr.split())  # lines wrap at 80 columns
+    assert "the base model already meets the goal before any pruning" in said
+    assert "0.200 <= 0.5" in said and "--erased-at-most" in said
