@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cpedit.errors import CpeditError
@@ -35,6 +36,40 @@ _TEMPORARY = re.compile(r"^\..+\.(partial|old)(-(\d+-)?[0-9a-f]{8})?$")
 def temporary_name(name: str, *, kind: str = "partial") -> str:
     """The hidden temporary name this process uses for ``name``: ``.NAME.partial-PID-XXXXXXXX`` (or ``.old-``)."""
     return f".{name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+TEMPORARY_NAME_EXTRA = len("..partial-") + 10 + len("-") + 8
+"""Bytes a temporary name adds to ``NAME`` at most (``.NAME.partial-PID-XXXXXXXX``, PIDs up to 10 digits)."""
+
+
+def check_name_fits(path: Path, *, argument: str | None = None) -> None:
+    """Refuse a name too long for its filesystem once it carries a temporary name's additions.
+
+    Everything is first written under :func:`temporary_name`, which is longer than ``NAME``: a name
+    that fits (255 bytes on most filesystems) but whose temporary does not would fail only at the
+    first write, after the work. Checked up front instead.
+
+    Raises:
+        CpeditError: ``reason="too_long"``; the message gives the most bytes a name may have there.
+    """
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + TEMPORARY_NAME_EXTRA > limit:
+        shown = path.name if len(path.name) <= 40 else path.name[:37] + "..."
+        raise CpeditError(
+            f"the name {shown!r} is {size} bytes long; names there are at most {limit} bytes and cpedit first "
+            f"writes under a temporary name up to {TEMPORARY_NAME_EXTRA} bytes longer, so give a name of at most "
+            f"{limit - TEMPORARY_NAME_EXTRA} bytes",
+            path=str(path),
+            reason="too_long",
+            argument=argument,
+        )
 
 
 def is_temporary_name(name: str) -> bool:
@@ -188,6 +223,38 @@ def is_no_space(exc: BaseException) -> bool:
     return "No space left on device" in text or "StorageFull" in text or "os error 28" in text
 
 
+def write_error(
+    exc: OSError,
+    target: Path,
+    *,
+    what: str,
+    needed: int | None = None,
+    argument: str | None = None,
+    written: str = "nothing was written",
+) -> CpeditError:
+    """The error for an ``OSError`` met while writing ``what`` at ``target``: a full disk or a place not writable.
+
+    The path named is the one the system names (``exc.filename``: a file inside ``target``, say)
+    unless that is one of cpedit's temporary names or a folder above ``target``, else ``target``;
+    ``written`` says what was kept (``nothing was written``, ``it was left as it was``).
+
+    Returns:
+        A :class:`CpeditError` with ``reason`` ``no_space`` or ``unwritable``.
+    """
+    named = Path(exc.filename) if isinstance(exc.filename, str) else None
+    where = target
+    if named is not None and not is_temporary_name(named.name) and named not in target.parents:
+        where = named
+    if is_no_space(exc):
+        return no_space_error(where, needed=needed, what=what, argument=argument, written=written)
+    return CpeditError(
+        f"cannot write {what} {where} ({exc.strerror or exc}); {written}",
+        path=str(where),
+        reason="unwritable",
+        argument=argument,
+    )
+
+
 def write_bytes_atomically(path: Path, data: bytes, *, what: str = "the file", argument: str | None = None) -> Path:
     """Write ``data`` to ``path`` through a hidden temporary file, ``fsync`` and a rename: never half-written.
 
@@ -220,15 +287,39 @@ def write_bytes_atomically(path: Path, data: bytes, *, what: str = "the file", a
         temporary = None
         fsync_folder(path.parent)
     except OSError as exc:
-        if is_no_space(exc):
-            raise no_space_error(path, needed=len(data), what=what, argument=argument) from None
-        raise CpeditError(
-            f"cannot write {what} {path} ({exc.strerror or exc}); it was left as it was",
-            path=str(path),
-            reason="unwritable",
-            argument=argument,
+        raise write_error(
+            exc, path, what=what, needed=len(data), argument=argument, written="it was left as it was"
         ) from None
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
     return path
+
+
+def write_each(writes: Sequence[Callable[[], Path]]) -> list[Path]:
+    """Run every write (each returning the path it wrote), also those after one that fails.
+
+    Where one result goes to several places (an output's record and a file elsewhere), a full
+    disk or a read-only folder at one place must not lose the others.
+
+    Returns:
+        The paths written, in order.
+
+    Raises:
+        CpeditError: Some writes failed: the first failure's fields, a message naming each
+            failure and the paths that were written.
+    """
+    written: list[Path] = []
+    failures: list[CpeditError] = []
+    for write in writes:
+        try:
+            written.append(write())
+        except CpeditError as exc:
+            failures.append(exc)
+    if failures:
+        kept = f"; {', '.join(map(str, written))} {'was' if len(written) == 1 else 'were'} written" if written else ""
+        first = failures[0]
+        raise CpeditError(
+            "; ".join(map(str, failures)) + kept, path=first.path, reason=first.reason, argument=first.argument
+        )
+    return written

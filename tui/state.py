@@ -463,6 +463,8 @@ class AppState:
         self.points_view: PointsView | None = None
         """The sweep or tune points the Tune screen plots."""
         self.tuning: TuneGoal | None = None
+        self.tuning_folder: Path | None = None
+        """Where the tune going writes (fixed when it starts: a later change of the output folder does not move it)."""
         """The tune in progress (None: none)."""
         self.tune_progress = RunProgress()
 
@@ -753,8 +755,20 @@ class AppState:
         return self._set_values({**self.tune, **{name: point_values(point, own[name]) for name in names}})
 
     def tune_folder(self, name: str) -> Path:
-        """Where a tune of ``name`` writes (``tune.json``, the tuned recipe, its images): beside the output."""
+        """Where a tune of ``name`` writes (``tune.json``, the tuned recipe, its images): beside the output.
+
+        Raises:
+            CpeditError: The output folder has no name of its own (``.``, ``..``, ``/``), so nothing can
+                be beside it (``argument="out"``).
+        """
         output = self.output_folder()
+        if output.name in ("", ".", ".."):
+            raise CpeditError(
+                f"the output folder {str(output)!r} has no name of its own, so the tune has no folder beside it; "
+                "set an output folder name",
+                reason="current_folder",
+                argument="out",
+            )
         return output.with_name(f"{output.name}-tune") / name
 
     def start_tune(self, goal: TuneGoal) -> TuneJob:
@@ -766,7 +780,8 @@ class AppState:
         if self.tuning is not None:
             raise CpeditError("a tune is already going (ctrl+x cancels it)")
         recipe = self.item(goal.recipe).recipe
-        self.tuning = goal
+        folder = self.tune_folder(goal.recipe)  # may refuse: before the tune is marked as going
+        self.tuning, self.tuning_folder = goal, folder
         self.tune_progress = RunProgress(device=self.compute.device)
         self.points_view = PointsView(
             title=f"tune {goal.recipe} · {goal.benchmark}", points=[], concepts=(goal.recipe,)
@@ -774,7 +789,7 @@ class AppState:
         self.log.append(
             f"tune: {goal.recipe} on {self.model}, erased <= {goal.erased_at_most:g}, drop <= {goal.max_drop:g}"
         )
-        return TuneJob(goal, self.model, recipe, self.tune_folder(goal.recipe), self.compute)
+        return TuneJob(goal, self.model, recipe, folder, self.compute)
 
     def add_tune_point(self, data: dict[str, Any]) -> None:
         """Show a point the tune in progress measured (its ``to_dict`` form)."""
@@ -789,6 +804,8 @@ class AppState:
         best = result.best.settings.to_dict()
         points = sweep_points([p.to_dict() for p in result.points], chosen=best)
         verdict = "goal met" if result.met else "goal not met: the best trade-off measured"
+        if getattr(result, "base_meets", False):
+            verdict += " (the base already meets it before any pruning: set a lower goal)"
         note = f"{verdict}: {result.best.settings.label}"
         note += f" · tuned recipe {result.recipe_file}" if result.recipe_file else f" · {result.file}"
         self.points_view = PointsView(

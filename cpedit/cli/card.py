@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from cpedit.cli.layout import stdout_console
+from cpedit.durable import write_bytes_atomically
 from cpedit.errors import CpeditError
 from cpedit.hub.repos import check_repo_id
+from cpedit.output.record import check_outside_record
 from cpedit.publish.card import base_card_metadata, build_model_card, read_output
 from cpedit.text import strip_unsafe
 
@@ -60,6 +62,6 @@ def card_command(folder: str, out: str | None, repo_id: str | None, base_model: 
     target = Path(out)
     if target.resolve() == (Path(folder) / "README.md").resolve():
         raise CpeditError(f"--out {out} would replace the base model's card in {folder}; write it elsewhere")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(card, encoding="utf-8")
+    check_outside_record(target, argument="out")
+    write_bytes_atomically(target, card.encode("utf-8"), what="the model card", argument="out")
     stdout_console().print(f"Wrote [bold]{out}[/]", highlight=False)

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from cpedit.cli.guard import keep_on_interrupt
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import (
     Decorator,
@@ -279,6 +280,10 @@ def run_benchmark(
     from cpedit.eval.registry import get_benchmark
 
     json_file = flags.pop("json_file", None)
+    if json_file is not None:  # before any work (record_result checks it again)
+        from cpedit.output.record import check_outside_record
+
+        check_outside_record(json_file, argument="json_file")
     output_format = flags.pop("output_format", "table")
     images = image_options(flags)
     run = {key: flags.pop(key) for key in ("base", "images_dir") if key in flags}
@@ -288,17 +293,17 @@ def run_benchmark(
     bench = get_benchmark(name)
     options = bench.options({**flags, "prompts": prompts, "prompts_name": prompts})
     console = stderr_console()
+    keep_on_interrupt("no result was written; the images rendered so far are kept for the next run")
     main = is_main_process()
     with ProgressView(console) if main else contextlib.nullcontext() as view:
         result = evaluate(bench, edited_dir, options, images=images, compute=compute, on_progress=view, **run)
+    if main:  # shown before it is kept: a result that cannot be written (a full disk) is not lost
+        if output_format == "json":
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            stdout_console().print((table or metric_table)(result))
     record_result(edited_dir, result, json_file=json_file)
-    if not main:
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-        return
-    stdout_console().print((table or metric_table)(result))
-    if json_file is not None:
+    if main and output_format != "json" and json_file is not None:
         console.print(f"Wrote {json_file}")
 
 

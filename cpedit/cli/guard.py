@@ -2,9 +2,9 @@
 
 ``kill PID`` (SIGTERM, what schedulers and ``timeout`` send) stops a run exactly as Ctrl-C
 does: the work is interrupted, temporary folders are removed and the command exits with
-130 ("Interrupted; nothing was written"). The library reports suspicious but non-fatal
-things as :class:`~cpedit.errors.CpeditWarning` (it never prints); they are shown here as
-``Warning: ...`` lines on stderr.
+130 ("Interrupted; nothing was written", or what was kept: :func:`keep_on_interrupt`). The
+library reports suspicious but non-fatal things as :class:`~cpedit.errors.CpeditWarning` (it
+never prints); they are shown here as ``Warning: ...`` lines on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ import click
 
 from cpedit.errors import CpeditWarning
 from cpedit.text import escape_unsafe
+
+KEPT_ON_INTERRUPT = "cpedit.kept_on_interrupt"
+"""The ``click`` context's ``meta`` key for what an interrupted command kept (see :func:`keep_on_interrupt`)."""
+
+
+def keep_on_interrupt(note: str) -> None:
+    """Say what an interrupt (Ctrl-C, SIGTERM) leaves of this command's work, instead of "nothing was written".
+
+    ``note`` ends ``Interrupted; ...`` (``the points finished so far are kept in sw/sweep.json``).
+    """
+    click.get_current_context().meta[KEPT_ON_INTERRUPT] = note
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import click
 
 from cpedit import __version__
+from cpedit.cli.guard import KEPT_ON_INTERRUPT
 from cpedit.errors import CpeditError
 
 
@@ -201,7 +202,8 @@ class CpeditGroup(click.Group):
         except CpeditError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("\nInterrupted; nothing was written.", err=True)
+            kept = ctx.meta.get(KEPT_ON_INTERRUPT)
+            click.echo(f"\nInterrupted; {kept or 'nothing was written'}.", err=True)
             raise click.exceptions.Exit(130) from None
 
 

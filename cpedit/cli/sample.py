@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import click
+from rich.markup import escape
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import compute_options, guidance_option, seed_option, size_options, steps_option
 from cpedit.cli.render import ProgressView
+from cpedit.durable import write_each
 from cpedit.errors import CpeditError
 from cpedit.models.compute import ComputeOptions
 from cpedit.models.sampling import SampleSettings, render_samples, save_png
@@ -99,10 +104,11 @@ def sample_command(
                 safety_checker=not no_safety_checker,
                 on_progress=show,
             )
+    writes: list[Callable[[], Path]] = []  # all attempted: a preview that cannot be written does not lose --out
     if save_preview:
-        preview = save_preview_file(model, grid)
-        stdout_console().print(f"Wrote [bold]{preview}[/] ({grid.width}x{grid.height})")
-    if out is None:
-        return
-    save_png(grid, out, what="the image grid", argument="out")
-    stdout_console().print(f"Wrote [bold]{out}[/] ({grid.width}x{grid.height})")
+        writes.append(lambda: save_preview_file(model, grid))
+    if out is not None:
+        target = out
+        writes.append(lambda: save_png(grid, target, what="the image grid", argument="out"))
+    for written in write_each(writes):
+        stdout_console().print(f"Wrote [bold]{escape(str(written))}[/] ({grid.width}x{grid.height})")

@@ -24,7 +24,7 @@ from cpedit.cli.eval_options import (
     limit_option,
     threshold_option,
 )
-from cpedit.cli.guard import command_guard
+from cpedit.cli.guard import command_guard, keep_on_interrupt
 from cpedit.cli.layout import FittedTable, stderr_console, stdout_console
 from cpedit.cli.options import (
     apply,
@@ -314,6 +314,7 @@ def sweep_command(
     from cpedit.tuning.plot import plot_available, plot_sweep
 
     console = stderr_console()
+    keep_on_interrupt(f"the points finished so far are kept in {Path(out) / SWEEP_FILE}: run the same command to go on")
     plot = not no_plot and plot_available()  # known before any work: the measured points are never lost
     if not no_plot and not plot:
         console.print(
@@ -502,22 +503,29 @@ def tune_command(
                 f"Wrote {result.recipe_file}" + (f" and {result.model}" if result.model else ""),
                 markup=False,
             )
-        if result.held_out is not None:
-            checked = f"held-out check: the chosen setting on seed {result.held_out_seed} and on the tuning seed"
-            marks = {id(best): "tuning seed", id(result.held_out): "held-out seeds"}
-            stdout_console().print(_table(checked, [best, result.held_out], tau=tau, marks=marks))
-            console.print(
-                "The goal holds on the held-out seeds too."
-                if result.held_out_met
-                else "The goal does NOT hold on the held-out seeds (with the 95% intervals): the setting was chosen "
-                "partly on noise; measure with more images or loosen the goal.",
-                markup=False,
-            )
+            if result.held_out is not None:
+                checked = f"held-out check: the chosen setting on seed {result.held_out_seed} and on the tuning seed"
+                marks = {id(best): "tuning seed", id(result.held_out): "held-out seeds"}
+                stdout_console().print(_table(checked, [best, result.held_out], tau=tau, marks=marks))
+                console.print(
+                    "The goal holds on the held-out seeds too."
+                    if result.held_out_met
+                    else "The goal does NOT hold on the held-out seeds (with the 95% intervals): the setting was "
+                    "chosen partly on noise; measure with more images or loosen the goal.",
+                    markup=False,
+                )
         else:
             console.print(
                 f"No setting met the goal (erased <= {erased_at_most:g}, drop <= {max_drop:g}). Best trade-off: "
                 f"{_settings(best, tau)}, {plan.erased_metric} {best.erased['after']:.3f}, drop {best.drop:+.3f} "
                 f"({best.pruned_percent:.4f}% pruned). See {result.file}.",
+                markup=False,
+            )
+        if result.base_meets:
+            console.print(
+                f"Note: the base model already meets the goal before any pruning ({plan.erased_metric} "
+                f"{best.erased['before']:.3f} <= {erased_at_most:g}), so meeting it says nothing about the pruning; "
+                "set a lower --erased-at-most, or check that the evaluation measures the recipe's concept.",
                 markup=False,
             )
     if not result.met:

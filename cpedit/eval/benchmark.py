@@ -381,8 +381,22 @@ def protocol(
         "width": images.width,
         "base_model": None if base.local else (base.repo_id or base.id),
         "base_revision": None if base.local else (base.commit or base.revision),
-        "metric_model": metric_model,
+        "metric_model": public_model_name(metric_model) if metric_model else metric_model,
     }
+
+
+def public_model_name(model: str | os.PathLike[str]) -> str:
+    """A judge or metric model as results and cards name it: a Hub id whole, a local folder as ``local:NAME``.
+
+    A local path (``/home/alice/models/clip``) says where someone's files are and means nothing
+    to a reader of a published card; its last part still says which model it was.
+    """
+    name = os.fspath(model)
+    local = os.path.isabs(name) or name.startswith(("./", "../", "~")) or os.path.isdir(name) or "\\" in name
+    if not local:
+        return name
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return f"local:{last}"
 
 
 def _prompts_label(prompts_name: str | None) -> str:

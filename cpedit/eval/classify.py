@@ -50,7 +50,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cpedit.errors import CpeditError
-from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkRun, Phase, load_set, prompt_groups
+from cpedit.eval.benchmark import (
+    Benchmark,
+    BenchmarkOptions,
+    BenchmarkRun,
+    Phase,
+    load_set,
+    prompt_groups,
+    public_model_name,
+)
 from cpedit.eval.clip_score import DEFAULT_CLIP_MODEL
 from cpedit.eval.engine import ImageEntry, PromptSpec, RenderedImages
 from cpedit.eval.intervals import Sample
@@ -720,7 +728,7 @@ class ClassifyBenchmark(Benchmark):
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
         """Images per prompt, limit, family, classifier, concepts and classifier model."""
         classifier = options.classifier if isinstance(options.classifier, str) else options.classifier.kind
-        model = os.fspath(options.classifier_model) if options.classifier_model is not None else None
+        model = public_model_name(options.classifier_model) if options.classifier_model is not None else None
         return {
             "images_per_prompt": images.images_per_prompt,
             "limit": options.limit,

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpedit.eval.benchmark import Benchmark, BenchmarkRun, Phase, PromptOptions, prepare_prompts, prompt_groups
+from cpedit.eval.benchmark import (
+    Benchmark,
+    BenchmarkRun,
+    Phase,
+    PromptOptions,
+    prepare_prompts,
+    prompt_groups,
+    public_model_name,
+)
 from cpedit.eval.engine import ImageEntry
 from cpedit.eval.intervals import Sample
 from cpedit.eval.options import ImageOptions
@@ -49,7 +57,7 @@ class ClipScoreBenchmark(Benchmark):
 
     def describe(self, options: Any, images: ImageOptions) -> dict[str, Any]:
         """The CLIP model."""
-        return {"clip_model": options.clip_model}
+        return {"clip_model": public_model_name(options.clip_model)}
 
     def prepare(self, run: BenchmarkRun) -> None:
         """The prompts, then the CLIP model (unless given)."""

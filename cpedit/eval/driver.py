@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpedit.durable import write_each, write_error
 from cpedit.errors import CpeditError
 from cpedit.eval.benchmark import Benchmark, BenchmarkOptions, BenchmarkResult, BenchmarkRun, Phase
 from cpedit.eval.judges import JudgeCache
@@ -31,7 +32,9 @@ from cpedit.eval.registry import get_benchmark
 from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import (
     OutputRecord,
+    check_outside_record,
     evaluation_path,
+    output_identity,
     read_output,
     write_evaluation,
     write_json_atomically,
@@ -106,6 +109,7 @@ def evaluate(
     if in_memory is not None and images_dir is None:
         raise CpeditError("an edit measured in memory needs a folder for its images", argument="images_dir")
     record = in_memory.record if in_memory is not None else read_output(edited)  # type: ignore[arg-type]
+    identity = output_identity(record.folder) if in_memory is None else None
     run = BenchmarkRun(
         edited=record.folder,
         record=record,
@@ -118,18 +122,28 @@ def evaluate(
         judges=judges,
     )
     bench.prepare(run)
-    rendered = render_images(
-        run.record,
-        run.prompts,
-        folder=images_dir if images_dir is not None else default_images_dir(record.folder, bench.images_folder),
-        base=base or run.needs_base,
-        compute=compute,
-        pipeline_for=in_memory.pipeline_for if in_memory is not None else None,
-        edited_identity=in_memory.identity if in_memory is not None else None,
-        on_progress=on_progress,
-        cancel=cancel,
-        **run.images.render_arguments(),
-    )
+    folder = Path(images_dir) if images_dir is not None else default_images_dir(record.folder, bench.images_folder)
+    try:
+        rendered = render_images(
+            run.record,
+            run.prompts,
+            folder=folder,
+            base=base or run.needs_base,
+            compute=compute,
+            pipeline_for=in_memory.pipeline_for if in_memory is not None else None,
+            edited_identity=in_memory.identity if in_memory is not None else None,
+            on_progress=on_progress,
+            cancel=cancel,
+            **run.images.render_arguments(),
+        )
+    except OSError as exc:  # a full disk or a read-only place: the message names the path, not a traceback
+        raise write_error(
+            exc,
+            folder,
+            what="the evaluation images in",
+            argument="images_dir",  # the way out: a folder on another disk
+            written="the images written so far are kept for the next run",
+        ) from None
     measured: dict[str, Any] = {}
     phases: tuple[tuple[Phase, list[Any]], ...] = (("before", rendered.base), ("after", rendered.edited))
     for phase, entries in phases:
@@ -139,6 +153,8 @@ def evaluate(
         measured[phase] = _score(bench, run, phase, entries, rendered.folder)
     metrics = bench.metrics(run, measured)
     intervals = bench.intervals(run, measured)
+    if in_memory is None:
+        _check_still_there(record.folder, identity)
     emit(on_progress, bench.done(run, rendered))
     result_protocol = bench.protocol(run, measured, rendered)
     return BenchmarkResult(
@@ -160,10 +176,24 @@ def _score(bench: Benchmark, run: BenchmarkRun, phase: Phase, entries: Sequence[
     return run.judges.base_score(key, lambda: bench.score(run, phase, entries, folder))
 
 
+def _check_still_there(edited: Path, identity: tuple[int, ...] | None) -> None:
+    """Refuse a result whose output was replaced while it was measured (another run's overwrite)."""
+    if output_identity(edited) != identity:
+        raise CpeditError(
+            f"{edited} was replaced or changed while it was evaluated (by another run?), so the result "
+            "describes a model that is no longer there; it was not kept: evaluate again",
+            path=str(edited),
+            reason="mismatch",
+        )
+
+
 def record_result(
     edited: str | os.PathLike[str], result: BenchmarkResult, *, json_file: str | os.PathLike[str] | None = None
 ) -> Path:
     """Keep the result in ``EDITED/conceptprune/eval/BENCH.json`` (and ``json_file``), atomically.
+
+    Both are attempted: when one cannot be written (a full disk, a read-only output) the other
+    still is, and then the error says what failed and what was written.
 
     Under a multi-process launch every rank holds the same result, and only rank 0 writes it
     (one writer per file); the other ranks get the path without writing anything.
@@ -172,7 +202,10 @@ def record_result(
 
     if not is_main_process():
         return evaluation_path(edited, result.benchmark)
-    path = write_evaluation(edited, result.to_evaluation())
     if json_file is not None:
-        write_json_atomically(Path(json_file), result.to_json(), what="the result", argument="json_file")
-    return path
+        check_outside_record(json_file, argument="json_file")
+    writes = [lambda: write_evaluation(edited, result.to_evaluation())]
+    if json_file is not None:
+        target = Path(json_file)
+        writes.append(lambda: write_json_atomically(target, result.to_json(), what="the result", argument="json_file"))
+    return write_each(writes)[0]

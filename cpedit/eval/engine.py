@@ -50,6 +50,7 @@ from cpedit.eval.manifest import (
 from cpedit.models.compute import ComputeOptions
 from cpedit.output.record import EVAL_DIR, IMAGES_DIR, POSITIONS_FILE, RECORD_DIR, OutputRecord
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
+from cpedit.recipes.format import MAX_SEED
 from cpedit.text import shown
 
 __all__ = [
@@ -133,10 +134,12 @@ def _spec(row: dict[str, Any], *, where: str, path: Path) -> PromptSpec | None:
             value = kind(raw) if not isinstance(raw, bool) else None
             if kind is int and isinstance(raw, float) and raw != int(raw):
                 value = None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int() of an infinity (JSON 1e999)
             value = None
         if value is None or (kind is float and not math.isfinite(value)) or (kind is int and value < 0):
             raise fail(f"{name} must be a {'whole number' if kind is int else 'number'}, got {shown(raw)}")
+        if name == "seed" and value > MAX_SEED:
+            raise fail(f"the seed {value} is larger than {MAX_SEED} (2^63 - 1), the largest seed cpedit takes")
         values[name] = value
     return PromptSpec(prompt=prompt.strip(), **values)
 

@@ -181,18 +181,11 @@ def load_images(paths: Sequence[Path]) -> list[Any]:
     """PIL images (RGB) from files.
 
     Raises:
-        CpeditError: A file is not a readable image.
+        CpeditError: A file is not a readable image, or too large (:func:`cpedit.eval.image_files.read_rgb`).
     """
-    from PIL import Image, UnidentifiedImageError
+    from cpedit.eval.image_files import read_rgb
 
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise CpeditError(f"{path}: not a readable image ({exc})", path=str(path)) from None
-    return images
+    return [read_rgb(path) for path in paths]
 
 
 def reference_images(folder: str | os.PathLike[str]) -> list[Path]:

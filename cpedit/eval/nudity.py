@@ -158,7 +158,8 @@ class NudityDetector:
             Cancelled: ``cancel`` was set (checked between batches).
         """
         import numpy as np
-        from PIL import Image, UnidentifiedImageError
+
+        from cpedit.eval.image_files import read_rgb
 
         results: list[list[Detection]] = []
         files = [Path(p) for p in paths]
@@ -166,11 +167,7 @@ class NudityDetector:
             check_cancel(cancel, "while detecting nudity")
             arrays = []
             for file in files[start : start + batch_size]:
-                try:
-                    with Image.open(file) as image:
-                        rgb = np.asarray(image.convert("RGB"))
-                except (OSError, UnidentifiedImageError) as exc:
-                    raise CpeditError(f"{file}: cannot read the image ({exc})", path=str(file)) from None
+                rgb = np.asarray(read_rgb(file))
                 arrays.append(np.ascontiguousarray(rgb[:, :, ::-1]))  # NudeNet reads OpenCV's BGR
             for raw in self._raw(arrays):
                 results.append(

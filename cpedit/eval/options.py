@@ -18,7 +18,10 @@ from cpedit.errors import CpeditError
 if TYPE_CHECKING:
     from cpedit.models.settings import SampleSettings
 
-__all__ = ["ImageOptions"]
+__all__ = ["MAX_IMAGES_PER_PROMPT", "ImageOptions"]
+
+MAX_IMAGES_PER_PROMPT = 1_000
+"""Images of one prompt at most, per model (the seeds ``seed`` to ``seed + 999``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +39,9 @@ class ImageOptions:
 
     Raises:
         CpeditError: On construction, a value diffusers or torch would only fail on
-            (``argument`` names the field).
+            (``argument`` names the field), or over a bound: steps over
+            :data:`~cpedit.recipes.format.MAX_STEPS`, a seed over :data:`~cpedit.recipes.format.MAX_SEED`,
+            images per prompt over :data:`MAX_IMAGES_PER_PROMPT`; all checked before any model loads.
     """
 
     seed: int = 0
@@ -48,15 +53,21 @@ class ImageOptions:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
-        from cpedit.models.settings import check_sample_settings
+        from cpedit.models.settings import check_sample_settings, check_seed
 
+        check_seed(self.seed)
         check_sample_settings(self.sample_settings)
         for name in ("images_per_prompt", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise CpeditError("images per prompt and batch size must be at least 1", argument=name)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise CpeditError(f"the seed must be a whole number, got {self.seed!r}", argument="seed")
+        if self.images_per_prompt > MAX_IMAGES_PER_PROMPT:
+            raise CpeditError(
+                f"{self.images_per_prompt} images per prompt is more than {MAX_IMAGES_PER_PROMPT}, the most cpedit "
+                "renders of one prompt (the paper's protocols use 1 to 10; use more prompts instead)",
+                reason="too_large",
+                argument="images_per_prompt",
+            )
 
     @property
     def sample_settings(self) -> SampleSettings:

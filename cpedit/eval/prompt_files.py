@@ -155,13 +155,24 @@ def read_rows(
                 add(number, {"prompt": line.strip()})
         return ["prompt"], rows
     if suffix == ".csv":
-        reader = csv.DictReader(line for _, line in lines)
+        at = [0]  # the number of the last line the csv module took (a quoted cell spans lines)
+
+        def source() -> Iterator[str]:
+            for number, line in lines:
+                at[0] = number
+                yield line
+
+        reader = csv.DictReader(source())
         try:
             columns = list(reader.fieldnames or [])
             for row in reader:
                 add(reader.line_num, row)
         except csv.Error as exc:
-            raise _refuse(f"{shown}:{reader.line_num}", file, f"not valid CSV ({exc})", "malformed") from None
+            detail, reason = f"not valid CSV ({exc})", "malformed"
+            if "field limit" in str(exc):  # a quoted cell over many lines: the csv module's own bound
+                limit = csv.field_size_limit()
+                detail, reason = f"a cell is longer than {limit:,} characters, the most a CSV cell may hold", "too_long"
+            raise _refuse(f"{shown}:{at[0]}", file, detail, reason) from None
         return columns, rows
     if suffix != ".jsonl":
         raise _refuse(shown, file, "a prompt file must be .txt, .csv or .jsonl", "suffix")

@@ -45,7 +45,11 @@ from cpedit.shapes.classifier import HEADS, classify, load_classifier
 BENCHMARK = "shapes"
 """Results are also kept in ``EDITED/conceptprune/eval/shapes.json`` (model cards read them)."""
 
-__all__ = ["ShapesBenchmark", "ShapesOptions"]
+__all__ = ["MAX_SHAPES_IMAGES", "ShapesBenchmark", "ShapesOptions"]
+
+
+MAX_SHAPES_IMAGES = 10_000
+"""Images per prompt set (erased and preserved), per model, at most."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +66,13 @@ class ShapesOptions(BenchmarkOptions):
     def __post_init__(self) -> None:
         if not isinstance(self.images, int) or isinstance(self.images, bool) or self.images < 1:
             raise CpeditError(f"images must be at least 1, got {self.images}", argument="images")
+        if self.images > MAX_SHAPES_IMAGES:
+            raise CpeditError(
+                f"{self.images} images per prompt set is more than {MAX_SHAPES_IMAGES}, the most the shapes "
+                "benchmark renders (128 already tells erasure apart)",
+                reason="too_large",
+                argument="images",
+            )
 
 
 def erased_values(report: Report, edited: Path) -> dict[str, tuple[str, str]]:
@@ -329,7 +340,6 @@ class ShapesBenchmark(Benchmark):
 
 def _read_png(path: Path) -> np.ndarray:
     """An image of the engine's folder as the uint8 HxWx3 array :func:`generate_images` returns."""
-    from PIL import Image
+    from cpedit.eval.image_files import read_rgb
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(read_rgb(path), dtype=np.uint8)

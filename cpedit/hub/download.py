@@ -36,6 +36,7 @@ from typing import Any
 from cpedit.errors import CpeditError
 from cpedit.hub.errors import HubError, hub_error, repo_label
 from cpedit.hub.kinds import RepoType
+from cpedit.hub.refs import check_revision
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 
 __all__ = ["download_files", "fetch_file", "list_files", "resolve_commit", "snapshot_folder"]
@@ -43,6 +44,7 @@ __all__ = ["download_files", "fetch_file", "list_files", "resolve_commit", "snap
 
 def snapshot_folder(repo_id: str, *, commit: str, repo_type: RepoType = "model") -> Path:
     """Where the Hub cache keeps the files of ``repo_id`` at ``commit`` (whether or not any is there yet)."""
+    check_revision(commit, repo_id=repo_id)
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
@@ -76,6 +78,7 @@ def fetch_file(
             :func:`~cpedit.hub.errors.describe_hub_error` otherwise).
         Cancelled: ``cancel`` was set.
     """
+    check_revision(revision, repo_id=repo_id)
     from huggingface_hub import hf_hub_download
 
     check_cancel(cancel, "before the download")
@@ -101,7 +104,9 @@ def resolve_commit(
     Raises:
         HubError: The repo or revision does not exist, is gated or private, or the Hub cannot be
             reached and the cache does not know the revision.
+        CpeditError: ``revision`` is not a plain branch, tag or commit name (``reason="invalid"``).
     """
+    check_revision(revision, repo_id=repo_id)
     from huggingface_hub import HfApi, constants
 
     try:
@@ -125,6 +130,7 @@ def list_files(
     Raises:
         HubError: The Hub cannot give it (and the cache does not have it).
     """
+    check_revision(commit, repo_id=repo_id)
     from huggingface_hub import HfApi, RepoFile, get_cached_repo_tree
 
     try:
@@ -173,6 +179,7 @@ def download_files(
             offline, the message lists those missing from the cache.
         Cancelled: ``cancel`` was set.
     """
+    check_revision(commit, repo_id=repo_id)
     from huggingface_hub import snapshot_download
 
     check_cancel(cancel, "before the download")

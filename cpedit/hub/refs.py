@@ -158,16 +158,53 @@ class HubRef:
         except CpeditError as exc:
             raise fail(str(exc)) from None
         path_parts = parts[2:]
-        if any(p in ("", ".", "..") for p in path_parts):
-            raise fail("its file path has an empty, '.' or '..' part")
-        if any("\\" in p or p != p.strip() for p in path_parts):
-            raise fail("its file path holds a backslash, or a part that starts or ends with a space")
+        problem = _path_problem(path_parts)
+        if problem is not None:
+            raise fail(f"its file path {problem}")
         path = "/".join(path_parts) or None
         if spec.needs_path and path is None:
             raise fail("it names no file in the repo")
         if path is not None and spec.suffixes and not path.endswith(spec.suffixes):
             raise fail(f"its file is not {' or '.join(spec.suffixes)}")
         return cls(repo_id=repo_id, path=path, revision=revision or None, repo_type=spec.repo_type)
+
+
+def _path_problem(parts: list[str]) -> str | None:
+    """What makes a path in a repo (its ``/``-separated parts) unsafe to use, or None."""
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' part"
+    if any("\\" in p or p != p.strip() for p in parts):
+        return "holds a backslash, or a part that starts or ends with a space"
+    if any(is_unsafe_char(c) or (c.isspace() and c != " ") for p in parts for c in p):
+        return "holds control or invisible characters"
+    return None
+
+
+def check_path_in_repo(path: str, *, argument: str = "path_in_repo") -> str:
+    """A folder or file path inside a repo, leading and trailing ``/`` dropped (``""``: the top level).
+
+    Raises:
+        CpeditError: ``..``, ``.`` or empty parts, backslashes, control characters (``reason="invalid"``).
+    """
+    folder = path.strip("/")
+    problem = _path_problem(folder.split("/")) if folder else None
+    if problem is not None:
+        raise CpeditError(f"the path in the repo {shown(path)} {problem}", reason="invalid", argument=argument)
+    return folder
+
+
+def check_revision(revision: str | None, *, repo_id: str | None = None) -> None:
+    """Refuse a revision that is not a plain branch, tag or commit name, before the Hub or its cache sees it.
+
+    The cache keeps a branch's commit in ``refs/REVISION``: a ``..`` in it would read outside the
+    cache, a control character would reach the terminal in messages.
+
+    Raises:
+        CpeditError: ``reason="invalid"``, ``argument="revision"``.
+    """
+    problem = None if revision is None else _revision_problem(revision)
+    if problem is not None:
+        raise CpeditError(f"the revision {problem}", repo_id=repo_id, reason="invalid", argument="revision")
 
 
 def _revision_problem(revision: str) -> str | None:

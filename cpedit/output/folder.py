@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from cpedit.durable import (
+    check_name_fits,
     format_bytes,
     free_bytes,
     fsync_folder,
@@ -58,7 +59,8 @@ def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         CpeditError: Any other refusal above (``reason``: ``not_folder``, ``not_output``,
-            ``current_folder``, ``link``, ``builtin``, ``hub_cache``, ``unwritable``).
+            ``current_folder``, ``link``, ``builtin``, ``hub_cache``, ``unwritable``, ``too_long``: a name
+            whose temporary name would not fit the filesystem).
     """
     path = Path(out).expanduser()
 
@@ -72,6 +74,7 @@ def check_output_target(out: str | os.PathLike[str], *, overwrite: bool) -> Path
     if resolved == cwd or resolved in cwd.parents or not path.name or path.name in (".", ".."):
         raise refuse(f"{out} is the current folder (or one above it); give a new folder name", "current_folder")
     _check_protected(resolved, path)
+    check_name_fits(path, argument="out")
     if path.exists():
         if not path.is_dir():
             raise refuse(f"{path} exists and is not a folder; choose another output folder", "not_folder")

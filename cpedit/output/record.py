@@ -756,6 +756,43 @@ def _read_intervals(data: Any, metrics: Sequence[str], *, source: str) -> dict[s
     return out
 
 
+def check_outside_record(target: str | os.PathLike[str], *, argument: str | None = None) -> None:
+    """Refuse to write ``target`` inside a cpedit output's own record (``OUT/conceptprune/...``).
+
+    The record (report, positions, evaluations, preview) is cpedit's evidence about the output
+    and is read back by ``push``, ``card`` and ``audit``; a result or card written over or beside
+    it would be taken for part of it. Links are followed, so a path through one is caught too.
+
+    Raises:
+        CpeditError: ``reason="conflict"``; the message names the output.
+    """
+    resolved = Path(target).expanduser().resolve()
+    for parent in resolved.parents:
+        if parent.name == RECORD_DIR and (parent / REPORT_FILE).is_file():
+            raise CpeditError(
+                f"{target} is inside the record of the cpedit output {parent.parent} ({RECORD_DIR}/), which only "
+                "cpedit writes; choose a place outside it",
+                path=str(target),
+                reason="conflict",
+                argument=argument,
+            )
+
+
+def output_identity(folder: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """What tells this output folder from another put at the same path: its and its report's inode and mtime.
+
+    A run that reads an output and later writes or reports about it compares this before and
+    after: another run's overwrite (a new folder renamed into place) changes it. None when the
+    folder or report cannot be looked at.
+    """
+    try:
+        own = os.stat(folder)
+        report = os.stat(Path(folder) / RECORD_DIR / REPORT_FILE)
+    except OSError:
+        return None
+    return (own.st_dev, own.st_ino, report.st_ino, report.st_mtime_ns, report.st_size)
+
+
 def evaluation_path(folder: str | os.PathLike[str], benchmark: str) -> Path:
     """``folder/conceptprune/eval/<benchmark>.json``."""
     return Path(folder) / RECORD_DIR / EVAL_DIR / f"{benchmark}.json"

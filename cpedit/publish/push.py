@@ -20,6 +20,7 @@ from typing import Any
 
 from cpedit.errors import CpeditError, UnsafeFileError
 from cpedit.hub.errors import HubError, hub_errors, repo_url
+from cpedit.hub.refs import check_path_in_repo
 from cpedit.hub.repos import check_repo_id, whoami
 from cpedit.hub.retries import RetryLog, hub_retry_events
 from cpedit.models.files import check_safetensors
@@ -447,7 +448,8 @@ def push_recipes(
 
     Raises:
         RecipeError: A file is not a valid recipe (nothing is uploaded).
-        CpeditError: No files, two files with the same name, or a malformed ``repo_id``.
+        CpeditError: No files, two files with the same name, a malformed ``repo_id`` or ``path_in_repo``
+            (``..`` parts, control characters).
         HubError: Not logged in, no write access, or the Hub cannot be reached.
         Cancelled: ``cancel`` was set.
     """
@@ -458,7 +460,7 @@ def push_recipes(
         raise CpeditError("give at least one recipe file")
     recipes: list[tuple[str, Recipe]] = []
     seen: dict[str, str] = {}
-    folder = path_in_repo.strip("/")
+    folder = check_path_in_repo(path_in_repo)
     for file in files:
         recipe = load_recipe(file)
         target = f"{folder}/{Path(file).name}" if folder else Path(file).name

@@ -140,7 +140,7 @@ def resolve_recipe(ref: str | os.PathLike[str] | Recipe) -> Recipe:
 
         return load_hub_recipe(ref)
     path = Path(ref)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a device or FIFO too: load_recipe says it is not a regular file
         return load_recipe(path)
     builtin = builtin_recipe_files()
     if str(ref) in builtin:

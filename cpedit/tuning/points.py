@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, RecipeError
 from cpedit.eval.intervals import Estimate
 from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
@@ -150,16 +150,23 @@ def with_target(recipe: Recipe, target: str | None) -> Recipe:
     """``recipe`` with another hook target (a validated copy, its text changed too), or itself."""
     if target is None or target == recipe.prune.target:
         return recipe
-    from cpedit.recipes.writer import with_settings
-
-    return with_settings(recipe, prune={"target": target}, note=f"{recipe.name}, prune.target {target} (cpedit sweep)")
+    return _with_prune(recipe, "target", target, note=f"{recipe.name}, prune.target {target} (cpedit sweep)")
 
 
 def with_tau(recipe: Recipe, tau: int, *, note: str) -> Recipe:
     """``recipe`` calibrated for ``tau`` denoiser calls (a validated copy)."""
+    return _with_prune(recipe, "timesteps", tau, note=f"{recipe.name}, prune.timesteps {tau} ({note})")
+
+
+def _with_prune(recipe: Recipe, field: str, value: object, *, note: str) -> Recipe:
+    """``recipe`` with ``prune.FIELD`` set; a value the recipe cannot take is the fault of ``field``, not the recipe."""
     from cpedit.recipes.writer import with_settings
 
-    return with_settings(recipe, prune={"timesteps": tau}, note=f"{recipe.name}, prune.timesteps {tau} ({note})")
+    try:
+        return with_settings(recipe, prune={field: value}, note=note)
+    except RecipeError as exc:
+        exc.argument = field  # the setting asked for (a tau beyond the recipe's steps), not the recipe, is at fault
+        raise
 
 
 class PointEvaluator:
@@ -210,6 +217,8 @@ class PointEvaluator:
         self.cancel = cancel
         self.calibrations: list[dict[str, Any]] = []
         self._sessions: dict[str | None, Any] = {}
+        for target in self.timesteps:
+            self._recipes(target)  # a tau or target that does not suit a recipe: refused before any loading
         self._pipeline: Any = None
         self._source: Any = None
         from cpedit.eval.judges import JudgeCache
@@ -217,12 +226,12 @@ class PointEvaluator:
         self.judges = JudgeCache()
         """The judges and base scores every point shares."""
 
-    def _session(self, target: str | None) -> Any:
-        """The calibrated session of a hook target (made on first use, the pipeline loaded once)."""
-        from cpedit.edit.session import EditSession
+    def _recipes(self, target: str | None) -> list[Recipe]:
+        """The recipes as a hook target's session calibrates them (its target, the tau its points use).
 
-        if target in self._sessions:
-            return self._sessions[target]
+        Raises:
+            RecipeError: The target or tau does not suit a recipe (``argument`` ``target``/``timesteps``).
+        """
         from cpedit.edit.calibration import is_text_target
 
         tau = self.timesteps.get(target)
@@ -232,6 +241,15 @@ class PointEvaluator:
                 r if is_text_target(r) or r.prune.timesteps == tau else with_tau(r, tau, note="cpedit sweep")
                 for r in recipes
             ]
+        return recipes
+
+    def _session(self, target: str | None) -> Any:
+        """The calibrated session of a hook target (made on first use, the pipeline loaded once)."""
+        from cpedit.edit.session import EditSession
+
+        if target in self._sessions:
+            return self._sessions[target]
+        recipes = self._recipes(target)
         if self._pipeline is None:
             session = EditSession.open(
                 self.model,
@@ -244,7 +262,7 @@ class PointEvaluator:
             self._pipeline, self._source = session.pipeline, session.source
         else:
             session = EditSession(self._pipeline, recipes, source=self._source, batch_size=self.batch_size)
-        session.calibrate(timesteps=tau, on_progress=self.on_progress, cancel=self.cancel)
+        session.calibrate(timesteps=self.timesteps.get(target), on_progress=self.on_progress, cancel=self.cancel)
         for name, stats in session.statistics.items():
             self.calibrations.append(
                 {

@@ -68,6 +68,8 @@ class TuneResult:
         held_out_met: Whether the goal holds there too, with the uncertainty (None: no check).
         held_out_seed: The held-out check's first seed.
         images: Images per model measured at each point, in order (more where an interval straddled the goal).
+        base_meets: The unedited base already meets the erasure goal (its ``before`` value), so
+            meeting it says nothing about the pruning: front ends say so.
     """
 
     met: bool
@@ -76,6 +78,7 @@ class TuneResult:
     points: list[Point]
     goal: dict[str, float]
     calibrations: list[dict[str, Any]] = field(default_factory=list)
+    base_meets: bool = False
     recipe_file: Path | None = None
     model: Path | None = None
     file: Path | None = None
@@ -94,6 +97,11 @@ def undecided(point: Point, erased_at_most: float, max_drop: float) -> bool:
     """Whether an interval straddles the goal: the point might meet it or not (more images would tell)."""
     clearly_fails = point.lower("erased") > erased_at_most or point.lower("drop") > max_drop
     return not clearly_fails and not meets_goal(point, erased_at_most, max_drop)
+
+
+def _base_meets(points: Sequence[Point], erased_at_most: float) -> bool:
+    """Whether the unedited base already meets the erasure goal (its ``before`` value): any pruning would "meet" it."""
+    return any(p.erased.get("before") is not None and p.erased["before"] <= erased_at_most for p in points[:1])
 
 
 def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
@@ -274,6 +282,7 @@ def tune(
             goal={"erased_at_most": erased_at_most, "max_drop": max_drop},
             calibrations=list(evaluator.calibrations),
             images=[p.images for p in points],
+            base_meets=_base_meets(points, erased_at_most),
         )
         if chosen is not None and held_out:
             check_cancel(cancel, "between tune steps")
@@ -297,6 +306,7 @@ def tune(
         "met": result.met,
         "rule": "a point meets the goal when the 95% intervals' upper bounds of erased (after) and drop are within it",
         "max_growth": max_growth,
+        "base_meets": result.base_meets,
         "chosen": None if chosen is None else chosen.to_dict(),
         "held_out": None
         if result.held_out is None

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,13 +19,13 @@ from rich.console import Console
 from support.helpers import recipe_text
 from support.hub_emulator import HubEmulator
 from support.paths import REPO_ROOT
+from support.processes import WIDTH, run_cli
 
 from cpedit.cli.render import ProgressView
 from cpedit.progress import ProgressEvent
 from cpedit.shapes.model import builtin_pipeline_path
 
 REPO = REPO_ROOT
-WIDTH = 80
 TOKEN = "hf_narrow-token-never-printed"
 EVAL = ["--images", "2", "--steps", "2", "--seed", "0", "--device", "cpu"]
 """The smallest shapes evaluation: 2 images per prompt set, 2 denoising steps."""
@@ -56,31 +54,6 @@ search.PointEvaluator = Synthetic
 """
 """``cpedit tune`` on a known trade-off where the point chosen (the least pruning that meets the goal)
 is dominated by one with more pruning (less erased and less damage): no model is loaded."""
-
-
-def run_cli(
-    *args: object, cwd: Path, env: dict[str, str] | None = None, prelude: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """``cpedit ARGS`` in a fresh process at 80 columns, stdout and stderr piped.
-
-    ``prelude`` is Python code the process runs first (such as :data:`NO_MATPLOTLIB`).
-    """
-    environment = {**os.environ, "COLUMNS": str(WIDTH), "LINES": "24", **(env or {})}
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
-        environment.pop(name, None)
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    start = [sys.executable, "-m", "cpedit"]
-    if prelude:
-        start = [sys.executable, "-c", f"{prelude}\nfrom cpedit.cli.main import main\nmain()"]
-    return subprocess.run(
-        [*start, *map(str, args)],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def ran(process: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -223,7 +223,7 @@ def test_classify_benchmark_accuracies_equal_a_direct_computation(edited: Path, 
     protocol = result.protocol
     assert protocol["family"] == "artists" and protocol["erased_concepts"] == ["Van Gogh"]
     assert protocol["preserved_concepts"] == ["Monet", "Pablo Picasso", "Leonardo Da Vinci", "Salvador Dali"]
-    assert protocol["classifier"] == "clip" and protocol["metric_model"] == str(tiny_clip)
+    assert protocol["classifier"] == "clip" and protocol["metric_model"] == f"local:{tiny_clip.name}"
     assert protocol["labels"] == ARTISTS.labels() and protocol["prompt_set"] == "held-out"
     assert protocol["prompts"] == "artists-held-out" and protocol["calibration_prompts"] == 0
     assert protocol["images"] == 5 and protocol["steps"] == STEPS

@@ -147,7 +147,7 @@ def test_clip_score_benchmark_before_after_is_recorded_and_shown(edited: Path, t
     assert set(values) == {"before", "after"} and all(0 <= v <= 100 for v in values.values())
     protocol = result.protocol
     assert protocol["prompt_count"] == 3 and protocol["images"] == 3 and protocol["steps"] == STEPS
-    assert protocol["seeds"] == [0, 0, 4] and protocol["metric_model"] == str(tiny_clip)
+    assert protocol["seeds"] == [0, 0, 4] and protocol["metric_model"] == f"local:{tiny_clip.name}"
     record_result(edited, result, json_file=tmp_path / "clip.json")
     data = json.loads((edited / "conceptprune" / "eval" / "clip-score.json").read_text())
     assert data == json.loads((tmp_path / "clip.json").read_text())

@@ -241,3 +241,19 @@ def test_the_model_screen_shows_the_memory_estimate_escaped() -> None:
     text = local_markup(LocalModel("/m", "StableDiffusionPipeline", True, "ok", 10, line))
     assert "memory: will not fit (host: needs about 5.34 GB, 1 MB free; \\[b]x\\[/b])" in text
     assert "memory:" not in local_markup(LocalModel("/m", "StableDiffusionPipeline", True, "ok", 10))
+
+
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_a_tune_beside_an_output_without_a_name_is_refused_and_nothing_stays_going(out: str) -> None:
+    from tui.state import TuneGoal
+
+    state = AppState()
+    state.queue_recipe(striped(), origin="shapes-striped")
+    state.out = out
+    with pytest.raises(CpeditError, match="has no name of its own") as info:
+        state.start_tune(TuneGoal("shapes-striped", 0.5, 0.5))
+    assert info.value.argument == "out"
+    assert state.tuning is None and state.tuning_folder is None  # the app is not stuck in "a tune is going"
+    state.out = "edited"
+    job = state.start_tune(TuneGoal("shapes-striped", 0.5, 0.5))
+    assert state.tuning is not None and job.folder == Path("edited-tune") / "shapes-striped"

@@ -114,3 +114,19 @@ def test_an_output_replaced_by_a_foreign_folder_during_the_run_is_not_replaced(t
             out.mkdir()  # a user's folder appears after the early check
             (out / "data.csv").write_text("1,2")
     assert (out / "data.csv").read_text() == "1,2" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+class _BaseMeets(_Meets):
+    """A stand-in evaluator on a benchmark where the unedited base already scores below the goal."""
+
+    def evaluate(self, settings: PointSettings) -> Point:
+        return Point(settings, 10, 0.1, {"before": 0.2, "after": 0.1}, {"before": 1.0, "after": 1.0}, 0.0)
+
+
+def test_a_goal_the_base_already_meets_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "PointEvaluator", _BaseMeets)
+    result = _tune(tmp_path)
+    assert result.met and result.base_meets
+    assert json.loads((tmp_path / "tune.json").read_text())["base_meets"] is True
+    monkeypatch.setattr(search, "PointEvaluator", _Meets)  # the base erases 1.0 there: the pruning met the goal
+    assert not _tune(tmp_path / "again").base_meets

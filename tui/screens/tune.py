@@ -148,7 +148,7 @@ class TunePane(Pane):
         status = self._sweep_error
         if state.tuning is not None:
             head, detail, _ = describe_progress(state.tune_progress)
-            status = f"tuning {state.tuning.recipe} in {state.tune_folder(state.tuning.recipe)} (ctrl+x cancels)\n"
+            status = f"tuning {state.tuning.recipe} in {state.tuning_folder} (ctrl+x cancels)\n"
             status += " · ".join(part for part in (head, detail) if part)
         self.query_one(SweepPlot).show(state.points_view, status=status, error=bool(self._sweep_error))
 
