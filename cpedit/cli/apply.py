@@ -16,7 +16,8 @@ from cpedit.publish.apply import apply_edit
 @click.command("apply")
 @click.argument("edit", metavar="REPO_OR_DIR")
 @click.option(
-    "--base",
+    "--base-model",
+    "base",
     default=None,
     metavar="MODEL",
     help="The base model: a Hub id or a local pipeline folder (default: the Hub id the edit records, "
@@ -26,7 +27,7 @@ from cpedit.publish.apply import apply_edit
     "--base-revision",
     default=None,
     metavar="REV",
-    help="A branch, tag or commit of a Hub --base (default: the recorded commit, for the recorded repo).",
+    help="A branch, tag or commit of a Hub --base-model (default: the recorded commit, for the recorded repo).",
 )
 @click.option("--revision", default=None, metavar="REV", help="A branch, tag or commit of the edit's Hub repo.")
 @click.option(
@@ -54,8 +55,8 @@ def apply_command(
     \b
     Examples:
       cpedit apply alice/sd14-no-van-gogh-edit --out sd14-no-van-gogh
-      cpedit apply alice/sd14-no-van-gogh-edit --base ./stable-diffusion-v1-4 --out sd14-no-van-gogh
-      cpedit apply ./edit-folder --base CompVis/stable-diffusion-v1-4 --out sd14-no-van-gogh
+      cpedit apply alice/sd14-no-van-gogh-edit --base-model ./stable-diffusion-v1-4 --out sd14-no-van-gogh
+      cpedit apply ./edit-folder --base-model CompVis/stable-diffusion-v1-4 --out sd14-no-van-gogh
     """
     with ProgressView(stderr_console()) as view:
         result = apply_edit(

@@ -8,7 +8,7 @@ import click
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
-from cpedit.cli.options import format_option
+from cpedit.cli.options import SINGLE_FILE_DTYPE_HELP, SINGLE_FILE_HELP, format_option
 from cpedit.cli.render import ProgressView
 
 SINGLE_FILE_DTYPES = ("float32", "float16", "bfloat16")
@@ -22,19 +22,20 @@ SINGLE_FILE_DTYPES = ("float32", "float16", "bfloat16")
     required=True,
     type=click.Path(dir_okay=False),
     metavar="OUT.safetensors",
-    help="The checkpoint to write (atomically): the original key names, every pruned entry included.",
+    help=SINGLE_FILE_HELP,
 )
 @click.option(
-    "--dtype",
+    "--single-file-dtype",
+    "dtype",
     type=click.Choice(SINGLE_FILE_DTYPES),
     default=None,
-    help="Store the weights in this dtype (float16 halves a float32 folder). Default: as stored in DIR.",
+    help=SINGLE_FILE_DTYPE_HELP,
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUT.safetensors if cpedit wrote it.")
 @format_option(help="How to print the result: a line, or the file's metadata as JSON on stdout.")
 @command_guard()
 def export_command(folder: str, out: str, dtype: str | None, overwrite: bool, output_format: str) -> None:
-    """Export DIR (a `cpedit prune` output) as one single-file checkpoint.
+    """Export DIR, a `cpedit prune` output, as one single-file checkpoint for ComfyUI, A1111 and Forge.
 
     The file holds the edited weights under the original checkpoint's key names (diffusers'
     from_single_file, ComfyUI, Automatic1111 and Forge load it): SD 1.x/2.x and SDXL with their

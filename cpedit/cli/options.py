@@ -215,3 +215,16 @@ def format_option(*, help: str = "How to print the result: a table, or JSON on s
         show_default=True,
         help=help,
     )
+
+
+SINGLE_FILE_HELP = (
+    "Write the edited model as one single-file checkpoint OUT.safetensors in the original layout ComfyUI, "
+    "A1111 and Forge load (atomically; every pruned entry included)."
+)
+"""``--single-file``'s help, the same in ``prune`` and ``export``."""
+
+SINGLE_FILE_DTYPE_HELP = (
+    "The dtype of the single-file checkpoint's weights (float16 halves a float32 folder). "
+    "Default: as the output folder stores them."
+)
+"""``--single-file-dtype``'s help, the same in ``prune`` and ``export``."""

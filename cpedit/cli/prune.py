@@ -11,6 +11,8 @@ from cpedit.cli.export import SINGLE_FILE_DTYPES
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
 from cpedit.cli.options import (
+    SINGLE_FILE_DTYPE_HELP,
+    SINGLE_FILE_HELP,
     calibration_batch_option,
     compute_options,
     format_option,
@@ -88,14 +90,13 @@ def _about_single_file() -> Iterator[None]:
     type=click.Path(dir_okay=False),
     default=None,
     metavar="OUT.safetensors",
-    help="Also write the result as one single-file checkpoint (the original layout ComfyUI, A1111 and Forge "
-    "load; see `cpedit export`). Checked before the model loads.",
+    help=SINGLE_FILE_HELP,
 )
 @click.option(
     "--single-file-dtype",
     type=click.Choice(SINGLE_FILE_DTYPES),
     default=None,
-    help="The dtype of --single-file's weights. Default: as saved in --out.",
+    help=SINGLE_FILE_DTYPE_HELP,
 )
 @format_option(help="How to print the result: tables, or the report as JSON on stdout.")
 @command_guard()

@@ -405,12 +405,12 @@ def build_model_card(
         add("")
         add("```bash")
         add("pip install cpedit")
-        pull = "" if base_repo or record.base_is_builtin else " --base BASE_FOLDER"
+        pull = "" if base_repo or record.base_is_builtin else " --base-model BASE_FOLDER"
         add(f"cpedit apply {model}{pull} --out edited-model")
         add("```")
         add("")
         add(
-            "`cpedit apply` pulls the base model at the recorded revision (or uses the one given with `--base`, "
+            "`cpedit apply` pulls the base model at the recorded revision (or uses the one given with `--base-model`, "
             "a Hub id or a folder), checks that its weights are the ones the edit was made on, and writes the same "
             "folder `cpedit prune` wrote, byte for byte."
         )

@@ -23,7 +23,11 @@ DIFFERS: dict[str, dict[str, str]] = {
     },
     "--format": {"help": "says what the JSON of each command holds"},
     "--recipe": {"help": "repeatable where several concepts are erased together (prune, sweep, tui); tune tunes one"},
-    "--base-model": {"help": "card and push need the base's Hub id for the card; audit loads the base (a folder too)"},
+    "--base-model": {
+        "help": "card and push need the base's Hub id for the card; audit loads the base, apply rebuilds on it "
+        "(a folder too)"
+    },
+    "--revision": {"help": "of the Hub model the command reads: apply's is the edit's repo (REPO_OR_DIR)"},
     "--repo": {"help": "card only names the repo in the usage snippet; push and recipes push commit to it"},
     "--eval": {
         "type": "audit measures the attack's revival on the shapes world only",

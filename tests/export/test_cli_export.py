@@ -24,7 +24,18 @@ def test_prune_writes_the_single_file_and_export_rewrites_it(tmp_path):  # type:
     again = runner.invoke(cli, ["export", str(out), "--single-file", str(file), "--format", "json"])
     assert again.exit_code == 1 and "--overwrite" in again.output  # the library's "out" is --single-file here
     again = runner.invoke(
-        cli, ["export", str(out), "--single-file", str(file), "--overwrite", "--dtype", "float16", "--format", "json"]
+        cli,
+        [
+            "export",
+            str(out),
+            "--single-file",
+            str(file),
+            "--overwrite",
+            "--single-file-dtype",
+            "float16",
+            "--format",
+            "json",
+        ],
     )
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["dtype"] == "float16"

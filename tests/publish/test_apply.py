@@ -105,7 +105,7 @@ def test_apply_of_an_edit_only_push_equals_prune_output_byte_for_byte(
 
 def test_apply_of_a_local_edit_to_a_local_base_folder(pruned: dict, tiny_sd_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "applied"
-    ok(invoke("apply", pruned["out"], "--base", tiny_sd_path, "--out", out))
+    ok(invoke("apply", pruned["out"], "--base-model", tiny_sd_path, "--out", out))
     expected = folder_files(pruned["out"])
     assert folder_files(out) == expected
 
@@ -120,9 +120,9 @@ def test_a_base_with_other_weights_is_refused_before_writing(pruned: dict, tiny_
     tensors[f"{layer}.weight"][0, 0] += 1.0  # one unpruned-or-pruned entry of a pruned layer differs
     save_file(tensors, weights, metadata={"format": "pt"})
     out = tmp_path / "applied"
-    message = failed(invoke("apply", pruned["out"], "--base", other, "--out", out))
+    message = failed(invoke("apply", pruned["out"], "--base-model", other, "--out", out))
     assert f"the base {other} is not the model this edit was made on: its pruned weights differ" in message
-    assert "nothing was written" in message and "hint: give --base MODEL" in message
+    assert "nothing was written" in message and "hint: give --base-model MODEL" in message
     assert not out.exists() and not list(tmp_path.glob(".applied*"))
 
 
