@@ -79,8 +79,9 @@ def classify_table(result: Any) -> FittedTable:
         f"{protocol['images']} images per model ({protocol['prompt_count']} prompts), {protocol['steps']} steps, "
         f"judged by {protocol['classifier']} ({protocol['metric_model']})"
     )
-    for column in ("measure", "before", "after", "change (points)"):
-        table.add_column(column, justify="left" if column == "measure" else "right")
+    table.add_column("measure", no_wrap=True)  # the numbers wrap (value over interval), the names stay whole
+    for column in ("before", "after", "change (points)"):
+        table.add_column(column, justify="right")
     erased = result.metrics.get("erased_accuracy", {})
     preserved = result.metrics.get("preserved_accuracy", {})
     erased_ci = result.intervals.get("erased_accuracy", {})

@@ -340,13 +340,13 @@ def test_cancel_while_zeroing_writes_nothing(
 
     recipe = write_recipe(tmp_path / "r", name="z-s", steps=STEPS)
     cancel = threading.Event()
-    original = cpedit.output.folder.load_file
+    original = cpedit.output.folder.write_filled_file
 
-    def load_then_cancel(*args: object, **kwargs: object):
-        cancel.set()  # seen before the next file is rewritten, or before the move into place
+    def cancel_then_write(*args: object, **kwargs: object):
+        cancel.set()  # seen while the pruned file is written, or before the move into place
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cpedit.output.folder, "load_file", load_then_cancel)
+    monkeypatch.setattr(cpedit.output.folder, "write_filled_file", cancel_then_write)
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     with pytest.raises(Cancelled):
