@@ -65,18 +65,27 @@ def drive(
 async def show_screen(app: CpeditApp, pilot: Any, tab: str, kind: type[PaneT]) -> PaneT:
     """Switch to ``tab`` once the app is up, and return its screen once the focus is on it (or inside it).
 
-    A switch made while the tabs are still mounting can be undone by their initial tab, so the
-    switch waits for the first screen's focus.
+    A switch made while the tabs are still mounting can be undone by their initial tab (and on a
+    loaded machine a full suite run saw the focus never arrive), so the switch waits for the first
+    screen's focus and is made again until the focus is on the screen.
     """
     await until(pilot, lambda: app.focused is not None, what="the first screen's focus")
-    app.action_show_tab(tab)
     pane = app.query_one(kind)
-    await until(
-        pilot,
-        lambda: app.focused is not None and (app.focused is pane or pane in app.focused.ancestors),
-        what=f"the focus on the {tab} screen",
-    )
-    return pane
+
+    def on_pane() -> bool:
+        return app.focused is not None and (app.focused is pane or pane in app.focused.ancestors)
+
+    for _ in range(60):
+        app.action_show_tab(tab)
+        await pilot.pause()
+        if not on_pane() and app.query_one("#tabs").active == tab:
+            app.focus_tab()  # shown, but the focus went elsewhere meanwhile
+        try:
+            await until(pilot, on_pane, timeout=5.0, what=f"the focus on the {tab} screen")
+            return pane
+        except AssertionError:
+            continue  # the switch was undone: switch again
+    raise AssertionError(f"the focus never came to the {tab} screen")
 
 
 def text_of(app: CpeditApp, selector: str) -> str:

@@ -129,7 +129,11 @@ def test_a_tune_runs_from_its_dialog_and_the_point_it_picks_is_applied(calibrate
             await pilot.pause()
             dialog = app.screen
             assert isinstance(dialog, TuneGoalScreen)
-            for key, value in {"erased_at_most": "0.25", "max_drop": "0.5", **TINY}.items():
+            for key, value in {
+                "erased_at_most": "0.5",
+                "max_drop": "0.5",
+                **TINY,
+            }.items():  # 4 images: a Wilson bound needs room
                 dialog.query_one(f"#{key}", Input).value = value
             dialog.query_one("#images", Input).value = "four"
             dialog.action_tune()
@@ -141,7 +145,7 @@ def test_a_tune_runs_from_its_dialog_and_the_point_it_picks_is_applied(calibrate
             dialog.action_tune()
             await pilot.pause()
             assert state.tuning == TuneGoal(
-                NAME, 0.25, 0.5, images=4, steps=4, timesteps=(3,), max_skill_ratio=0.2, tolerance=1000
+                NAME, 0.5, 0.5, images=4, steps=4, timesteps=(3,), max_skill_ratio=0.2, tolerance=1000
             )
             assert str(state.tune_folder(NAME)) in text_of(app, "#sweep-status")
             await wait_until(pilot, lambda: state.tuning is None, timeout=600)
