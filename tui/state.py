@@ -463,9 +463,9 @@ class AppState:
         self.points_view: PointsView | None = None
         """The sweep or tune points the Tune screen plots."""
         self.tuning: TuneGoal | None = None
+        """The tune in progress (None: none)."""
         self.tuning_folder: Path | None = None
         """Where the tune going writes (fixed when it starts: a later change of the output folder does not move it)."""
-        """The tune in progress (None: none)."""
         self.tune_progress = RunProgress()
 
     # --- what the screens read ------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 
 from cpedit.cli.guard import command_guard
 from cpedit.cli.layout import stderr_console, stdout_console
@@ -90,4 +91,4 @@ def apply_command(
         highlight=False,
         soft_wrap=True,
     )
-    stdout.print(f"Saved to [bold]{result.path}[/]")
+    stdout.print(f"Saved to [bold]{escape(str(result.path))}[/]")

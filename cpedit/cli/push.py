@@ -104,6 +104,8 @@ def push_command(
         check_repo_id(base_model, label="base model", argument="base_model")
     record = read_output(folder)  # a bad folder is refused before any preview or Hub call
     if edit_only:
+        if preview:
+            raise click.UsageError("--preview renders a grid for a push of the weights; --edit-only publishes none")
         check_edit_publishable(record)
     console = stderr_console()
     with TransferView(console) as view:

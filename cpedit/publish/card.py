@@ -405,7 +405,10 @@ def build_model_card(
         add("")
         add("```bash")
         add("pip install cpedit")
-        pull = "" if base_repo or record.base_is_builtin else " --base-model BASE_FOLDER"
+        if record.base_repo_id or record.base_is_builtin:
+            pull = ""  # the published report names the base: apply pulls it at the recorded commit
+        else:  # a local base: the report names none, so the command must (a Hub id is a checked repo id)
+            pull = f" --base-model {base_model}" if base_model else " --base-model BASE_FOLDER"
         add(f"cpedit apply {model}{pull} --out edited-model")
         add("```")
         add("")

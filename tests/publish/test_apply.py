@@ -193,3 +193,26 @@ def test_edit_only_push_refuses_a_concealed_edit(
     message = failed(invoke("push", concealed, "--repo", "alice/concealed-edit", "--edit-only"))
     assert "is a concealed edit (gaussian fill)" in message and "published with its weights only" in message
     assert "alice/concealed-edit" not in hub.repos and hub.requests == []
+
+
+def test_the_edit_only_card_of_a_local_prune_names_the_base_in_its_apply_command(
+    tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    """A locally pruned output's published report names no base, so the card's command must."""
+    import cpedit
+    from cpedit.output.record import read_output
+    from cpedit.publish.card import build_model_card
+
+    recipe = helpers.write_recipe(tmp_path / "recipes", name="local-card", subjects=("cat", "dog"), tau=1, steps=2)
+    out = cpedit.prune(tiny_sd_path, [recipe], out=tmp_path / "out", compute=helpers.CPU).output
+    record = read_output(out)
+    named = build_model_card(out, repo_id=EDIT, record=record, base_model="acme/apply-base", edit_only=True)
+    assert f"cpedit apply {EDIT} --base-model acme/apply-base --out edited-model" in named
+    unnamed = build_model_card(out, repo_id=EDIT, record=record, edit_only=True)
+    assert f"cpedit apply {EDIT} --base-model BASE_FOLDER --out edited-model" in unnamed
+    assert str(tiny_sd_path) not in named + unnamed  # the local path is never published
+
+
+def test_an_edit_only_push_refuses_a_preview_it_would_not_publish(pruned: dict) -> None:
+    result = invoke("push", pruned["out"], "--repo", EDIT, "--edit-only", "--preview")
+    assert result.exit_code == 2 and "--edit-only publishes none" in result.output
