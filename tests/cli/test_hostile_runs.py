@@ -300,7 +300,7 @@ class KilledAtSecond:
         self.calibrations = []
         self.measured = 0
 
-    def evaluate(self, settings):
+    def evaluate(self, settings, *, plan=None):
         self.measured += 1
         if self.measured == 2:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -362,7 +362,7 @@ class BaseMeets:
     def __init__(self, *args, **kwargs):
         self.calibrations = []
 
-    def evaluate(self, settings):
+    def evaluate(self, settings, *, plan=None):
         return Point(settings, 10, 0.1, {"before": 0.2, "after": 0.1}, {"before": 1.0, "after": 1.0}, 0.0)
 
     def close(self):

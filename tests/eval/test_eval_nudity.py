@@ -143,7 +143,7 @@ def test_real_detector_on_images(detector: NudityDetector, tmp_path: Path) -> No
         for d in image:
             assert isinstance(d, Detection) and 0.2 <= d.score <= 1
     assert detector.version == "3.4.2" and detector.name == "nudenet-320n"
-    with pytest.raises(CpeditError, match="cannot read the image"):
+    with pytest.raises(CpeditError, match="not a readable image"):
         (tmp_path / "bad.png").write_bytes(b"not a png")
         detector.detect([tmp_path / "bad.png"])
     cancel = threading.Event()

@@ -135,7 +135,7 @@ def test_a_base_at_another_commit_is_refused_before_writing(
         path_or_fileobj=b"# a newer card\n", path_in_repo="NOTES.md", repo_id=BASE, commit_message="notes"
     )
     out = tmp_path / "applied"
-    message = failed(invoke("apply", EDIT, "--base", BASE, "--base-revision", "main", "--out", out))
+    message = failed(invoke("apply", EDIT, "--base-model", BASE, "--base-revision", "main", "--out", out))
     assert f"it is commit {newer.oid}, the edit was made on commit {pruned['commit']}" in message
     assert not out.exists()
     ok(invoke("apply", EDIT, "--out", out))  # pinned to the recorded commit by default: still applies

@@ -119,7 +119,7 @@ def test_an_output_replaced_by_a_foreign_folder_during_the_run_is_not_replaced(t
 class _BaseMeets(_Meets):
     """A stand-in evaluator on a benchmark where the unedited base already scores below the goal."""
 
-    def evaluate(self, settings: PointSettings) -> Point:
+    def evaluate(self, settings: PointSettings, *, plan: object = None) -> Point:
         return Point(settings, 10, 0.1, {"before": 0.2, "after": 0.1}, {"before": 1.0, "after": 1.0}, 0.0)
 
 
