@@ -237,6 +237,27 @@ def _check_complete(folder: Path, files: list[str]) -> None:
                 ) from None
 
 
+def _operations(record: OutputRecord, card: str, files: list[str]) -> list[Any]:
+    """The commit's operations: the card as README.md, then ``files`` of the output, checked complete first.
+
+    The report goes as :func:`shareable_report` (no local paths); every other file as it is on disk.
+
+    Raises:
+        UnsafeFileError: A safetensors file among ``files`` is truncated or malformed; nothing was uploaded.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    _check_complete(record.folder, files)
+    report_path = f"{RECORD_DIR}/{REPORT_FILE}"
+    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
+    for path in files:
+        if path == report_path:
+            operations.append(CommitOperationAdd(path, shareable_report(record.report)))
+        else:
+            operations.append(CommitOperationAdd(path, str(record.folder / path)))
+    return operations
+
+
 def push_model(
     folder: str | os.PathLike[str],
     *,
@@ -285,7 +306,6 @@ def push_model(
         HubError: Not logged in, no write access, or the Hub cannot be reached.
         Cancelled: ``cancel`` was set.
     """
-    from huggingface_hub import CommitOperationAdd
 
     check_repo_id(repo_id)
     record = read_output(folder)
@@ -296,17 +316,9 @@ def push_model(
         record=record,
         base_model=base_model,
     )
-    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
-    report_path = f"{RECORD_DIR}/{REPORT_FILE}"
     withheld = set(withheld_files(record))
     contents = output_contents(record.folder)
-    files = [path for path in contents.files if path not in withheld]
-    _check_complete(record.folder, files)
-    for path in files:
-        if path == report_path:
-            operations.append(CommitOperationAdd(path, shareable_report(record.report)))
-        else:
-            operations.append(CommitOperationAdd(path, str(record.folder / path)))
+    operations = _operations(record, card, [path for path in contents.files if path not in withheld])
     result = _commit(
         repo_id,
         operations,
@@ -386,7 +398,6 @@ def push_edit(
         HubError: Not logged in, no write access, or the Hub cannot be reached.
         Cancelled: ``cancel`` was set.
     """
-    from huggingface_hub import CommitOperationAdd
 
     check_repo_id(repo_id)
     record = read_output(folder)
@@ -399,14 +410,7 @@ def push_edit(
         base_model=base_model,
         edit_only=True,
     )
-    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
-    files = edit_files(record)
-    _check_complete(record.folder, files)
-    for path in files:
-        if path == f"{RECORD_DIR}/{REPORT_FILE}":
-            operations.append(CommitOperationAdd(path, shareable_report(record.report)))
-        else:
-            operations.append(CommitOperationAdd(path, str(record.folder / path)))
+    operations = _operations(record, card, edit_files(record))
     return _commit(
         repo_id,
         operations,
