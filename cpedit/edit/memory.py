@@ -27,7 +27,7 @@ from cpedit.durable import format_bytes
 from cpedit.errors import CpeditError
 from cpedit.hub.pipeline_files import variant_of
 from cpedit.models.compute import ComputeOptions
-from cpedit.models.files import SafetensorsProblem, load_json_text, read_safetensors_header
+from cpedit.models.files import SafetensorsProblem, read_json_object, read_safetensors_header
 from cpedit.models.loading import resolve_device, resolve_dtype
 from cpedit.recipes.format import Recipe
 
@@ -246,13 +246,8 @@ def _advice(estimate: MemoryEstimate, compute: torch.device, dtype: torch.dtype)
 
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = load_json_text(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CpeditError(f"{path} cannot be read ({exc})", path=str(path), reason="malformed") from None
-    if not isinstance(data, dict):
-        raise CpeditError(f"{path} is not a JSON object", path=str(path), reason="malformed")
-    return data
+    """A small JSON object of the pipeline folder, through the model folder's one bounded reader."""
+    return read_json_object(path, shown_as=str(path.parent), reason="malformed")
 
 
 def _component_weights(folder: Path, itemsize: int) -> tuple[int, int]:
