@@ -20,7 +20,7 @@ from textual.keys import format_key
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
-from cpedit.models.compute import ComputeOptions
+from cpedit import ComputeOptions
 from tui.screens.base import CANCELLABLE, AppShell, Pane
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen

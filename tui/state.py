@@ -27,8 +27,8 @@ import cpedit.models
 import cpedit.output
 import cpedit.recipes
 import cpedit.tuning
+from cpedit import ComputeOptions
 from cpedit.errors import Cancelled, CpeditError
-from cpedit.models.compute import ComputeOptions
 from cpedit.progress import ProgressCallback, ProgressEvent
 from cpedit.recipes import Recipe
 from tui.session_jobs import (

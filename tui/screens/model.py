@@ -21,7 +21,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from cpedit.models.compute import ComputeOptions
+from cpedit import ComputeOptions
 from tui.messages import ModelDescribed, SearchDone
 from tui.screens.base import Pane
 from tui.state import BUILTIN_MODEL, LocalModel, describe_error, describe_local_model

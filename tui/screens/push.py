@@ -22,9 +22,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Label, Markdown, ProgressBar, RichLog, Select, Static, Switch
 
+from cpedit import ComputeOptions
 from cpedit.errors import CpeditError
 from cpedit.hub import HubError, check_repo_id, whoami
-from cpedit.models.compute import ComputeOptions
 from cpedit.output import read_output
 from cpedit.progress import ProgressEvent
 from tui.messages import CardBuilt, LoginChecked, PreviewWritten, PushFinished, PushProgressed
