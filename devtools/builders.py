@@ -27,7 +27,7 @@ Three sizes are provided:
 
 Beyond SD 1.x, :func:`build_random_pipeline` builds tiny random-weight pipelines of
 every architecture cpedit supports (``ARCHITECTURES``: SD 1.x, SD 2.x with
-v-prediction at a larger native size, SDXL, SD3, FLUX.1 and PixArt-alpha/sigma), sized
+v-prediction at a larger native size, SDXL, SD3, FLUX.1, PixArt-alpha/sigma and HiDream-I1), sized
 like the dummy components of diffusers' own pipeline tests. Pipelines that use T5 get
 a small offline T5 tokenizer (a ``tokenizers`` Unigram model wrapped in the
 transformers T5 tokenizer class, see :func:`build_t5_tokenizer`), since no
@@ -519,8 +519,8 @@ def build_random_sd_pipeline(
 # --------------------------------------------------------------------------- #
 # Every supported architecture, tiny
 # --------------------------------------------------------------------------- #
-ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
-ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
+ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream"]
+ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream")
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -642,6 +642,65 @@ def _tiny_flow_vae(latent_channels: int) -> Any:
     )
 
 
+HIDREAM_PATCH = 16
+"""Patch size of the tiny HiDream transformer: HiDream always runs its native latent area
+(``default_sample_size`` 128 latent pixels squared, whatever size is asked), so a large
+patch keeps the image tokens few (64) on a CPU."""
+
+
+def _tiny_hidream() -> Any:
+    """HiDream-I1 as small as diffusers' pipeline tests: one dual- and one single-stream block, each with
+    a mixture of 4 routed experts (2 active per token) and shared experts; two CLIP (128 positions, as
+    HiDream pads them to 128 tokens), a T5 and a 2-layer Llama text encoder."""
+    import diffusers as d
+    from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    t5_tokenizer = build_t5_tokenizer()
+    llama_tokenizer = build_t5_tokenizer()  # HiDream accepts any tokenizer with an end-of-sequence token
+    transformer = d.HiDreamImageTransformer2DModel(
+        patch_size=HIDREAM_PATCH,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_channels=[32, 16],  # T5 width, Llama width
+        text_emb_dim=64,  # the two CLIPs' pooled 32 + 32
+        num_routed_experts=4,
+        num_activated_experts=2,
+        axes_dims_rope=(4, 2, 2),
+        max_resolution=(128, 128),
+        llama_layers=(0, 1),  # one Llama hidden state per block
+    )
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(llama_tokenizer),
+            hidden_size=16,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+        )
+    )
+    return d.HiDreamImagePipeline(
+        scheduler=d.FlowMatchEulerDiscreteScheduler(),
+        vae=_tiny_flow_vae(4),
+        text_encoder=CLIPTextModelWithProjection(_tiny_clip_config(max_position_embeddings=128)),
+        tokenizer=_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config(max_position_embeddings=128)),
+        tokenizer_2=_clip_tokenizer(),
+        text_encoder_3=_tiny_t5(t5_tokenizer, 32),
+        tokenizer_3=t5_tokenizer,
+        text_encoder_4=llama,
+        tokenizer_4=llama_tokenizer,
+        transformer=transformer,
+    )
+
+
 def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int = 0) -> Any:
     """Build a tiny random-weight pipeline of ``architecture`` in memory (nothing is saved).
 
@@ -656,7 +715,9 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             time/text conditioning, Euler), ``sd3`` (MMDiT, two CLIP encoders and a T5, flow
             matching), ``flux`` (double and single stream blocks, guidance embedding, CLIP and T5,
             flow matching with dynamic shifting), ``pixart-alpha`` / ``pixart-sigma`` (DiT with
-            GELU feed-forwards, T5, DDIM / DPM-Solver).
+            GELU feed-forwards, T5, DDIM / DPM-Solver), ``hidream`` (HiDream-I1: mixture-of-experts
+            feed-forwards in dual- and single-stream blocks, two CLIP, T5 and Llama text encoders,
+            flow matching; see :func:`_tiny_hidream`).
         seed: Seed of the random weights.
 
     Raises:
@@ -803,6 +864,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             transformer=transformer,
             scheduler=scheduler,
         )
+    elif architecture == "hidream":
+        pipe = _tiny_hidream()
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():

@@ -20,14 +20,20 @@ Batch layout: prompts are laid out (target, base, target, base, ...). With class
 guidance the pipeline stacks the denoiser batch as [uncond; cond], each half in prompt
 order, and both halves count for their prompt's group, as in the paper. A
 guidance-distilled pipeline (FLUX) has no unconditional half: the denoiser batch is the
-prompts themselves; the group of each item follows from the batch size either way.
+prompts themselves; the group of each item follows from the batch size either way. A routed
+expert of a mixture-of-experts feed-forward (HiDream) sees only the tokens routed to it,
+without a batch dimension: a hook on the block's router records which batch item each of
+those rows comes from (:func:`cpedit.models.moe.expert_batch_items`), and each row counts for
+its own prompt's group.
 
 The ``text-ffn`` target hooks the text encoders instead. As in the authors' text hook, the
 hooks stay on for the pipeline call with the recipe's own sampling settings, so they see
 every text-encoder forward that call makes: under classifier-free guidance the prompt's
 encoding *and* the negative prompt's (the pipeline's default, the empty prompt; SDXL's
 ``force_zeros_for_empty_prompt`` zeroes those embeddings without encoding them), all
-token rows of each, counted for the prompt's group. The call is stopped just before its
+token rows of each, counted for the prompt's group. A pipeline that encodes the negative
+prompt once for all its prompts (a batch of one; HiDream) has it counted once per prompt,
+as each prompt's own call would. The call is stopped just before its
 first denoiser call; the statistics form a single "timestep".
 
 Under a multi-process launch (``torchrun``, ``accelerate launch``: see :mod:`cpedit.distributed`)
@@ -53,7 +59,8 @@ import torch
 from cpedit import distributed
 from cpedit.edit import kernels
 from cpedit.errors import CpeditError
-from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
+from cpedit.models import moe
+from cpedit.models.ffn import ExpertRoute, FFNLayer, execution_device, get_denoiser
 from cpedit.models.support import require_text_to_image_call
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
@@ -84,6 +91,9 @@ class ConceptStats:
             batch's sums), the calibration's only memory beyond the pipeline's own.
         timesteps: The tau the statistics cover (1 for ``text-ffn``); any tau up to it can be
             selected from them.
+        image_size: ``(height, width)`` in pixels the pipeline generated at: the recipe's size
+            (or the native one), except where the family always runs its native area (HiDream);
+            None for ``text-ffn``.
     """
 
     recipe: Recipe
@@ -94,6 +104,7 @@ class ConceptStats:
     seconds: float
     accumulator_bytes: int = 0
     timesteps: int = 0
+    image_size: tuple[int, int] | None = None
 
 
 class _StopAfterTau(Exception):
@@ -158,6 +169,23 @@ def native_size(pipe: Any) -> tuple[int, int]:
         sample_size = config.sample_size
     h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
+
+
+def run_size(pipe: Any, height: int, width: int) -> tuple[int, int]:
+    """The ``(height, width)`` in pixels the pipeline generates at when asked for ``height`` x ``width``.
+
+    The size asked, except for a family that always runs its native pixel area
+    (:attr:`cpedit.models.architectures.ArchitectureSpec.native_area`, HiDream), computed as its
+    ``__call__`` does.
+    """
+    from cpedit.models.architectures import spec_for_pipeline
+
+    spec = spec_for_pipeline(pipe)
+    if spec is None or not spec.native_area:
+        return height, width
+    division = pipe.vae_scale_factor * 2
+    scale = math.sqrt((pipe.default_sample_size * pipe.vae_scale_factor) ** 2 / (width * height))
+    return int(height * scale // division * division), int(width * scale // division * division)
 
 
 def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
@@ -267,6 +295,7 @@ def calibrate(
     call_kwargs = dict(spec.call_kwargs) if spec is not None else {}
     # a recipe gives both height and width or neither (the native size)
     height, width = (settings.height, settings.width) if settings.height and settings.width else native_size(pipe)
+    image_size = run_size(pipe, height, width)  # what the pipeline generates at (HiDream: always its native area)
 
     # Each target travels with its base: a pair always shares a batch (and so the exact
     # same arithmetic), so identical target and base prompts tie exactly, as in the paper.
@@ -277,7 +306,7 @@ def calibrate(
     guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
     automatic = batch_size is None
     size = batch_size or auto_batch_size(
-        pipe, prompts=len(prompts), height=height, width=width, device=device, guidance=guidance
+        pipe, prompts=len(prompts), height=image_size[0], width=image_size[1], device=device, guidance=guidance
     )
     check_batch_size(size)
     size = max(1, size - size % 2)
@@ -294,7 +323,9 @@ def calibrate(
     totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
     accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
     state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
-    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns)) for layer in layers]
+    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer)) for layer in layers]
+    routed = {id(layer.route.block): layer.route.block for layer in layers if layer.route is not None}
+    handles += [moe.parts(block)[0].register_forward_hook(state.router_hook(block)) for block in routed.values()]
     if text:
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
     else:
@@ -378,6 +409,7 @@ def calibrate(
         seconds=time.perf_counter() - started,
         accumulator_bytes=accumulator_bytes,
         timesteps=tau,
+        image_size=None if text else image_size,
     )
 
 
@@ -430,6 +462,7 @@ class _CallState:
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
+        self._routes: dict[int, tuple[int, list[torch.Tensor]]] = {}  # by block id: (batch, each expert's row items)
         self.report: Callable[[int], None] = lambda timestep: None
 
     def begin_batch(
@@ -440,6 +473,7 @@ class _CallState:
         self.sums = sums
         self._groups = groups
         self._expanded = {}
+        self._routes = {}
         self.report = report
 
     def _group_index(self, rows: int) -> torch.Tensor:
@@ -457,14 +491,44 @@ class _CallState:
             self._expanded[rows] = index
         return index
 
-    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None) -> Any:
+    def ffn_hook(self, layer: FFNLayer) -> Any:
+        name, columns, route = layer.key, layer.columns, layer.route
+
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
-            accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
+            if route is not None:
+                # a routed expert: rows are the tokens routed to it, no batch dimension; one item per row
+                x, groups = x.unsqueeze(1), self._routed_groups(route, x.shape[0], name)
+            else:
+                prompts = self._groups.shape[0]
+                if x.shape[0] == 1 < prompts:
+                    # one encoding the pipeline shares among all its prompts (HiDream encodes the negative
+                    # prompt once and repeats it): it counts once per prompt, as in a one-prompt-at-a-time run
+                    x = x.expand(prompts, *x.shape[1:])
+                groups = self._group_index(x.shape[0])
+            accumulate_normalised_column_squares(x, self.sums[name][self.calls], groups)
 
         return hook
+
+    def router_hook(self, block: torch.nn.Module) -> Any:
+        """Record, per routed expert of ``block``, the batch item of each row its next call sees."""
+
+        def hook(gate: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            self._routes[id(block)] = (args[0].shape[0], moe.expert_batch_items(block, args[0], output[0]))
+
+        return hook
+
+    def _routed_groups(self, route: ExpertRoute, rows: int, name: str) -> torch.Tensor:
+        batch, items = self._routes[id(route.block)]
+        mine = items[route.expert]
+        if mine.shape[0] != rows:
+            raise CpeditError(
+                f"{name} saw {rows} routed tokens but its router sent it {mine.shape[0]}; "
+                "this mixture-of-experts block routes tokens in a way cpedit does not know"
+            )
+        return self._group_index(batch)[mine]
 
     def stop_before_denoiser(self, module: torch.nn.Module, args: Any) -> None:
         """``text-ffn``: the prompts are encoded; leave before the first denoiser call computes anything."""

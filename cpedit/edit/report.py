@@ -94,6 +94,7 @@ def build_report(
                 calibrate_seconds=round(stats.seconds, 3),
                 accumulator_bytes=stats.accumulator_bytes,
                 pruned_weights=selection.per_concept.get(recipe.name, 0),
+                image_size=stats.image_size,
             )
         )
     timings_s = dict(timings)

@@ -23,7 +23,8 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
     ``add_k_proj`` / ``add_v_proj``. Their input is the text encoder's hidden states
     (constant over timesteps in UNets; still tau calls, as in the paper).
 ``text-ffn``
-    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``):
+    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``,
+    the ``mlp.down_proj`` of a Llama-style gated MLP, see :func:`gated_mlp_output`):
     every text-encoder forward of the prompt's pipeline call (its own encoding and, under
     classifier-free guidance, the negative prompt's, as the authors' hook sees them), no
     timesteps (tau is ignored).
@@ -36,6 +37,16 @@ input features) as the FFN output projection; statistics use only those columns,
 and only weights in those columns are ever pruned. These blocks carry the image
 stream (FLUX discards their text tokens at the end), so they belong to ``stream:
 image``.
+
+HiDream-I1's feed-forwards are SwiGLU (``w2(silu(w1(x)) * w3(x))``), not diffusers
+``FeedForward`` blocks. The image stream of every block (``ff_i``, dual- and
+single-stream blocks alike) is a mixture of experts: a router (``gate``, never a
+target), routed experts and shared experts. ``ffn`` means the ``w2`` of each routed
+expert, separately, and of the shared experts; ``ffn-in`` their ``w1`` and ``w3`` (both
+read the block's normalised hidden state). A routed expert sees only the tokens routed
+to it (see :mod:`cpedit.models.moe`). The dual-stream blocks' text stream (``ff_t``) is
+a plain SwiGLU feed-forward; the text-stream key/value projections of their joint
+attention are ``to_k_t`` / ``to_v_t``.
 """
 
 from __future__ import annotations
@@ -46,7 +57,8 @@ from typing import Any
 from torch import nn
 
 from cpedit.errors import CpeditError
-from cpedit.models.ffn import FFNLayer, get_denoiser
+from cpedit.models.ffn import ExpertRoute, FFNLayer, get_denoiser
+from cpedit.models.moe import is_moe_block, is_swiglu, parts
 from cpedit.recipes.targets import STREAMS, TARGETS
 
 __all__ = [
@@ -66,7 +78,7 @@ class ArchitectureSpec:
     """How cpedit handles one family of pipelines.
 
     Attributes:
-        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``).
+        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``, ``hidream``).
         label: Human name for messages and docs.
         pipelines: Pipeline class names of the family.
         denoiser: The denoiser component (``unet`` or ``transformer``).
@@ -74,9 +86,13 @@ class ArchitectureSpec:
             when guidance_scale > 1) or ``distilled`` (guidance is an input of the
             denoiser; one batch item per prompt).
         streams: The feed-forward streams: ``("image",)``, or ``("image", "text")`` for
-            MMDiT/FLUX blocks with a separate text-stream FFN (``ff_context``).
+            MMDiT/FLUX/HiDream blocks with a separate text-stream FFN (``ff_context``, ``ff_t``).
         text_encoders: The text encoder components, in order.
         call_kwargs: Extra arguments calibration passes to the pipeline's ``__call__``.
+        native_area: The pipeline generates every image at its native pixel area, whatever
+            height and width it is asked for (HiDream: the aspect ratio is kept, the sides
+            rescaled to that area and rounded down to multiples of twice the VAE factor);
+            calibration records the size the pipeline runs.
     """
 
     name: str
@@ -87,6 +103,7 @@ class ArchitectureSpec:
     streams: tuple[str, ...]
     text_encoders: tuple[str, ...]
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    native_area: bool = False
 
 
 SPECS: tuple[ArchitectureSpec, ...] = (
@@ -140,6 +157,18 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         # encoded exactly as the recipe writes them, whatever is installed.
         call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
+    ArchitectureSpec(
+        name="hidream",
+        label="HiDream-I1 (sparse DiT: mixture-of-experts feed-forwards, dual- and single-stream blocks)",
+        pipelines=("HiDreamImagePipeline",),
+        denoiser="transformer",
+        # I1-Full runs classifier-free guidance ([uncond; cond]); I1-Dev and -Fast are distilled and
+        # run with guidance_scale 0, which turns it off: the recipe's guidance_scale decides.
+        guidance="cfg",
+        streams=("image", "text"),
+        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3", "text_encoder_4"),
+        native_area=True,
+    ),
 )
 
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
@@ -178,10 +207,38 @@ def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith("net.")]
 
 
+_TEXT_STREAM_FFNS = ("ff_context", "ff_t")
+"""The attributes under which a dual-stream block holds its text-stream feed-forward (MMDiT/FLUX, HiDream)."""
+_TEXT_KEY_VALUE = (("add_k_proj", "add_v_proj"), ("to_k_t", "to_v_t"))
+"""The text stream's key and value projections of a joint attention (MMDiT/FLUX, HiDream)."""
+
+
+def _parent(modules: dict[str, nn.Module], name: str) -> nn.Module | None:
+    return modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+
+
 def _is_text_stream(modules: dict[str, nn.Module], name: str, module: nn.Module) -> bool:
-    """A ``FeedForward`` is the text stream when its parent block holds it as ``ff_context``."""
-    parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
-    return parent is not None and getattr(parent, "ff_context", None) is module
+    """A feed-forward is the text stream when its parent block holds it as ``ff_context`` or ``ff_t``."""
+    parent = _parent(modules, name)
+    return parent is not None and any(getattr(parent, attr, None) is module for attr in _TEXT_STREAM_FFNS)
+
+
+def _swiglu_layers(
+    module: nn.Module, prefix: str, component: str, *, target: str, route: ExpertRoute | None = None
+) -> list[FFNLayer]:
+    """``ffn``: a SwiGLU feed-forward's ``w2``; ``ffn-in``: its ``w1`` and ``w3``."""
+    names = ("w2",) if target == "ffn" else ("w1", "w3")
+    return [FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component, route=route) for sub in names]
+
+
+def _moe_layers(block: nn.Module, prefix: str, component: str, *, target: str) -> list[FFNLayer]:
+    """A mixture-of-experts feed-forward: the shared experts, then each routed expert (the router is left alone)."""
+    _, shared, experts = parts(block)
+    layers = _swiglu_layers(shared, f"{prefix}shared_experts.", component, target=target)
+    for index, expert in enumerate(experts):
+        route = ExpertRoute(block=block, expert=index)
+        layers += _swiglu_layers(expert, f"{prefix}experts.{index}.", component, target=target, route=route)
+    return layers
 
 
 def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream: str) -> list[FFNLayer]:
@@ -190,9 +247,19 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
     want = {"image", "text"} if stream == "both" else {stream}
     modules = dict(denoiser.named_modules())
     layers: list[FFNLayer] = []
+    experts: set[int] = set()  # the SwiGLU experts of the mixture-of-experts blocks seen so far
     for name, module in denoiser.named_modules():
         prefix = f"{name}." if name else ""
-        if target in ("ffn", "ffn-in") and isinstance(module, FeedForward):
+        if target in ("ffn", "ffn-in") and is_moe_block(module):
+            experts.update(id(expert) for expert in (parts(module)[1], *parts(module)[2]))
+            if ("text" if _is_text_stream(modules, name, module) else "image") in want:
+                layers += _moe_layers(module, prefix, component, target=target)
+        elif target in ("ffn", "ffn-in") and is_swiglu(module):
+            if id(module) in experts:
+                continue  # its mixture-of-experts block (visited first) lists it
+            if ("text" if _is_text_stream(modules, name, module) else "image") in want:
+                layers += _swiglu_layers(module, prefix, component, target=target)
+        elif target in ("ffn", "ffn-in") and isinstance(module, FeedForward):
             if ("text" if _is_text_stream(modules, name, module) else "image") not in want:
                 continue
             linears = _linears(module)
@@ -211,10 +278,11 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
         elif target in ("attn-key", "attn-value") and isinstance(getattr(module, "to_k", None), nn.Linear):
             if getattr(module, "is_cross_attention", False):
                 attr = "to_k" if target == "attn-key" else "to_v"
-            elif isinstance(getattr(module, "add_k_proj", None), nn.Linear):
-                attr = "add_k_proj" if target == "attn-key" else "add_v_proj"
             else:
-                continue  # self-attention over image tokens only
+                pair = next((p for p in _TEXT_KEY_VALUE if isinstance(getattr(module, p[0], None), nn.Linear)), None)
+                if pair is None:
+                    continue  # self-attention over image tokens only (or a single-stream block's shared projections)
+                attr = pair[0] if target == "attn-key" else pair[1]
             layers.append(FFNLayer(name=prefix + attr, module=getattr(module, attr), component=component))
     return layers
 
@@ -239,13 +307,37 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
             prefix = f"{name}." if name else ""
             fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
             wo = getattr(module, "wo", None)
+            gated = gated_mlp_output(module)
             if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear):  # CLIP MLP
                 layers.append(FFNLayer(name=prefix + "fc2", module=fc2, component=component, denoiser=False))
             elif isinstance(wo, nn.Linear) and isinstance(
                 getattr(module, "wi", getattr(module, "wi_0", None)), nn.Linear
             ):
                 layers.append(FFNLayer(name=prefix + "wo", module=wo, component=component, denoiser=False))  # T5
+            elif gated is not None:  # Llama / Gemma / Qwen MLP
+                layers.append(FFNLayer(name=prefix + gated[0], module=gated[1], component=component, denoiser=False))
     return layers
+
+
+def gated_mlp_output(module: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The output projection of a Llama/Gemma/Qwen-style gated MLP, or None for any other module.
+
+    Such an MLP computes ``down_proj(act(gate_proj(x)) * up_proj(x))``; its neurons are the
+    input features of ``down_proj``.
+
+    Returns:
+        ``("down_proj", the nn.Linear)`` when ``module`` has ``gate_proj`` and ``up_proj``
+        (dim -> hidden) and ``down_proj`` (hidden -> dim) linear layers.
+    """
+    gate, up, down = (getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj"))
+    if (
+        isinstance(gate, nn.Linear)
+        and isinstance(up, nn.Linear)
+        and isinstance(down, nn.Linear)
+        and gate.out_features == up.out_features == down.in_features
+    ):
+        return "down_proj", down
+    return None
 
 
 def find_target_layers(
@@ -280,6 +372,7 @@ def find_target_layers(
     if stream != "image" and "text" not in spec.streams and target in ("ffn", "ffn-in"):
         raise CpeditError(
             f"prune.stream = {stream} but {spec.label} has no text-stream feed-forwards; "
-            "prune.stream applies to SD3 and FLUX (use image, the default)"
+            f"prune.stream applies to {', '.join(s.label.split(' (')[0] for s in SPECS if 'text' in s.streams)} "
+            "(use image, the default)"
         )
     return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream)

@@ -20,6 +20,20 @@ from cpedit.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)
+class ExpertRoute:
+    """A routed expert of a mixture-of-experts feed-forward block.
+
+    Attributes:
+        block: The mixture-of-experts module (diffusers' ``MOEFeedForwardSwiGLU``: ``gate``,
+            ``experts``, ``shared_experts``).
+        expert: The index of the expert in ``block.experts``.
+    """
+
+    block: nn.Module
+    expert: int
+
+
+@dataclass(frozen=True)
 class FFNLayer:
     """One hooked linear layer whose weights may be pruned (an FFN output projection by default).
 
@@ -35,6 +49,11 @@ class FFNLayer:
             the MLP columns of a FLUX single-stream block's ``proj_out``; None = all.
         denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
             name, as in every cpedit output so far.
+        route: For a routed expert of a mixture-of-experts feed-forward (HiDream), which
+            expert of which block: the layer sees only the tokens routed to it, stacked
+            without a batch dimension, and calibration attributes each of those rows to its
+            batch item from the block's router (see :mod:`cpedit.models.moe`). None for
+            every other layer.
     """
 
     name: str
@@ -42,6 +61,7 @@ class FFNLayer:
     component: str = "unet"
     columns: tuple[int, int] | None = None
     denoiser: bool = True
+    route: ExpertRoute | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -96,7 +96,7 @@ class BaseModelInfo:
     weights_digest: str | None = None
 
 
-_OMITTED_WHEN_NONE = ("timesteps_note", "pair_seeds")
+_OMITTED_WHEN_NONE = ("timesteps_note", "pair_seeds", "image_size")
 """Fields of a concept record that ``report.json`` leaves out when they do not apply."""
 
 
@@ -128,6 +128,9 @@ class ConceptRecord:
     pruned_weights: int = 0
     timesteps_note: str | None = None
     """Set when tau did not apply (``text-ffn``)."""
+    image_size: tuple[int, ...] | None = None
+    """``[height, width]`` in pixels calibration generated at (what the pipeline ran: HiDream always runs its
+    native area, whatever size the recipe asks); absent for ``text-ffn`` and in reports of earlier versions."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ stream option, FLUX single-stream blocks, and :func:`cpedit.models.describe_supp
 
 from __future__ import annotations
 
-import filecmp
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from support.helpers import load_fresh, recipe_text, write_recipe
+from support.masks import assert_only_masked_weights_changed
 
 import cpedit
 import cpedit.models
@@ -52,28 +52,6 @@ def denoiser_batch_sizes(pipe: Any) -> tuple[list[int], Any]:
         sizes.append(sample.shape[0])
 
     return sizes, denoiser.register_forward_pre_hook(record, with_kwargs=True)
-
-
-def assert_only_masked_weights_changed(base: Path, out: Path, masks: dict[str, torch.Tensor], component: str) -> None:
-    """Every file but the component's safetensors is byte-identical; there, exactly the masked weights became 0."""
-    base_files = sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file())
-    out_files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and "conceptprune" not in p.parts)
-    assert out_files == base_files
-    changed = [str(p) for p in base_files if not filecmp.cmp(base / p, out / p, shallow=False)]
-    assert changed and all(p.startswith(f"{component}/") and p.endswith(".safetensors") for p in changed), changed
-    before = {k: v for f in (base / component).glob("*.safetensors") for k, v in load_file(f).items()}
-    after = {k: v for f in (out / component).glob("*.safetensors") for k, v in load_file(f).items()}
-    assert before.keys() == after.keys()
-    prefix = f"{component}/"
-    keyed = {(name.removeprefix(prefix) + ".weight"): mask for name, mask in masks.items()}
-    assert any(bool(m.any()) for m in keyed.values())
-    for key, tensor in before.items():
-        mask = keyed.get(key)
-        if mask is None:
-            assert torch.equal(tensor, after[key]), key
-        else:
-            assert torch.equal(after[key] == 0, (tensor == 0) | mask), key
-            assert torch.equal(after[key][~mask], tensor[~mask]), key
 
 
 def generate(folder: Path) -> Any:

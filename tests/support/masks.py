@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 from pathlib import Path
 
 import torch
@@ -40,3 +41,27 @@ def output_positions(out: Path) -> dict[str, torch.Tensor]:
     from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, read_report
 
     return read_positions(out / RECORD_DIR / POSITIONS_FILE, layers=read_report(out).layers)
+
+
+def assert_only_masked_weights_changed(base: Path, out: Path, masks: dict[str, torch.Tensor], component: str) -> None:
+    """Every file but the component's safetensors is byte-identical; there, exactly the masked weights became 0."""
+    from safetensors.torch import load_file
+
+    base_files = sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file())
+    out_files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and "conceptprune" not in p.parts)
+    assert out_files == base_files
+    changed = [str(p) for p in base_files if not filecmp.cmp(base / p, out / p, shallow=False)]
+    assert changed and all(p.startswith(f"{component}/") and p.endswith(".safetensors") for p in changed), changed
+    before = {k: v for f in (base / component).glob("*.safetensors") for k, v in load_file(f).items()}
+    after = {k: v for f in (out / component).glob("*.safetensors") for k, v in load_file(f).items()}
+    assert before.keys() == after.keys()
+    prefix = f"{component}/"
+    keyed = {(name.removeprefix(prefix) + ".weight"): mask for name, mask in masks.items()}
+    assert any(bool(m.any()) for m in keyed.values())
+    for key, tensor in before.items():
+        mask = keyed.get(key)
+        if mask is None:
+            assert torch.equal(tensor, after[key]), key
+        else:
+            assert torch.equal(after[key] == 0, (tensor == 0) | mask), key
+            assert torch.equal(after[key][~mask], tensor[~mask]), key

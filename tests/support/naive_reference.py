@@ -40,7 +40,25 @@ def ffn_output_linears(unet: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return layers
 
 
+def denoiser_of(pipe) -> torch.nn.Module:
+    """The pipeline's denoiser: ``pipe.unet``, or ``pipe.transformer`` for DiT pipelines."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
+
+
 def target_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
+    """The linear layers a hook target means in ``pipe``, looked up by its family (pipeline class).
+
+    Each family's lookup is written from that family's diffusers model code, by module names,
+    independently of cpedit's structural search.
+    """
+    lookup = _FAMILY_LOOKUPS.get(type(pipe).__name__)
+    if lookup is None:
+        raise ValueError(f"no naive layer lookup for {type(pipe).__name__}")
+    return lookup(pipe, target)
+
+
+def _sd_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
     """The linear layers a hook target means in an SD 1.x/2.x pipeline, by the reference note.
 
     ``ffn``: ``ff.net.2``; ``ffn-in``: ``ff.net.0.proj``; ``attn-key`` / ``attn-value``:
@@ -67,6 +85,57 @@ def target_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
                 layers[f"text_encoder/{name}.fc2"] = module.fc2
         return layers
     raise ValueError(f"unknown target {target}")
+
+
+def _hidream_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
+    """The linear layers a hook target means in a HiDream-I1 pipeline (image stream).
+
+    ``ffn``: the ``w2`` of every image-stream feed-forward ``ff_i`` of the dual- and
+    single-stream blocks; where ``ff_i`` is a mixture of experts, the shared experts'
+    ``w2`` and every routed expert's ``w2`` (the router ``gate`` is never hooked).
+    ``ffn-in``: their ``w1`` and ``w3``. ``attn-key`` / ``attn-value``: the dual-stream
+    blocks' text-stream ``attn1.to_k_t`` / ``to_v_t``. ``text-ffn``: both CLIPs'
+    ``mlp.fc2``, T5's ``DenseReluDense.wo`` and the Llama's ``mlp.down_proj``.
+    """
+    layers: dict[str, torch.nn.Linear] = {}
+    transformer = pipe.transformer
+    blocks = [(f"double_stream_blocks.{i}.block", b.block) for i, b in enumerate(transformer.double_stream_blocks)]
+    blocks += [(f"single_stream_blocks.{i}.block", b.block) for i, b in enumerate(transformer.single_stream_blocks)]
+    names = {"ffn": ("w2",), "ffn-in": ("w1", "w3")}
+    if target in names:
+        for prefix, block in blocks:
+            ff = block.ff_i
+            swiglus = (
+                [(f"{prefix}.ff_i.shared_experts", ff.shared_experts)]
+                + [(f"{prefix}.ff_i.experts.{e}", expert) for e, expert in enumerate(ff.experts)]
+                if hasattr(ff, "experts")
+                else [(f"{prefix}.ff_i", ff)]
+            )
+            for name, swiglu in swiglus:
+                for linear in names[target]:
+                    layers[f"{name}.{linear}"] = getattr(swiglu, linear)
+        return layers
+    if target in ("attn-key", "attn-value"):
+        attr = "to_k_t" if target == "attn-key" else "to_v_t"
+        for prefix, block in blocks:
+            if prefix.startswith("double_stream_blocks."):
+                layers[f"{prefix}.attn1.{attr}"] = getattr(block.attn1, attr)
+        return layers
+    if target == "text-ffn":
+        for component, suffix, linear in (
+            ("text_encoder", ".mlp", "fc2"),
+            ("text_encoder_2", ".mlp", "fc2"),
+            ("text_encoder_3", ".DenseReluDense", "wo"),
+            ("text_encoder_4", ".mlp", "down_proj"),
+        ):
+            for name, module in getattr(pipe, component).named_modules():
+                if name.endswith(suffix):
+                    layers[f"{component}/{name}.{linear}"] = getattr(module, linear)
+        return layers
+    raise ValueError(f"unknown target {target}")
+
+
+_FAMILY_LOOKUPS = {"StableDiffusionPipeline": _sd_linears, "HiDreamImagePipeline": _hidream_linears}
 
 
 def _generate(
@@ -159,7 +228,7 @@ def _collect_sums_of_squares(
 
     handles = []
     try:
-        handles.append(pipe.unet.register_forward_hook(unet_post_hook))
+        handles.append(denoiser_of(pipe).register_forward_hook(unet_post_hook))
         for layer_name, linear in layers.items():
             handles.append(linear.register_forward_hook(make_ffn_hook(layer_name)))
         for prompt, seed in zip(prompts, seeds, strict=True):
@@ -244,8 +313,8 @@ def naive_skilled_masks(
 
 
 def naive_prune(pipe, masks: dict[str, torch.Tensor]) -> None:
-    """Zero, in place, every weight of ``pipe.unet`` that ``masks`` marks as skilled."""
-    modules = dict(pipe.unet.named_modules())
+    """Zero, in place, every weight of the denoiser that ``masks`` marks as skilled."""
+    modules = dict(denoiser_of(pipe).named_modules())
     with torch.no_grad():
         for layer_name, mask in masks.items():
             weight = modules[layer_name].weight
@@ -264,7 +333,7 @@ def naive_unet_call_count(pipe, steps: int) -> int:
         calls[0] += 1
         return None
 
-    handle = pipe.unet.register_forward_hook(count_call)
+    handle = denoiser_of(pipe).register_forward_hook(count_call)
     try:
         with torch.no_grad():
             pipe(
