@@ -1,9 +1,10 @@
 """Calibration overhead per architecture, against the bare denoiser calls it needs.
 
 For each tiny random-weight pipeline of :func:`devtools.builders.build_random_components`
-(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma) and one recipe (default: the
-shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
-architecture runs the same image size), in one process:
+(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma, HiDream-I1) and one recipe (default:
+the shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
+architecture runs the same image size; HiDream always runs its native area, 128x128 px for
+the tiny model, recorded as ``image_size``), in one process:
 
 1. calibrate: ``cpedit.edit.calibration.calibrate`` with the FFN hooks (the default target),
    all prompts in one batch: what ``cpedit prune`` spends calibrating;
@@ -130,6 +131,7 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
         "denoiser_calls": len(recorded),
         "denoiser_batch": batch_of(*recorded[0]),
         "accumulator_bytes": stats.accumulator_bytes,
+        "image_size": stats.image_size,
         "calibrate_s": calibrate_s,
         "pipeline_s": pipeline_s,
         "floor_s": floor_s,

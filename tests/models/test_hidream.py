@@ -143,3 +143,20 @@ def test_text_stream_prunes_only_ff_t(hidream: Path, tmp_path: Path) -> None:
     result = cpedit.prune(hidream, [recipe], out=out, compute=FP32, batch_size=4)
     assert list(result.masks) == ["double_stream_blocks.0.block.ff_t.w2"]
     assert_only_masked_weights_changed(hidream, out, result.masks, "transformer")
+
+
+def test_models_info_verdict_from_the_config_alone(hidream: Path) -> None:
+    """``cpedit models info``: the denoiser built on the meta device from config.json; HiDream is editable."""
+    import json
+
+    from cpedit.models.details import build_meta_denoiser, count_layers
+    from cpedit.models.support import editability
+
+    index = json.loads((hidream / "model_index.json").read_text())
+    meta = build_meta_denoiser(json.loads((hidream / "transformer" / "config.json").read_text()))
+    layers, ffn_weights, _ = count_layers(meta, pipeline_class="HiDreamImagePipeline")
+    assert layers == 10 and ffn_weights == 10 * 32 * 256  # 2 blocks x (shared + 4 experts), w2: 256 -> 32
+    verdict = editability(
+        index=index, denoiser_class=meta.__class__.__name__, ffn_layers=layers, safetensors_files=1, denoiser=meta
+    )
+    assert verdict.editable and verdict.reason.startswith("HiDream-I1") and "11 FFN layers" in verdict.reason
