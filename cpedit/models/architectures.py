@@ -23,8 +23,8 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
     ``add_k_proj`` / ``add_v_proj``. Their input is the text encoder's hidden states
     (constant over timesteps in UNets; still tau calls, as in the paper).
 ``text-ffn``
-    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``,
-    the ``mlp.down_proj`` of a Llama-style gated MLP, see :func:`gated_mlp_output`):
+    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``, the
+    ``mlp.down_proj`` of decoder LLMs used as text encoders: Llama, Gemma, Mistral, Qwen):
     every text-encoder forward of the prompt's pipeline call (its own encoding and, under
     classifier-free guidance, the negative prompt's, as the authors' hook sees them), no
     timesteps (tau is ignored).
@@ -51,12 +51,13 @@ attention are ``to_k_t`` / ``to_v_t``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, UnsupportedModelError
 from cpedit.models.ffn import ExpertRoute, FFNLayer, get_denoiser
 from cpedit.models.moe import is_moe_block, is_swiglu, parts
 from cpedit.recipes.targets import STREAMS, TARGETS
@@ -89,6 +90,8 @@ class ArchitectureSpec:
             MMDiT/FLUX/HiDream blocks with a separate text-stream FFN (``ff_context``, ``ff_t``).
         text_encoders: The text encoder components, in order.
         call_kwargs: Extra arguments calibration passes to the pipeline's ``__call__``.
+        refused_targets: Hook targets that do not apply to the family, each with the reason
+            (a recipe asking for one is refused with it before anything loads or runs).
         native_area: The pipeline generates every image at its native pixel area, whatever
             height and width it is asked for (HiDream: the aspect ratio is kept, the sides
             rescaled to that area and rounded down to multiples of twice the VAE factor);
@@ -103,6 +106,7 @@ class ArchitectureSpec:
     streams: tuple[str, ...]
     text_encoders: tuple[str, ...]
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    refused_targets: Mapping[str, str] = field(default_factory=dict)
     native_area: bool = False
 
 
@@ -307,37 +311,22 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
             prefix = f"{name}." if name else ""
             fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
             wo = getattr(module, "wo", None)
-            gated = gated_mlp_output(module)
             if isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear):  # CLIP MLP
                 layers.append(FFNLayer(name=prefix + "fc2", module=fc2, component=component, denoiser=False))
             elif isinstance(wo, nn.Linear) and isinstance(
                 getattr(module, "wi", getattr(module, "wi_0", None)), nn.Linear
             ):
                 layers.append(FFNLayer(name=prefix + "wo", module=wo, component=component, denoiser=False))  # T5
-            elif gated is not None:  # Llama / Gemma / Qwen MLP
-                layers.append(FFNLayer(name=prefix + gated[0], module=gated[1], component=component, denoiser=False))
+            elif _is_gated_mlp(module):  # Llama, Gemma, Mistral, Qwen: gate_proj/up_proj -> down_proj
+                layers.append(
+                    FFNLayer(name=prefix + "down_proj", module=module.down_proj, component=component, denoiser=False)
+                )
     return layers
 
 
-def gated_mlp_output(module: nn.Module) -> tuple[str, nn.Linear] | None:
-    """The output projection of a Llama/Gemma/Qwen-style gated MLP, or None for any other module.
-
-    Such an MLP computes ``down_proj(act(gate_proj(x)) * up_proj(x))``; its neurons are the
-    input features of ``down_proj``.
-
-    Returns:
-        ``("down_proj", the nn.Linear)`` when ``module`` has ``gate_proj`` and ``up_proj``
-        (dim -> hidden) and ``down_proj`` (hidden -> dim) linear layers.
-    """
-    gate, up, down = (getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj"))
-    if (
-        isinstance(gate, nn.Linear)
-        and isinstance(up, nn.Linear)
-        and isinstance(down, nn.Linear)
-        and gate.out_features == up.out_features == down.in_features
-    ):
-        return "down_proj", down
-    return None
+def _is_gated_mlp(module: nn.Module) -> bool:
+    """A decoder-LLM MLP (Llama, Gemma, Mistral, Qwen): ``down_proj(act(gate_proj(x)) * up_proj(x))``."""
+    return all(isinstance(getattr(module, attr, None), nn.Linear) for attr in ("gate_proj", "up_proj", "down_proj"))
 
 
 def find_target_layers(
@@ -360,11 +349,15 @@ def find_target_layers(
 
     Raises:
         CpeditError: Unknown target or stream, or a text stream asked of a one-stream model.
+        UnsupportedModelError: The target does not apply to the family (``spec.refused_targets``).
     """
     if target not in TARGETS:
         raise CpeditError(f"unknown prune target {target!r}; use one of {', '.join(TARGETS)}")
     if stream not in STREAMS:
         raise CpeditError(f"unknown prune stream {stream!r}; use one of {', '.join(STREAMS)}")
+    reason = spec.refused_targets.get(target)
+    if reason is not None:
+        raise UnsupportedModelError(f"prune.target = {target} does not apply to {spec.label}: {reason}")
     if target == "text-ffn":
         return _text_encoder_layers(pipe, spec)
     if denoiser is None:
