@@ -90,7 +90,7 @@ def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[tuple, dict]]:
 
     handle = get_denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        calibrate(pipe, recipe, [])
+        calibrate(pipe, recipe, [], batch_size=2 * len(recipe.targets))
     finally:
         handle.remove()
     return calls
@@ -115,12 +115,13 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
             for args, kwargs in recorded:
                 denoiser(*args, **kwargs)
 
-    stats = calibrate(pipe, recipe, layers)
+    everything = 2 * len(recipe.targets)  # all prompts in one batch, whatever the memory estimate says
+    stats = calibrate(pipe, recipe, layers, batch_size=everything)
     best = fastest_interleaved(
         repeats,
         floor=floor,
-        pipeline=lambda: calibrate(pipe, recipe, []),
-        calibrate=lambda: calibrate(pipe, recipe, layers),
+        pipeline=lambda: calibrate(pipe, recipe, [], batch_size=everything),
+        calibrate=lambda: calibrate(pipe, recipe, layers, batch_size=everything),
     )
     calibrate_s, pipeline_s, floor_s = (best[name]["user"] for name in ("calibrate", "pipeline", "floor"))
     return {

@@ -150,6 +150,17 @@ def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, gro
     out.index_add_(0, group_index, per_item)
 
 
+def accumulate_routed_rows(x: torch.Tensor, out: torch.Tensor, row_groups: torch.Tensor) -> None:
+    """Add the squared normalised rows of ``x`` (``[rows, in_features]``, no batch dimension) into ``out``.
+
+    :func:`accumulate_normalised_column_squares` for the input of a routed expert, whose rows come
+    from many batch items: row r is added to ``out[row_groups[r]]``.
+    """
+    squares = x.float().square()  # a new tensor: x is left as it is
+    squares.mul_(squares.sum(-1, keepdim=True).clamp_min_(1e-30).reciprocal_())
+    out.index_add_(0, row_groups, squares)
+
+
 def use_triton() -> bool:
     """Whether the fused Triton kernels are used on CUDA (off with ``CPEDIT_DISABLE_TRITON=1``)."""
     return kernels.AVAILABLE and os.environ.get("CPEDIT_DISABLE_TRITON", "") not in ("1", "true", "yes")
@@ -517,17 +528,17 @@ class _CallState:
             x = args[0]
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
+            out = self.sums[name][self.steps]
             if route is not None:
-                # a routed expert: rows are the tokens routed to it, no batch dimension; one item per row
-                x, groups = x.unsqueeze(1), self._routed_groups(route, x.shape[0], name)
-            else:
-                prompts = self._groups.shape[0]
-                if x.shape[0] == 1 < prompts:
-                    # one encoding the pipeline shares among all its prompts (HiDream encodes the negative
-                    # prompt once and repeats it): it counts once per prompt, as in a one-prompt-at-a-time run
-                    x = x.expand(prompts, *x.shape[1:])
-                groups = self._group_index(x.shape[0])
-            accumulate_normalised_column_squares(x, self.sums[name][self.steps], groups)
+                # a routed expert: rows are the tokens routed to it, no batch dimension; each row has its item's group
+                accumulate_routed_rows(x, out, self._routed_groups(route, x.shape[0], name))
+                return
+            prompts = self._groups.shape[0]
+            if x.shape[0] == 1 < prompts:
+                # one encoding the pipeline shares among all its prompts (HiDream encodes the negative
+                # prompt once and repeats it): it counts once per prompt, as in a one-prompt-at-a-time run
+                x = x.expand(prompts, *x.shape[1:])
+            accumulate_normalised_column_squares(x, out, self._group_index(x.shape[0]))
 
         return hook
 
