@@ -30,6 +30,16 @@ order, and both halves count for their prompt's group, as in the paper. A
 guidance-distilled pipeline (FLUX) has no unconditional half: the denoiser batch is the
 prompts themselves; the group of each item follows from the batch size either way.
 
+Padding: where a pipeline pads a batch's prompts to its longest (Qwen-Image's text encoder and
+text stream; Z-Image's token sequences inside the transformer), a batched call shows the hooked
+layers rows that the prompt run alone never has. Such layers name the mask that marks them
+(:class:`cpedit.models.ffn.RowMask`: the block's or text encoder's mask argument) and those rows
+are zeroed before accumulation, where they add nothing: the statistics stay those of one prompt at
+a time. Padding that a lone prompt has too is counted, as the naive procedure counts it: CLIP's
+and T5's fixed length, Z-Image's padding of each sequence to a multiple of 32 tokens, and the
+padding of a prompt's unconditional half to its conditional half's length (or the reverse) where
+both share one denoiser call.
+
 The ``text-ffn`` target hooks the text encoders instead. As in the authors' text hook, the
 hooks stay on for the pipeline call with the recipe's own sampling settings, so they see
 every text-encoder forward that call makes: under classifier-free guidance the prompt's
@@ -61,7 +71,7 @@ import torch
 from cpedit import distributed
 from cpedit.edit import kernels
 from cpedit.errors import CpeditError
-from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
+from cpedit.models.ffn import FFNLayer, RowMask, execution_device, get_denoiser
 from cpedit.models.support import require_text_to_image_call
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
@@ -168,7 +178,12 @@ def is_text_target(recipe: Recipe) -> bool:
 
 def native_size(pipe: Any) -> tuple[int, int]:
     """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
+    from cpedit.models.architectures import spec_for_pipeline
+
     sample_size = getattr(pipe, "default_sample_size", None)
+    spec = spec_for_pipeline(pipe)
+    if not sample_size and spec is not None and spec.native_pixels is not None:
+        return spec.native_pixels, spec.native_pixels  # a constant of the pipeline's __call__ (Z-Image)
     if not sample_size:
         config: Any = get_denoiser(pipe).config  # diffusers' FrozenDict, read by attribute
         sample_size = config.sample_size
@@ -270,7 +285,7 @@ def calibrate(
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
         Cancelled: ``cancel`` was set.
     """
-    from cpedit.models.architectures import spec_for_pipeline
+    from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
 
     started = time.perf_counter()
     settings = recipe.sampling
@@ -311,7 +326,12 @@ def calibrate(
     accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
     state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
     handles: list[_Removable] = [
-        layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns)) for layer in layers
+        layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns, layer.rows)) for layer in layers
+    ]
+    # batch padding (prompts padded to the batch's longest): its rows are left out, as a lone prompt has none
+    sources = {id(layer.rows.module): layer.rows for layer in layers if layer.rows is not None}
+    handles += [
+        rows.module.register_forward_pre_hook(state.mask_hook(rows), with_kwargs=True) for rows in sources.values()
     ]
     if text:
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
@@ -345,10 +365,10 @@ def calibrate(
                     height=height,
                     width=width,
                     num_inference_steps=settings.steps,
-                    guidance_scale=guidance_scale,
                     generator=[_seeded(seed, device) for seed in seeds[position : position + size]],
                     output_type="latent",
                     return_dict=False,
+                    **guidance_arguments(spec, guidance_scale, prompts=len(batch)),
                     **call_kwargs,
                 )
             except _StopAfterTau:
@@ -450,6 +470,7 @@ class _CallState:
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
+        self._masks: dict[int, torch.Tensor | None] = {}  # by id of the module called with it
         self.report: Callable[[int], None] = lambda timestep: None
 
     def begin_batch(
@@ -461,6 +482,7 @@ class _CallState:
         self.sums = sums
         self._groups = groups
         self._expanded = {}
+        self._masks = {}
         self.report = report
 
     def _group_index(self, rows: int) -> torch.Tensor:
@@ -478,12 +500,23 @@ class _CallState:
             self._expanded[rows] = index
         return index
 
-    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None) -> Any:
+    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None, rows: RowMask | None = None) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
+            if rows is not None:
+                x = _without_padding(x, self._masks.get(id(rows.module)), name, prompts=self._groups.shape[0])
             accumulate_normalised_column_squares(x, self.sums[name][self.steps], self._group_index(x.shape[0]))
+
+        return hook
+
+    def mask_hook(self, rows: RowMask) -> Any:
+        """Record the padding mask a block or text encoder is called with, for the FFN hooks inside it."""
+
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            mask = kwargs.get(rows.keyword, args[rows.position] if len(args) > rows.position else None)
+            self._masks[id(rows.module)] = mask if isinstance(mask, torch.Tensor) else None
 
         return hook
 
@@ -503,6 +536,26 @@ class _CallState:
         self.report(self.steps)
         if self.steps >= self.tau:
             raise _StopAfterTau
+
+
+def _without_padding(x: torch.Tensor, mask: torch.Tensor | None, name: str, *, prompts: int) -> torch.Tensor:
+    """``x`` (``[batch, rows, features]``) with the rows that only batching adds zeroed (a zero row adds nothing).
+
+    A prompt run alone pads the items of its own call (its conditional and unconditional halves,
+    where they share a call) to the longest of them, so those rows are kept: item b's rows are
+    counted up to the longest unpadded length among the items of its prompt (b, b + prompts, ...).
+    """
+    if mask is None:
+        return x
+    if x.dim() != 3 or tuple(mask.shape) != tuple(x.shape[:2]) or x.shape[0] % prompts:
+        raise CpeditError(
+            f"{name}: padding mask of shape {tuple(mask.shape)} does not match its input rows {tuple(x.shape[:-1])}"
+        )
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    lengths = torch.where(mask != 0, positions, 0).amax(dim=1)  # one past each item's last real row
+    alone = lengths.view(-1, prompts).amax(dim=0).repeat(x.shape[0] // prompts)
+    keep = positions[None, :] <= alone[:, None]
+    return x * keep.unsqueeze(-1).to(x.dtype)
 
 
 class _StepCounter:

@@ -20,6 +20,28 @@ from cpedit.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)
+class RowMask:
+    """Where a hooked layer's call finds which of its input rows are batch padding.
+
+    Pipelines that pad each batch's text to its longest prompt (Qwen-Image) or pad token
+    sequences inside the denoiser to the batch's longest (Z-Image) show a layer rows that a
+    one-prompt-at-a-time run never has. The module named here receives, on every call, a
+    ``[batch, rows]`` mask (nonzero: a real row; None or absent: every row is real) as the
+    keyword ``keyword`` or positional argument ``position``; calibration leaves the padding
+    rows out of the statistics, so they equal the naive procedure's.
+
+    Attributes:
+        module: The module whose call carries the mask (a transformer block, a text encoder).
+        keyword: The mask's keyword argument name.
+        position: Its position among the positional arguments.
+    """
+
+    module: nn.Module
+    keyword: str
+    position: int
+
+
+@dataclass(frozen=True)
 class FFNLayer:
     """One hooked linear layer whose weights may be pruned (an FFN output projection by default).
 
@@ -35,6 +57,8 @@ class FFNLayer:
             the MLP columns of a FLUX single-stream block's ``proj_out``; None = all.
         denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
             name, as in every cpedit output so far.
+        rows: Where the layer's batch-padding mask comes from (see :class:`RowMask`); None
+            when every input row of a batched call is one a single-prompt call also has.
     """
 
     name: str
@@ -42,6 +66,7 @@ class FFNLayer:
     component: str = "unet"
     columns: tuple[int, int] | None = None
     denoiser: bool = True
+    rows: RowMask | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
