@@ -129,6 +129,12 @@ def test_prune_changes_only_target_weights_and_output_generates(
     for component in ("text_encoder", "vae"):
         for file in (base / component).glob("*.safetensors"):
             assert file.read_bytes() == (out / component / file.name).read_bytes()
+    from cpedit.errors import CpeditError
+    from cpedit.export.single_file import export_single_file
+
+    with pytest.raises(CpeditError, match="has no single-file checkpoint layout") as refused:
+        export_single_file(out, out=tmp_path / "model.safetensors")
+    assert refused.value.reason == "unsupported" and not (tmp_path / "model.safetensors").exists()
     pipe = load_fresh(out)
     image = pipe("a cat", num_inference_steps=2, height=SIZE, width=SIZE, output_type="np").images[0]
     assert image.shape == (SIZE, SIZE, 3) and bool((image == image).all())
