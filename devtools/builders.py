@@ -73,6 +73,7 @@ __all__ = [
     "ArchitectureName",
     "ARCHITECTURES",
     "build_t5_tokenizer",
+    "build_qwen2_tokenizer",
     "build_random_components",
     "build_random_pipeline",
 ]
@@ -519,8 +520,21 @@ def build_random_sd_pipeline(
 # --------------------------------------------------------------------------- #
 # Every supported architecture, tiny
 # --------------------------------------------------------------------------- #
-ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream"]
-ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream")
+ArchitectureName = Literal[
+    "sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream", "qwen-image", "z-image"
+]
+ARCHITECTURES: tuple[str, ...] = (
+    "sd1",
+    "sd2",
+    "sdxl",
+    "sd3",
+    "flux",
+    "pixart-alpha",
+    "pixart-sigma",
+    "hidream",
+    "qwen-image",
+    "z-image",
+)
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -717,7 +731,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             flow matching with dynamic shifting), ``pixart-alpha`` / ``pixart-sigma`` (DiT with
             GELU feed-forwards, T5, DDIM / DPM-Solver), ``hidream`` (HiDream-I1: mixture-of-experts
             feed-forwards in dual- and single-stream blocks, two CLIP, T5 and Llama text encoders,
-            flow matching; see :func:`_tiny_hidream`).
+            flow matching; see :func:`_tiny_hidream`), ``qwen-image`` (image and text MLP per block,
+            Qwen2.5-VL text encoder), ``z-image`` (single-stream DiT, Qwen3 text encoder).
         seed: Seed of the random weights.
 
     Raises:
@@ -866,12 +881,140 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
         )
     elif architecture == "hidream":
         pipe = _tiny_hidream()
+    elif architecture == "qwen-image":
+        pipe = _build_qwen_image()
+    elif architecture == "z-image":
+        pipe = _build_z_image()
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()
     return pipe
+
+
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def build_qwen2_tokenizer() -> Any:
+    """A small Qwen2-style tokenizer built offline: byte-level BPE over the 256 byte symbols, no merges.
+
+    Qwen's special tokens (``<|endoftext|>`` = padding, ``<|im_start|>``, ``<|im_end|>``), the
+    right padding of Qwen's tokenizers, and a ChatML chat template (with Qwen3's
+    ``enable_thinking`` switch, as Z-Image calls it), wrapped in transformers' Qwen2 tokenizer class
+    so it saves and reloads with ``from_pretrained``. Every text tokenizes (one token per byte).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    model = Tokenizer(models.BPE(vocab={symbol: i for i, symbol in enumerate(alphabet)}, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    model.decoder = decoders.ByteLevel()
+    return Qwen2TokenizerFast(
+        tokenizer_object=model,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=131072,
+        chat_template=_QWEN_CHAT_TEMPLATE,
+    )
+
+
+def _tiny_llm_config(tokenizer: Any) -> dict[str, Any]:
+    """The decoder-LLM sizes of the tiny Qwen text encoders (two layers, width 16)."""
+    return dict(
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _build_qwen_image() -> Any:
+    """Qwen-Image: an MMDiT with ``img_mlp``/``txt_mlp`` per block, a Qwen2.5-VL text encoder
+    (its language model and a small vision tower, which the text-to-image pipeline never feeds),
+    the Qwen-Image VAE (causal 3D convolutions) and flow matching with dynamic shifting."""
+    import diffusers as d
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_qwen2_tokenizer()
+    text = _tiny_llm_config(tokenizer)
+    text["rope_scaling"] = {"type": "default", "rope_type": "default", "mrope_section": [1, 1, 2]}
+    vision = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16)
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, vocab_size=len(tokenizer))
+    transformer = d.QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    vae = d.AutoencoderKLQwenImage(
+        base_dim=24,
+        z_dim=4,
+        dim_mult=[1, 2, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    scheduler = d.FlowMatchEulerDiscreteScheduler(
+        shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256
+    )
+    return d.QwenImagePipeline(
+        transformer=transformer,
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config),
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+    )
+
+
+def _build_z_image() -> Any:
+    """Z-Image: a single-stream DiT (noise refiner, caption refiner, main blocks; gated SiLU
+    feed-forwards), a Qwen3 text encoder, a flow-matching VAE and scheduler."""
+    import diffusers as d
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = build_qwen2_tokenizer()
+    transformer = d.ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=4,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=16,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    encoder = Qwen3Model(Qwen3Config(**_tiny_llm_config(tokenizer), head_dim=8))
+    return d.ZImagePipeline(
+        transformer=transformer,
+        vae=_tiny_flow_vae(4),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        scheduler=d.FlowMatchEulerDiscreteScheduler(),
+    )
 
 
 def build_random_pipeline(folder: Path, *, architecture: ArchitectureName = "sd1", seed: int = 0) -> Path:

@@ -34,6 +34,16 @@ without a batch dimension: a hook on the block's router records which batch item
 those rows comes from (:func:`cpedit.models.moe.expert_batch_items`), and each row counts for
 its own prompt's group.
 
+Padding: where a pipeline pads a batch's prompts to its longest (Qwen-Image's text encoder and
+text stream; Z-Image's token sequences inside the transformer), a batched call shows the hooked
+layers rows that the prompt run alone never has. Such layers name the mask that marks them
+(:class:`cpedit.models.ffn.RowMask`: the block's or text encoder's mask argument) and those rows
+are zeroed before accumulation, where they add nothing: the statistics stay those of one prompt at
+a time. Padding that a lone prompt has too is counted, as the naive procedure counts it: CLIP's
+and T5's fixed length, Z-Image's padding of each sequence to a multiple of 32 tokens, and the
+padding of a prompt's unconditional half to its conditional half's length (or the reverse) where
+both share one denoiser call.
+
 The ``text-ffn`` target hooks the text encoders instead. As in the authors' text hook, the
 hooks stay on for the pipeline call with the recipe's own sampling settings, so they see
 every text-encoder forward that call makes: under classifier-free guidance the prompt's
@@ -68,7 +78,7 @@ from cpedit import distributed
 from cpedit.edit import kernels
 from cpedit.errors import CpeditError
 from cpedit.models import moe
-from cpedit.models.ffn import ExpertRoute, FFNLayer, execution_device, get_denoiser
+from cpedit.models.ffn import ExpertRoute, FFNLayer, RowMask, execution_device, get_denoiser
 from cpedit.models.support import require_text_to_image_call
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.format import Recipe
@@ -190,7 +200,12 @@ def is_text_target(recipe: Recipe) -> bool:
 
 def native_size(pipe: Any) -> tuple[int, int]:
     """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
+    from cpedit.models.architectures import spec_for_pipeline
+
     sample_size = getattr(pipe, "default_sample_size", None)
+    spec = spec_for_pipeline(pipe)
+    if not sample_size and spec is not None and spec.native_pixels is not None:
+        return spec.native_pixels, spec.native_pixels  # a constant of the pipeline's __call__ (Z-Image)
     if not sample_size:
         config: Any = get_denoiser(pipe).config  # diffusers' FrozenDict, read by attribute
         sample_size = config.sample_size
@@ -309,7 +324,7 @@ def calibrate(
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
         Cancelled: ``cancel`` was set.
     """
-    from cpedit.models.architectures import spec_for_pipeline
+    from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
 
     started = time.perf_counter()
     settings = recipe.sampling
@@ -353,6 +368,11 @@ def calibrate(
     handles: list[_Removable] = [layer.module.register_forward_pre_hook(state.ffn_hook(layer)) for layer in layers]
     routed = {id(layer.route.block): layer.route.block for layer in layers if layer.route is not None}
     handles += [moe.parts(block)[0].register_forward_hook(state.router_hook(block)) for block in routed.values()]
+    # batch padding (prompts padded to the batch's longest): its rows are left out, as a lone prompt has none
+    sources = {id(layer.rows.module): layer.rows for layer in layers if layer.rows is not None}
+    handles += [
+        rows.module.register_forward_pre_hook(state.mask_hook(rows), with_kwargs=True) for rows in sources.values()
+    ]
     if text:
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
     else:
@@ -385,10 +405,10 @@ def calibrate(
                     height=height,
                     width=width,
                     num_inference_steps=settings.steps,
-                    guidance_scale=guidance_scale,
                     generator=[_seeded(seed, device) for seed in seeds[position : position + size]],
                     output_type="latent",
                     return_dict=False,
+                    **guidance_arguments(spec, guidance_scale, prompts=len(batch)),
                     **call_kwargs,
                 )
             except _StopAfterTau:
@@ -492,6 +512,7 @@ class _CallState:
         self._groups = torch.zeros(0, dtype=torch.long)
         self._expanded: dict[int, torch.Tensor] = {}
         self._routes: dict[int, tuple[int, list[torch.Tensor]]] = {}  # by block id: (batch, each expert's row items)
+        self._masks: dict[int, torch.Tensor | None] = {}  # by id of the module called with it
         self.report: Callable[[int], None] = lambda timestep: None
 
     def begin_batch(
@@ -504,6 +525,7 @@ class _CallState:
         self._groups = groups
         self._expanded = {}
         self._routes = {}
+        self._masks = {}
         self.report = report
 
     def _group_index(self, rows: int) -> torch.Tensor:
@@ -522,7 +544,7 @@ class _CallState:
         return index
 
     def ffn_hook(self, layer: FFNLayer) -> Any:
-        name, columns, route = layer.key, layer.columns, layer.route
+        name, columns, route, rows = layer.key, layer.columns, layer.route, layer.rows
 
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
@@ -538,6 +560,8 @@ class _CallState:
                 # one encoding the pipeline shares among all its prompts (HiDream encodes the negative
                 # prompt once and repeats it): it counts once per prompt, as in a one-prompt-at-a-time run
                 x = x.expand(prompts, *x.shape[1:])
+            if rows is not None:
+                x = _without_padding(x, self._masks.get(id(rows.module)), name, prompts=prompts)
             accumulate_normalised_column_squares(x, out, self._group_index(x.shape[0]))
 
         return hook
@@ -560,6 +584,15 @@ class _CallState:
             )
         return self._group_index(batch)[mine]
 
+    def mask_hook(self, rows: RowMask) -> Any:
+        """Record the padding mask a block or text encoder is called with, for the FFN hooks inside it."""
+
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            mask = kwargs.get(rows.keyword, args[rows.position] if len(args) > rows.position else None)
+            self._masks[id(rows.module)] = mask if isinstance(mask, torch.Tensor) else None
+
+        return hook
+
     def stop_before_denoiser(self, module: torch.nn.Module, args: Any) -> None:
         """``text-ffn``: the prompts are encoded; leave before the first denoiser call computes anything."""
         self.reached_denoiser = True
@@ -576,6 +609,26 @@ class _CallState:
         self.report(self.steps)
         if self.steps >= self.tau:
             raise _StopAfterTau
+
+
+def _without_padding(x: torch.Tensor, mask: torch.Tensor | None, name: str, *, prompts: int) -> torch.Tensor:
+    """``x`` (``[batch, rows, features]``) with the rows that only batching adds zeroed (a zero row adds nothing).
+
+    A prompt run alone pads the items of its own call (its conditional and unconditional halves,
+    where they share a call) to the longest of them, so those rows are kept: item b's rows are
+    counted up to the longest unpadded length among the items of its prompt (b, b + prompts, ...).
+    """
+    if mask is None:
+        return x
+    if x.dim() != 3 or tuple(mask.shape) != tuple(x.shape[:2]) or x.shape[0] % prompts:
+        raise CpeditError(
+            f"{name}: padding mask of shape {tuple(mask.shape)} does not match its input rows {tuple(x.shape[:-1])}"
+        )
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    lengths = torch.where(mask != 0, positions, 0).amax(dim=1)  # one past each item's last real row
+    alone = lengths.view(-1, prompts).amax(dim=0).repeat(x.shape[0] // prompts)
+    keep = positions[None, :] <= alone[:, None]
+    return x * keep.unsqueeze(-1).to(x.dtype)
 
 
 class _StepCounter:

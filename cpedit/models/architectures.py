@@ -47,10 +47,17 @@ read the block's normalised hidden state). A routed expert sees only the tokens 
 to it (see :mod:`cpedit.models.moe`). The dual-stream blocks' text stream (``ff_t``) is
 a plain SwiGLU feed-forward; the text-stream key/value projections of their joint
 attention are ``to_k_t`` / ``to_v_t``.
+
+Qwen-Image's dual-stream blocks hold their text-stream ``FeedForward`` as ``txt_mlp`` (image:
+``img_mlp``). Z-Image's feed-forwards are gated SiLU MLPs (``w2(silu(w1 x) * w3 x)``): ``ffn``
+is ``w2`` and ``ffn-in`` both ``w1`` and ``w3`` (they read the same input); the caption
+refiner blocks (``spec.text_blocks``) are its text stream, the noise refiner and the main
+single-stream blocks its image stream.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +65,7 @@ from typing import Any
 from torch import nn
 
 from cpedit.errors import CpeditError, UnsupportedModelError
-from cpedit.models.ffn import ExpertRoute, FFNLayer, get_denoiser
+from cpedit.models.ffn import ExpertRoute, FFNLayer, RowMask, get_denoiser
 from cpedit.models.moe import is_moe_block, is_swiglu, parts
 from cpedit.recipes.targets import STREAMS, TARGETS
 
@@ -69,6 +76,7 @@ __all__ = [
     "TARGETS",
     "default_layers",
     "find_target_layers",
+    "guidance_arguments",
     "spec_for_class",
     "spec_for_pipeline",
 ]
@@ -96,6 +104,20 @@ class ArchitectureSpec:
             height and width it is asked for (HiDream: the aspect ratio is kept, the sides
             rescaled to that area and rounded down to multiples of twice the VAE factor);
             calibration records the size the pipeline runs.
+        guidance_argument: The ``__call__`` argument that takes the recipe's guidance scale
+            (Qwen-Image: ``true_cfg_scale``; its ``guidance_scale`` is for guidance-distilled
+            checkpoints only).
+        negative_prompt: For a pipeline that guides only when given a negative prompt
+            (Qwen-Image), the one calibration passes for every prompt when the guidance scale is
+            above 1, so the recipe's guidance is applied as it asks; None: the pipeline's own default.
+        text_padding: ``longest`` when the pipeline pads a batch's prompts to its longest
+            (then the padding rows of the text encoders' ``text-ffn`` layers are left out of the
+            statistics: a prompt calibrated alone has none); ``fixed`` when every prompt is
+            padded alike (CLIP, T5, Z-Image's fixed length), or not padded at all.
+        text_blocks: Name prefixes of denoiser blocks that carry only text tokens (Z-Image's
+            caption refiner): their feed-forwards are the text stream.
+        native_pixels: The default image side in pixels, for a pipeline whose default size is
+            a constant of its ``__call__`` (Z-Image: 1024) rather than a ``sample_size``.
     """
 
     name: str
@@ -108,6 +130,11 @@ class ArchitectureSpec:
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     refused_targets: Mapping[str, str] = field(default_factory=dict)
     native_area: bool = False
+    guidance_argument: str = "guidance_scale"
+    negative_prompt: str | None = None
+    text_padding: str = "fixed"
+    text_blocks: tuple[str, ...] = ()
+    native_pixels: int | None = None
 
 
 SPECS: tuple[ArchitectureSpec, ...] = (
@@ -173,6 +200,38 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3", "text_encoder_4"),
         native_area=True,
     ),
+    ArchitectureSpec(
+        name="qwen-image",
+        label="Qwen-Image (MMDiT: image and text stream per block, Qwen2.5-VL text encoder)",
+        pipelines=("QwenImagePipeline",),
+        denoiser="transformer",
+        # true CFG: the negative prompt's prediction is a separate denoiser call in the same step
+        guidance="cfg",
+        streams=("image", "text"),
+        text_encoders=("text_encoder",),
+        guidance_argument="true_cfg_scale",
+        # the pipeline guides only when given a negative prompt; " " is the one its documentation
+        # and Qwen's model card use for "no negative prompt"
+        negative_prompt=" ",
+        text_padding="longest",
+    ),
+    ArchitectureSpec(
+        name="z-image",
+        label="Z-Image (single-stream DiT with gated SiLU feed-forwards, Qwen3 text encoder)",
+        pipelines=("ZImagePipeline",),
+        denoiser="transformer",
+        guidance="cfg",  # the batch is [cond; uncond] (conditional half first); guided when guidance_scale > 0
+        streams=("image", "text"),
+        text_encoders=("text_encoder",),
+        text_blocks=("context_refiner",),
+        native_pixels=1024,
+        refused_targets={
+            "attn-key": "its single-stream attention projects text and image tokens with the same key "
+            "projection; there is no text-only key projection",
+            "attn-value": "its single-stream attention projects text and image tokens with the same value "
+            "projection; there is no text-only value projection",
+        },
+    ),
 )
 
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
@@ -211,10 +270,10 @@ def _linears(module: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith("net.")]
 
 
-_TEXT_STREAM_FFNS = ("ff_context", "ff_t")
-"""The attributes under which a dual-stream block holds its text-stream feed-forward (MMDiT/FLUX, HiDream)."""
+_TEXT_STREAM_FFNS = ("ff_context", "ff_t", "txt_mlp")
+"""Where a dual-stream block holds its text-stream feed-forward (MMDiT/FLUX, HiDream, Qwen-Image)."""
 _TEXT_KEY_VALUE = (("add_k_proj", "add_v_proj"), ("to_k_t", "to_v_t"))
-"""The text stream's key and value projections of a joint attention (MMDiT/FLUX, HiDream)."""
+"""The text stream's key and value projections of a joint attention (MMDiT/FLUX/Qwen-Image, HiDream)."""
 
 
 def _parent(modules: dict[str, nn.Module], name: str) -> nn.Module | None:
@@ -222,17 +281,26 @@ def _parent(modules: dict[str, nn.Module], name: str) -> nn.Module | None:
 
 
 def _is_text_stream(modules: dict[str, nn.Module], name: str, module: nn.Module) -> bool:
-    """A feed-forward is the text stream when its parent block holds it as ``ff_context`` or ``ff_t``."""
+    """A feed-forward is the text stream when its parent block holds it as one of :data:`_TEXT_STREAM_FFNS`."""
     parent = _parent(modules, name)
     return parent is not None and any(getattr(parent, attr, None) is module for attr in _TEXT_STREAM_FFNS)
 
 
 def _swiglu_layers(
-    module: nn.Module, prefix: str, component: str, *, target: str, route: ExpertRoute | None = None
+    module: nn.Module,
+    prefix: str,
+    component: str,
+    *,
+    target: str,
+    route: ExpertRoute | None = None,
+    rows: RowMask | None = None,
 ) -> list[FFNLayer]:
-    """``ffn``: a SwiGLU feed-forward's ``w2``; ``ffn-in``: its ``w1`` and ``w3``."""
+    """``ffn``: a SwiGLU feed-forward's ``w2``; ``ffn-in``: its ``w1`` and ``w3`` (HiDream, Z-Image)."""
     names = ("w2",) if target == "ffn" else ("w1", "w3")
-    return [FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component, route=route) for sub in names]
+    return [
+        FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component, route=route, rows=rows)
+        for sub in names
+    ]
 
 
 def _moe_layers(block: nn.Module, prefix: str, component: str, *, target: str) -> list[FFNLayer]:
@@ -245,7 +313,28 @@ def _moe_layers(block: nn.Module, prefix: str, component: str, *, target: str) -
     return layers
 
 
-def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream: str) -> list[FFNLayer]:
+_PADDING_MASKS = ("encoder_hidden_states_mask", "attn_mask")
+"""Arguments of a block's ``forward`` that mark its padding rows: Qwen-Image's text mask, Z-Image's sequence mask."""
+
+
+def _row_mask(block: nn.Module | None, *, text: bool) -> RowMask | None:
+    """Where the FFN of ``block`` finds its batch-padding mask, if the block is given one.
+
+    Qwen-Image's ``encoder_hidden_states_mask`` covers text rows only (the text stream);
+    Z-Image's ``attn_mask`` covers every row of the block's one sequence.
+    """
+    if block is None:
+        return None
+    parameters = list(inspect.signature(block.forward).parameters)
+    for keyword in _PADDING_MASKS:
+        if keyword in parameters and (text or keyword == "attn_mask"):
+            return RowMask(module=block, keyword=keyword, position=parameters.index(keyword))
+    return None
+
+
+def _denoiser_layers(
+    denoiser: nn.Module, component: str, *, target: str, stream: str, text_blocks: tuple[str, ...] = ()
+) -> list[FFNLayer]:
     from diffusers.models.attention import FeedForward
 
     want = {"image", "text"} if stream == "both" else {stream}
@@ -254,22 +343,26 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
     experts: set[int] = set()  # the SwiGLU experts of the mixture-of-experts blocks seen so far
     for name, module in denoiser.named_modules():
         prefix = f"{name}." if name else ""
+        parent = _parent(modules, name)
         if target in ("ffn", "ffn-in") and is_moe_block(module):
             experts.update(id(expert) for expert in (parts(module)[1], *parts(module)[2]))
             if ("text" if _is_text_stream(modules, name, module) else "image") in want:
                 layers += _moe_layers(module, prefix, component, target=target)
-        elif target in ("ffn", "ffn-in") and is_swiglu(module):
+        elif target in ("ffn", "ffn-in") and is_swiglu(module):  # HiDream, Z-Image
             if id(module) in experts:
                 continue  # its mixture-of-experts block (visited first) lists it
-            if ("text" if _is_text_stream(modules, name, module) else "image") in want:
-                layers += _swiglu_layers(module, prefix, component, target=target)
+            text = _is_text_stream(modules, name, module) or any(name.startswith(f"{b}.") for b in text_blocks)
+            if ("text" if text else "image") in want:
+                layers += _swiglu_layers(module, prefix, component, target=target, rows=_row_mask(parent, text=text))
         elif target in ("ffn", "ffn-in") and isinstance(module, FeedForward):
-            if ("text" if _is_text_stream(modules, name, module) else "image") not in want:
+            text = _is_text_stream(modules, name, module)
+            if ("text" if text else "image") not in want:
                 continue
             linears = _linears(module)
             if linears:
                 sub, linear = linears[-1] if target == "ffn" else linears[0]
-                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component))
+                rows = _row_mask(parent, text=True) if text else None
+                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component, rows=rows))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
@@ -301,13 +394,21 @@ def _is_single_stream_block(module: nn.Module) -> bool:
     )
 
 
+_VISION_TOWERS = ("visual", "vision_tower", "vision_model")
+"""Names of the vision towers of vision-language text encoders (Qwen2.5-VL: ``model.visual``): a
+text-to-image pipeline gives them no image, so ``text-ffn`` takes the language model's MLPs only."""
+
+
 def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
     layers: list[FFNLayer] = []
     for component in spec.text_encoders:
         encoder = getattr(pipe, component, None)
         if not isinstance(encoder, nn.Module):
             continue
+        rows = _row_mask_of_encoder(encoder) if spec.text_padding == "longest" else None
         for name, module in encoder.named_modules():
+            if any(part in _VISION_TOWERS for part in name.split(".")):
+                continue
             prefix = f"{name}." if name else ""
             fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
             wo = getattr(module, "wo", None)
@@ -319,9 +420,23 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
                 layers.append(FFNLayer(name=prefix + "wo", module=wo, component=component, denoiser=False))  # T5
             elif _is_gated_mlp(module):  # Llama, Gemma, Mistral, Qwen: gate_proj/up_proj -> down_proj
                 layers.append(
-                    FFNLayer(name=prefix + "down_proj", module=module.down_proj, component=component, denoiser=False)
+                    FFNLayer(
+                        name=prefix + "down_proj",
+                        module=module.down_proj,
+                        component=component,
+                        denoiser=False,
+                        rows=rows,
+                    )
                 )
     return layers
+
+
+def _row_mask_of_encoder(encoder: nn.Module) -> RowMask | None:
+    """A text encoder's ``attention_mask`` argument: the padding of a batch padded to its longest prompt."""
+    parameters = list(inspect.signature(encoder.forward).parameters)
+    if "attention_mask" not in parameters:
+        return None
+    return RowMask(module=encoder, keyword="attention_mask", position=parameters.index("attention_mask"))
 
 
 def _is_gated_mlp(module: nn.Module) -> bool:
@@ -368,4 +483,20 @@ def find_target_layers(
             f"prune.stream applies to {', '.join(s.label.split(' (')[0] for s in SPECS if 'text' in s.streams)} "
             "(use image, the default)"
         )
-    return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream)
+    return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream, text_blocks=spec.text_blocks)
+
+
+def guidance_arguments(spec: ArchitectureSpec | None, guidance_scale: float, *, prompts: int) -> dict[str, Any]:
+    """The ``__call__`` arguments that apply a recipe's guidance scale to ``prompts`` prompts.
+
+    ``{"guidance_scale": g}`` for most families. Qwen-Image takes it as ``true_cfg_scale`` and
+    guides only when given a negative prompt: above 1 it gets ``spec.negative_prompt`` for
+    every prompt (as a list, one per prompt), and ``guidance_scale`` (its distilled-guidance
+    input) is left unset.
+    """
+    if spec is None or spec.guidance_argument == "guidance_scale":
+        return {"guidance_scale": guidance_scale}
+    arguments: dict[str, Any] = {spec.guidance_argument: guidance_scale, "guidance_scale": None}
+    if spec.negative_prompt is not None and guidance_scale > 1.0:
+        arguments["negative_prompt"] = [spec.negative_prompt] * prompts
+    return arguments

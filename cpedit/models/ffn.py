@@ -34,6 +34,28 @@ class ExpertRoute:
 
 
 @dataclass(frozen=True)
+class RowMask:
+    """Where a hooked layer's call finds which of its input rows are batch padding.
+
+    Pipelines that pad each batch's text to its longest prompt (Qwen-Image) or pad token
+    sequences inside the denoiser to the batch's longest (Z-Image) show a layer rows that a
+    one-prompt-at-a-time run never has. The module named here receives, on every call, a
+    ``[batch, rows]`` mask (nonzero: a real row; None or absent: every row is real) as the
+    keyword ``keyword`` or positional argument ``position``; calibration leaves the padding
+    rows out of the statistics, so they equal the naive procedure's.
+
+    Attributes:
+        module: The module whose call carries the mask (a transformer block, a text encoder).
+        keyword: The mask's keyword argument name.
+        position: Its position among the positional arguments.
+    """
+
+    module: nn.Module
+    keyword: str
+    position: int
+
+
+@dataclass(frozen=True)
 class FFNLayer:
     """One hooked linear layer whose weights may be pruned (an FFN output projection by default).
 
@@ -54,6 +76,8 @@ class FFNLayer:
             without a batch dimension, and calibration attributes each of those rows to its
             batch item from the block's router (see :mod:`cpedit.models.moe`). None for
             every other layer.
+        rows: Where the layer's batch-padding mask comes from (see :class:`RowMask`); None
+            when every input row of a batched call is one a single-prompt call also has.
     """
 
     name: str
@@ -62,6 +86,7 @@ class FFNLayer:
     columns: tuple[int, int] | None = None
     denoiser: bool = True
     route: ExpertRoute | None = None
+    rows: RowMask | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
