@@ -268,6 +268,7 @@ def render_batch(
     """
     import torch
 
+    from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
     from cpedit.models.sampling import step_callback
 
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
@@ -276,7 +277,7 @@ def render_batch(
         result = pipe(
             [job.prompt for job in jobs],
             num_inference_steps=first.steps,
-            guidance_scale=first.guidance,
+            **guidance_arguments(spec_for_pipeline(pipe), first.guidance, prompts=len(jobs)),
             height=first.height,
             width=first.width,
             generator=[torch.Generator(device=device).manual_seed(job.seed) for job in jobs],

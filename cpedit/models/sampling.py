@@ -100,6 +100,8 @@ def generate(
     Raises:
         Cancelled: ``cancel`` was set.
     """
+    from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
+
     check_sample_settings(settings, pipe)
     warn_truncated(pipe, prompts)
     images: list[Image.Image] = []
@@ -119,11 +121,12 @@ def generate(
         )
         emit(on_progress, event)
         extra = step_callback(pipe, cancel, on_step=step_events(on_progress, event, steps=settings.steps))
+        guidance = guidance_arguments(spec_for_pipeline(pipe), settings.guidance_scale, prompts=1)
         try:
             result = pipe(
                 prompt,
                 num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance_scale,
+                **guidance,
                 height=settings.height,
                 width=settings.width,
                 generator=torch.Generator(device=device).manual_seed(settings.seed),

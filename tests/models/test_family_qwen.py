@@ -177,3 +177,18 @@ def test_layers_each_target_means(tiny_model_path: Any) -> None:
 def test_describe_support(pipeline: str, family: str) -> None:
     info = describe_support(pipeline)
     assert info.supported and info.architecture == family and info.missing is None
+
+
+def test_qwen_image_previews_with_the_guidance_calibration_used(tiny_model_path: Any) -> None:
+    """Sampling passes the recipe's guidance as Qwen-Image's true CFG: a negative-prompt call per step above 1."""
+    from cpedit.models.sampling import generate
+    from cpedit.models.settings import SampleSettings
+
+    pipe = load_fresh(tiny_model_path("qwen-image"))
+    for guidance, per_step in ((3.0, 2), (1.0, 1)):
+        calls, handle = denoiser_calls(pipe)
+        try:
+            generate(pipe, ["a cat"], SampleSettings(steps=2, guidance_scale=guidance, height=SIZE, width=SIZE))
+        finally:
+            handle.remove()
+        assert len(calls) == 2 * per_step, (guidance, calls)
