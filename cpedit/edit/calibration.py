@@ -63,6 +63,7 @@ so the masks, of one process.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -638,6 +639,8 @@ class _StepCounter:
         self._scheduler = scheduler
         step = scheduler.step
 
+        # keeps step's signature: pipelines read it to decide which arguments (``generator``, ``eta``) to pass
+        @functools.wraps(step)
         def counted(*args: Any, **kwargs: Any) -> Any:
             on_step()
             return step(*args, **kwargs)
