@@ -370,7 +370,7 @@ def calibrate(
     routed = {id(layer.route.block): layer.route.block for layer in layers if layer.route is not None}
     handles += [moe.parts(block)[0].register_forward_hook(state.router_hook(block)) for block in routed.values()]
     # batch padding (prompts padded to the batch's longest): its rows are left out, as a lone prompt has none
-    sources = {id(layer.rows.module): layer.rows for layer in layers if layer.rows is not None}
+    sources = {id(layer.padding.module): layer.padding for layer in layers if layer.padding is not None}
     handles += [
         rows.module.register_forward_pre_hook(state.mask_hook(rows), with_kwargs=True) for rows in sources.values()
     ]
@@ -545,7 +545,7 @@ class _CallState:
         return index
 
     def ffn_hook(self, layer: FFNLayer) -> Any:
-        name, columns, route, rows = layer.key, layer.columns, layer.route, layer.rows
+        name, columns, route, padding = layer.key, layer.columns, layer.route, layer.padding
 
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
@@ -561,8 +561,8 @@ class _CallState:
                 # one encoding the pipeline shares among all its prompts (HiDream encodes the negative
                 # prompt once and repeats it): it counts once per prompt, as in a one-prompt-at-a-time run
                 x = x.expand(prompts, *x.shape[1:])
-            if rows is not None:
-                x = _without_padding(x, self._masks.get(id(rows.module)), name, prompts=prompts)
+            if padding is not None:
+                x = _without_padding(x, self._masks.get(id(padding.module)), name, prompts=prompts)
             accumulate_normalised_column_squares(x, out, self._group_index(x.shape[0]))
 
         return hook

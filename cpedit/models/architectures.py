@@ -293,12 +293,12 @@ def _swiglu_layers(
     *,
     target: str,
     route: ExpertRoute | None = None,
-    rows: RowMask | None = None,
+    padding: RowMask | None = None,
 ) -> list[FFNLayer]:
     """``ffn``: a SwiGLU feed-forward's ``w2``; ``ffn-in``: its ``w1`` and ``w3`` (HiDream, Z-Image)."""
     names = ("w2",) if target == "ffn" else ("w1", "w3")
     return [
-        FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component, route=route, rows=rows)
+        FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component, route=route, padding=padding)
         for sub in names
     ]
 
@@ -353,7 +353,7 @@ def _denoiser_layers(
                 continue  # its mixture-of-experts block (visited first) lists it
             text = _is_text_stream(modules, name, module) or any(name.startswith(f"{b}.") for b in text_blocks)
             if ("text" if text else "image") in want:
-                layers += _swiglu_layers(module, prefix, component, target=target, rows=_row_mask(parent, text=text))
+                layers += _swiglu_layers(module, prefix, component, target=target, padding=_row_mask(parent, text=text))
         elif target in ("ffn", "ffn-in") and isinstance(module, FeedForward):
             text = _is_text_stream(modules, name, module)
             if ("text" if text else "image") not in want:
@@ -361,8 +361,8 @@ def _denoiser_layers(
             linears = _linears(module)
             if linears:
                 sub, linear = linears[-1] if target == "ffn" else linears[0]
-                rows = _row_mask(parent, text=True) if text else None
-                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component, rows=rows))
+                padding = _row_mask(parent, text=True) if text else None
+                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component, padding=padding))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
@@ -405,7 +405,7 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
         encoder = getattr(pipe, component, None)
         if not isinstance(encoder, nn.Module):
             continue
-        rows = _row_mask_of_encoder(encoder) if spec.text_padding == "longest" else None
+        padding = _row_mask_of_encoder(encoder) if spec.text_padding == "longest" else None
         for name, module in encoder.named_modules():
             if any(part in _VISION_TOWERS for part in name.split(".")):
                 continue
@@ -425,7 +425,7 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
                         module=module.down_proj,
                         component=component,
                         denoiser=False,
-                        rows=rows,
+                        padding=padding,
                     )
                 )
     return layers

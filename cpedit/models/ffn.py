@@ -76,7 +76,7 @@ class FFNLayer:
             without a batch dimension, and calibration attributes each of those rows to its
             batch item from the block's router (see :mod:`cpedit.models.moe`). None for
             every other layer.
-        rows: Where the layer's batch-padding mask comes from (see :class:`RowMask`); None
+        padding: Where the layer's batch-padding mask comes from (see :class:`RowMask`); None
             when every input row of a batched call is one a single-prompt call also has.
     """
 
@@ -86,7 +86,7 @@ class FFNLayer:
     columns: tuple[int, int] | None = None
     denoiser: bool = True
     route: ExpertRoute | None = None
-    rows: RowMask | None = None
+    padding: RowMask | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -101,7 +101,7 @@ def test_padding_rows_are_what_the_mask_leaves_out(tiny_model_path: Any, tmp_pat
     pipe = load_fresh(tiny_model_path("qwen-image"))
     recipe = recipe_of(tmp_path, "unmasked", stream="text", guidance_scale=1.0)
     layers = find_target_layers(pipe, spec_for_pipeline(pipe), target="ffn", stream="text")
-    assert all(layer.rows is not None for layer in layers)
+    assert all(layer.padding is not None for layer in layers)
     masked = calibrate(pipe, recipe, layers, batch_size=4)
     unmasked = calibrate(pipe, recipe, [type(layer)(layer.name, layer.module, layer.component) for layer in layers])
     name = layers[0].key
@@ -170,7 +170,7 @@ def test_layers_each_target_means(tiny_model_path: Any) -> None:
     ffn_in = [layer.name for layer in find_target_layers(z, spec, target="ffn-in", stream="text")]
     assert ffn_in == ["context_refiner.0.feed_forward.w1", "context_refiner.0.feed_forward.w3"]
     # Z-Image pads every prompt to a fixed length: its text-encoder padding is counted, as alone
-    assert all(layer.rows is None for layer in find_target_layers(z, spec, target="text-ffn"))
+    assert all(layer.padding is None for layer in find_target_layers(z, spec, target="text-ffn"))
 
 
 @pytest.mark.parametrize(("pipeline", "family"), [("QwenImagePipeline", "qwen-image"), ("ZImagePipeline", "z-image")])
