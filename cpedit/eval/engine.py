@@ -274,7 +274,7 @@ def render_batch(
     first = jobs[0]
     try:
         result = pipe(
-            [job.prompt for job in jobs],
+            prompt=[job.prompt for job in jobs],  # by name: FLUX.2's first parameter is a conditioning image
             num_inference_steps=first.steps,
             guidance_scale=first.guidance,
             height=first.height,

@@ -121,7 +121,7 @@ def generate(
         extra = step_callback(pipe, cancel, on_step=step_events(on_progress, event, steps=settings.steps))
         try:
             result = pipe(
-                prompt,
+                prompt=prompt,  # by name: FLUX.2's first parameter is a conditioning image
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance_scale,
                 height=settings.height,
