@@ -34,13 +34,8 @@ GUIDANCE = {"flux2": 4.0}  # distilled: an input of the transformer, one call pe
 
 
 def family_settings(name: str, architecture: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **settings(name, **extra),
-        "steps": STEPS,
-        "tau": TAU,
-        "size": SIZE,
-        "guidance_scale": GUIDANCE.get(architecture, 5.0),
-    }
+    own = {"steps": STEPS, "tau": TAU, "size": SIZE, "guidance_scale": GUIDANCE.get(architecture, 5.0)}
+    return {**settings(name), **own, **extra}
 
 
 def generate(folder: Path) -> Any:
@@ -184,3 +179,22 @@ def test_flux2_tokenizer_needing_torchvision_is_named(
     with pytest.raises(ModelLoadError, match=r"tokenizer component \(PixtralProcessor\) needs torchvision") as caught:
         cpedit.prune(folder, [write_recipe(tmp_path, **family_settings("pixtral", "flux2"))], out=tmp_path / "out")
     assert caught.value.reason == "missing_dependency" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("architecture", ["sd35", "chroma", "flux2"])
+def test_single_file_export_writes_sd35_and_refuses_the_others(
+    architecture: str, tiny_model_path: Any, tmp_path: Path
+) -> None:
+    from cpedit.errors import CpeditError
+    from cpedit.export import export_single_file
+
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path, **family_settings(f"export-{architecture}", architecture, steps=2, tau=1))
+    cpedit.prune(tiny_model_path(architecture), [recipe], out=out, compute=ComputeOptions(device="cpu"), batch_size=2)
+    if architecture == "sd35":  # SD3's layout, with MMDiT-X's attn2 and the qk-norm weights
+        export_single_file(out, tmp_path / "model.safetensors")
+        assert (tmp_path / "model.safetensors").stat().st_size > 0
+        return
+    with pytest.raises(CpeditError, match="has no single-file checkpoint layout") as caught:
+        export_single_file(out, tmp_path / "model.safetensors")
+    assert caught.value.reason == "unsupported" and not (tmp_path / "model.safetensors").exists()
