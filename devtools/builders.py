@@ -521,9 +521,6 @@ def build_random_sd_pipeline(
 # Every supported architecture, tiny
 # --------------------------------------------------------------------------- #
 ArchitectureName = Literal[
-    "sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "hidream", "qwen-image", "z-image"
-]
-ARCHITECTURES: tuple[str, ...] = (
     "sd1",
     "sd2",
     "sdxl",
@@ -534,7 +531,13 @@ ARCHITECTURES: tuple[str, ...] = (
     "hidream",
     "qwen-image",
     "z-image",
-)
+    "sd35",
+    "chroma",
+    "flux2",
+    "flux2-klein",
+]
+ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
+ARCHITECTURES += ("hidream", "qwen-image", "z-image", "sd35", "chroma", "flux2", "flux2-klein")
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -885,6 +888,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
         pipe = _build_qwen_image()
     elif architecture == "z-image":
         pipe = _build_z_image()
+    elif architecture in ("sd35", "chroma", "flux2", "flux2-klein"):
+        pipe = _build_2026_family(architecture)
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():
@@ -1014,6 +1019,247 @@ def _build_z_image() -> Any:
         text_encoder=encoder,
         tokenizer=tokenizer,
         scheduler=d.FlowMatchEulerDiscreteScheduler(),
+    )
+
+
+def _build_2026_family(architecture: str) -> Any:
+    """A tiny ``sd35`` (SD3.5 medium: MMDiT-X), ``chroma``, ``flux2`` (dev) or ``flux2-klein`` (base) pipeline."""
+    if architecture == "sd35":
+        return build_tiny_sd35_medium()
+    if architecture == "chroma":
+        return build_tiny_chroma()
+    if architecture == "flux2":
+        return build_tiny_flux2()
+    return build_tiny_flux2_klein()
+
+
+def build_tiny_sd35_medium() -> Any:
+    """SD3.5 medium in miniature: MMDiT-X (a second, image-only self-attention ``attn2`` in the
+    first block, ``dual_attention_layers``) with RMS qk-norm, two CLIPs and a T5."""
+    import diffusers as d
+    from transformers import CLIPTextModelWithProjection
+
+    t5_tokenizer = build_t5_tokenizer()
+    transformer = d.SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=64,
+        out_channels=4,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",
+    )
+    return d.StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_tiny_flow_vae(4),
+        text_encoder=CLIPTextModelWithProjection(_tiny_clip_config()),
+        tokenizer=_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config()),
+        tokenizer_2=_clip_tokenizer(),
+        text_encoder_3=_tiny_t5(t5_tokenizer, 64),
+        tokenizer_3=t5_tokenizer,
+    )
+
+
+def build_tiny_chroma() -> Any:
+    """Chroma in miniature: FLUX-like double and single blocks, a T5, real classifier-free guidance."""
+    import diffusers as d
+
+    t5_tokenizer = build_t5_tokenizer()
+    transformer = d.ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 4, 8),
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    )
+    scheduler = d.FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+    )
+    return d.ChromaPipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=_tiny_flow_vae(1),
+        text_encoder=_tiny_t5(t5_tokenizer, 32),
+        tokenizer=t5_tokenizer,
+    )
+
+
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set text = message['content'] | selectattr('type', 'equalto', 'text') "
+    "| map(attribute='text') | join('') %}{% endif %}"
+    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]"
+    "{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+"""Mistral's chat format (system prompt, ``[INST]`` turns; text parts of multimodal content)."""
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+"""Qwen3's chat format (ChatML, with the empty thinking block of ``enable_thinking=False``)."""
+
+
+def build_chat_tokenizer(*, chat_template: str, specials: tuple[str, ...]) -> Any:
+    """A byte-level tokenizer (one token per byte, no merges: it spells out any text) with a chat template.
+
+    Stands in for a decoder LLM's tokenizer offline: ``specials`` are whole tokens (the first
+    three are BOS, EOS and padding); saved and reloaded with ``from_pretrained`` as
+    ``PreTrainedTokenizerFast``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: i for i, char in enumerate(_bytes_to_unicode().values())}
+    model = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    model.decoder = decoders.ByteLevel()
+    bos, eos, pad = specials[:3]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        additional_special_tokens=list(specials[3:]),
+        chat_template=chat_template,
+        model_max_length=512,
+    )
+
+
+def _tiny_flux2_transformer(joint_attention_dim: int, *, guidance_embeds: bool) -> Any:
+    import diffusers as d
+
+    return d.Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=joint_attention_dim,
+        timestep_guidance_channels=32,
+        mlp_ratio=2.0,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=guidance_embeds,
+    )
+
+
+def _tiny_flux2_vae() -> Any:
+    from diffusers import AutoencoderKLFlux2
+
+    return AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def build_tiny_flux2() -> Any:
+    """FLUX.2 dev in miniature: guidance-distilled FLUX.2 DiT, a Mistral 3 text encoder (with its
+    Pixtral vision tower) read at layers 10, 20 and 30, and a plain byte-level tokenizer in
+    Mistral's chat format (the real component, a ``PixtralProcessor``, needs torchvision)."""
+    import diffusers as d
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    hidden = 16
+    config = Mistral3Config(
+        text_config={
+            "model_type": "mistral",
+            "vocab_size": 264,
+            "hidden_size": hidden,
+            "intermediate_size": 24,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 8,
+            "max_position_embeddings": 512,
+        },
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 16,
+            "intermediate_size": 24,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 8,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        spatial_merge_size=1,
+    )
+    tokenizer = build_chat_tokenizer(
+        chat_template=MISTRAL_CHAT_TEMPLATE,
+        specials=("<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"),
+    )
+    return d.Flux2Pipeline(
+        scheduler=_flux2_scheduler(),
+        vae=_tiny_flux2_vae(),
+        text_encoder=Mistral3ForConditionalGeneration(config),
+        tokenizer=tokenizer,
+        transformer=_tiny_flux2_transformer(3 * hidden, guidance_embeds=True),
+    )
+
+
+def _flux2_scheduler() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+    )
+
+
+def build_tiny_flux2_klein(*, distilled: bool = False) -> Any:
+    """FLUX.2 klein in miniature: the FLUX.2 DiT without guidance embedding, a Qwen3 text encoder
+    read at layers 9, 18 and 27, a byte-level tokenizer in Qwen's chat format. The base model
+    (``distilled=False``) runs classifier-free guidance with the unconditional half as a
+    separate transformer call; the step-distilled one none."""
+    import diffusers as d
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    hidden = 16
+    config = Qwen3Config(
+        vocab_size=264,
+        hidden_size=hidden,
+        intermediate_size=24,
+        num_hidden_layers=27,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    tokenizer = build_chat_tokenizer(
+        chat_template=QWEN_CHAT_TEMPLATE,
+        specials=("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>", "<think>", "</think>"),
+    )
+    return d.Flux2KleinPipeline(
+        scheduler=_flux2_scheduler(),
+        vae=_tiny_flux2_vae(),
+        text_encoder=Qwen3ForCausalLM(config),
+        tokenizer=tokenizer,
+        transformer=_tiny_flux2_transformer(3 * hidden, guidance_embeds=False),
+        is_distilled=distilled,
     )
 
 

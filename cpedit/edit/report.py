@@ -125,6 +125,7 @@ def build_report(
                 component=layer.component,
                 target=targets.get(layer.key, "ffn"),
                 columns=layer.columns,
+                rows=layer.rows,
             )
             for layer in all_layers
         ),

@@ -95,7 +95,8 @@ def layer_mask(
     """The skilled-weight mask of a hooked layer, shaped like its whole weight.
 
     For a layer with hooked ``columns`` (a FLUX single-stream ``proj_out``) only those
-    columns are scored; every other weight stays unmarked.
+    columns are scored; for a layer with prunable ``rows`` (a FLUX.2 single-stream
+    ``to_qkv_mlp_proj``) only those rows. Every other weight stays unmarked.
 
     Args:
         layer: The hooked layer.
@@ -105,9 +106,10 @@ def layer_mask(
             weight while a selection is applied.
     """
     weight = layer.module.weight if weight is None else weight
-    if layer.columns is None:
+    if layer.columns is None and layer.rows is None:
         return skilled_weights(weight, sums, settings)
-    start, stop = layer.columns
+    start, stop = layer.columns if layer.columns is not None else (0, weight.shape[1])
+    first, last = layer.rows if layer.rows is not None else (0, weight.shape[0])
     mask = torch.zeros(tuple(weight.shape), dtype=torch.bool, device=sums.device)
-    mask[:, start:stop] = skilled_weights(weight[:, start:stop], sums, settings)
+    mask[first:last, start:stop] = skilled_weights(weight[first:last, start:stop], sums, settings)
     return mask

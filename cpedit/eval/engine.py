@@ -275,7 +275,7 @@ def render_batch(
     first = jobs[0]
     try:
         result = pipe(
-            [job.prompt for job in jobs],
+            prompt=[job.prompt for job in jobs],  # by name: FLUX.2's first parameter is a conditioning image
             num_inference_steps=first.steps,
             **guidance_arguments(spec_for_pipeline(pipe), first.guidance, prompts=len(jobs)),
             height=first.height,

@@ -36,7 +36,7 @@ FFN input projection and the MLP columns of ``proj_out`` (its last ``mlp_hidden_
 input features) as the FFN output projection; statistics use only those columns,
 and only weights in those columns are ever pruned. These blocks carry the image
 stream (FLUX discards their text tokens at the end), so they belong to ``stream:
-image``.
+image``. Chroma's single-stream blocks are built the same way.
 
 HiDream-I1's feed-forwards are SwiGLU (``w2(silu(w1(x)) * w3(x))``), not diffusers
 ``FeedForward`` blocks. The image stream of every block (``ff_i``, dual- and
@@ -53,6 +53,14 @@ Qwen-Image's dual-stream blocks hold their text-stream ``FeedForward`` as ``txt_
 is ``w2`` and ``ffn-in`` both ``w1`` and ``w3`` (they read the same input); the caption
 refiner blocks (``spec.text_blocks``) are its text stream, the noise refiner and the main
 single-stream blocks its image stream.
+
+FLUX.2 goes further: its feed-forwards are SwiGLU ``linear_in`` (dim -> 2 h, gate and value
+halves) -> ``linear_out`` (h -> dim), and its single-stream blocks fuse attention and MLP in
+one input projection ``to_qkv_mlp_proj`` (dim -> 3 inner + 2 h: Q, K, V, then the MLP's gate
+and value) and one output projection ``to_out`` (inner + h -> dim). ``ffn`` hooks the MLP
+columns of ``to_out`` (its last h input features); ``ffn-in`` hooks ``to_qkv_mlp_proj``
+(its input is the block's normalised hidden state, shared by attention and MLP) and prunes
+only its MLP rows (the last 2 h output features), never a Q, K or V weight.
 """
 
 from __future__ import annotations
@@ -234,6 +242,37 @@ SPECS: tuple[ArchitectureSpec, ...] = (
     ),
 )
 
+SPECS += (
+    ArchitectureSpec(
+        name="chroma",
+        label="Chroma (FLUX-like double- and single-stream DiT, T5; unconditional half as a separate call)",
+        pipelines=("ChromaPipeline",),
+        denoiser="transformer",
+        guidance="cfg",
+        streams=("image", "text"),
+        text_encoders=("text_encoder",),
+    ),
+    ArchitectureSpec(
+        name="flux2",
+        label="FLUX.2 dev (guidance-distilled DiT with SwiGLU and fused single-stream blocks, Mistral)",
+        pipelines=("Flux2Pipeline",),
+        denoiser="transformer",
+        guidance="distilled",
+        streams=("image", "text"),
+        text_encoders=("text_encoder",),
+    ),
+    ArchitectureSpec(
+        name="flux2-klein",
+        label="FLUX.2 klein (FLUX.2 DiT, Qwen3; base: unconditional half as a separate call, distilled: none)",
+        pipelines=("Flux2KleinPipeline",),
+        denoiser="transformer",
+        guidance="cfg",
+        streams=("image", "text"),
+        text_encoders=("text_encoder",),
+    ),
+)
+"""Families added for the 2026 models (issue 25): FLUX-like blocks found by structure below."""
+
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
 
 
@@ -363,6 +402,14 @@ def _denoiser_layers(
                 sub, linear = linears[-1] if target == "ffn" else linears[0]
                 padding = _row_mask(parent, text=True) if text else None
                 layers.append(FFNLayer(name=prefix + sub, module=linear, component=component, padding=padding))
+        elif target in ("ffn", "ffn-in") and _is_swiglu_ffn(module):
+            if ("text" if _is_text_stream(modules, name, module) else "image") not in want:
+                continue
+            sub = "linear_out" if target == "ffn" else "linear_in"
+            layers.append(FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component))
+        elif target in ("ffn", "ffn-in") and _is_fused_parallel_attention(module):
+            if "image" in want:
+                layers.append(_fused_mlp_layer(module, prefix, component, target=target))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
@@ -384,6 +431,35 @@ def _denoiser_layers(
     return layers
 
 
+def _is_swiglu_ffn(module: nn.Module) -> bool:
+    """A FLUX.2 feed-forward: ``linear_in`` (dim -> 2 h, gate and value) -> SwiGLU -> ``linear_out`` (h -> dim)."""
+    first, last = getattr(module, "linear_in", None), getattr(module, "linear_out", None)
+    return isinstance(first, nn.Linear) and isinstance(last, nn.Linear) and first.out_features == 2 * last.in_features
+
+
+def _is_fused_parallel_attention(module: nn.Module) -> bool:
+    """A FLUX.2 single-stream attention: ``to_qkv_mlp_proj`` (dim -> 3 inner + m h), ``to_out`` (inner + h -> dim)."""
+    fused, out = getattr(module, "to_qkv_mlp_proj", None), getattr(module, "to_out", None)
+    hidden, factor = getattr(module, "mlp_hidden_dim", None), getattr(module, "mlp_mult_factor", None)
+    if not (isinstance(fused, nn.Linear) and isinstance(out, nn.Linear)):
+        return False
+    if not (isinstance(hidden, int) and isinstance(factor, int) and 0 < hidden < out.in_features):
+        return False
+    inner = out.in_features - hidden
+    return fused.out_features == 3 * inner + factor * hidden
+
+
+def _fused_mlp_layer(module: nn.Module, prefix: str, component: str, *, target: str) -> FFNLayer:
+    """The MLP part of a FLUX.2 fused projection: ``to_out``'s MLP columns, or ``to_qkv_mlp_proj``'s MLP rows."""
+    fused, out, hidden = module.to_qkv_mlp_proj, module.to_out, module.mlp_hidden_dim
+    assert isinstance(fused, nn.Linear) and isinstance(out, nn.Linear) and isinstance(hidden, int)  # checked above
+    if target == "ffn":
+        columns = (out.in_features - hidden, out.in_features)
+        return FFNLayer(name=prefix + "to_out", module=out, component=component, columns=columns)
+    rows = (3 * (out.in_features - hidden), fused.out_features)
+    return FFNLayer(name=prefix + "to_qkv_mlp_proj", module=fused, component=component, rows=rows)
+
+
 def _is_single_stream_block(module: nn.Module) -> bool:
     """A FLUX-style single-stream block: ``proj_mlp`` (dim -> h) beside attention, ``proj_out`` (dim + h -> dim)."""
     mlp, out = getattr(module, "proj_mlp", None), getattr(module, "proj_out", None)
@@ -394,11 +470,6 @@ def _is_single_stream_block(module: nn.Module) -> bool:
     )
 
 
-_VISION_TOWERS = ("visual", "vision_tower", "vision_model")
-"""Names of the vision towers of vision-language text encoders (Qwen2.5-VL: ``model.visual``): a
-text-to-image pipeline gives them no image, so ``text-ffn`` takes the language model's MLPs only."""
-
-
 def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
     layers: list[FFNLayer] = []
     for component in spec.text_encoders:
@@ -407,8 +478,8 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
             continue
         padding = _row_mask_of_encoder(encoder) if spec.text_padding == "longest" else None
         for name, module in encoder.named_modules():
-            if any(part in _VISION_TOWERS for part in name.split(".")):
-                continue
+            if _in_vision_tower(name):
+                continue  # a multimodal text encoder's image side never sees the prompt
             prefix = f"{name}." if name else ""
             fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
             wo = getattr(module, "wo", None)
@@ -437,6 +508,16 @@ def _row_mask_of_encoder(encoder: nn.Module) -> RowMask | None:
     if "attention_mask" not in parameters:
         return None
     return RowMask(module=encoder, keyword="attention_mask", position=parameters.index("attention_mask"))
+
+
+_VISION_PARTS = frozenset({"vision_tower", "vision_model", "visual", "multi_modal_projector"})
+"""Submodule names of a multimodal text encoder's image side (FLUX.2's Mistral 3 holds a Pixtral tower,
+Qwen2.5-VL ``model.visual``): a text-to-image pipeline gives them no image, so ``text-ffn`` takes the
+language model's MLPs only."""
+
+
+def _in_vision_tower(name: str) -> bool:
+    return not _VISION_PARTS.isdisjoint(name.split("."))
 
 
 def _is_gated_mlp(module: nn.Module) -> bool:

@@ -69,6 +69,9 @@ class FFNLayer:
         columns: ``(start, stop)``: only these input features are the neurons (their
             statistics are taken and only weights in these columns can be pruned), e.g.
             the MLP columns of a FLUX single-stream block's ``proj_out``; None = all.
+        rows: ``(start, stop)``: only weights in these output rows can be pruned (the
+            statistics still cover every input feature), e.g. the MLP rows of a FLUX.2
+            single-stream block's fused ``to_qkv_mlp_proj``; None = all.
         denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
             name, as in every cpedit output so far.
         route: For a routed expert of a mixture-of-experts feed-forward (HiDream), which
@@ -87,6 +90,7 @@ class FFNLayer:
     denoiser: bool = True
     route: ExpertRoute | None = None
     padding: RowMask | None = None
+    rows: tuple[int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -512,6 +512,11 @@ def load_pipeline(
                 "use a model saved with standard diffusers and transformers classes",
                 reason="custom_code",
             ) from None
+        missing = missing_backends(index)
+        if missing:
+            raise ModelLoadError(
+                f"cannot load {source.ref}: {missing}", path=str(source.path), reason="missing_dependency"
+            ) from None
         raise ModelLoadError(f"cannot load {source.ref} as a diffusers pipeline (safetensors only): {exc}") from None
     check_cancel(cancel, "while loading the model")
     if offload:
@@ -520,6 +525,30 @@ def load_pipeline(
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def missing_backends(index: Mapping[str, Any]) -> str | None:
+    """Which components of a model index transformers cannot build here for a missing package, in words.
+
+    transformers stands a placeholder (a class with ``_backends``) in for a class whose package
+    is not installed: FLUX.2's tokenizer, a ``PixtralProcessor``, needs torchvision. None when
+    every transformers component's class can be built.
+    """
+    if importlib.util.find_spec("transformers") is None:
+        return None
+    import transformers
+
+    found, packages = [], []
+    for component, entry in index.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers"):
+            continue
+        backends = getattr(getattr(transformers, str(entry[1]), None), "_backends", None)
+        if isinstance(backends, (list, tuple)) and backends:
+            found.append(f"its {component} component ({entry[1]}) needs {' and '.join(map(str, backends))}")
+            packages += [str(b) for b in backends if str(b) not in packages]
+    if not found:
+        return None
+    return f"{'; '.join(found)}, not installed here; install {' '.join(packages)} and retry"
 
 
 def open_pipeline(

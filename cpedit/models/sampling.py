@@ -124,7 +124,7 @@ def generate(
         guidance = guidance_arguments(spec_for_pipeline(pipe), settings.guidance_scale, prompts=1)
         try:
             result = pipe(
-                prompt,
+                prompt=prompt,  # by name: FLUX.2's first parameter is a conditioning image
                 num_inference_steps=settings.steps,
                 **guidance,
                 height=settings.height,

@@ -144,6 +144,8 @@ class LayerRecord:
     target: str = "ffn"
     columns: tuple[int, int] | None = None
     """The hooked input columns (FLUX single-stream ``proj_out``); None = all."""
+    rows: tuple[int, int] | None = None
+    """The prunable output rows (FLUX.2 single-stream ``to_qkv_mlp_proj``); None = all."""
 
     @property
     def weights(self) -> int:
@@ -276,6 +278,7 @@ class Report:
                     "component": layer.component,
                     "target": layer.target,
                     **({"columns": list(layer.columns)} if layer.columns is not None else {}),
+                    **({"rows": list(layer.rows)} if layer.rows is not None else {}),
                 }
                 for layer in self.layers
             ],
@@ -332,6 +335,7 @@ class Report:
             entry = read.mapping(layer, where)
             shape = read.pair(entry.get("shape"), f"{where}.shape")
             columns = read.pair(entry["columns"], f"{where}.columns") if entry.get("columns") is not None else None
+            rows = read.pair(entry["rows"], f"{where}.rows") if entry.get("rows") is not None else None
             layer_records.append(
                 LayerRecord(
                     name=read.value(entry, "name", str, where),
@@ -340,6 +344,7 @@ class Report:
                     component=read.value(entry, "component", str, where, default=component),
                     target=read.value(entry, "target", str, where, default="ffn"),
                     columns=columns,
+                    rows=rows,
                 )
             )
         denoiser_weights = read.value(totals, "denoiser_weights", int, "totals")

@@ -424,7 +424,7 @@ def build_model_card(
     add("")
     add(f'pipe = DiffusionPipeline.from_pretrained("{model}", use_safetensors=True)')
     add('# pipe = pipe.to("cuda")')
-    add(f"image = pipe({json.dumps(prompt)}).images[0]")
+    add(f"image = pipe(prompt={json.dumps(prompt)}).images[0]")
     add('image.save("sample.png")')
     add("```")
     add("")

@@ -288,28 +288,47 @@ def naive_skilled_masks(
     masks: dict[str, torch.Tensor] = {}
     for layer_name, linear in layers.items():
         weight_abs = linear.weight.detach().to(device="cpu", dtype=torch.float32).abs()
-        out_features, in_features = weight_abs.shape
-        k = math.floor(skill_ratio * in_features)
-        count = torch.zeros(out_features, in_features, dtype=torch.int64)
-
-        # 2. Per timestep t < tau: Wanda scores with target and base norms.
-        for t in range(tau):
-            norm_target = torch.sqrt(target_sums[t][layer_name])
-            norm_base = torch.sqrt(base_sums[t][layer_name])
-            score_target = weight_abs * norm_target[None, :]  # S_t[i, j] = |W[i, j]| * ||X_j||
-            score_base = weight_abs * norm_base[None, :]
-            marked = torch.zeros(out_features, in_features, dtype=torch.bool)
-            if k > 0:
-                # per output row i, the k columns with the largest S_t[i, :]
-                top_columns = torch.topk(score_target, k, dim=1).indices  # [out, k]
-                marked.scatter_(1, top_columns, True)
-            # keep only those where the target score beats the base score
-            marked = marked & (score_target > score_base)
-            count += marked.to(torch.int64)
-
-        # 3. Union over time: marked at more than select_ratio * tau timesteps.
-        masks[layer_name] = count > select_ratio * tau
+        masks[layer_name] = naive_layer_mask(
+            weight_abs,
+            [target_sums[t][layer_name] for t in range(tau)],
+            [base_sums[t][layer_name] for t in range(tau)],
+            skill_ratio=skill_ratio,
+            select_ratio=select_ratio,
+        )
     return masks
+
+
+def naive_layer_mask(
+    weight_abs: torch.Tensor,
+    target_sums: list[torch.Tensor],
+    base_sums: list[torch.Tensor],
+    *,
+    skill_ratio: float,
+    select_ratio: float,
+) -> torch.Tensor:
+    """The skilled weights of one layer from its per-timestep sums of squares (one entry per t < tau)."""
+    tau = len(target_sums)
+    out_features, in_features = weight_abs.shape
+    k = math.floor(skill_ratio * in_features)
+    count = torch.zeros(out_features, in_features, dtype=torch.int64)
+
+    # 2. Per timestep t < tau: Wanda scores with target and base norms.
+    for t in range(tau):
+        norm_target = torch.sqrt(target_sums[t])
+        norm_base = torch.sqrt(base_sums[t])
+        score_target = weight_abs * norm_target[None, :]  # S_t[i, j] = |W[i, j]| * ||X_j||
+        score_base = weight_abs * norm_base[None, :]
+        marked = torch.zeros(out_features, in_features, dtype=torch.bool)
+        if k > 0:
+            # per output row i, the k columns with the largest S_t[i, :]
+            top_columns = torch.topk(score_target, k, dim=1).indices  # [out, k]
+            marked.scatter_(1, top_columns, True)
+        # keep only those where the target score beats the base score
+        marked = marked & (score_target > score_base)
+        count += marked.to(torch.int64)
+
+    # 3. Union over time: marked at more than select_ratio * tau timesteps.
+    return count > select_ratio * tau
 
 
 def naive_prune(pipe, masks: dict[str, torch.Tensor]) -> None:
