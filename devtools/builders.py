@@ -75,6 +75,7 @@ __all__ = [
     "build_t5_tokenizer",
     "build_random_components",
     "build_random_pipeline",
+    "build_random_wan",
 ]
 
 SizeName = Literal["tiny", "small", "sd15"]
@@ -519,8 +520,18 @@ def build_random_sd_pipeline(
 # --------------------------------------------------------------------------- #
 # Every supported architecture, tiny
 # --------------------------------------------------------------------------- #
-ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
-ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
+ArchitectureName = Literal["sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "wan2.1", "wan2.2"]
+ARCHITECTURES: tuple[str, ...] = (
+    "sd1",
+    "sd2",
+    "sdxl",
+    "sd3",
+    "flux",
+    "pixart-alpha",
+    "pixart-sigma",
+    "wan2.1",
+    "wan2.2",
+)
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -642,6 +653,68 @@ def _tiny_flow_vae(latent_channels: int) -> Any:
     )
 
 
+def build_random_wan(*, two_stage: bool) -> Any:
+    """A tiny Wan text-to-video pipeline (sized like diffusers' Wan pipeline tests).
+
+    A UMT5 text encoder (gated-GELU FFN) with :func:`build_t5_tokenizer`'s tokenizer, a
+    ``WanTransformer3DModel`` (2 blocks, patch 1x2x2), an ``AutoencoderKLWan`` (8x spatial,
+    4x temporal) and flow-matching UniPC as Wan ships. ``two_stage`` builds Wan 2.2 A14B's
+    layout: a second, low-noise transformer ``transformer_2`` that takes over below
+    ``boundary_ratio`` (0.875) of the training timesteps.
+    """
+    import diffusers as d
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_t5_tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+    def transformer() -> Any:
+        return d.WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+
+    vae = d.AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    scheduler = d.UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+    )
+    return d.WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer(),
+        transformer_2=transformer() if two_stage else None,
+        boundary_ratio=0.875 if two_stage else None,
+    )
+
+
 def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int = 0) -> Any:
     """Build a tiny random-weight pipeline of ``architecture`` in memory (nothing is saved).
 
@@ -656,7 +729,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             time/text conditioning, Euler), ``sd3`` (MMDiT, two CLIP encoders and a T5, flow
             matching), ``flux`` (double and single stream blocks, guidance embedding, CLIP and T5,
             flow matching with dynamic shifting), ``pixart-alpha`` / ``pixart-sigma`` (DiT with
-            GELU feed-forwards, T5, DDIM / DPM-Solver).
+            GELU feed-forwards, T5, DDIM / DPM-Solver), ``wan2.1`` / ``wan2.2`` (Wan text-to-video,
+            UMT5; 2.2 with the second, low-noise transformer: :func:`build_random_wan`).
         seed: Seed of the random weights.
 
     Raises:
@@ -803,6 +877,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             transformer=transformer,
             scheduler=scheduler,
         )
+    elif architecture in ("wan2.1", "wan2.2"):
+        pipe = build_random_wan(two_stage=architecture == "wan2.2")
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():

@@ -57,6 +57,7 @@ __all__ = [
     "STREAMS",
     "TARGETS",
     "default_layers",
+    "denoiser_components",
     "find_target_layers",
     "spec_for_class",
     "spec_for_pipeline",
@@ -81,6 +82,15 @@ class ArchitectureSpec:
         call_kwargs: Extra arguments calibration passes to the pipeline's ``__call__``.
         refused_targets: Hook targets that do not apply to the family, each with the reason
             (a recipe asking for one is refused with it before anything loads or runs).
+        extra_denoisers: Further denoiser components that take over some of the steps (Wan 2.2
+            A14B's low-noise ``transformer_2``). Denoiser targets hook each one present in the
+            pipeline, with statistics of the steps it runs; their layers' keys are
+            ``component/name`` (the first denoiser's stay plain names).
+        default_size: ``(height, width)`` calibration runs at when the recipe gives none (None: the
+            pipeline's native size), for families whose native size is a long video.
+        sample_frames: Frames of a clip ``cpedit sample`` and the preview render (video families
+            only; None for image families). Calibration's clip length is ``call_kwargs``'
+            ``num_frames``.
     """
 
     name: str
@@ -92,6 +102,14 @@ class ArchitectureSpec:
     text_encoders: tuple[str, ...]
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     refused_targets: Mapping[str, str] = field(default_factory=dict)
+    extra_denoisers: tuple[str, ...] = ()
+    default_size: tuple[int, int] | None = None
+    sample_frames: int | None = None
+
+    @property
+    def denoisers(self) -> tuple[str, ...]:
+        """Every denoiser component, the main one first."""
+        return (self.denoiser, *self.extra_denoisers)
 
 
 SPECS: tuple[ArchitectureSpec, ...] = (
@@ -145,6 +163,21 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         # encoded exactly as the recipe writes them, whatever is installed.
         call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
+    ArchitectureSpec(
+        name="wan",
+        label="Wan 2.1 / 2.2 text-to-video (DiT with 3-D patches, UMT5; 2.2 A14B: high- and low-noise transformers)",
+        pipelines=("WanPipeline",),
+        denoiser="transformer",
+        guidance="cfg",  # the unconditional half is a second denoiser call of the same step
+        streams=("image",),
+        text_encoders=("text_encoder",),
+        # A short clip: 9 frames are 3 latent frames (Wan's VAE compresses time 4x after the
+        # first frame), at half of Wan's 480x832 (the pipeline's own default is 81 frames).
+        call_kwargs={"num_frames": 9},
+        extra_denoisers=("transformer_2",),
+        default_size=(240, 416),
+        sample_frames=17,
+    ),
 )
 
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
@@ -170,6 +203,17 @@ def default_layers(pipeline_class: str, denoiser: nn.Module) -> list[FFNLayer]:
     return find_target_layers(None, spec, denoiser=denoiser)
 
 
+def denoiser_components(pipe: Any) -> dict[str, nn.Module]:
+    """Every denoiser component ``pipe`` holds, by name, the main one first (Wan 2.2: also ``transformer_2``)."""
+    spec = spec_for_pipeline(pipe)
+    main = get_denoiser(pipe)
+    names = spec.denoisers if spec is not None else ()
+    found = {name: getattr(pipe, name) for name in names if isinstance(getattr(pipe, name, None), nn.Module)}
+    if main not in found.values():
+        found = {name: main for name in ("unet", "transformer") if getattr(pipe, name, None) is main} | found
+    return found
+
+
 def spec_for_pipeline(pipe: Any) -> ArchitectureSpec | None:
     """The spec of a pipeline object (its class or a base class), or None."""
     for cls in type(pipe).__mro__:
@@ -189,7 +233,10 @@ def _is_text_stream(modules: dict[str, nn.Module], name: str, module: nn.Module)
     return parent is not None and getattr(parent, "ff_context", None) is module
 
 
-def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream: str) -> list[FFNLayer]:
+def _denoiser_layers(
+    denoiser: nn.Module, component: str, *, target: str, stream: str, main: bool = True
+) -> list[FFNLayer]:
+    """The target's layers in one denoiser component (``main``: the spec's first, keyed by plain names)."""
     from diffusers.models.attention import FeedForward
 
     want = {"image", "text"} if stream == "both" else {stream}
@@ -203,16 +250,18 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
             linears = _linears(module)
             if linears:
                 sub, linear = linears[-1] if target == "ffn" else linears[0]
-                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component))
+                layers.append(FFNLayer(name=prefix + sub, module=linear, component=component, denoiser=main))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
             mlp, out = module.proj_mlp, module.proj_out
             if target == "ffn":
                 columns = (out.in_features - mlp.out_features, out.in_features)
-                layers.append(FFNLayer(name=prefix + "proj_out", module=out, component=component, columns=columns))
+                layers.append(
+                    FFNLayer(name=prefix + "proj_out", module=out, component=component, columns=columns, denoiser=main)
+                )
             else:
-                layers.append(FFNLayer(name=prefix + "proj_mlp", module=mlp, component=component))
+                layers.append(FFNLayer(name=prefix + "proj_mlp", module=mlp, component=component, denoiser=main))
         elif target in ("attn-key", "attn-value") and isinstance(getattr(module, "to_k", None), nn.Linear):
             if getattr(module, "is_cross_attention", False):
                 attr = "to_k" if target == "attn-key" else "to_v"
@@ -220,7 +269,9 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
                 attr = "add_k_proj" if target == "attn-key" else "add_v_proj"
             else:
                 continue  # self-attention over image tokens only
-            layers.append(FFNLayer(name=prefix + attr, module=getattr(module, attr), component=component))
+            layers.append(
+                FFNLayer(name=prefix + attr, module=getattr(module, attr), component=component, denoiser=main)
+            )
     return layers
 
 
@@ -278,7 +329,8 @@ def find_target_layers(
         target: One of :data:`TARGETS`.
         stream: ``image``, ``text`` or ``both``; selects FFNs of MMDiT/FLUX blocks
             (``ffn`` and ``ffn-in`` only).
-        denoiser: The denoiser (default: ``pipe``'s).
+        denoiser: The denoiser to search (default: every denoiser component of ``pipe``,
+            :attr:`ArchitectureSpec.denoisers`).
 
     Raises:
         CpeditError: Unknown target or stream, or a text stream asked of a one-stream model.
@@ -293,11 +345,16 @@ def find_target_layers(
         raise UnsupportedModelError(f"prune.target = {target} does not apply to {spec.label}: {reason}")
     if target == "text-ffn":
         return _text_encoder_layers(pipe, spec)
-    if denoiser is None:
-        denoiser = get_denoiser(pipe)
     if stream != "image" and "text" not in spec.streams and target in ("ffn", "ffn-in"):
         raise CpeditError(
             f"prune.stream = {stream} but {spec.label} has no text-stream feed-forwards; "
             "prune.stream applies to SD3 and FLUX (use image, the default)"
         )
-    return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream)
+    if denoiser is not None:
+        return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream)
+    layers = _denoiser_layers(get_denoiser(pipe), spec.denoiser, target=target, stream=stream)
+    for component in spec.extra_denoisers:  # each one the pipeline has (Wan 2.1 has no transformer_2)
+        extra = getattr(pipe, component, None)
+        if isinstance(extra, nn.Module):
+            layers += _denoiser_layers(extra, component, target=target, stream=stream, main=False)
+    return layers

@@ -33,8 +33,9 @@ class FFNLayer:
         columns: ``(start, stop)``: only these input features are the neurons (their
             statistics are taken and only weights in these columns can be pruned), e.g.
             the MLP columns of a FLUX single-stream block's ``proj_out``; None = all.
-        denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
-            name, as in every cpedit output so far.
+        denoiser: Whether ``component`` is the (main) denoiser; then :attr:`key` is the plain
+            name, as in every cpedit output so far. False for text encoders and for a
+            family's further denoisers (Wan 2.2's ``transformer_2``), keyed ``component/name``.
     """
 
     name: str
