@@ -109,19 +109,11 @@ def generate(
     Raises:
         Cancelled: ``cancel`` was set.
     """
-    from cpedit.models.architectures import spec_for_pipeline
-
     check_sample_settings(settings, pipe)
     warn_truncated(pipe, prompts)
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
-    spec = spec_for_pipeline(pipe)
-    frames = spec.sample_frames if spec is not None else None
-    size = {"height": settings.height, "width": settings.width}
-    video: dict[str, Any] = {}
-    if frames is not None:  # a video call: no size means the pipeline's own default (it takes no None)
-        size = {key: value for key, value in size.items() if value is not None}
-        video = {"num_frames": frames, "output_type": "pil"}
+    size, video = call_size(pipe, height=settings.height, width=settings.width)
     for index, prompt in enumerate(prompts):
         check_cancel(cancel, "while rendering")
         event = ProgressEvent(
@@ -167,6 +159,22 @@ def generate(
         ),
     )
     return images
+
+
+def call_size(pipe: Any, *, height: int | None, width: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The size arguments of a rendering call of ``pipe``, and the clip arguments of a video pipeline.
+
+    A video family (Wan) renders :attr:`~cpedit.models.architectures.ArchitectureSpec.sample_frames`
+    frames as PIL images; its pipeline takes no None size, so an unset size is left to its default.
+    Image pipelines get both sizes as given (None: their native size) and no clip arguments.
+    """
+    from cpedit.models.architectures import spec_for_pipeline
+
+    spec = spec_for_pipeline(pipe)
+    size = {"height": height, "width": width}
+    if spec is None or spec.sample_frames is None:
+        return size, {}
+    return {k: v for k, v in size.items() if v is not None}, {"num_frames": spec.sample_frames, "output_type": "pil"}
 
 
 def _out_of_memory(settings: SampleSettings, exc: BaseException) -> CpeditError:

@@ -74,3 +74,36 @@ def test_grid_of_clips_carries_the_animated_grid() -> None:
     assert animated[2].getpixel((MIN_CELL // 2, 40)) == (80, 0, 0)  # frame 2 of the first clip
     still = image_grid([[Image.new("RGB", (8, 8))]], column_labels=["a"], row_labels=["p"])
     assert clip_frames(still) == []
+
+
+def test_image_benchmark_on_video_judges_each_clips_middle_frame(
+    tiny_model_path: Any, tiny_clip: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from cpedit.eval.classify import ClassifyOptions
+    from cpedit.eval.driver import evaluate
+    from cpedit.eval.options import ImageOptions
+
+    recipe = write_recipe(tmp_path, name="wan-van-gogh", concept="Van Gogh", subjects=("cat", "dog"), steps=2, tau=1,
+                          size=SIZE)  # fmt: skip
+    out = tmp_path / "out"
+    cpedit.prune(tiny_model_path("wan2.1"), [recipe], out=out, compute=ComputeOptions(device="cpu"), batch_size=4)
+    result = evaluate(
+        "classify", out, ClassifyOptions(limit=1, classifier_model=str(tiny_clip)),
+        images=ImageOptions(steps=2, height=SIZE, width=SIZE, batch_size=5), compute=ComputeOptions(device="cpu"),
+    )  # fmt: skip
+    images = result.images
+    assert images is not None and len(images.edited) == 5  # one image per prompt: intervals stay over prompts
+    assert result.protocol["images"] == 5
+    pipe = DiffusionPipeline.from_pretrained(str(out), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    entry = images.edited[0]
+    clip = pipe(entry.prompt, num_inference_steps=2, height=SIZE, width=SIZE, num_frames=FRAMES, guidance_scale=7.5,
+                generator=torch.Generator().manual_seed(entry.seed), output_type="np").frames[0]  # fmt: skip
+    with Image.open(entry.path(images.folder)) as saved:
+        judged = np.asarray(saved.convert("RGB")).astype(int)
+    expected = (clip[FRAMES // 2] * 255).round().astype(int)
+    assert judged.shape == (SIZE, SIZE, 3) and np.abs(judged - expected).max() <= 1  # the middle frame
