@@ -166,6 +166,12 @@ def test_wan_prune_changes_only_target_weights_and_generates(
         generator=torch.manual_seed(0),
     ).frames
     assert frames.shape == (1, 5, SIZE, SIZE, 3) and bool(torch.isfinite(torch.from_numpy(frames)).all())
+    # Wan has no single-file checkpoint layout: export says so, and writes nothing.
+    from cpedit.export.single_file import export_single_file
+
+    with pytest.raises(CpeditError, match="WanPipeline has no single-file checkpoint layout") as refused:
+        export_single_file(out, tmp_path / "wan.safetensors")
+    assert refused.value.reason == "unsupported" and not (tmp_path / "wan.safetensors").exists()
 
 
 def test_wan_targets_and_refusals(tiny_model_path: Any, tmp_path: Path) -> None:
