@@ -614,12 +614,13 @@ def _tiny_clip_config(**overrides: Any) -> Any:
     return CLIPTextConfig(**config)
 
 
-def _tiny_t5(tokenizer: Any, d_model: int) -> Any:
-    """A T5 v1.1-style encoder (gated-gelu FFN) as small as diffusers' tiny-random-t5."""
-    from transformers import T5Config, T5EncoderModel
+def _tiny_t5(tokenizer: Any, d_model: int, *, umt5: bool = False) -> Any:
+    """A T5 v1.1-style encoder (gated-gelu FFN) as small as diffusers' tiny-random-t5 (``umt5``: Wan's UMT5)."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    return T5EncoderModel(
-        T5Config(
+    model, config = (UMT5EncoderModel, UMT5Config) if umt5 else (T5EncoderModel, T5Config)
+    return model(
+        config(
             vocab_size=len(tokenizer),
             d_model=d_model,
             d_kv=8,
@@ -663,24 +664,9 @@ def build_random_wan(*, two_stage: bool) -> Any:
     ``boundary_ratio`` (0.875) of the training timesteps.
     """
     import diffusers as d
-    from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = build_t5_tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    text_encoder = _tiny_t5(tokenizer, 32, umt5=True)
 
     def transformer() -> Any:
         return d.WanTransformer3DModel(
