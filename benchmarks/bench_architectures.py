@@ -1,7 +1,8 @@
 """Calibration overhead per architecture, against the bare denoiser calls it needs.
 
 For each tiny random-weight pipeline of :func:`devtools.builders.build_random_components`
-(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma, HiDream-I1) and one recipe (default:
+(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma, and the 2026 families of
+:data:`devtools.builders.ARCHITECTURES`; Wan 2.1/2.2 as a 9-frame clip) and one recipe (default:
 the shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
 architecture runs the same image size; HiDream always runs its native area, 128x128 px for
 the tiny model, recorded as ``image_size``), in one process:
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cpedit.edit.calibration import calibrate  # noqa: E402
-from cpedit.models.architectures import find_target_layers  # noqa: E402
+from cpedit.models.architectures import denoiser_components, find_target_layers  # noqa: E402
 from cpedit.models.ffn import get_denoiser  # noqa: E402
 from cpedit.models.support import require_support  # noqa: E402
 from cpedit.recipes.sources import resolve_recipe  # noqa: E402
@@ -72,9 +73,12 @@ def fastest_interleaved(repeats: int, **runs: Any) -> dict[str, dict[str, float]
     return {name: {kind: min(values) for kind, values in kinds.items()} for name, kinds in samples.items()}
 
 
-def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[tuple, dict]]:
-    """The (args, kwargs) of every denoiser call of one calibration, cloned."""
-    calls: list[tuple[tuple, dict]] = []
+def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[torch.nn.Module, tuple, dict]]:
+    """The denoiser and (args, kwargs) of every denoiser call of one calibration, cloned.
+
+    Every denoiser component counts (Wan 2.2's ``transformer_2`` for the steps it runs).
+    """
+    calls: list[tuple[torch.nn.Module, tuple, dict]] = []
 
     def clone(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
@@ -86,13 +90,16 @@ def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[tuple, dict]]:
         return value
 
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        calls.append((clone(args), clone(kwargs)))
+        calls.append((module, clone(args), clone(kwargs)))
 
-    handle = get_denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [
+        module.register_forward_pre_hook(hook, with_kwargs=True) for module in denoiser_components(pipe).values()
+    ]
     try:
         calibrate(pipe, recipe, [], batch_size=2 * len(recipe.targets))
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return calls
 
 
@@ -112,8 +119,8 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
 
     def floor() -> None:
         with torch.no_grad():
-            for args, kwargs in recorded:
-                denoiser(*args, **kwargs)
+            for module, args, kwargs in recorded:
+                module(*args, **kwargs)
 
     everything = 2 * len(recipe.targets)  # all prompts in one batch, whatever the memory estimate says
     stats = calibrate(pipe, recipe, layers, batch_size=everything)
@@ -130,7 +137,7 @@ def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
         "denoiser_parameters": sum(p.numel() for p in denoiser.parameters()),
         "ffn_layers": len(layers),
         "denoiser_calls": len(recorded),
-        "denoiser_batch": batch_of(*recorded[0]),
+        "denoiser_batch": batch_of(*recorded[0][1:]),
         "accumulator_bytes": stats.accumulator_bytes,
         "image_size": stats.image_size,
         "calibrate_s": calibrate_s,

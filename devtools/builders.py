@@ -76,6 +76,7 @@ __all__ = [
     "build_qwen2_tokenizer",
     "build_random_components",
     "build_random_pipeline",
+    "build_random_wan",
 ]
 
 SizeName = Literal["tiny", "small", "sd15"]
@@ -535,9 +536,11 @@ ArchitectureName = Literal[
     "chroma",
     "flux2",
     "flux2-klein",
+    "wan2.1",
+    "wan2.2",
 ]
 ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
-ARCHITECTURES += ("hidream", "qwen-image", "z-image", "sd35", "chroma", "flux2", "flux2-klein")
+ARCHITECTURES += ("hidream", "qwen-image", "z-image", "sd35", "chroma", "flux2", "flux2-klein", "wan2.1", "wan2.2")
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -620,12 +623,13 @@ def _tiny_clip_config(**overrides: Any) -> Any:
     return CLIPTextConfig(**config)
 
 
-def _tiny_t5(tokenizer: Any, d_model: int) -> Any:
-    """A T5 v1.1-style encoder (gated-gelu FFN) as small as diffusers' tiny-random-t5."""
-    from transformers import T5Config, T5EncoderModel
+def _tiny_t5(tokenizer: Any, d_model: int, *, umt5: bool = False) -> Any:
+    """A T5 v1.1-style encoder (gated-gelu FFN) as small as diffusers' tiny-random-t5 (``umt5``: Wan's UMT5)."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    return T5EncoderModel(
-        T5Config(
+    model, config = (UMT5EncoderModel, UMT5Config) if umt5 else (T5EncoderModel, T5Config)
+    return model(
+        config(
             vocab_size=len(tokenizer),
             d_model=d_model,
             d_kv=8,
@@ -718,6 +722,53 @@ def _tiny_hidream() -> Any:
     )
 
 
+def build_random_wan(*, two_stage: bool) -> Any:
+    """A tiny Wan text-to-video pipeline (sized like diffusers' Wan pipeline tests).
+
+    A UMT5 text encoder (gated-GELU FFN) with :func:`build_t5_tokenizer`'s tokenizer, a
+    ``WanTransformer3DModel`` (2 blocks, patch 1x2x2), an ``AutoencoderKLWan`` (8x spatial,
+    4x temporal) and flow-matching UniPC as Wan ships. ``two_stage`` builds Wan 2.2 A14B's
+    layout: a second, low-noise transformer ``transformer_2`` that takes over below
+    ``boundary_ratio`` (0.875) of the training timesteps.
+    """
+    import diffusers as d
+
+    tokenizer = build_t5_tokenizer()
+    text_encoder = _tiny_t5(tokenizer, 32, umt5=True)
+
+    def transformer() -> Any:
+        return d.WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+
+    vae = d.AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    scheduler = d.UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+    )
+    return d.WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer(),
+        transformer_2=transformer() if two_stage else None,
+        boundary_ratio=0.875 if two_stage else None,
+    )
+
+
 def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int = 0) -> Any:
     """Build a tiny random-weight pipeline of ``architecture`` in memory (nothing is saved).
 
@@ -735,7 +786,10 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             GELU feed-forwards, T5, DDIM / DPM-Solver), ``hidream`` (HiDream-I1: mixture-of-experts
             feed-forwards in dual- and single-stream blocks, two CLIP, T5 and Llama text encoders,
             flow matching; see :func:`_tiny_hidream`), ``qwen-image`` (image and text MLP per block,
-            Qwen2.5-VL text encoder), ``z-image`` (single-stream DiT, Qwen3 text encoder).
+            Qwen2.5-VL text encoder), ``z-image`` (single-stream DiT, Qwen3 text encoder), ``sd35``,
+            ``chroma``, ``flux2``, ``flux2-klein`` (see :func:`_build_2026_family`), ``wan2.1`` /
+            ``wan2.2`` (Wan text-to-video, UMT5; 2.2 with the second, low-noise transformer:
+            :func:`build_random_wan`).
         seed: Seed of the random weights.
 
     Raises:
@@ -890,6 +944,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
         pipe = _build_z_image()
     elif architecture in ("sd35", "chroma", "flux2", "flux2-klein"):
         pipe = _build_2026_family(architecture)
+    elif architecture in ("wan2.1", "wan2.2"):
+        pipe = build_random_wan(two_stage=architecture == "wan2.2")
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():

@@ -15,7 +15,14 @@ from cpedit.cli.render import ProgressView
 from cpedit.durable import write_each
 from cpedit.errors import CpeditError
 from cpedit.models.compute import ComputeOptions
-from cpedit.models.sampling import SampleSettings, render_samples, save_png
+from cpedit.models.sampling import (
+    SampleSettings,
+    animation_path,
+    clip_frames,
+    render_samples,
+    save_animation,
+    save_png,
+)
 from cpedit.output.preview import compare_samples
 from cpedit.output.preview import save_preview as save_preview_file
 
@@ -30,7 +37,13 @@ from cpedit.output.preview import save_preview as save_preview_file
     metavar="TEXT",
     help="A prompt (repeat for several). Default with --compare: the recipes' preview prompts.",
 )
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Where to write the image grid (PNG).")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Where to write the image grid (PNG). For a video model (Wan) each cell is the clip's frames side by "
+    "side, and the animated grid is written beside it as a GIF (FILE.gif).",
+)
 @click.option(
     "--compare", is_flag=True, help="MODEL_OR_DIR is a cpedit output: render its base model and it side by side."
 )
@@ -110,5 +123,8 @@ def sample_command(
     if out is not None:
         target = out
         writes.append(lambda: save_png(grid, target, what="the image grid", argument="out"))
+        if clip_frames(grid):  # a video model: the PNG holds frame strips; the animation goes beside it
+            writes.append(lambda: save_animation(grid, animation_path(target), argument="out"))
     for written in write_each(writes):
-        stdout_console().print(f"Wrote [bold]{escape(str(written))}[/] ({grid.width}x{grid.height})")
+        size = f"{len(clip_frames(grid))} frames" if written.suffix == ".gif" else f"{grid.width}x{grid.height}"
+        stdout_console().print(f"Wrote [bold]{escape(str(written))}[/] ({size})")

@@ -69,6 +69,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,7 +78,7 @@ import torch
 
 from cpedit import distributed
 from cpedit.edit import kernels
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, CpeditWarning
 from cpedit.models import moe
 from cpedit.models.ffn import ExpertRoute, FFNLayer, RowMask, execution_device, get_denoiser
 from cpedit.models.support import require_text_to_image_call
@@ -114,6 +115,9 @@ class ConceptStats:
         image_size: ``(height, width)`` in pixels the pipeline generated at: the recipe's size
             (or the native one), except where the family always runs its native area (HiDream);
             None for ``text-ffn``.
+        idle_denoisers: Hooked denoiser components that ran none of the first tau steps (Wan 2.2's
+            low-noise ``transformer_2`` when tau ends before the switch): their layers' statistics
+            are zero, so nothing of them is pruned.
     """
 
     recipe: Recipe
@@ -125,6 +129,7 @@ class ConceptStats:
     accumulator_bytes: int = 0
     timesteps: int = 0
     image_size: tuple[int, int] | None = None
+    idle_denoisers: tuple[str, ...] = ()
 
 
 class _Removable(Protocol):
@@ -200,18 +205,30 @@ def is_text_target(recipe: Recipe) -> bool:
 
 
 def native_size(pipe: Any) -> tuple[int, int]:
-    """The pipeline's default ``(height, width)`` in pixels, as its ``__call__`` computes it."""
+    """The ``(height, width)`` in pixels calibration runs at when the recipe gives none.
+
+    The pipeline's default, as its ``__call__`` computes it; for a video family, the short
+    clip's size of its spec (:attr:`~cpedit.models.architectures.ArchitectureSpec.default_size`).
+    """
     from cpedit.models.architectures import spec_for_pipeline
 
-    sample_size = getattr(pipe, "default_sample_size", None)
     spec = spec_for_pipeline(pipe)
+    if spec is not None and spec.default_size is not None:
+        return spec.default_size
+    sample_size = getattr(pipe, "default_sample_size", None)
     if not sample_size and spec is not None and spec.native_pixels is not None:
         return spec.native_pixels, spec.native_pixels  # a constant of the pipeline's __call__ (Z-Image)
     if not sample_size:
         config: Any = get_denoiser(pipe).config  # diffusers' FrozenDict, read by attribute
         sample_size = config.sample_size
     h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
-    return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
+    return h * _spatial_scale(pipe), w * _spatial_scale(pipe)
+
+
+def _spatial_scale(pipe: Any) -> int:
+    """Pixels per latent pixel along each side (``vae_scale_factor``; Wan: ``vae_scale_factor_spatial``)."""
+    scale: Any = getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8)
+    return int(scale)
 
 
 def run_size(pipe: Any, height: int, width: int) -> tuple[int, int]:
@@ -265,16 +282,21 @@ def _seeded(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
 
 
-def auto_batch_size(pipe: Any, *, prompts: int, height: int, width: int, device: torch.device, guidance: bool) -> int:
+def auto_batch_size(
+    pipe: Any, *, prompts: int, height: int, width: int, device: torch.device, guidance: bool, frames: int = 1
+) -> int:
     """A batch size that should fit in memory: all prompts when they fit.
 
-    The estimate is deliberately conservative (about 100 bytes per latent pixel and base
-    channel per denoiser batch item, half of the free memory); on CUDA an
+    The estimate is deliberately conservative (about 100 bytes per latent pixel, of every
+    latent frame of a video clip of ``frames``, and base channel per denoiser batch item,
+    half of the free memory); on CUDA an
     out-of-memory error still halves the batch and retries.
     """
     denoiser = get_denoiser(pipe)
     channels = (getattr(denoiser.config, "block_out_channels", None) or [320])[0]
-    latent_pixels = (height // pipe.vae_scale_factor) * (width // pipe.vae_scale_factor)
+    scale = _spatial_scale(pipe)
+    latent_frames = (frames - 1) // int(getattr(pipe, "vae_scale_factor_temporal", 1) or 1) + 1
+    latent_pixels = (height // scale) * (width // scale) * latent_frames
     per_prompt = 100 * latent_pixels * channels * denoiser.dtype.itemsize * (2 if guidance else 1)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -325,14 +347,13 @@ def calibrate(
         CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
         Cancelled: ``cancel`` was set.
     """
-    from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
+    from cpedit.models.architectures import denoiser_components, guidance_arguments, spec_for_pipeline
 
     started = time.perf_counter()
     settings = recipe.sampling
     text = is_text_target(recipe)
     tau = 1 if text else (timesteps or recipe.prune.timesteps)
     check_calibration_fits(pipe, recipe)
-    denoiser = get_denoiser(pipe)
     device = execution_device(pipe)
     spec = spec_for_pipeline(pipe)
     call_kwargs = dict(spec.call_kwargs) if spec is not None else {}
@@ -349,7 +370,13 @@ def calibrate(
     guidance = guidance_scale > 1.0 and (spec is None or spec.guidance == "cfg")
     automatic = batch_size is None
     size = batch_size or auto_batch_size(
-        pipe, prompts=len(prompts), height=image_size[0], width=image_size[1], device=device, guidance=guidance
+        pipe,
+        prompts=len(prompts),
+        height=image_size[0],
+        width=image_size[1],
+        device=device,
+        guidance=guidance,
+        frames=int(call_kwargs.get("num_frames", 1)),
     )
     check_batch_size(size)
     size = max(1, size - size % 2)
@@ -374,14 +401,18 @@ def calibrate(
     handles += [
         rows.module.register_forward_pre_hook(state.mask_hook(rows), with_kwargs=True) for rows in sources.values()
     ]
-    if text:
-        handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
-    else:
-        handles.append(denoiser.register_forward_hook(state.denoiser_hook))
+    denoisers = denoiser_components(pipe)  # Wan 2.2: also the low-noise transformer_2, for the steps it runs
+    for component, module in denoisers.items():
+        if text:
+            handles.append(module.register_forward_pre_hook(state.stop_before_denoiser))
+        else:
+            handles.append(module.register_forward_hook(state.denoiser_hook(component)))
+    if not text:
         handles.append(_count_steps(pipe.scheduler, state.end_step))
     # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
     # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
     position, batch_number, calls, done, wasted, ran = 0, 0, 0, 0, 0, 0
+    ran_components: set[str] = set()
     calls_per_batch = 0 if text else tau  # denoiser calls of one batch: tau, or 2 tau with separate halves
     try:
         while position < len(prompts):
@@ -432,6 +463,7 @@ def calibrate(
             else:
                 parts[batch_number] = {name: sums.cpu() for name, sums in state.sums.items()}
             calls += 0 if text else state.calls
+            ran_components.update(state.calls_by_component)
             calls_per_batch = 0 if text else state.calls
             done += tau
             position += len(batch)
@@ -449,6 +481,17 @@ def calibrate(
         calls = distributed.largest(calls_per_batch) * batch_number  # every batch makes as many calls
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    hooked = {layer.component for layer in layers}
+    idle = () if text else tuple(name for name in denoisers if name in hooked and name not in ran_components)
+    if idle and launch is None:
+        warnings.warn(
+            CpeditWarning(
+                f"{recipe.name}: {', '.join(idle)} ran no step within the first tau = {tau} steps (the other "
+                "denoiser runs them), so its layers have no statistics and are left unpruned; raise "
+                "prune.timesteps past the switch to edit it too"
+            ),
+            stacklevel=2,
+        )
     return ConceptStats(
         recipe=recipe,
         sums=totals,
@@ -459,6 +502,7 @@ def calibrate(
         accumulator_bytes=accumulator_bytes,
         timesteps=tau,
         image_size=None if text else image_size,
+        idle_denoisers=idle,
     )
 
 
@@ -507,6 +551,7 @@ class _CallState:
         self.tau = tau
         self.accumulator_bytes = accumulator_bytes
         self.calls = 0  # denoiser calls of this batch
+        self.calls_by_component: dict[str, int] = {}  # the same, per denoiser component
         self.steps = 0  # scheduler steps of this batch done: the timestep index of the calls in progress
         self.reached_denoiser = False
         self.sums: dict[str, torch.Tensor] = {}
@@ -520,6 +565,7 @@ class _CallState:
         self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Callable[[int], None]
     ) -> None:
         self.calls = 0
+        self.calls_by_component = {}
         self.steps = 0
         self.reached_denoiser = False
         self.sums = sums
@@ -600,9 +646,14 @@ class _CallState:
         self.report(1)
         raise _StopAfterTau
 
-    def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        """Count a denoiser call (its FFN inputs were added to step :attr:`steps`)."""
-        self.calls += 1
+    def denoiser_hook(self, component: str) -> Any:
+        """A forward hook counting one denoiser component's calls (their FFN inputs went to step :attr:`steps`)."""
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self.calls += 1
+            self.calls_by_component[component] = self.calls_by_component.get(component, 0) + 1
+
+        return hook
 
     def end_step(self) -> None:
         """The scheduler steps: the step's denoiser calls are done; leave after the tau-th."""

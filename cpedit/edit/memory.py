@@ -155,7 +155,8 @@ def estimate_memory(
     statistics = 0
     for recipe in recipes:
         text = recipe.prune.target == "text-ffn"
-        hooked = [n for n in linear_columns if n.startswith("text_encoder")] if text else [denoiser]
+        # Wan 2.2's low-noise transformer_2 is hooked as well (its own statistics)
+        hooked = [n for n in linear_columns if n.startswith("text_encoder")] if text else [denoiser, "transformer_2"]
         tau = 1 if text else recipe.prune.timesteps
         statistics += 2 * tau * 2 * 4 * sum(linear_columns.get(n, 0) for n in hooked)
     batch = batch_size or 1

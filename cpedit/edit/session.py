@@ -66,11 +66,12 @@ from cpedit.models.architectures import find_target_layers, spec_for_pipeline
 from cpedit.models.compute import ComputeOptions
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.models.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
-from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set, save_png
+from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set
 from cpedit.models.support import require_support
 from cpedit.models.vocabulary import warn_unknown_words
 from cpedit.output.folder import atomic_folder, weight_fills, write_pipeline_folder
-from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, Report, write_record
+from cpedit.output.preview import save_preview
+from cpedit.output.record import RECORD_DIR, Report, write_record
 from cpedit.output.weights_files import TensorFill
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
 from cpedit.recipes.conceal import Conceal, make_conceal
@@ -743,7 +744,7 @@ class EditSession:
                 mark = time.perf_counter()
                 (tmp / RECORD_DIR).mkdir(exist_ok=True)
                 grid = self.render_preview(settings=preview_settings, on_progress=on_progress, cancel=cancel)
-                save_png(grid, tmp / RECORD_DIR / PREVIEW_FILE)
+                save_preview(tmp, grid)  # a video model's also as an animated preview.gif
                 self.timings["preview"] = time.perf_counter() - mark
             report = self._report(skipped_files=tuple(skipped), base_weights_digest=digest)
             write_record(tmp, masks=selection.masks, recipes=self._recipes_as_selected(selection), report=report)

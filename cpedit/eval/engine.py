@@ -262,6 +262,9 @@ def render_batch(
     """One pipeline call for ``jobs`` (same guidance and size), one generator per image: PIL images.
 
     ``on_step(done, calls)`` hears of every denoising step (see :func:`cpedit.models.sampling.step_callback`).
+    A video model (Wan) renders a short clip per job (:func:`cpedit.models.sampling.call_size`) and its
+    image is the clip's middle frame: image benchmarks judge that frame as an image, one per prompt and
+    seed, so intervals stay over prompts.
 
     Raises:
         CpeditError: Out of memory (``reason="out_of_memory"``: use a smaller batch size).
@@ -269,18 +272,19 @@ def render_batch(
     import torch
 
     from cpedit.models.architectures import guidance_arguments, spec_for_pipeline
-    from cpedit.models.sampling import step_callback
+    from cpedit.models.sampling import call_size, step_callback
 
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
     first = jobs[0]
+    size, video = call_size(pipe, height=first.height, width=first.width)
     try:
         result = pipe(
             prompt=[job.prompt for job in jobs],  # by name: FLUX.2's first parameter is a conditioning image
             num_inference_steps=first.steps,
             **guidance_arguments(spec_for_pipeline(pipe), first.guidance, prompts=len(jobs)),
-            height=first.height,
-            width=first.width,
             generator=[torch.Generator(device=device).manual_seed(job.seed) for job in jobs],
+            **size,
+            **video,
             **step_callback(pipe, cancel, on_step=on_step),
         )
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -290,6 +294,8 @@ def render_batch(
             reason="out_of_memory",
             argument="batch_size",
         ) from None
+    if video:
+        return [list(clip)[len(clip) // 2] for clip in result.frames]
     return list(result.images)
 
 

@@ -65,6 +65,7 @@ only its MLP rows (the last 2 h output features), never a Q, K or V weight.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ __all__ = [
     "STREAMS",
     "TARGETS",
     "default_layers",
+    "denoiser_components",
     "find_target_layers",
     "guidance_arguments",
     "spec_for_class",
@@ -126,6 +128,15 @@ class ArchitectureSpec:
             caption refiner): their feed-forwards are the text stream.
         native_pixels: The default image side in pixels, for a pipeline whose default size is
             a constant of its ``__call__`` (Z-Image: 1024) rather than a ``sample_size``.
+        extra_denoisers: Further denoiser components that take over some of the steps (Wan 2.2
+            A14B's low-noise ``transformer_2``). Denoiser targets hook each one present in the
+            pipeline, with statistics of the steps it runs; their layers' keys are
+            ``component/name`` (the first denoiser's stay plain names).
+        default_size: ``(height, width)`` calibration runs at when the recipe gives none (None: the
+            pipeline's native size), for families whose native size is a long video.
+        sample_frames: Frames of a clip ``cpedit sample`` and the preview render (video families
+            only; None for image families). Calibration's clip length is ``call_kwargs``'
+            ``num_frames``.
     """
 
     name: str
@@ -143,6 +154,14 @@ class ArchitectureSpec:
     text_padding: str = "fixed"
     text_blocks: tuple[str, ...] = ()
     native_pixels: int | None = None
+    extra_denoisers: tuple[str, ...] = ()
+    default_size: tuple[int, int] | None = None
+    sample_frames: int | None = None
+
+    @property
+    def denoisers(self) -> tuple[str, ...]:
+        """Every denoiser component, the main one first."""
+        return (self.denoiser, *self.extra_denoisers)
 
 
 SPECS: tuple[ArchitectureSpec, ...] = (
@@ -240,6 +259,21 @@ SPECS: tuple[ArchitectureSpec, ...] = (
             "projection; there is no text-only value projection",
         },
     ),
+    ArchitectureSpec(
+        name="wan",
+        label="Wan 2.1 / 2.2 text-to-video (DiT with 3-D patches, UMT5; 2.2 A14B: high- and low-noise transformers)",
+        pipelines=("WanPipeline",),
+        denoiser="transformer",
+        guidance="cfg",  # the unconditional half is a second denoiser call of the same step
+        streams=("image",),
+        text_encoders=("text_encoder",),
+        # A short clip: 9 frames are 3 latent frames (Wan's VAE compresses time 4x after the
+        # first frame), at half of Wan's 480x832 (the pipeline's own default is 81 frames).
+        call_kwargs={"num_frames": 9},
+        extra_denoisers=("transformer_2",),
+        default_size=(240, 416),
+        sample_frames=17,
+    ),
 )
 
 SPECS += (
@@ -294,6 +328,17 @@ def default_layers(pipeline_class: str, denoiser: nn.Module) -> list[FFNLayer]:
 
         return find_ffn_output_layers(denoiser)
     return find_target_layers(None, spec, denoiser=denoiser)
+
+
+def denoiser_components(pipe: Any) -> dict[str, nn.Module]:
+    """Every denoiser component ``pipe`` holds, by name, the main one first (Wan 2.2: also ``transformer_2``)."""
+    spec = spec_for_pipeline(pipe)
+    main = get_denoiser(pipe)
+    names = spec.denoisers if spec is not None else ()
+    found = {name: getattr(pipe, name) for name in names if isinstance(getattr(pipe, name, None), nn.Module)}
+    if main not in found.values():
+        found = {name: main for name in ("unet", "transformer") if getattr(pipe, name, None) is main} | found
+    return found
 
 
 def spec_for_pipeline(pipe: Any) -> ArchitectureSpec | None:
@@ -541,7 +586,8 @@ def find_target_layers(
         target: One of :data:`TARGETS`.
         stream: ``image``, ``text`` or ``both``; selects FFNs of MMDiT/FLUX blocks
             (``ffn`` and ``ffn-in`` only).
-        denoiser: The denoiser (default: ``pipe``'s).
+        denoiser: The denoiser to search (default: every denoiser component of ``pipe``,
+            :attr:`ArchitectureSpec.denoisers`).
 
     Raises:
         CpeditError: Unknown target or stream, or a text stream asked of a one-stream model.
@@ -556,15 +602,24 @@ def find_target_layers(
         raise UnsupportedModelError(f"prune.target = {target} does not apply to {spec.label}: {reason}")
     if target == "text-ffn":
         return _text_encoder_layers(pipe, spec)
-    if denoiser is None:
-        denoiser = get_denoiser(pipe)
     if stream != "image" and "text" not in spec.streams and target in ("ffn", "ffn-in"):
         raise CpeditError(
             f"prune.stream = {stream} but {spec.label} has no text-stream feed-forwards; "
             f"prune.stream applies to {', '.join(s.label.split(' (')[0] for s in SPECS if 'text' in s.streams)} "
             "(use image, the default)"
         )
-    return _denoiser_layers(denoiser, spec.denoiser, target=target, stream=stream, text_blocks=spec.text_blocks)
+    def layers_of(module: nn.Module, component: str) -> list[FFNLayer]:
+        return _denoiser_layers(module, component, target=target, stream=stream, text_blocks=spec.text_blocks)
+
+    if denoiser is not None:
+        return layers_of(denoiser, spec.denoiser)
+    layers = layers_of(get_denoiser(pipe), spec.denoiser)
+    for component in spec.extra_denoisers:  # each one the pipeline has (Wan 2.1 has no transformer_2)
+        extra = getattr(pipe, component, None)
+        if isinstance(extra, nn.Module):
+            found = layers_of(extra, component)
+            layers += [dataclasses.replace(layer, denoiser=False) for layer in found]  # keyed component/name
+    return layers
 
 
 def guidance_arguments(spec: ArchitectureSpec | None, guidance_scale: float, *, prompts: int) -> dict[str, Any]:

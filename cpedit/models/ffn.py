@@ -72,8 +72,9 @@ class FFNLayer:
         rows: ``(start, stop)``: only weights in these output rows can be pruned (the
             statistics still cover every input feature), e.g. the MLP rows of a FLUX.2
             single-stream block's fused ``to_qkv_mlp_proj``; None = all.
-        denoiser: Whether ``component`` is the denoiser; then :attr:`key` is the plain
-            name, as in every cpedit output so far.
+        denoiser: Whether ``component`` is the (main) denoiser; then :attr:`key` is the plain
+            name, as in every cpedit output so far. False for text encoders and for a
+            family's further denoisers (Wan 2.2's ``transformer_2``), keyed ``component/name``.
         route: For a routed expert of a mixture-of-experts feed-forward (HiDream), which
             expert of which block: the layer sees only the tokens routed to it, stacked
             without a batch dimension, and calibration attributes each of those rows to its

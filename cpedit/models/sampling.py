@@ -26,6 +26,10 @@ from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit,
 
 MIN_CELL = 128
 """Grid cells are at least this many pixels wide (small images are enlarged, pixel for pixel)."""
+FRAMES_INFO = "cpedit.frames"
+"""Key of a video sample's frames in its frame strip's ``Image.info`` (:func:`clip_frames`)."""
+ANIMATION_FPS = 16
+"""Frames per second of the animated files (Wan renders 16 frames a second)."""
 
 
 def truncated_prompts(pipe: Any, prompts: Sequence[str]) -> list[str]:
@@ -97,6 +101,11 @@ def generate(
     denoiser calls of the image done and in all); checks ``cancel`` before every image and
     after every denoising step.
 
+    A video pipeline (Wan) renders a short clip per prompt (the family's
+    :attr:`~cpedit.models.architectures.ArchitectureSpec.sample_frames`; the pipeline's own size
+    unless ``settings`` give one); its "image" is the clip's frame strip (frames side by side,
+    :func:`frame_strip`), which carries the frames for the animated file (:func:`clip_frames`).
+
     Raises:
         Cancelled: ``cancel`` was set.
     """
@@ -106,6 +115,7 @@ def generate(
     warn_truncated(pipe, prompts)
     images: list[Image.Image] = []
     device = pipe.device if pipe.device.type != "mps" else torch.device("cpu")
+    size, video = call_size(pipe, height=settings.height, width=settings.width)
     for index, prompt in enumerate(prompts):
         check_cancel(cancel, "while rendering")
         event = ProgressEvent(
@@ -127,9 +137,9 @@ def generate(
                 prompt=prompt,  # by name: FLUX.2's first parameter is a conditioning image
                 num_inference_steps=settings.steps,
                 **guidance,
-                height=settings.height,
-                width=settings.width,
                 generator=torch.Generator(device=device).manual_seed(settings.seed),
+                **size,
+                **video,
                 **extra,
             )
         except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -139,7 +149,7 @@ def generate(
                 raise
             raise _out_of_memory(settings, exc) from None
         check_cancel(cancel, "while rendering")
-        images.append(result.images[0])
+        images.append(frame_strip(list(result.frames[0])) if video else result.images[0])
     emit(
         on_progress,
         ProgressEvent(
@@ -152,6 +162,22 @@ def generate(
         ),
     )
     return images
+
+
+def call_size(pipe: Any, *, height: int | None, width: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The size arguments of a rendering call of ``pipe``, and the clip arguments of a video pipeline.
+
+    A video family (Wan) renders :attr:`~cpedit.models.architectures.ArchitectureSpec.sample_frames`
+    frames as PIL images; its pipeline takes no None size, so an unset size is left to its default.
+    Image pipelines get both sizes as given (None: their native size) and no clip arguments.
+    """
+    from cpedit.models.architectures import spec_for_pipeline
+
+    spec = spec_for_pipeline(pipe)
+    size = {"height": height, "width": width}
+    if spec is None or spec.sample_frames is None:
+        return size, {}
+    return {k: v for k, v in size.items() if v is not None}, {"num_frames": spec.sample_frames, "output_type": "pil"}
 
 
 def _out_of_memory(settings: SampleSettings, exc: BaseException) -> CpeditError:
@@ -192,12 +218,54 @@ def step_callback(
     return {"callback_on_step_end": on_step_end}
 
 
+def frame_strip(frames: Sequence[Image.Image]) -> Image.Image:
+    """A video clip's frames side by side, left to right; its ``info`` keeps the frames (:func:`clip_frames`)."""
+    if not frames:
+        raise ValueError("a clip without frames")
+    width, height = frames[0].size
+    strip = Image.new("RGB", (width * len(frames), height), "white")
+    for index, frame in enumerate(frames):
+        strip.paste(frame.convert("RGB"), (index * width, 0))
+    strip.info[FRAMES_INFO] = tuple(frames)
+    return strip
+
+
+def clip_frames(image: Image.Image) -> list[Image.Image]:
+    """The frames of a video sample's strip or of a grid of them, in order (empty for a still image).
+
+    For a grid (:func:`image_grid` of strips), frame i is the same grid of every clip's frame i:
+    the frames of the animated file.
+    """
+    frames = image.info.get(FRAMES_INFO)
+    return list(frames) if isinstance(frames, tuple) else []
+
+
 def image_grid(
     columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]
 ) -> Image.Image:
-    """Lay out images in a labelled grid: one column per model, one row per prompt."""
+    """Lay out images in a labelled grid: one column per model, one row per prompt.
+
+    Video samples (frame strips) make a grid of strips; when every cell is a clip of the same
+    length, the grid carries the frames of its animated version (:func:`clip_frames`).
+    """
     if not columns or not columns[0]:
         raise ValueError("nothing to lay out")
+    grid = _grid(columns, column_labels=column_labels, row_labels=row_labels)
+    clips = [[clip_frames(cell) for cell in column] for column in columns]
+    lengths = {len(clip) for column in clips for clip in column}
+    if len(lengths) == 1 and 0 not in lengths:
+        grid.info[FRAMES_INFO] = tuple(
+            _grid(
+                [[clip[i] for clip in column] for column in clips], column_labels=column_labels, row_labels=row_labels
+            )
+            for i in range(lengths.pop())
+        )
+    return grid
+
+
+def _grid(
+    columns: Sequence[Sequence[Image.Image]], *, column_labels: Sequence[str], row_labels: Sequence[str]
+) -> Image.Image:
     cell_w, cell_h = columns[0][0].size
     scale = max(1, math.ceil(MIN_CELL / max(cell_w, 1)))  # small models' images: enlarge so labels fit
     cell_w, cell_h = cell_w * scale, cell_h * scale
@@ -248,6 +316,36 @@ def render_samples(
     )
     images = generate(pipe, prompts, settings, label=str(model), on_progress=on_progress, cancel=cancel)
     return image_grid([images], column_labels=[str(model)], row_labels=list(prompts))
+
+
+def animation_path(png: str | os.PathLike[str]) -> Path:
+    """Where the animated file of a video grid written to ``png`` goes: beside it, ``.gif`` for ``.png``."""
+    return Path(png).with_suffix(".gif")
+
+
+def save_animation(
+    image: Image.Image, target: str | os.PathLike[str], *, what: str = "the animation", argument: str | None = None
+) -> Path:
+    """Write a video sample's or grid's frames (:func:`clip_frames`) as a looping animated GIF, atomically.
+
+    GIF, written by Pillow, plays everywhere a model card or a terminal image viewer goes;
+    :data:`ANIMATION_FPS` frames a second.
+
+    Raises:
+        ValueError: ``image`` has no frames (a still image).
+        CpeditError: The disk is full or ``target`` is not writable.
+    """
+    import io
+
+    from cpedit.durable import write_bytes_atomically
+
+    frames = clip_frames(image)
+    if not frames:
+        raise ValueError("a still image has no frames to animate")
+    buffer = io.BytesIO()
+    first, *rest = (frame.convert("RGB") for frame in frames)
+    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=1000 // ANIMATION_FPS, loop=0)
+    return write_bytes_atomically(Path(target), buffer.getvalue(), what=what, argument=argument)
 
 
 def save_png(

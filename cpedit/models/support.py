@@ -148,7 +148,9 @@ def describe_support(pipeline_class: str, denoiser: Any = None) -> SupportInfo:
     streams = "image stream by default, text stream with prune.stream" if len(spec.streams) > 1 else "one stream"
     guidance = "classifier-free guidance (both halves)" if spec.guidance == "cfg" else "distilled guidance, no CFG"
     how = (
-        f"{spec.label}: prunes FFN weights of pipe.{spec.denoiser} ({streams}); "
+        f"{spec.label}: prunes FFN weights of pipe.{spec.denoiser}"
+        + "".join(f" and pipe.{extra} where present (each with the steps it runs)" for extra in spec.extra_denoisers)
+        + f" ({streams}); "
         f"calibrates through {pipeline_class}.__call__ with {guidance}"
     )
     if denoiser is not None:

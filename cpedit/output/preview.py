@@ -16,7 +16,16 @@ from PIL import Image
 from cpedit.errors import CpeditError, ModelLoadError
 from cpedit.models import loading
 from cpedit.models.compute import ComputeOptions
-from cpedit.models.sampling import SampleSettings, check_sample_settings, generate, image_grid, save_png
+from cpedit.models.sampling import (
+    SampleSettings,
+    animation_path,
+    check_sample_settings,
+    clip_frames,
+    generate,
+    image_grid,
+    save_animation,
+    save_png,
+)
 from cpedit.output.record import PREVIEW_FILE, RECORD_DIR, REPORT_FILE, read_output
 from cpedit.progress import ProgressCallback
 
@@ -98,9 +107,13 @@ def compare_samples(
 def save_preview(edited: str | os.PathLike[str], grid: Image.Image) -> Path:
     """Write a before/after grid as the output's preview (``EDITED/conceptprune/preview.png``), atomically.
 
-    The model card embeds it and ``cpedit push`` uploads it.
+    The model card embeds it and ``cpedit push`` uploads it. For a video model the PNG is the
+    grid of frame strips and ``preview.gif`` beside it the animated grid (:func:`save_animation`).
     """
-    return save_png(grid, Path(edited) / RECORD_DIR / PREVIEW_FILE, what="the preview")
+    written = save_png(grid, Path(edited) / RECORD_DIR / PREVIEW_FILE, what="the preview")
+    if clip_frames(grid):
+        save_animation(grid, animation_path(written), what="the animated preview")
+    return written
 
 
 def render_preview(
