@@ -95,7 +95,8 @@ def concept_recipe(concept: str, vocabulary: world.Vocabulary = world.V2) -> Rec
     """A recipe of 20 pairs whose target asks for ``concept`` and whose base leaves its attribute unsaid."""
     attribute = CONCEPTS[concept]
     textures = vocabulary.attributes["texture"]
-    targets, bases = [], []
+    targets: list[str] = []
+    bases: list[str] = []
     for scene in calibration_scenes(vocabulary):
         if attribute == "shape":  # "a striped blue star ..." against "a striped blue shape ..."
             scene = dataclasses.replace(scene, texture=textures[len(targets) % len(textures)])
