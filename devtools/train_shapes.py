@@ -10,12 +10,17 @@ draws stay on the CPU, so the data is the same; ``--workers`` draws the scenes i
 3. train a small ``AutoencoderKL`` (32x32 images -> 16x16x4 latents) and set its
    ``scaling_factor`` from the latents' spread, as Stable Diffusion's VAE has;
 4. train a small CLIP text encoder (the real CLIP BPE, cut down to the world's words)
-   and a ``UNet2DConditionModel`` (16x16 convolutions, then cross-attention transformer
-   blocks with GEGLU feed-forwards at 8x8 and 4x4), jointly, on noise prediction, with
-   10% empty captions for classifier-free guidance and an EMA of the UNet;
-5. save a standard ``StableDiffusionPipeline`` folder (DDIM scheduler, SD 1.x betas),
-   reload it with ``from_pretrained`` and measure, with the classifier, how often generated
-   images show the prompted attributes on held-out and on seen captions.
+   and a ``UNet2DConditionModel`` (``--design``, see :data:`DESIGNS`), jointly, on noise
+   prediction, with 10% empty captions for classifier-free guidance and an EMA of the UNet;
+5. save a standard ``StableDiffusionPipeline`` folder (DDIM scheduler, SD 1.x betas, or the
+   design's shifted ones), reload it with ``from_pretrained`` and measure, with the classifier,
+   how often generated images show the prompted attributes on held-out and on seen captions.
+
+The defaults (``--world v1 --design v1``) rebuild the shipped model.  ``--world v2`` trains on
+the world's richer V2 vocabulary (issue 27's built-in model v2; the designs were compared with
+``benchmarks/shapes_design.py``, see benchmarks/README.md), e.g. ``--world v2 --design
+sd-shifted --images 60000 --classifier-steps 3000 --vae-steps 2000``; ``--stages-from`` reuses
+the classifier and VAE of an earlier run with the same stage settings.
 
 Everything is seeded; the same command on the same machine and torch version gives the
 same weights.  Needs the ``openai-clip`` package for the BPE vocabulary (in the
@@ -33,6 +38,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +50,31 @@ from cpedit.errors import CpeditError
 from cpedit.eval.shapes import generate_images, score_images
 from cpedit.models.loading import resolve_device
 from cpedit.shapes import world
-from cpedit.shapes.classifier import HEADS, ShapesClassifier, to_model_input
+from cpedit.shapes.classifier import ShapesClassifier, to_model_input
 from cpedit.shapes.model import WEIGHTS_DIR
 
 WORDS = list(world.CAPTION_WORDS)
+"""The shipped (V1) model's tokenizer words."""
 
-TEXT_ENCODER_CONFIG: dict[str, Any] = {
-    "hidden_size": 64,
-    "intermediate_size": 256,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 64,
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How the classifier of a vocabulary is built and trained.
+
+    ``hidden``: the width of its shared layer; ``steps * batch // scene_divisor`` scenes are
+    drawn for it (each is seen ``scene_divisor`` times, with fresh blur and noise).
+    """
+
+    hidden: int
+    scene_divisor: int
+
+
+CLASSIFIER_SETTINGS = {
+    "v1": ClassifierSettings(hidden=128, scene_divisor=4),  # the shipped classifier's
+    "v2": ClassifierSettings(hidden=256, scene_divisor=6),  # six heads want a wider shared layer
 }
+"""The classifier's width and data per world vocabulary."""
+
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -69,18 +86,6 @@ VAE_CONFIG: dict[str, Any] = {
     "norm_num_groups": 16,
     "sample_size": world.IMAGE_SIZE,
 }
-UNET_CONFIG: dict[str, Any] = {
-    "sample_size": world.IMAGE_SIZE // 2,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (32, 64, 96),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "cross_attention_dim": 64,
-    "attention_head_dim": 8,
-    "norm_num_groups": 16,
-}
 SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -90,6 +95,111 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
 }
+"""Stable Diffusion 1.x's noise schedule (DDIM sampling, SD's betas)."""
+
+
+@dataclass(frozen=True)
+class Design:
+    """One architecture of the built-in model: its text encoder, its UNet and its noise schedule.
+
+    ``snr_shift`` multiplies the signal-to-noise ratio of SD's schedule at every timestep
+    (1: SD's own betas).  A 16x16 latent holds 16 times fewer pixels than SD's 64x64, so the
+    same noise level hides its global structure sooner; multiplying the SNR by 16 keeps what
+    each timestep still shows of the image roughly where SD has it (the resolution shift of
+    Hoogeboom et al., "simple diffusion", 2023), so the paper's first tau of 50 steps see what
+    they see on SD.
+    """
+
+    description: str
+    text_encoder: dict[str, Any]
+    unet: dict[str, Any]
+    snr_shift: float = 1.0
+
+
+_V1_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 64,
+}
+_CLIP_TEXT = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 128,
+}
+_UNET_COMMON = {
+    "sample_size": world.IMAGE_SIZE // 2,
+    "in_channels": 4,
+    "out_channels": 4,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+}
+_SD_BLOCKS = {
+    # Stable Diffusion 1.x's layout: cross-attention transformer blocks at every resolution but
+    # the lowest, a plain block there, a cross-attention mid block; channels x1, x2, x4, x4
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 128,
+}
+DESIGNS: dict[str, Design] = {
+    "v1": Design(
+        "the first built-in model's architecture: 3 resolutions, transformer blocks at 8x8 and 4x4 only, "
+        "7 FFN layers of inner width 256-384, a 64-wide text encoder; SD's schedule",
+        _V1_TEXT,
+        {
+            **_UNET_COMMON,
+            "block_out_channels": (32, 64, 96),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "cross_attention_dim": 64,
+        },
+    ),
+    "sd": Design(
+        "SD 1.x's block layout in miniature (channels 32-64-128-128, one layer per block: 10 transformer "
+        "blocks at 16x16, 8x8, 4x4 and the 2x2 mid block, GEGLU FFNs of inner width 4 x dim), "
+        "a 128-wide CLIP text encoder; SD's schedule",
+        _CLIP_TEXT,
+        {**_UNET_COMMON, **_SD_BLOCKS, "block_out_channels": (32, 64, 128, 128), "layers_per_block": 1},
+    ),
+    "sd-shifted": Design(
+        "the `sd` design trained with SD's schedule shifted to the 16x16 latent (SNR x16)",
+        _CLIP_TEXT,
+        {**_UNET_COMMON, **_SD_BLOCKS, "block_out_channels": (32, 64, 128, 128), "layers_per_block": 1},
+        snr_shift=16.0,
+    ),
+    "sd2-shifted": Design(
+        "SD 1.x's block layout with its two layers per block (16 transformer blocks, as in SD), "
+        "channels 32-64-128-128, the 128-wide CLIP text encoder; the schedule shifted (SNR x16)",
+        _CLIP_TEXT,
+        {**_UNET_COMMON, **_SD_BLOCKS, "block_out_channels": (32, 64, 128, 128), "layers_per_block": 2},
+        snr_shift=16.0,
+    ),
+}
+"""The designs compared before the long run (benchmarks/README.md); :data:`DEFAULT_DESIGN` ships."""
+DEFAULT_DESIGN = "v1"
+
+
+def scheduler_config(design: Design) -> dict[str, Any]:
+    """The DDIM scheduler settings of ``design``: SD's, with explicit betas when its SNR is shifted."""
+    if design.snr_shift == 1.0:
+        return dict(SCHEDULER_CONFIG)
+    steps = SCHEDULER_CONFIG["num_train_timesteps"]
+    start, end = SCHEDULER_CONFIG["beta_start"] ** 0.5, SCHEDULER_CONFIG["beta_end"] ** 0.5
+    sd_betas = np.linspace(start, end, steps, dtype=np.float64) ** 2
+    sd_alphas = np.cumprod(1.0 - sd_betas)
+    snr = design.snr_shift * sd_alphas / (1.0 - sd_alphas)
+    alphas = snr / (1.0 + snr)
+    betas = 1.0 - alphas / np.concatenate([[1.0], alphas[:-1]])
+    return {**SCHEDULER_CONFIG, "trained_betas": [float(f"{b:.8g}") for b in betas]}
+
 
 HELD_OUT_CHECK_SEED = 10_000
 """Seed of the final check's images for the held-out captions (the report's numbers)."""
@@ -109,10 +219,12 @@ def use_deterministic_kernels(device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def make_dataset(count: int, *, seed: int, workers: int = 1) -> tuple[np.ndarray, list[world.Scene]]:
+def make_dataset(
+    count: int, *, seed: int, workers: int = 1, vocabulary: world.Vocabulary = world.V1
+) -> tuple[np.ndarray, list[world.Scene]]:
     """``count`` drawn training scenes (never a held-out combination) and the scenes drawn."""
-    pairs = world.sample(count, seed=seed, scenes=world.training_scenes())
-    return world.render_many(pairs, workers=workers), [scene for scene, _ in pairs]
+    pairs = world.sample(count, seed=seed, scenes=world.training_scenes(vocabulary=vocabulary))
+    return world.render_many(pairs, workers=workers, vocabulary=vocabulary), [scene for scene, _ in pairs]
 
 
 def degrade(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -125,8 +237,11 @@ def degrade(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (mixed + noise).clamp(-1, 1)
 
 
-def labels_of(scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
-    return {name: torch.tensor([world.ATTRIBUTES[name].index(scene.value(name)) for scene in scenes]) for name in HEADS}
+def labels_of(scenes: list[world.Scene], vocabulary: world.Vocabulary) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.tensor([values.index(scene.value(name)) for scene in scenes])
+        for name, values in vocabulary.attributes.items()
+    }
 
 
 def train_classifier(
@@ -138,17 +253,21 @@ def train_classifier(
     device: torch.device,
     check_scenes: int = 3000,
     workers: int = 1,
+    vocabulary: world.Vocabulary = world.V1,
 ) -> tuple[ShapesClassifier, dict[str, float]]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     # the classifier sees every combination: the training scenes plus the held-out ones
-    images, scenes = make_dataset(steps * batch // 4, seed=seed + 1, workers=workers)
-    held_pairs = world.sample(len(scenes) // 9, seed=seed + 2, scenes=world.held_out_scenes())
-    images = np.concatenate([images, world.render_many(held_pairs, workers=workers)])
+    settings = CLASSIFIER_SETTINGS[vocabulary.name]
+    images, scenes = make_dataset(
+        steps * batch // settings.scene_divisor, seed=seed + 1, workers=workers, vocabulary=vocabulary
+    )
+    held_pairs = world.sample(len(scenes) // 9, seed=seed + 2, scenes=world.held_out_scenes(vocabulary=vocabulary))
+    images = np.concatenate([images, world.render_many(held_pairs, workers=workers, vocabulary=vocabulary)])
     scenes = scenes + [scene for scene, _ in held_pairs]
     inputs = to_model_input(images)
-    labels = labels_of(scenes)
-    model = ShapesClassifier().to(device)
+    labels = labels_of(scenes, vocabulary)
+    model = ShapesClassifier(vocabulary=vocabulary, hidden=settings.hidden).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4, foreach=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=2e-3, total_steps=steps, pct_start=min(0.5, max(0.3, 3 / steps))
@@ -157,7 +276,7 @@ def train_classifier(
     for step in range(steps):
         idx = torch.randint(0, len(inputs), (batch,), generator=generator)
         logits = model(degrade(inputs[idx], generator).to(device))
-        loss = sum(F.cross_entropy(logits[name], labels[name][idx].to(device)) for name in HEADS)
+        loss = sum(F.cross_entropy(logits[name], labels[name][idx].to(device)) for name in vocabulary.attributes)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -166,8 +285,8 @@ def train_classifier(
             log(f"classifier step {step}/{steps} loss {loss.item():.4f}", start)
     model.eval()
     # held-out generated scenes: fresh seeds, every combination
-    test_pairs = world.sample(check_scenes, seed=seed + 3)
-    test_images = world.render_many(test_pairs, workers=workers)
+    test_pairs = world.sample(check_scenes, seed=seed + 3, vocabulary=vocabulary)
+    test_images = world.render_many(test_pairs, workers=workers, vocabulary=vocabulary)
     accuracy = attribute_accuracy(model, test_images, [scene for scene, _ in test_pairs])
     log(f"classifier accuracy on {check_scenes} held-out scenes: {accuracy}", start)
     return model, accuracy
@@ -221,6 +340,8 @@ def train_denoiser(
     scenes: list[world.Scene],
     tokenizer: Any,
     *,
+    design: Design,
+    vocabulary: world.Vocabulary = world.V1,
     scaling_factor: float,
     steps: int,
     batch: int,
@@ -239,12 +360,12 @@ def train_denoiser(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **TEXT_ENCODER_CONFIG,
+        **design.text_encoder,
     )
     text_encoder = CLIPTextModel(text_config).to(device)
-    unet = UNet2DConditionModel(**UNET_CONFIG).to(device)
+    unet = UNet2DConditionModel(**design.unet).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config(design).items() if k != "set_alpha_to_one"})
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     # foreach (not the default on the CPU): the same numbers as the per-tensor loop, bit for bit
     # (checked), with less per-tensor overhead
@@ -286,7 +407,10 @@ def train_denoiser(
         latents = latent_mean[picked] + latent_std[picked] * torch.randn(shape, generator=generator).to(device)
         latents = latents * scaling_factor
         captions = [
-            "" if rng.random() < 0.1 else world.random_caption(scenes[int(i)], rng, omit_probability=0.15) for i in idx
+            ""
+            if rng.random() < 0.1
+            else world.random_caption(scenes[int(i)], rng, omit_probability=0.15, vocabulary=vocabulary)
+            for i in idx
         ]
         tokens = tokens_of(captions).to(device)
         noise = torch.randn(shape, generator=generator).to(device)
@@ -310,7 +434,7 @@ def train_denoiser(
     return ema.eval().cpu(), text_encoder.cpu()
 
 
-def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> None:
+def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, design: Design) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
@@ -318,7 +442,7 @@ def save_pipeline(folder: Path, *, unet: Any, vae: Any, text_encoder: Any, token
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+        scheduler=DDIMScheduler(**scheduler_config(design)),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -366,6 +490,74 @@ def attribute_accuracy(
     return score_images(classifier, images, scenes, [], mode="preserved")[1]
 
 
+STAGE_ARGUMENTS = ("seed", "images", "classifier_steps", "vae_steps", "batch", "check_scenes")
+"""The arguments that decide the classifier and the VAE (with the world, the device and torch)."""
+
+
+def world_fingerprint(vocabulary: world.Vocabulary = world.V1) -> str:
+    """A digest of the world's vocabulary and of 16 drawn scenes: equal fingerprints, equal training data."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(vocabulary.attributes).encode())
+    digest.update(world.render_many(world.sample(16, seed=123, vocabulary=vocabulary), vocabulary=vocabulary).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def reuse_stages(args: argparse.Namespace, tmp: Path) -> tuple[ShapesClassifier, Any, dict[str, Any]]:
+    """The classifier and VAE of an earlier run (``--stages-from``), copied into ``tmp``, and what its report says.
+
+    The earlier run must have used the same world, torch version, device type and stage
+    arguments, so its classifier and VAE are the ones this run would train (the stages are
+    seeded and deterministic); anything else is refused.
+    """
+    from diffusers import AutoencoderKL
+
+    from cpedit.shapes.classifier import load_classifier
+
+    folder: Path = args.stages_from
+    report_file = folder / "training-report.json"
+    try:
+        report = json.loads(report_file.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--stages-from: cannot read {report_file}: {error}") from None
+    device = torch.device(args.device).type
+    wanted = {
+        **{name: getattr(args, name) for name in STAGE_ARGUMENTS},
+        "world_fingerprint": world_fingerprint(world.VOCABULARIES[args.world]),
+        "torch": torch.__version__,
+        "device": device,
+    }
+    found = {
+        **{name: report.get("arguments", {}).get(name) for name in STAGE_ARGUMENTS},
+        "world_fingerprint": report.get("world_fingerprint"),
+        "torch": report.get("torch"),
+        "device": report.get("arguments", {}).get("device", "").split(":")[0],
+    }
+    differing = [f"{k} ({found[k]!r} there, {v!r} here)" for k, v in wanted.items() if found[k] != v]
+    if differing:
+        raise SystemExit(f"--stages-from: {folder} was trained differently: {', '.join(differing)}")
+    shutil.copy(folder / "classifier.safetensors", tmp / "classifier.safetensors")
+    classifier = load_classifier(tmp / "classifier.safetensors")
+    vae = AutoencoderKL.from_pretrained(str(folder / "pipeline" / "vae")).eval()
+    timings = {k: v for k, v in report["timings_s"].items() if k in ("classifier", "vae")}
+    return (
+        classifier,
+        vae,
+        {
+            "timings_s": timings,
+            "classifier_accuracy": report["classifier_accuracy_on_drawn_scenes"],
+            "vae_accuracy": report["classifier_accuracy_on_vae_reconstructions"],
+            "source": {"command": report["command"], "timings_s": timings},
+        },
+    )
+
+
+def check_scenes(scenes: list[world.Scene], count: int) -> list[world.Scene]:
+    """``count`` captions spread evenly over ``scenes`` (the final check's captions)."""
+    stride = max(1, len(scenes) // count)
+    return scenes[::stride][:count]
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -402,7 +594,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=_positive, default=64, help="VAE and denoiser batch size (default: 64)")
     parser.add_argument(
+        "--stages-from",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="reuse the classifier and VAE of an earlier run's output FOLDER instead of training them again "
+        "(it must have used the same world, seed, stage settings, device type and torch: then they are the same)",
+    )
+    parser.add_argument(
+        "--design",
+        choices=sorted(DESIGNS),
+        default=DEFAULT_DESIGN,
+        help=f"architecture and noise schedule (default: {DEFAULT_DESIGN}, the shipped one; see DESIGNS)",
+    )
+    parser.add_argument(
+        "--world",
+        choices=sorted(world.VOCABULARIES),
+        default="v1",
+        help="the world's vocabulary (default: v1, the shipped model's; v2: the richer one of issue 27)",
+    )
+    parser.add_argument(
         "--eval-per-scene", type=int, default=8, help="images per caption in the final check (default: 8; 0: skip it)"
+    )
+    parser.add_argument(
+        "--check-captions",
+        type=_positive,
+        default=30,
+        help="held-out and seen captions in the final check, each (default: 30)",
     )
     parser.add_argument(
         "--check-scenes", type=_positive, default=3000, help="drawn scenes the classifier is checked on (default: 3000)"
@@ -441,56 +659,74 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
     from devtools.builders import write_clip_tokenizer
 
     start = time.perf_counter()
+    vocabulary = world.VOCABULARIES[args.world]
     timings: dict[str, float] = {}
     use_deterministic_kernels(device)
 
-    t = time.perf_counter()
-    classifier, classifier_accuracy = train_classifier(
-        steps=args.classifier_steps,
-        batch=128,
-        seed=args.seed + 100,
-        start=start,
-        device=device,
-        check_scenes=args.check_scenes,
-        workers=args.workers,
-    )
-    from safetensors.torch import save_file
+    if args.stages_from is not None:
+        classifier, vae, stages = reuse_stages(args, tmp)
+        timings.update(stages["timings_s"])
+        classifier_accuracy, vae_accuracy = stages["classifier_accuracy"], stages["vae_accuracy"]
+        log(f"reused the classifier and VAE of {args.stages_from}", start)
+        t = time.perf_counter()
+        images, scenes = make_dataset(args.images, seed=args.seed, workers=args.workers, vocabulary=vocabulary)
+        latent_mean, latent_std = encode_latents(vae, images)
+        scaling_factor = float(vae.config.scaling_factor)
+        log(f"drew and encoded {len(images)} training scenes", start)
+        timings["data"] = time.perf_counter() - t
+    else:
+        t = time.perf_counter()
+        classifier, classifier_accuracy = train_classifier(
+            steps=args.classifier_steps,
+            batch=128,
+            seed=args.seed + 100,
+            start=start,
+            device=device,
+            check_scenes=args.check_scenes,
+            workers=args.workers,
+            vocabulary=vocabulary,
+        )
+        from safetensors.torch import save_file
 
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()},
-        str(tmp / "classifier.safetensors"),
-        metadata={"format": "cpedit-shapes-classifier/1", "heads": ",".join(HEADS)},
-    )
-    timings["classifier"] = time.perf_counter() - t
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()},
+            str(tmp / "classifier.safetensors"),
+            metadata={"format": "cpedit-shapes-classifier/1", "heads": ",".join(vocabulary.attributes)},
+        )
+        timings["classifier"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        images, scenes = make_dataset(args.images, seed=args.seed, workers=args.workers, vocabulary=vocabulary)
+        log(f"drew {len(images)} training scenes", start)
+        timings["data"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        vae = train_vae(
+            images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start, device=device
+        )
+        latent_mean, latent_std = encode_latents(vae, images)
+        scaling_factor = float(1.0 / latent_mean.std())
+        vae.register_to_config(scaling_factor=scaling_factor)
+        recon_check = world.sample(max(1, args.check_scenes * 2 // 3), seed=args.seed + 4, vocabulary=vocabulary)
+        recon_images = world.render_many(recon_check, workers=args.workers, vocabulary=vocabulary)
+        with torch.no_grad():
+            recon_inputs = to_model_input(recon_images).to(device)
+            decoded = vae.decode(vae.encode(recon_inputs).latent_dist.mean).sample
+        reconstructions = ((decoded.clamp(-1, 1) + 1) / 2).cpu()
+        vae_accuracy = attribute_accuracy(classifier, reconstructions, [scene for scene, _ in recon_check])
+        log(f"vae: scaling factor {scaling_factor:.4f}; classifier on reconstructions {vae_accuracy}", start)
+        timings["vae"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    images, scenes = make_dataset(args.images, seed=args.seed, workers=args.workers)
-    log(f"drew {len(images)} training scenes", start)
-    timings["data"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    vae = train_vae(images, steps=args.vae_steps, batch=args.batch, seed=args.seed + 200, start=start, device=device)
-    latent_mean, latent_std = encode_latents(vae, images)
-    scaling_factor = float(1.0 / latent_mean.std())
-    vae.register_to_config(scaling_factor=scaling_factor)
-    recon_check = world.sample(max(1, args.check_scenes * 2 // 3), seed=args.seed + 4)
-    recon_images = world.render_many(recon_check, workers=args.workers)
-    with torch.no_grad():
-        recon_inputs = to_model_input(recon_images).to(device)
-        decoded = vae.decode(vae.encode(recon_inputs).latent_dist.mean).sample
-    reconstructions = ((decoded.clamp(-1, 1) + 1) / 2).cpu()
-    vae_accuracy = attribute_accuracy(classifier, reconstructions, [scene for scene, _ in recon_check])
-    log(f"vae: scaling factor {scaling_factor:.4f}; classifier on reconstructions {vae_accuracy}", start)
-    timings["vae"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    write_clip_tokenizer(tmp / "tokenizer-src", words=WORDS)
+    write_clip_tokenizer(tmp / "tokenizer-src", words=list(vocabulary.caption_words))
     tokenizer = CLIPTokenizer.from_pretrained(str(tmp / "tokenizer-src"), model_max_length=77)
     unet, text_encoder = train_denoiser(
         latent_mean,
         latent_std,
         scenes,
         tokenizer,
+        design=DESIGNS[args.design],
+        vocabulary=vocabulary,
         scaling_factor=scaling_factor,
         steps=args.denoiser_steps,
         batch=args.batch,
@@ -499,19 +735,27 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
         device=device,
     )
     timings["denoiser"] = time.perf_counter() - t
-    save_pipeline(tmp / "pipeline", unet=unet, vae=vae.cpu(), text_encoder=text_encoder, tokenizer=tokenizer)
+    save_pipeline(
+        tmp / "pipeline",
+        unet=unet,
+        vae=vae.cpu(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        design=DESIGNS[args.design],
+    )
     shutil.rmtree(tmp / "tokenizer-src")
 
     t = time.perf_counter()
     settings = {"steps": 25, "guidance_scale": 7.5}
-    seen_scenes = [world.training_scenes()[i] for i in range(0, len(world.training_scenes()), 9)]
+    held_scenes = check_scenes(world.held_out_scenes(vocabulary=vocabulary), args.check_captions)
+    seen_scenes = check_scenes(world.training_scenes(vocabulary=vocabulary), args.check_captions)
     held: dict[str, float] | None = None
     seen: dict[str, float] | None = None
     if args.eval_per_scene > 0:
         held = measure_attributes(
             tmp / "pipeline",
             classifier,
-            world.held_out_scenes(),
+            held_scenes,
             per_scene=args.eval_per_scene,
             seed=HELD_OUT_CHECK_SEED,
             device=device,
@@ -541,6 +785,10 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
         },
         "torch": torch.__version__,
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "design": {"name": args.design, "description": DESIGNS[args.design].description},
+        "world": args.world,
+        "world_fingerprint": world_fingerprint(vocabulary),
+        "stages_from": None if args.stages_from is None else stages["source"],
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "pipeline_bytes": size,
         "classifier_accuracy_on_drawn_scenes": classifier_accuracy,
@@ -550,7 +798,7 @@ def _train(args: argparse.Namespace, tmp: Path, argv: list[str] | None, *, devic
             "held_out_captions": held,
             "seen_captions": seen,
             "images_per_caption": args.eval_per_scene,
-            "held_out_captions_count": len(world.held_out_scenes()),
+            "held_out_captions_count": len(held_scenes),
             "seen_captions_count": len(seen_scenes),
         },
     }

@@ -40,7 +40,7 @@ from cpedit.output.record import Evaluation, Report, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit, step_events
 from cpedit.recipes.format import Recipe
 from cpedit.shapes import world
-from cpedit.shapes.classifier import HEADS, classify, load_classifier
+from cpedit.shapes.classifier import classify, load_classifier
 
 BENCHMARK = "shapes"
 """Results are also kept in ``EDITED/conceptprune/eval/shapes.json`` (model cards read them)."""
@@ -114,14 +114,19 @@ def _calibration_prompts(recipes: Sequence[Recipe]) -> set[str]:
 
 
 def evaluation_prompts(
-    erased: list[tuple[str, str]], *, images: int, seed: int, exclude: set[str]
+    erased: list[tuple[str, str]],
+    *,
+    images: int,
+    seed: int,
+    exclude: set[str],
+    vocabulary: world.Vocabulary = world.V1,
 ) -> tuple[list[world.Scene], list[world.Scene]]:
     """``images`` scenes that ask for an erased value, and ``images`` that ask for none.
 
-    Scenes are drawn from every combination of the world with ``seed``; scenes whose
-    caption was a calibration prompt are skipped.
+    Scenes are drawn from every combination of ``vocabulary`` (default: the built-in model's)
+    with ``seed``; scenes whose caption was a calibration prompt are skipped.
     """
-    asks = [s for s in world.all_scenes() if world.caption(s) not in exclude]
+    asks = [s for s in world.all_scenes(vocabulary=vocabulary) if world.caption(s) not in exclude]
     with_concept = [s for s in asks if any(s.value(a) == v for a, v in erased)]
     without = [s for s in asks if not any(s.value(a) == v for a, v in erased)]
     if not with_concept or not without:
@@ -219,8 +224,9 @@ def image_scores(
     pairs = list(zip(predictions, asked, strict=True))
     if mode == "erased":
         return [float(any(scene.value(a) == v and p[a] == v for a, v in erased)) for p, scene in pairs], {}
-    right = np.array([[p[name] == scene.value(name) for name in HEADS] for p, scene in pairs], dtype=np.float64)
-    per_attribute = {name: float(np.mean(right[:, i])) for i, name in enumerate(HEADS)}
+    heads = tuple(classifier.attributes)
+    right = np.array([[p[name] == scene.value(name) for name in heads] for p, scene in pairs], dtype=np.float64)
+    per_attribute = {name: float(np.mean(right[:, i])) for i, name in enumerate(heads)}
     return [float(v) for v in right.mean(axis=1)], per_attribute
 
 

@@ -45,3 +45,29 @@ def test_an_unusable_device_is_refused_before_anything_is_written(
         assert exit_info.value.code == 2
         assert "--device" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no output, no partial folder
+
+
+def test_a_v2_design_trains_on_the_v2_world(tmp_path: Path) -> None:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    from cpedit.shapes import world
+    from cpedit.shapes.classifier import load_classifier
+    from devtools.builders import write_clip_tokenizer
+    from devtools.train_shapes import DESIGNS, SCHEDULER_CONFIG
+
+    assert main(["--out", str(tmp_path / "v2"), *TINY, "--world", "v2", "--design", "sd-shifted"]) == 0
+    assert load_classifier(tmp_path / "v2" / "classifier.safetensors").attributes == world.V2.attributes
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "v2" / "pipeline"), use_safetensors=True)
+    full = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_path / "full")), model_max_length=77)
+    text = "a sepia glowing gradient cyan hexagon on a navy background"  # V2's words, none of them V1's
+    assert pipe.tokenizer.tokenize(text) == full.tokenize(text)  # its words, not spelled out letter by letter
+    assert pipe.unet.config.down_block_types == list(DESIGNS["sd-shifted"].unet["down_block_types"])
+    # the shifted schedule: at every timestep 16 times the signal-to-noise ratio of SD's
+    shifted = pipe.scheduler.alphas_cumprod.double()
+    sd = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()
+    ratio = (shifted / (1 - shifted)) / (sd / (1 - sd))
+    assert torch.allclose(ratio, torch.full_like(ratio, 16.0), rtol=1e-3)  # betas kept to 8 digits, float32
+    report = json.loads((tmp_path / "v2" / "training-report.json").read_text())
+    assert report["world"] == "v2" and report["design"]["name"] == "sd-shifted"
