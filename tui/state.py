@@ -858,6 +858,18 @@ class AppState:
         self.last_save = saved
         self.accept(saved.tuned)
         self.log.append(f"saved {saved.path} ({saved.tuned.selection.pruned:,} weights pruned)")
+        if saved.collapsed:
+            self.log.append(f"warning: {self.collapse_warning()}")
+
+    def collapse_warning(self) -> str | None:
+        """What to tell the user when the last save's edit destroyed generation (None: it did not, or no save)."""
+        saved = self.last_save
+        if saved is None or not saved.collapsed:
+            return None
+        return (
+            f"the edit destroyed generation, not just the concept ({saved.collapse.reason}); "
+            "lower the skill ratio, or check the recipe's target and prompts"
+        )
 
     def save(self, *, overwrite: bool = False) -> Path:
         """Write the tune values now to :meth:`output_folder` (blocking, on this thread: for scripts and tests;
