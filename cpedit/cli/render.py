@@ -278,7 +278,7 @@ COLLAPSE_ADVICE = (
     "lower prune.skill_ratio in the recipe (`cpedit tune` finds the least pruning that erases the concept), "
     "or check its prune.target and that its target and base prompts differ only in the concept"
 )
-"""What to do about a collapsed edit (printed by ``prune`` and ``apply``)."""
+"""What to do about a collapsed edit (printed by ``prune``)."""
 
 
 def collapse_warning(report: Report) -> str | None:
