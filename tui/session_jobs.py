@@ -78,10 +78,17 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Saved:
-    """A written output and the selection it holds."""
+    """A written output, the selection it holds and its collapse check (recorded in its report)."""
 
     path: Path
     tuned: Tuned
+    collapse: Any = None
+    """The :class:`cpedit.output.collapse.CollapseCheck` of the saved edit, or None when none ran."""
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the saved edit destroyed generation (its collapse check failed)."""
+        return self.collapse is not None and bool(self.collapse.collapsed)
 
 
 class SessionJobs:
@@ -92,7 +99,11 @@ class SessionJobs:
     """
 
     def __init__(self, session: Any) -> None:
+        from cpedit.edit.collapse import CollapseGuard
+
         self.session = session
+        self.collapse_guard = CollapseGuard()
+        """Checks each save for a collapse; it keeps the base images, so later saves render only the edited ones."""
         self._turn = threading.Lock()
         self._closed = False
 
@@ -183,7 +194,7 @@ class SessionJobs:
         cancel: threading.Event | None = None,
     ) -> Saved:
         """Write the selection for ``values`` (``tuned`` when it is that) to ``out``; the recipe copies and the
-        report record those values.
+        report record those values, and the collapse check run before the save (:mod:`cpedit.edit.collapse`).
 
         Raises:
             CpeditError: What :meth:`cpedit.EditSession.save` raises.
@@ -191,8 +202,9 @@ class SessionJobs:
         """
         with self.turn(cancel=cancel) as session:
             tuned = self._applied(session, values, tuned, on_progress=on_progress, cancel=cancel)
+            collapse = session.check_collapse(self.collapse_guard, on_progress=on_progress, cancel=cancel)
             saved = session.save(out, overwrite=overwrite, on_progress=on_progress, cancel=cancel)
-        return Saved(saved.path, tuned)
+        return Saved(saved.path, tuned, collapse)
 
     def render_preview_into(self, saved: Saved, *, cancel: threading.Event | None = None) -> Path:
         """Render the before/after preview of a saved output into it, from the session (its model is in memory).

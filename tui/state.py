@@ -205,6 +205,8 @@ class SweepPoint:
     """The 95% interval of erased after (low, high), where the point has one."""
     drop_interval: tuple[float, float] | None = None
     """The 95% interval of the drop (low, high)."""
+    collapsed: bool = False
+    """The point's edit destroyed generation (its collapse check failed): it failed, whatever it measured."""
 
     @property
     def label(self) -> str:
@@ -247,6 +249,7 @@ def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None 
                 chosen=chosen is not None and settings == chosen,
                 erased_interval=_bounds(data, "erased"),
                 drop_interval=_bounds(data, "drop"),
+                collapsed=data.get("collapsed") is True,
             )
         )
     if not all("pareto" in data for data in points):
@@ -256,16 +259,21 @@ def sweep_points(points: list[dict[str, Any]], *, chosen: dict[str, Any] | None 
 
 def mark_pareto(points: list[SweepPoint]) -> list[SweepPoint]:
     """``points`` with ``pareto`` set on the non-dominated ones (lower erased after, lower drop: as
-    :func:`cpedit.tuning.pareto_front`)."""
+    :func:`cpedit.tuning.pareto_front`; a collapsed point is never on it and dominates nothing)."""
 
     def beats(a: SweepPoint, b: SweepPoint) -> bool:
         return (
-            a.erased_after <= b.erased_after
+            not a.collapsed
+            and not b.collapsed
+            and a.erased_after <= b.erased_after
             and a.drop <= b.drop
             and (a.erased_after < b.erased_after or a.drop < b.drop)
         )
 
-    return [dataclasses.replace(p, pareto=not any(beats(q, p) for q in points if q is not p)) for p in points]
+    return [
+        dataclasses.replace(p, pareto=not p.collapsed and not any(beats(q, p) for q in points if q is not p))
+        for p in points
+    ]
 
 
 def point_values(point: SweepPoint, own: TuneValues) -> TuneValues:
@@ -858,6 +866,18 @@ class AppState:
         self.last_save = saved
         self.accept(saved.tuned)
         self.log.append(f"saved {saved.path} ({saved.tuned.selection.pruned:,} weights pruned)")
+        if saved.collapsed:
+            self.log.append(f"warning: {self.collapse_warning()}")
+
+    def collapse_warning(self) -> str | None:
+        """What to tell the user when the last save's edit destroyed generation (None: it did not, or no save)."""
+        saved = self.last_save
+        if saved is None or not saved.collapsed:
+            return None
+        return (
+            f"the edit destroyed generation, not just the concept ({saved.collapse.reason}); "
+            "lower the skill ratio, or check the recipe's target and prompts"
+        )
 
     def save(self, *, overwrite: bool = False) -> Path:
         """Write the tune values now to :meth:`output_folder` (blocking, on this thread: for scripts and tests;

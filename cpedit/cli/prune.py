@@ -19,7 +19,7 @@ from cpedit.cli.options import (
     preview_steps_option,
     recipe_option,
 )
-from cpedit.cli.render import ProgressView, concept_table, layer_table
+from cpedit.cli.render import ProgressView, concept_table, layer_table, warn_if_collapsed
 from cpedit.edit.prune import prune
 from cpedit.errors import CpeditError
 from cpedit.export.single_file import check_single_file_target, export_single_file
@@ -85,6 +85,14 @@ def _about_single_file() -> Iterator[None]:
     "--no-memory-check prints the estimate and goes ahead anyway.",
 )
 @click.option(
+    "--collapse-check/--no-collapse-check",
+    default=True,
+    show_default=True,
+    help="After pruning, render 4 unrelated prompts with the base and the pruned model (same seed, 6 steps) "
+    "and warn when the edit destroyed generation (noise, flat or black images) rather than the concept. "
+    "Recorded in report.json; a collapse is a warning, the output is still written (exit status 0).",
+)
+@click.option(
     "--single-file",
     "single_file",
     type=click.Path(dir_okay=False),
@@ -113,6 +121,7 @@ def prune_command(
     conceal_scale: str | None,
     conceal_seed: int | None,
     memory_check: bool,
+    collapse_check: bool,
     single_file: str | None,
     single_file_dtype: str | None,
     output_format: str,
@@ -160,6 +169,7 @@ def prune_command(
             conceal_scale=conceal_scale,
             conceal_seed=conceal_seed,
             memory_check=memory_check,
+            collapse_check=collapse_check,
         )
         exported = None
         if single_file is not None:
@@ -170,6 +180,7 @@ def prune_command(
     report = result.report
     if output_format == "json":
         click.echo(report.to_json(), nl=False)
+        warn_if_collapsed(report)
         return
     stdout = stdout_console()
     stdout.print(concept_table(report))
@@ -195,3 +206,6 @@ def prune_command(
         stdout.print(f"Preview: [bold]{result.output}/conceptprune/preview.png[/]")
     if exported is not None:
         stdout.print(f"Single file: [bold]{exported.path}[/] ({exported.family})", highlight=False)
+    if report.collapse_check is not None and not report.collapse_check.collapsed:
+        stdout.print(f"Collapse check: {report.collapse_check.reason}.", markup=False, highlight=False)
+    warn_if_collapsed(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+import click
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.progress import (
@@ -26,6 +27,7 @@ from rich.text import Text
 from cpedit.cli.layout import FittedTable
 from cpedit.output.record import Report
 from cpedit.progress import ProgressEvent
+from cpedit.text import escape_unsafe
 
 
 def is_transfer(event: ProgressEvent) -> bool:
@@ -270,3 +272,28 @@ class TransferView(ProgressView):
     """
 
     counted_bars = False
+
+
+COLLAPSE_ADVICE = (
+    "lower prune.skill_ratio in the recipe (`cpedit tune` finds the least pruning that erases the concept), "
+    "or check its prune.target and that its target and base prompts differ only in the concept"
+)
+"""What to do about a collapsed edit (printed by ``prune``)."""
+
+
+def collapse_warning(report: Report) -> str | None:
+    """The warning line of a collapsed edit (None when the check passed or did not run)."""
+    check = report.collapse_check
+    if check is None or not check.collapsed:
+        return None
+    return (
+        f"Warning: the edit destroyed generation, not just the concept ({escape_unsafe(check.reason)}). "
+        f"The output was written but is probably unusable: {COLLAPSE_ADVICE}."
+    )
+
+
+def warn_if_collapsed(report: Report) -> None:
+    """Print :func:`collapse_warning` on stderr, if there is one."""
+    warning = collapse_warning(report)
+    if warning is not None:
+        click.echo(warning, err=True)

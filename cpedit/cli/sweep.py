@@ -121,6 +121,14 @@ def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
         guidance_option(),
         image_batch_option(default=16, why="Default 16: between the shapes model's 64 and full-size models' 4."),
         calibration_batch_option(),
+        click.option(
+            "--collapse-check/--no-collapse-check",
+            default=True,
+            show_default=True,
+            help="Check every point's edit for a collapse (4 unrelated prompts, base against pruned, 6 steps; "
+            "the base images once): a point whose edit destroyed generation is marked collapsed and failed "
+            "(never on the Pareto front, never chosen by tune).",
+        ),
         compute_options(),
     )(command)
 
@@ -221,7 +229,8 @@ def _line(point: Any, tau: str) -> str:
     cells = _cells(point, tau)
     skipped = ("time", "skill ratio", "tau", "images", *OPTIONAL)
     measured = ", ".join(f"{k} {cells[k]}" for k in COLUMNS if k not in skipped)
-    return f"{_settings(point, tau)}, {measured}"
+    failed = f" - COLLAPSED, failed: {point.collapse.reason}" if point.collapsed else ""
+    return f"{_settings(point, tau)}, {measured}{failed}"
 
 
 def _table(title: str, points: list[Any], *, tau: str, marks: dict[int, str]) -> FittedTable:
@@ -233,7 +242,8 @@ def _table(title: str, points: list[Any], *, tau: str, marks: dict[int, str]) ->
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("")
     for point, cells in zip(points, rows, strict=True):
-        table.add_row(*(cells[c] for c in columns), marks.get(id(point), ""))
+        mark = "collapsed" if point.collapsed else marks.get(id(point), "")
+        table.add_row(*(cells[c] for c in columns), mark)
     return table
 
 

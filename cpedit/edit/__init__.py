@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from cpedit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cpedit.edit.collapse import CollapseGuard, check_collapse
     from cpedit.edit.memory import MemoryEstimate, estimate_memory
     from cpedit.edit.prune import PruneResult, prune
     from cpedit.edit.selection import Selection
     from cpedit.edit.session import EditSession, SaveResult
 
 _EXPORTS = {
+    "CollapseGuard": "cpedit.edit.collapse",
+    "check_collapse": "cpedit.edit.collapse",
     "EditSession": "cpedit.edit.session",
     "MemoryEstimate": "cpedit.edit.memory",
     "estimate_memory": "cpedit.edit.memory",

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from cpedit import distributed
+from cpedit.edit.collapse import CollapseGuard
 from cpedit.edit.memory import estimate_memory, refuse_if_it_cannot_fit
 from cpedit.edit.preflight import preflight
 from cpedit.edit.session import EditSession
@@ -83,6 +84,7 @@ def prune(
     conceal_scale: str | None = None,
     conceal_seed: int | None = None,
     memory_check: bool = True,
+    collapse_check: bool | CollapseGuard = False,
 ) -> PruneResult:
     """Erase the recipes' concepts from a pipeline by pruning skilled weights.
 
@@ -120,6 +122,11 @@ def prune(
         memory_check: Before the model loads (once its files are here), estimate the memory the run
             needs (:func:`cpedit.edit.memory.estimate_memory`; reported as a ``load`` event) and
             refuse a run that will not fit; False reports the estimate and goes ahead anyway.
+        collapse_check: After the edit is applied, render a few unrelated prompts with the base and
+            the edited weights and check that generation still works (:mod:`cpedit.edit.collapse`;
+            8 small renders by default). True uses the default :class:`~cpedit.edit.collapse.CollapseGuard`;
+            a guard, its prompts, steps and threshold. The result is the report's ``collapse_check``
+            (``result.report.collapse_check.collapsed``); a collapse does not stop the run.
 
     Returns:
         A :class:`PruneResult`.
@@ -195,6 +202,9 @@ def prune(
             on_progress=on_progress,
             cancel=cancel,
         )
+        if collapse_check is not False:
+            guard = collapse_check if isinstance(collapse_check, CollapseGuard) else None
+            session.check_collapse(guard, on_progress=on_progress, cancel=cancel)
         if out_path is not None:
             target = out_path
 

@@ -17,11 +17,12 @@ from cpedit.edit.calibration import ConceptStats, is_text_target
 from cpedit.edit.selection import Selection
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
 from cpedit.models.loading import ModelSource
+from cpedit.output.collapse import CollapseCheck
 from cpedit.output.record import RECORD_DIR, BaseModelInfo, ConceptRecord, LayerRecord, Report, Totals
 from cpedit.recipes.conceal import Conceal
 from cpedit.recipes.format import Recipe
 
-TIMED_STEPS = ("load", "calibrate", "score", "save", "preview")
+TIMED_STEPS = ("load", "calibrate", "score", "collapse_check", "save", "preview")
 """The steps whose seconds add up to the report's ``timings_s.total``."""
 
 
@@ -39,6 +40,7 @@ def build_report(
     timings: Mapping[str, float],
     skipped_files: tuple[str, ...] = (),
     base_weights_digest: str | None = None,
+    collapse_check: CollapseCheck | None = None,
 ) -> Report:
     """The :class:`~cpedit.output.record.Report` of an applied selection.
 
@@ -56,6 +58,7 @@ def build_report(
         skipped_files: Files of the base folder not copied into the output.
         base_weights_digest: The digest of the pruned weights as the base folder holds them
             (:attr:`cpedit.output.folder.WrittenFolder.base_weights_digest`), when the edit was saved.
+        collapse_check: The collapse check of this selection (:mod:`cpedit.edit.collapse`), if one was run.
     """
     from cpedit.versions import library_versions
 
@@ -143,4 +146,5 @@ def build_report(
         timings_s=timings_s,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         conceal=conceal,
+        collapse_check=collapse_check,
     )

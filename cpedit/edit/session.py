@@ -56,6 +56,7 @@ from cpedit.edit.calibration import (
     denoiser_calls,
     is_text_target,
 )
+from cpedit.edit.collapse import CollapseGuard
 from cpedit.edit.conceal import concept_difference
 from cpedit.edit.preflight import check_recipes, preflight
 from cpedit.edit.report import build_report
@@ -69,6 +70,7 @@ from cpedit.models.loading import ModelSource, check_offload, load_safety_checke
 from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set
 from cpedit.models.support import require_support
 from cpedit.models.vocabulary import warn_unknown_words
+from cpedit.output.collapse import CollapseCheck
 from cpedit.output.folder import atomic_folder, weight_fills, write_pipeline_folder
 from cpedit.output.preview import save_preview
 from cpedit.output.record import RECORD_DIR, Report, write_record
@@ -136,6 +138,8 @@ class EditSession:
         self.timings: dict[str, float] = {}
         self.statistics: dict[str, ConceptStats] = {}
         self._applied: AppliedSelection | None = None
+        self._collapse: tuple[Selection, CollapseCheck] | None = None
+        """The last collapse check and the selection it judged (the report records it while that is applied)."""
         self._safety_checker: Any = None
         """The model's safety checker once loaded for :meth:`sample` (pruning loads pipelines without it)."""
         spec = require_support(pipeline)
@@ -519,6 +523,7 @@ class EditSession:
         if not quiet:
             emit(on_progress, ProgressEvent(stage="prune", message=f"pruning {selection.pruned:,} weights"))
             self.timings["score"] = selection.seconds  # the report's scoring time is the applied selection's
+            self.timings.pop("collapse_check", None)  # a check of an earlier selection is not this one's
         differences = self._concept_differences(selection) if conceal.conceals and fills is None else None
         self._applied = apply_selection(selection, by_key, conceal=conceal, fills=fills, differences=differences)
 
@@ -622,6 +627,35 @@ class EditSession:
                         fills=swapped.fills,
                         quiet=True,
                     )
+
+    def check_collapse(
+        self,
+        guard: CollapseGuard | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CollapseCheck:
+        """Check that the applied selection did not destroy generation (:mod:`cpedit.edit.collapse`).
+
+        A few unrelated prompts are rendered with the base and the edited weights (same seed) and
+        compared; :meth:`report` and :meth:`save` record the result while this selection stays applied.
+
+        Args:
+            guard: The prompts, steps, seed and threshold (None: the defaults of
+                :class:`~cpedit.edit.collapse.CollapseGuard`); a guard kept across checks renders
+                the base images once.
+            on_progress: Receives the renders' ``sample`` events.
+            cancel: Stops before the next image or step (the selection stays applied).
+
+        Raises:
+            CpeditError: No selection is applied, or the renders fail.
+            Cancelled: ``cancel`` was set.
+        """
+        selection = self._require_applied()
+        check = (guard or CollapseGuard()).check(self, on_progress=on_progress, cancel=cancel)
+        self._collapse = (selection, check)
+        self.timings["collapse_check"] = check.seconds
+        return check
 
     def _checker_for(self, wanted: bool) -> Any:
         """The safety checker to sample with: None when not ``wanted``, else the pipeline's own, else the
@@ -795,6 +829,7 @@ class EditSession:
     def _report(self, *, skipped_files: tuple[str, ...], base_weights_digest: str | None = None) -> Report:
         """The report of the applied selection (:func:`cpedit.edit.report.build_report`)."""
         selection = self._require_applied()
+        checked = self._collapse[1] if self._collapse is not None and self._collapse[0] is selection else None
         return build_report(
             pipeline=self.pipeline,
             source=self.source,
@@ -808,6 +843,7 @@ class EditSession:
             timings=self.timings,
             skipped_files=skipped_files,
             base_weights_digest=base_weights_digest,
+            collapse_check=checked,
         )
 
 

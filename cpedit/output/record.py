@@ -32,6 +32,7 @@ from cpedit.durable import is_temporary_name, write_bytes_atomically
 from cpedit.errors import CpeditError, RecipeError, UnsafeFileError
 from cpedit.models.files import check_folder_files, load_json_text
 from cpedit.models.support import DENOISER_COMPONENTS
+from cpedit.output.collapse import CollapseCheck, CollapseProblem
 from cpedit.recipes.conceal import Conceal, conceal_problems
 from cpedit.recipes.format import Recipe, parse_recipe, read_recipe_text
 from cpedit.text import shown, strip_unsafe
@@ -199,6 +200,9 @@ class Report:
         conceal: How the pruned entries were filled (``zero``, or ``gaussian`` with its scale and
             seed); reports written before concealment existed read as ``zero``. The published
             report (:meth:`shareable`) leaves the seed out.
+        collapse_check: The collapse check run after the edit was applied (unrelated prompts,
+            base against edited; :mod:`cpedit.edit.collapse`), or None when it was not run
+            (``report.json`` then has no ``collapse_check``).
     """
 
     base_model: BaseModelInfo
@@ -219,6 +223,7 @@ class Report:
     created: str = ""
     report_version: int = REPORT_VERSION
     conceal: Conceal = field(default_factory=Conceal)
+    collapse_check: CollapseCheck | None = None
 
     @property
     def denoiser_label(self) -> str:
@@ -287,6 +292,7 @@ class Report:
             "skipped_files": list(self.skipped_files),
             "versions": dict(self.versions),
             "timings_s": dict(self.timings_s),
+            **({"collapse_check": self.collapse_check.to_dict()} if self.collapse_check is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -366,6 +372,12 @@ class Report:
             mode=conceal_mode, scale=conceal_scale or Conceal().scale, seed=conceal_seed
         ):
             read.fail(f"conceal.{fields_by_key[key]}", message)
+        collapse_check = None
+        if top.get("collapse_check") is not None:
+            try:
+                collapse_check = CollapseCheck.from_dict(top["collapse_check"])
+            except CollapseProblem as exc:
+                read.fail(exc.where, str(exc).removeprefix(f"{exc.where}: "))
         return cls(
             base_model=BaseModelInfo(
                 id=read.value(base, "id", str, "base_model", default=None),
@@ -402,6 +414,7 @@ class Report:
             created=read.value(top, "created", str, "", default=""),
             report_version=read.value(top, "report_version", int, "", default=REPORT_VERSION),
             conceal=Conceal(mode=conceal_mode, scale=conceal_scale or Conceal().scale, seed=conceal_seed),
+            collapse_check=collapse_check,
         )
 
 

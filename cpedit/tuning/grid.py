@@ -119,6 +119,7 @@ def sweep(
     compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
     keep_models: bool = False,
+    collapse_check: bool = True,
     plot: bool = True,
     on_point: Callable[[Point, int, int], None] | None = None,
     on_progress: ProgressCallback | None = None,
@@ -147,6 +148,9 @@ def sweep(
             ``sweep.json``); the evaluation's judges run on its device too.
         batch_size: Prompts per calibration batch; None picks the largest that fits.
         keep_models: Also save every point's pruned model in ``out/points/`` (for ``cpedit push``).
+        collapse_check: Check each point's edit for a collapse (:mod:`cpedit.edit.collapse`; the base
+            images once, 4 small images per point): a collapsed point is marked in ``sweep.json``
+            (``collapsed``, ``collapse_check``) and the plot, and is never on the Pareto front.
         plot: Write ``sweep.png`` (needs matplotlib: checked before anything is measured).
         on_point: Called with each point as it is finished (and its index and the total).
         on_progress: Receives the load, calibrate, sample and evaluate events.
@@ -158,6 +162,7 @@ def sweep(
             (``reason="missing_dependency"``, before any work), or as the evaluation.
         Cancelled: ``cancel`` was set (finished points are kept: run again to continue).
     """
+    from cpedit.edit.collapse import CollapseGuard
     from cpedit.recipes.sources import resolve_recipe
 
     if plot:
@@ -221,6 +226,7 @@ def sweep(
         keep_models=keep_models,
         compute=dataclasses.replace(compute, device=rank_device(compute.device)),
         batch_size=batch_size,
+        collapse_guard=CollapseGuard() if collapse_check else None,
         on_progress=on_progress,
         cancel=cancel,
     )

@@ -3,7 +3,8 @@
 Erased after the edit (lower is better) against the preservation drop (lower is better):
 every point labelled with its settings and drawn with its 95% intervals as error bars (both
 axes, where the benchmarks give them), the base model as a reference mark, the Pareto front
-joined by a line and ringed. Written atomically; matplotlib runs headless (Agg).
+joined by a line and ringed, collapsed points (their edit destroyed generation) crossed out in
+red. Written atomically; matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ def plot_sweep(points: Sequence[Point], path: str | os.PathLike[str], *, plan: E
             zorder=4,
             label="Pareto front",
         )
+        broken = [p for p in points if p.collapsed]
+        if broken:
+            axes.scatter(
+                [p.drop for p in broken],
+                [p.erased["after"] for p in broken],
+                marker="x",
+                s=70,
+                color="#c44e52",
+                zorder=6,
+                label="collapsed (failed)",
+            )
         before = points[0].erased.get("before")
         if before is not None:
             axes.scatter([0.0], [before], marker="*", s=140, color="#55a868", zorder=5, label="base model")

@@ -26,6 +26,7 @@ from typing import Any
 from cpedit.errors import CpeditError, RecipeError
 from cpedit.eval.intervals import Estimate
 from cpedit.models.compute import ComputeOptions
+from cpedit.output.collapse import CollapseCheck
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
 from cpedit.recipes.format import Recipe
 from cpedit.tuning.measure import EvaluationPlan, measure
@@ -88,7 +89,9 @@ class Point:
     """A measured point: its settings, what it pruned, erased and preserved before/after, the drop.
 
     ``intervals`` holds the 95% intervals of ``erased`` (after) and ``drop`` where the benchmarks
-    give them; ``images`` the images per model the erasure benchmark scored.
+    give them; ``images`` the images per model the erasure benchmark scored; ``collapse`` the
+    collapse check of the point's edit (:mod:`cpedit.edit.collapse`; None: not checked). A
+    collapsed point failed whatever it measured: it is never on the Pareto front nor chosen by tune.
     """
 
     settings: PointSettings
@@ -101,6 +104,12 @@ class Point:
     seconds: float = 0.0
     intervals: dict[str, Estimate] = field(default_factory=dict)
     images: int = 0
+    collapse: CollapseCheck | None = None
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the point's edit destroyed generation (its collapse check failed)."""
+        return self.collapse is not None and self.collapse.collapsed
 
     def upper(self, what: str) -> float:
         """The interval's upper bound of ``erased`` (after) or ``drop`` (the value itself without one)."""
@@ -127,6 +136,11 @@ class Point:
             "seconds": round(self.seconds, 3),
             "intervals": {name: e.to_dict() for name, e in self.intervals.items()},
             "images": self.images,
+            **(
+                {"collapsed": self.collapse.collapsed, "collapse_check": self.collapse.to_dict()}
+                if self.collapse is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -143,6 +157,7 @@ class Point:
             seconds=float(data.get("seconds", 0.0)),
             intervals={name: Estimate.from_dict(e) for name, e in data.get("intervals", {}).items()},
             images=int(data.get("images", 0)),
+            collapse=CollapseCheck.from_dict(data["collapse_check"]) if data.get("collapse_check") else None,
         )
 
 
@@ -185,6 +200,8 @@ class PointEvaluator:
             launch); otherwise no model is written.
         compute, batch_size: As :meth:`cpedit.edit.session.EditSession.open` (``compute.device`` is
             the evaluation judges' device too).
+        collapse_guard: Checks each point's edit for a collapse (:mod:`cpedit.edit.collapse`; its
+            base images are rendered once); None: points are not checked.
         on_progress: Receives the load, calibrate, score, save and evaluation events.
         cancel: Checked by every slow step.
     """
@@ -201,10 +218,12 @@ class PointEvaluator:
         keep_models: bool = False,
         compute: ComputeOptions = ComputeOptions(),
         batch_size: int | None = None,
+        collapse_guard: Any = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> None:
         self.model = model
+        self.collapse_guard = collapse_guard
         self.recipes = list(recipes)
         self.plan = plan
         self.work = Path(work)
@@ -302,6 +321,9 @@ class PointEvaluator:
         emit(self.on_progress, ProgressEvent(stage="evaluate", message=f"point {settings.label}"))
         try:
             session.apply(selection, on_progress=self.on_progress, cancel=self.cancel)
+            collapse = None
+            if self.collapse_guard is not None:
+                collapse = session.check_collapse(self.collapse_guard, on_progress=self.on_progress, cancel=self.cancel)
             # What the saved output would record; its folder only names the point (nothing is written there).
             report, recipes = session.report(), list(session.recipes)
             record = OutputRecord(folder=self.point_folder(settings), report=report, recipes=recipes)
@@ -334,6 +356,7 @@ class PointEvaluator:
             seconds=time.perf_counter() - started,
             intervals=measured.intervals,
             images=measured.images,
+            collapse=collapse,
         )
 
     def _selected(self, settings: PointSettings) -> tuple[Any, Any]:
@@ -373,6 +396,8 @@ class PointEvaluator:
         self._sessions.clear()
         self._pipeline = None
         self.judges.clear()
+        if self.collapse_guard is not None:
+            self.collapse_guard.forget()
 
 
 def masks_sha256(masks: Mapping[str, Any]) -> str:
@@ -396,8 +421,10 @@ def check_grid(values: list[Any], name: str) -> None:
 def pareto_front(points: Sequence[Point]) -> list[Point]:
     """The non-dominated points (lower erased after, lower drop), in order of drop.
 
-    A point is dominated when another is at least as good on both and better on one.
+    A point is dominated when another is at least as good on both and better on one. A collapsed
+    point (:attr:`Point.collapsed`) failed: it is left out, and dominates nothing.
     """
+    points = [p for p in points if not p.collapsed]
 
     def beats(a: Point, b: Point) -> bool:
         ea, eb = a.erased["after"], b.erased["after"]

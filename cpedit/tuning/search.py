@@ -89,13 +89,26 @@ class TuneResult:
 
 
 def meets_goal(point: Point, erased_at_most: float, max_drop: float) -> bool:
-    """Whether the goal holds with the uncertainty: the intervals' upper bounds of erased and the drop within it."""
+    """Whether the goal holds with the uncertainty: the intervals' upper bounds of erased and the drop within it.
+
+    A collapsed point (its edit destroyed generation: :attr:`Point.collapsed`) never meets it.
+    """
+    if point.collapsed:
+        return False
     return point.upper("erased") <= erased_at_most and point.upper("drop") <= max_drop
 
 
+def within_budget(point: Point, max_drop: float) -> bool:
+    """Whether the drop's upper bound is within the budget (never for a collapsed point)."""
+    return not point.collapsed and point.upper("drop") <= max_drop
+
+
 def undecided(point: Point, erased_at_most: float, max_drop: float) -> bool:
-    """Whether an interval straddles the goal: the point might meet it or not (more images would tell)."""
-    clearly_fails = point.lower("erased") > erased_at_most or point.lower("drop") > max_drop
+    """Whether an interval straddles the goal: the point might meet it or not (more images would tell).
+
+    A collapsed point is decided: it fails.
+    """
+    clearly_fails = point.collapsed or point.lower("erased") > erased_at_most or point.lower("drop") > max_drop
     return not clearly_fails and not meets_goal(point, erased_at_most, max_drop)
 
 
@@ -105,11 +118,14 @@ def _base_meets(points: Sequence[Point], erased_at_most: float) -> bool:
 
 
 def best_trade_off(points: Sequence[Point], *, max_drop: float) -> Point:
-    """The least erased point within the drop budget (its interval's upper bound), else the least drop."""
-    within = [p for p in points if p.upper("drop") <= max_drop]
+    """The least erased point within the drop budget (its interval's upper bound), else the least drop.
+
+    Collapsed points come last: one is the best trade-off only when every point collapsed.
+    """
+    within = [p for p in points if within_budget(p, max_drop)]
     if within:
         return min(within, key=lambda p: (p.erased["after"], p.pruned))
-    return min(points, key=lambda p: (p.drop, p.erased["after"]))
+    return min(points, key=lambda p: (p.collapsed, p.drop, p.erased["after"]))
 
 
 def tune(
@@ -133,6 +149,7 @@ def tune(
     holdout_seed: int | None = None,
     compute: ComputeOptions = ComputeOptions(),
     batch_size: int | None = None,
+    collapse_check: bool = True,
     on_point: Callable[[Point], None] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -161,6 +178,8 @@ def tune(
         compute: Where and how the model loads (device, dtype, offload, Hub revision); the
             evaluation's judges run on its device too.
         batch_size: Prompts per calibration batch; None picks the largest that fits.
+        collapse_check: Check each point's edit for a collapse (:mod:`cpedit.edit.collapse`): a
+            collapsed point never meets the goal, and counts as beyond the drop budget.
         on_point: Called with each point as it is measured.
         on_progress, cancel: As :func:`cpedit.tuning.grid.sweep`.
 
@@ -169,6 +188,7 @@ def tune(
         NotOursError: ``out`` holds a file of the tuned recipe's name that tune did not write.
         Cancelled: ``cancel`` was set.
     """
+    from cpedit.edit.collapse import CollapseGuard
     from cpedit.output.record import write_json_atomically
     from cpedit.recipes.sources import resolve_recipe
 
@@ -199,6 +219,7 @@ def tune(
         own_timesteps={target} if None in taus else set(),
         compute=compute,
         batch_size=batch_size,
+        collapse_guard=CollapseGuard() if collapse_check else None,
         on_progress=on_progress,
         cancel=cancel,
     )
@@ -225,16 +246,17 @@ def tune(
         return measured[settings]
 
     def erases(point: Point) -> bool:
-        return point.upper("erased") <= erased_at_most
+        # A collapsed point counts as erasing (it destroyed everything): the search moves to less pruning.
+        return point.collapsed or point.upper("erased") <= erased_at_most
 
     def _bisect_budget(measure: Callable[[float, int | None], Point], at_tau: list[Point], tau: int | None) -> None:
         """Bisect between the largest ratio within the drop budget and the next one beyond it."""
-        beyond = [p.settings.skill_ratio for p in at_tau if p.upper("drop") > max_drop]
+        beyond = [p.settings.skill_ratio for p in at_tau if not within_budget(p, max_drop)]
         if not beyond:
             return  # every ratio measured is within the budget: the most pruning measured is the best
-        within = [p.settings.skill_ratio for p in at_tau if p.upper("drop") <= max_drop]
+        within = [p.settings.skill_ratio for p in at_tau if within_budget(p, max_drop)]
         if not within:  # only too much damage measured: start from the least pruning of the range
-            if measure(min_skill_ratio, tau).upper("drop") > max_drop:
+            if not within_budget(measure(min_skill_ratio, tau), max_drop):
                 return
             within = [min_skill_ratio]
         low_ratio = max(within)
@@ -244,7 +266,7 @@ def tune(
         high_ratio = min(above)
         while high_ratio / low_ratio > tolerance:
             middle = math.sqrt(low_ratio * high_ratio)
-            if measure(middle, tau).upper("drop") <= max_drop:
+            if within_budget(measure(middle, tau), max_drop):
                 low_ratio = middle
             else:
                 high_ratio = middle
@@ -304,7 +326,8 @@ def tune(
         "goal": result.goal,
         "evaluation": plan.described,
         "met": result.met,
-        "rule": "a point meets the goal when the 95% intervals' upper bounds of erased (after) and drop are within it",
+        "rule": "a point meets the goal when the 95% intervals' upper bounds of erased (after) and drop are within "
+        "it and its edit did not collapse",
         "max_growth": max_growth,
         "base_meets": result.base_meets,
         "chosen": None if chosen is None else chosen.to_dict(),

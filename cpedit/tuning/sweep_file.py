@@ -16,6 +16,7 @@ from typing import Any
 
 from cpedit import strict_json
 from cpedit.errors import CpeditError
+from cpedit.output.collapse import CollapseCheck
 
 MAX_SWEEP_BYTES = 16 * 2**20
 """A ``sweep.json`` larger than this is refused (a grid of thousands of points is a few MB)."""
@@ -70,6 +71,10 @@ def _check_point(point: Any, where: str) -> None:
     for name, values in _mapping(point.get("metrics", {}), f"{where}.metrics").items():
         _numbers(values, f"{where}.metrics.{name}")
     _number(point.get("images", 0), f"{where}.images", whole=True)
+    if point.get("collapse_check") is not None:  # a CollapseProblem (a ValueError) names the field
+        check = CollapseCheck.from_dict(point["collapse_check"], where=f"{where}.collapse_check")
+        if point.get("collapsed", check.collapsed) is not check.collapsed:
+            raise _Malformed(f"{where}.collapsed", "disagrees with collapse_check.collapsed")
     for name, interval in _mapping(point.get("intervals", {}), f"{where}.intervals").items():
         at = f"{where}.intervals.{name}"
         if name not in ("erased", "drop"):

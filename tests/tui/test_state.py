@@ -187,6 +187,28 @@ def test_sweep_points_carry_their_intervals_into_the_list() -> None:
     assert "erased 95% 0.050-0.180" in point_line(with_ci).plain and "95%" not in point_line(plain).plain
 
 
+def test_a_collapsed_point_is_marked_and_off_the_front_as_in_the_library() -> None:
+    from cpedit.tuning import Point
+    from tui.state import sweep_points
+    from tui.widgets.sweep_plot import COLLAPSED_MARK, point_line
+
+    check = {
+        "collapsed": True,
+        "reason": "collapse: 4 of 4 unrelated prompts lost their structure",
+        "threshold": 1.0,
+        "steps": 6,
+        "seed": 0,
+        "prompts": [{"prompt": "p", "distance": 3.0, "contrast": 0.05, "texture": 1.0}],
+    }
+    raw = [sweep_point(0.05, 0.3, 0.02), {**sweep_point(0.9, 0.0, 0.0), "collapsed": True, "collapse_check": check}]
+    good, broken = sweep_points(raw)  # no marks in the data: computed
+    assert broken.collapsed and not broken.pareto and good.pareto and not good.collapsed
+    front = cpedit.tuning.pareto_front([Point.from_dict(d) for d in raw])
+    assert [p.settings.skill_ratio for p in front] == [good.skill_ratio]
+    line = point_line(broken).plain
+    assert line.startswith(COLLAPSED_MARK) and "collapsed: failed" in line and "collapsed" not in point_line(good).plain
+
+
 def test_a_point_sets_its_settings_and_keeps_the_recipes_own_where_it_kept_them() -> None:
     from tui.state import TuneValues, point_values, sweep_points
 

@@ -199,7 +199,9 @@ class TunePane(Pane):
         elif state.session is None or state.running:
             save.update("")
         elif state.saved_is_current():
-            save.update(f"saved to {state.saved} with these settings")
+            warning = state.collapse_warning()
+            tail = f"\nWARNING: {warning}" if warning else ""
+            save.update(f"saved to {state.saved} with these settings{tail}")
         else:
             save.update(f"ctrl+s saves to {state.output_folder()} · p previews · tab edits the values")
 
@@ -487,7 +489,11 @@ class TunePane(Pane):
         self._save_line = ""
         if message.result is not None:
             self.state.finish_save(message.result)
-            self.app.notify(f"saved {message.result.path}", timeout=6)
+            warning = self.state.collapse_warning()
+            if warning:
+                self.app.notify(f"saved {message.result.path}, but {warning}", severity="warning", timeout=12)
+            else:
+                self.app.notify(f"saved {message.result.path}", timeout=6)
         elif message.cancelled:
             self._save_line = "save cancelled: nothing was written"
         else:

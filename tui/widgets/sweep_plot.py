@@ -13,18 +13,21 @@ from tui.state import PointsView, SweepPoint
 
 PARETO_MARK = "★"
 CHOSEN_MARK = "◆"
+COLLAPSED_MARK = "✗"
 
 
 def point_line(point: SweepPoint) -> Text:
-    """One list row: a mark (◆ the tune's pick, ★ on the Pareto front), settings, pruned %, erased after
-    (with its 95% interval where the point has one), drop."""
-    mark = CHOSEN_MARK if point.chosen else PARETO_MARK if point.pareto else " "
+    """One list row: a mark (◆ the tune's pick, ★ on the Pareto front, ✗ collapsed), settings, pruned %,
+    erased after (with its 95% interval where the point has one), drop."""
+    mark = COLLAPSED_MARK if point.collapsed else CHOSEN_MARK if point.chosen else PARETO_MARK if point.pareto else " "
     line = Text(f"{mark} ", style="bold yellow" if point.pareto or point.chosen else "")
     line.append(f"{point.label:<15}", style="bold" if point.pareto else "")
     line.append(f" {point.pruned_percent:6.3f}% {point.erased_after:6.3f} {point.drop:+6.3f}")
     if point.erased_interval is not None:
         low, high = point.erased_interval
         line.append(f"  erased 95% {low:.3f}-{high:.3f}", style="dim")
+    if point.collapsed:
+        line.append("  collapsed: failed", style="bold red")
     return line
 
 
@@ -79,7 +82,8 @@ class SweepPlot(Vertical):
             if point.drop_interval is not None:
                 plt.plot(list(point.drop_interval), [point.erased_after, point.erased_after], color="gray", marker="─")
         for series, marker, color in (
-            ([p for p in points if not p.pareto and not p.chosen], "•", "blue"),
+            ([p for p in points if not p.pareto and not p.chosen and not p.collapsed], "•", "blue"),
+            ([p for p in points if p.collapsed], COLLAPSED_MARK, "red"),
             ([p for p in points if p.pareto and not p.chosen], PARETO_MARK, "yellow"),
             ([p for p in points if p.chosen], CHOSEN_MARK, "green"),
         ):
