@@ -3,7 +3,9 @@
 For every denoiser call t < tau and every FFN output projection, the published
 procedure accumulates, over all tokens of both classifier-free-guidance halves of all
 prompts, the column sums of squares of the row-normalised input X of the projection,
-separately for target and base prompts (see ``shared/reference/conceptprune.md``).
+separately for target and base prompts (see ``shared/reference/conceptprune.md``). A 1x1
+convolution (Sana's feed-forward) reads ``[batch, channels, height, width]``: every spatial
+position is a row (a token) and every channel a column, exactly as a linear layer's input.
 
 Where the authors generate each prompt to the end (50 steps, VAE decode), one at a
 time, copying activations to the CPU at every call, cpedit runs target and base
@@ -294,7 +296,10 @@ def calibrate(
     totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
     accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
     state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
-    handles = [layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns)) for layer in layers]
+    handles = [
+        layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns, layer.channels_first))
+        for layer in layers
+    ]
     if text:
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
     else:
@@ -457,9 +462,13 @@ class _CallState:
             self._expanded[rows] = index
         return index
 
-    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None) -> Any:
+    def ffn_hook(self, name: str, columns: tuple[int, int] | None = None, channels_first: bool = False) -> Any:
+        """The pre-hook of one layer; a ``channels_first`` input (a 1x1 convolution's) has a row per position."""
+
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
+            if channels_first:
+                x = x.movedim(1, -1)  # [batch, channels, h, w] -> [batch, h, w, channels]: rows of features
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
             accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
