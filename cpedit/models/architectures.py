@@ -12,18 +12,22 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
 ``ffn`` (default)
     The FFN output projection: the last ``nn.Linear`` of every diffusers ``FeedForward``
     (``ff.net.2`` in Stable Diffusion). Its input columns are the FFN's hidden neurons.
+    In Sana's convolutional feed-forward (``GLUMBConv``) the 1x1 ``conv_point``: its input
+    channels are the inner channels (after the depthwise conv and the SiLU gate).
 ``ffn-in``
     The FFN input projection: the first ``nn.Linear`` of every ``FeedForward``
     (``ff.net.0.proj``; for GEGLU its output is twice the inner width, value and gate
     halves, and all of its weights are candidates). Its input is the block's
-    normalised hidden state.
+    normalised hidden state. In ``GLUMBConv`` the 1x1 ``conv_inverted`` (C -> 2 x inner:
+    value and gate channels), which reads the normalised hidden state too.
 ``attn-key`` / ``attn-value``
     The key / value projections that read the text: cross-attention ``attn2.to_k`` /
     ``to_v`` in UNets and PixArt; in MMDiT/FLUX joint attention, the text stream's
     ``add_k_proj`` / ``add_v_proj``. Their input is the text encoder's hidden states
     (constant over timesteps in UNets; still tau calls, as in the paper).
 ``text-ffn``
-    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``):
+    The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``, the
+    ``down_proj`` of a gated MLP: Gemma, Llama, Qwen):
     every text-encoder forward of the prompt's pipeline call (its own encoding and, under
     classifier-free guidance, the negative prompt's, as the authors' hook sees them), no
     timesteps (tau is ignored).
@@ -66,7 +70,7 @@ class ArchitectureSpec:
     """How cpedit handles one family of pipelines.
 
     Attributes:
-        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``).
+        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``, ``sana``).
         label: Human name for messages and docs.
         pipelines: Pipeline class names of the family.
         denoiser: The denoiser component (``unet`` or ``transformer``).
@@ -140,6 +144,19 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         # encoded exactly as the recipe writes them, whatever is installed.
         call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
+    ArchitectureSpec(
+        name="sana",
+        label="Sana (linear-attention DiT with convolutional GLU feed-forwards, Gemma 2)",
+        pipelines=("SanaPipeline",),
+        denoiser="transformer",
+        guidance="cfg",
+        streams=("image",),
+        text_encoders=("text_encoder",),
+        # As PixArt: binning resizes only the decoded image (and accepts only the four native
+        # sizes); captions are encoded as written. The complex human instruction that SanaPipeline
+        # puts before every prompt by default is kept: calibration encodes what generation encodes.
+        call_kwargs={"use_resolution_binning": False, "clean_caption": False},
+    ),
 )
 
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
@@ -199,6 +216,9 @@ def _denoiser_layers(denoiser: nn.Module, component: str, *, target: str, stream
             if linears:
                 sub, linear = linears[-1] if target == "ffn" else linears[0]
                 layers.append(FFNLayer(name=prefix + sub, module=linear, component=component))
+        elif target in ("ffn", "ffn-in") and _is_conv_glu(module):
+            sub = "conv_point" if target == "ffn" else "conv_inverted"
+            layers.append(FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
@@ -229,6 +249,31 @@ def _is_single_stream_block(module: nn.Module) -> bool:
     )
 
 
+def _is_conv_glu(module: nn.Module) -> bool:
+    """A Sana-style convolutional GLU feed-forward (``GLUMBConv``): 1x1 ``conv_inverted`` (C -> 2h),
+    depthwise ``conv_depth``, SiLU gate, 1x1 ``conv_point`` (h -> C)."""
+    inverted, point = getattr(module, "conv_inverted", None), getattr(module, "conv_point", None)
+    return (
+        isinstance(inverted, nn.Conv2d)
+        and isinstance(point, nn.Conv2d)
+        and isinstance(getattr(module, "conv_depth", None), nn.Conv2d)
+        and inverted.out_channels == 2 * point.in_channels
+    )
+
+
+def _gated_mlp_layer(module: nn.Module, prefix: str, component: str) -> FFNLayer | None:
+    """The ``down_proj`` of a gated MLP (``gate_proj``, ``up_proj``, ``down_proj``: Gemma, Llama, Qwen
+    text encoders), or None when ``module`` is not one."""
+    down = getattr(module, "down_proj", None)
+    if not (
+        isinstance(down, nn.Linear)
+        and isinstance(getattr(module, "gate_proj", None), nn.Linear)
+        and isinstance(getattr(module, "up_proj", None), nn.Linear)
+    ):
+        return None
+    return FFNLayer(name=prefix + "down_proj", module=down, component=component, denoiser=False)
+
+
 def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
     layers: list[FFNLayer] = []
     for component in spec.text_encoders:
@@ -245,6 +290,8 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
                 getattr(module, "wi", getattr(module, "wi_0", None)), nn.Linear
             ):
                 layers.append(FFNLayer(name=prefix + "wo", module=wo, component=component, denoiser=False))  # T5
+            elif (gated := _gated_mlp_layer(module, prefix, component)) is not None:
+                layers.append(gated)
     return layers
 
 
