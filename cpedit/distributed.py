@@ -279,6 +279,15 @@ def _portable(exc: BaseException) -> CpeditError:
 
 def smallest(value: int) -> int:
     """The smallest of every rank's ``value`` (a single process: ``value``); every rank must call it."""
+    return _reduce_int(value, "MIN")
+
+
+def largest(value: int) -> int:
+    """The largest of every rank's ``value`` (a single process: ``value``); every rank must call it."""
+    return _reduce_int(value, "MAX")
+
+
+def _reduce_int(value: int, op: str) -> int:
     launch = setup()
     if launch is None:
         return value
@@ -286,7 +295,7 @@ def smallest(value: int) -> int:
     import torch.distributed as dist
 
     tensor = torch.tensor([value], dtype=torch.int64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=_GLOO_GROUP)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op), group=_GLOO_GROUP)
     return int(tensor.item())
 
 

@@ -7,6 +7,14 @@ separately for target and base prompts (see ``shared/reference/conceptprune.md``
 convolution (Sana's feed-forward) reads ``[batch, channels, height, width]``: every spatial
 position is a row (a token) and every channel a column, exactly as a linear layer's input.
 
+The timestep t is the pipeline's scheduler step: in Stable Diffusion one step is one
+denoiser call whose batch holds both guidance halves. Families that run the unconditional
+half as a separate denoiser call in the same step (Chroma, Wan, FLUX.2 klein base, Qwen-Image
+with a negative prompt) count both calls for step t, as the batched halves count in SD; so
+the statistics of every family are those of its first tau steps, whatever its call layout.
+Steps are counted at the scheduler's ``step`` (one per step in every diffusers pipeline; with
+PNDM, N steps make N + 1 of them, as they make N + 1 denoiser calls).
+
 Where the authors generate each prompt to the end (50 steps, VAE decode), one at a
 time, copying activations to the CPU at every call, cpedit runs target and base
 prompts together in batches through the pipeline's own call path, stops the
@@ -48,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -78,7 +86,8 @@ class ConceptStats:
             Its square root is the paper's ``norm_j``.
             Keyed by :attr:`cpedit.models.ffn.FFNLayer.key`. For ``text-ffn`` tau is 1 (the text
             encoders' forwards of one pipeline call per prompt).
-        denoiser_calls: Denoiser calls made (tau per batch; 0 for ``text-ffn``).
+        denoiser_calls: Denoiser calls made (tau per batch, twice that in families whose
+            unconditional half is a separate call; 0 for ``text-ffn``).
         batch_size: Prompts per batch actually used.
         batches: Number of batches run.
         seconds: Wall time of the calibration.
@@ -98,8 +107,14 @@ class ConceptStats:
     timesteps: int = 0
 
 
+class _Removable(Protocol):
+    """A hook handle: a module hook's, or the scheduler step counter's."""
+
+    def remove(self) -> None: ...
+
+
 class _StopAfterTau(Exception):
-    """Raised from the denoiser hook to leave the pipeline once tau calls are done."""
+    """Raised at the scheduler's step (``text-ffn``: the denoiser) to leave the pipeline after tau steps."""
 
 
 def accumulate_normalised_column_squares(x: torch.Tensor, out: torch.Tensor, group_index: torch.Tensor) -> None:
@@ -132,9 +147,10 @@ def use_triton() -> bool:
 
 
 def denoiser_calls(pipe: Any, steps: int) -> int:
-    """How many denoiser calls the pipeline's scheduler makes for ``steps`` steps.
+    """How many scheduler steps (calibration timesteps) the pipeline makes for ``steps`` steps.
 
-    PNDM with ``skip_prk_steps`` makes steps + 1; most schedulers make ``steps``.
+    PNDM with ``skip_prk_steps`` makes steps + 1; most schedulers make ``steps``. Each is one
+    denoiser call, or two in a family whose unconditional half is a separate call.
     """
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     kwargs: dict[str, Any] = {}
@@ -168,7 +184,7 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
     Raises:
         UnsupportedModelError: The pipeline is not text-to-image (see
             :func:`cpedit.models.support.require_text_to_image_call`).
-        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
+        CpeditError: tau exceeds the steps the scheduler makes for ``sampling.steps``.
     """
     require_text_to_image_call(pipe)
     if is_text_target(recipe):
@@ -177,7 +193,7 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
     if recipe.prune.timesteps > available:
         raise CpeditError(
             f"{recipe.source}: prune.timesteps = {recipe.prune.timesteps} but {type(pipe.scheduler).__name__} makes "
-            f"only {available} denoiser calls for sampling.steps = {recipe.sampling.steps}; "
+            f"only {available} steps (denoiser calls) for sampling.steps = {recipe.sampling.steps}; "
             "lower prune.timesteps or raise sampling.steps"
         )
 
@@ -235,7 +251,7 @@ def calibrate(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> ConceptStats:
-    """Run the first tau denoiser calls for every prompt of ``recipe`` and collect statistics.
+    """Run the first tau denoiser steps for every prompt of ``recipe`` and collect statistics.
 
     Args:
         pipe: A loaded text-to-image pipeline (already on its device).
@@ -248,8 +264,8 @@ def calibrate(
             each target prompt shares its batch with its base prompt; ``None`` picks the
             largest that fits memory (under a launch: the smallest any rank picks, and an
             out-of-memory error is raised rather than retried with smaller batches).
-        on_progress: Called when a batch starts (``timestep`` 0) and after every denoiser call.
-        cancel: When set, the run stops at the next denoiser call with :class:`~cpedit.errors.Cancelled`.
+        on_progress: Called when a batch starts (``timestep`` 0) and after every step.
+        cancel: When set, the run stops at the next step with :class:`~cpedit.errors.Cancelled`.
 
     Raises:
         UnsupportedModelError: The pipeline is not a text-to-image pipeline.
@@ -296,7 +312,7 @@ def calibrate(
     totals = {layer.key: torch.zeros(tau, 2, layer.in_features, device=device) for layer in layers}
     accumulator_bytes = 2 * sum(t.numel() * t.element_size() for t in totals.values())
     state = _CallState(tau=tau, accumulator_bytes=accumulator_bytes)
-    handles = [
+    handles: list[_Removable] = [
         layer.module.register_forward_pre_hook(state.ffn_hook(layer.key, layer.columns, layer.channels_first))
         for layer in layers
     ]
@@ -304,9 +320,11 @@ def calibrate(
         handles.append(denoiser.register_forward_pre_hook(state.stop_before_denoiser))
     else:
         handles.append(denoiser.register_forward_hook(state.denoiser_hook))
+        handles.append(_count_steps(pipe.scheduler, state.end_step))
     # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
     # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
     position, batch_number, calls, done, wasted, ran = 0, 0, 0, 0, 0, 0
+    calls_per_batch = 0 if text else tau  # denoiser calls of one batch: tau, or 2 tau with separate halves
     try:
         while position < len(prompts):
             batch = prompts[position : position + size]
@@ -341,23 +359,22 @@ def calibrate(
             except torch.OutOfMemoryError:
                 if not automatic or size == 1 or launch is not None:
                     raise
-                wasted += 1 if text and state.reached_denoiser else state.calls
+                wasted += 1 if text and state.reached_denoiser else state.steps
                 size = max(1, size // 2 - (size // 2) % 2)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
             if text and not state.reached_denoiser:
                 raise CpeditError(f"{type(pipe).__name__} returned without calling its denoiser")
-            if not text and state.calls != tau:
-                raise CpeditError(
-                    f"{type(pipe).__name__} made {state.calls} denoiser calls instead of at least tau = {tau}"
-                )
+            if not text and state.steps != tau:
+                raise CpeditError(f"{type(pipe).__name__} made {state.steps} steps instead of at least tau = {tau}")
             if launch is None:
                 for name, sums in state.sums.items():
                     totals[name] += sums
             else:
                 parts[batch_number] = {name: sums.cpu() for name, sums in state.sums.items()}
-            calls += 0 if text else tau
+            calls += 0 if text else state.calls
+            calls_per_batch = 0 if text else state.calls
             done += tau
             position += len(batch)
             batch_number += 1
@@ -371,7 +388,7 @@ def calibrate(
             name: distributed.sum_in_order({i: p[name] for i, p in parts.items()}, count=batch_number, like=total)
             for name, total in totals.items()
         }
-        calls = 0 if text else tau * batch_number
+        calls = distributed.largest(calls_per_batch) * batch_number  # every batch makes as many calls
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return ConceptStats(
@@ -407,7 +424,7 @@ def _batch_reporter(
                 message=(
                     f"{recipe.name}: batch {batch}/{batches}, text encoders"
                     if is_text_target(recipe)
-                    else f"{recipe.name}: batch {batch}/{batches}, denoiser call {timestep}/{tau}"
+                    else f"{recipe.name}: batch {batch}/{batches}, denoiser step {timestep}/{tau}"
                 ),
                 concept=recipe.name,
                 batch=batch,
@@ -430,7 +447,8 @@ class _CallState:
     def __init__(self, *, tau: int, accumulator_bytes: int = 0) -> None:
         self.tau = tau
         self.accumulator_bytes = accumulator_bytes
-        self.calls = 0
+        self.calls = 0  # denoiser calls of this batch
+        self.steps = 0  # scheduler steps of this batch done: the timestep index of the calls in progress
         self.reached_denoiser = False
         self.sums: dict[str, torch.Tensor] = {}
         self._groups = torch.zeros(0, dtype=torch.long)
@@ -441,6 +459,7 @@ class _CallState:
         self, *, sums: dict[str, torch.Tensor], groups: torch.Tensor, report: Callable[[int], None]
     ) -> None:
         self.calls = 0
+        self.steps = 0
         self.reached_denoiser = False
         self.sums = sums
         self._groups = groups
@@ -471,7 +490,7 @@ class _CallState:
                 x = x.movedim(1, -1)  # [batch, channels, h, w] -> [batch, h, w, channels]: rows of features
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
-            accumulate_normalised_column_squares(x, self.sums[name][self.calls], self._group_index(x.shape[0]))
+            accumulate_normalised_column_squares(x, self.sums[name][self.steps], self._group_index(x.shape[0]))
 
         return hook
 
@@ -482,7 +501,35 @@ class _CallState:
         raise _StopAfterTau
 
     def denoiser_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        """Count a denoiser call (its FFN inputs were added to step :attr:`steps`)."""
         self.calls += 1
-        self.report(self.calls)
-        if self.calls >= self.tau:
+
+    def end_step(self) -> None:
+        """The scheduler steps: the step's denoiser calls are done; leave after the tau-th."""
+        self.steps += 1
+        self.report(self.steps)
+        if self.steps >= self.tau:
             raise _StopAfterTau
+
+
+class _StepCounter:
+    """A removable wrapper of a scheduler's ``step``: calls ``on_step`` before each step computes."""
+
+    def __init__(self, scheduler: Any, on_step: Callable[[], None]) -> None:
+        self._scheduler = scheduler
+        step = scheduler.step
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            on_step()
+            return step(*args, **kwargs)
+
+        scheduler.step = counted  # an instance attribute: shadows the class's method until removed
+
+    def remove(self) -> None:
+        """Restore the scheduler's own ``step``."""
+        self._scheduler.__dict__.pop("step", None)
+
+
+def _count_steps(scheduler: Any, on_step: Callable[[], None]) -> _StepCounter:
+    """Count ``scheduler``'s steps (removed like a hook handle)."""
+    return _StepCounter(scheduler, on_step)

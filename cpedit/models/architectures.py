@@ -27,7 +27,7 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
     (constant over timesteps in UNets; still tau calls, as in the paper).
 ``text-ffn``
     The text encoders' MLP output layers (CLIP ``mlp.fc2``, T5 ``DenseReluDense.wo``, the
-    ``down_proj`` of a gated MLP: Gemma, Llama, Qwen):
+    ``mlp.down_proj`` of decoder LLMs used as text encoders: Llama, Gemma, Mistral, Qwen):
     every text-encoder forward of the prompt's pipeline call (its own encoding and, under
     classifier-free guidance, the negative prompt's, as the authors' hook sees them), no
     timesteps (tau is ignored).
@@ -44,12 +44,13 @@ image``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from cpedit.errors import CpeditError
+from cpedit.errors import CpeditError, UnsupportedModelError
 from cpedit.models.ffn import FFNLayer, get_denoiser
 from cpedit.recipes.targets import STREAMS, TARGETS
 
@@ -81,6 +82,8 @@ class ArchitectureSpec:
             MMDiT/FLUX blocks with a separate text-stream FFN (``ff_context``).
         text_encoders: The text encoder components, in order.
         call_kwargs: Extra arguments calibration passes to the pipeline's ``__call__``.
+        refused_targets: Hook targets that do not apply to the family, each with the reason
+            (a recipe asking for one is refused with it before anything loads or runs).
     """
 
     name: str
@@ -91,6 +94,7 @@ class ArchitectureSpec:
     streams: tuple[str, ...]
     text_encoders: tuple[str, ...]
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    refused_targets: Mapping[str, str] = field(default_factory=dict)
 
 
 SPECS: tuple[ArchitectureSpec, ...] = (
@@ -261,19 +265,6 @@ def _is_conv_glu(module: nn.Module) -> bool:
     )
 
 
-def _gated_mlp_layer(module: nn.Module, prefix: str, component: str) -> FFNLayer | None:
-    """The ``down_proj`` of a gated MLP (``gate_proj``, ``up_proj``, ``down_proj``: Gemma, Llama, Qwen
-    text encoders), or None when ``module`` is not one."""
-    down = getattr(module, "down_proj", None)
-    if not (
-        isinstance(down, nn.Linear)
-        and isinstance(getattr(module, "gate_proj", None), nn.Linear)
-        and isinstance(getattr(module, "up_proj", None), nn.Linear)
-    ):
-        return None
-    return FFNLayer(name=prefix + "down_proj", module=down, component=component, denoiser=False)
-
-
 def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
     layers: list[FFNLayer] = []
     for component in spec.text_encoders:
@@ -290,9 +281,16 @@ def _text_encoder_layers(pipe: Any, spec: ArchitectureSpec) -> list[FFNLayer]:
                 getattr(module, "wi", getattr(module, "wi_0", None)), nn.Linear
             ):
                 layers.append(FFNLayer(name=prefix + "wo", module=wo, component=component, denoiser=False))  # T5
-            elif (gated := _gated_mlp_layer(module, prefix, component)) is not None:
-                layers.append(gated)
+            elif _is_gated_mlp(module):  # Llama, Gemma, Mistral, Qwen: gate_proj/up_proj -> down_proj
+                layers.append(
+                    FFNLayer(name=prefix + "down_proj", module=module.down_proj, component=component, denoiser=False)
+                )
     return layers
+
+
+def _is_gated_mlp(module: nn.Module) -> bool:
+    """A decoder-LLM MLP (Llama, Gemma, Mistral, Qwen): ``down_proj(act(gate_proj(x)) * up_proj(x))``."""
+    return all(isinstance(getattr(module, attr, None), nn.Linear) for attr in ("gate_proj", "up_proj", "down_proj"))
 
 
 def find_target_layers(
@@ -315,11 +313,15 @@ def find_target_layers(
 
     Raises:
         CpeditError: Unknown target or stream, or a text stream asked of a one-stream model.
+        UnsupportedModelError: The target does not apply to the family (``spec.refused_targets``).
     """
     if target not in TARGETS:
         raise CpeditError(f"unknown prune target {target!r}; use one of {', '.join(TARGETS)}")
     if stream not in STREAMS:
         raise CpeditError(f"unknown prune stream {stream!r}; use one of {', '.join(STREAMS)}")
+    reason = spec.refused_targets.get(target)
+    if reason is not None:
+        raise UnsupportedModelError(f"prune.target = {target} does not apply to {spec.label}: {reason}")
     if target == "text-ffn":
         return _text_encoder_layers(pipe, spec)
     if denoiser is None:
