@@ -129,3 +129,23 @@ def test_the_memory_estimate_reads_sana_files(tiny_model_path: Any, tmp_path: Pa
     pointwise = sum(e.shape[1] for e in shapes.values() if len(e.shape) == 4 and e.shape[2:] == (1, 1))
     linear = sum(e.shape[1] for e in shapes.values() if len(e.shape) == 2 and e.name.endswith(".weight"))
     assert pointwise > 0 and estimate.statistics == 2 * 3 * 2 * 4 * (linear + pointwise)
+
+
+def test_models_info_says_sana_is_editable_without_downloading_weights(tiny_model_path: Any, hub: Any) -> None:
+    """``cpedit models info`` builds the transformer on the meta device: 2 ``conv_point`` layers, their weights."""
+    import json
+
+    from click.testing import CliRunner
+    from support.hub_emulator import seed_pipeline
+
+    from cpedit.cli.main import cli
+
+    base = tiny_model_path("sana")
+    seed_pipeline(hub, "acme/info-sana", base)
+    result = CliRunner().invoke(cli, ["models", "info", "acme/info-sana", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["editable"] is True and data["pipeline_class"] == "SanaPipeline" and "Sana" in data["reason"]
+    ff = load_fresh(base).transformer.transformer_blocks[0].ff
+    assert data["ffn_layers"] == 2 and data["ffn_weights"] == 2 * ff.conv_point.weight.numel()
+    assert not any(path.endswith(".safetensors") for _, path, _ in hub.requests if "/resolve/" in path)
