@@ -1,7 +1,7 @@
 """Calibration overhead per architecture, against the bare denoiser calls it needs.
 
 For each tiny random-weight pipeline of :func:`devtools.builders.build_random_components`
-(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma, and the 2026 families of
+(SD 1.x, SD 2.x, SDXL, SD3, FLUX.1, PixArt-alpha/sigma, Sana and the 2026 families of
 :data:`devtools.builders.ARCHITECTURES`; Wan 2.1/2.2 as a 9-frame clip) and one recipe (default:
 the shipped van-gogh recipe, 20 prompt pairs, 50 steps, tau 10, at 32x32 px so that every
 architecture runs the same image size; HiDream always runs its native area, 128x128 px for

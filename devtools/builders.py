@@ -27,11 +27,11 @@ Three sizes are provided:
 
 Beyond SD 1.x, :func:`build_random_pipeline` builds tiny random-weight pipelines of
 every architecture cpedit supports (``ARCHITECTURES``: SD 1.x, SD 2.x with
-v-prediction at a larger native size, SDXL, SD3, FLUX.1, PixArt-alpha/sigma and HiDream-I1), sized
+v-prediction at a larger native size, SDXL, SD3, FLUX.1, PixArt-alpha/sigma and the 2026 families), sized
 like the dummy components of diffusers' own pipeline tests. Pipelines that use T5 get
 a small offline T5 tokenizer (a ``tokenizers`` Unigram model wrapped in the
 transformers T5 tokenizer class, see :func:`build_t5_tokenizer`), since no
-sentencepiece model ships offline.
+sentencepiece model ships offline; Sana's Gemma gets :func:`build_gemma_tokenizer`.
 
 This module deliberately avoids importing anything heavy at import time beyond
 ``torch``; diffusers and transformers are imported inside the builders.
@@ -74,6 +74,7 @@ __all__ = [
     "ARCHITECTURES",
     "build_t5_tokenizer",
     "build_qwen2_tokenizer",
+    "build_gemma_tokenizer",
     "build_random_components",
     "build_random_pipeline",
     "build_random_wan",
@@ -538,9 +539,11 @@ ArchitectureName = Literal[
     "flux2-klein",
     "wan2.1",
     "wan2.2",
+    "sana",
 ]
 ARCHITECTURES: tuple[str, ...] = ("sd1", "sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma")
 ARCHITECTURES += ("hidream", "qwen-image", "z-image", "sd35", "chroma", "flux2", "flux2-klein", "wan2.1", "wan2.2")
+ARCHITECTURES += ("sana",)
 """The architectures :func:`build_random_pipeline` builds."""
 
 _T5_WORDS = (
@@ -584,6 +587,93 @@ def build_t5_tokenizer(*, model_max_length: int = 512) -> Any:
         unk_token="<unk>",
         extra_ids=0,
         model_max_length=model_max_length,
+    )
+
+
+def build_gemma_tokenizer() -> Any:
+    """A small Gemma-style tokenizer built offline (no tokenizer download needed).
+
+    transformers' own ``GemmaTokenizer`` (a BPE over ``\u2581``-joined text, ``<bos>`` put first)
+    with a vocabulary of letters, digits and punctuation and merges that make whole tokens of a
+    few common words; anything else is ``<unk>``. It saves and reloads with ``from_pretrained``.
+    """
+    import string
+
+    from transformers import GemmaTokenizer
+
+    vocab: dict[str, int] = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4, "\u2581": 5}
+    for char in string.ascii_letters + string.digits + string.punctuation:
+        vocab.setdefault(char, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in _T5_WORDS:
+        piece = "\u2581"
+        for char in word:
+            if piece + char not in vocab:
+                merges.append((piece, char))
+                vocab[piece + char] = len(vocab)
+            piece += char
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+
+
+def _sana_pipeline() -> Any:
+    """A tiny SanaPipeline: 2 blocks of linear attention, cross-attention and a ``GLUMBConv`` feed-forward
+    (1x1 ``conv_inverted`` 16 -> 2 x 40, depthwise 3x3, 1x1 ``conv_point`` 40 -> 16), a 2-layer Gemma 2
+    encoder, a 2-level ``AutoencoderDC`` (2x, not 32x: small images stay cheap) and Sana's flow DPM-Solver."""
+    import diffusers as d
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = build_gemma_tokenizer()
+    text_encoder = Gemma2Model(
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=2048,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        )
+    )
+    transformer = d.SanaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=16,
+        sample_size=16,  # one of the four native sizes resolution binning knows (512 px at 32x)
+    )
+    vae = d.AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"),
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        encoder_qkv_multiscales=((), (5,)),
+        decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1),
+        decoder_layers_per_block=(1, 1),
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    scheduler = d.DPMSolverMultistepScheduler(  # Sana's own: flow prediction with flow sigmas
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return d.SanaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
 
 
@@ -789,7 +879,8 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
             Qwen2.5-VL text encoder), ``z-image`` (single-stream DiT, Qwen3 text encoder), ``sd35``,
             ``chroma``, ``flux2``, ``flux2-klein`` (see :func:`_build_2026_family`), ``wan2.1`` /
             ``wan2.2`` (Wan text-to-video, UMT5; 2.2 with the second, low-noise transformer:
-            :func:`build_random_wan`).
+            :func:`build_random_wan`), ``sana`` (convolutional GLU feed-forwards, Gemma 2, a
+            deep-compression autoencoder, flow DPM-Solver; see :func:`_sana_pipeline`).
         seed: Seed of the random weights.
 
     Raises:
@@ -946,6 +1037,10 @@ def build_random_components(architecture: ArchitectureName = "sd1", *, seed: int
         pipe = _build_2026_family(architecture)
     elif architecture in ("wan2.1", "wan2.2"):
         pipe = build_random_wan(two_stage=architecture == "wan2.2")
+    elif architecture == "sana":
+        pipe = _sana_pipeline()
+    elif architecture == "sana":
+        pipe = _sana_pipeline()
     else:
         raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
     for component in pipe.components.values():

@@ -3,7 +3,9 @@
 For every denoiser call t < tau and every FFN output projection, the published
 procedure accumulates, over all tokens of both classifier-free-guidance halves of all
 prompts, the column sums of squares of the row-normalised input X of the projection,
-separately for target and base prompts (see ``shared/reference/conceptprune.md``).
+separately for target and base prompts (see ``shared/reference/conceptprune.md``). A 1x1
+convolution (Sana's feed-forward) reads ``[batch, channels, height, width]``: every spatial
+position is a row (a token) and every channel a column, exactly as a linear layer's input.
 
 The timestep t is the pipeline's scheduler step: in Stable Diffusion one step is one
 denoiser call whose batch holds both guidance halves. Families that run the unconditional
@@ -592,9 +594,12 @@ class _CallState:
 
     def ffn_hook(self, layer: FFNLayer) -> Any:
         name, columns, route, padding = layer.key, layer.columns, layer.route, layer.padding
+        channels_first = layer.channels_first  # a 1x1 convolution's input: a row per position
 
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
+            if channels_first:
+                x = x.movedim(1, -1)  # [batch, channels, h, w] -> [batch, h, w, channels]: rows of features
             if columns is not None:
                 x = x[..., columns[0] : columns[1]]
             out = self.sums[name][self.steps]

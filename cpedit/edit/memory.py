@@ -29,6 +29,7 @@ from cpedit.hub.pipeline_files import variant_of
 from cpedit.models.compute import ComputeOptions
 from cpedit.models.files import SafetensorsProblem, read_json_object, read_safetensors_header
 from cpedit.models.loading import resolve_device, resolve_dtype
+from cpedit.models.matrices import matrix_shape
 from cpedit.recipes.format import Recipe
 
 Verdict = Literal["fits", "tight", "will not fit", "unknown"]
@@ -276,8 +277,9 @@ def _component_weights(folder: Path, itemsize: int) -> tuple[int, int]:
             for n in entry.shape:
                 numel *= n
             total += numel * (itemsize if entry.dtype in _FLOAT_DTYPES else _ITEMSIZE.get(entry.dtype, 4))
-            if len(entry.shape) == 2 and entry.name.endswith(".weight"):
-                columns += entry.shape[1]
+            matrix = matrix_shape(entry.shape)
+            if matrix is not None and entry.name.endswith(".weight"):  # linear layers and 1x1 convolutions
+                columns += matrix[1]
     return total, columns
 
 
@@ -288,7 +290,8 @@ def _activations(root: Path, recipe: Recipe, *, batch: int, itemsize: int) -> in
     denoiser = "transformer" if (root / "transformer").is_dir() else "unet"
     config = _json(root / denoiser / "config.json") if (root / denoiser / "config.json").is_file() else {}
     vae = _json(root / "vae" / "config.json") if (root / "vae" / "config.json").is_file() else {}
-    scale = 2 ** (len(vae.get("block_out_channels") or [0, 0, 0, 0]) - 1)
+    levels = vae.get("block_out_channels") or vae.get("encoder_block_out_channels")  # KL; DC (Sana: 32x)
+    scale = 2 ** (len(levels or [0, 0, 0, 0]) - 1)
     channels = (config.get("block_out_channels") or [320])[0]
     sample = config.get("sample_size") or 64
     native = sample if isinstance(sample, int) else max(sample)

@@ -65,7 +65,7 @@ def build_report(
     denoiser = get_denoiser(pipeline)
     all_layers = list({layer.key: layer for found in layers.values() for layer in found}.values())
     targets = {layer.key: recipe.prune.target for recipe in recipes for layer in layers[recipe.name]}
-    ffn_weights = sum(layer.module.weight.numel() for layer in all_layers)
+    ffn_weights = sum(layer.weight.numel() for layer in all_layers)
     parameter = next(denoiser.parameters())
     concepts = []
     for recipe in recipes:

@@ -105,7 +105,7 @@ def layer_mask(
         weight: The weight to score (default: the layer's own); an edit session passes the base
             weight while a selection is applied.
     """
-    weight = layer.module.weight if weight is None else weight
+    weight = layer.weight if weight is None else weight
     if layer.columns is None and layer.rows is None:
         return skilled_weights(weight, sums, settings)
     start, stop = layer.columns if layer.columns is not None else (0, weight.shape[1])

@@ -65,7 +65,7 @@ def apply_selection(
     made: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for key, mask in selection.masks.items():
-            weight = layers[key].module.weight
+            weight = layers[key].weight
             flat = weight.view(-1)
             # Kept on the CPU: with model offload the weight moves between devices between calls.
             indices = mask.reshape(-1).nonzero().squeeze(1)
@@ -90,13 +90,13 @@ def restore_weights(applied: AppliedSelection, layers: Mapping[str, FFNLayer]) -
     """Put the base values of ``applied``'s entries back, bit for bit, wherever each weight is now."""
     with torch.no_grad():
         for key, (indices, values) in applied.saved.items():
-            flat = layers[key].module.weight.view(-1)
+            flat = layers[key].weight.view(-1)
             flat[indices.to(flat.device)] = values.to(flat.device)
 
 
 def base_weight(layer: FFNLayer, applied: AppliedSelection | None, *, device: torch.device) -> torch.Tensor:
     """``layer``'s base weight on ``device``, also while a selection is applied (a copy with its entries put back)."""
-    weight = layer.module.weight.detach()
+    weight = layer.weight.detach()
     saved = applied.saved.get(layer.key) if applied is not None else None
     if saved is None:
         return weight.to(device)

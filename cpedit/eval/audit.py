@@ -41,6 +41,7 @@ from safetensors import safe_open
 from cpedit.errors import CpeditError
 from cpedit.hub.pipeline_files import variant_of
 from cpedit.models.compute import ComputeOptions
+from cpedit.models.matrices import as_matrix, matrix_shape
 from cpedit.output.positions import read_positions
 from cpedit.output.record import POSITIONS_FILE, RECORD_DIR, LayerRecord, read_output
 from cpedit.progress import ProgressCallback, ProgressEvent, check_cancel, emit
@@ -177,7 +178,7 @@ def location_attack(
 
 
 def read_layer_weights(folder: Path, layers: list[LayerRecord]) -> dict[str, torch.Tensor]:
-    """The weights of the given layers from a pipeline folder's default-variant safetensors files.
+    """The weights of the given layers (as ``[out, in]`` matrices) from a pipeline folder's default-variant files.
 
     A layer's name is its record name (``component/name`` for a text-encoder layer).
 
@@ -200,12 +201,13 @@ def read_layer_weights(folder: Path, layers: list[LayerRecord]) -> dict[str, tor
         tensor = found.get(layer.name)
         if tensor is None:
             raise AuditError(f"{folder}: the weight of {layer.name} is not in its files", path=str(folder))
-        if tuple(tensor.shape) != tuple(layer.shape):
+        if matrix_shape(tensor.shape) != tuple(layer.shape):
             raise AuditError(
                 f"{folder}: {layer.name} has shape {tuple(tensor.shape)}, the report says {tuple(layer.shape)}",
                 path=str(folder),
                 reason="mismatch",
             )
+        found[layer.name] = as_matrix(tensor)  # a 1x1 convolution's [out, in, 1, 1] as its matrix
     return found
 
 

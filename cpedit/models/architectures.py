@@ -12,11 +12,14 @@ Hook targets (the paper's ablations; ``prune.target`` in a recipe):
 ``ffn`` (default)
     The FFN output projection: the last ``nn.Linear`` of every diffusers ``FeedForward``
     (``ff.net.2`` in Stable Diffusion). Its input columns are the FFN's hidden neurons.
+    In Sana's convolutional feed-forward (``GLUMBConv``) the 1x1 ``conv_point``: its input
+    channels are the inner channels (after the depthwise conv and the SiLU gate).
 ``ffn-in``
     The FFN input projection: the first ``nn.Linear`` of every ``FeedForward``
     (``ff.net.0.proj``; for GEGLU its output is twice the inner width, value and gate
     halves, and all of its weights are candidates). Its input is the block's
-    normalised hidden state.
+    normalised hidden state. In ``GLUMBConv`` the 1x1 ``conv_inverted`` (C -> 2 x inner:
+    value and gate channels), which reads the normalised hidden state too.
 ``attn-key`` / ``attn-value``
     The key / value projections that read the text: cross-attention ``attn2.to_k`` /
     ``to_v`` in UNets and PixArt; in MMDiT/FLUX joint attention, the text stream's
@@ -97,7 +100,7 @@ class ArchitectureSpec:
     """How cpedit handles one family of pipelines.
 
     Attributes:
-        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``, ``hidream``).
+        name: Short name (``sd``, ``sdxl``, ``sd3``, ``flux``, ``pixart``, ``hidream``, ``sana``, ...).
         label: Human name for messages and docs.
         pipelines: Pipeline class names of the family.
         denoiser: The denoiser component (``unet`` or ``transformer``).
@@ -273,6 +276,19 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         extra_denoisers=("transformer_2",),
         default_size=(240, 416),
         sample_frames=17,
+    ),
+    ArchitectureSpec(
+        name="sana",
+        label="Sana (linear-attention DiT with convolutional GLU feed-forwards, Gemma 2)",
+        pipelines=("SanaPipeline",),
+        denoiser="transformer",
+        guidance="cfg",
+        streams=("image",),
+        text_encoders=("text_encoder",),
+        # As PixArt: binning resizes only the decoded image (and accepts only the four native
+        # sizes); captions are encoded as written. The complex human instruction that SanaPipeline
+        # puts before every prompt by default is kept: calibration encodes what generation encodes.
+        call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
 )
 
@@ -455,6 +471,9 @@ def _denoiser_layers(
         elif target in ("ffn", "ffn-in") and _is_fused_parallel_attention(module):
             if "image" in want:
                 layers.append(_fused_mlp_layer(module, prefix, component, target=target))
+        elif target in ("ffn", "ffn-in") and _is_conv_glu(module):
+            sub = "conv_point" if target == "ffn" else "conv_inverted"
+            layers.append(FFNLayer(name=prefix + sub, module=getattr(module, sub), component=component))
         elif target in ("ffn", "ffn-in") and _is_single_stream_block(module):
             if "image" not in want:
                 continue
@@ -512,6 +531,18 @@ def _is_single_stream_block(module: nn.Module) -> bool:
         isinstance(mlp, nn.Linear)
         and isinstance(out, nn.Linear)
         and out.in_features == mlp.in_features + mlp.out_features
+    )
+
+
+def _is_conv_glu(module: nn.Module) -> bool:
+    """A Sana-style convolutional GLU feed-forward (``GLUMBConv``): 1x1 ``conv_inverted`` (C -> 2h),
+    depthwise ``conv_depth``, SiLU gate, 1x1 ``conv_point`` (h -> C)."""
+    inverted, point = getattr(module, "conv_inverted", None), getattr(module, "conv_point", None)
+    return (
+        isinstance(inverted, nn.Conv2d)
+        and isinstance(point, nn.Conv2d)
+        and isinstance(getattr(module, "conv_depth", None), nn.Conv2d)
+        and inverted.out_channels == 2 * point.in_channels
     )
 
 
@@ -608,6 +639,7 @@ def find_target_layers(
             f"prune.stream applies to {', '.join(s.label.split(' (')[0] for s in SPECS if 'text' in s.streams)} "
             "(use image, the default)"
         )
+
     def layers_of(module: nn.Module, component: str) -> list[FFNLayer]:
         return _denoiser_layers(module, component, target=target, stream=stream, text_blocks=spec.text_blocks)
 

@@ -133,7 +133,7 @@ def count_layers(model: Any, *, pipeline_class: str = "") -> tuple[int, int, int
     layers = default_layers(pipeline_class, model)
     return (
         len(layers),
-        sum(layer.module.out_features * layer.in_features for layer in layers),
+        sum(layer.shape[0] * layer.in_features for layer in layers),
         sum(p.numel() for p in model.parameters()),
     )
 

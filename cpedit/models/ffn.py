@@ -6,6 +6,12 @@ The "neurons" of the paper are the input features of each FFN's output projectio
 denoiser built from diffusers' feed-forward blocks works. :class:`FFNLayer` also describes
 the other hook targets (FFN input projections, attention key/value projections, text
 encoder MLPs); :mod:`cpedit.models.architectures` finds them per architecture.
+
+A hooked layer is an ``nn.Linear`` or a 1x1 ``nn.Conv2d`` (Sana's ``GLUMBConv`` feed-forward). A
+1x1 convolution is a linear map applied at every spatial position: its input ``[batch,
+channels, height, width]`` is read as one row per position and one feature per channel, as a
+linear layer's token rows, and its weight as the matrix ``[out_channels, in_channels]`` (see
+:mod:`cpedit.models.matrices`). Any other convolution is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from diffusers.models.attention import FeedForward
 from torch import nn
 
 from cpedit.errors import UnsupportedModelError
+from cpedit.models.matrices import as_matrix
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,13 @@ class RowMask:
 
 @dataclass(frozen=True)
 class FFNLayer:
-    """One hooked linear layer whose weights may be pruned (an FFN output projection by default).
+    """One hooked layer whose weights may be pruned (an FFN output projection by default).
 
     Attributes:
         name: Qualified module name inside its component (e.g.
             ``down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2``); the weight's
             state-dict key is ``name + ".weight"``.
-        module: The ``nn.Linear`` itself.
+        module: The ``nn.Linear`` or 1x1 ``nn.Conv2d`` itself.
         component: The pipeline component holding it (``unet``, ``transformer``,
             ``text_encoder``, ...).
         columns: ``(start, stop)``: only these input features are the neurons (their
@@ -85,7 +92,7 @@ class FFNLayer:
     """
 
     name: str
-    module: nn.Linear
+    module: nn.Linear | nn.Conv2d
     component: str = "unet"
     columns: tuple[int, int] | None = None
     denoiser: bool = True
@@ -93,16 +100,44 @@ class FFNLayer:
     padding: RowMask | None = None
     rows: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        module = self.module
+        if isinstance(module, nn.Conv2d):
+            pointwise = (module.kernel_size, module.stride, module.groups) == ((1, 1), (1, 1), 1)
+            if not (pointwise and module.padding in ((0, 0), "valid")):
+                kernel = "x".join(str(n) for n in module.kernel_size)
+                raise UnsupportedModelError(
+                    f"{self.component}: {self.name} is a {kernel} convolution (stride {module.stride}, "
+                    f"{module.groups} groups); cpedit prunes only linear layers and 1x1 convolutions, "
+                    "whose inputs are one feature per channel at every position"
+                )
+        elif not isinstance(module, nn.Linear):
+            raise UnsupportedModelError(
+                f"{self.component}: {self.name} is a {type(module).__name__}; cpedit prunes linear layers "
+                "and 1x1 convolutions"
+            )
+
+    @property
+    def channels_first(self) -> bool:
+        """Whether the layer's input is ``[batch, channels, ...]`` (a 1x1 convolution), not ``[..., features]``."""
+        return isinstance(self.module, nn.Conv2d)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight as its ``[out, in]`` matrix: a view of the parameter (in-place changes reach the model)."""
+        return as_matrix(self.module.weight)
+
     @property
     def shape(self) -> tuple[int, int]:
-        """``(out_features, in_features)`` of the whole weight."""
-        return (self.module.out_features, self.module.in_features)
+        """``(out_features, in_features)`` of the whole weight (a 1x1 convolution's ``(out, in)`` channels)."""
+        out, inputs = self.module.weight.shape[:2]
+        return (int(out), int(inputs))
 
     @property
     def in_features(self) -> int:
         """Number of input features whose statistics are collected (the hooked columns)."""
         if self.columns is None:
-            return self.module.in_features
+            return self.shape[1]
         return self.columns[1] - self.columns[0]
 
     @property

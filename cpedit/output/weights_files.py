@@ -29,6 +29,7 @@ import torch
 
 from cpedit.errors import CpeditError
 from cpedit.models.files import SafetensorsHeader, SafetensorsProblem, TensorEntry, read_safetensors_header
+from cpedit.models.matrices import matrix_shape
 from cpedit.progress import check_cancel
 
 CHUNK = 64 * 2**20
@@ -56,7 +57,8 @@ class TensorFill:
     """What to write into one weight's masked entries.
 
     Attributes:
-        mask: Bool, shaped like the weight; True where the entry changes.
+        mask: Bool, shaped like the weight or its matrix (:mod:`cpedit.models.matrices`); True where the
+            entry changes.
         values: One value per masked entry in row-major order (float32 on the CPU), or None for zeros.
     """
 
@@ -159,13 +161,7 @@ def write_filled_file(
     """
     header = _header(source)
     present = sorted((header.tensors[name] for name in fills if name in header.tensors), key=lambda e: e.start)
-    for entry in present:
-        if entry.shape != tuple(fills[entry.name].mask.shape):
-            raise CpeditError(
-                f"{source.name}: {entry.name} has shape {entry.shape}, expected {tuple(fills[entry.name].mask.shape)}",
-                path=str(source),
-                reason="mismatch",
-            )
+    fills = {entry.name: _fill_shaped_like(entry, fills[entry.name], source) for entry in present}
     reason = _why_not_patched(present)
     if reason is not None:
         if base_digests is not None:
@@ -192,6 +188,25 @@ def write_filled_file(
             reason="mismatch",
         )
     return written, None
+
+
+def _fill_shaped_like(entry: TensorEntry, fill: TensorFill, source: Path) -> TensorFill:
+    """``fill`` with its mask in the stored tensor's shape: a 1x1 convolution's ``[out, in, 1, 1]`` holds the
+    matrix ``[out, in]`` in the same order (:mod:`cpedit.models.matrices`), so the mask is only reshaped.
+
+    Raises:
+        CpeditError: The tensor does not hold the mask's matrix (``reason="mismatch"``).
+    """
+    shape = tuple(fill.mask.shape)
+    if entry.shape == shape:
+        return fill
+    if matrix_shape(entry.shape) != shape:
+        raise CpeditError(
+            f"{source.name}: {entry.name} has shape {entry.shape}, expected {shape}",
+            path=str(source),
+            reason="mismatch",
+        )
+    return TensorFill(mask=fill.mask.reshape(entry.shape), values=fill.values)
 
 
 def _header(path: Path) -> SafetensorsHeader:

@@ -1,6 +1,6 @@
 """Every supported architecture, on tiny random-weight pipelines saved and reloaded from folders.
 
-For SD 2.x (v-prediction, larger native size), SDXL, SD3, FLUX.1 and PixArt-alpha/sigma:
+For SD 2.x (v-prediction, larger native size), SDXL, SD3, FLUX.1, PixArt-alpha/sigma and Sana:
 calibration makes exactly tau denoiser calls per batch through the pipeline's own call
 path (CFG halves where the pipeline uses CFG, one item per prompt for guidance-distilled
 FLUX); only the intended weights change in the output (every other file is byte for byte
@@ -10,6 +10,7 @@ stream option, FLUX single-stream blocks, and :func:`cpedit.models.describe_supp
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from cpedit.models.architectures import find_target_layers
 from cpedit.models.compute import ComputeOptions
 from cpedit.models.support import describe_support, require_support
 
-ARCHITECTURES = ["sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma"]
+ARCHITECTURES = ["sd2", "sdxl", "sd3", "flux", "pixart-alpha", "pixart-sigma", "sana"]
 SUBJECTS = ("cat", "dog")
 STEPS, TAU, SIZE = 4, 3, 32
 DENOISER = {"sd2": "unet", "sdxl": "unet"}
@@ -59,7 +60,8 @@ def generate(folder: Path) -> Any:
 
     pipe = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    extra = {"use_resolution_binning": False} if "PixArt" in type(pipe).__name__ else {}
+    binning = "use_resolution_binning" in inspect.signature(type(pipe).__call__).parameters  # PixArt, Sana
+    extra = {"use_resolution_binning": False} if binning else {}
     return pipe(
         "a cat",
         num_inference_steps=2,
@@ -103,7 +105,7 @@ def test_architecture_end_to_end(architecture: str, tiny_model_path: Any, tmp_pa
     assert images.shape == (1, SIZE, SIZE, 3) and bool(torch.isfinite(torch.from_numpy(images)).all())
 
 
-ENCODES_NEGATIVE = {"sd2", "sd3", "pixart-alpha", "pixart-sigma"}
+ENCODES_NEGATIVE = {"sd2", "sd3", "pixart-alpha", "pixart-sigma", "sana"}
 """Pipelines that encode the (empty) negative prompt under guidance; SDXL zeroes it without encoding
 (``force_zeros_for_empty_prompt``), guidance-distilled FLUX has none."""
 
@@ -226,6 +228,7 @@ def test_sd2_v_prediction_matches_naive_reference(tiny_model_path: Any, tmp_path
         ("FluxPipeline", "flux"),
         ("PixArtAlphaPipeline", "pixart"),
         ("PixArtSigmaPipeline", "pixart"),
+        ("SanaPipeline", "sana"),
     ],
 )
 def test_describe_support_known(pipeline: str, architecture: str) -> None:

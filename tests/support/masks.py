@@ -63,5 +63,6 @@ def assert_only_masked_weights_changed(base: Path, out: Path, masks: dict[str, t
         if mask is None:
             assert torch.equal(tensor, after[key]), key
         else:
+            mask = mask.reshape(tensor.shape)  # a 1x1 convolution stores its [out, in] matrix as [out, in, 1, 1]
             assert torch.equal(after[key] == 0, (tensor == 0) | mask), key
             assert torch.equal(after[key][~mask], tensor[~mask]), key

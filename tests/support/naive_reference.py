@@ -19,10 +19,14 @@ fp32 model the two agree.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from diffusers.models.attention import FeedForward
+
+LayerLookup = Callable[[Any, str], Mapping[str, torch.nn.Module]]
+"""A family's layer lookup: ``(pipe, target) -> {layer name: module}`` (see :func:`target_linears`)."""
 
 
 def ffn_output_linears(unet: torch.nn.Module) -> dict[str, torch.nn.Linear]:
@@ -135,11 +139,55 @@ def _hidream_linears(pipe, target: str) -> dict[str, torch.nn.Linear]:
     raise ValueError(f"unknown target {target}")
 
 
-_FAMILY_LOOKUPS = {"StableDiffusionPipeline": _sd_linears, "HiDreamImagePipeline": _hidream_linears}
+def sana_layers(pipe, target: str) -> Mapping[str, torch.nn.Module]:
+    """The layers a hook target means in a SanaPipeline, read from diffusers' Sana source by name.
+
+    ``ffn``: every block's ``ff.conv_point`` (the 1x1 conv whose input channels are the GLU's
+    inner channels); ``ffn-in``: ``ff.conv_inverted``; ``attn-key`` / ``attn-value``: the
+    cross-attention ``attn2.to_k`` / ``to_v``; ``text-ffn``: the Gemma 2 encoder's
+    ``mlp.down_proj`` (keys prefixed ``text_encoder/``).
+    """
+    blocks = pipe.transformer.transformer_blocks
+    if target in ("ffn", "ffn-in"):
+        attr = "conv_point" if target == "ffn" else "conv_inverted"
+        return {f"transformer_blocks.{i}.ff.{attr}": getattr(block.ff, attr) for i, block in enumerate(blocks)}
+    if target in ("attn-key", "attn-value"):
+        attr = "to_k" if target == "attn-key" else "to_v"
+        return {f"transformer_blocks.{i}.attn2.{attr}": getattr(block.attn2, attr) for i, block in enumerate(blocks)}
+    if target == "text-ffn":
+        return {
+            f"text_encoder/layers.{i}.mlp.down_proj": layer.mlp.down_proj
+            for i, layer in enumerate(pipe.text_encoder.layers)
+        }
+    raise ValueError(f"unknown target {target}")
+
+
+def _rows(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer input as rows of features: a token per row; for a 1x1 conv, a spatial position per row."""
+    if isinstance(module, torch.nn.Conv2d):
+        x = x.permute(0, 2, 3, 1)  # [batch, channels, h, w] -> [batch, h, w, channels]
+    return x.reshape(-1, x.shape[-1])
+
+
+def _weight_matrix(module: torch.nn.Module) -> torch.Tensor:
+    """``|W|`` as ``[out, in]`` in float32 on the CPU; a 1x1 conv's ``[out, in, 1, 1]`` squeezed."""
+    weight = module.weight.detach().to(device="cpu", dtype=torch.float32)
+    if weight.dim() == 4:
+        assert weight.shape[2:] == (1, 1), "only 1x1 convolutions are linear maps per position"
+        weight = weight[:, :, 0, 0]
+    return weight.abs()
 
 
 def _generate(
-    pipe, prompt: str, *, seed: int, steps: int, guidance_scale: float, height: int | None, width: int | None
+    pipe,
+    prompt: str,
+    *,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    height: int | None,
+    width: int | None,
+    call_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """One ordinary generation of ``prompt``, decoded to an image, after ``torch.manual_seed(seed)``, as the authors."""
     torch.manual_seed(seed)
@@ -151,11 +199,12 @@ def _generate(
             height=height,
             width=width,
             output_type="pil",  # full generation and decode, like the authors
+            **(call_kwargs or {}),
         )
 
 
 def _collect_text_sums_of_squares(
-    pipe, prompts: list[str], seeds: list[int], layers: dict[str, torch.nn.Linear], **generation
+    pipe, prompts: list[str], seeds: list[int], layers: Mapping[str, torch.nn.Module], **generation
 ) -> dict[int, dict[str, torch.Tensor]]:
     """text-ffn: sums[0][layer] over every text-encoder forward of one full generation per prompt.
 
@@ -167,7 +216,7 @@ def _collect_text_sums_of_squares(
 
     def make_hook(layer_name: str):
         def hook(module, inputs, output):
-            x = inputs[0].reshape(-1, inputs[0].shape[-1]).detach().to(device="cpu", dtype=torch.float32)
+            x = _rows(module, inputs[0]).detach().to(device="cpu", dtype=torch.float32)
             x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
             column_sums = (x * x).sum(dim=0)
             previous = sums[0].get(layer_name)
@@ -186,7 +235,7 @@ def _collect_text_sums_of_squares(
 
 
 def _collect_sums_of_squares(
-    pipe, prompts: list[str], seeds: list[int], layers: dict[str, torch.nn.Linear], **generation
+    pipe, prompts: list[str], seeds: list[int], layers: Mapping[str, torch.nn.Module], **generation
 ) -> dict[int, dict[str, torch.Tensor]]:
     """Run one full generation per prompt (prompt i after ``torch.manual_seed(seeds[i])``).
 
@@ -207,7 +256,7 @@ def _collect_sums_of_squares(
             t = call_index[0]
             x = inputs[0]
             # rows = all tokens of all batch items (both classifier-free guidance halves)
-            x = x.reshape(-1, x.shape[-1])
+            x = _rows(module, x)
             # copy to the CPU on every call, as the authors do (they keep the model's fp16; the
             # reference computes in float32, the exact result)
             x = x.detach().to(device="cpu", dtype=torch.float32)
@@ -254,6 +303,8 @@ def naive_skilled_masks(
     height: int | None = None,
     width: int | None = None,
     target: str = "ffn",
+    layer_lookup: LayerLookup | None = None,
+    call_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Skilled weights of every hooked layer (FFN output projections by default), by the published procedure.
 
@@ -261,18 +312,20 @@ def naive_skilled_masks(
     statistics come from every text-encoder forward of each prompt's generation (the
     prompt's and, with guidance, the empty negative prompt's) and tau is 1.
     ``seed`` is reset before every prompt; a sequence gives each (target, base) pair its
-    own seed, as the authors' gender runs do.
+    own seed, as the authors' gender runs do. ``layer_lookup`` is the family's layer lookup
+    (default :func:`target_linears`, SD 1.x/2.x; :func:`sana_layers` for Sana); ``call_kwargs``
+    go to every pipeline call (e.g. a family's switches that only resize the decoded image).
 
     Returns:
         ``{layer name: bool tensor [out_features, in_features] on the CPU}``;
         True marks a skilled weight (one to prune).
     """
-    layers = target_linears(pipe, target)
+    layers = (layer_lookup or target_linears)(pipe, target)
 
     seeds = [seed] * len(target_prompts) if isinstance(seed, int) else list(seed)
 
     # 1. Statistics, separately for targets and bases.
-    common = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width)
+    common = dict(steps=steps, guidance_scale=guidance_scale, height=height, width=width, call_kwargs=call_kwargs)
     if target == "text-ffn":
         tau = 1  # no timesteps: the text encoders run before the first UNet call
         target_sums = _collect_text_sums_of_squares(pipe, list(target_prompts), seeds, layers, **common)
@@ -287,7 +340,7 @@ def naive_skilled_masks(
 
     masks: dict[str, torch.Tensor] = {}
     for layer_name, linear in layers.items():
-        weight_abs = linear.weight.detach().to(device="cpu", dtype=torch.float32).abs()
+        weight_abs = _weight_matrix(linear)
         masks[layer_name] = naive_layer_mask(
             weight_abs,
             [target_sums[t][layer_name] for t in range(tau)],
@@ -353,6 +406,7 @@ def naive_unet_call_count(pipe, steps: int) -> int:
         return None
 
     handle = denoiser_of(pipe).register_forward_hook(count_call)
+    handle = denoiser_of(pipe).register_forward_hook(count_call)
     try:
         with torch.no_grad():
             pipe(
@@ -366,8 +420,10 @@ def naive_unet_call_count(pipe, steps: int) -> int:
     return calls[0]
 
 
-def naive_masks_for_recipe(pipe, recipe) -> dict[str, torch.Tensor]:
-    """:func:`naive_skilled_masks` with a cpedit recipe's prompts and settings."""
+def naive_masks_for_recipe(
+    pipe, recipe, *, layer_lookup: LayerLookup | None = None, call_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """:func:`naive_skilled_masks` with a cpedit recipe's prompts and settings (and the family's lookup)."""
     s = recipe.sampling
     return naive_skilled_masks(
         pipe,
@@ -382,4 +438,13 @@ def naive_masks_for_recipe(pipe, recipe) -> dict[str, torch.Tensor]:
         height=s.height,
         width=s.width,
         target=recipe.prune.target,
+        layer_lookup=layer_lookup,
+        call_kwargs=call_kwargs,
     )
+
+
+_FAMILY_LOOKUPS = {
+    "StableDiffusionPipeline": _sd_linears,
+    "HiDreamImagePipeline": _hidream_linears,
+    "SanaPipeline": sana_layers,
+}
