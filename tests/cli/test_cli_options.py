@@ -22,6 +22,7 @@ DIFFERS: dict[str, dict[str, str]] = {
         "help": "says what the command writes there",
     },
     "--format": {"help": "says what the JSON of each command holds"},
+    "--collapse-check": {"help": "prune warns about its one edit; sweep and tune mark each collapsed point as failed"},
     "--recipe": {"help": "repeatable where several concepts are erased together (prune, sweep, tui); tune tunes one"},
     "--base-model": {
         "help": "card and push need the base's Hub id for the card; audit loads the base, apply rebuilds on it "
