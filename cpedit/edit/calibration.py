@@ -265,7 +265,7 @@ def check_calibration_fits(pipe: Any, recipe: Recipe) -> None:
     if recipe.prune.timesteps > available:
         raise CpeditError(
             f"{recipe.source}: prune.timesteps = {recipe.prune.timesteps} but {type(pipe.scheduler).__name__} makes "
-            f"only {available} steps (denoiser calls) for sampling.steps = {recipe.sampling.steps}; "
+            f"only {available} denoising steps for sampling.steps = {recipe.sampling.steps}; "
             "lower prune.timesteps or raise sampling.steps"
         )
 

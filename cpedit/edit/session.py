@@ -269,7 +269,7 @@ class EditSession:
                 if not is_text_target(recipe) and timesteps > available:
                     raise CpeditError(
                         f"{recipe.source}: timesteps = {timesteps} but {type(self.pipeline.scheduler).__name__} "
-                        f"makes only {available} denoiser calls for sampling.steps = {recipe.sampling.steps}",
+                        f"makes only {available} denoising steps for sampling.steps = {recipe.sampling.steps}",
                         path=recipe.source,
                         argument="timesteps",
                     )

@@ -526,7 +526,7 @@ def test_tau_beyond_the_schedulers_calls_is_an_error(
     # Recipe validation already refuses tau > steps; a Recipe object built in code skips it.
     loaded = cpedit.load_recipe(recipe)
     too_long = dataclasses.replace(loaded, prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1))
-    with pytest.raises(CpeditError, match=rf"prune.timesteps = {calls + 1} .* only {calls} denoiser calls"):
+    with pytest.raises(CpeditError, match=rf"prune.timesteps = {calls + 1} .* only {calls} denoising steps"):
         cpedit.prune(request.getfixturevalue(fixture), [too_long], out=outputs / "model", compute=CPU)
     assert_nothing_written(outputs)
     # tau equal to the scheduler's calls is fine.
@@ -591,7 +591,7 @@ def test_every_recipe_is_checked_against_the_scheduler_before_calibrating(
         good, name="too-long", prune=PruneSettings(skill_ratio=SKILL_RATIO, timesteps=calls + 1)
     )
     events: list[cpedit.ProgressEvent] = []
-    with pytest.raises(CpeditError, match="only 7 denoiser calls"):
+    with pytest.raises(CpeditError, match="only 7 denoising steps"):
         cpedit.prune(tiny_sd_path, [good, too_long], compute=CPU, on_progress=events.append)
     assert not [e for e in events if e.stage == "calibrate"]  # failed before the first recipe ran
 

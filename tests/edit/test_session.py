@@ -165,7 +165,7 @@ def test_select_beyond_the_calibrated_tau_says_what_to_do(session: EditSession) 
 
 def test_calibrating_for_more_timesteps_than_the_scheduler_makes_is_refused(tiny_sd_path: Path) -> None:
     session = EditSession.open(tiny_sd_path, [cpedit.parse_recipe(style("x-s"))], compute=CPU)
-    with pytest.raises(CpeditError, match="denoiser calls"):
+    with pytest.raises(CpeditError, match="denoising steps"):
         session.calibrate(timesteps=50)
     with pytest.raises(CpeditError, match="calibrate"):
         session.select()
