@@ -104,9 +104,10 @@ def record_denoiser_inputs(pipe: Any, recipe: Any) -> list[tuple[torch.nn.Module
 
 
 def batch_of(args: tuple, kwargs: dict) -> int:
-    """Batch size of a recorded denoiser call (UNets take the sample positionally, DiTs as hidden_states)."""
-    sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-    return int(sample.shape[0])
+    """Batch size of a recorded denoiser call (UNets take the sample positionally, DiTs as hidden_states;
+    Z-Image takes a list of per-item latents)."""
+    sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states", kwargs.get("x")))
+    return len(sample) if isinstance(sample, (list, tuple)) else int(sample.shape[0])
 
 
 def bench(architecture: str, recipe: Any, repeats: int) -> dict[str, Any]:
