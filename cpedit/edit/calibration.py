@@ -334,7 +334,7 @@ def calibrate(
         pipe: A loaded text-to-image pipeline (already on its device).
         recipe: The concept's prompts and settings.
         layers: The layers to hook (see :func:`cpedit.models.architectures.find_target_layers`).
-        timesteps: Calibrate this many denoiser calls instead of the recipe's tau (a larger tau
+        timesteps: Calibrate this many steps instead of the recipe's tau (a larger tau
             keeps statistics for later re-selection; those of the first calls are the same).
             Ignored for ``text-ffn``.
         batch_size: Prompts per pipeline call, rounded down to an even number so that
@@ -346,7 +346,7 @@ def calibrate(
 
     Raises:
         UnsupportedModelError: The pipeline is not a text-to-image pipeline.
-        CpeditError: tau exceeds the denoiser calls the scheduler makes for the steps.
+        CpeditError: tau exceeds the steps the scheduler makes for ``sampling.steps``.
         Cancelled: ``cancel`` was set.
     """
     from cpedit.models.architectures import denoiser_components, guidance_arguments, spec_for_pipeline
@@ -411,7 +411,7 @@ def calibrate(
             handles.append(module.register_forward_hook(state.denoiser_hook(component)))
     if not text:
         handles.append(_count_steps(pipe.scheduler, state.end_step))
-    # Progress counts work units (denoiser calls; text-encoder batches for text-ffn). Work lost to an
+    # Progress counts work units (steps; text-encoder batches for text-ffn). Work lost to an
     # out-of-memory retry stays counted (and is added to the total), so progress never moves back.
     position, batch_number, calls, done, wasted, ran = 0, 0, 0, 0, 0, 0
     ran_components: set[str] = set()
@@ -481,11 +481,12 @@ def calibrate(
             for name, total in totals.items()
         }
         calls = distributed.largest(calls_per_batch) * batch_number  # every batch makes as many calls
+        # rank 0 ran batch 0, so it saw every denoiser that runs within tau
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     hooked = {layer.component for layer in layers}
     idle = () if text else tuple(name for name in denoisers if name in hooked and name not in ran_components)
-    if idle and launch is None:
+    if idle and distributed.is_main_process():
         warnings.warn(
             CpeditWarning(
                 f"{recipe.name}: {', '.join(idle)} ran no step within the first tau = {tau} steps (the other "
@@ -683,6 +684,8 @@ def _without_padding(x: torch.Tensor, mask: torch.Tensor | None, name: str, *, p
         )
     positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     lengths = torch.where(mask != 0, positions, 0).amax(dim=1)  # one past each item's last real row
+    if bool(((mask[:, 0] == 0) & (lengths > 0)).any()):  # padding before real rows: only right padding is handled
+        raise CpeditError(f"{name}: its batch is padded on the left; cpedit handles padding after the real rows only")
     alone = lengths.view(-1, prompts).amax(dim=0).repeat(x.shape[0] // prompts)
     keep = positions[None, :] <= alone[:, None]
     return x * keep.unsqueeze(-1).to(x.dtype)
@@ -693,6 +696,7 @@ class _StepCounter:
 
     def __init__(self, scheduler: Any, on_step: Callable[[], None]) -> None:
         self._scheduler = scheduler
+        self._own = scheduler.__dict__.get("step")  # an instance-level step already there (someone's wrapper)
         step = scheduler.step
 
         # keeps step's signature: pipelines read it to decide which arguments (``generator``, ``eta``) to pass
@@ -704,8 +708,11 @@ class _StepCounter:
         scheduler.step = counted  # an instance attribute: shadows the class's method until removed
 
     def remove(self) -> None:
-        """Restore the scheduler's own ``step``."""
-        self._scheduler.__dict__.pop("step", None)
+        """Restore the scheduler's ``step`` as it was."""
+        if self._own is None:
+            self._scheduler.__dict__.pop("step", None)
+        else:
+            self._scheduler.step = self._own
 
 
 def _count_steps(scheduler: Any, on_step: Callable[[], None]) -> _StepCounter:

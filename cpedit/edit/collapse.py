@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from cpedit.errors import CpeditError
+from cpedit.models.architectures import spec_for_pipeline
 from cpedit.models.settings import SampleSettings, check_sample_settings
 from cpedit.output.collapse import CollapseCheck, PromptDistance
 from cpedit.progress import ProgressCallback, ProgressEvent, emit
@@ -194,12 +195,16 @@ class CollapseGuard:
         guidance = self.guidance_scale
         if guidance is None:
             guidance = session.recipes[0].sampling.guidance_scale if session.recipes else 7.5
+        height, width = self.height, self.width
+        spec = spec_for_pipeline(session.pipeline)
+        if height is None and width is None and spec is not None and spec.default_size is not None:
+            height, width = spec.default_size  # a video family: its short clip's size, not its full native size
         options: dict[str, Any] = {
             "seed": self.seed,
             "steps": self.steps,
             "guidance_scale": guidance,
-            "height": self.height,
-            "width": self.width,
+            "height": height,
+            "width": width,
             "safety_checker": False,  # a filtered (black) image is not a collapse
         }
         emit(

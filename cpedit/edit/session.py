@@ -63,9 +63,10 @@ from cpedit.edit.report import build_report
 from cpedit.edit.selection import Selection, layer_mask, union
 from cpedit.edit.weights import AppliedSelection, apply_selection, base_weight, restore_weights
 from cpedit.errors import CpeditError, UnsupportedModelError
-from cpedit.models.architectures import find_target_layers, spec_for_pipeline
+from cpedit.models.architectures import check_targets_apply, find_target_layers, spec_for_pipeline
 from cpedit.models.compute import ComputeOptions
 from cpedit.models.ffn import FFNLayer, execution_device, get_denoiser
+from cpedit.models.files import read_model_index
 from cpedit.models.loading import ModelSource, check_offload, load_safety_checker, open_pipeline
 from cpedit.models.sampling import SampleSettings, generate, image_grid, safety_checker_set
 from cpedit.models.support import require_support
@@ -220,12 +221,22 @@ class EditSession:
         if in_memory:
             pipe = model
         else:
+
+            def check_then(source: ModelSource) -> None:
+                # a target the family does not have is refused before the weights load
+                index = read_model_index(source.path / "model_index.json", shown_as=name)
+                pipeline_class = index.get("_class_name")
+                if isinstance(pipeline_class, str):
+                    check_targets_apply(pipeline_class, [(r.name, r.prune.target) for r in loaded])
+                if before_load is not None:
+                    before_load(source)
+
             source, pipe = open_pipeline(
                 model,
                 compute=compute,
                 on_progress=on_progress,
                 cancel=cancel,
-                before_load=before_load,
+                before_load=check_then,
             )
         session = cls(pipe, loaded, source=source, batch_size=batch_size)
         session.timings["load"] = time.perf_counter() - started

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ __all__ = [
     "SPECS",
     "STREAMS",
     "TARGETS",
+    "check_targets_apply",
     "default_layers",
     "denoiser_components",
     "find_target_layers",
@@ -355,6 +356,26 @@ def denoiser_components(pipe: Any) -> dict[str, nn.Module]:
     if main not in found.values():
         found = {name: main for name in ("unet", "transformer") if getattr(pipe, name, None) is main} | found
     return found
+
+
+def check_targets_apply(pipeline_class: str, targets: Sequence[tuple[str, str]]) -> None:
+    """Refuse, before a model loads, a recipe target its family does not have (``spec.refused_targets``).
+
+    Args:
+        pipeline_class: ``model_index.json``'s ``_class_name``.
+        targets: ``(recipe name, prune target)`` of each recipe.
+
+    Raises:
+        UnsupportedModelError: A target does not apply; the message names the recipe, the family
+            and the reason.
+    """
+    spec = _BY_PIPELINE.get(pipeline_class)
+    if spec is None:
+        return
+    for name, target in targets:
+        reason = spec.refused_targets.get(target)
+        if reason is not None:
+            raise UnsupportedModelError(f"{name}: prune.target = {target} does not apply to {spec.label}: {reason}")
 
 
 def spec_for_pipeline(pipe: Any) -> ArchitectureSpec | None:

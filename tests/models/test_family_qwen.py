@@ -144,6 +144,11 @@ def test_z_image_refuses_attention_targets(tiny_model_path: Any, tmp_path: Path)
     recipe = write_recipe(tmp_path, name="attn", prune_target="attn-value", size=SIZE, steps=STEPS, tau=TAU)
     with pytest.raises(UnsupportedModelError, match="Z-Image.*no text-only value projection"):
         cpedit.prune(tiny_model_path("z-image"), [recipe], compute=FP32)
+    # refused from model_index.json, before the memory estimate and the weights load
+    reached: list[Any] = []
+    with pytest.raises(UnsupportedModelError, match="attn: prune.target = attn-value does not apply to Z-Image"):
+        cpedit.EditSession.open(tiny_model_path("z-image"), [recipe], compute=FP32, before_load=reached.append)
+    assert reached == []
 
 
 def test_layers_each_target_means(tiny_model_path: Any) -> None:
