@@ -238,7 +238,7 @@ def test_card_is_generated_from_the_record(pruned: dict, tmp_path: Path, hub: Hu
     assert "| preserved concepts | 0.9000 | 0.8750 |" in body and "40 images" in body
     assert "![before/after](conceptprune/preview.png)" in body
     assert 'DiffusionPipeline.from_pretrained("alice/sd-no-van-gogh"' in body
-    assert f'pipe("{PREVIEW[0]}")' in body
+    assert f'pipe(prompt="{PREVIEW[0]}")' in body  # by name: FLUX.2's first parameter is an image
     for local in (str(out), str(pruned["folder"]), os.environ["HF_HOME"], "/tmp/"):
         assert local not in text
 

@@ -406,7 +406,6 @@ def naive_unet_call_count(pipe, steps: int) -> int:
         return None
 
     handle = denoiser_of(pipe).register_forward_hook(count_call)
-    handle = denoiser_of(pipe).register_forward_hook(count_call)
     try:
         with torch.no_grad():
             pipe(
