@@ -291,9 +291,6 @@ SPECS: tuple[ArchitectureSpec, ...] = (
         # puts before every prompt by default is kept: calibration encodes what generation encodes.
         call_kwargs={"use_resolution_binning": False, "clean_caption": False},
     ),
-)
-
-SPECS += (
     ArchitectureSpec(
         name="chroma",
         label="Chroma (FLUX-like double- and single-stream DiT, T5; unconditional half as a separate call)",
@@ -322,7 +319,6 @@ SPECS += (
         text_encoders=("text_encoder",),
     ),
 )
-"""Families added for the 2026 models (issue 25): FLUX-like blocks found by structure below."""
 
 _BY_PIPELINE = {pipeline: spec for spec in SPECS for pipeline in spec.pipelines}
 
