@@ -201,6 +201,8 @@ def sweep(
                 argument="out",
             )
         done = {p.settings: p for p in map(Point.from_dict, previous["points"])}
+        if collapse_check:  # a point of an earlier run without the check is measured again, with it
+            done = {settings: point for settings, point in done.items() if point.collapse is not None}
     from cpedit.distributed import barrier, is_main_process, rank_device
 
     barrier()  # every rank has read the earlier points before rank 0 writes the file again

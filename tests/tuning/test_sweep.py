@@ -182,6 +182,18 @@ def test_interrupted_sweep_resumes_with_the_finished_points(tmp_path: Path, cali
     assert info.value.reason == "different_sweep"
 
 
+def test_a_point_measured_without_the_collapse_check_is_measured_again_with_it(tmp_path: Path) -> None:
+    plan = plan_evaluation("shapes", **EVAL)
+    grid = {"skill_ratios": [0.05], "timesteps": [3], "plan": plan, "out": tmp_path, "compute": CPU, "plot": False}
+    unchecked = sweep("builtin:shapes", ["shapes-striped"], collapse_check=False, **grid)
+    assert unchecked.measured == 1 and unchecked.points[0].collapse is None
+    checked = sweep("builtin:shapes", ["shapes-striped"], **grid)  # the check is on by default
+    assert checked.measured == 1 and len(checked.points) == 1 and checked.points[0].collapse is not None
+    assert checked.points[0].pruned == unchecked.points[0].pruned  # the same setting, now checked
+    again = sweep("builtin:shapes", ["shapes-striped"], **grid)
+    assert again.measured == 0  # a checked point is kept
+
+
 def test_tune_meets_a_reachable_goal_and_fails_an_unreachable_one(swept: dict, tmp_path: Path) -> None:
     points = [Point.from_dict(p) for p in swept["data"]["points"]]
     at_tau_6 = [p for p in points if p.settings.timesteps == 6]
