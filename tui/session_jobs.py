@@ -99,7 +99,7 @@ class SessionJobs:
     """
 
     def __init__(self, session: Any) -> None:
-        from cpedit.edit.collapse import CollapseGuard
+        from cpedit.edit import CollapseGuard
 
         self.session = session
         self.collapse_guard = CollapseGuard()

@@ -229,6 +229,11 @@ def test_sd2_v_prediction_matches_naive_reference(tiny_model_path: Any, tmp_path
         ("PixArtAlphaPipeline", "pixart"),
         ("PixArtSigmaPipeline", "pixart"),
         ("SanaPipeline", "sana"),
+        ("ChromaPipeline", "chroma"),
+        ("Flux2Pipeline", "flux2"),
+        ("Flux2KleinPipeline", "flux2-klein"),
+        ("QwenImagePipeline", "qwen-image"),
+        ("ZImagePipeline", "z-image"),
     ],
 )
 def test_describe_support_known(pipeline: str, architecture: str) -> None:

@@ -24,7 +24,7 @@ import cpedit
 from cpedit.errors import ModelLoadError
 from cpedit.models.architectures import find_target_layers
 from cpedit.models.compute import ComputeOptions
-from cpedit.models.support import describe_support, require_support
+from cpedit.models.support import require_support
 from cpedit.output.record import read_report
 
 STEPS, TAU, SIZE = 3, 2, 16
@@ -145,20 +145,6 @@ def test_distilled_klein_makes_one_call_per_step(tmp_path: Path) -> None:
         handle.remove()
     assert sizes == [4] * TAU  # no unconditional call: guidance is distilled away
     assert any(bool(mask.any()) for mask in result.masks.values())
-
-
-@pytest.mark.parametrize(
-    ("pipeline", "family"),
-    [
-        ("StableDiffusion3Pipeline", "sd3"),
-        ("ChromaPipeline", "chroma"),
-        ("Flux2Pipeline", "flux2"),
-        ("Flux2KleinPipeline", "flux2-klein"),
-    ],
-)
-def test_families_are_editable(pipeline: str, family: str) -> None:
-    info = describe_support(pipeline)
-    assert info.supported and info.architecture == family and pipeline in info.how
 
 
 def test_flux2_tokenizer_needing_torchvision_is_named(

@@ -23,7 +23,6 @@ from cpedit.edit.calibration import calibrate
 from cpedit.errors import UnsupportedModelError
 from cpedit.models.architectures import find_target_layers, spec_for_pipeline
 from cpedit.models.compute import ComputeOptions
-from cpedit.models.support import describe_support
 from cpedit.recipes.format import parse_recipe
 
 FAMILIES = ("qwen-image", "z-image")
@@ -176,12 +175,6 @@ def test_layers_each_target_means(tiny_model_path: Any) -> None:
     assert ffn_in == ["context_refiner.0.feed_forward.w1", "context_refiner.0.feed_forward.w3"]
     # Z-Image pads every prompt to a fixed length: its text-encoder padding is counted, as alone
     assert all(layer.padding is None for layer in find_target_layers(z, spec, target="text-ffn"))
-
-
-@pytest.mark.parametrize(("pipeline", "family"), [("QwenImagePipeline", "qwen-image"), ("ZImagePipeline", "z-image")])
-def test_describe_support(pipeline: str, family: str) -> None:
-    info = describe_support(pipeline)
-    assert info.supported and info.architecture == family and info.missing is None
 
 
 def test_qwen_image_previews_with_the_guidance_calibration_used(tiny_model_path: Any) -> None:
