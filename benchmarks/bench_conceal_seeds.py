@@ -55,7 +55,7 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     layers = {layer.key: layer for found in session.layers.values() for layer in found}
     concept = recipe.concept.strip().lower()
-    erased = [(a, concept) for a, values in world.ATTRIBUTES.items() if concept in values][:1]
+    erased = [(a, concept) for a, values in world.BUILTIN.attributes.items() if concept in values][:1]
     with_concept, without = evaluation_prompts(
         erased, images=args.images, seed=args.seed, exclude=_calibration_prompts(session.recipes)
     )

@@ -63,9 +63,13 @@ V2 = world.V2.attributes
 
 CONCEPTS: dict[str, str] = {
     "striped": "texture",
+    "dotted": "texture",
+    "checkered": "texture",
     "glowing": "outline",
     "outlined": "outline",
+    "shadowed": "outline",
     "sepia": "palette",
+    "pastel": "palette",
     "star": "shape",
     "red": "colour",
 }

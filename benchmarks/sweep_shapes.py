@@ -26,7 +26,7 @@ from cpedit.models.compute import ComputeOptions
 from cpedit.recipes.sources import resolve_recipe
 from cpedit.recipes.targets import TARGETS
 from cpedit.shapes.classifier import load_classifier
-from cpedit.shapes.world import ATTRIBUTES, caption
+from cpedit.shapes.world import BUILTIN, caption
 
 
 def measure(pipe, classifier, sets, erased, *, seed: int, steps: int, guidance: float) -> dict[str, float]:
@@ -74,7 +74,7 @@ def main() -> None:
     for name in args.recipes.split(","):
         recipe = resolve_recipe(name)
         recipe = dataclasses.replace(recipe, prune=dataclasses.replace(recipe.prune, target=args.target))
-        attribute = next(a for a, values in ATTRIBUTES.items() if recipe.concept in values)
+        attribute = next(a for a, values in BUILTIN.attributes.items() if recipe.concept in values)
         erased = [(attribute, recipe.concept)]
         excluded = {p.lower() for pair in recipe.pairs() for p in pair}
         with_concept, without = evaluation_prompts(erased, images=args.images, seed=args.seed, exclude=excluded)

@@ -108,12 +108,23 @@ class Design:
     each timestep still shows of the image roughly where SD has it (the resolution shift of
     Hoogeboom et al., "simple diffusion", 2023), so the paper's first tau of 50 steps see what
     they see on SD.
+
+    ``ffn_sparsity`` weighs a penalty on how spread each token's feed-forward activation (the
+    input of every ``ff.net.2``, the neurons ConceptPrune scores) is over the layer's neurons:
+    the Hoyer measure ``|h|_1 / (|h|_2 sqrt(width))``, 1 when every neuron is equally active,
+    ``sqrt(k / width)`` when k are, ``1/sqrt(width)`` when one is. It is scale-free, so it does not
+    push the FFN's output down (the model keeps using its FFNs), and it acts only on a layer whose
+    mean measure is above ``ffn_spread_target``: each token's activation is pushed onto about
+    ``target**2 * width`` neurons and no fewer, as the neurons of a large model specialise
+    (weight 0: no penalty).
     """
 
     description: str
     text_encoder: dict[str, Any]
     unet: dict[str, Any]
     snr_shift: float = 1.0
+    ffn_sparsity: float = 0.0
+    ffn_spread_target: float = 0.3
 
 
 _V1_TEXT = {
@@ -174,6 +185,22 @@ DESIGNS: dict[str, Design] = {
         _CLIP_TEXT,
         {**_UNET_COMMON, **_SD_BLOCKS, "block_out_channels": (32, 64, 128, 128), "layers_per_block": 1},
         snr_shift=16.0,
+    ),
+    "v2": Design(
+        "v1's UNet (transformer blocks at 8x8 and 4x4, 7 GEGLU FFNs of SD's 4x width) with a 128-wide "
+        "4-layer CLIP text encoder, and a penalty on FFN activations spread over more than about 6% of a layer's "
+        "neurons (Hoyer measure above 0.25, weight 0.05); SD's schedule",
+        _CLIP_TEXT,
+        {
+            **_UNET_COMMON,
+            "block_out_channels": (32, 64, 96),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "cross_attention_dim": 128,
+        },
+        ffn_sparsity=0.05,
+        ffn_spread_target=0.25,
     ),
     "sd2-shifted": Design(
         "SD 1.x's block layout with its two layers per block (16 transformer blocks, as in SD), "
@@ -381,6 +408,16 @@ def train_denoiser(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     ema_parameters = list(ema.parameters())
     unet_parameters = list(unet.parameters())
+    spreads: list[torch.Tensor] = []
+    if design.ffn_sparsity:
+
+        def record_spread(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            h = inputs[0]
+            spreads.append((h.abs().sum(-1) / (h.norm(dim=-1) + 1e-6)).mean() / math.sqrt(h.shape[-1]))
+
+        for name, module in unet.named_modules():
+            if name.endswith("ff.net.2"):
+                module.register_forward_pre_hook(record_spread)
     token_cache: dict[str, torch.Tensor] = {}
 
     def tokens_of(captions: list[str]) -> torch.Tensor:
@@ -418,8 +455,13 @@ def train_denoiser(
         timesteps = timesteps.to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         hidden = text_encoder(tokens)[0]
+        spreads.clear()
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
         loss = F.mse_loss(prediction, noise)
+        spread = torch.stack(spreads) if spreads else None
+        if spread is not None:
+            loss = loss + design.ffn_sparsity * (spread - design.ffn_spread_target).clamp_min(0).mean()
+            spread = spread.mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0, foreach=True)
@@ -429,7 +471,9 @@ def train_denoiser(
         with torch.no_grad():
             torch._foreach_lerp_(ema_parameters, unet_parameters, 1 - decay)
         if step % 250 == 0 or step == steps - 1:
-            log(f"denoiser step {step}/{steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e}", start)
+            spread_text = "" if spread is None else f" ffn spread {spread.item():.3f}"
+            rate = schedule.get_last_lr()[0]
+            log(f"denoiser step {step}/{steps} loss {loss.item():.4f}{spread_text} lr {rate:.2e}", start)
     text_encoder.eval()
     return ema.eval().cpu(), text_encoder.cpu()
 

@@ -84,9 +84,10 @@ def erased_values(report: Report, edited: Path) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     for concept in report.concepts:
         name = concept.concept.strip().lower()
-        match = [(attribute, name) for attribute, values in world.ATTRIBUTES.items() if name in values]
+        attributes = world.BUILTIN.attributes
+        match = [(attribute, name) for attribute, values in attributes.items() if name in values]
         if not match:
-            values = ", ".join(v for vs in world.ATTRIBUTES.values() for v in vs)
+            values = ", ".join(v for vs in attributes.values() for v in vs if v not in world.UNSAID)
             raise CpeditError(
                 f"{edited}: recipe {concept.name!r} erases {concept.concept!r}, which is not an attribute "
                 f"value of the shapes world; `cpedit eval shapes` measures only these concepts: {values}"
@@ -119,12 +120,13 @@ def evaluation_prompts(
     images: int,
     seed: int,
     exclude: set[str],
-    vocabulary: world.Vocabulary = world.V1,
+    vocabulary: world.Vocabulary = world.BUILTIN,
 ) -> tuple[list[world.Scene], list[world.Scene]]:
     """``images`` scenes that ask for an erased value, and ``images`` that ask for none.
 
-    Scenes are drawn from every combination of ``vocabulary`` (default: the built-in model's)
-    with ``seed``; scenes whose caption was a calibration prompt are skipped.
+    Scenes are drawn from every combination of ``vocabulary`` (default: the built-in model's,
+    :data:`cpedit.shapes.world.BUILTIN`) with ``seed``; scenes whose caption was a calibration
+    prompt are skipped.
     """
     asks = [s for s in world.all_scenes(vocabulary=vocabulary) if world.caption(s) not in exclude]
     with_concept = [s for s in asks if any(s.value(a) == v for a, v in erased)]

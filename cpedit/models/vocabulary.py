@@ -54,7 +54,7 @@ def _shapes_vocabulary() -> dict[str, int]:
 
 def _closed_vocabulary(tokenizer: Any) -> frozenset[str] | None:
     """The only words a tokenizer's model knows, when it is the shapes world's tokenizer; else None."""
-    from cpedit.shapes.world import CAPTION_WORDS
+    from cpedit.shapes.world import BUILTIN
 
     shapes = _shapes_vocabulary()
     try:
@@ -62,7 +62,7 @@ def _closed_vocabulary(tokenizer: Any) -> frozenset[str] | None:
             return None
     except (AttributeError, TypeError):
         return None
-    return frozenset(CAPTION_WORDS)
+    return frozenset(BUILTIN.caption_words)
 
 
 def _maps_to_unknown(tokenizer: Any, word: str) -> bool:

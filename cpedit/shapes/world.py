@@ -106,6 +106,10 @@ V2 = Vocabulary(
 VOCABULARIES = {vocabulary.name: vocabulary for vocabulary in (V1, V2)}
 """Every vocabulary by name."""
 
+BUILTIN: Vocabulary = V1
+"""The vocabulary of the model that ships as ``builtin:shapes`` and of its classifier: what
+``cpedit eval shapes`` and ``cpedit audit`` draw their prompts from and judge."""
+
 SHAPES = V1.attributes["shape"]
 COLOURS = V1.attributes["colour"]
 TEXTURES = V1.attributes["texture"]

@@ -302,19 +302,23 @@ def test_recipe_uses_published_settings(path: Path):
 
 @pytest.mark.parametrize("path", SHAPES_FILES, ids=_ids(SHAPES_FILES))
 def test_shapes_recipe_asks_for_exactly_its_concept(path: Path):
-    from cpedit.shapes.world import ATTRIBUTES, KIND_OF_ATTRIBUTE, parse_caption
+    from cpedit.shapes.world import BUILTIN, KIND_OF_ATTRIBUTE, parse_caption
 
     recipe = load_recipe(path)
-    attribute = next(a for a, values in ATTRIBUTES.items() if recipe.concept in values)
+    attribute = next(a for a, values in BUILTIN.attributes.items() if recipe.concept in values)
     assert _kind(recipe) == KIND_OF_ATTRIBUTE[attribute]
-    vocabulary = {v for values in ATTRIBUTES.values() for v in values} | {"a", "an", "on", "background", "shape"}
+    vocabulary = set(BUILTIN.caption_words)  # the shipped model's words
+
+    def parse(text: str) -> dict[str, str]:
+        return parse_caption(text, vocabulary=BUILTIN)
+
     for target, base in recipe.pairs():
         assert set(target.split()) <= vocabulary and set(base.split()) <= vocabulary, (target, base)
-        assert parse_caption(target).get(attribute) == recipe.concept
-        assert attribute not in parse_caption(base), base
+        assert parse(target).get(attribute) == recipe.concept
+        assert attribute not in parse(base), base
         # everything else the pair asks for is the same
-        assert {k: v for k, v in parse_caption(target).items() if k != attribute} == {
-            k: v for k, v in parse_caption(base).items() if k != attribute
+        assert {k: v for k, v in parse(target).items() if k != attribute} == {
+            k: v for k, v in parse(base).items() if k != attribute
         }
     for prompt in recipe.preview_prompts:
         assert set(prompt.split()) <= vocabulary, prompt

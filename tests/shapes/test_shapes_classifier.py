@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from cpedit.errors import CpeditError
 from cpedit.shapes import world
-from cpedit.shapes.classifier import HEADS, ShapesClassifier, classify, load_classifier
+from cpedit.shapes.classifier import ShapesClassifier, classify, load_classifier
 
 
 def _save(model: ShapesClassifier, path: Path) -> Path:
@@ -18,10 +18,12 @@ def _save(model: ShapesClassifier, path: Path) -> Path:
     return path
 
 
-def test_the_shipped_classifier_loads_as_v1() -> None:
+def test_the_shipped_classifier_loads_with_the_shipped_vocabulary() -> None:
+    from devtools.train_shapes import CLASSIFIER_SETTINGS
+
     model = load_classifier()
-    assert model.attributes == world.ATTRIBUTES and tuple(model.attributes) == HEADS
-    assert model.hidden[0].out_features == 128
+    assert model.attributes == world.BUILTIN.attributes
+    assert model.hidden[0].out_features == CLASSIFIER_SETTINGS[world.BUILTIN.name].hidden
 
 
 def test_a_v2_classifier_loads_with_its_heads_and_width_and_names_every_attribute(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from cpedit.cli.main import cli
 from cpedit.errors import ModelLoadError
 from cpedit.models.loading import resolve_source
 from cpedit.shapes import world
-from cpedit.shapes.classifier import HEADS, classify, load_classifier
+from cpedit.shapes.classifier import classify, load_classifier
 from cpedit.shapes.model import BUILTIN_MODEL_NAME, builtin_pipeline_path, training_report_path
 
 
@@ -47,13 +47,15 @@ def test_loads_through_from_pretrained_and_generates_32px_images() -> None:
 
 def test_classifier_reads_known_scenes() -> None:
     model = load_classifier()
-    pairs = world.sample(300, seed=4242)
-    predictions = classify(model, world.render_many(pairs))
-    for name in HEADS:
+    assert model.attributes == world.BUILTIN.attributes  # the shipped classifier knows the shipped world
+    pairs = world.sample(300, seed=4242, vocabulary=world.BUILTIN)
+    predictions = classify(model, world.render_many(pairs, vocabulary=world.BUILTIN))
+    for name in world.BUILTIN.attributes:
         accuracy = np.mean([p[name] == scene.value(name) for p, (scene, _) in zip(predictions, pairs, strict=True)])
         assert accuracy >= 0.98, (name, accuracy)  # 99.7-100% per attribute on 3000 scenes in the training report
-    one = classify(model, [world.render(world.Scene("star", "red", "striped", "white"), seed=1)])[0]
-    assert one == {"shape": "star", "colour": "red", "texture": "striped", "background": "white"}
+    scene = world.Scene("star", "red", "striped", "white")
+    one = classify(model, [world.render(scene, seed=1, vocabulary=world.BUILTIN)])[0]
+    assert one == {name: scene.value(name) for name in world.BUILTIN.attributes}
 
 
 def test_training_report_records_the_goals() -> None:
@@ -62,27 +64,27 @@ def test_training_report_records_the_goals() -> None:
     assert report["pipeline_bytes"] <= 15 * 1024 * 1024
     assert report["timings_s"]["total"] <= 60 * 60
     held_out = report["generated_attribute_accuracy"]["held_out_captions"]
-    assert set(held_out) == set(HEADS) and min(held_out.values()) >= 0.90
+    assert set(held_out) == set(world.BUILTIN.attributes) and min(held_out.values()) >= 0.90
 
 
 def test_shipped_model_shows_the_held_out_captions_attributes() -> None:
     """Re-measure the report's held-out check on the shipped weights (240 images, about 20 s)."""
     import torch
 
-    from devtools.train_shapes import HELD_OUT_CHECK_SEED, measure_attributes
+    from devtools.train_shapes import HELD_OUT_CHECK_SEED, check_scenes, measure_attributes
 
     report = json.loads(training_report_path().read_text())
     checked = report["generated_attribute_accuracy"]
     measured = measure_attributes(
         builtin_pipeline_path(),
         load_classifier(),
-        world.held_out_scenes(),
+        check_scenes(world.held_out_scenes(vocabulary=world.BUILTIN), checked["held_out_captions_count"]),
         per_scene=checked["images_per_caption"],
         seed=HELD_OUT_CHECK_SEED,
         device=torch.device("cpu"),
         **report["generation_settings"],
     )
-    for name in HEADS:
+    for name in world.BUILTIN.attributes:
         assert measured[name] >= 0.90, (name, measured)
         # the same images as the training run's check: at most a few borderline readings may differ
         assert abs(measured[name] - checked["held_out_captions"][name]) <= 0.025, (name, measured)
