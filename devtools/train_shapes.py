@@ -361,6 +361,17 @@ def encode_latents(vae: Any, images: np.ndarray) -> tuple[torch.Tensor, torch.Te
     return torch.cat(means), torch.cat(stds)
 
 
+def ffn_spread(activations: torch.Tensor) -> torch.Tensor:
+    """The mean Hoyer measure of ``activations``' last dimension (see :class:`Design`'s ``ffn_sparsity``).
+
+    ``|h|_1 / (|h|_2 sqrt(width))`` per row, averaged over the rows: 1 when every neuron of a row is
+    equally active, ``sqrt(k / width)`` when k are, ``1 / sqrt(width)`` when one is.
+    """
+    width = activations.shape[-1]
+    per_row = activations.abs().sum(-1) / (activations.norm(dim=-1) + 1e-6)
+    return per_row.mean() / math.sqrt(width)
+
+
 def train_denoiser(
     latent_mean: torch.Tensor,
     latent_std: torch.Tensor,
@@ -412,8 +423,7 @@ def train_denoiser(
     if design.ffn_sparsity:
 
         def record_spread(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            h = inputs[0]
-            spreads.append((h.abs().sum(-1) / (h.norm(dim=-1) + 1e-6)).mean() / math.sqrt(h.shape[-1]))
+            spreads.append(ffn_spread(inputs[0]))
 
         for name, module in unet.named_modules():
             if name.endswith("ff.net.2"):

@@ -71,3 +71,26 @@ def test_a_v2_design_trains_on_the_v2_world(tmp_path: Path) -> None:
     assert torch.allclose(ratio, torch.full_like(ratio, 16.0), rtol=1e-3)  # betas kept to 8 digits, float32
     report = json.loads((tmp_path / "v2" / "training-report.json").read_text())
     assert report["world"] == "v2" and report["design"]["name"] == "sd-shifted"
+
+
+def test_ffn_spread_reads_how_many_neurons_carry_each_row() -> None:
+    import torch
+
+    from devtools.train_shapes import ffn_spread
+
+    width = 256
+    one = torch.zeros(3, 5, width)
+    one[..., 7] = 2.0
+    assert ffn_spread(one).item() == pytest.approx(1 / 16, rel=1e-4)  # one neuron: 1/sqrt(width)
+    assert ffn_spread(torch.full((4, width), -0.5)).item() == pytest.approx(1.0, rel=1e-4)  # all alike
+    sixteen = torch.zeros(2, width)
+    sixteen[:, :16] = torch.tensor([1.0, -1.0]).repeat(8)
+    assert ffn_spread(sixteen).item() == pytest.approx((16 / width) ** 0.5, rel=1e-4)  # sqrt(k / width)
+
+
+def test_the_v2_design_trains_with_its_ffn_spread_penalty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--out", str(tmp_path / "v2"), *TINY, "--world", "v2", "--design", "v2"]) == 0
+    logged = capsys.readouterr().out
+    assert "ffn spread" in logged  # the penalty's measure is computed on every ff.net.2 input and logged
+    report = json.loads((tmp_path / "v2" / "training-report.json").read_text())
+    assert report["design"]["name"] == "v2" and report["world"] == "v2"
