@@ -115,8 +115,9 @@ class Design:
     ``sqrt(k / width)`` when k are, ``1/sqrt(width)`` when one is. It is scale-free, so it does not
     push the FFN's output down (the model keeps using its FFNs), and it acts only on a layer whose
     mean measure is above ``ffn_spread_target``: each token's activation is pushed onto about
-    ``target**2 * width`` neurons and no fewer, as the neurons of a large model specialise
-    (weight 0: no penalty).
+    ``target**2 * width`` neurons and no fewer (weight 0: no penalty). It was meant to make the
+    neurons specialise as a large model's do; on the full run of design ``v2`` the code became
+    sparse per token but a concept still spread over many neurons (benchmarks/README.md).
     """
 
     description: str
