@@ -160,19 +160,20 @@ _SD_BLOCKS = {
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     "cross_attention_dim": 128,
 }
+_V1_BLOCKS = {
+    # the first built-in model's UNet: 3 resolutions, cross-attention transformer blocks at 8x8 and 4x4
+    **_UNET_COMMON,
+    "block_out_channels": (32, 64, 96),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+}
 DESIGNS: dict[str, Design] = {
     "v1": Design(
         "the first built-in model's architecture: 3 resolutions, transformer blocks at 8x8 and 4x4 only, "
         "7 FFN layers of inner width 256-384, a 64-wide text encoder; SD's schedule",
         _V1_TEXT,
-        {
-            **_UNET_COMMON,
-            "block_out_channels": (32, 64, 96),
-            "layers_per_block": 1,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            "cross_attention_dim": 64,
-        },
+        {**_V1_BLOCKS, "cross_attention_dim": 64},
     ),
     "sd": Design(
         "SD 1.x's block layout in miniature (channels 32-64-128-128, one layer per block: 10 transformer "
@@ -192,14 +193,7 @@ DESIGNS: dict[str, Design] = {
         "4-layer CLIP text encoder, and a penalty on FFN activations spread over more than about 6% of a layer's "
         "neurons (Hoyer measure above 0.25, weight 0.05); SD's schedule",
         _CLIP_TEXT,
-        {
-            **_UNET_COMMON,
-            "block_out_channels": (32, 64, 96),
-            "layers_per_block": 1,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            "cross_attention_dim": 128,
-        },
+        {**_V1_BLOCKS, "cross_attention_dim": 128},
         ffn_sparsity=0.05,
         ffn_spread_target=0.25,
     ),
